@@ -1,0 +1,58 @@
+# nielsgpt build. ggml's sources come from the pinned ollama module; its headers
+# are passed through CGO_CPPFLAGS so that CGO_CFLAGS keeps our optimisation flags.
+
+GO      ?= go
+PYTHON  ?= /usr/bin/python3
+ARCH    := $(shell uname -m)
+
+OLLAMA_DIR := $(shell $(GO) mod download github.com/ollama/ollama >/dev/null 2>&1; $(GO) list -m -f '{{.Dir}}' github.com/ollama/ollama 2>/dev/null)
+GGML_INC   := $(OLLAMA_DIR)/ml/backend/ggml/ggml/include
+
+# Native SIMD for local builds. AMX is left out: gcc 12 enables it with
+# -march=native on this CPU, and ggml's AMX path is not what we want here.
+ifeq ($(ARCH),x86_64)
+NATIVE ?= -march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+else ifneq ($(filter arm64 aarch64,$(ARCH)),)
+NATIVE ?= -mcpu=native
+endif
+
+export CGO_ENABLED  := 1
+export CGO_CPPFLAGS := -I$(GGML_INC)
+export CGO_CFLAGS   := -O3 $(NATIVE)
+export CGO_CXXFLAGS := -O3 $(NATIVE)
+
+.PHONY: all build run test bench fixtures demo check-go check-torch env
+
+all: build
+
+check-go:
+	@command -v $(GO) >/dev/null || { echo "Go is missing: install Go 1.26 from https://go.dev/dl"; exit 1; }
+	@command -v gcc >/dev/null || command -v cc >/dev/null || { echo "a C compiler is missing: apt-get install gcc g++ (macOS: xcode-select --install)"; exit 1; }
+	@test -n "$(OLLAMA_DIR)" || { echo "cannot fetch github.com/ollama/ollama (ggml sources): check access to the Go module proxy"; exit 1; }
+
+check-torch:
+	@$(PYTHON) -c 'import torch' 2>/dev/null || { echo "PyTorch is missing: apt-get install python3-torch (Debian) — only needed to regenerate fixtures or the demo model"; exit 1; }
+
+# env prints the cgo settings, for running go commands by hand: eval "$$(make -s env)"
+env:
+	@echo "export CGO_ENABLED=1 CGO_CPPFLAGS='$(CGO_CPPFLAGS)' CGO_CFLAGS='$(CGO_CFLAGS)' CGO_CXXFLAGS='$(CGO_CXXFLAGS)'"
+
+build: check-go
+	$(GO) build -o bin/nielsgpt ./cmd/nielsgpt
+
+run: build
+	./bin/nielsgpt serve --model demo
+
+test: check-go
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./engine/
+
+fixtures: check-torch
+	$(PYTHON) scripts/make_fixtures.py
+
+demo: check-torch build
+	$(PYTHON) scripts/train_demo.py
+	./bin/nielsgpt convert models/demo/best.pt -o models/demo/demo.gguf

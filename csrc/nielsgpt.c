@@ -1,0 +1,702 @@
+/*
+ * nielsgpt.c — niels-gpt generation 1 on ggml: weights, per-sequence KV
+ * caches, and one batched forward graph per step.
+ *
+ * The maths mirrors the PyTorch model of SPEC §1 line by line (the PyTorch
+ * statement is in the comment beside each op). Shapes are written in ggml
+ * order: [ne0, ne1, ne2], ne0 fastest. C = width, D = head size, H = heads,
+ * N = tokens in this step (all sequences), n = one sequence's new tokens,
+ * t = n_past + n (the keys one sequence attends to).
+ */
+#include "nielsgpt.h"
+
+#include "ggml.h"
+#include "ggml-alloc.h"
+#include "ggml-backend.h"
+#include "ggml-cpu.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- errors */
+
+static void set_err(char * err, size_t err_len, const char * fmt, ...) {
+    if (err == NULL || err_len == 0) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+}
+
+/* ---------------------------------------------------------------- model */
+
+typedef struct ngpt_layer {
+    struct ggml_tensor * ln1_w;   /* [C]      blocks.i.ln1.weight */
+    struct ggml_tensor * ln1_b;   /* [C]      blocks.i.ln1.bias */
+    struct ggml_tensor * qkv_w;   /* [C, 3C]  blocks.i.attn.qkv.weight */
+    struct ggml_tensor * proj_w;  /* [C, C]   blocks.i.attn.proj.weight */
+    struct ggml_tensor * ln2_w;   /* [C]      blocks.i.ln2.weight */
+    struct ggml_tensor * ln2_b;   /* [C]      blocks.i.ln2.bias */
+    struct ggml_tensor * fc1_w;   /* [C, F]   blocks.i.mlp.fc1.weight */
+    struct ggml_tensor * fc1_b;   /* [F]      blocks.i.mlp.fc1.bias */
+    struct ggml_tensor * fc2_w;   /* [F, C]   blocks.i.mlp.fc2.weight */
+    struct ggml_tensor * fc2_b;   /* [C]      blocks.i.mlp.fc2.bias */
+} ngpt_layer;
+
+struct ngpt_model {
+    ngpt_hparams hp;
+
+    struct ggml_tensor * tok_emb;  /* [C, V] tok_emb.weight, also lm_head.weight (tied) */
+    struct ggml_tensor * lnf_w;    /* [C]    ln_f.weight */
+    struct ggml_tensor * lnf_b;    /* [C]    ln_f.bias */
+    ngpt_layer         * layers;   /* [L] */
+
+    ggml_backend_t          backend;
+    struct ggml_threadpool * threadpool;  /* CPU only: persistent, pinned size */
+    struct ggml_context   * weights_ctx;
+    ggml_backend_buffer_t   weights_buf;
+    ggml_gallocr_t          galloc;       /* compute memory, reused across steps */
+
+    void * meta;       /* graph-building scratch (tensor headers only) */
+    size_t meta_size;
+};
+
+struct ngpt_seq {
+    ngpt_model            * model;
+    int                     capacity;
+    struct ggml_context   * ctx;
+    ggml_backend_buffer_t   buf;
+    struct ggml_tensor   ** k;  /* [L] of [D, H, capacity], keys after rotary */
+    struct ggml_tensor   ** v;  /* [L] of [D, H, capacity] */
+};
+
+static const ngpt_tensor_ref * find_ref(const ngpt_tensor_ref * refs, int n_refs, const char * name) {
+    for (int i = 0; i < n_refs; i++) {
+        if (strncmp(refs[i].name, name, sizeof(refs[i].name)) == 0) {
+            return &refs[i];
+        }
+    }
+    return NULL;
+}
+
+/* A weight the graph will read, with the dims it must have. 1-D tensors
+ * (norms, biases) are kept in F32 whatever the file holds: ggml's add and mul
+ * want F32 operands. Matrices keep the file's type (F32 or F16). */
+typedef struct weight_spec {
+    char                  name[64];
+    struct ggml_tensor ** dst;
+    int                   n_dims;
+    int64_t               ne0, ne1;
+} weight_spec;
+
+static bool hparams_ok(const ngpt_hparams * hp, char * err, size_t err_len) {
+    if (hp->n_vocab <= 0 || hp->n_ctx <= 0 || hp->n_embd <= 0 || hp->n_layer <= 0 ||
+        hp->n_head <= 0 || hp->n_ff <= 0) {
+        set_err(err, err_len, "hyper-parameters must be positive");
+        return false;
+    }
+    if (hp->n_vocab > 1 << 20 || hp->n_ctx > 1 << 16 || hp->n_embd > 1 << 16 ||
+        hp->n_layer > 1024 || hp->n_head > 1024 || hp->n_ff > 1 << 18) {
+        set_err(err, err_len, "hyper-parameters out of the supported range");
+        return false;
+    }
+    if (hp->n_embd % hp->n_head != 0 || (hp->n_embd / hp->n_head) % 2 != 0) {
+        set_err(err, err_len, "n_embd %d must split into %d heads of even size", hp->n_embd, hp->n_head);
+        return false;
+    }
+    if (!(hp->rope_theta > 0) || !(hp->norm_eps > 0) || !isfinite(hp->rope_theta) || !isfinite(hp->norm_eps)) {
+        set_err(err, err_len, "rope_theta and norm_eps must be positive and finite");
+        return false;
+    }
+    return true;
+}
+
+static ggml_backend_t init_backend(const char * device, int n_threads, struct ggml_threadpool ** tp,
+                                   char * err, size_t err_len) {
+    if (device == NULL || strcmp(device, "") == 0 || strcmp(device, "cpu") == 0) {
+        ggml_backend_t be = ggml_backend_cpu_init();
+        if (be == NULL) {
+            set_err(err, err_len, "cannot start ggml's CPU backend");
+            return NULL;
+        }
+        /* ggml's default is 4 threads and a fresh pool per graph; on a small
+         * machine that oversubscribes the cores and costs more than the maths.
+         * poll = 0: idle workers sleep between steps instead of spinning on
+         * the cores the Go side needs for sampling and streaming. */
+        struct ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
+        tpp.poll = 0;
+        *tp = ggml_threadpool_new(&tpp);
+        if (*tp == NULL) {
+            ggml_backend_free(be);
+            set_err(err, err_len, "cannot start a CPU threadpool of %d threads", n_threads);
+            return NULL;
+        }
+        ggml_backend_cpu_set_n_threads(be, n_threads);
+        ggml_backend_cpu_set_threadpool(be, *tp);
+        return be;
+    }
+    if (strcmp(device, "metal") == 0 || strcmp(device, "mps") == 0 || strcmp(device, "gpu") == 0) {
+        ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
+        if (dev == NULL) {
+            set_err(err, err_len, "device %s: this build of ggml has no GPU backend", device);
+            return NULL;
+        }
+        ggml_backend_t be = ggml_backend_dev_init(dev, NULL);
+        if (be == NULL) {
+            set_err(err, err_len, "device %s: cannot start %s", device, ggml_backend_dev_name(dev));
+        }
+        return be;
+    }
+    set_err(err, err_len, "unknown device %s (want cpu, metal, mps or gpu)", device);
+    return NULL;
+}
+
+ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t blob_len,
+                             const ngpt_tensor_ref * refs, int n_refs, const char * device,
+                             int n_threads, char * err, size_t err_len) {
+    if (hp == NULL || blob == NULL || refs == NULL || n_refs <= 0) {
+        set_err(err, err_len, "nothing to load");
+        return NULL;
+    }
+    if (!hparams_ok(hp, err, err_len)) {
+        return NULL;
+    }
+    if (n_threads < 1 || n_threads > 512) {
+        set_err(err, err_len, "thread count %d out of range", n_threads);
+        return NULL;
+    }
+    const int64_t C = hp->n_embd, V = hp->n_vocab, F = hp->n_ff;
+    const int     L = hp->n_layer;
+
+    ngpt_model * m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        set_err(err, err_len, "out of memory");
+        return NULL;
+    }
+    m->hp     = *hp;
+    m->layers = calloc((size_t) L, sizeof(ngpt_layer));
+    int n_specs = 3 + 10 * L;
+    weight_spec * specs = calloc((size_t) n_specs, sizeof(weight_spec));
+    if (m->layers == NULL || specs == NULL) {
+        free(specs);
+        set_err(err, err_len, "out of memory");
+        ngpt_model_free(m);
+        return NULL;
+    }
+
+    int ns = 0;
+#define SPEC(dst_, nd_, a_, b_, ...)                                            \
+    do {                                                                        \
+        snprintf(specs[ns].name, sizeof(specs[ns].name), __VA_ARGS__);          \
+        specs[ns].dst = (dst_); specs[ns].n_dims = (nd_);                       \
+        specs[ns].ne0 = (a_); specs[ns].ne1 = (b_); ns++;                       \
+    } while (0)
+    SPEC(&m->tok_emb, 2, C, V, "token_embd.weight");
+    SPEC(&m->lnf_w, 1, C, 1, "output_norm.weight");
+    SPEC(&m->lnf_b, 1, C, 1, "output_norm.bias");
+    for (int i = 0; i < L; i++) {
+        ngpt_layer * l = &m->layers[i];
+        SPEC(&l->ln1_w, 1, C, 1, "blk.%d.attn_norm.weight", i);
+        SPEC(&l->ln1_b, 1, C, 1, "blk.%d.attn_norm.bias", i);
+        SPEC(&l->qkv_w, 2, C, 3 * C, "blk.%d.attn_qkv.weight", i);
+        SPEC(&l->proj_w, 2, C, C, "blk.%d.attn_output.weight", i);
+        SPEC(&l->ln2_w, 1, C, 1, "blk.%d.ffn_norm.weight", i);
+        SPEC(&l->ln2_b, 1, C, 1, "blk.%d.ffn_norm.bias", i);
+        SPEC(&l->fc1_w, 2, C, F, "blk.%d.ffn_up.weight", i);
+        SPEC(&l->fc1_b, 1, F, 1, "blk.%d.ffn_up.bias", i);
+        SPEC(&l->fc2_w, 2, F, C, "blk.%d.ffn_down.weight", i);
+        SPEC(&l->fc2_b, 1, C, 1, "blk.%d.ffn_down.bias", i);
+    }
+#undef SPEC
+
+    /* Check every reference before ggml sees any of it: ggml asserts abort. */
+    const ngpt_tensor_ref ** found = calloc((size_t) n_specs, sizeof(*found));
+    if (found == NULL) {
+        free(specs);
+        set_err(err, err_len, "out of memory");
+        ngpt_model_free(m);
+        return NULL;
+    }
+    bool ok = true;
+    for (int i = 0; i < n_specs && ok; i++) {
+        const weight_spec * s = &specs[i];
+        const ngpt_tensor_ref * r = find_ref(refs, n_refs, s->name);
+        if (r == NULL) {
+            set_err(err, err_len, "missing tensor %s", s->name);
+            ok = false;
+            break;
+        }
+        int64_t ne1 = r->n_dims == 2 ? r->ne[1] : 1;
+        if (r->n_dims != s->n_dims || r->ne[0] != s->ne0 || ne1 != s->ne1) {
+            set_err(err, err_len, "tensor %s has the wrong shape", s->name);
+            ok = false;
+            break;
+        }
+        size_t esize = r->type == GGML_TYPE_F32 ? 4 : r->type == GGML_TYPE_F16 ? 2 : 0;
+        if (esize == 0) {
+            set_err(err, err_len, "tensor %s: type %d is not F32 or F16", s->name, r->type);
+            ok = false;
+            break;
+        }
+        if (r->nbytes != (uint64_t) (s->ne0 * s->ne1) * esize || r->offset > blob_len ||
+            r->nbytes > blob_len - r->offset) {
+            set_err(err, err_len, "tensor %s: data size or offset out of range", s->name);
+            ok = false;
+            break;
+        }
+        found[i] = r;
+    }
+    if (ok && n_refs != n_specs) {
+        set_err(err, err_len, "%d tensors given, the architecture has %d", n_refs, n_specs);
+        ok = false;
+    }
+
+    if (ok) {
+        m->backend = init_backend(device, n_threads, &m->threadpool, err, err_len);
+        ok = m->backend != NULL;
+    }
+    if (ok) {
+        struct ggml_init_params ip = {
+            .mem_size   = ggml_tensor_overhead() * (size_t) (n_specs + 1),
+            .mem_buffer = NULL,
+            .no_alloc   = true,
+        };
+        m->weights_ctx = ggml_init(ip);
+        ok = m->weights_ctx != NULL;
+        if (!ok) {
+            set_err(err, err_len, "out of memory");
+        }
+    }
+    if (ok) {
+        for (int i = 0; i < n_specs; i++) {
+            const weight_spec * s = &specs[i];
+            enum ggml_type type = s->n_dims == 1 ? GGML_TYPE_F32 : (enum ggml_type) found[i]->type;
+            struct ggml_tensor * t = s->n_dims == 1
+                ? ggml_new_tensor_1d(m->weights_ctx, type, s->ne0)
+                : ggml_new_tensor_2d(m->weights_ctx, type, s->ne0, s->ne1);
+            ggml_set_name(t, s->name);
+            *s->dst = t;
+        }
+        m->weights_buf = ggml_backend_alloc_ctx_tensors(m->weights_ctx, m->backend);
+        ok = m->weights_buf != NULL;
+        if (!ok) {
+            set_err(err, err_len, "cannot allocate the weights on the device");
+        }
+    }
+    for (int i = 0; ok && i < n_specs; i++) {
+        const ngpt_tensor_ref * r = found[i];
+        struct ggml_tensor * t = *specs[i].dst;
+        const char * src = (const char *) blob + r->offset;
+        if (t->type == (enum ggml_type) r->type) {
+            ggml_backend_tensor_set(t, src, 0, r->nbytes);
+            continue;
+        }
+        /* an F16 norm or bias, widened to F32 */
+        int64_t n = ggml_nelements(t);
+        float * tmp = malloc((size_t) n * sizeof(float));
+        if (tmp == NULL) {
+            set_err(err, err_len, "out of memory");
+            ok = false;
+            break;
+        }
+        ggml_fp16_to_fp32_row((const ggml_fp16_t *) src, tmp, n);
+        ggml_backend_tensor_set(t, tmp, 0, (size_t) n * sizeof(float));
+        free(tmp);
+    }
+    free(found);
+    free(specs);
+    if (ok) {
+        m->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(m->backend));
+        ok = m->galloc != NULL;
+        if (!ok) {
+            set_err(err, err_len, "cannot create the graph allocator");
+        }
+    }
+    if (!ok) {
+        ngpt_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void ngpt_model_free(ngpt_model * m) {
+    if (m == NULL) {
+        return;
+    }
+    if (m->galloc) ggml_gallocr_free(m->galloc);
+    if (m->weights_buf) ggml_backend_buffer_free(m->weights_buf);
+    if (m->weights_ctx) ggml_free(m->weights_ctx);
+    if (m->backend) ggml_backend_free(m->backend);
+    if (m->threadpool) ggml_threadpool_free(m->threadpool);
+    free(m->meta);
+    free(m->layers);
+    free(m);
+}
+
+const char * ngpt_model_backend(const ngpt_model * m) {
+    return m && m->backend ? ggml_backend_name(m->backend) : "";
+}
+
+/* ---------------------------------------------------------------- sequences */
+
+ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len) {
+    if (m == NULL || capacity < 1 || capacity > m->hp.n_ctx) {
+        set_err(err, err_len, "sequence capacity %d out of range [1, %d]", capacity, m ? m->hp.n_ctx : 0);
+        return NULL;
+    }
+    const int L = m->hp.n_layer, H = m->hp.n_head, D = m->hp.n_embd / m->hp.n_head;
+    ngpt_seq * s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        set_err(err, err_len, "out of memory");
+        return NULL;
+    }
+    s->model    = m;
+    s->capacity = capacity;
+    s->k = calloc((size_t) L, sizeof(*s->k));
+    s->v = calloc((size_t) L, sizeof(*s->v));
+    struct ggml_init_params ip = {
+        .mem_size   = ggml_tensor_overhead() * (size_t) (2 * L),
+        .mem_buffer = NULL,
+        .no_alloc   = true,
+    };
+    s->ctx = (s->k && s->v) ? ggml_init(ip) : NULL;
+    if (s->ctx == NULL) {
+        set_err(err, err_len, "out of memory");
+        ngpt_seq_free(s);
+        return NULL;
+    }
+    for (int l = 0; l < L; l++) {
+        s->k[l] = ggml_new_tensor_3d(s->ctx, GGML_TYPE_F32, D, H, capacity);
+        s->v[l] = ggml_new_tensor_3d(s->ctx, GGML_TYPE_F32, D, H, capacity);
+    }
+    s->buf = ggml_backend_alloc_ctx_tensors(s->ctx, m->backend);
+    if (s->buf == NULL) {
+        set_err(err, err_len, "cannot allocate a KV cache of %d positions", capacity);
+        ngpt_seq_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void ngpt_seq_free(ngpt_seq * s) {
+    if (s == NULL) {
+        return;
+    }
+    if (s->buf) ggml_backend_buffer_free(s->buf);
+    if (s->ctx) ggml_free(s->ctx);
+    free(s->k);
+    free(s->v);
+    free(s);
+}
+
+/* ---------------------------------------------------------------- graph */
+
+/* Where one item's tensors sit inside the step's graph. */
+typedef struct item_slot {
+    int                  first;   /* index of its first token among the N */
+    struct ggml_tensor * traced;  /* [t, n, H] probabilities of trace_layer */
+    struct ggml_tensor * full;    /* [t, n, H] probabilities of full_layer */
+    int                  logit_row;
+} item_slot;
+
+/* Room for the graph of one step; generous, since it only holds headers. */
+static size_t graph_size(const ngpt_hparams * hp, int n_items) {
+    return 64 + (size_t) hp->n_layer * (48 + 32 * (size_t) n_items);
+}
+
+/* LayerNorm over C with weight and bias: nn.LayerNorm(C, eps) */
+static struct ggml_tensor * layer_norm(struct ggml_context * ctx, struct ggml_tensor * x,
+                                       struct ggml_tensor * w, struct ggml_tensor * b, float eps) {
+    x = ggml_norm(ctx, x, eps);   /* (x - mean) / sqrt(var + eps) */
+    x = ggml_mul(ctx, x, w);
+    return ggml_add(ctx, x, b);
+}
+
+/* Join per-item tensors [C, n_i] into [C, N] pairwise, so each byte is copied
+ * log2(items) times rather than once per item that follows it. */
+static struct ggml_tensor * concat_rows(struct ggml_context * ctx, struct ggml_tensor ** parts, int n) {
+    while (n > 1) {
+        int out = 0;
+        for (int i = 0; i < n; i += 2) {
+            parts[out++] = i + 1 < n ? ggml_concat(ctx, parts[i], parts[i + 1], 1) : parts[i];
+        }
+        n = out;
+    }
+    return parts[0];
+}
+
+static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items, char * err, size_t err_len) {
+    const ngpt_hparams * hp = &m->hp;
+    for (int i = 0; i < n_items; i++) {
+        const ngpt_item * it = &items[i];
+        if (it->seq == NULL || it->seq->model != m || it->tokens == NULL || it->n_tokens < 1) {
+            set_err(err, err_len, "item %d: no sequence or no tokens", i);
+            return false;
+        }
+        if (it->n_past < 0 || it->n_past + it->n_tokens > it->seq->capacity) {
+            set_err(err, err_len, "item %d: positions %d..%d exceed the cache of %d", i, it->n_past,
+                    it->n_past + it->n_tokens, it->seq->capacity);
+            return false;
+        }
+        for (int j = 0; j < it->n_tokens; j++) {
+            if (it->tokens[j] < 0 || it->tokens[j] >= hp->n_vocab) {
+                set_err(err, err_len, "item %d: token %d out of range", i, it->tokens[j]);
+                return false;
+            }
+        }
+        if (it->trace_layer >= hp->n_layer || (it->trace_layer >= 0 && it->attn_row == NULL)) {
+            set_err(err, err_len, "item %d: bad trace layer %d", i, it->trace_layer);
+            return false;
+        }
+        if (it->full_layer >= hp->n_layer ||
+            (it->full_layer >= 0 && (it->full_head < 0 || it->full_head >= hp->n_head || it->full_attn == NULL))) {
+            set_err(err, err_len, "item %d: bad full-attention layer %d head %d", i, it->full_layer, it->full_head);
+            return false;
+        }
+        for (int j = 0; j < i; j++) {
+            if (items[j].seq == it->seq) {
+                set_err(err, err_len, "item %d: sequence appears twice in one step", i);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, size_t err_len) {
+    if (m == NULL || items == NULL || n_items < 1) {
+        set_err(err, err_len, "empty step");
+        return 1;
+    }
+    if (!items_ok(m, items, n_items, err, err_len)) {
+        return 1;
+    }
+    const ngpt_hparams * hp = &m->hp;
+    const int   C = hp->n_embd, H = hp->n_head, D = C / H, L = hp->n_layer, V = hp->n_vocab;
+    const float kq_scale = 1.0f / sqrtf((float) D);
+
+    int N = 0, n_logits = 0;
+    item_slot * slots = calloc((size_t) n_items, sizeof(*slots));
+    struct ggml_tensor ** parts = calloc((size_t) n_items, sizeof(*parts));
+    if (slots == NULL || parts == NULL) {
+        free(slots);
+        free(parts);
+        set_err(err, err_len, "out of memory");
+        return 1;
+    }
+    for (int i = 0; i < n_items; i++) {
+        slots[i].first = N;
+        N += items[i].n_tokens;
+        slots[i].logit_row = items[i].logits ? n_logits++ : -1;
+    }
+
+    const size_t gsize = graph_size(hp, n_items);
+    const size_t meta_size = ggml_tensor_overhead() * gsize + ggml_graph_overhead_custom(gsize, false);
+    if (meta_size > m->meta_size) {
+        free(m->meta);
+        m->meta = malloc(meta_size);
+        m->meta_size = m->meta ? meta_size : 0;
+        if (m->meta == NULL) {
+            free(slots);
+            free(parts);
+            set_err(err, err_len, "out of memory");
+            return 1;
+        }
+    }
+    struct ggml_init_params ip = { .mem_size = m->meta_size, .mem_buffer = m->meta, .no_alloc = true };
+    struct ggml_context * ctx = ggml_init(ip);
+    struct ggml_cgraph  * gf  = ggml_new_graph_custom(ctx, gsize, false);
+
+    struct ggml_tensor * inp_tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, N);
+    ggml_set_name(inp_tokens, "inp_tokens");
+    ggml_set_input(inp_tokens);
+    struct ggml_tensor * inp_pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, N);
+    ggml_set_name(inp_pos, "inp_pos");
+    ggml_set_input(inp_pos);
+    struct ggml_tensor * inp_last = NULL;
+    if (n_logits > 0) {
+        inp_last = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_logits);
+        ggml_set_name(inp_last, "inp_last");
+        ggml_set_input(inp_last);
+    }
+
+    /* h = tok_emb[x] */
+    struct ggml_tensor * x = ggml_get_rows(ctx, m->tok_emb, inp_tokens);            /* [C, N] */
+
+    for (int il = 0; il < L; il++) {
+        const ngpt_layer * ly = &m->layers[il];
+
+        /* a = LN1(h) */
+        struct ggml_tensor * cur = layer_norm(ctx, x, ly->ln1_w, ly->ln1_b, hp->norm_eps);
+        ggml_format_name(cur, "l%d.ln1", il);
+
+        /* q, k, v = qkv(a).split(C): the three row blocks of Wqkv are
+         * contiguous, so each is a plain view and three matmuls give
+         * contiguous results without slicing the fused output. */
+        const size_t wrow = ly->qkv_w->nb[1];
+        struct ggml_tensor * wq = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 0 * C * wrow);
+        struct ggml_tensor * wk = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 1 * C * wrow);
+        struct ggml_tensor * wv = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 2 * C * wrow);
+        struct ggml_tensor * q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wq, cur), D, H, N); /* [D, H, N] */
+        struct ggml_tensor * k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wk, cur), D, H, N); /* [D, H, N] */
+        struct ggml_tensor * v = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wv, cur), D, H, N); /* [D, H, N] */
+
+        /* rotary on adjacent pairs (mode 0), angle = pos · theta^(−2i/D) */
+        q = ggml_rope_ext(ctx, q, inp_pos, NULL, D, 0, hp->n_ctx, hp->rope_theta, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
+        k = ggml_rope_ext(ctx, k, inp_pos, NULL, D, 0, hp->n_ctx, hp->rope_theta, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
+        ggml_format_name(q, "l%d.q", il);
+        ggml_format_name(k, "l%d.k", il);
+
+        for (int i = 0; i < n_items; i++) {
+            const ngpt_item * it = &items[i];
+            ngpt_seq * s = it->seq;
+            const int n = it->n_tokens, t = it->n_past + n;
+            const size_t tok_off = (size_t) slots[i].first * q->nb[2];
+
+            /* cache[n_past : t] = k, v of the new tokens. Expanded into the
+             * graph now so the copies run before the reads below: the reads
+             * are views of the cache, not of these copies. */
+            struct ggml_tensor * kc = s->k[il], * vc = s->v[il];
+            struct ggml_tensor * k_new = ggml_view_3d(ctx, k, D, H, n, k->nb[1], k->nb[2], tok_off);
+            struct ggml_tensor * v_new = ggml_view_3d(ctx, v, D, H, n, v->nb[1], v->nb[2], tok_off);
+            ggml_build_forward_expand(gf, ggml_cpy(ctx, k_new,
+                ggml_view_3d(ctx, kc, D, H, n, kc->nb[1], kc->nb[2], (size_t) it->n_past * kc->nb[2])));
+            ggml_build_forward_expand(gf, ggml_cpy(ctx, v_new,
+                ggml_view_3d(ctx, vc, D, H, n, vc->nb[1], vc->nb[2], (size_t) it->n_past * vc->nb[2])));
+
+            struct ggml_tensor * qi = ggml_view_3d(ctx, q, D, H, n, q->nb[1], q->nb[2], tok_off);
+            qi = ggml_permute(ctx, qi, 0, 2, 1, 3);                                     /* [D, n, H] */
+            struct ggml_tensor * ki = ggml_view_3d(ctx, kc, D, H, t, kc->nb[1], kc->nb[2], 0);
+            ki = ggml_permute(ctx, ki, 0, 2, 1, 3);                                     /* [D, t, H] */
+
+            /* att = softmax(mask(q·kᵀ / sqrt(D))) */
+            struct ggml_tensor * kq = ggml_mul_mat(ctx, ki, qi);                        /* [t, n, H] */
+            kq = ggml_scale(ctx, kq, kq_scale);
+            if (n > 1) {
+                kq = ggml_diag_mask_inf(ctx, kq, it->n_past);  /* key j > n_past + row: −inf, so p = 0 */
+            }
+            kq = ggml_soft_max(ctx, kq);
+            ggml_format_name(kq, "l%d.s%d.kq_softmax", il, i);
+            if (it->trace_layer == il) {
+                ggml_set_output(kq);
+                slots[i].traced = kq;
+            }
+            if (it->full_layer == il) {
+                ggml_set_output(kq);
+                slots[i].full = kq;
+            }
+
+            /* out = att · v */
+            struct ggml_tensor * vi = ggml_view_3d(ctx, vc, D, H, t, vc->nb[1], vc->nb[2], 0);
+            vi = ggml_cont(ctx, ggml_permute(ctx, vi, 1, 2, 0, 3));                     /* [t, D, H] */
+            struct ggml_tensor * kqv = ggml_mul_mat(ctx, vi, kq);                       /* [D, n, H] */
+            kqv = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));                   /* [D, H, n] */
+            parts[i] = ggml_reshape_2d(ctx, kqv, C, n);                                 /* [C, n] */
+        }
+        cur = concat_rows(ctx, parts, n_items);                                          /* [C, N] */
+
+        /* h = h + proj(out) */
+        cur = ggml_mul_mat(ctx, ly->proj_w, cur);
+        x = ggml_add(ctx, x, cur);
+        ggml_format_name(x, "l%d.attn_res", il);
+
+        /* h = h + fc2(GELU(fc1(LN2(h)))), GELU in its exact erf form */
+        cur = layer_norm(ctx, x, ly->ln2_w, ly->ln2_b, hp->norm_eps);
+        cur = ggml_add(ctx, ggml_mul_mat(ctx, ly->fc1_w, cur), ly->fc1_b);             /* [F, N] */
+        cur = ggml_gelu_erf(ctx, cur);
+        cur = ggml_add(ctx, ggml_mul_mat(ctx, ly->fc2_w, cur), ly->fc2_b);             /* [C, N] */
+        x = ggml_add(ctx, x, cur);
+        ggml_format_name(x, "l%d.out", il);
+    }
+
+    struct ggml_tensor * logits = NULL;
+    if (n_logits > 0) {
+        /* logits = LN_f(h) · tok_embᵀ, only for each sequence's last token */
+        struct ggml_tensor * last = ggml_get_rows(ctx, x, inp_last);                     /* [C, n_logits] */
+        last = layer_norm(ctx, last, m->lnf_w, m->lnf_b, hp->norm_eps);
+        logits = ggml_mul_mat(ctx, m->tok_emb, last);                                  /* [V, n_logits] */
+        ggml_set_name(logits, "logits");
+        ggml_set_output(logits);
+        ggml_build_forward_expand(gf, logits);
+    }
+    /* The traced probabilities are outputs too; without logits they are the
+     * graph's only ends, and everything else they need precedes them. */
+    for (int i = 0; i < n_items; i++) {
+        if (slots[i].traced) ggml_build_forward_expand(gf, slots[i].traced);
+        if (slots[i].full) ggml_build_forward_expand(gf, slots[i].full);
+    }
+    /* A step with no outputs at all (a prefill chunk) still has to write the
+     * caches: those copies were expanded above. */
+
+    int rc = 0;
+    if (!ggml_gallocr_alloc_graph(m->galloc, gf)) {
+        set_err(err, err_len, "cannot allocate compute memory for %d tokens", N);
+        rc = 1;
+    }
+    if (rc == 0) {
+        int32_t * buf = malloc(sizeof(int32_t) * (size_t) (2 * N + n_logits));
+        if (buf == NULL) {
+            set_err(err, err_len, "out of memory");
+            rc = 1;
+        } else {
+            int32_t * tok = buf, * pos = buf + N, * lastrow = buf + 2 * N;
+            for (int i = 0; i < n_items; i++) {
+                const ngpt_item * it = &items[i];
+                for (int j = 0; j < it->n_tokens; j++) {
+                    tok[slots[i].first + j] = it->tokens[j];
+                    pos[slots[i].first + j] = it->n_past + j;
+                }
+                if (slots[i].logit_row >= 0) {
+                    lastrow[slots[i].logit_row] = slots[i].first + it->n_tokens - 1;
+                }
+            }
+            ggml_backend_tensor_set(inp_tokens, tok, 0, sizeof(int32_t) * (size_t) N);
+            ggml_backend_tensor_set(inp_pos, pos, 0, sizeof(int32_t) * (size_t) N);
+            if (inp_last) {
+                ggml_backend_tensor_set(inp_last, lastrow, 0, sizeof(int32_t) * (size_t) n_logits);
+            }
+            free(buf);
+        }
+    }
+    if (rc == 0) {
+        enum ggml_status st = ggml_backend_graph_compute(m->backend, gf);
+        if (st != GGML_STATUS_SUCCESS) {
+            set_err(err, err_len, "graph compute failed (status %d)", (int) st);
+            rc = 1;
+        }
+    }
+    if (rc == 0) {
+        for (int i = 0; i < n_items; i++) {
+            const ngpt_item * it = &items[i];
+            const int n = it->n_tokens, t = it->n_past + n;
+            if (slots[i].logit_row >= 0) {
+                ggml_backend_tensor_get(logits, it->logits, (size_t) slots[i].logit_row * logits->nb[1],
+                                        sizeof(float) * (size_t) V);
+            }
+            if (slots[i].traced) {
+                /* the newest query's row, for every head: [t, n, H] at row n−1 */
+                struct ggml_tensor * p = slots[i].traced;
+                for (int h = 0; h < H; h++) {
+                    ggml_backend_tensor_get(p, it->attn_row + (size_t) h * t,
+                                            (size_t) h * p->nb[2] + (size_t) (n - 1) * p->nb[1],
+                                            sizeof(float) * (size_t) t);
+                }
+            }
+            if (slots[i].full) {
+                struct ggml_tensor * p = slots[i].full;
+                ggml_backend_tensor_get(p, it->full_attn, (size_t) it->full_head * p->nb[2],
+                                        sizeof(float) * (size_t) n * (size_t) t);
+            }
+        }
+    }
+    ggml_free(ctx);
+    free(slots);
+    free(parts);
+    return rc;
+}

@@ -1,0 +1,151 @@
+package engine
+
+// Chat transcript, stop tags and reply extraction (SPEC §2–3), plus the byte
+// tokenizer's text forms. Pure functions: the server and the terminal chat
+// share them so both render a conversation exactly as the model was trained.
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Message is one chat turn. Role is "system", "user" or "assistant".
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+const generationPrompt = "assistant: "
+
+// FormatTranscript renders messages as the model's training text and ends it
+// with the generation prompt. A trailing assistant message with empty content
+// is that prompt itself, so it is not doubled.
+func FormatTranscript(messages []Message) []byte {
+	var b bytes.Buffer
+	for i, m := range messages {
+		if i == len(messages)-1 && m.Role == "assistant" && m.Content == "" {
+			b.WriteString(generationPrompt)
+			return b.Bytes()
+		}
+		b.WriteString(m.Role)
+		b.WriteString(": ")
+		b.WriteString(m.Content)
+		b.WriteByte('\n')
+	}
+	b.WriteString(generationPrompt)
+	return b.Bytes()
+}
+
+// stopTags end a generation: the model has started writing the other side.
+var stopTags = [][]byte{[]byte("\nuser: "), []byte("\nsystem: ")}
+
+// cutAtStopTag returns generated cut before the earliest stop tag, and
+// whether one was found.
+func cutAtStopTag(generated []byte) ([]byte, bool) {
+	cut := -1
+	for _, tag := range stopTags {
+		if i := bytes.Index(generated, tag); i >= 0 && (cut < 0 || i < cut) {
+			cut = i
+		}
+	}
+	if cut < 0 {
+		return generated, false
+	}
+	return generated[:cut], true
+}
+
+// ExtractReply finds the assistant's answer in the decoded transcript: the
+// last non-empty text that follows an "assistant: " and runs up to the next
+// turn marker or the end.
+func ExtractReply(all []byte) string {
+	text := DecodeBytes(all)
+	ends := []string{"\nsystem: ", "\nuser: ", "\nassistant: "}
+	reply := ""
+	for from := 0; ; {
+		i := strings.Index(text[from:], generationPrompt)
+		if i < 0 {
+			return reply
+		}
+		start := from + i + len(generationPrompt)
+		end := len(text)
+		for _, e := range ends {
+			if j := strings.Index(text[start:], e); j >= 0 && start+j < end {
+				end = start + j
+			}
+		}
+		if candidate := strings.TrimSpace(text[start:end]); candidate != "" {
+			reply = candidate
+		}
+		from = from + i + 1
+	}
+}
+
+// DecodeBytes decodes UTF-8 the way Python's errors="replace" does: each
+// maximal invalid subpart (a truncated sequence, or a single bad byte) becomes
+// one U+FFFD. strings.ToValidUTF8 would merge whole runs into one.
+func DecodeBytes(b []byte) string {
+	var sb strings.Builder
+	sb.Grow(len(b))
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		if r == utf8.RuneError && n <= 1 {
+			n = maximalSubpart(b)
+			sb.WriteRune(utf8.RuneError)
+		} else {
+			sb.Write(b[:n])
+		}
+		b = b[n:]
+	}
+	return sb.String()
+}
+
+// maximalSubpart is the length of the longest prefix of b that starts a
+// well-formed UTF-8 sequence without completing it (at least 1).
+func maximalSubpart(b []byte) int {
+	want, lo, hi := 0, byte(0x80), byte(0xBF)
+	switch c := b[0]; {
+	case c >= 0xC2 && c <= 0xDF:
+		want = 2
+	case c == 0xE0:
+		want, lo = 3, 0xA0
+	case c == 0xED:
+		want, hi = 3, 0x9F
+	case c >= 0xE1 && c <= 0xEF:
+		want = 3
+	case c == 0xF0:
+		want, lo = 4, 0x90
+	case c == 0xF4:
+		want, hi = 4, 0x8F
+	case c >= 0xF1 && c <= 0xF3:
+		want = 4
+	default:
+		return 1
+	}
+	n := 1
+	if n < len(b) && b[n] >= lo && b[n] <= hi {
+		n++
+		for n < want && n < len(b) && b[n] >= 0x80 && b[n] <= 0xBF {
+			n++
+		}
+	}
+	return n
+}
+
+// TokenText is a token's bytes decoded as UTF-8 with replacement: a lone
+// byte >= 0x80 becomes U+FFFD.
+func TokenText(id int) string {
+	if id < 0x80 {
+		return string(rune(id))
+	}
+	return string(utf8.RuneError)
+}
+
+// TokenDisplay shows printable ASCII as itself and every other byte as \xNN.
+func TokenDisplay(id int) string {
+	if id >= 32 && id <= 126 {
+		return string(rune(id))
+	}
+	return fmt.Sprintf("\\x%02x", id)
+}
