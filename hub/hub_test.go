@@ -1,0 +1,719 @@
+// Tests for Download and OptionsFromEnv, all against the fake Hub in fakehub_test.go.
+package hub
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+const (
+	testRepo  = "nnandal/niels-gpt"
+	testFile  = "best.pt"
+	testToken = "hf_SeCrEtToKeN0123456789"
+)
+
+func TestMain(m *testing.M) {
+	// Fast timings so stalls and retries take milliseconds; individual tests shrink further.
+	tuning.idleTimeout = 2 * time.Second
+	tuning.backoff = 5 * time.Millisecond
+	tuning.progressEvery = 0
+	os.Exit(m.Run())
+}
+
+// withTuning changes the timing knobs for one test.
+func withTuning(t *testing.T, idle time.Duration, attempts int) {
+	t.Helper()
+	old := tuning
+	tuning.idleTimeout, tuning.attempts = idle, attempts
+	t.Cleanup(func() { tuning = old })
+}
+
+func checkpoint(n int) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(1, uint64(n)))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func options(f *fakeHub, dir string) Options {
+	return Options{Endpoint: f.hub.URL, RepoID: testRepo, Filename: testFile, Dir: dir}
+}
+
+func download(t *testing.T, o Options) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return Download(ctx, o)
+}
+
+func mustContent(t *testing.T, path string, want []byte) {
+	t.Helper()
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s: got %d bytes (sha %s), want %d (sha %s)", path, len(got), shaHex(got)[:12], len(want), shaHex(want)[:12])
+	}
+}
+
+func mustNotExist(t *testing.T, path string) {
+	t.Helper()
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s should not exist (err=%v)", path, err)
+	}
+}
+
+// noNetwork is an endpoint that fails the test when contacted.
+func noNetwork(t *testing.T) string {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("unexpected request %s %s", r.Method, r.URL)
+		w.WriteHeader(http.StatusTeapot)
+	}))
+	t.Cleanup(s.Close)
+	return s.URL
+}
+
+func TestPlainDownload(t *testing.T) {
+	f := newFakeHub(t)
+	content := checkpoint(300_000)
+	f.add(testRepo, testFile, content)
+	dir := filepath.Join(t.TempDir(), "nested", "checkpoints") // created on demand
+	var bar bytes.Buffer
+	o := options(f, dir)
+	o.Progress = &bar
+
+	path, err := download(t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if path != filepath.Join(dir, testFile) {
+		t.Fatalf("path %q", path)
+	}
+	mustContent(t, path, content)
+	mustNotExist(t, path+".part")
+	if out := bar.String(); !strings.Contains(out, testFile) || !strings.Contains(out, "100%") || !strings.Contains(out, "/s") || !strings.HasSuffix(out, "\n") {
+		t.Fatalf("progress output %q", out)
+	}
+	hub, _ := f.requests()
+	if len(hub) != 2 || hub[0].method != "HEAD" || hub[1].method != "GET" || hub[1].rng != "" {
+		t.Fatalf("hub requests %+v", hub)
+	}
+}
+
+func TestRedirectToCDNSendsTokenOnlyToHub(t *testing.T) {
+	f := newFakeHub(t)
+	content := checkpoint(100_000)
+	f.add(testRepo, testFile, content)
+	f.set(func(f *fakeHub) { f.redirect, f.token = true, testToken })
+	o := options(f, t.TempDir())
+	o.Token = testToken
+
+	path, err := download(t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContent(t, path, content)
+	hub, cdn := f.requests()
+	if len(hub) != 2 {
+		t.Fatalf("hub requests %+v", hub)
+	}
+	for _, r := range hub {
+		if r.auth != "Bearer "+testToken {
+			t.Fatalf("the Hub got Authorization %q on %s", r.auth, r.method)
+		}
+	}
+	// Both servers are 127.0.0.1, so Go's own policy would forward the header: this checks ours.
+	if len(cdn) != 1 || cdn[0].method != "GET" {
+		t.Fatalf("cdn requests %+v", cdn)
+	}
+	if cdn[0].auth != "" {
+		t.Fatalf("the CDN received the token (Authorization %q)", cdn[0].auth)
+	}
+}
+
+func TestRenamedRepoRedirectOnHub(t *testing.T) {
+	f := newFakeHub(t)
+	content := checkpoint(5000)
+	f.add("nnandal/new-name", testFile, content)
+	f.set(func(f *fakeHub) {
+		f.redirect, f.token = true, testToken
+		f.renamed[testRepo] = "nnandal/new-name"
+	})
+	o := options(f, t.TempDir())
+	o.Token = testToken
+	path, err := download(t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContent(t, path, content)
+	hub, cdn := f.requests()
+	for _, r := range hub {
+		if r.auth == "" {
+			t.Fatalf("same-host redirect lost the token: %+v", hub)
+		}
+	}
+	if len(cdn) != 1 || cdn[0].auth != "" {
+		t.Fatalf("cdn requests %+v", cdn)
+	}
+}
+
+func TestPrivateRepo(t *testing.T) {
+	f := newFakeHub(t)
+	content := checkpoint(2000)
+	f.add(testRepo, testFile, content)
+	f.set(func(f *fakeHub) { f.token, f.redirect = testToken, true })
+	dir := t.TempDir()
+
+	_, err := download(t, options(f, dir))
+	if !errors.Is(err, ErrUnauthorized) || !strings.Contains(err.Error(), "HF_TOKEN") || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("without token: %v", err)
+	}
+	mustNotExist(t, filepath.Join(dir, testFile))
+
+	o := options(f, dir)
+	o.Token = "hf_wrong"
+	if _, err := download(t, o); !errors.Is(err, ErrUnauthorized) || !strings.Contains(err.Error(), "HF_TOKEN was rejected") {
+		t.Fatalf("wrong token: %v", err)
+	}
+
+	o.Token = testToken
+	path, err := download(t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContent(t, path, content)
+}
+
+func TestNotFound(t *testing.T) {
+	f := newFakeHub(t)
+	dir := t.TempDir()
+	_, err := download(t, options(f, dir))
+	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "404") || !strings.Contains(err.Error(), "CKPT_FILENAME") || !strings.Contains(err.Error(), testRepo) {
+		t.Fatalf("got %v", err)
+	}
+	mustNotExist(t, filepath.Join(dir, testFile))
+	mustNotExist(t, filepath.Join(dir, testFile+".part"))
+}
+
+func TestIntegrityFailuresRemoveTheFile(t *testing.T) {
+	content := checkpoint(50_000)
+	for _, tc := range []struct {
+		name   string
+		change func(f *fakeHub)
+		want   string
+	}{
+		{"sha mismatch", func(f *fakeHub) { f.lieSHA = shaHex([]byte("something else")) }, "sha256 mismatch"},
+		{"announced larger", func(f *fakeHub) { f.lieSize = "60000" }, "size mismatch"},
+		{"announced smaller", func(f *fakeHub) { f.lieSize = "40000" }, "size mismatch"},
+		{"unreadable size", func(f *fakeHub) { f.lieSize = "lots" }, "X-Linked-Size"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeHub(t)
+			f.add(testRepo, testFile, content)
+			f.set(func(f *fakeHub) { f.redirect = true })
+			f.set(tc.change)
+			dir := t.TempDir()
+			_, err := download(t, options(f, dir))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+			mustNotExist(t, filepath.Join(dir, testFile))
+			mustNotExist(t, filepath.Join(dir, testFile+".part"))
+		})
+	}
+}
+
+func TestSHAMismatchIsErrIntegrity(t *testing.T) {
+	f := newFakeHub(t)
+	f.add(testRepo, testFile, checkpoint(1000))
+	f.set(func(f *fakeHub) { f.lieSHA = strings.Repeat("ab", 32) }) // direct (non-redirect) path: ETag fallback
+	if _, err := download(t, options(f, t.TempDir())); !errors.Is(err, ErrIntegrity) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestCutDownloadResumesWithRange(t *testing.T) {
+	withTuning(t, 2*time.Second, 1) // no automatic retry: the second Download does the resume
+	f := newFakeHub(t)
+	content := checkpoint(400_000)
+	f.add(testRepo, testFile, content)
+	f.set(func(f *fakeHub) { f.redirect, f.cutAt, f.cuts = true, 200_000, 1 })
+	dir := t.TempDir()
+	final := filepath.Join(dir, testFile)
+
+	_, err := download(t, options(f, dir))
+	if err == nil || errors.Is(err, ErrIntegrity) || !strings.Contains(err.Error(), "resum") {
+		t.Fatalf("first attempt: %v", err)
+	}
+	mustNotExist(t, final)
+	part, err := os.ReadFile(final + ".part")
+	if err != nil || len(part) != 200_000 || !bytes.Equal(part, content[:200_000]) {
+		t.Fatalf("part file: %d bytes, err %v", len(part), err)
+	}
+
+	path, err := download(t, options(f, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContent(t, path, content)
+	mustNotExist(t, final+".part")
+	_, cdn := f.requests()
+	if len(cdn) != 2 || cdn[1].rng != "bytes=200000-" {
+		t.Fatalf("cdn requests %+v", cdn)
+	}
+}
+
+func TestRetryResumesWithinOneCall(t *testing.T) {
+	f := newFakeHub(t)
+	content := checkpoint(300_000)
+	f.add(testRepo, testFile, content)
+	f.set(func(f *fakeHub) { f.cutAt, f.cuts, f.failures = 100_000, 1, 1 })
+	path, err := download(t, options(f, t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContent(t, path, content)
+	hub, _ := f.requests()
+	// 503, then HEAD + GET cut at 100000, then HEAD + ranged GET.
+	if len(hub) != 5 || hub[4].rng != "bytes=100000-" {
+		t.Fatalf("hub requests %+v", hub)
+	}
+}
+
+func TestServerIgnoringRangeRestartsCleanly(t *testing.T) {
+	f := newFakeHub(t)
+	content := checkpoint(100_000)
+	f.add(testRepo, testFile, content)
+	f.set(func(f *fakeHub) { f.redirect, f.ignoreRange = true, true })
+	dir := t.TempDir()
+	// A stale part with wrong bytes: if they were kept, the hash check would fail.
+	if err := os.WriteFile(filepath.Join(dir, testFile+".part"), bytes.Repeat([]byte{0xEE}, 30_000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path, err := download(t, options(f, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContent(t, path, content)
+	_, cdn := f.requests()
+	if len(cdn) != 1 || cdn[0].rng != "bytes=30000-" {
+		t.Fatalf("cdn requests %+v", cdn)
+	}
+}
+
+func TestCorruptPartIsRedownloaded(t *testing.T) {
+	// The server honours Range, but the old part holds wrong bytes: the resumed file fails
+	// the hash, and one clean download from zero fixes it.
+	f := newFakeHub(t)
+	content := checkpoint(100_000)
+	f.add(testRepo, testFile, content)
+	f.set(func(f *fakeHub) { f.redirect = true })
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, testFile+".part"), bytes.Repeat([]byte{1}, 10_000), 0o644)
+	path, err := download(t, options(f, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContent(t, path, content)
+	_, cdn := f.requests()
+	if len(cdn) != 2 || cdn[0].rng != "bytes=10000-" || cdn[1].rng != "" {
+		t.Fatalf("cdn requests %+v", cdn)
+	}
+}
+
+func TestCompletePartIsVerifiedWithoutBody(t *testing.T) {
+	content := checkpoint(20_000)
+
+	t.Run("size known from HEAD: no GET", func(t *testing.T) {
+		f := newFakeHub(t)
+		f.add(testRepo, testFile, content)
+		f.set(func(f *fakeHub) { f.redirect = true })
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, testFile+".part"), content, 0o644)
+		path, err := download(t, options(f, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustContent(t, path, content)
+		if hub, cdn := f.requests(); len(hub) != 1 || len(cdn) != 0 {
+			t.Fatalf("requests hub %+v cdn %+v", hub, cdn)
+		}
+	})
+
+	t.Run("no HEAD: 416 means complete", func(t *testing.T) {
+		f := newFakeHub(t)
+		f.add(testRepo, testFile, content)
+		f.set(func(f *fakeHub) { f.noHead = true })
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, testFile+".part"), content, 0o644)
+		path, err := download(t, options(f, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustContent(t, path, content)
+	})
+
+	t.Run("no HEAD: part longer than the file restarts", func(t *testing.T) {
+		f := newFakeHub(t)
+		f.add(testRepo, testFile, content)
+		f.set(func(f *fakeHub) { f.noHead = true })
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, testFile+".part"), checkpoint(25_000), 0o644)
+		path, err := download(t, options(f, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustContent(t, path, content)
+	})
+}
+
+func TestOffline(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Endpoint: noNetwork(t), RepoID: testRepo, Filename: testFile, Dir: dir, Offline: true}
+
+	_, err := Download(context.Background(), o)
+	if !errors.Is(err, ErrOffline) {
+		t.Fatalf("got %v", err)
+	}
+	for _, want := range []string{"HF_HUB_OFFLINE=0", "--model demo", "--model PATH"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("offline error %q lacks %q", err, want)
+		}
+	}
+
+	content := []byte("cached checkpoint")
+	os.WriteFile(filepath.Join(dir, testFile), content, 0o644)
+	path, err := Download(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContent(t, path, content)
+}
+
+func TestAlreadyPresentMakesNoRequest(t *testing.T) {
+	dir := t.TempDir()
+	content := []byte("already here")
+	os.WriteFile(filepath.Join(dir, testFile), content, 0o644)
+	o := Options{Endpoint: noNetwork(t), RepoID: testRepo, Filename: testFile, Dir: dir, Token: testToken}
+	path, err := Download(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContent(t, path, content)
+
+	// A directory squatting on the name is reported, not replaced.
+	os.Remove(path)
+	os.Mkdir(path, 0o755)
+	if _, err := Download(context.Background(), o); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestHostileNames(t *testing.T) {
+	endpoint := noNetwork(t)
+	root := t.TempDir()
+	dir := filepath.Join(root, "ckpt")
+	for _, tc := range []struct{ endpoint, repo, file string }{
+		{endpoint, "../../etc", testFile},
+		{endpoint, "owner/..", testFile},
+		{endpoint, "../x", testFile},
+		{endpoint, "a/b/c", testFile},
+		{endpoint, "justname", testFile},
+		{endpoint, "/abs/path", testFile},
+		{endpoint, "owner/name?x=1", testFile},
+		{endpoint, "owner/name#frag", testFile},
+		{endpoint, "own er/name", testFile},
+		{endpoint, "owner/.hidden", testFile},
+		{endpoint, "", testFile},
+		{endpoint, testRepo, "../../../etc/passwd"},
+		{endpoint, testRepo, "../best.pt"},
+		{endpoint, testRepo, "sub/best.pt"},
+		{endpoint, testRepo, `sub\best.pt`},
+		{endpoint, testRepo, ".."},
+		{endpoint, testRepo, "."},
+		{endpoint, testRepo, ""},
+		{endpoint, testRepo, "/etc/passwd"},
+		{endpoint, testRepo, "best.pt\x00"},
+		{endpoint, testRepo, "%2e%2e"},
+		{endpoint, testRepo, "best.pt\n"},
+		{endpoint, testRepo, strings.Repeat("a", 300)},
+		{"ftp://example.com", testRepo, testFile},
+		{"file:///etc", testRepo, testFile},
+		{"http://", testRepo, testFile},
+		{"not a url", testRepo, testFile},
+		{endpoint + "?x=1", testRepo, testFile},
+	} {
+		o := Options{Endpoint: tc.endpoint, RepoID: tc.repo, Filename: tc.file, Dir: dir}
+		_, err := Download(context.Background(), o)
+		if !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("%q %q %q: got %v", tc.endpoint, tc.repo, tc.file, err)
+		}
+	}
+	entries, _ := os.ReadDir(root)
+	if len(entries) != 0 {
+		t.Fatalf("hostile names created files: %v", entries)
+	}
+}
+
+func TestStallMidBodyTimesOut(t *testing.T) {
+	withTuning(t, 200*time.Millisecond, 1)
+	f := newFakeHub(t)
+	content := checkpoint(100_000)
+	f.add(testRepo, testFile, content)
+	f.set(func(f *fakeHub) { f.redirect, f.stall, f.stallAt = true, true, 40_000 })
+	dir := t.TempDir()
+	start := time.Now()
+	_, err := download(t, options(f, dir))
+	if err == nil || !strings.Contains(err.Error(), "stalled") {
+		t.Fatalf("got %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("took %v", d)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, testFile+".part")); err != nil || fi.Size() != 40_000 {
+		t.Fatalf("part kept for resume: %v %v", fi, err)
+	}
+	mustNotExist(t, filepath.Join(dir, testFile))
+}
+
+func TestStallBeforeHeadersTimesOut(t *testing.T) {
+	withTuning(t, 200*time.Millisecond, 2)
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	defer s.Close()
+	start := time.Now()
+	_, err := download(t, Options{Endpoint: s.URL, RepoID: testRepo, Filename: testFile, Dir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "stalled") {
+		t.Fatalf("got %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("took %v", d)
+	}
+}
+
+func TestCancelStopsPromptlyAndKeepsPart(t *testing.T) {
+	f := newFakeHub(t)
+	content := checkpoint(100_000)
+	f.add(testRepo, testFile, content)
+	f.set(func(f *fakeHub) { f.stall, f.stallAt = true, 30_000 })
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(150*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := Download(ctx, options(f, dir))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("took %v", d)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, testFile+".part")); err != nil || fi.Size() != 30_000 {
+		t.Fatalf("part: %v %v", fi, err)
+	}
+}
+
+func TestTooLarge(t *testing.T) {
+	f := newFakeHub(t)
+	f.add(testRepo, testFile, checkpoint(10_000))
+	f.set(func(f *fakeHub) { f.redirect = true })
+	dir := t.TempDir()
+	o := options(f, dir)
+	o.MaxSize = 5000
+	if _, err := download(t, o); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("got %v", err)
+	}
+	if _, cdn := f.requests(); len(cdn) != 0 {
+		t.Fatalf("downloaded anyway: %+v", cdn)
+	}
+
+	// Without metadata the limit still holds while streaming.
+	f.set(func(f *fakeHub) { f.redirect, f.noHead = false, true })
+	if _, err := download(t, o); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("no HEAD: got %v", err)
+	}
+	mustNotExist(t, filepath.Join(dir, testFile+".part"))
+}
+
+func TestRefusesHTTPSDowngrade(t *testing.T) {
+	cdn := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("plain-http CDN was contacted")
+	}))
+	defer cdn.Close()
+	hub := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Linked-Size", "10")
+		w.Header().Set("Location", cdn.URL+"/x")
+		w.WriteHeader(http.StatusFound)
+	}))
+	defer hub.Close()
+	o := Options{Endpoint: hub.URL, RepoID: testRepo, Filename: testFile, Dir: t.TempDir(), Client: hub.Client()}
+	if _, err := download(t, o); err == nil || !strings.Contains(err.Error(), "https to insecure") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestConcurrentDownloadsShareOneFile(t *testing.T) {
+	f := newFakeHub(t)
+	content := checkpoint(200_000)
+	f.add(testRepo, testFile, content)
+	dir := t.TempDir()
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() { _, errs[i] = download(t, options(f, dir)) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustContent(t, filepath.Join(dir, testFile), content)
+	if hub, _ := f.requests(); len(hub) != 2 {
+		t.Fatalf("downloaded more than once: %+v", hub)
+	}
+}
+
+func TestTokenNeverInErrors(t *testing.T) {
+	withTuning(t, 200*time.Millisecond, 1)
+	content := checkpoint(50_000)
+	scenarios := map[string]func(f *fakeHub){
+		"echoed in 401":  func(f *fakeHub) { f.token, f.echoAuth = "hf_other", true },
+		"not found":      func(f *fakeHub) { f.files = map[string][]byte{} },
+		"sha mismatch":   func(f *fakeHub) { f.redirect, f.lieSHA = true, strings.Repeat("0", 64) },
+		"size mismatch":  func(f *fakeHub) { f.redirect, f.lieSize = true, "7" },
+		"stall":          func(f *fakeHub) { f.redirect, f.stall, f.stallAt = true, true, 10 },
+		"connection cut": func(f *fakeHub) { f.cuts, f.cutAt = 1, 100 },
+		"server error":   func(f *fakeHub) { f.failures = 5 },
+	}
+	for name, change := range scenarios {
+		t.Run(name, func(t *testing.T) {
+			f := newFakeHub(t)
+			f.add(testRepo, testFile, content)
+			f.set(change)
+			o := options(f, t.TempDir())
+			o.Token = testToken
+			_, err := download(t, o)
+			if err == nil {
+				t.Fatal("expected an error")
+			}
+			if strings.Contains(err.Error(), testToken) {
+				t.Fatalf("token leaked: %v", err)
+			}
+		})
+	}
+	t.Run("unreachable", func(t *testing.T) {
+		s := httptest.NewServer(http.NotFoundHandler())
+		url := s.URL
+		s.Close() // nothing listens there any more
+		_, err := download(t, Options{Endpoint: url, RepoID: testRepo, Filename: testFile, Dir: t.TempDir(), Token: testToken})
+		if err == nil || !strings.Contains(err.Error(), "network error") || strings.Contains(err.Error(), testToken) {
+			t.Fatalf("got %v", err)
+		}
+	})
+}
+
+func TestOptionsFromEnv(t *testing.T) {
+	env := func(m map[string]string) func(string) string {
+		return func(k string) string { return m[k] }
+	}
+	got := OptionsFromEnv(env(nil))
+	want := Options{Endpoint: "https://huggingface.co", RepoID: "nnandal/niels-gpt", Filename: "best.pt", Dir: "./checkpoints"}
+	if got != want {
+		t.Fatalf("defaults: %+v", got)
+	}
+	got = OptionsFromEnv(env(map[string]string{
+		"HF_ENDPOINT": "https://mirror.example/hf/", "CKPT_REPO_ID": "me/model", "CKPT_FILENAME": "last.pt",
+		"CKPT_DIR": "/data", "HF_TOKEN": " hf_x\n", "HF_HUB_OFFLINE": "1",
+	}))
+	want = Options{Endpoint: "https://mirror.example/hf", RepoID: "me/model", Filename: "last.pt", Dir: "/data", Token: "hf_x", Offline: true}
+	if got != want {
+		t.Fatalf("overrides: %+v", got)
+	}
+	for v, offline := range map[string]bool{"true": true, "YES": true, "on": true, "0": false, "false": false, "": false, "nope": false} {
+		if got := OptionsFromEnv(env(map[string]string{"HF_HUB_OFFLINE": v})).Offline; got != offline {
+			t.Errorf("HF_HUB_OFFLINE=%q: %v", v, got)
+		}
+	}
+	if got := OptionsFromEnv(env(map[string]string{"CKPT_DIR": "  "})).Dir; got != DefaultDir {
+		t.Errorf("blank CKPT_DIR: %q", got)
+	}
+}
+
+func TestEndpointWithPathPrefix(t *testing.T) {
+	f := newFakeHub(t)
+	content := checkpoint(1000)
+	f.add(testRepo, testFile, content)
+	mirror := httptest.NewServer(http.StripPrefix("/mirror", http.HandlerFunc(f.serveHub)))
+	defer mirror.Close()
+	path, err := download(t, Options{Endpoint: mirror.URL + "/mirror/", RepoID: testRepo, Filename: testFile, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContent(t, path, content)
+}
+
+func TestParseContentRange(t *testing.T) {
+	for _, tc := range []struct {
+		in               string
+		start, end, size int64
+		ok               bool
+	}{
+		{"bytes 0-9/10", 0, 9, 10, true},
+		{"bytes 5-9/*", 5, 9, -1, true},
+		{"bytes */10", -1, -1, 10, false},
+		{"bytes 5-4/10", -1, -1, 10, false},
+		{"bytes 5-10/10", -1, -1, 10, false},
+		{"bytes -1-5/10", -1, -1, 10, false},
+		{"items 0-9/10", -1, -1, -1, false},
+		{"bytes 0-9", -1, -1, -1, false},
+		{"", -1, -1, -1, false},
+		{"bytes 0-99999999999999999999/10", -1, -1, 10, false},
+	} {
+		s, e, n, ok := parseContentRange(tc.in)
+		if s != tc.start || e != tc.end || n != tc.size || ok != tc.ok {
+			t.Errorf("%q: got %d %d %d %v", tc.in, s, e, n, ok)
+		}
+	}
+}
+
+func TestSHA256FromETag(t *testing.T) {
+	h := strings.Repeat("a1", 32)
+	for in, want := range map[string]string{
+		`"` + h + `"`:                       h,
+		`W/"` + strings.ToUpper(h) + `"`:    h,
+		h:                                   h,
+		`"` + strings.Repeat("a", 40) + `"`: "", // a git blob id
+		`"` + strings.Repeat("z", 64) + `"`: "",
+		"":                                  "",
+	} {
+		if got := sha256FromETag(in); got != want {
+			t.Errorf("%q: got %q", in, got)
+		}
+	}
+}
+
+func TestClipKeepsMessagesShortAndValid(t *testing.T) {
+	got := clip(strings.Repeat("é", 100) + "\x1b[2J")
+	if !utf8.ValidString(got) || len(got) > 130 || strings.ContainsRune(got, 0x1b) {
+		t.Fatalf("clip: %q", got)
+	}
+	if got := clip("a\nb\x7f"); got != "a?b?" {
+		t.Fatalf("control characters: %q", got)
+	}
+}
