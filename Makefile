@@ -21,7 +21,7 @@ export CGO_CPPFLAGS := -I$(GGML_INC)
 export CGO_CFLAGS   := -O3 $(NATIVE)
 export CGO_CXXFLAGS := -O3 $(NATIVE)
 
-.PHONY: all build run test bench fixtures demo check-go check-torch env
+.PHONY: all build run test fuzz bench fixtures demo check-go check-torch env
 
 all: build
 
@@ -46,6 +46,17 @@ run: build
 test: check-go
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+
+# Short coverage-guided runs of every fuzz target (CI runs this after test).
+FUZZTIME ?= 30s
+FUZZ_TARGETS := $(shell grep -rl --include='*_test.go' '^func Fuzz' . 2>/dev/null | xargs -r dirname | sort -u)
+fuzz: check-go
+	@for dir in $(FUZZ_TARGETS); do \
+		for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | sed 's/^func //'); do \
+			echo "fuzz $$dir $$target ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$dir || exit 1; \
+		done; \
+	done
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./engine/

@@ -73,7 +73,7 @@ struct ngpt_seq {
     struct ggml_context   * ctx;
     ggml_backend_buffer_t   buf;
     struct ggml_tensor   ** k;  /* [L] of [D, H, capacity], keys after rotary */
-    struct ggml_tensor   ** v;  /* [L] of [D, H, capacity] */
+    struct ggml_tensor   ** v;  /* [L] of [capacity, D, H]: transposed, see ngpt_step */
 };
 
 static const ngpt_tensor_ref * find_ref(const ngpt_tensor_ref * refs, int n_refs, const char * name) {
@@ -373,7 +373,7 @@ ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len
     }
     for (int l = 0; l < L; l++) {
         s->k[l] = ggml_new_tensor_3d(s->ctx, GGML_TYPE_F32, D, H, capacity);
-        s->v[l] = ggml_new_tensor_3d(s->ctx, GGML_TYPE_F32, D, H, capacity);
+        s->v[l] = ggml_new_tensor_3d(s->ctx, GGML_TYPE_F32, capacity, D, H);
     }
     s->buf = ggml_backend_alloc_ctx_tensors(s->ctx, m->backend);
     if (s->buf == NULL) {
@@ -561,14 +561,17 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
 
             /* cache[n_past : t] = k, v of the new tokens. Expanded into the
              * graph now so the copies run before the reads below: the reads
-             * are views of the cache, not of these copies. */
+             * are views of the cache, not of these copies. V is stored
+             * transposed (positions fastest) so that att · v reads it as it
+             * lies; transposing the whole window at every step instead was a
+             * quarter of a decode step, element by element. */
             struct ggml_tensor * kc = s->k[il], * vc = s->v[il];
             struct ggml_tensor * k_new = ggml_view_3d(ctx, k, D, H, n, k->nb[1], k->nb[2], tok_off);
             struct ggml_tensor * v_new = ggml_view_3d(ctx, v, D, H, n, v->nb[1], v->nb[2], tok_off);
             ggml_build_forward_expand(gf, ggml_cpy(ctx, k_new,
                 ggml_view_3d(ctx, kc, D, H, n, kc->nb[1], kc->nb[2], (size_t) it->n_past * kc->nb[2])));
-            ggml_build_forward_expand(gf, ggml_cpy(ctx, v_new,
-                ggml_view_3d(ctx, vc, D, H, n, vc->nb[1], vc->nb[2], (size_t) it->n_past * vc->nb[2])));
+            ggml_build_forward_expand(gf, ggml_cpy(ctx, ggml_permute(ctx, v_new, 1, 2, 0, 3),   /* [n, D, H] */
+                ggml_view_3d(ctx, vc, n, D, H, vc->nb[1], vc->nb[2], (size_t) it->n_past * vc->nb[0])));
 
             struct ggml_tensor * qi = ggml_view_3d(ctx, q, D, H, n, q->nb[1], q->nb[2], tok_off);
             qi = ggml_permute(ctx, qi, 0, 2, 1, 3);                                     /* [D, n, H] */
@@ -577,11 +580,10 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
 
             /* att = softmax(mask(q·kᵀ / sqrt(D))) */
             struct ggml_tensor * kq = ggml_mul_mat(ctx, ki, qi);                        /* [t, n, H] */
-            kq = ggml_scale(ctx, kq, kq_scale);
             if (n > 1) {
                 kq = ggml_diag_mask_inf(ctx, kq, it->n_past);  /* key j > n_past + row: −inf, so p = 0 */
             }
-            kq = ggml_soft_max(ctx, kq);
+            kq = ggml_soft_max_ext(ctx, kq, NULL, kq_scale, 0.0f);                       /* scale fused in */
             ggml_format_name(kq, "l%d.s%d.kq_softmax", il, i);
             if (it->trace_layer == il) {
                 ggml_set_output(kq);
@@ -593,8 +595,7 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
             }
 
             /* out = att · v */
-            struct ggml_tensor * vi = ggml_view_3d(ctx, vc, D, H, t, vc->nb[1], vc->nb[2], 0);
-            vi = ggml_cont(ctx, ggml_permute(ctx, vi, 1, 2, 0, 3));                     /* [t, D, H] */
+            struct ggml_tensor * vi = ggml_view_3d(ctx, vc, t, D, H, vc->nb[1], vc->nb[2], 0); /* [t, D, H] */
             struct ggml_tensor * kqv = ggml_mul_mat(ctx, vi, kq);                       /* [D, n, H] */
             kqv = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));                   /* [D, H, n] */
             parts[i] = ggml_reshape_2d(ctx, kqv, C, n);                                 /* [C, n] */
@@ -635,7 +636,11 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
      * caches: those copies were expanded above. */
 
     int rc = 0;
-    if (!ggml_gallocr_alloc_graph(m->galloc, gf)) {
+    /* Plan the memory afresh for every graph: the allocator's cached plan is
+     * only re-made when sizes change, and two graphs of the same shape can
+     * differ in which probabilities are outputs (a traced layer must not be
+     * reused as scratch). Planning is cheap next to the maths. */
+    if (!ggml_gallocr_reserve(m->galloc, gf) || !ggml_gallocr_alloc_graph(m->galloc, gf)) {
         set_err(err, err_len, "cannot allocate compute memory for %d tokens", N);
         rc = 1;
     }

@@ -1,8 +1,11 @@
 // Package engine runs niels-gpt on ggml: it is the only package that crosses into C.
 package engine
 
+// The C side lives in csrc/ (DESIGN.md); nielsgpt.c and nielsgpt.h here are
+// symlinks to it, because cgo compiles only the files in a package's own
+// directory and the build cache only notices changes to those.
+
 /*
-#cgo CPPFLAGS: -I${SRCDIR}/../csrc
 #cgo LDFLAGS: -lm
 #include "nielsgpt.h"
 */

@@ -1,0 +1,324 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"nielsgpt/convert"
+)
+
+type run struct {
+	tokens []int
+	attn   [][][]float32
+	result *Result
+}
+
+func generate(t *testing.T, m *Model, req GenerateRequest) run {
+	t.Helper()
+	var r run
+	res, err := m.Generate(context.Background(), req, func(s *Step) error {
+		if s.Index != len(r.tokens) {
+			return fmt.Errorf("step index %d, want %d", s.Index, len(r.tokens))
+		}
+		r.tokens = append(r.tokens, s.TokenID)
+		r.attn = append(r.attn, s.Attn)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.result = res
+	return r
+}
+
+// Sequences batched together get exactly what each gets alone: same tokens,
+// same traces, whatever else shares the step (decodes, prompt chunks, window
+// slides, different trace layers).
+func TestBatchedEqualsAlone(t *testing.T) {
+	m, _ := loadFixture(t, "tiny_b")
+	c := m.Config()
+	reqs := make([]GenerateRequest, 6)
+	for i := range reqs {
+		prompt := bytes.Repeat([]byte(fmt.Sprintf("user: hello %d\n", i)), 1+i*3) // some longer than T
+		reqs[i] = GenerateRequest{
+			Prompt:       append(prompt, "assistant: "...),
+			MaxNewTokens: 30 + 7*i,
+			Sampling:     Sampling{Temperature: 0.9, TopK: 50, Seed: int64(i)},
+			TraceLayer:   i % c.Layers,
+		}
+	}
+	alone := make([]run, len(reqs))
+	for i, req := range reqs {
+		alone[i] = generate(t, m, req)
+	}
+	together := make([]run, len(reqs))
+	var wg sync.WaitGroup
+	for i, req := range reqs {
+		wg.Go(func() { together[i] = generate(t, m, req) })
+	}
+	wg.Wait()
+	for i := range reqs {
+		a, b := alone[i], together[i]
+		if fmt.Sprint(a.tokens) != fmt.Sprint(b.tokens) {
+			t.Fatalf("request %d: tokens alone %v, batched %v", i, a.tokens, b.tokens)
+		}
+		for s := range a.attn {
+			for h := range a.attn[s] {
+				if d := maxAbsDiff(a.attn[s][h], b.attn[s][h]); d != 0 {
+					t.Fatalf("request %d step %d head %d: traces differ by %.2e", i, s, h, d)
+				}
+			}
+		}
+		if a.result.Reply != b.result.Reply {
+			t.Fatalf("request %d: replies differ", i)
+		}
+	}
+}
+
+func TestFullAttentionIsCausal(t *testing.T) {
+	m, g := loadFixture(t, "tiny_a")
+	c := m.Config()
+	prompt := int32sToBytes(g.Greedy.Prompt)
+	for _, maxNew := range []int{0, 5, 70} { // 70 slides tiny_a's window of 64
+		full, err := m.FullAttention(context.Background(), FullAttnRequest{
+			Prompt: prompt, MaxNewTokens: maxNew, Layer: c.Layers - 1, Head: c.Heads - 1,
+			Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: 42},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tlen := min(len(prompt)+maxNew, c.Context)
+		if len(full.TokenIDs) != tlen || len(full.Attn) != tlen {
+			t.Fatalf("max_new %d: window %d tokens, %d rows; want %d", maxNew, len(full.TokenIDs), len(full.Attn), tlen)
+		}
+		for i, row := range full.Attn {
+			sum := 0.0
+			for j, p := range row {
+				if j > i && p != 0 {
+					t.Fatalf("row %d attends to future position %d (%v)", i, j, p)
+				}
+				sum += float64(p)
+			}
+			if math.Abs(sum-1) > 1e-5 {
+				t.Fatalf("row %d sums to %v", i, sum)
+			}
+		}
+	}
+	// with no generation, the matrix is the golden prefill's
+	full, err := m.FullAttention(context.Background(), FullAttnRequest{
+		Prompt: int32sToBytes(g.Prefill.Tokens), Layer: 1, Head: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r, row := range full.Attn {
+		if d := maxAbsDiff(row, g.Prefill.Attn[1][2][r]); d > attnTol {
+			t.Fatalf("row %d differs from PyTorch by %.2e", r, d)
+		}
+	}
+}
+
+// A caller that goes away stops its sequence at the next step.
+func TestCancelStopsGeneration(t *testing.T) {
+	m, _ := loadFixture(t, "tiny_a")
+	ctx, cancel := context.WithCancel(context.Background())
+	steps := 0
+	_, err := m.Generate(ctx, GenerateRequest{Prompt: []byte("user: hi\nassistant: "), MaxNewTokens: 1000,
+		Sampling: Sampling{Temperature: 1, Seed: 1}, TraceLayer: -1}, func(s *Step) error {
+		steps++
+		if steps == 3 {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) || steps > 4 {
+		t.Fatalf("after cancel: err %v, %d steps", err, steps)
+	}
+	stop := errors.New("enough")
+	steps = 0
+	_, err = m.Generate(context.Background(), GenerateRequest{Prompt: []byte("user: hi\nassistant: "), MaxNewTokens: 1000,
+		Sampling: Sampling{Temperature: 1, Seed: 1}, TraceLayer: 0}, func(s *Step) error {
+		steps++
+		if steps == 2 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || steps != 2 {
+		t.Fatalf("after onStep error: err %v, %d steps", err, steps)
+	}
+	// the scheduler is free again
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r := generate(t, m, GenerateRequest{Prompt: []byte("user: x\nassistant: "), MaxNewTokens: 3, TraceLayer: -1})
+		if len(r.tokens) == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("scheduler stuck")
+		}
+	}
+}
+
+func TestRejectsBadRequests(t *testing.T) {
+	m, _ := loadFixture(t, "tiny_a")
+	bad := []GenerateRequest{
+		{Prompt: nil, MaxNewTokens: 1, TraceLayer: -1},
+		{Prompt: []byte("x"), MaxNewTokens: -1, TraceLayer: -1},
+		{Prompt: []byte("x"), MaxNewTokens: 1, TraceLayer: 99},
+		{Prompt: []byte("x"), MaxNewTokens: 1, TraceLayer: -1, Sampling: Sampling{Temperature: math.NaN()}},
+		{Prompt: []byte("x"), MaxNewTokens: 1, TraceLayer: -1, Sampling: Sampling{Temperature: math.Inf(1)}},
+	}
+	for _, req := range bad {
+		if _, err := m.Generate(context.Background(), req, nil); err == nil {
+			t.Errorf("request %+v accepted", req)
+		}
+	}
+	if _, err := m.FullAttention(context.Background(), FullAttnRequest{Prompt: []byte("x"), Layer: 0, Head: 99}); err == nil {
+		t.Error("head 99 accepted")
+	}
+}
+
+// The checkpoints saved by PyTorch 2.x (one on CUDA, with optimizer state)
+// convert, load and generate.
+func TestSharedFixturesLoad(t *testing.T) {
+	paths, _ := filepath.Glob(filepath.Join("..", "..", "shared", "fixtures", "*.pt"))
+	if len(paths) == 0 {
+		t.Fatal("no checkpoints in ../shared/fixtures")
+	}
+	for _, p := range paths {
+		t.Run(filepath.Base(p), func(t *testing.T) {
+			m, err := LoadFile(fixtureGGUF(t, p), Options{Threads: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			r := generate(t, m, GenerateRequest{Prompt: []byte("user: hi\nassistant: "), MaxNewTokens: 20,
+				Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, TraceLayer: m.Config().Layers - 1})
+			if len(r.tokens) == 0 {
+				t.Fatal("no tokens")
+			}
+		})
+	}
+}
+
+// syntheticModel builds a model of the given shape with random weights, for
+// benchmarks at sizes no fixture has.
+func syntheticModel(tb testing.TB, mc convert.ModelConfig, opts Options) *Model {
+	tb.Helper()
+	rng := rand.New(rand.NewPCG(1, 2))
+	ck := &convert.Checkpoint{Config: mc, Tensors: map[string]*convert.Tensor{}}
+	add := func(name string, shape ...int) {
+		n := 1
+		for _, d := range shape {
+			n *= d
+		}
+		data := make([]float32, n)
+		for i := range data {
+			data[i] = float32(rng.NormFloat64() * 0.05)
+		}
+		ck.Tensors[name] = &convert.Tensor{Shape: shape, Data: data}
+	}
+	C, F, V := mc.C, mc.DFF, mc.V
+	add("tok_emb.weight", V, C)
+	ck.Tensors["lm_head.weight"] = ck.Tensors["tok_emb.weight"]
+	add("ln_f.weight", C)
+	add("ln_f.bias", C)
+	for i := 0; i < mc.L; i++ {
+		p := fmt.Sprintf("blocks.%d.", i)
+		add(p+"ln1.weight", C)
+		add(p+"ln1.bias", C)
+		add(p+"attn.qkv.weight", 3*C, C)
+		add(p+"attn.proj.weight", C, C)
+		add(p+"ln2.weight", C)
+		add(p+"ln2.bias", C)
+		add(p+"mlp.fc1.weight", F, C)
+		add(p+"mlp.fc1.bias", F)
+		add(p+"mlp.fc2.weight", C, F)
+		add(p+"mlp.fc2.bias", C)
+	}
+	var buf bytes.Buffer
+	if err := convert.WriteGGUF(&buf, ck, strings.Repeat("0", 64), convert.ConvertOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	m, err := LoadBytes(buf.Bytes(), opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(m.Close)
+	return m
+}
+
+// The deployed model's shape (SPEC §1).
+var deployed = convert.ModelConfig{V: 256, T: 256, C: 256, L: 4, H: 4, DFF: 1024, RopeTheta: 10000}
+
+func benchThreads() int {
+	if v := os.Getenv("NIELSGPT_BENCH_THREADS"); v != "" {
+		var n int
+		fmt.Sscan(v, &n)
+		return n
+	}
+	return 0
+}
+
+// One decode step with tracing at context 128, as the server runs it: the
+// graph for one new token attending to 127 cached ones, the trace row and
+// logits copied out, and the token sampled.
+func BenchmarkDecodeStepTraced(b *testing.B) {
+	m := syntheticModel(b, deployed, Options{Threads: benchThreads()})
+	c := m.Config()
+	const ctxLen = 128
+	cache, err := m.newKVCache(ctxLen)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cache.free()
+	prompt := make([]int32, ctxLen)
+	for i := range prompt {
+		prompt[i] = int32("user: tell me about niels\nassistant: "[i%37])
+	}
+	if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1], traceLayer: -1, fullLayer: -1}}); err != nil {
+		b.Fatal(err)
+	}
+	s := newSampler(Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, c.Vocab)
+	it := stepItem{cache: cache, tokens: prompt[ctxLen-1:], nPast: ctxLen - 1,
+		logits: make([]float32, c.Vocab), traceLayer: 2, attnRow: make([]float32, c.Heads*ctxLen), fullLayer: -1}
+	b.ResetTimer()
+	for b.Loop() {
+		// the same position each time: the context stays at 128
+		if err := m.step([]stepItem{it}); err != nil {
+			b.Fatal(err)
+		}
+		s.sample(it.logits)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "steps/s")
+}
+
+// Whole generations through the scheduler, traced, one stream.
+func BenchmarkGenerateTraced(b *testing.B) {
+	m := syntheticModel(b, deployed, Options{Threads: benchThreads()})
+	prompt := []byte("user: tell me about niels\nassistant: ")
+	tokens := 0
+	b.ResetTimer()
+	for b.Loop() {
+		_, err := m.Generate(context.Background(), GenerateRequest{Prompt: prompt, MaxNewTokens: 128,
+			Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, TraceLayer: 3}, func(*Step) error {
+			tokens++
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tokens/s")
+}

@@ -1,0 +1,255 @@
+package engine
+
+// The engine against PyTorch: goldens written by scripts/make_fixtures.py from
+// a PyTorch implementation of SPEC §1 (testdata/golden/*.json), for fixture
+// checkpoints of two shapes. tiny_b has T = 24, so 80 greedy steps slide the
+// window many times.
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"nielsgpt/convert"
+)
+
+const (
+	logitTol = 1e-4
+	attnTol  = 1e-5
+)
+
+var fixtureNames = []string{"tiny_a", "tiny_b"}
+
+type golden struct {
+	Model  string `json:"model"`
+	Config struct {
+		V, T, C, L, H int
+		DFF           int     `json:"d_ff"`
+		RopeTheta     float64 `json:"rope_theta"`
+	} `json:"config"`
+	Prefill struct {
+		Tokens []int32          `json:"tokens"`
+		Logits [][]float32      `json:"logits"`
+		Attn   [][][][]float32  `json:"attn"` // [L][H][t][t]
+	} `json:"prefill"`
+	Greedy struct {
+		Prompt     []int32       `json:"prompt"`
+		Steps      int           `json:"steps"`
+		Tokens     []int         `json:"tokens"`
+		Logits     [][]float32   `json:"logits"`
+		TraceLayer int           `json:"trace_layer"`
+		AttnRows   [][][]float32 `json:"attn_rows"` // [step][H][t]
+	} `json:"greedy"`
+}
+
+func readGolden(t testing.TB, name string) *golden {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "testdata", "golden", name+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g golden
+	if err := json.Unmarshal(raw, &g); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return &g
+}
+
+var (
+	fixtureMu    sync.Mutex
+	fixtureGGUFs = map[string]string{}
+)
+
+// fixtureGGUF converts a fixture checkpoint once per test binary.
+func fixtureGGUF(t testing.TB, ptPath string) string {
+	t.Helper()
+	fixtureMu.Lock()
+	defer fixtureMu.Unlock()
+	if p, ok := fixtureGGUFs[ptPath]; ok {
+		return p
+	}
+	dir, err := os.MkdirTemp("", "nielsgpt-engine-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, filepath.Base(ptPath)+".gguf")
+	if _, err := convert.ConvertFile(ptPath, out, convert.ConvertOptions{}); err != nil {
+		t.Fatalf("converting %s: %v", ptPath, err)
+	}
+	fixtureGGUFs[ptPath] = out
+	return out
+}
+
+func loadFixture(t testing.TB, name string) (*Model, *golden) {
+	t.Helper()
+	g := readGolden(t, name)
+	m, err := LoadFile(fixtureGGUF(t, filepath.Join("..", "testdata", "models", name+".pt")), Options{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	c := m.Config()
+	if c.Vocab != g.Config.V || c.Context != g.Config.T || c.Embd != g.Config.C || c.Layers != g.Config.L ||
+		c.Heads != g.Config.H || c.FF != g.Config.DFF || float64(c.RopeTheta) != float64(float32(g.Config.RopeTheta)) {
+		t.Fatalf("%s: config %+v does not match the golden %+v", name, c, g.Config)
+	}
+	return m, g
+}
+
+func maxAbsDiff(a, b []float32) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
+	worst := 0.0
+	for i := range a {
+		worst = math.Max(worst, math.Abs(float64(a[i])-float64(b[i])))
+	}
+	return worst
+}
+
+// runStep drives the cache by hand. The scheduler touches the C model only
+// while it has sequences, and these tests give it none.
+func runStep(t testing.TB, m *Model, it stepItem) {
+	t.Helper()
+	if err := m.step([]stepItem{it}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// One token at a time through the KV cache: every position's logits and
+// every layer's newest attention row against the golden prefill.
+func TestDecodeMatchesPyTorch(t *testing.T) {
+	for _, name := range fixtureNames {
+		t.Run(name, func(t *testing.T) {
+			m, g := loadFixture(t, name)
+			c := m.Config()
+			tokens := g.Prefill.Tokens
+			cache, err := m.newKVCache(len(tokens))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cache.free()
+			worstLogit, worstAttn := 0.0, 0.0
+			for pos := range tokens {
+				for layer := 0; layer < c.Layers; layer++ {
+					it := stepItem{
+						cache: cache, tokens: tokens[pos : pos+1], nPast: pos,
+						logits: make([]float32, c.Vocab), traceLayer: layer,
+						attnRow: make([]float32, c.Heads*(pos+1)), fullLayer: -1,
+					}
+					runStep(t, m, it)
+					worstLogit = math.Max(worstLogit, maxAbsDiff(it.logits, g.Prefill.Logits[pos]))
+					for h := 0; h < c.Heads; h++ {
+						want := g.Prefill.Attn[layer][h][pos][:pos+1]
+						worstAttn = math.Max(worstAttn, maxAbsDiff(it.attnRow[h*(pos+1):(h+1)*(pos+1)], want))
+					}
+				}
+			}
+			t.Logf("max |Δlogit| %.2e, max |Δattn| %.2e over %d positions", worstLogit, worstAttn, len(tokens))
+			if worstLogit > logitTol || worstAttn > attnTol {
+				t.Fatalf("max |Δlogit| %.2e (tol %.0e), max |Δattn| %.2e (tol %.0e)", worstLogit, logitTol, worstAttn, attnTol)
+			}
+		})
+	}
+}
+
+// The whole window in one pass, and in uneven chunks: the full matrices of
+// every layer and head, and the last position's logits.
+func TestPrefillMatchesPyTorch(t *testing.T) {
+	for _, name := range fixtureNames {
+		t.Run(name, func(t *testing.T) {
+			m, g := loadFixture(t, name)
+			c := m.Config()
+			tokens := g.Prefill.Tokens
+			n := len(tokens)
+			cache, err := m.newKVCache(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cache.free()
+			for layer := 0; layer < c.Layers; layer++ {
+				for head := 0; head < c.Heads; head++ {
+					it := stepItem{
+						cache: cache, tokens: tokens, logits: make([]float32, c.Vocab),
+						traceLayer: -1, fullLayer: layer, fullHead: head, fullAttn: make([]float32, n*n),
+					}
+					runStep(t, m, it)
+					if d := maxAbsDiff(it.logits, g.Prefill.Logits[n-1]); d > logitTol {
+						t.Fatalf("last logits differ by %.2e", d)
+					}
+					for r := 0; r < n; r++ {
+						row := it.fullAttn[r*n : (r+1)*n]
+						if d := maxAbsDiff(row, g.Prefill.Attn[layer][head][r]); d > attnTol {
+							t.Fatalf("layer %d head %d row %d differs by %.2e", layer, head, r, d)
+						}
+					}
+				}
+			}
+			// chunks of 7: each attends to the cache of the ones before
+			logits := make([]float32, c.Vocab)
+			for from := 0; from < n; from += 7 {
+				to := min(from+7, n)
+				it := stepItem{cache: cache, tokens: tokens[from:to], nPast: from, traceLayer: -1, fullLayer: -1}
+				if to == n {
+					it.logits = logits
+				}
+				runStep(t, m, it)
+			}
+			if d := maxAbsDiff(logits, g.Prefill.Logits[n-1]); d > logitTol {
+				t.Fatalf("chunked prefill: last logits differ by %.2e", d)
+			}
+		})
+	}
+}
+
+// Greedy generation through the public API, across window slides: the same
+// tokens as PyTorch recomputing the window every step, and the same traces.
+func TestGreedyMatchesPyTorch(t *testing.T) {
+	for _, name := range fixtureNames {
+		t.Run(name, func(t *testing.T) {
+			m, g := loadFixture(t, name)
+			gr := g.Greedy
+			if gr.Steps < 64 || len(gr.Prompt)+gr.Steps <= g.Config.T {
+				t.Fatalf("golden too short to cross the window: %d steps, T=%d", gr.Steps, g.Config.T)
+			}
+			var got []int
+			worstAttn := 0.0
+			_, err := m.Generate(context.Background(), GenerateRequest{
+				Prompt: int32sToBytes(gr.Prompt), MaxNewTokens: gr.Steps,
+				Sampling: Sampling{Temperature: 0}, TraceLayer: gr.TraceLayer,
+			}, func(s *Step) error {
+				i := len(got)
+				got = append(got, s.TokenID)
+				if len(s.Attn) != len(gr.AttnRows[i]) {
+					t.Fatalf("step %d: %d heads traced, want %d", i, len(s.Attn), len(gr.AttnRows[i]))
+				}
+				for h := range s.Attn {
+					worstAttn = math.Max(worstAttn, maxAbsDiff(s.Attn[h], gr.AttnRows[i][h]))
+				}
+				if s.Entropy != 0 || len(s.TopK) != 1 || s.TopK[0].TokenID != s.TokenID || s.TopK[0].Prob != 1 {
+					t.Fatalf("step %d: greedy distribution must be one-hot, got entropy %v top %v", i, s.Entropy, s.TopK)
+				}
+				return nil
+			})
+			if err != nil && len(got) < gr.Steps {
+				t.Fatal(err)
+			}
+			if len(got) != gr.Steps {
+				t.Fatalf("generated %d tokens, want %d", len(got), gr.Steps)
+			}
+			for i := range got {
+				if got[i] != gr.Tokens[i] {
+					t.Fatalf("step %d: token %d, PyTorch chose %d (so far %v)", i, got[i], gr.Tokens[i], got[:i+1])
+				}
+			}
+			t.Logf("%d identical tokens, max |Δattn| %.2e", len(got), worstAttn)
+			if worstAttn > attnTol {
+				t.Fatalf("attention rows differ by %.2e", worstAttn)
+			}
+		})
+	}
+}

@@ -1,0 +1,210 @@
+package engine
+
+// Loading a GGUF into the C engine, and the one cgo call per step.
+
+/*
+#include <stdlib.h>
+#include "nielsgpt.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"unsafe"
+
+	"nielsgpt/convert"
+)
+
+// Options configure a loaded model.
+type Options struct {
+	Device  string // "cpu" (default), or "metal"/"mps"/"gpu" where ggml has one
+	Threads int    // CPU threads for ggml's persistent pool; 0 means one per core
+	// PrefillChunk caps the prompt tokens one sequence feeds per step, so a
+	// long prompt shares steps with running streams. 0 means the window T.
+	PrefillChunk int
+	// Reference runs the original service's algorithm, for benchmarks to
+	// compare against: one sequence at a time, and the whole window through
+	// the model for every token (no KV cache reuse, no batching).
+	Reference bool
+	// OnStep, when set, hears how long each engine step took: phase is
+	// "prefill", "decode" or "mixed", tokens the tokens fed in that step.
+	OnStep func(phase string, seconds float64, tokens int)
+}
+
+// Model is a loaded niels-gpt with its batching scheduler. It is safe for
+// concurrent use: every Generate joins the same stream of batched steps.
+type Model struct {
+	cfg     Config
+	opts    Options
+	c       *C.ngpt_model
+	backend string
+	sched   *scheduler
+}
+
+const errLen = 512
+
+// LoadFile loads a niels-gpt GGUF file.
+func LoadFile(path string, opts Options) (*Model, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	m, err := LoadBytes(data, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+// LoadBytes loads a niels-gpt GGUF held in memory. The file is parsed and
+// checked in Go first: ggml's own checks abort the process.
+func LoadBytes(data []byte, opts Options) (*Model, error) {
+	g, err := convert.ParseGGUF(data)
+	if err != nil {
+		return nil, err
+	}
+	mc, err := g.NielsGPTConfig()
+	if err != nil {
+		return nil, err
+	}
+	cfg := Config{Vocab: mc.V, Context: mc.T, Embd: mc.C, Layers: mc.L, Heads: mc.H, FF: mc.DFF, RopeTheta: float32(mc.RopeTheta)}
+	eps := float32(1e-5)
+	if v, ok := g.KV["nielsgpt.attention.layer_norm_epsilon"].(float32); ok {
+		eps = v
+	}
+	if opts.Threads <= 0 {
+		opts.Threads = runtime.NumCPU()
+	}
+	if opts.Device == "" {
+		opts.Device = "cpu"
+	}
+	if opts.PrefillChunk <= 0 || opts.PrefillChunk > cfg.Context {
+		opts.PrefillChunk = cfg.Context
+	}
+
+	hp := C.ngpt_hparams{
+		n_vocab: C.int32_t(cfg.Vocab), n_ctx: C.int32_t(cfg.Context), n_embd: C.int32_t(cfg.Embd),
+		n_layer: C.int32_t(cfg.Layers), n_head: C.int32_t(cfg.Heads), n_ff: C.int32_t(cfg.FF),
+		rope_theta: C.float(cfg.RopeTheta), norm_eps: C.float(eps),
+	}
+	refs := make([]C.ngpt_tensor_ref, len(g.Tensors))
+	for i, t := range g.Tensors {
+		if len(t.Name) >= len(refs[i].name) || len(t.Dims) < 1 || len(t.Dims) > 2 {
+			return nil, fmt.Errorf("tensor %q: unexpected name or rank", t.Name)
+		}
+		for j := 0; j < len(t.Name); j++ {
+			refs[i].name[j] = C.char(t.Name[j])
+		}
+		refs[i]._type = C.int32_t(t.Type)
+		refs[i].n_dims = C.int32_t(len(t.Dims))
+		for j, d := range t.Dims {
+			refs[i].ne[j] = C.int64_t(d)
+		}
+		refs[i].offset = C.uint64_t(t.Offset)
+		refs[i].nbytes = C.uint64_t(t.Size)
+	}
+	if len(refs) == 0 || len(data) == 0 {
+		return nil, errors.New("no tensors")
+	}
+	device := C.CString(opts.Device)
+	defer C.free(unsafe.Pointer(device))
+	var errBuf [errLen]C.char
+	c := C.ngpt_model_load(&hp, unsafe.Pointer(&data[0]), C.size_t(len(data)), &refs[0], C.int(len(refs)),
+		device, C.int(opts.Threads), &errBuf[0], errLen)
+	if c == nil {
+		return nil, fmt.Errorf("loading model: %s", C.GoString(&errBuf[0]))
+	}
+	m := &Model{cfg: cfg, opts: opts, c: c, backend: C.GoString(C.ngpt_model_backend(c))}
+	m.sched = newScheduler(m)
+	return m, nil
+}
+
+// Config reports the model's hyper-parameters.
+func (m *Model) Config() Config { return m.cfg }
+
+// Backend names the ggml backend doing the maths ("CPU", "Metal", ...).
+func (m *Model) Backend() string { return m.backend }
+
+// Close stops the scheduler (ending every running generation) and frees the
+// model. It must not race with calls that are starting.
+func (m *Model) Close() {
+	if m.c == nil {
+		return
+	}
+	m.sched.stop()
+	C.ngpt_model_free(m.c)
+	m.c = nil
+}
+
+// kvCache is one sequence's cache on the C side.
+type kvCache struct{ c *C.ngpt_seq }
+
+func (m *Model) newKVCache(capacity int) (*kvCache, error) {
+	var errBuf [errLen]C.char
+	c := C.ngpt_seq_new(m.c, C.int(capacity), &errBuf[0], errLen)
+	if c == nil {
+		return nil, errors.New(C.GoString(&errBuf[0]))
+	}
+	return &kvCache{c: c}, nil
+}
+
+func (k *kvCache) free() {
+	if k != nil && k.c != nil {
+		C.ngpt_seq_free(k.c)
+		k.c = nil
+	}
+}
+
+// stepItem is one sequence's share of a step, with Go-owned outputs.
+type stepItem struct {
+	cache      *kvCache
+	tokens     []int32
+	nPast      int
+	logits     []float32 // len V, or nil
+	traceLayer int       // -1 for none
+	attnRow    []float32 // H × t when traced
+	fullLayer  int       // -1 for none
+	fullHead   int
+	fullAttn   []float32 // n × t when requested
+}
+
+// step runs one batched forward pass: the only cgo call on the hot path. The
+// outputs are written straight into the items' Go slices, pinned for the call.
+func (m *Model) step(items []stepItem) error {
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	citems := make([]C.ngpt_item, len(items))
+	for i := range items {
+		it := &items[i]
+		ci := &citems[i]
+		ci.seq = it.cache.c
+		pin.Pin(&it.tokens[0])
+		ci.tokens = (*C.int32_t)(unsafe.Pointer(&it.tokens[0]))
+		ci.n_tokens = C.int32_t(len(it.tokens))
+		ci.n_past = C.int32_t(it.nPast)
+		ci.trace_layer, ci.full_layer, ci.full_head = -1, -1, -1
+		if it.logits != nil {
+			pin.Pin(&it.logits[0])
+			ci.logits = (*C.float)(unsafe.Pointer(&it.logits[0]))
+		}
+		if it.traceLayer >= 0 {
+			pin.Pin(&it.attnRow[0])
+			ci.trace_layer = C.int32_t(it.traceLayer)
+			ci.attn_row = (*C.float)(unsafe.Pointer(&it.attnRow[0]))
+		}
+		if it.fullLayer >= 0 {
+			pin.Pin(&it.fullAttn[0])
+			ci.full_layer = C.int32_t(it.fullLayer)
+			ci.full_head = C.int32_t(it.fullHead)
+			ci.full_attn = (*C.float)(unsafe.Pointer(&it.fullAttn[0]))
+		}
+	}
+	var errBuf [errLen]C.char
+	if rc := C.ngpt_step(m.c, &citems[0], C.int(len(citems)), &errBuf[0], errLen); rc != 0 {
+		return errors.New(C.GoString(&errBuf[0]))
+	}
+	return nil
+}
