@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 )
 
 var writeGGUFSeeds = flag.Bool("write-gguf-seeds", false, "rewrite testdata/fuzz/FuzzParseGGUF seeds")
@@ -23,6 +24,10 @@ func FuzzReadCheckpoint(f *testing.F) {
 	f.Add(zipCheckpoint(f, checkpointPickle(tinyCfg, tensors, false), storagesFor(tensors)))
 	f.Add(legacyCheckpoint(checkpointPickle(tinyCfg, tensors, true), distinctKeys(tensors), storagesFor(tensors), 4))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The fuzzer reports crashes but not hangs; a panic from the watchdog turns a
+		// hang into a crasher, saved with its input.
+		watchdog := time.AfterFunc(10*time.Second, func() { panic("ReadCheckpointBytes hung for 10s") })
+		defer watchdog.Stop()
 		ck, err := ReadCheckpointBytes(data)
 		if err != nil {
 			return

@@ -261,6 +261,44 @@ func TestHandMadeCheckpoints(t *testing.T) {
 	}
 }
 
+// Optimizer state is parsed (its globals are checked) but its storages are never read:
+// here its record is corrupt (a checksum that cannot match) and holds int64 data, and
+// the model still loads.
+func TestOptimizerStateNotRead(t *testing.T) {
+	tensors := handTensors()
+	model := checkpointPickle(tinyCfg, tensors, false)
+	p := &pickleBuilder{}
+	p.Write(model[:len(model)-2]) // reopen the top-level dict: drop its SETITEMS and STOP
+	p.str("optimizer_state").op('}', '(').str("state").op('}', '(').int(0).op('}', '(')
+	p.str("exp_avg").tensor(handTensor{key: "opt0", storageType: "FloatStorage", numel: 4, shape: []int64{4}, stride: []int64{1}}, false)
+	p.str("step").tensor(handTensor{key: "opt1", storageType: "LongStorage", numel: 1, shape: []int64{}, stride: []int64{}}, false)
+	p.op('u', 'u').str("param_groups").op(']', '(', '}', '(').str("lr").float(1e-3).str("betas").float(0.9).float(0.95).op(0x86)
+	p.str("foreach").op('N').str("params").op(']', '(').int(0).op('e', 'u', 'e', 'u', 'u', '.')
+	storages := storagesFor(tensors)
+	storages["opt0"] = make([]byte, 16)
+	storages["opt1"] = make([]byte, 8)
+	data := zipCheckpoint(t, p.Bytes(), storages)
+	// Corrupt opt0's bytes in place: its CRC no longer matches.
+	i := bytes.Index(data, []byte("archive/data/opt0"))
+	j := i + len("archive/data/opt0")
+	data[j+3] ^= 0xff
+	ck, err := readFast(t, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ck.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// The corruption is real: reading that record is refused.
+	tf, err := readTorchFile(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tf.source.(*zipSource).record("data/opt0", -1); err == nil || !strings.Contains(err.Error(), "checksum") {
+		t.Fatalf("corrupt optimizer record read without error: %v", err)
+	}
+}
+
 // A zip written on a big-endian machine says so in its byteorder record.
 func TestBigEndianZip(t *testing.T) {
 	tensors := handTensors()
