@@ -1,0 +1,98 @@
+// `nielsgpt convert IN.pt -o OUT.gguf [--f16]`: turns a niels-gpt PyTorch checkpoint
+// into the GGUF file the engine serves, without Python and without executing anything
+// from the checkpoint. It prints what it read so a user can check the model before
+// serving it, and refuses (naming the problem) a checkpoint that is not exactly a
+// generation 1 model.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"nielsgpt/convert"
+)
+
+func runConvert(args []string) error {
+	return convertCommand(args, os.Stdout, os.Stderr)
+}
+
+func convertCommand(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "", "output GGUF `path` (required)")
+	f16 := fs.Bool("f16", false, "store weight matrices as float16 (norms and biases stay float32)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: nielsgpt convert IN.pt -o OUT.gguf [--f16]\n\n"+
+			"Reads a niels-gpt generation 1 checkpoint (torch.save, zip or legacy format) with a\n"+
+			"strict reader that never runs code from the file, checks every tensor against the\n"+
+			"model's shape table, and writes a GGUF file (float32 weights unless --f16).\n\n")
+		fs.PrintDefaults()
+	}
+
+	// The flag package stops at the first positional argument; parsing again after each
+	// one lets -o come after IN.pt, as the usage line shows.
+	var positional []string
+	rest := args
+	for {
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		left := fs.Args()
+		if len(left) == 0 {
+			break
+		}
+		if consumed := len(rest) - len(left); consumed > 0 && rest[consumed-1] == "--" {
+			// "--" ends the flags: everything after it is positional, even "-o".
+			positional = append(positional, left...)
+			break
+		}
+		rest = left
+		positional = append(positional, rest[0])
+		rest = rest[1:]
+	}
+	if len(positional) != 1 {
+		fs.Usage()
+		return fmt.Errorf("want exactly one input checkpoint, got %d arguments", len(positional))
+	}
+	if *out == "" {
+		fs.Usage()
+		return errors.New("the output path is required: -o OUT.gguf")
+	}
+	in := positional[0]
+
+	sum, err := convert.ConvertFile(in, *out, convert.ConvertOptions{F16: *f16})
+	if err != nil {
+		return err
+	}
+	c := sum.Config
+	weightType := "float32"
+	if *f16 {
+		weightType = "float16 matrices, float32 vectors"
+	}
+	fmt.Fprintf(stdout, "read   %s\n", in)
+	fmt.Fprintf(stdout, "sha256 %s\n", sum.SHA256)
+	fmt.Fprintf(stdout, "model  V=%d T=%d C=%d L=%d H=%d d_ff=%d rope_theta=%g\n", c.V, c.T, c.C, c.L, c.H, c.DFF, c.RopeTheta)
+	fmt.Fprintf(stdout, "params %d\n", sum.Params)
+	fmt.Fprintf(stdout, "step   %d\n", sum.Step)
+	size := ""
+	if st, err := os.Stat(*out); err == nil {
+		size = ", " + humanBytes(st.Size())
+	}
+	fmt.Fprintf(stdout, "wrote  %s (GGUF v3, %s%s)\n", *out, weightType, size)
+	return nil
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.2f GB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.1f MB", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1f kB", float64(n)/1e3)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
