@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // ---------------------------------------------------------------------------------------
@@ -70,18 +71,38 @@ type handTensor struct {
 	name, key, storageType string
 	numel, offset          int64
 	shape, stride          []int64
+	wrap                   string // "", "parameter" or "from_type": how torch wraps subclasses
 }
 
 func (p *pickleBuilder) tensor(t handTensor, legacy bool) *pickleBuilder {
+	switch t.wrap {
+	case "parameter":
+		p.global("torch._utils", "_rebuild_parameter").op('(')
+		t.wrap = ""
+		p.tensor(t, legacy).op(0x88).global("collections", "OrderedDict").op(')', 'R', 't', 'R')
+		return p
+	case "from_type":
+		p.global("torch._tensor", "_rebuild_from_type_v2").op('(').global("torch._utils", "_rebuild_tensor_v2")
+		p.global("torch", "Tensor").op('(')
+		t.wrap = ""
+		p.tensorArgs(t, legacy)
+		p.op('t', '}', 't', 'R')
+		return p
+	}
 	p.global("torch._utils", "_rebuild_tensor_v2").op('(')
+	p.tensorArgs(t, legacy)
+	return p.op('t', 'R')
+}
+
+// tensorArgs writes _rebuild_tensor_v2's arguments without the enclosing tuple.
+func (p *pickleBuilder) tensorArgs(t handTensor, legacy bool) *pickleBuilder {
 	p.op('(').str("storage").global("torch", t.storageType).str(t.key).str("cuda:0").int(t.numel)
 	if legacy {
 		p.op('N')
 	}
 	p.op('t', 'Q')
 	p.int(t.offset).ints(t.shape).ints(t.stride).op(0x89)
-	p.global("collections", "OrderedDict").op(')', 'R')
-	return p.op('t', 'R')
+	return p.global("collections", "OrderedDict").op(')', 'R')
 }
 
 // tinyCfg is the smallest valid generation 1 model: 20 tensors of a few floats each.
@@ -299,6 +320,81 @@ func TestOptimizerStateNotRead(t *testing.T) {
 	}
 }
 
+// Pickle forms that real checkpoints can contain beyond the fixtures: parameters and
+// tensor subclasses, numpy scalars, protocol 2 bytes, sets, torch.Size, an
+// argparse.Namespace train_cfg, and a best_val_loss saved as a 0-dim tensor.
+func TestPickleForms(t *testing.T) {
+	tensors := handTensors()
+	tensors[1].wrap = "parameter"
+	tensors[2].wrap = "from_type"
+	model := checkpointPickle(tinyCfg, tensors, false)
+	p := &pickleBuilder{}
+	p.Write(model[:len(model)-2])
+	// train_cfg = argparse.Namespace(lr=..., tags={"a"}, raw=b"\x00\xff", size=torch.Size([2, 3]))
+	p.str("train_cfg").global("argparse", "Namespace").op(')', 0x81, '}', '(')
+	p.str("tags").global("builtins", "set").op(']', '(').str("a").op('e', 0x85, 'R')
+	p.str("raw").global("_codecs", "encode").op('X', 3, 0, 0, 0, 0, 0xc3, 0xbf).str("latin1").op(0x86, 'R')
+	p.str("size").global("torch", "Size").op('(', '(').int(2).int(3).op('t', 't', 'R')
+	p.str("device").global("torch", "device").str("cuda").int(0).op(0x86, 'R')
+	p.op('u', 'b')
+	// best_val_loss = torch.tensor(1.25): a 0-dim tensor with its own storage.
+	p.str("best_val_loss").tensor(handTensor{key: "bvl", storageType: "FloatStorage", numel: 1}, false)
+	p.op('u', '.')
+	storages := storagesFor(tensors)
+	storages["bvl"] = binary.LittleEndian.AppendUint32(nil, math.Float32bits(1.25))
+	ck, err := readFast(t, zipCheckpoint(t, p.Bytes(), storages))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ck.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if ck.BestValLoss == nil || *ck.BestValLoss != 1.25 {
+		t.Errorf("best_val_loss %v, want 1.25", ck.BestValLoss)
+	}
+	if got := ck.Tensors[tensors[2].name].Data; got[0] != 0.5 || got[1] != 1.5 {
+		t.Errorf("%s read as %v", tensors[2].name, got)
+	}
+
+	// numpy.float64(1.75) and numpy.int64(-5) as protocol 2 writes them.
+	np := func(code string, raw []byte) *pickleBuilder {
+		q := &pickleBuilder{}
+		q.global("numpy.core.multiarray", "scalar").op('(')
+		q.global("numpy", "dtype").str(code).op(0x89, 0x88, 0x87, 'R')
+		q.op('(').int(3).str("<").op('N', 'N', 'N').int(-1).int(-1).int(0).op('t', 'b')
+		q.global("_codecs", "encode").op('X')
+		var latin []byte
+		for _, b := range raw {
+			latin = utf8Append(latin, rune(b))
+		}
+		binary.Write(q, binary.LittleEndian, uint32(len(latin)))
+		q.Write(latin)
+		q.str("latin1").op(0x86, 'R', 't', 'R')
+		return q
+	}
+	p = &pickleBuilder{}
+	p.Write(model[:len(model)-2])
+	p.str("best_val_loss").Write(np("f8", binary.LittleEndian.AppendUint64(nil, math.Float64bits(1.75))).Bytes())
+	p.str("step").Write(np("i8", binary.LittleEndian.AppendUint64(nil, uint64(0xfffffffffffffffb))).Bytes())
+	p.op('u', '.')
+	ck, err = readFast(t, zipCheckpoint(t, p.Bytes(), storagesFor(tensors)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ck.BestValLoss == nil || *ck.BestValLoss != 1.75 || ck.Step != -5 {
+		t.Errorf("numpy scalars read as %v, %d", ck.BestValLoss, ck.Step)
+	}
+	if err := ck.Validate(); err == nil || !strings.Contains(err.Error(), "step=-5") {
+		t.Errorf("negative step not refused: %v", err)
+	}
+}
+
+func utf8Append(b []byte, r rune) []byte {
+	var buf [4]byte
+	n := utf8.EncodeRune(buf[:], r)
+	return append(b, buf[:n]...)
+}
+
 // A zip written on a big-endian machine says so in its byteorder record.
 func TestBigEndianZip(t *testing.T) {
 	tensors := handTensors()
@@ -408,11 +504,47 @@ func TestHostileCheckpoints(t *testing.T) {
 		return data
 	}
 
+	// Memo references let a small file use one large value many times; each of these
+	// would run for hours if every use cost time proportional to the value's size.
+	big := strings.Repeat("k", 1<<20)
+	keyReuse := &pickleBuilder{}
+	keyReuse.op(0x80, 2, '}').str(big).op('q', 1, '0')
+	for i := 0; i < 200000; i++ {
+		keyReuse.op('h', 1, 'N', 's')
+	}
+	keyReuse.op('.')
+	bytesReuse := &pickleBuilder{}
+	bytesReuse.op(0x80, 2).global("_codecs", "encode").op('q', 2, '0').str(big).op('q', 1, '0')
+	for i := 0; i < 200000; i++ {
+		bytesReuse.op('h', 2, 'h', 1).str("latin1").op(0x86, 'R', '0')
+	}
+	bytesReuse.op('N', '.')
+	setReuse := &pickleBuilder{}
+	setReuse.op(0x80, 2).global("builtins", "set").op('q', 2, '0', ']', 'q', 3, '(')
+	setReuse.Write(bytes.Repeat([]byte{'N'}, 100000))
+	setReuse.op('e', '0')
+	for i := 0; i < 400000; i++ {
+		setReuse.op('h', 2, 'h', 3, 0x85, 'R', '0')
+	}
+	setReuse.op('N', '.')
+	setGrow := &pickleBuilder{}
+	setGrow.op(0x80, 2).global("builtins", "set").op('q', 2, '0', ']', 'q', 3, '(')
+	setGrow.Write(bytes.Repeat([]byte{'N'}, 100000))
+	setGrow.op('e', '0')
+	for i := 0; i < 400000; i++ {
+		setGrow.op('h', 2, 'h', 3, 0x85, 'R', '(', 'N', 0x90, '0')
+	}
+	setGrow.op('N', '.')
+
 	cases := []struct {
 		name string
 		data []byte
 		want string
 	}{
+		{"large dict key reused", zipOf(keyReuse.Bytes()), "far more work"},
+		{"large bytes reused", zipOf(bytesReuse.Bytes()), "far more work"},
+		{"large set reused", zipOf(setReuse.Bytes()), "checkpoint is a None"},
+		{"large set grown", zipOf(setGrow.Bytes()), "far more work"},
 		{"empty", nil, "empty file"},
 		{"text", []byte("hello, world"), "not a PyTorch checkpoint"},
 		{"pickle without magic", []byte{0x80, 2, 'N', '.'}, "magic number"},

@@ -16,6 +16,7 @@ package convert
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"math/big"
@@ -97,8 +98,6 @@ func dictKeyOf(k any) (string, error) {
 		return "s" + v, nil
 	case int64:
 		return "i" + strconv.FormatInt(v, 10), nil
-	case *big.Int:
-		return "i" + v.String(), nil
 	case bool:
 		return "b" + strconv.FormatBool(v), nil
 	case nil:
@@ -106,7 +105,7 @@ func dictKeyOf(k any) (string, error) {
 	case float64:
 		return "f" + strconv.FormatUint(math.Float64bits(v), 16), nil
 	default:
-		return "", fmt.Errorf("dict key of type %s is not supported (only str, int, float, bool and None keys)", typeName(k))
+		return "", fmt.Errorf("dict key of type %s is not supported (only str, int64, float, bool and None keys)", typeName(k))
 	}
 }
 
@@ -268,10 +267,44 @@ type unpickler struct {
 	memo  map[uint32]any
 	// persistentLoad resolves BINPERSID ids; torch uses them for storages.
 	persistentLoad func(pid any) (any, error)
+	// budget bounds the work done beyond one step per opcode. Memo references let a
+	// small file name one large value many times (as a dict key, as call arguments);
+	// every operation whose cost grows with a value's size is charged here, so such a
+	// file fails fast instead of running for hours.
+	budget int64
 }
 
 func newUnpickler(data []byte, persistentLoad func(any) (any, error)) *unpickler {
-	return &unpickler{data: data, memo: map[uint32]any{}, persistentLoad: persistentLoad}
+	return &unpickler{data: data, memo: map[uint32]any{}, persistentLoad: persistentLoad,
+		budget: 16*int64(len(data)) + 1<<20}
+}
+
+func (u *unpickler) charge(n int) error {
+	u.budget -= int64(n)
+	if u.budget < 0 {
+		return errors.New("pickle does far more work than its size accounts for (a large value referenced over and over)")
+	}
+	return nil
+}
+
+// chargeItems charges for hashing dict keys or scanning call arguments.
+func (u *unpickler) chargeItems(items []any) error {
+	if err := u.charge(1 + len(items)); err != nil {
+		return err
+	}
+	for _, it := range items {
+		switch v := it.(type) {
+		case string:
+			if err := u.charge(len(v)); err != nil {
+				return err
+			}
+		case []byte:
+			if err := u.charge(len(v)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // pickleError carries the opcode offset so a report on a broken file can be located.
@@ -683,6 +716,9 @@ func (u *unpickler) step(op byte) (done bool, err error) {
 		if err != nil {
 			return false, err
 		}
+		if err := u.chargeItems(items); err != nil {
+			return false, err
+		}
 		d := newPyDict()
 		if err := setItems(d, items); err != nil {
 			return false, err
@@ -782,6 +818,9 @@ func (u *unpickler) step(op byte) (done bool, err error) {
 		if !ok {
 			return false, fmt.Errorf("REDUCE on %s, which is not a known global", typeName(fnV))
 		}
+		if err := u.chargeItems(args); err != nil {
+			return false, err
+		}
 		v, err := reduce(fn, args, true)
 		if err != nil {
 			return false, err
@@ -812,6 +851,9 @@ func (u *unpickler) step(op byte) (done bool, err error) {
 		cls, ok := clsV.(pyGlobal)
 		if !ok {
 			return false, fmt.Errorf("NEWOBJ on %s, which is not a known class", typeName(clsV))
+		}
+		if err := u.chargeItems(args); err != nil {
+			return false, err
 		}
 		v, err := newObject(cls, args)
 		if err != nil {
@@ -871,11 +913,21 @@ func (u *unpickler) appendTo(items ...any) error {
 	if !ok {
 		return fmt.Errorf("APPEND to %s, want a list or set", typeName(t))
 	}
+	if len(l.items)+len(items) > cap(l.items) {
+		// Growing copies the list; normal doubling keeps the total linear, but a list
+		// shared with a set (see newObject) would otherwise be copied at every append.
+		if err := u.charge(len(l.items)); err != nil {
+			return err
+		}
+	}
 	l.items = append(l.items, items...)
 	return nil
 }
 
 func (u *unpickler) setItemsOnTop(items []any) error {
+	if err := u.chargeItems(items); err != nil {
+		return err
+	}
 	t, err := u.top()
 	if err != nil {
 		return err
@@ -971,6 +1023,11 @@ func reduce(fn pyGlobal, args pyTuple, nested bool) (any, error) {
 		if !ok1 || !ok2 || !ok3 || typ.kind != gTensorType {
 			return nil, fmt.Errorf("%s: want (rebuild function, tensor type, args, state)", fn)
 		}
+		switch inner.kind {
+		case gRebuildTensor, gRebuildTensorV2, gRebuildTensorV3, gRebuildParameter, gRebuildParameterWithState:
+		default:
+			return nil, fmt.Errorf("%s: %s does not rebuild a tensor", fn, inner)
+		}
 		v, err := reduce(inner, innerArgs, false)
 		if err != nil {
 			return nil, err
@@ -992,6 +1049,9 @@ func reduce(fn pyGlobal, args pyTuple, nested bool) (any, error) {
 		return nil, fmt.Errorf("torch.Size of %s", typeName(args[0]))
 	case gTorchDevice:
 		// Storage locations are ignored; a device is kept only as its name.
+		if len(args) > 2 {
+			return nil, fmt.Errorf("torch.device: want (type[, index]), got %d arguments", len(args))
+		}
 		parts := make([]string, 0, 2)
 		for _, a := range args {
 			parts = append(parts, fmt.Sprint(a))
@@ -1042,31 +1102,20 @@ func reduce(fn pyGlobal, args pyTuple, nested bool) (any, error) {
 func newObject(cls pyGlobal, args pyTuple) (any, error) {
 	switch cls.kind {
 	case gOrderedDict:
-		d := newPyDict()
-		if len(args) == 0 {
-			return d, nil
+		// Python pickles an OrderedDict as OrderedDict() followed by SETITEMS, never
+		// with its items as arguments (which would cost a copy per reference).
+		if len(args) != 0 {
+			return nil, fmt.Errorf("collections.OrderedDict: want no arguments, got %d", len(args))
 		}
-		// OrderedDict(iterable of pairs): only a list of 2-tuples is accepted.
-		l, ok := args[0].(*pyList)
-		if len(args) != 1 || !ok {
-			return nil, fmt.Errorf("collections.OrderedDict: only () or (list of pairs,) is supported")
-		}
-		for _, it := range l.items {
-			p, ok := it.(pyTuple)
-			if !ok || len(p) != 2 {
-				return nil, fmt.Errorf("collections.OrderedDict: items must be pairs")
-			}
-			if err := d.set(p[0], p[1]); err != nil {
-				return nil, err
-			}
-		}
-		return d, nil
+		return newPyDict(), nil
 	case gSet:
 		if len(args) == 0 {
 			return &pyList{}, nil
 		}
 		if l, ok := args[0].(*pyList); ok && len(args) == 1 {
-			return &pyList{items: append([]any(nil), l.items...)}, nil
+			// Shares the list's items: sets are never read, and copying would let a
+			// file pay once for a list and make us copy it at every reference.
+			return &pyList{items: l.items[:len(l.items):len(l.items)]}, nil
 		}
 		return nil, fmt.Errorf("%s: only () or (list,) is supported", cls)
 	case gPlainObject:

@@ -638,6 +638,9 @@ func (tf *torchFile) legacyPersistentLoad(views map[string]*storageRef, pid any)
 		return nil, fmt.Errorf("storage %q view metadata is %s, want (key, offset, size)", root.key, typeName(t[5]))
 	}
 	vkey, ok := vm[0].(string)
+	if len(vkey) > 64 {
+		ok = false // keys are short ids; a long one only costs hashing
+	}
 	off, err1 := asInt(vm[1])
 	size, err2 := asInt(vm[2])
 	if !ok || err1 != nil || err2 != nil || off < 0 || size < 0 || off > root.numel || size > root.numel-off {
