@@ -1,0 +1,198 @@
+package server
+
+// Hand-rolled JSON for the hot path. A trace event carries H × t attention
+// probabilities per generated token (4 × 256 floats for the deployed model),
+// and the full-attention matrix t × t; encoding/json's reflection over
+// [][]float32 would cost more than the model's own step. These encoders append
+// to a caller-owned buffer that is reused across steps, and print each float
+// with the shortest form that reads back as the same float32.
+
+import (
+	"encoding/json"
+	"math"
+	"strconv"
+	"unicode/utf8"
+
+	"nielsgpt/engine"
+)
+
+// tokenFields holds, for each byte token, the JSON members
+// `"token_id":N,"token_text":"…","token_display":"…"` ready to copy.
+var tokenFields = func() [256][]byte {
+	var table [256][]byte
+	for id := range table {
+		table[id] = formatTokenFields(nil, id)
+	}
+	return table
+}()
+
+func appendTokenFields(b []byte, id int) []byte {
+	if id >= 0 && id < len(tokenFields) {
+		return append(b, tokenFields[id]...)
+	}
+	return formatTokenFields(b, id) // a larger vocabulary (a later model generation)
+}
+
+func formatTokenFields(b []byte, id int) []byte {
+	b = append(b, `"token_id":`...)
+	b = strconv.AppendInt(b, int64(id), 10)
+	b = append(b, `,"token_text":`...)
+	b = appendString(b, engine.TokenText(id))
+	b = append(b, `,"token_display":`...)
+	return appendString(b, engine.TokenDisplay(id))
+}
+
+// appendString writes s as a JSON string. s is valid UTF-8 here (token texts
+// come from the engine's decoder), so only quotes, backslashes and control
+// characters need escaping.
+func appendString(b []byte, s string) []byte {
+	const hexDigits = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			r, n := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && n == 1 {
+				b = append(b, `\ufffd`...)
+			} else {
+				b = append(b, s[i:i+n]...)
+			}
+			i += n
+			continue
+		}
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c == '\n':
+			b = append(b, '\\', 'n')
+		case c == '\r':
+			b = append(b, '\\', 'r')
+		case c == '\t':
+			b = append(b, '\\', 't')
+		case c < 0x20 || c == 0x7f:
+			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		default:
+			b = append(b, c)
+		}
+		i++
+	}
+	return append(b, '"')
+}
+
+// appendFloat writes x as float32's shortest round-trip form. A non-finite
+// value (an engine fault) becomes null so the event stays valid JSON.
+func appendFloat(b []byte, x float64) []byte {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return append(b, "null"...)
+	}
+	return strconv.AppendFloat(b, float64(float32(x)), 'g', -1, 32)
+}
+
+func appendFloatRow(b []byte, row []float32) []byte {
+	b = append(b, '[')
+	for i, x := range row {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if x != x || x > math.MaxFloat32 || x < -math.MaxFloat32 {
+			b = append(b, "null"...)
+			continue
+		}
+		b = strconv.AppendFloat(b, float64(x), 'g', -1, 32)
+	}
+	return append(b, ']')
+}
+
+func appendMatrix(b []byte, rows [][]float32) []byte {
+	b = append(b, '[')
+	for i, row := range rows {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendFloatRow(b, row)
+	}
+	return append(b, ']')
+}
+
+// appendTokenEvent writes one SSE `token` event.
+func appendTokenEvent(b []byte, step *engine.Step) []byte {
+	b = append(b, "event: token\ndata: {\"step\":"...)
+	b = strconv.AppendInt(b, int64(step.Index), 10)
+	b = append(b, ',')
+	b = appendTokenFields(b, step.TokenID)
+	return append(b, "}\n\n"...)
+}
+
+// appendTraceEvent writes one SSE `trace` event.
+func appendTraceEvent(b []byte, step *engine.Step) []byte {
+	b = append(b, "event: trace\ndata: {\"step\":"...)
+	b = strconv.AppendInt(b, int64(step.Index), 10)
+	b = append(b, `,"entropy":`...)
+	b = appendFloat(b, step.Entropy)
+	b = append(b, `,"topk":[`...)
+	for i, cand := range step.TopK {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '{')
+		b = appendTokenFields(b, cand.TokenID)
+		b = append(b, `,"prob":`...)
+		b = appendFloat(b, cand.Prob)
+		b = append(b, '}')
+	}
+	b = append(b, `],"attn":`...)
+	if step.Attn == nil {
+		b = append(b, "[]"...)
+	} else {
+		b = appendMatrix(b, step.Attn)
+	}
+	return append(b, "}\n\n"...)
+}
+
+// appendJSONEvent writes an SSE event whose data is v in compact JSON; for
+// the once-per-stream events (done, error), where reflection costs nothing
+// that matters.
+func appendJSONEvent(b []byte, name string, v any) []byte {
+	data, err := json.Marshal(v)
+	if err != nil { // only plain strings go through here; keep the stream well-formed regardless
+		data = []byte(`{"error":"encoding failed","code":"internal_error"}`)
+		name = "error"
+	}
+	b = append(b, "event: "...)
+	b = append(b, name...)
+	b = append(b, "\ndata: "...)
+	b = append(b, data...)
+	return append(b, "\n\n"...)
+}
+
+// appendFullAttn writes the /inspect/full_attn response body.
+func appendFullAttn(b []byte, layer, head int, full *engine.FullAttn) []byte {
+	b = append(b, `{"layer":`...)
+	b = strconv.AppendInt(b, int64(layer), 10)
+	b = append(b, `,"head":`...)
+	b = strconv.AppendInt(b, int64(head), 10)
+	b = append(b, `,"token_ids":[`...)
+	for i, id := range full.TokenIDs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, int64(id), 10)
+	}
+	b = append(b, `],"tokens":[`...)
+	for i, id := range full.TokenIDs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, engine.TokenText(id))
+	}
+	b = append(b, `],"tokens_display":[`...)
+	for i, id := range full.TokenIDs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, engine.TokenDisplay(id))
+	}
+	b = append(b, `],"attn":`...)
+	b = appendMatrix(b, full.Attn)
+	return append(b, '}')
+}

@@ -1,0 +1,155 @@
+package server
+
+// A deterministic stand-in for the model, so the HTTP layer can be tested
+// quickly and exactly: it "generates" a fixed reply byte by byte, with a
+// configurable delay per step, and records what it was asked and how many
+// steps it ran, which is how the tests see that a departed client stopped it.
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"nielsgpt/engine"
+)
+
+var fakeConfig = engine.Config{Vocab: 256, Context: 64, Embd: 16, Layers: 4, Heads: 2, FF: 64, RopeTheta: 10000}
+
+type fakeEngine struct {
+	cfg    engine.Config
+	reply  string        // the bytes generated, in order; generation stops at its end
+	delay  time.Duration // before each step
+	failAt int           // step index at which Generate fails; -1 for never
+
+	steps   atomic.Int64 // steps run, over all requests
+	running atomic.Int64 // Generate/FullAttention calls in progress
+
+	closed             atomic.Int32
+	closedWhileRunning atomic.Bool
+
+	mu       sync.Mutex
+	lastGen  engine.GenerateRequest
+	lastFull engine.FullAttnRequest
+	// stepped receives each step index as it is produced (when non-nil).
+	stepped chan int
+}
+
+func newFakeEngine() *fakeEngine {
+	return &fakeEngine{cfg: fakeConfig, reply: "hi \"there\"\n\\ok", failAt: -1}
+}
+
+func (f *fakeEngine) Config() engine.Config { return f.cfg }
+
+func (f *fakeEngine) lastGenerate() engine.GenerateRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastGen
+}
+
+func (f *fakeEngine) lastFullAttn() engine.FullAttnRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastFull
+}
+
+var errFakeEngine = errors.New("fake engine failure")
+
+func (f *fakeEngine) wait(ctx context.Context) error {
+	if f.delay <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(f.delay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (f *fakeEngine) Generate(ctx context.Context, req engine.GenerateRequest, onStep func(*engine.Step) error) (*engine.Result, error) {
+	f.running.Add(1)
+	defer f.running.Add(-1)
+	f.mu.Lock()
+	f.lastGen = req
+	f.mu.Unlock()
+	var generated []byte
+	for i := 0; i < req.MaxNewTokens && i < len(f.reply); i++ {
+		if err := f.wait(ctx); err != nil {
+			return nil, err
+		}
+		if i == f.failAt {
+			return nil, errFakeEngine
+		}
+		f.steps.Add(1)
+		if f.stepped != nil {
+			select {
+			case f.stepped <- i:
+			default:
+			}
+		}
+		tok := f.reply[i]
+		window := min(len(req.Prompt)+i, f.cfg.Context) // the newest query sees the prompt and the tokens so far
+		attn := make([][]float32, f.cfg.Heads)
+		for h := range attn {
+			attn[h] = make([]float32, window)
+			for j := range attn[h] {
+				attn[h][j] = 1 / float32(window)
+			}
+		}
+		step := &engine.Step{
+			Index:   i,
+			TokenID: int(tok),
+			Entropy: 0.5623351446188083,
+			TopK:    []engine.Candidate{{TokenID: int(tok), Prob: 0.75}, {TokenID: 0xff, Prob: 0.25}},
+			Attn:    attn,
+		}
+		if err := onStep(step); err != nil {
+			return nil, err
+		}
+		generated = append(generated, tok)
+	}
+	all := append(append([]byte{}, req.Prompt...), generated...)
+	return &engine.Result{Generated: generated, Reply: engine.ExtractReply(all), Stopped: "max_new_tokens"}, nil
+}
+
+func (f *fakeEngine) FullAttention(ctx context.Context, req engine.FullAttnRequest) (*engine.FullAttn, error) {
+	f.running.Add(1)
+	defer f.running.Add(-1)
+	f.mu.Lock()
+	f.lastFull = req
+	f.mu.Unlock()
+	tokens := append([]byte{}, req.Prompt...)
+	for i := 0; i < req.MaxNewTokens && i < len(f.reply); i++ {
+		if err := f.wait(ctx); err != nil {
+			return nil, err
+		}
+		f.steps.Add(1)
+		tokens = append(tokens, f.reply[i])
+	}
+	if len(tokens) > f.cfg.Context {
+		tokens = tokens[len(tokens)-f.cfg.Context:]
+	}
+	ids := make([]int, len(tokens))
+	attn := make([][]float32, len(tokens))
+	for i, b := range tokens {
+		ids[i] = int(b)
+		attn[i] = make([]float32, len(tokens))
+		for j := 0; j <= i; j++ {
+			attn[i][j] = 1 / float32(i+1)
+		}
+	}
+	return &engine.FullAttn{TokenIDs: ids, Attn: attn}, nil
+}
+
+// Close lets Run close the fake like the real model; closedWhileRunning
+// records a Close that came while a generation was still in progress.
+func (f *fakeEngine) Close() {
+	if f.running.Load() != 0 {
+		f.closedWhileRunning.Store(true)
+	}
+	f.closed.Add(1)
+}

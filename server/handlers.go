@@ -1,0 +1,155 @@
+package server
+
+// The three endpoints of SPEC §4. Each handler binds and validates, takes a
+// generation slot, calls the engine and writes the answer; the streaming and
+// the encoding live in stream.go and encode.go.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"nielsgpt/metrics"
+)
+
+func (s *Server) health(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"ok": true, "model_ready": s.currentEngine() != nil})
+}
+
+func (s *Server) chatStream(c *gin.Context) {
+	eng := s.currentEngine()
+	lim := limits{model: eng.Config(), maxNewTokens: s.cfg.MaxNewTokens}
+	body, ok := s.readBody(c)
+	if !ok {
+		return
+	}
+	req, _, err := parseChatRequest(body, lim)
+	if err != nil {
+		s.writeValidation(c, err.Error())
+		return
+	}
+	if !s.checkPromptSize(c, len(req.Prompt)) {
+		return
+	}
+	release, ok := s.acquireSlot()
+	if !ok {
+		s.rejectBusy(c)
+		return
+	}
+	defer release()
+	s.metrics.AddPromptTokens(len(req.Prompt))
+	s.streamChat(c, eng, req)
+}
+
+func (s *Server) fullAttn(c *gin.Context) {
+	eng := s.currentEngine()
+	lim := limits{model: eng.Config(), maxNewTokens: s.cfg.MaxNewTokens}
+	body, ok := s.readBody(c)
+	if !ok {
+		return
+	}
+	req, err := parseFullAttnRequest(body, lim)
+	if err != nil {
+		s.writeValidation(c, err.Error())
+		return
+	}
+	if !s.checkPromptSize(c, len(req.Prompt)) {
+		return
+	}
+	release, ok := s.acquireSlot()
+	if !ok {
+		s.rejectBusy(c)
+		return
+	}
+	defer release()
+	s.metrics.AddPromptTokens(len(req.Prompt))
+
+	full, err := eng.FullAttention(c.Request.Context(), req)
+	if err != nil {
+		if c.Request.Context().Err() != nil {
+			return // the client is gone (or the server is stopping): nobody to answer
+		}
+		s.log.Error("full attention failed", "error", err)
+		writeError(c, s, http.StatusInternalServerError, "engine_error", "Attention inspection failed")
+		return
+	}
+	s.metrics.AddGeneratedTokens(req.MaxNewTokens)
+	c.Set(ctxTokens, req.MaxNewTokens)
+	out := appendFullAttn(make([]byte, 0, 64+len(full.Attn)*len(full.Attn)*8), req.Layer, req.Head, full)
+	_ = http.NewResponseController(c.Writer).SetWriteDeadline(s.writeDeadline())
+	c.Data(http.StatusOK, "application/json; charset=utf-8", out)
+}
+
+// readBody reads the request body within MAX_BODY_BYTES and READ_TIMEOUT.
+// A declared length over the limit is refused before a byte is read.
+func (s *Server) readBody(c *gin.Context) ([]byte, bool) {
+	limit := s.cfg.MaxBodyBytes
+	if c.Request.ContentLength > limit {
+		s.rejectBodyTooLarge(c)
+		return nil, false
+	}
+	if ct := strings.ToLower(c.ContentType()); ct != "" && !isJSONType(ct) {
+		s.writeValidation(c, fmt.Sprintf("Content-Type must be application/json, not %q", clip(ct, 100)))
+		return nil, false
+	}
+	rc := http.NewResponseController(c.Writer)
+	_ = rc.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
+	// Clear the deadline: net/http keeps reading the connection in the
+	// background to notice a client leaving, and an expired deadline there
+	// would cancel a stream that is merely long.
+	_ = rc.SetReadDeadline(time.Time{})
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			s.rejectBodyTooLarge(c)
+			return nil, false
+		}
+		s.metrics.Reject(metrics.RejectInvalid)
+		writeError(c, s, http.StatusBadRequest, "bad_request", "Could not read the request body")
+		return nil, false
+	}
+	return body, true
+}
+
+// isJSONType accepts what the original accepted: application/json and any
+// application/*+json. A missing Content-Type is read as JSON too.
+func isJSONType(ct string) bool {
+	return ct == "application/json" || strings.HasPrefix(ct, "application/") && strings.HasSuffix(ct, "+json")
+}
+
+// clip shortens client-supplied text before it is echoed in a message.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+func (s *Server) rejectBodyTooLarge(c *gin.Context) {
+	// The rest of an oversized body is never read, so the connection cannot
+	// be reused: say so rather than let the client send it anyway.
+	c.Header("Connection", "close")
+	s.reject(c, http.StatusRequestEntityTooLarge, metrics.RejectBodyTooLarge,
+		fmt.Sprintf("Request body too large (max %d bytes)", s.cfg.MaxBodyBytes))
+}
+
+// checkPromptSize applies MAX_PROMPT_BYTES to the formatted transcript.
+func (s *Server) checkPromptSize(c *gin.Context, n int) bool {
+	if n > s.cfg.MaxPromptBytes {
+		s.reject(c, http.StatusRequestEntityTooLarge, metrics.RejectPromptTooLarge,
+			fmt.Sprintf("Prompt too large: %d bytes (max %d)", n, s.cfg.MaxPromptBytes))
+		return false
+	}
+	return true
+}
+
+func (s *Server) rejectBusy(c *gin.Context) {
+	c.Header("Retry-After", "1")
+	s.reject(c, http.StatusServiceUnavailable, metrics.RejectBusy, "Server busy, please retry")
+}

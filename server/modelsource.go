@@ -1,0 +1,245 @@
+package server
+
+// Where the served model comes from (issue 3 item 8, SPEC §5): a .gguf file,
+// a PyTorch .pt checkpoint converted once and cached as a .gguf beside it,
+// the demo model embedded in the binary, or, when nothing is named, the
+// checkpoint in CKPT_DIR, downloaded from the Hugging Face Hub if missing.
+// Whatever is asked for is served or the start fails with the reason: never
+// a different model in its place.
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"nielsgpt/convert"
+	"nielsgpt/engine"
+	"nielsgpt/hub"
+)
+
+// DemoModelName is the MODEL value that selects the embedded model.
+const DemoModelName = "demo"
+
+// sourceSHAKey is the GGUF metadata key holding the sha256 of the .pt a file
+// was converted from.
+const sourceSHAKey = "nielsgpt.source.sha256"
+
+// ModelOptions are the parts of obtaining a model that are not
+// configuration: what the binary embeds and where progress goes.
+type ModelOptions struct {
+	// Demo returns the embedded demo model's GGUF; nil when this build has none.
+	Demo func() []byte
+	// Progress receives the download progress bar; nil for none (the caller
+	// passes stderr only when it is a terminal).
+	Progress io.Writer
+	// OnStep hears the engine's step timings (metrics.EngineStep).
+	OnStep func(phase string, seconds float64, tokens int)
+	Log    *slog.Logger
+}
+
+// ModelSpec is a resolved model, ready for the engine.
+type ModelSpec struct {
+	Path   string // the GGUF file to load; "" when Data is set
+	Data   []byte // the GGUF itself when it is already in memory
+	Source string // what was asked for and what it became, for the logs
+}
+
+// ResolveModel turns cfg.Model (or, when empty, the CKPT_* settings) into a
+// GGUF the engine can load, downloading and converting as needed.
+func ResolveModel(ctx context.Context, cfg Config, opts ModelOptions) (*ModelSpec, error) {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	switch name := cfg.Model; {
+	case name == DemoModelName:
+		if opts.Demo == nil || len(opts.Demo()) == 0 {
+			return nil, errors.New(`--model demo: this build has no embedded demo model; pass a .gguf or .pt file instead`)
+		}
+		return &ModelSpec{Data: opts.Demo(), Source: "demo (embedded in the binary)"}, nil
+	case name != "":
+		if _, err := os.Stat(name); err != nil {
+			return nil, fmt.Errorf("--model %s: %w", name, describeFileError(err))
+		}
+		return resolveFile(name, log)
+	}
+
+	h := cfg.Hub
+	h.Progress = opts.Progress
+	path, err := hub.Download(ctx, h)
+	if err != nil {
+		hint := ""
+		if !strings.Contains(err.Error(), "--model demo") {
+			hint = "; to serve without the network, use --model demo (the model embedded in this binary) or --model PATH.gguf"
+		}
+		return nil, fmt.Errorf("no --model given, so the checkpoint %s (CKPT_DIR/CKPT_FILENAME) is needed, and it could not be obtained: %w%s",
+			filepath.Join(h.Dir, h.Filename), err, hint)
+	}
+	spec, err := resolveFile(path, log)
+	if err != nil {
+		return nil, err
+	}
+	spec.Source = fmt.Sprintf("%s/%s via %s", h.RepoID, h.Filename, spec.Source)
+	return spec, nil
+}
+
+func describeFileError(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return errors.New("no such file")
+	}
+	return err
+}
+
+// resolveFile picks the loader by extension.
+func resolveFile(path string, log *slog.Logger) (*ModelSpec, error) {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".gguf":
+		return &ModelSpec{Path: path, Source: path}, nil
+	case ".pt", ".pth":
+		return convertCached(path, log)
+	default:
+		return nil, fmt.Errorf("%s: not a model file this server reads (want a .gguf, a .pt checkpoint, or \"demo\")", path)
+	}
+}
+
+// convertCached returns the GGUF converted from the checkpoint at ptPath,
+// converting it only when no cached conversion of exactly these bytes
+// exists. The cache is X.gguf beside X.pt; where that name is taken by a
+// file that is not a conversion of ours, or the folder is read-only, the
+// user cache folder holds it instead, named by the checkpoint's sha256.
+func convertCached(ptPath string, log *slog.Logger) (*ModelSpec, error) {
+	sum, err := fileSHA256(ptPath)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ptPath, err)
+	}
+	beside := strings.TrimSuffix(ptPath, filepath.Ext(ptPath)) + ".gguf"
+	candidates := []string{beside}
+	if dir, err := os.UserCacheDir(); err == nil {
+		candidates = append(candidates, filepath.Join(dir, "nielsgpt", sum+".gguf"))
+	}
+
+	for _, out := range candidates {
+		data, state := cachedConversion(out, sum)
+		switch state {
+		case cacheHit:
+			log.Info("using cached conversion", "checkpoint", ptPath, "gguf", out)
+			return &ModelSpec{Path: out, Data: data, Source: fmt.Sprintf("%s (cached conversion %s)", ptPath, out)}, nil
+		case cacheForeign:
+			log.Warn("not overwriting a GGUF that is not a conversion of ours", "path", out)
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			log.Warn("cannot create the conversion cache folder", "path", filepath.Dir(out), "error", err)
+			continue
+		}
+		log.Info("converting checkpoint", "checkpoint", ptPath, "gguf", out)
+		summary, err := convert.ConvertFile(ptPath, out, convert.ConvertOptions{})
+		if err != nil {
+			if errors.Is(err, fs.ErrPermission) {
+				log.Warn("cannot write the converted model here", "path", out, "error", err)
+				continue
+			}
+			return nil, fmt.Errorf("converting %s: %w", ptPath, err)
+		}
+		if summary.SHA256 != sum {
+			return nil, fmt.Errorf("converting %s: the checkpoint changed while it was being converted", ptPath)
+		}
+		return &ModelSpec{Path: out, Source: fmt.Sprintf("%s (converted to %s)", ptPath, out)}, nil
+	}
+	return nil, fmt.Errorf("converting %s: no writable place for the converted model (tried %s)", ptPath, strings.Join(candidates, ", "))
+}
+
+type cacheState int
+
+const (
+	cacheMissing cacheState = iota // nothing usable there; safe to write
+	cacheHit                       // a conversion of exactly this checkpoint
+	cacheForeign                   // some other file that must not be overwritten
+)
+
+// cachedConversion checks whether path holds the conversion of the
+// checkpoint whose sha256 is sum. A conversion of a different checkpoint is
+// stale (the .pt was replaced) and may be overwritten; a readable GGUF
+// without our source key was put there by someone else.
+func cachedConversion(path, sum string) ([]byte, cacheState) {
+	info, err := os.Lstat(path)
+	if err != nil {
+		return nil, cacheMissing
+	}
+	if !info.Mode().IsRegular() {
+		return nil, cacheForeign
+	}
+	data, g, err := convert.ReadGGUFFile(path)
+	if err != nil {
+		var probe [4]byte
+		if f, err := os.Open(path); err == nil {
+			n, _ := io.ReadFull(f, probe[:])
+			f.Close()
+			if n == 4 && string(probe[:]) == "GGUF" {
+				return nil, cacheMissing // a damaged GGUF: rebuilding it loses nothing
+			}
+		}
+		return nil, cacheForeign
+	}
+	source, ok := g.KV[sourceSHAKey].(string)
+	switch {
+	case !ok:
+		return nil, cacheForeign
+	case source == sum:
+		return data, cacheHit
+	default:
+		return nil, cacheMissing
+	}
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", describeFileError(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// LoadModel resolves the model and loads it into the engine; it is the
+// LoadFunc that `nielsgpt serve` runs in the background.
+func LoadModel(ctx context.Context, cfg Config, opts ModelOptions) (Engine, error) {
+	spec, err := ResolveModel(ctx, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	engineOpts := engine.Options{Device: cfg.Device, Threads: cfg.Threads, OnStep: opts.OnStep}
+	var model *engine.Model
+	if spec.Data != nil {
+		model, err = engine.LoadBytes(spec.Data, engineOpts)
+	} else {
+		model, err = engine.LoadFile(spec.Path, engineOpts)
+	}
+	if err != nil {
+		if spec.Data == nil {
+			return nil, err // LoadFile's error already names the file
+		}
+		return nil, fmt.Errorf("%s: %w", spec.Source, err)
+	}
+	if opts.Log != nil {
+		c := model.Config()
+		opts.Log.Info("model loaded", "source", spec.Source, "device", cfg.Device,
+			"layers", c.Layers, "heads", c.Heads, "embd", c.Embd, "context", c.Context)
+	}
+	return model, nil
+}

@@ -1,0 +1,278 @@
+package server
+
+// Model source resolution (issue 3 item 8): .gguf as is, .pt converted once
+// and cached while its sha256 matches, the embedded demo, and the Hub
+// (against a local fake) when nothing is named; every failure names its
+// cause and the offline alternative.
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"nielsgpt/convert"
+)
+
+const fixturePT = "../convert/testdata/tiny_f32.pt"
+
+// copyFixture copies a checkpoint fixture into dir under name.
+func copyFixture(t *testing.T, src, dir, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func configWithModel(model string) Config {
+	c := testConfig()
+	c.Model = model
+	return c
+}
+
+func sourceSHA(t *testing.T, ggufPath string) string {
+	t.Helper()
+	_, g, err := convert.ReadGGUFFile(ggufPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := g.KV[sourceSHAKey].(string)
+	return s
+}
+
+func sha256Hex(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+func TestResolveGGUFAndErrors(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	gguf := filepath.Join(dir, "m.gguf")
+	if err := os.WriteFile(gguf, []byte("GGUF"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := ResolveModel(ctx, configWithModel(gguf), ModelOptions{})
+	if err != nil || spec.Path != gguf || spec.Data != nil {
+		t.Fatalf("gguf: %+v %v", spec, err)
+	}
+	for model, want := range map[string]string{
+		filepath.Join(dir, "missing.gguf"):                                "no such file",
+		filepath.Join(dir, "missing.pt"):                                  "no such file",
+		copyFixture(t, fixturePT, dir, "weights.safetensors"):             "not a model file this server reads",
+		copyFixture(t, "../convert/testdata/bad_shape.pt", dir, "bad.pt"): "converting",
+	} {
+		if _, err := ResolveModel(ctx, configWithModel(model), ModelOptions{}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", model, err, want)
+		}
+	}
+}
+
+func TestResolveDemo(t *testing.T) {
+	demo := []byte("GGUF demo bytes")
+	spec, err := ResolveModel(context.Background(), configWithModel("demo"), ModelOptions{Demo: func() []byte { return demo }})
+	if err != nil || !bytes.Equal(spec.Data, demo) {
+		t.Fatalf("demo: %+v %v", spec, err)
+	}
+	if _, err := ResolveModel(context.Background(), configWithModel("demo"), ModelOptions{}); err == nil || !strings.Contains(err.Error(), "no embedded demo model") {
+		t.Fatalf("demo without one: %v", err)
+	}
+}
+
+// A .pt is converted once to X.gguf beside it; the conversion is reused while
+// it records the checkpoint's sha256, and redone when the checkpoint changes.
+func TestResolvePTCache(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
+	ctx := context.Background()
+	pt := copyFixture(t, fixturePT, dir, "best.pt")
+	gguf := filepath.Join(dir, "best.gguf")
+
+	spec, err := ResolveModel(ctx, configWithModel(pt), ModelOptions{})
+	if err != nil || spec.Path != gguf {
+		t.Fatalf("first resolve: %+v %v", spec, err)
+	}
+	if sourceSHA(t, gguf) != sha256Hex(t, pt) {
+		t.Fatal("the conversion does not record the checkpoint's sha256")
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(gguf, old, old); err != nil {
+		t.Fatal(err)
+	}
+
+	spec, err = ResolveModel(ctx, configWithModel(pt), ModelOptions{})
+	if err != nil || spec.Path != gguf || spec.Data == nil {
+		t.Fatalf("second resolve: %+v %v", spec, err)
+	}
+	if info, _ := os.Stat(gguf); !info.ModTime().Equal(old) {
+		t.Fatal("a valid cached conversion was rewritten")
+	}
+
+	// A different checkpoint under the same name: converted again.
+	copyFixture(t, "../convert/testdata/tiny_f16.pt", dir, "best.pt")
+	if _, err := ResolveModel(ctx, configWithModel(pt), ModelOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if sourceSHA(t, gguf) != sha256Hex(t, pt) {
+		t.Fatal("a stale conversion was reused")
+	}
+
+	// A readable GGUF that is not a conversion of ours, or a file that is not
+	// a GGUF at all, is never overwritten: the conversion goes to the user
+	// cache instead, named by the checkpoint's sha256. A damaged GGUF (our
+	// interrupted or corrupted cache) is rebuilt in place.
+	emptyGGUF := []byte("GGUF")
+	emptyGGUF = binary.LittleEndian.AppendUint32(emptyGGUF, 3) // version
+	emptyGGUF = binary.LittleEndian.AppendUint64(emptyGGUF, 0) // tensors
+	emptyGGUF = binary.LittleEndian.AppendUint64(emptyGGUF, 0) // metadata pairs
+	for _, tc := range []struct {
+		name    string
+		content []byte
+		inPlace bool
+	}{
+		{"foreign-gguf", emptyGGUF, false},
+		{"not-gguf", []byte("some notes, not a model"), false},
+		{"damaged-gguf", []byte("GGUF\x03\x00\x00\x00truncated"), true},
+	} {
+		pt := copyFixture(t, fixturePT, dir, tc.name+".pt")
+		beside := filepath.Join(dir, tc.name+".gguf")
+		if err := os.WriteFile(beside, tc.content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		spec, err := ResolveModel(ctx, configWithModel(pt), ModelOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got, _ := os.ReadFile(beside)
+		if tc.inPlace {
+			if spec.Path != beside || sourceSHA(t, beside) != sha256Hex(t, pt) {
+				t.Fatalf("%s: not rebuilt in place (%s)", tc.name, spec.Path)
+			}
+			continue
+		}
+		if !bytes.Equal(got, tc.content) {
+			t.Fatalf("%s: overwritten", tc.name)
+		}
+		want := filepath.Join(dir, "cache", "nielsgpt", sha256Hex(t, pt)+".gguf")
+		if spec.Path != want || sourceSHA(t, want) != sha256Hex(t, pt) {
+			t.Fatalf("%s: converted to %s, want %s", tc.name, spec.Path, want)
+		}
+	}
+}
+
+// fakeHub serves files the way the Hugging Face Hub's resolve endpoint does
+// (size and sha256 in X-Linked-Size / X-Linked-Etag, ranges, HEAD), counting
+// requests and recording the Authorization it was sent.
+type fakeHub struct {
+	files    map[string][]byte // "owner/name/file" → content
+	requests atomic.Int64
+	auth     atomic.Value
+}
+
+func (h *fakeHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.requests.Add(1)
+	h.auth.Store(r.Header.Get("Authorization"))
+	key := strings.Replace(strings.TrimPrefix(r.URL.Path, "/"), "/resolve/main/", "/", 1)
+	data, ok := h.files[key]
+	if !ok {
+		http.Error(w, "Entry not found", http.StatusNotFound)
+		return
+	}
+	sum := sha256.Sum256(data)
+	w.Header().Set("X-Linked-Size", strconv.Itoa(len(data)))
+	w.Header().Set("X-Linked-Etag", `"`+hex.EncodeToString(sum[:])+`"`)
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+}
+
+func hubConfig(endpoint, dir string) Config {
+	c := testConfig()
+	c.Hub.Endpoint = endpoint
+	c.Hub.RepoID = "someone/niels-gpt"
+	c.Hub.Filename = "best.pt"
+	c.Hub.Dir = dir
+	c.Hub.Token = "hf_test_token"
+	return c
+}
+
+// With no model named, the checkpoint is downloaded from the Hub into
+// CKPT_DIR, converted, and on the next start used without the network.
+func TestResolveFromHub(t *testing.T) {
+	pt, err := os.ReadFile(fixturePT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := &fakeHub{files: map[string][]byte{"someone/niels-gpt/best.pt": pt}}
+	srv := httptest.NewServer(hub)
+	defer srv.Close()
+	dir := filepath.Join(t.TempDir(), "checkpoints")
+	cfg := hubConfig(srv.URL, dir)
+
+	spec, err := ResolveModel(context.Background(), cfg, ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.Path != filepath.Join(dir, "best.gguf") || sourceSHA(t, spec.Path) != sha256Hex(t, fixturePT) {
+		t.Fatalf("resolved %+v", spec)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "best.pt")); !bytes.Equal(got, pt) {
+		t.Fatal("CKPT_DIR/CKPT_FILENAME does not hold the checkpoint")
+	}
+	if hub.auth.Load() != "Bearer hf_test_token" {
+		t.Fatalf("the Hub got Authorization %q", hub.auth.Load())
+	}
+	if !strings.Contains(spec.Source, "someone/niels-gpt/best.pt") || strings.Contains(spec.Source, "hf_test_token") {
+		t.Fatalf("source %q", spec.Source)
+	}
+
+	// Second start: the file is present, the Hub is not asked, even offline.
+	before := hub.requests.Load()
+	cfg.Hub.Offline = true
+	if _, err := ResolveModel(context.Background(), cfg, ModelOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if hub.requests.Load() != before {
+		t.Fatal("the Hub was asked again for a checkpoint already in CKPT_DIR")
+	}
+}
+
+// A Hub failure ends the start with the cause and the offline alternative,
+// and never with some other model.
+func TestResolveFromHubFails(t *testing.T) {
+	srv := httptest.NewServer(&fakeHub{files: map[string][]byte{}})
+	defer srv.Close()
+	for name, cfg := range map[string]Config{
+		"missing on the Hub": hubConfig(srv.URL, t.TempDir()),
+		"offline":            func() Config { c := hubConfig(srv.URL, t.TempDir()); c.Hub.Offline = true; return c }(),
+	} {
+		spec, err := ResolveModel(context.Background(), cfg, ModelOptions{Demo: func() []byte { return []byte("GGUF") }})
+		if err == nil || spec != nil {
+			t.Fatalf("%s: resolved %+v", name, spec)
+		}
+		msg := err.Error()
+		t.Logf("%s: %s", name, msg)
+		if !strings.Contains(msg, "--model demo") || !strings.Contains(msg, "best.pt") || strings.Contains(msg, "hf_test_token") {
+			t.Errorf("%s: message %q should name the file and --model demo, never the token", name, msg)
+		}
+	}
+}

@@ -1,0 +1,146 @@
+package server
+
+// The HTTP layer over the real engine and a real (tiny) model: what the
+// stream carries must be exactly what the engine generates for the same
+// request, and the attention it reports must be well-formed probabilities.
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"testing"
+
+	"nielsgpt/engine"
+)
+
+// loadTinyModel converts the tiny checkpoint fixture and loads it through
+// LoadModel, the path `nielsgpt serve --model X.pt` takes.
+func loadTinyModel(t *testing.T) Engine {
+	t.Helper()
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	pt := copyFixture(t, fixturePT, t.TempDir(), "tiny.pt")
+	cfg := configWithModel(pt)
+	cfg.Threads = 1
+	eng, err := LoadModel(context.Background(), cfg, ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeEngine(eng) })
+	return eng
+}
+
+func TestRealEngineChatStream(t *testing.T) {
+	eng := loadTinyModel(t)
+	ts := startServer(t, testConfig(), eng)
+	mc := eng.Config()
+
+	body := `{"messages":[{"role":"user","content":"hi"}],"max_new_tokens":12,"temperature":0.8,"top_k":20,"seed":7,"trace_layer":1}`
+	events := readEvents(t, postJSON(t, ts.URL+"/chat/stream", body))
+	if len(events) < 1 || events[len(events)-1].Type != "done" {
+		t.Fatalf("stream did not end with done: %+v", events[len(events)-1])
+	}
+	steps := (len(events) - 1) / 2
+
+	// The same request straight to the engine.
+	prompt := []byte("user: hi\nassistant: ")
+	var direct []int
+	result, err := eng.Generate(context.Background(), engine.GenerateRequest{
+		Prompt: prompt, MaxNewTokens: 12, TraceLayer: 1,
+		Sampling: engine.Sampling{Temperature: 0.8, TopK: 20, Seed: 7},
+	}, func(s *engine.Step) error {
+		direct = append(direct, s.TokenID)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if steps != len(direct) {
+		t.Fatalf("stream has %d steps, the engine made %d", steps, len(direct))
+	}
+	for i := range steps {
+		var tok tokenEvent
+		decodeStrict(t, events[2*i].Data, &tok)
+		if *tok.Step != i || *tok.TokenID != direct[i] {
+			t.Fatalf("step %d: token %d, engine %d", i, *tok.TokenID, direct[i])
+		}
+		var tr traceEvent
+		decodeStrict(t, events[2*i+1].Data, &tr)
+		window := min(len(prompt)+i, mc.Context)
+		if len(tr.Attn) != mc.Heads {
+			t.Fatalf("step %d: %d attention rows, want H=%d", i, len(tr.Attn), mc.Heads)
+		}
+		for h, row := range tr.Attn {
+			if len(row) != window {
+				t.Fatalf("step %d head %d: row of %d, window %d", i, h, len(row), window)
+			}
+			sum := 0.0
+			for _, p := range row {
+				sum += p
+			}
+			if math.Abs(sum-1) > 1e-4 {
+				t.Fatalf("step %d head %d: attention sums to %v", i, h, sum)
+			}
+		}
+		if len(tr.TopK) == 0 || len(tr.TopK) > 10 || *tr.Entropy < 0 {
+			t.Fatalf("step %d: trace %s", i, events[2*i+1].Data)
+		}
+	}
+	var done struct{ Reply string }
+	if err := json.Unmarshal([]byte(events[len(events)-1].Data), &done); err != nil || done.Reply != result.Reply {
+		t.Fatalf("done %q, engine reply %q", events[len(events)-1].Data, result.Reply)
+	}
+}
+
+func TestRealEngineFullAttn(t *testing.T) {
+	eng := loadTinyModel(t)
+	ts := startServer(t, testConfig(), eng)
+	mc := eng.Config()
+	resp := postJSON(t, ts.URL+"/inspect/full_attn", `{"messages":[{"role":"user","content":"hello there"}],"trace_layer":1,"head":1,"max_new_tokens":3,"seed":5}`)
+	body := readAll(t, resp)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	var out struct {
+		Layer, Head   int
+		TokenIDs      []int `json:"token_ids"`
+		Tokens        []string
+		TokensDisplay []string `json:"tokens_display"`
+		Attn          [][]float64
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		t.Fatal(err)
+	}
+	// The window is the last T tokens of the prompt and the 3 tokens that
+	// default sampling with seed 5 produces.
+	prompt := []byte("user: hello there\nassistant: ")
+	var generated []byte
+	if _, err := eng.Generate(context.Background(), engine.GenerateRequest{
+		Prompt: prompt, MaxNewTokens: 3, TraceLayer: -1,
+		Sampling: engine.Sampling{Temperature: 0.9, TopK: 50, Seed: 5},
+	}, func(s *engine.Step) error {
+		generated = append(generated, byte(s.TokenID))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	all := append(prompt, generated...)
+	window := all[max(0, len(all)-mc.Context):]
+	if len(out.TokenIDs) != len(window) || len(out.Attn) != len(window) {
+		t.Fatalf("%d tokens, %d rows; want the %d-token window", len(out.TokenIDs), len(out.Attn), len(window))
+	}
+	for i, id := range out.TokenIDs {
+		if id != int(window[i]) || out.Tokens[i] != engine.TokenText(id) || out.TokensDisplay[i] != engine.TokenDisplay(id) {
+			t.Fatalf("token %d: %d %q, want %d", i, id, out.Tokens[i], window[i])
+		}
+		sum := 0.0
+		for j, p := range out.Attn[i] {
+			if j > i && p != 0 {
+				t.Fatalf("attn[%d][%d] = %v above the diagonal", i, j, p)
+			}
+			sum += p
+		}
+		if math.Abs(sum-1) > 1e-4 {
+			t.Fatalf("row %d sums to %v", i, sum)
+		}
+	}
+}

@@ -1,0 +1,376 @@
+package server
+
+// Request bodies: reading them within bounds and turning them into engine
+// requests, or into one clear message naming the field that is wrong.
+//
+// Bodies are parsed field by field from json.RawMessage rather than into a
+// tagged struct so that every message can name its field, absent can be told
+// apart from null (top_k: null means "no filtering", absent means 50), and an
+// unknown field is refused instead of silently ignored. Before any of that,
+// the raw bytes are checked for what encoding/json would otherwise mangle
+// quietly: invalid UTF-8 and unpaired UTF-16 surrogate escapes, both of which
+// it replaces with U+FFFD.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"nielsgpt/engine"
+)
+
+// Defaults from SPEC §4.
+const (
+	defaultMaxNewTokens     = 256
+	defaultTemperature      = 0.9
+	defaultTopK             = 50
+	defaultSeed             = 42
+	defaultFullAttnNewToken = 0
+	// maxNesting bounds how deep a body's arrays and objects may go. Our
+	// deepest valid body is three levels (object, messages, message).
+	maxNesting = 16
+	// maxTemperature matches what the engine accepts: beyond it the scaled
+	// logits are all zero anyway.
+	maxTemperature = 1e300
+)
+
+// validationError becomes a 422 with {"detail": msg}.
+type validationError struct{ msg string }
+
+func (e *validationError) Error() string { return e.msg }
+
+func invalidf(format string, args ...any) error {
+	return &validationError{msg: fmt.Sprintf(format, args...)}
+}
+
+// limits are the bounds a request is validated against: the loaded model's
+// shape and the server's own caps.
+type limits struct {
+	model        engine.Config
+	maxNewTokens int
+}
+
+var (
+	chatFields     = []string{"messages", "max_new_tokens", "temperature", "top_k", "seed", "trace_layer"}
+	fullAttnFields = []string{"messages", "trace_layer", "head", "seed", "max_new_tokens"}
+	messageFields  = []string{"role", "content"}
+)
+
+// parseChatRequest validates a POST /chat/stream body.
+func parseChatRequest(body []byte, lim limits) (engine.GenerateRequest, []engine.Message, error) {
+	fields, err := parseBody(body, chatFields)
+	if err != nil {
+		return engine.GenerateRequest{}, nil, err
+	}
+	messages, err := parseMessages(fields["messages"])
+	if err != nil {
+		return engine.GenerateRequest{}, nil, err
+	}
+	traceLayer, err := rangeField(fields, "trace_layer", true, 0, 0, int64(lim.model.Layers-1))
+	if err != nil {
+		return engine.GenerateRequest{}, nil, err
+	}
+	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultMaxNewTokens, 0, int64(lim.maxNewTokens))
+	if err != nil {
+		return engine.GenerateRequest{}, nil, err
+	}
+	sampling, err := parseSampling(fields, lim.model.Vocab)
+	if err != nil {
+		return engine.GenerateRequest{}, nil, err
+	}
+	return engine.GenerateRequest{
+		Prompt:       engine.FormatTranscript(messages),
+		MaxNewTokens: int(maxNew),
+		Sampling:     sampling,
+		TraceLayer:   int(traceLayer),
+	}, messages, nil
+}
+
+// parseFullAttnRequest validates a POST /inspect/full_attn body. Tokens
+// generated before the matrix is taken use SPEC §4's default sampling with
+// the request's seed.
+func parseFullAttnRequest(body []byte, lim limits) (engine.FullAttnRequest, error) {
+	fields, err := parseBody(body, fullAttnFields)
+	if err != nil {
+		return engine.FullAttnRequest{}, err
+	}
+	messages, err := parseMessages(fields["messages"])
+	if err != nil {
+		return engine.FullAttnRequest{}, err
+	}
+	layer, err := rangeField(fields, "trace_layer", true, 0, 0, int64(lim.model.Layers-1))
+	if err != nil {
+		return engine.FullAttnRequest{}, err
+	}
+	head, err := rangeField(fields, "head", true, 0, 0, int64(lim.model.Heads-1))
+	if err != nil {
+		return engine.FullAttnRequest{}, err
+	}
+	seed, err := seedField(fields)
+	if err != nil {
+		return engine.FullAttnRequest{}, err
+	}
+	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultFullAttnNewToken, 0, int64(lim.maxNewTokens))
+	if err != nil {
+		return engine.FullAttnRequest{}, err
+	}
+	return engine.FullAttnRequest{
+		Prompt:       engine.FormatTranscript(messages),
+		MaxNewTokens: int(maxNew),
+		Sampling:     engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, lim.model.Vocab), Seed: seed},
+		Layer:        int(layer),
+		Head:         int(head),
+	}, nil
+}
+
+// parseBody checks the raw bytes, then splits the top-level object into its
+// fields, refusing any field not in allowed.
+func parseBody(body []byte, allowed []string) (map[string]json.RawMessage, error) {
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return nil, invalidf("request body is empty; expected a JSON object")
+	}
+	if err := checkRawJSON(body); err != nil {
+		return nil, err
+	}
+	return parseObject(body, "request body", allowed)
+}
+
+// checkRawJSON refuses what encoding/json would accept but alter or spend
+// effort on: bytes that are not UTF-8, \u escapes of unpaired surrogates,
+// and nesting deeper than any valid request has. Syntax errors are left to
+// the decoder, which reports them with an offset.
+func checkRawJSON(body []byte) error {
+	if !utf8.Valid(body) {
+		at := 0
+		for at < len(body) {
+			r, n := utf8.DecodeRune(body[at:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			at += n
+		}
+		return invalidf("request body is not valid UTF-8 (bad byte 0x%02x at offset %d)", body[at], at)
+	}
+	depth, inString := 0, false
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		if inString {
+			switch c {
+			case '"':
+				inString = false
+			case '\\':
+				if i+1 < len(body) && body[i+1] == 'u' {
+					r, ok := hex4(body, i+2)
+					if !ok {
+						return nil // malformed escape: the decoder says where
+					}
+					switch {
+					case r >= 0xD800 && r <= 0xDBFF:
+						if i+11 < len(body) && body[i+6] == '\\' && body[i+7] == 'u' {
+							if low, ok := hex4(body, i+8); ok && low >= 0xDC00 && low <= 0xDFFF {
+								i += 11
+								continue
+							}
+						}
+						return invalidf("request body contains an unpaired UTF-16 surrogate \\u%04x at offset %d (not valid Unicode)", r, i)
+					case r >= 0xDC00 && r <= 0xDFFF:
+						return invalidf("request body contains an unpaired UTF-16 surrogate \\u%04x at offset %d (not valid Unicode)", r, i)
+					}
+					i += 5
+					continue
+				}
+				i++ // the escaped character, which may be a quote
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '[', '{':
+			depth++
+			if depth > maxNesting {
+				return invalidf("request body is nested too deeply (more than %d levels)", maxNesting)
+			}
+		case ']', '}':
+			depth--
+		}
+	}
+	return nil
+}
+
+func hex4(b []byte, at int) (rune, bool) {
+	if at+4 > len(b) {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(string(b[at:at+4]), 16, 32)
+	if err != nil {
+		return 0, false
+	}
+	return rune(v), true
+}
+
+// parseObject decodes raw as a JSON object whose keys must all be in allowed.
+// what names it in messages ("request body", "messages[2]").
+func parseObject(raw []byte, what string, allowed []string) (map[string]json.RawMessage, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		var syntax *json.SyntaxError
+		if errors.As(err, &syntax) {
+			return nil, invalidf("%s is not valid JSON: %s (at offset %d)", what, syntax.Error(), syntax.Offset)
+		}
+		if strings.Contains(err.Error(), "unexpected end of JSON input") {
+			return nil, invalidf("%s is not valid JSON: it ends too early", what)
+		}
+		return nil, invalidf("%s must be a JSON object", what)
+	}
+	if fields == nil {
+		return nil, invalidf("%s must be a JSON object", what)
+	}
+	var unknown []string
+	for key := range fields {
+		if !slices.Contains(allowed, key) {
+			unknown = append(unknown, key)
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return nil, invalidf("%s has an unknown field %q (allowed: %s)", what, unknown[0], strings.Join(allowed, ", "))
+	}
+	return fields, nil
+}
+
+func parseMessages(raw json.RawMessage) ([]engine.Message, error) {
+	if raw == nil {
+		return nil, invalidf("messages is required")
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil || items == nil {
+		return nil, invalidf("messages must be a list of {role, content} objects")
+	}
+	if len(items) == 0 {
+		return nil, invalidf("messages must not be empty")
+	}
+	messages := make([]engine.Message, len(items))
+	for i, item := range items {
+		what := fmt.Sprintf("messages[%d]", i)
+		fields, err := parseObject(item, what, messageFields)
+		if err != nil {
+			return nil, err
+		}
+		role, ok := stringField(fields["role"])
+		switch {
+		case fields["role"] == nil:
+			return nil, invalidf("%s.role is required", what)
+		case !ok || (role != "system" && role != "user" && role != "assistant"):
+			return nil, invalidf("%s.role must be one of system, user, assistant", what)
+		}
+		content, ok := stringField(fields["content"])
+		switch {
+		case fields["content"] == nil:
+			return nil, invalidf("%s.content is required", what)
+		case !ok:
+			return nil, invalidf("%s.content must be a string", what)
+		}
+		messages[i] = engine.Message{Role: role, Content: content}
+	}
+	return messages, nil
+}
+
+func stringField(raw json.RawMessage) (string, bool) {
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", false
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// jsonInt reads a JSON number that is an integer within int64. 3.0 and 1e2
+// count (they are integers written another way, as Python's validators
+// accept); 2.5, strings, booleans and null do not.
+func jsonInt(raw json.RawMessage) (int64, bool) {
+	if len(raw) == 0 || (raw[0] != '-' && (raw[0] < '0' || raw[0] > '9')) {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
+		return n, true
+	}
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || f != math.Trunc(f) || f < -(1<<63) || f >= 1<<63 {
+		return 0, false
+	}
+	return int64(f), true
+}
+
+// rangeField reads an integer field in [lo, hi], or def when the field is
+// absent and not required.
+func rangeField(fields map[string]json.RawMessage, name string, required bool, def, lo, hi int64) (int64, error) {
+	raw, present := fields[name]
+	if !present {
+		if required {
+			return 0, invalidf("%s is required", name)
+		}
+		return def, nil
+	}
+	n, ok := jsonInt(raw)
+	switch {
+	case !ok:
+		return 0, invalidf("%s must be an integer in [%d, %d]", name, lo, hi)
+	case n < lo || n > hi:
+		return 0, invalidf("%s must be in [%d, %d]", name, lo, hi)
+	}
+	return n, nil
+}
+
+func isJSONNumber(raw json.RawMessage) bool {
+	return len(raw) > 0 && (raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9'))
+}
+
+func seedField(fields map[string]json.RawMessage) (int64, error) {
+	raw, present := fields["seed"]
+	if !present {
+		return defaultSeed, nil
+	}
+	n, ok := jsonInt(raw)
+	if !ok {
+		return 0, invalidf("seed must be an integer in [%d, %d]", int64(math.MinInt64), int64(math.MaxInt64))
+	}
+	return n, nil
+}
+
+// parseSampling reads temperature, top_k and seed. top_k above the vocabulary
+// keeps every token, so it is clamped to the vocabulary rather than refused.
+func parseSampling(fields map[string]json.RawMessage, vocab int) (engine.Sampling, error) {
+	s := engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, vocab), Seed: defaultSeed}
+	if raw, present := fields["temperature"]; present {
+		t, err := strconv.ParseFloat(string(raw), 64)
+		if !isJSONNumber(raw) || err != nil || math.IsNaN(t) || t < 0 || t > maxTemperature {
+			return s, invalidf("temperature must be a finite number >= 0 (at most %g)", float64(maxTemperature))
+		}
+		s.Temperature = t
+	}
+	if raw, present := fields["top_k"]; present {
+		if string(raw) == "null" {
+			s.TopK = 0
+		} else {
+			k, ok := jsonInt(raw)
+			if !ok || k < 1 {
+				return s, invalidf("top_k must be null or an integer >= 1")
+			}
+			s.TopK = int(min(k, int64(vocab)))
+		}
+	}
+	seed, err := seedField(fields)
+	if err != nil {
+		return s, err
+	}
+	s.Seed = seed
+	return s, nil
+}

@@ -1,0 +1,153 @@
+// Package server is niels-gpt's HTTP API (SPEC §4): Gin routes, SSE framing,
+// the limits a public endpoint needs (body size, rate, concurrency, CORS),
+// request logs and Prometheus metrics, and the lifecycle of `nielsgpt serve`
+// (listening at once, loading the model in the background, draining on
+// SIGTERM). Handlers talk to the model through the small Engine interface so
+// the HTTP layer can be tested against a fake one.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/didip/tollbooth/v7/limiter"
+	"github.com/gin-gonic/gin"
+
+	"nielsgpt/engine"
+	"nielsgpt/metrics"
+)
+
+// Engine is what the handlers need from a loaded model; *engine.Model
+// implements it. Generate and FullAttention must stop within one step once
+// ctx is done, and Generate also when onStep returns an error.
+type Engine interface {
+	Config() engine.Config
+	Generate(ctx context.Context, req engine.GenerateRequest, onStep func(*engine.Step) error) (*engine.Result, error)
+	FullAttention(ctx context.Context, req engine.FullAttnRequest) (*engine.FullAttn, error)
+}
+
+// Server holds the routes, the limits and the (eventually) loaded engine.
+type Server struct {
+	cfg     Config
+	metrics *metrics.Metrics
+	log     *slog.Logger
+
+	engine atomic.Pointer[engineBox] // nil until the model is loaded
+
+	trust   proxyTrust
+	limiter *limiter.Limiter
+	slots   chan struct{} // one token per generation allowed at once
+
+	// inflight counts handlers that hold a generation slot. After a drain
+	// times out, Run cancels baseCtx and waits on it, so no engine call is
+	// still running when the model is closed.
+	inflight   sync.WaitGroup
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
+
+	router *gin.Engine
+}
+
+// engineBox lets an interface value live in an atomic.Pointer.
+type engineBox struct{ Engine }
+
+// New builds a server from a validated Config. m and log may be nil (fresh
+// metrics, and a logger that discards).
+func New(cfg Config, m *metrics.Metrics, log *slog.Logger) (*Server, error) {
+	if cfg.MaxConcurrent < 1 || cfg.RateLimitBurst < 1 || cfg.RateLimitPerMin <= 0 ||
+		cfg.MaxBodyBytes < 1 || cfg.MaxPromptBytes < 1 || cfg.WriteTimeout <= 0 ||
+		cfg.ReadTimeout <= 0 || cfg.ShutdownTimeout <= 0 {
+		return nil, errors.New("server: configuration has unset limits; start from DefaultConfig or ParseConfig")
+	}
+	if m == nil {
+		m = metrics.New()
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:     cfg,
+		metrics: m,
+		log:     log,
+		trust:   proxyTrust{prefixes: cfg.TrustedProxies},
+		limiter: newRateLimiter(cfg.RateLimitPerMin, cfg.RateLimitBurst),
+		slots:   make(chan struct{}, cfg.MaxConcurrent),
+	}
+	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	s.router = s.routes()
+	return s, nil
+}
+
+// SetEngine makes the model available: from here on POSTs are served and
+// /health reports model_ready true.
+func (s *Server) SetEngine(e Engine) {
+	s.engine.Store(&engineBox{e})
+}
+
+func (s *Server) currentEngine() Engine {
+	if box := s.engine.Load(); box != nil {
+		return box.Engine
+	}
+	return nil
+}
+
+// Handler is the whole HTTP API, for http.Server or httptest.
+func (s *Server) Handler() http.Handler { return s.router }
+
+// Metrics is the collector set this server updates.
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+func (s *Server) routes() *gin.Engine {
+	r := gin.New()
+	// Routing must not second-guess our own client-IP logic or paths.
+	r.ForwardedByClientIP = false
+	_ = r.SetTrustedProxies(nil)
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.HandleMethodNotAllowed = true
+
+	r.Use(s.recoverPanics, s.accessLog, s.cors())
+	r.NoRoute(func(c *gin.Context) { writeError(c, s, http.StatusNotFound, "not_found", "Not found") })
+	r.NoMethod(func(c *gin.Context) {
+		writeError(c, s, http.StatusMethodNotAllowed, "method_not_allowed", "Method not allowed")
+	})
+
+	r.GET("/health", s.health)
+	r.GET("/metrics", gin.WrapH(s.metrics.Handler()))
+	generation := r.Group("", s.requireModel, s.rateLimit)
+	generation.POST("/chat/stream", s.chatStream)
+	generation.POST("/inspect/full_attn", s.fullAttn)
+	RegisterDocs(r)
+	return r
+}
+
+// acquireSlot takes a generation slot without waiting: a full server answers
+// 503 busy at once rather than queueing requests it may never reach.
+func (s *Server) acquireSlot() (release func(), ok bool) {
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		return nil, false
+	}
+	s.inflight.Add(1)
+	s.metrics.GenerationStarted()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.metrics.GenerationEnded()
+			<-s.slots
+			s.inflight.Done()
+		})
+	}, true
+}
+
+// writeDeadline is when the next write to a client must have finished.
+func (s *Server) writeDeadline() time.Time { return time.Now().Add(s.cfg.WriteTimeout) }
+
+// Gin's debug mode prints every route to stdout; the access log is ours.
+func init() { gin.SetMode(gin.ReleaseMode) }

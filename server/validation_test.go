@@ -1,0 +1,197 @@
+package server
+
+// Hostile and malformed bodies (issue 6 item 2): each gets the right 4xx
+// with a message naming the problem, and the server serves the next request.
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestBadInputTable(t *testing.T) {
+	fake := newFakeEngine()
+	ts := startServer(t, testConfig(), fake)
+	msgs := `"messages":[{"role":"user","content":"hi"}]`
+	deep := strings.Repeat("[", 5000) + strings.Repeat("]", 5000)
+	cases := []struct {
+		name, path, body, detail string
+	}{
+		{"empty body", "/chat/stream", ``, "request body is empty"},
+		{"malformed", "/chat/stream", `{"messages":`, "not valid JSON"},
+		{"truncated", "/chat/stream", `{"messages":[{"role":"user","content":"hi"}],"trace_layer":1`, "not valid JSON"},
+		{"trailing garbage", "/chat/stream", `{` + msgs + `,"trace_layer":1} x`, "not valid JSON"},
+		{"not an object", "/chat/stream", `[1,2]`, "request body must be a JSON object"},
+		{"null body", "/chat/stream", `null`, "request body must be a JSON object"},
+		{"string body", "/chat/stream", `"hi"`, "request body must be a JSON object"},
+		{"unknown field", "/chat/stream", `{` + msgs + `,"trace_layer":1,"stream":true}`, `unknown field "stream"`},
+		{"unknown message field", "/chat/stream", `{"messages":[{"role":"user","content":"hi","name":"x"}],"trace_layer":1}`, `messages[0] has an unknown field "name"`},
+		{"missing messages", "/chat/stream", `{"trace_layer":1}`, "messages is required"},
+		{"messages not a list", "/chat/stream", `{"messages":"hi","trace_layer":1}`, "messages must be a list"},
+		{"messages null", "/chat/stream", `{"messages":null,"trace_layer":1}`, "messages must be a list"},
+		{"empty messages", "/chat/stream", `{"messages":[],"trace_layer":1}`, "messages must not be empty"},
+		{"message not object", "/chat/stream", `{"messages":["hi"],"trace_layer":1}`, "messages[0] must be a JSON object"},
+		{"unknown role", "/chat/stream", `{"messages":[{"role":"root","content":"hi"}],"trace_layer":1}`, "messages[0].role must be one of system, user, assistant"},
+		{"role wrong type", "/chat/stream", `{"messages":[{"role":1,"content":"hi"}],"trace_layer":1}`, "messages[0].role must be one of"},
+		{"role missing", "/chat/stream", `{"messages":[{"content":"hi"}],"trace_layer":1}`, "messages[0].role is required"},
+		{"content wrong type", "/chat/stream", `{"messages":[{"role":"user","content":"a"},{"role":"user","content":5}],"trace_layer":1}`, "messages[1].content must be a string"},
+		{"content null", "/chat/stream", `{"messages":[{"role":"user","content":null}],"trace_layer":1}`, "messages[0].content must be a string"},
+		{"content missing", "/chat/stream", `{"messages":[{"role":"user"}],"trace_layer":1}`, "messages[0].content is required"},
+		{"missing trace_layer", "/chat/stream", `{` + msgs + `}`, "trace_layer is required"},
+		{"trace_layer too big", "/chat/stream", `{` + msgs + `,"trace_layer":4}`, "trace_layer must be in [0, 3]"},
+		{"trace_layer negative", "/chat/stream", `{` + msgs + `,"trace_layer":-1}`, "trace_layer must be in [0, 3]"},
+		{"trace_layer string", "/chat/stream", `{` + msgs + `,"trace_layer":"1"}`, "trace_layer must be an integer in [0, 3]"},
+		{"trace_layer fraction", "/chat/stream", `{` + msgs + `,"trace_layer":1.5}`, "trace_layer must be an integer in [0, 3]"},
+		{"trace_layer bool", "/chat/stream", `{` + msgs + `,"trace_layer":true}`, "trace_layer must be an integer"},
+		{"trace_layer null", "/chat/stream", `{` + msgs + `,"trace_layer":null}`, "trace_layer must be an integer"},
+		{"huge max_new_tokens", "/chat/stream", `{` + msgs + `,"trace_layer":1,"max_new_tokens":1000000000000}`, "max_new_tokens must be in [0, 1024]"},
+		{"max_new_tokens over cap", "/chat/stream", `{` + msgs + `,"trace_layer":1,"max_new_tokens":1025}`, "max_new_tokens must be in [0, 1024]"},
+		{"negative max_new_tokens", "/chat/stream", `{` + msgs + `,"trace_layer":1,"max_new_tokens":-1}`, "max_new_tokens must be in [0, 1024]"},
+		{"overflowing number", "/chat/stream", `{` + msgs + `,"trace_layer":1,"max_new_tokens":1e400}`, "max_new_tokens must be an integer in [0, 1024]"},
+		{"NaN", "/chat/stream", `{` + msgs + `,"trace_layer":1,"temperature":NaN}`, "not valid JSON"},
+		{"Infinity", "/chat/stream", `{` + msgs + `,"trace_layer":1,"temperature":Infinity}`, "not valid JSON"},
+		{"temperature overflow", "/chat/stream", `{` + msgs + `,"trace_layer":1,"temperature":1e999}`, "temperature must be a finite number >= 0"},
+		{"negative temperature", "/chat/stream", `{` + msgs + `,"trace_layer":1,"temperature":-0.1}`, "temperature must be a finite number >= 0"},
+		{"temperature string", "/chat/stream", `{` + msgs + `,"trace_layer":1,"temperature":"hot"}`, "temperature must be a finite number >= 0"},
+		{"temperature null", "/chat/stream", `{` + msgs + `,"trace_layer":1,"temperature":null}`, "temperature must be a finite number >= 0"},
+		{"top_k zero", "/chat/stream", `{` + msgs + `,"trace_layer":1,"top_k":0}`, "top_k must be null or an integer >= 1"},
+		{"top_k negative", "/chat/stream", `{` + msgs + `,"trace_layer":1,"top_k":-5}`, "top_k must be null or an integer >= 1"},
+		{"top_k fraction", "/chat/stream", `{` + msgs + `,"trace_layer":1,"top_k":2.5}`, "top_k must be null or an integer >= 1"},
+		{"seed fraction", "/chat/stream", `{` + msgs + `,"trace_layer":1,"seed":0.5}`, "seed must be an integer"},
+		{"seed too big", "/chat/stream", `{` + msgs + `,"trace_layer":1,"seed":18446744073709551616}`, "seed must be an integer"},
+		{"seed string", "/chat/stream", `{` + msgs + `,"trace_layer":1,"seed":"42"}`, "seed must be an integer"},
+		{"deep nesting", "/chat/stream", deep, "nested too deeply"},
+		{"deep nesting in a field", "/chat/stream", `{"messages":` + deep + `}`, "nested too deeply"},
+		{"invalid UTF-8", "/chat/stream", "{\"messages\":[{\"role\":\"user\",\"content\":\"a\xff\"}],\"trace_layer\":1}", "not valid UTF-8"},
+		{"overlong UTF-8", "/chat/stream", "{\"messages\":[{\"role\":\"user\",\"content\":\"\xc0\xaf\"}],\"trace_layer\":1}", "not valid UTF-8"},
+		{"lone surrogate escape", "/chat/stream", `{"messages":[{"role":"user","content":"a\ud800b"}],"trace_layer":1}`, "unpaired UTF-16 surrogate"},
+		{"lone low surrogate", "/chat/stream", `{"messages":[{"role":"user","content":"\udc00"}],"trace_layer":1}`, "unpaired UTF-16 surrogate"},
+		{"reversed surrogates", "/chat/stream", `{"messages":[{"role":"user","content":"\udc00\ud800"}],"trace_layer":1}`, "unpaired UTF-16 surrogate"},
+		{"full_attn missing head", "/inspect/full_attn", `{` + msgs + `,"trace_layer":1}`, "head is required"},
+		{"full_attn head range", "/inspect/full_attn", `{` + msgs + `,"trace_layer":1,"head":2}`, "head must be in [0, 1]"},
+		{"full_attn layer range", "/inspect/full_attn", `{` + msgs + `,"trace_layer":9,"head":0}`, "trace_layer must be in [0, 3]"},
+		{"full_attn sampling field", "/inspect/full_attn", `{` + msgs + `,"trace_layer":1,"head":0,"temperature":1}`, `unknown field "temperature"`},
+		{"full_attn max_new_tokens", "/inspect/full_attn", `{` + msgs + `,"trace_layer":1,"head":0,"max_new_tokens":5000}`, "max_new_tokens must be in [0, 1024]"},
+		{"full_attn empty messages", "/inspect/full_attn", `{"messages":[],"trace_layer":1,"head":0}`, "messages must not be empty"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Log(wantDetail(t, postJSON(t, ts.URL+tc.path, tc.body), tc.detail))
+			// The server is still serving.
+			if events := readEvents(t, postJSON(t, ts.URL+"/chat/stream", helloChat)); events[len(events)-1].Type != "done" {
+				t.Fatal("next request not served")
+			}
+		})
+	}
+	if n := fake.lastGenerate(); string(n.Prompt) != "user: hello\nassistant: " {
+		t.Fatalf("a refused request reached the engine: %q", n.Prompt)
+	}
+	if got := ts.Metrics().Rejections("invalid"); got != float64(len(cases)) {
+		t.Fatalf("invalid rejections %v, want %d", got, len(cases))
+	}
+}
+
+// Valid escapes, including surrogate pairs and escaped backslashes before a
+// "u", are accepted and decoded exactly.
+func TestValidUnicodeIsKept(t *testing.T) {
+	fake := newFakeEngine()
+	ts := startServer(t, testConfig(), fake)
+	body := `{"messages":[{"role":"user","content":"\ud83d\ude00 é \\ud800 \" \u0000"}],"trace_layer":0,"max_new_tokens":0}`
+	readEvents(t, postJSON(t, ts.URL+"/chat/stream", body))
+	want := "user: \U0001F600 é \\ud800 \" \x00\nassistant: "
+	if got := string(fake.lastGenerate().Prompt); got != want {
+		t.Fatalf("prompt %q, want %q", got, want)
+	}
+}
+
+func TestContentType(t *testing.T) {
+	ts := startServer(t, testConfig(), newFakeEngine())
+	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/chat/stream", strings.NewReader(helloChat))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDetail(t, resp, "Content-Type must be application/json")
+	// No Content-Type at all is read as JSON (as curl users expect).
+	req, _ = http.NewRequest(http.MethodPost, ts.URL+"/chat/stream", strings.NewReader(helloChat))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if events := readEvents(t, resp); events[len(events)-1].Type != "done" {
+		t.Fatal("no Content-Type: not served")
+	}
+}
+
+// MAX_PROMPT_BYTES applies to the formatted transcript: exactly the limit is
+// served, one byte more is 413 with SPEC §4's message.
+func TestPromptSizeBoundary(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxPromptBytes = 100
+	ts := startServer(t, cfg, newFakeEngine())
+	overhead := len("user: \nassistant: ")
+	body := func(n int) string {
+		return fmt.Sprintf(`{"messages":[{"role":"user","content":%q}],"trace_layer":0,"max_new_tokens":1}`, strings.Repeat("a", n-overhead))
+	}
+	if events := readEvents(t, postJSON(t, ts.URL+"/chat/stream", body(100))); events[len(events)-1].Type != "done" {
+		t.Fatal("a prompt of exactly MAX_PROMPT_BYTES was not served")
+	}
+	wantError(t, postJSON(t, ts.URL+"/chat/stream", body(101)), 413, "prompt_too_large", "Prompt too large: 101 bytes (max 100)")
+	full := `{"messages":[{"role":"user","content":"` + strings.Repeat("é", 60) + `"}],"trace_layer":0,"head":0}`
+	wantError(t, postJSON(t, ts.URL+"/inspect/full_attn", full), 413, "prompt_too_large", fmt.Sprintf("Prompt too large: %d bytes (max 100)", overhead+120))
+	if got := ts.Metrics().Rejections("prompt_too_large"); got != 2 {
+		t.Fatalf("prompt_too_large rejections %v", got)
+	}
+}
+
+// The body limit holds before parsing: a declared length over it is refused
+// without reading, and a body that turns out longer (chunked, no length) is
+// cut off at the limit.
+func TestBodyTooLarge(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxBodyBytes = 4096
+	ts := startServer(t, cfg, newFakeEngine())
+	msg := "Request body too large (max 4096 bytes)"
+
+	// 100 MB, generated as it is sent rather than held in memory.
+	prefix, suffix := `{"messages":[{"role":"user","content":"`, `"}],"trace_layer":0}`
+	size := int64(len(prefix)+len(suffix)) + 100<<20
+	hugeBody := func() io.Reader {
+		return io.MultiReader(strings.NewReader(prefix), io.LimitReader(repeatByte('a'), 100<<20), strings.NewReader(suffix))
+	}
+	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/chat/stream", hugeBody())
+	req.ContentLength = size
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, resp, 413, "body_too_large", msg)
+
+	// Chunked: no Content-Length, so the limit must be met while reading.
+	req, _ = http.NewRequest(http.MethodPost, ts.URL+"/inspect/full_attn", hugeBody())
+	req.ContentLength = -1
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, resp, 413, "body_too_large", msg)
+	if got := ts.Metrics().Rejections("body_too_large"); got != 2 {
+		t.Fatalf("body_too_large rejections %v", got)
+	}
+	if events := readEvents(t, postJSON(t, ts.URL+"/chat/stream", helloChat)); events[len(events)-1].Type != "done" {
+		t.Fatal("next request not served")
+	}
+}
+
+// repeatByte is an endless reader of one byte.
+type repeatByte byte
+
+func (r repeatByte) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(r)
+	}
+	return len(p), nil
+}
