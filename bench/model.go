@@ -1,0 +1,167 @@
+package bench
+
+// What the benchmark feeds the server: a checkpoint of the deployed size with
+// random weights (so the bench needs no download and no training), and the
+// chat transcripts of the short and the 16 KB prompt.
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"nielsgpt/convert"
+)
+
+// Deployed is the shape of the model the original service ran (SPEC §1).
+var Deployed = convert.ModelConfig{V: 256, T: 256, C: 256, L: 4, H: 4, DFF: 1024, RopeTheta: 10000}
+
+// syntheticStd is the weights' standard deviation: in the range of a trained
+// small GPT's matrices, so activations and softmaxes behave like a real
+// model's (no saturation, no all-uniform attention) and the timing is honest.
+const syntheticStd = 0.04
+
+// WriteSyntheticModel writes a GGUF of shape cfg with random weights to
+// dir/synthetic.gguf and returns its path. seed makes it reproducible.
+func WriteSyntheticModel(dir string, cfg convert.ModelConfig, seed uint64) (string, error) {
+	rng := rand.New(rand.NewPCG(seed, 0x6e69656c73)) // "niels": any fixed stream will do
+	ck := &convert.Checkpoint{Config: cfg, Tensors: map[string]*convert.Tensor{}}
+	add := func(name string, shape ...int) {
+		n := 1
+		for _, d := range shape {
+			n *= d
+		}
+		data := make([]float32, n)
+		for i := range data {
+			data[i] = float32(rng.NormFloat64() * syntheticStd)
+		}
+		ck.Tensors[name] = &convert.Tensor{Shape: shape, Data: data}
+	}
+	C, F, V := cfg.C, cfg.DFF, cfg.V
+	add("tok_emb.weight", V, C)
+	ck.Tensors["lm_head.weight"] = ck.Tensors["tok_emb.weight"] // weight tying: the same storage
+	add("ln_f.weight", C)
+	add("ln_f.bias", C)
+	for i := range cfg.L {
+		p := fmt.Sprintf("blocks.%d.", i)
+		add(p+"ln1.weight", C)
+		add(p+"ln1.bias", C)
+		add(p+"attn.qkv.weight", 3*C, C)
+		add(p+"attn.proj.weight", C, C)
+		add(p+"ln2.weight", C)
+		add(p+"ln2.bias", C)
+		add(p+"mlp.fc1.weight", F, C)
+		add(p+"mlp.fc1.bias", F)
+		add(p+"mlp.fc2.weight", C, F)
+		add(p+"mlp.fc2.bias", C)
+	}
+	// There is no source .pt; the GGUF still records a SHA-256, so make it
+	// name what the file really is rather than pretend to be a checkpoint's.
+	origin := sha256.Sum256(fmt.Appendf(nil, "nielsgpt bench synthetic model %+v std=%g seed=%d", cfg, syntheticStd, seed))
+
+	path := filepath.Join(dir, "synthetic.gguf")
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	err = convert.WriteGGUF(w, ck, hex.EncodeToString(origin[:]), convert.ConvertOptions{})
+	if err == nil {
+		err = w.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("writing the synthetic model: %w", err)
+	}
+	return path, nil
+}
+
+// ModelConfigOf reads a GGUF's hyper-parameters, which the bench needs to
+// pick a valid trace layer.
+func ModelConfigOf(path string) (convert.ModelConfig, error) {
+	_, g, err := convert.ReadGGUFFile(path)
+	if err != nil {
+		return convert.ModelConfig{}, err
+	}
+	return g.NielsGPTConfig()
+}
+
+// message is one chat message of a request body.
+type message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// formattedLen is the byte length of SPEC §2's transcript for msgs (each
+// message "{role}: {content}\n", then the "assistant: " prompt), which is what
+// the server checks against MAX_PROMPT_BYTES. Only used for messages that do
+// not end in an empty assistant message.
+func formattedLen(msgs []message) int {
+	n := len("assistant: ")
+	for _, m := range msgs {
+		n += len(m.Role) + len(": ") + len(m.Content) + 1
+	}
+	return n
+}
+
+// shortPrompt is a one-line question, the common case of the chat widget.
+// variant makes the bytes differ between requests.
+func shortPrompt(variant int) []message {
+	return []message{{Role: "user", Content: fmt.Sprintf("hi niels, what are you working on? (%d)", variant)}}
+}
+
+// longPromptBytes is the formatted size of the long prompt: the "16 KB prompt"
+// of the original service's measurement.
+const longPromptBytes = 16 << 10
+
+var longPromptLines = []string{
+	"I have been reading about your work on small language models and I would like to know more.",
+	"The model is a byte-level transformer, so every character you type is one token.",
+	"Could you explain how the attention heads decide what to look at in a sentence like this one?",
+	"Each head scores every earlier position against the newest one and turns the scores into probabilities.",
+	"What happens when the conversation gets longer than the context window of the model?",
+	"The window is cut again at every step, so the model always sees the most recent bytes only.",
+	"That sounds like it would forget the beginning of a long chat. Is that a problem in practice?",
+	"For a portfolio assistant it rarely is: most questions are short and refer to the last few lines.",
+}
+
+// longPrompt is a transcript of alternating user and assistant turns whose
+// formatted size is just under longPromptBytes, ending on a user turn.
+// variant changes the text so no two requests are byte-identical.
+func longPrompt(variant int) []message {
+	var msgs []message
+	for turn := 0; ; turn++ {
+		role := "user"
+		if turn%2 == 1 {
+			role = "assistant"
+		}
+		var b strings.Builder
+		for k := range 3 {
+			b.WriteString(longPromptLines[(turn*3+k+variant)%len(longPromptLines)])
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "(turn %d.%d)", variant, turn)
+		next := append(msgs, message{Role: role, Content: b.String()})
+		if formattedLen(next) > longPromptBytes {
+			break
+		}
+		msgs = next
+	}
+	// End on a user turn, as a real request would, and pad that turn so the
+	// transcript is as close to the target size as the text allows.
+	if msgs[len(msgs)-1].Role != "user" {
+		msgs = msgs[:len(msgs)-1]
+	}
+	last := &msgs[len(msgs)-1]
+	if pad := longPromptBytes - formattedLen(msgs); pad > 0 {
+		filler := strings.Repeat(" "+longPromptLines[variant%len(longPromptLines)], pad/len(longPromptLines[0])+2)
+		last.Content += filler[:pad]
+	}
+	return msgs
+}

@@ -1,0 +1,155 @@
+package bench
+
+// The report's renderings on a canned run: every row present, ratios as
+// ours / reference, n/a where a figure is missing, and JSON that round-trips.
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+func cannedReport() *Report {
+	rss := func(mb int64) *int64 { b := mb << 20; return &b }
+	load := 1.5
+	return &Report{
+		Started: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC), Seconds: 42,
+		Model: ModelInfo{Source: "synthetic", V: 256, T: 256, C: 256, L: 4, H: 4, DFF: 1024, RopeTheta: 10000},
+		Host:  HostInfo{OS: "linux", Arch: "amd64", CPUs: 2, LoadAvgStart: &load},
+		Settings: Settings{Tokens: 200, RefTokens: 200, TraceLayer: 3, Temperature: 0.9, TopK: 50,
+			Levels: []int{1, 64}, CapSeconds: 30, RefCapSeconds: 10},
+		Ours: &ModeReport{
+			Mode: "ours", Tokens: 200,
+			SingleStream: Throughput{Concurrency: 1, Streams: 3, Completed: 3, Tokens: 600, Seconds: 0.4, TokensPerS: 1500},
+			TTFTShort:    Latency{Samples: 20, P50ms: 2, P95ms: 3},
+			TTFTLong:     Latency{Samples: 20, P50ms: 10, P95ms: 12},
+			Levels: []Throughput{
+				{Concurrency: 1, Streams: 2, Completed: 2, Tokens: 400, Seconds: 0.25, TokensPerS: 1600},
+				{Concurrency: 64, Streams: 128, Completed: 128, Tokens: 25600, Seconds: 4, TokensPerS: 6400},
+			},
+			PeakRSSBytes: rss(120),
+		},
+		Reference: &ModeReport{
+			Mode: "reference", Tokens: 200,
+			SingleStream: Throughput{Concurrency: 1, Streams: 1, Cut: 1, Tokens: 100, Seconds: 10, TokensPerS: 10},
+			TTFTShort:    Latency{Samples: 5, P50ms: 40, P95ms: 60},
+			TTFTLong:     Latency{Samples: 5, P50ms: 400, P95ms: 480},
+			Levels: []Throughput{
+				{Concurrency: 1, Streams: 1, Cut: 1, Tokens: 100, Seconds: 10, TokensPerS: 10},
+				{Concurrency: 64, Streams: 64, Cut: 64, Errors: 0, Tokens: 64, Seconds: 10, TokensPerS: 6.4},
+			},
+			PeakRSSBytes: rss(60),
+			Errors:       []string{"POST /chat/stream: 503 Service Unavailable\nsecond line"},
+		},
+	}
+}
+
+func TestWriteText(t *testing.T) {
+	var b bytes.Buffer
+	if err := cannedReport().WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"V=256 T=256 C=256 L=4 H=4 d_ff=1024",
+		"2 CPUs", "load average 1.50 at start", "trace_layer=3",
+		"single stream, tokens/s", "1500", "150×",
+		"16 KB prompt, p50 / p95 ms", "10.0 / 12.0", "400 / 480", "0.025× / 0.025×",
+		"aggregate tokens/s, 64 concurrent", "6400", "6.40", "1000×",
+		"peak RSS of the server, MB", "120", "60.0", "2.00×",
+		"64 cut by the cap",
+		"reference error: POST /chat/stream: 503 Service Unavailable …",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("text report lacks %q:\n%s", want, out)
+		}
+	}
+	// Columns line up: every table line has the same length.
+	var widths []int
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "metric") || strings.Contains(l, "tokens/s,") || strings.Contains(l, "p50 / p95") || strings.Contains(l, "RSS") {
+			widths = append(widths, len([]rune(l)))
+		}
+	}
+	for _, w := range widths {
+		if w != widths[0] {
+			t.Errorf("table lines differ in width: %v\n%s", widths, out)
+			break
+		}
+	}
+}
+
+func TestWriteMarkdown(t *testing.T) {
+	var b bytes.Buffer
+	if err := cannedReport().WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"| metric | ours | reference | ours/reference |",
+		"|---|---:|---:|---:|",
+		"| single stream, tokens/s | 1500 | 10.0 | 150× |",
+		"| aggregate tokens/s, 64 concurrent | 6400 | 6.40 | 1000× |",
+		"| peak RSS of the server, MB | 120 | 60.0 | 2.00× |",
+		"2026-11-26T12:00:00Z",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestReportWithoutReference(t *testing.T) {
+	r := cannedReport()
+	r.Reference = nil
+	r.ReferenceError = "the server exited before it was ready: flag provided but not defined: -reference\nmore"
+	r.Ours.PeakRSSBytes = nil
+	var b bytes.Buffer
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "tokens/s,") && !strings.Contains(l, "n/a") {
+			t.Errorf("row without a reference should show n/a: %q", l)
+		}
+	}
+	if !strings.Contains(out, "reference failed: the server exited before it was ready: flag provided but not defined: -reference …") {
+		t.Errorf("the reference's failure is not reported:\n%s", out)
+	}
+	if !strings.Contains(out, "peak RSS of the server, MB") || !strings.Contains(out, "n/a") {
+		t.Errorf("peak RSS should read n/a:\n%s", out)
+	}
+}
+
+func TestWriteJSON(t *testing.T) {
+	var b bytes.Buffer
+	if err := cannedReport().WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Ours.Levels[1].TokensPerS != 6400 || *back.Reference.PeakRSSBytes != 60<<20 || back.Settings.TraceLayer != 3 {
+		t.Errorf("round trip lost data: %s", b.String())
+	}
+	var generic map[string]any
+	_ = json.Unmarshal(b.Bytes(), &generic)
+	if _, ok := generic["ours"].(map[string]any)["ttft_16kb_prompt"]; !ok {
+		t.Errorf("JSON lacks ttft_16kb_prompt: %s", b.String())
+	}
+}
+
+func TestNum(t *testing.T) {
+	for x, want := range map[float64]string{1523.4: "1523", 47.25: "47.2", 1.934: "1.93", 0.04213: "0.042", 0: "0"} {
+		if got := num(x); got != want {
+			t.Errorf("num(%g) = %q, want %q", x, got, want)
+		}
+	}
+	if ratio(1, 0) != "n/a" || ratio(0, 1) != "n/a" {
+		t.Error("ratios with a missing side must read n/a")
+	}
+}

@@ -1,0 +1,395 @@
+package bench
+
+// The benchmark itself: which phases run against which server, with what
+// bounds, and how their results are gathered into a Report.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"nielsgpt/convert"
+)
+
+// Options configure a benchmark run. The zero value of every field means its
+// default (see withDefaults), so callers set only what they change.
+type Options struct {
+	Executable string // the nielsgpt binary whose `serve` is benchmarked (required)
+	Model      string // a .gguf to serve; "" writes a deployed-size model with random weights
+	Threads    int    // THREADS for the server; 0 lets it use one per core
+
+	// Quick shrinks every count and cap, for a smoke run of a few seconds.
+	Quick bool
+
+	Levels    []int // concurrent-stream levels; default 1, 4, 16, 64
+	Tokens    int   // max_new_tokens per stream; default 200 (quick 24)
+	RefTokens int   // the same for the reference mode; default Tokens (quick 8)
+
+	// Duration caps each measured phase of the batched server; RefDuration
+	// each phase of the reference server, whose every token costs a whole
+	// window. A phase that hits its cap cuts its streams and still reports
+	// the tokens received in the time it had.
+	Duration    time.Duration // default 30s (quick 3s)
+	RefDuration time.Duration // default 10s (quick 1s)
+
+	NoReference bool // skip the reference mode
+
+	// ReadyTimeout bounds the server's start-up (model load). Default 60s.
+	ReadyTimeout time.Duration
+
+	Progress io.Writer // one line per phase as it finishes; nil for silence
+}
+
+// The sampling the benchmark asks for: the API's defaults, a realistic chat.
+const (
+	benchTemperature = 0.9
+	benchTopK        = 50
+)
+
+func (o Options) withDefaults() Options {
+	if len(o.Levels) == 0 {
+		o.Levels = []int{1, 4, 16, 64}
+	}
+	if o.Tokens == 0 {
+		o.Tokens = 200
+		if o.Quick {
+			o.Tokens = 24
+		}
+	}
+	if o.RefTokens == 0 {
+		// The same stream length by default: the reference's cost per token
+		// grows with the window, so shorter streams would flatter it.
+		o.RefTokens = o.Tokens
+		if o.Quick {
+			o.RefTokens = min(o.Tokens, 8)
+		}
+	}
+	if o.Duration == 0 {
+		o.Duration = 30 * time.Second
+		if o.Quick {
+			o.Duration = 3 * time.Second
+		}
+	}
+	if o.RefDuration == 0 {
+		o.RefDuration = 10 * time.Second
+		if o.Quick {
+			o.RefDuration = time.Second
+		}
+	}
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = 60 * time.Second
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	return o
+}
+
+func (o Options) validate() error {
+	if o.Executable == "" {
+		return errors.New("no server executable given")
+	}
+	for _, l := range o.Levels {
+		if l < 1 || l > 1024 {
+			return fmt.Errorf("concurrency level %d is out of range [1, 1024]", l)
+		}
+	}
+	if o.Tokens < 1 || o.Tokens > 1<<16 || o.RefTokens < 1 || o.RefTokens > 1<<16 {
+		return fmt.Errorf("tokens per stream must be in [1, 65536]")
+	}
+	if o.Duration < 0 || o.RefDuration < 0 || o.Threads < 0 {
+		return errors.New("durations and threads must not be negative")
+	}
+	return nil
+}
+
+// plan is how much one mode runs: counts of streams and the phase cap.
+type plan struct {
+	mode             string // "ours" or "reference"
+	reference        bool
+	tokens           int
+	singleRuns       int // sequential streams for the single-stream figure
+	ttftRuns         int // sequential one-token requests per prompt size
+	streamsPerWorker int // streams each concurrent worker runs per level
+	cap              time.Duration
+}
+
+func plans(o Options) []plan {
+	ours := plan{mode: "ours", tokens: o.Tokens, singleRuns: 3, ttftRuns: 20, streamsPerWorker: 2, cap: o.Duration}
+	// The reference serves one request at a time and recomputes the whole
+	// window per token: far fewer streams, and its own cap.
+	ref := plan{mode: "reference", reference: true, tokens: o.RefTokens, singleRuns: 1, ttftRuns: 5, streamsPerWorker: 1, cap: o.RefDuration}
+	if o.Quick {
+		ours.singleRuns, ours.ttftRuns, ours.streamsPerWorker = 1, 3, 1
+		ref.ttftRuns = 2
+	}
+	if o.NoReference {
+		return []plan{ours}
+	}
+	return []plan{ours, ref}
+}
+
+// Run benchmarks the server: the batched engine, then (unless NoReference)
+// the reference mode, each in its own server process started and stopped
+// here. A reference server that fails does not fail the run: its error is in
+// the report, next to the figures that were measured.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	o = o.withDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	started := time.Now()
+	rep := &Report{Started: started.UTC(), Host: hostInfo(o.Threads)}
+	rep.Settings = Settings{
+		Tokens: o.Tokens, RefTokens: o.RefTokens, Temperature: benchTemperature, TopK: benchTopK,
+		Levels: o.Levels, Quick: o.Quick,
+		CapSeconds: o.Duration.Seconds(), RefCapSeconds: o.RefDuration.Seconds(),
+	}
+
+	modelPath := o.Model
+	if modelPath == "" {
+		dir, err := os.MkdirTemp("", "nielsgpt-bench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		if modelPath, err = WriteSyntheticModel(dir, Deployed, 1); err != nil {
+			return nil, err
+		}
+		rep.Model.Source = fmt.Sprintf("synthetic, random weights (std %g)", syntheticStd)
+	} else {
+		rep.Model.Source = modelPath
+	}
+	cfg, err := ModelConfigOf(modelPath)
+	if err != nil {
+		return nil, fmt.Errorf("the benchmark needs a niels-gpt .gguf (convert a .pt with `nielsgpt convert`): %w", err)
+	}
+	rep.Model.setConfig(cfg)
+	rep.Settings.TraceLayer = cfg.L - 1 // the deepest layer: the whole forward pass runs before it is read
+
+	for _, p := range plans(o) {
+		fmt.Fprintf(o.Progress, "%s: starting the server%s\n", p.mode, map[bool]string{true: " (serve --reference)"}[p.reference])
+		mr, err := runMode(ctx, o, p, modelPath, cfg)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if p.reference {
+			rep.Reference = mr
+			if err != nil {
+				rep.ReferenceError = err.Error()
+				fmt.Fprintf(o.Progress, "reference: failed: %v\n", err)
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		rep.Ours = mr
+	}
+	if l, ok := loadAverage(); ok {
+		rep.Host.LoadAvgEnd = &l
+	}
+	rep.Seconds = time.Since(started).Seconds()
+	return rep, nil
+}
+
+// runMode starts one server and runs every phase against it. Once the
+// measured phases have begun the result is non-nil even with an error, so
+// figures measured before a failure are kept.
+func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg convert.ModelConfig) (*ModeReport, error) {
+	maxLevel := slices.Max(o.Levels)
+	spec := serverSpec{
+		exe: o.Executable, model: modelPath, threads: o.Threads, reference: p.reference,
+		env: []string{
+			// The limiter and the slot count would otherwise measure themselves.
+			"RATE_LIMIT_PER_MIN=1000000000",
+			"RATE_LIMIT_BURST=1000000000",
+			"MAX_CONCURRENT=" + strconv.Itoa(max(64, maxLevel)),
+			// Room for the 16 KB transcript and its JSON body.
+			"MAX_PROMPT_BYTES=20000",
+			"MAX_BODY_BYTES=1048576",
+			"MAX_NEW_TOKENS=" + strconv.Itoa(max(1024, p.tokens)),
+			// The model is a local file; the bench never touches the network.
+			"HF_HUB_OFFLINE=1",
+		},
+	}
+	wall0 := time.Now()
+	driverCPU0, _ := selfCPU()
+	srv, err := startServer(ctx, spec, o.ReadyTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop(10 * time.Second)
+	c := newClient(srv.baseURL, maxLevel)
+	defer c.close()
+
+	mr := &ModeReport{Mode: p.mode, Tokens: p.tokens}
+	r := &modeRunner{client: c, plan: p, traceLayer: cfg.L - 1, report: mr}
+	say := func(format string, args ...any) { fmt.Fprintf(o.Progress, p.mode+": "+format+"\n", args...) }
+
+	// Warm-up, not measured: the first request pays for lazy set-up (graph
+	// allocation, the thread pool, connection set-up) that users pay once.
+	warm := r.client.stream(ctx, r.request(shortPrompt(0), min(8, p.tokens)))
+	if warm.Err != nil || warm.Tokens == 0 {
+		return nil, fmt.Errorf("warm-up stream failed (%d tokens): %v; server output:\n%s", warm.Tokens, warm.Err, srv.out.String())
+	}
+
+	mr.SingleStream = r.throughput(ctx, 1, p.singleRuns, p.tokens)
+	say("single stream: %s tokens/s (%s)", num(mr.SingleStream.TokensPerS), sample(mr.SingleStream))
+	mr.TTFTShort = r.ttft(ctx, shortPrompt)
+	say("time to first token, short prompt: p50 / p95 %s ms (%s)", latency(mr.TTFTShort), ttftSample(mr.TTFTShort))
+	mr.TTFTLong = r.ttft(ctx, longPrompt)
+	say("time to first token, 16 KB prompt: p50 / p95 %s ms (%s)", latency(mr.TTFTLong), ttftSample(mr.TTFTLong))
+	for _, level := range o.Levels {
+		if ctx.Err() != nil {
+			return mr, ctx.Err()
+		}
+		t := r.throughput(ctx, level, p.streamsPerWorker, p.tokens)
+		mr.Levels = append(mr.Levels, t)
+		say("%d concurrent: %s tokens/s aggregate (%s)", level, num(t.TokensPerS), sample(t))
+	}
+
+	// VmHWM is the peak over the process's life, read while it still runs.
+	if rss, ok := peakRSS(srv.cmd.Process.Pid); ok {
+		mr.PeakRSSBytes = &rss
+	}
+	if !srv.alive() {
+		return mr, fmt.Errorf("the server died during the benchmark; its last output:\n%s", srv.out.String())
+	}
+	r.recordCPU(srv, driverCPU0, wall0)
+	return mr, ctx.Err()
+}
+
+// recordCPU stops the server and notes the CPU time it and the driver used.
+// On a machine with few cores the driver competes with the server it
+// measures; these two figures say by how much.
+func (r *modeRunner) recordCPU(srv *serverProc, driverCPU0 time.Duration, wall0 time.Time) {
+	srv.stop(10 * time.Second)
+	r.report.WallSeconds = time.Since(wall0).Seconds()
+	if st := srv.cmd.ProcessState; st != nil {
+		cpu := (st.UserTime() + st.SystemTime()).Seconds()
+		r.report.ServerCPUSeconds = &cpu
+	}
+	if now, ok := selfCPU(); ok {
+		cpu := (now - driverCPU0).Seconds()
+		r.report.DriverCPUSeconds = &cpu
+	}
+}
+
+// modeRunner runs the phases of one mode against one server.
+type modeRunner struct {
+	client     *client
+	plan       plan
+	traceLayer int
+	report     *ModeReport
+
+	mu   sync.Mutex
+	seed int64 // the last seed handed out: every stream samples differently
+}
+
+func (r *modeRunner) request(msgs []message, tokens int) chatRequest {
+	r.mu.Lock()
+	r.seed++
+	seed := r.seed
+	r.mu.Unlock()
+	return chatRequest{Messages: msgs, MaxNewTokens: tokens, Temperature: benchTemperature,
+		TopK: benchTopK, Seed: seed, TraceLayer: r.traceLayer}
+}
+
+// noteError keeps the first few distinct failures for the report.
+func (r *modeRunner) noteError(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	msg := err.Error()
+	if len(r.report.Errors) < 5 && !slices.Contains(r.report.Errors, msg) {
+		r.report.Errors = append(r.report.Errors, msg)
+	}
+}
+
+// check turns a stream that finished but broke the protocol into a failure.
+func (r *modeRunner) check(res streamResult) streamResult {
+	if res.Err == nil && res.Done && res.Traces != res.Tokens {
+		res.Err = fmt.Errorf("%d trace events for %d tokens with tracing on", res.Traces, res.Tokens)
+	}
+	if res.Err != nil {
+		r.noteError(res.Err)
+	}
+	return res
+}
+
+// throughput runs `concurrency` workers, each running `perWorker` streams back
+// to back, within the phase cap; tokens are counted as received.
+func (r *modeRunner) throughput(ctx context.Context, concurrency, perWorker, tokens int) Throughput {
+	phase, cancel := context.WithTimeout(ctx, r.plan.cap)
+	defer cancel()
+	t := Throughput{Concurrency: concurrency}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range concurrency {
+		wg.Go(func() {
+			for i := range perWorker {
+				if phase.Err() != nil {
+					return
+				}
+				res := r.check(r.client.stream(phase, r.request(shortPrompt(w*perWorker+i), tokens)))
+				mu.Lock()
+				t.Streams++
+				t.Tokens += res.Tokens
+				switch {
+				case res.Err != nil:
+					t.Errors++
+				case res.Cut:
+					t.Cut++
+				case res.Done:
+					t.Completed++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	t.finish(time.Since(start))
+	return t
+}
+
+// ttft times sequential one-token requests on an otherwise idle server:
+// request start to the first `token` event, which includes the prompt's
+// upload, parsing, formatting and prefill.
+func (r *modeRunner) ttft(ctx context.Context, prompt func(variant int) []message) Latency {
+	phase, cancel := context.WithTimeout(ctx, r.plan.cap)
+	defer cancel()
+	var samples []time.Duration
+	errs := 0
+	for i := range r.plan.ttftRuns {
+		if phase.Err() != nil {
+			break
+		}
+		res := r.check(r.client.stream(phase, r.request(prompt(i+1), 1)))
+		switch {
+		case res.Tokens > 0:
+			samples = append(samples, res.TTFT)
+		case res.Err != nil:
+			errs++
+		}
+	}
+	l := summariseLatency(samples)
+	l.Errors = errs
+	l.Capped = len(samples)+errs < r.plan.ttftRuns
+	return l
+}
+
+func hostInfo(threads int) HostInfo {
+	h := HostInfo{OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(), Threads: threads}
+	if l, ok := loadAverage(); ok {
+		h.LoadAvgStart = &l
+	}
+	return h
+}
