@@ -72,6 +72,14 @@ type handTensor struct {
 	numel, offset          int64
 	shape, stride          []int64
 	wrap                   string // "", "parameter" or "from_type": how torch wraps subclasses
+	view                   *legacyView
+}
+
+// legacyView is the view_metadata of very old torch.save files: the tensor's storage
+// is a window (offset, size in elements) onto a root storage.
+type legacyView struct {
+	key          string
+	offset, size int64
 }
 
 func (p *pickleBuilder) tensor(t handTensor, legacy bool) *pickleBuilder {
@@ -97,7 +105,9 @@ func (p *pickleBuilder) tensor(t handTensor, legacy bool) *pickleBuilder {
 // tensorArgs writes _rebuild_tensor_v2's arguments without the enclosing tuple.
 func (p *pickleBuilder) tensorArgs(t handTensor, legacy bool) *pickleBuilder {
 	p.op('(').str("storage").global("torch", t.storageType).str(t.key).str("cuda:0").int(t.numel)
-	if legacy {
+	if legacy && t.view != nil {
+		p.op('(').str(t.view.key).int(t.view.offset).int(t.view.size).op('t')
+	} else if legacy {
 		p.op('N')
 	}
 	p.op('t', 'Q')
@@ -393,6 +403,35 @@ func utf8Append(b []byte, r rune) []byte {
 	var buf [4]byte
 	n := utf8.EncodeRune(buf[:], r)
 	return append(b, buf[:n]...)
+}
+
+// Pre-1.0 legacy files describe views of a storage in the persistent id itself.
+func TestLegacyStorageViews(t *testing.T) {
+	build := func(view legacyView) []byte {
+		tensors := handTensors()
+		for _, i := range []int{0, len(tensors) - 1} { // tok_emb and the tied lm_head
+			tensors[i].numel = 520
+			v := view
+			tensors[i].view = &v
+		}
+		storages := storagesFor(tensors)
+		return legacyCheckpoint(checkpointPickle(tinyCfg, tensors, true), distinctKeys(tensors), storages, 4)
+	}
+	ck, err := readFast(t, build(legacyView{"v", 8, 512}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ck.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := ck.Tensors["tok_emb.weight"].Data; got[0] != 8.5 || got[511] != 519.5 {
+		t.Errorf("view read from the wrong place: %v ... %v", got[0], got[511])
+	}
+	for _, bad := range []legacyView{{"v", 9, 512}, {"v", -1, 4}, {"v", 0, 521}, {strings.Repeat("v", 65), 0, 512}} {
+		if _, err := readFast(t, build(bad)); err == nil || !strings.Contains(err.Error(), "view metadata") {
+			t.Errorf("view %+v: error %v", bad, err)
+		}
+	}
 }
 
 // A zip written on a big-endian machine says so in its byteorder record.
