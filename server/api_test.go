@@ -245,6 +245,26 @@ func TestUnknownRouteAndMethod(t *testing.T) {
 	wantError(t, resp, 405, "method_not_allowed", "Method not allowed")
 }
 
+// /docs and /openapi.json are mounted on the API's router, and HEAD /health
+// answers for uptime probes.
+func TestDocsAndHeadMounted(t *testing.T) {
+	ts := startServer(t, testConfig(), nil)
+	for _, path := range []string{"/docs", "/openapi.json"} {
+		resp, err := http.Get(ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readAll(t, resp); resp.StatusCode != 200 || len(body) == 0 {
+			t.Fatalf("%s: status %d", path, resp.StatusCode)
+		}
+	}
+	resp, err := http.Head(ts.URL + "/health")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("HEAD /health: %v %v", err, resp.StatusCode)
+	}
+	resp.Body.Close()
+}
+
 func TestModelLoading(t *testing.T) {
 	ts := startServer(t, testConfig(), nil)
 	for _, path := range []string{"/chat/stream", "/inspect/full_attn"} {

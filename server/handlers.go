@@ -53,7 +53,7 @@ func (s *Server) fullAttn(c *gin.Context) {
 	if !ok {
 		return
 	}
-	req, err := parseFullAttnRequest(body, lim)
+	req, _, err := parseFullAttnRequest(body, lim)
 	if err != nil {
 		s.writeValidation(c, err.Error())
 		return

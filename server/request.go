@@ -94,30 +94,30 @@ func parseChatRequest(body []byte, lim limits) (engine.GenerateRequest, []engine
 // parseFullAttnRequest validates a POST /inspect/full_attn body. Tokens
 // generated before the matrix is taken use SPEC §4's default sampling with
 // the request's seed.
-func parseFullAttnRequest(body []byte, lim limits) (engine.FullAttnRequest, error) {
+func parseFullAttnRequest(body []byte, lim limits) (engine.FullAttnRequest, []engine.Message, error) {
 	fields, err := parseBody(body, fullAttnFields)
 	if err != nil {
-		return engine.FullAttnRequest{}, err
+		return engine.FullAttnRequest{}, nil, err
 	}
 	messages, err := parseMessages(fields["messages"])
 	if err != nil {
-		return engine.FullAttnRequest{}, err
+		return engine.FullAttnRequest{}, nil, err
 	}
 	layer, err := rangeField(fields, "trace_layer", true, 0, 0, int64(lim.model.Layers-1))
 	if err != nil {
-		return engine.FullAttnRequest{}, err
+		return engine.FullAttnRequest{}, nil, err
 	}
 	head, err := rangeField(fields, "head", true, 0, 0, int64(lim.model.Heads-1))
 	if err != nil {
-		return engine.FullAttnRequest{}, err
+		return engine.FullAttnRequest{}, nil, err
 	}
 	seed, err := seedField(fields)
 	if err != nil {
-		return engine.FullAttnRequest{}, err
+		return engine.FullAttnRequest{}, nil, err
 	}
 	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultFullAttnNewToken, 0, int64(lim.maxNewTokens))
 	if err != nil {
-		return engine.FullAttnRequest{}, err
+		return engine.FullAttnRequest{}, nil, err
 	}
 	return engine.FullAttnRequest{
 		Prompt:       engine.FormatTranscript(messages),
@@ -125,7 +125,7 @@ func parseFullAttnRequest(body []byte, lim limits) (engine.FullAttnRequest, erro
 		Sampling:     engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, lim.model.Vocab), Seed: seed},
 		Layer:        int(layer),
 		Head:         int(head),
-	}, nil
+	}, messages, nil
 }
 
 // parseBody checks the raw bytes, then splits the top-level object into its

@@ -118,6 +118,7 @@ func (s *Server) routes() *gin.Engine {
 	})
 
 	r.GET("/health", s.health)
+	r.HEAD("/health", s.health) // uptime probes like HEAD; gin does not derive it from GET
 	r.GET("/metrics", gin.WrapH(s.metrics.Handler()))
 	generation := r.Group("", s.requireModel, s.rateLimit)
 	generation.POST("/chat/stream", s.chatStream)

@@ -1,0 +1,83 @@
+package server
+
+// Fuzzing the request decoders (issue 6 item 1): whatever the bytes, the
+// answer is either a request within every bound or one validation message,
+// never a panic and never a silently altered prompt.
+
+import (
+	"errors"
+	"math"
+	"testing"
+	"unicode/utf8"
+
+	"nielsgpt/engine"
+)
+
+var fuzzSeeds = []string{
+	helloChat,
+	`{"messages":[{"role":"system","content":"s"},{"role":"user","content":"u"},{"role":"assistant","content":""}],"max_new_tokens":5,"temperature":0,"top_k":null,"seed":-1,"trace_layer":3}`,
+	`{"messages":[{"role":"user","content":"\ud83d\ude00\u0000\\u"}],"trace_layer":0,"head":1,"max_new_tokens":2}`,
+	`{"messages":[{"role":"user","content":"a\ud800"}],"trace_layer":0}`,
+	`{"messages":[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]}`,
+	`{"messages":[],"trace_layer":1e400,"top_k":0,"temperature":-1}`,
+	"{\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}",
+	`{"messages":[{"role":"user","content":"x"}],"trace_layer":1.0,"seed":1e18,"max_new_tokens":1024}`,
+	`null`, ``, `[`, `{"a":1}`,
+}
+
+var fuzzLimits = limits{model: fakeConfig, maxNewTokens: 1024}
+
+func checkAccepted(t *testing.T, messages []engine.Message, prompt []byte, maxNew int) {
+	if !utf8.Valid(prompt) {
+		t.Fatalf("accepted a prompt that is not UTF-8: %q", prompt)
+	}
+	if string(engine.FormatTranscript(messages)) != string(prompt) {
+		t.Fatal("prompt does not match the messages")
+	}
+	if maxNew < 0 || maxNew > fuzzLimits.maxNewTokens {
+		t.Fatalf("max_new_tokens %d out of bounds", maxNew)
+	}
+}
+
+func checkRefused(t *testing.T, err error) {
+	var v *validationError
+	if !errors.As(err, &v) || v.msg == "" || !utf8.ValidString(v.msg) {
+		t.Fatalf("refusal is not a clear validation error: %#v", err)
+	}
+}
+
+func FuzzParseChatRequest(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, messages, err := parseChatRequest(body, fuzzLimits)
+		if err != nil {
+			checkRefused(t, err)
+			return
+		}
+		checkAccepted(t, messages, req.Prompt, req.MaxNewTokens)
+		s := req.Sampling
+		if req.TraceLayer < 0 || req.TraceLayer >= fakeConfig.Layers || math.IsNaN(s.Temperature) ||
+			s.Temperature < 0 || s.Temperature > maxTemperature || s.TopK < 0 || s.TopK > fakeConfig.Vocab {
+			t.Fatalf("accepted out-of-range request %+v", req)
+		}
+	})
+}
+
+func FuzzParseFullAttnRequest(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, messages, err := parseFullAttnRequest(body, fuzzLimits)
+		if err != nil {
+			checkRefused(t, err)
+			return
+		}
+		checkAccepted(t, messages, req.Prompt, req.MaxNewTokens)
+		if req.Layer < 0 || req.Layer >= fakeConfig.Layers || req.Head < 0 || req.Head >= fakeConfig.Heads {
+			t.Fatalf("accepted out-of-range request %+v", req)
+		}
+	})
+}
