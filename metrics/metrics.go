@@ -66,7 +66,7 @@ func New() *Metrics {
 		}, []string{"route"}),
 		timeToFirstToken: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "nielsgpt_time_to_first_token_seconds",
-			Help:    "Time from receiving a chat request to writing its first token event.",
+			Help:    "Time from accepting a chat request (body read and validated) to writing its first token event.",
 			Buckets: latencyBuckets,
 		}),
 		interToken: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -76,7 +76,7 @@ func New() *Metrics {
 		}),
 		generatedTokens: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nielsgpt_generated_tokens_total",
-			Help: "Tokens generated, over all requests.",
+			Help: "Tokens generated and streamed to clients.",
 		}),
 		promptTokens: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nielsgpt_prompt_tokens_total",

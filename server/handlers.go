@@ -78,8 +78,9 @@ func (s *Server) fullAttn(c *gin.Context) {
 		writeError(c, s, http.StatusInternalServerError, "engine_error", "Attention inspection failed")
 		return
 	}
-	s.metrics.AddGeneratedTokens(req.MaxNewTokens)
-	c.Set(ctxTokens, req.MaxNewTokens)
+	// Generated tokens are not counted here: the engine may stop before
+	// max_new_tokens at a stop tag and does not say where, and a guess
+	// would skew nielsgpt_generated_tokens_total.
 	out := appendFullAttn(make([]byte, 0, 64+len(full.Attn)*len(full.Attn)*8), req.Layer, req.Head, full)
 	_ = http.NewResponseController(c.Writer).SetWriteDeadline(s.writeDeadline())
 	c.Data(http.StatusOK, "application/json; charset=utf-8", out)

@@ -276,3 +276,49 @@ func TestResolveFromHubFails(t *testing.T) {
 		}
 	}
 }
+
+// A model file that is missing, truncated or not a niels-gpt GGUF is refused
+// by LoadModel with a message naming the file; it never reaches ggml's
+// asserts (which would abort the process).
+func TestLoadModelRefusesBadFiles(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.gguf")
+	if _, err := convert.ConvertFile(fixturePT, good, convert.ConvertOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty := []byte("GGUF")
+	empty = binary.LittleEndian.AppendUint32(empty, 3)
+	empty = binary.LittleEndian.AppendUint64(empty, 0)
+	empty = binary.LittleEndian.AppendUint64(empty, 0)
+	files := map[string][]byte{
+		"truncated.gguf": data[:len(data)/2],
+		"header.gguf":    data[:10],
+		"not-ours.gguf":  empty,
+		"text.gguf":      []byte("hello"),
+		"flipped.gguf":   append(append([]byte{}, data[:8]...), append([]byte{0xff, 0xff, 0xff, 0x7f}, data[12:]...)...),
+	}
+	for name, content := range files {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		eng, err := LoadModel(context.Background(), configWithModel(path), ModelOptions{})
+		if err == nil {
+			closeEngine(eng)
+			t.Errorf("%s: loaded", name)
+			continue
+		}
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: message %q does not name the file", name, err)
+		}
+	}
+	eng, err := LoadModel(context.Background(), configWithModel(good), ModelOptions{})
+	if err != nil {
+		t.Fatalf("the intact file: %v", err)
+	}
+	closeEngine(eng)
+}
