@@ -1,0 +1,732 @@
+// nielsgpt chat: talk to the model in a terminal, on the same engine the
+// server uses. Replies stream as the tokens come; with --trace every token
+// also shows the entropy it was drawn with and the earlier bytes the traced
+// layer looked at most. Piped stdin works too (one user turn per line), which
+// is what the tests drive.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"nielsgpt/engine"
+	"nielsgpt/server"
+)
+
+// demoSystemLine is the system line the demo model was trained with; other
+// niels-gpt checkpoints were trained on the same primer, so it is the default
+// for every model.
+const demoSystemLine = "surly chatbot for niels' site. third-person. terse. rude but not offensive. " +
+	"grudging, laconic, brooding. answers like it resents being asked. doesn't guess. " +
+	"says 'i don't know' for unknowns. refuses private info with 'no'."
+
+// Bounds on flags that would otherwise only fail deep inside the engine, or
+// never (a reply of a billion tokens).
+const (
+	maxChatNewTokens = 1 << 16
+	maxInputLine     = 1 << 20
+)
+
+// chatModel is what the chat needs from a model: *engine.Model in the binary,
+// a scripted fake in the tests that need exact byte streams.
+type chatModel interface {
+	Config() engine.Config
+	Generate(ctx context.Context, req engine.GenerateRequest, onStep func(*engine.Step) error) (*engine.Result, error)
+}
+
+// chatOptions are the settings of one chat session.
+type chatOptions struct {
+	System       string // "" for no system message
+	Sampling     engine.Sampling
+	MaxNewTokens int
+	Trace        bool
+	TraceLayer   int // used when Trace is set; must be a valid layer
+	// Interactive means a person is typing: show a prompt, and treat an
+	// interrupt at the prompt as "leave". Piped input is echoed instead, so
+	// the output reads as a transcript.
+	Interactive bool
+	// Interrupts delivers Ctrl-C. During a reply it cancels that reply
+	// (interactive) or the whole chat (piped); while waiting for input it
+	// ends the chat. Nil means no interrupts.
+	Interrupts <-chan os.Signal
+}
+
+// errInterrupted ends a piped chat that was interrupted mid-reply.
+var errInterrupted = errors.New("interrupted")
+
+func runChat(args []string) error {
+	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	modelFlag := fs.String("model", "demo", `model to chat with, as for serve: "demo" (embedded), PATH.gguf, PATH.pt (converted once, cached beside it), or "" for CKPT_DIR/CKPT_FILENAME, else the Hub; $MODEL sets the default`)
+	system := fs.String("system", demoSystemLine, `system message opening every transcript ("" for none)`)
+	temperature := fs.Float64("temperature", 0.9, "sampling temperature; 0 is greedy")
+	topK := fs.Int("top-k", 50, "sample from the k most likely bytes; 0 means all")
+	seed := fs.Int64("seed", 42, "sampling seed (every reply starts from it, as an API request does)")
+	maxNew := fs.Int("max-new-tokens", 256, "longest reply, in tokens (bytes)")
+	threads := fs.Int("threads", 0, "CPU threads for the engine; 0 means one per core (default $THREADS or 0)")
+	device := fs.String("device", "", `compute device: cpu, or metal/mps/gpu where built (default $DEVICE, else as serve picks)`)
+	trace := fs.Bool("trace", false, "show each token's entropy and most-attended earlier bytes")
+	var traceLayer layerFlag
+	fs.Var(&traceLayer, "trace-layer", "`layer` whose attention --trace shows, 0-based; default the last (implies --trace)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: nielsgpt chat [flags]\n\n"+
+			"Chat with niels-gpt in the terminal. Type a message and press Enter;\n"+
+			"/reset forgets the conversation, /quit or Ctrl-D leaves, Ctrl-C stops a reply.\n"+
+			"With stdin piped, every line is one user turn.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (flags go before nothing else; see -h)", fs.Arg(0))
+	}
+	switch {
+	case !(*temperature >= 0) || math.IsInf(*temperature, 1):
+		return fmt.Errorf("--temperature must be a finite number >= 0, got %v", *temperature)
+	case *topK < 0:
+		return fmt.Errorf("--top-k must be >= 0, got %d", *topK)
+	case *maxNew < 1 || *maxNew > maxChatNewTokens:
+		return fmt.Errorf("--max-new-tokens must be in [1, %d], got %d", maxChatNewTokens, *maxNew)
+	case *threads < 0:
+		return fmt.Errorf("--threads must be >= 0, got %d", *threads)
+	case strings.ContainsAny(*system, "\r\n"):
+		// A newline would let the system text forge turns in the transcript.
+		return errors.New("--system must be a single line")
+	}
+
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	serveCfg, err := server.ParseConfig(nil, chatLookupEnv, io.Discard)
+	if err != nil {
+		return err
+	}
+	if _, ok := os.LookupEnv("MODEL"); !ok || given["model"] {
+		serveCfg.Model = *modelFlag
+	}
+	if given["device"] {
+		serveCfg.Device = *device
+	}
+	if given["threads"] {
+		serveCfg.Threads = *threads
+	}
+	model, source, err := openChatModel(serveCfg)
+	if err != nil {
+		return err
+	}
+	defer model.Close()
+
+	cfg := model.Config()
+	opts := chatOptions{
+		System:       *system,
+		Sampling:     engine.Sampling{Temperature: *temperature, TopK: *topK, Seed: *seed},
+		MaxNewTokens: *maxNew,
+		Trace:        *trace || traceLayer.set,
+		TraceLayer:   cfg.Layers - 1,
+		Interactive:  isTerminal(os.Stdin),
+	}
+	if traceLayer.set {
+		if traceLayer.layer >= cfg.Layers {
+			return fmt.Errorf("--trace-layer %d out of range: the model has %d layers (0..%d)", traceLayer.layer, cfg.Layers, cfg.Layers-1)
+		}
+		opts.TraceLayer = traceLayer.layer
+	}
+
+	// Ctrl-C must not kill the process mid-reply: the chat decides what it means.
+	interrupts := make(chan os.Signal, 1)
+	signal.Notify(interrupts, os.Interrupt)
+	defer signal.Stop(interrupts)
+	opts.Interrupts = interrupts
+
+	if opts.Interactive {
+		fmt.Fprintf(os.Stdout, "nielsgpt chat: %s (T=%d, C=%d, L=%d, H=%d) on %s\n"+
+			"/reset forgets the conversation, /quit or Ctrl-D leaves, Ctrl-C stops a reply.\n",
+			source, cfg.Context, cfg.Embd, cfg.Layers, cfg.Heads, model.Backend())
+	}
+	return chatLoop(context.Background(), os.Stdin, os.Stdout, model, opts)
+}
+
+// layerFlag is --trace-layer: unset means "the last layer", which is only
+// known once the model is loaded.
+type layerFlag struct {
+	layer int
+	set   bool
+}
+
+func (f *layerFlag) String() string {
+	if f == nil || !f.set {
+		return ""
+	}
+	return strconv.Itoa(f.layer)
+}
+
+func (f *layerFlag) Set(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return fmt.Errorf("want a layer number >= 0, got %q", v)
+	}
+	f.layer, f.set = n, true
+	return nil
+}
+
+// chatEnv is the part of serve's environment that chat honours: which model,
+// where it runs, and where a checkpoint comes from. Server-only settings
+// (ports, rate limits) are not read, so a bad one cannot stop a chat.
+var chatEnv = map[string]bool{
+	"MODEL": true, "DEVICE": true, "THREADS": true,
+	"CKPT_REPO_ID": true, "CKPT_FILENAME": true, "CKPT_DIR": true,
+	"HF_ENDPOINT": true, "HF_TOKEN": true, "HF_HUB_OFFLINE": true,
+}
+
+func chatLookupEnv(key string) (string, bool) {
+	if !chatEnv[key] {
+		return "", false
+	}
+	return os.LookupEnv(key)
+}
+
+// openChatModel finds the model exactly as serve does (server.ResolveModel:
+// demo, .gguf, .pt with a cached conversion, or CKPT_DIR and the Hub) and
+// loads it. It also says where the model came from, for the banner.
+func openChatModel(cfg server.Config) (*engine.Model, string, error) {
+	// Ctrl-C during a download or conversion stops it.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	var progress io.Writer
+	if isTerminal(os.Stderr) {
+		progress = os.Stderr
+	}
+	spec, err := server.ResolveModel(ctx, cfg, server.ModelOptions{Demo: func() []byte { return demoGGUF }, Progress: progress})
+	if err != nil {
+		return nil, "", err
+	}
+	opts := engine.Options{Device: cfg.Device, Threads: cfg.Threads}
+	var model *engine.Model
+	if spec.Data != nil {
+		model, err = engine.LoadBytes(spec.Data, opts)
+		if err != nil {
+			err = fmt.Errorf("%s: %w", spec.Source, err)
+		}
+	} else {
+		model, err = engine.LoadFile(spec.Path, opts) // its errors name the file
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return model, spec.Source, nil
+}
+
+// isTerminal reports whether f is a character device, which for stdin means a
+// person at a terminal. The standard library's answer is enough here and
+// keeps a dependency out.
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// chatLoop runs the conversation: each line read from in is a user turn (or
+// a /command), and each reply is written to out as it is generated.
+func chatLoop(ctx context.Context, in io.Reader, out io.Writer, model chatModel, opts chatOptions) error {
+	cfg := model.Config()
+	if opts.Trace && (opts.TraceLayer < 0 || opts.TraceLayer >= cfg.Layers) {
+		return fmt.Errorf("trace layer %d out of range: the model has %d layers", opts.TraceLayer, cfg.Layers)
+	}
+	if opts.MaxNewTokens < 1 {
+		return fmt.Errorf("max new tokens must be >= 1, got %d", opts.MaxNewTokens)
+	}
+
+	done := make(chan struct{})
+	defer close(done)
+	lines := readLines(in, done)
+
+	var history []engine.Message
+	reset := func() {
+		history = history[:0]
+		if opts.System != "" {
+			history = append(history, engine.Message{Role: "system", Content: opts.System})
+		}
+	}
+	reset()
+
+	for {
+		if opts.Interactive {
+			fmt.Fprint(out, "you> ")
+		}
+		var line inputLine
+		var ok bool
+		select {
+		case line, ok = <-lines:
+		case <-opts.Interrupts:
+			fmt.Fprintln(out)
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !ok {
+			if opts.Interactive {
+				fmt.Fprintln(out) // leave the shell prompt on a line of its own
+			}
+			return nil
+		}
+		if line.err != nil {
+			return line.err
+		}
+		text := strings.TrimSpace(line.text)
+		if !opts.Interactive {
+			fmt.Fprintf(out, "you> %s\n", sanitize(text))
+		}
+		switch {
+		case text == "":
+			continue
+		case text == "/quit" || text == "/exit":
+			return nil
+		case text == "/reset":
+			reset()
+			fmt.Fprintln(out, "(conversation forgotten)")
+			continue
+		case text == "/help":
+			fmt.Fprintln(out, "/reset forgets the conversation, /quit or Ctrl-D leaves, Ctrl-C stops a reply.")
+			continue
+		case strings.HasPrefix(text, "/") && !strings.Contains(text, " "):
+			fmt.Fprintf(out, "unknown command %s (try /help)\n", sanitize(text))
+			continue
+		}
+
+		history = fitHistory(append(history, engine.Message{Role: "user", Content: text}), cfg.Context)
+		reply, cancelled, err := chatReply(ctx, out, model, opts, engine.FormatTranscript(history))
+		switch {
+		case err != nil:
+			return err
+		case cancelled && !opts.Interactive:
+			return errInterrupted
+		case cancelled:
+			// The reply was not finished: forget the turn rather than keep a
+			// half answer the model would then read as its own.
+			history = history[:len(history)-1]
+		default:
+			history = append(history, engine.Message{Role: "assistant", Content: reply})
+		}
+	}
+}
+
+// chatReply generates one reply to prompt and shows it. It reports the reply
+// as the API would (Result.Reply), and whether an interrupt cancelled it.
+func chatReply(ctx context.Context, out io.Writer, model chatModel, opts chatOptions, prompt []byte) (string, bool, error) {
+	replyCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	interrupted := make(chan struct{})
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-opts.Interrupts:
+			close(interrupted)
+			cancel()
+		case <-finished:
+		}
+	}()
+
+	req := engine.GenerateRequest{
+		Prompt:       prompt,
+		MaxNewTokens: opts.MaxNewTokens,
+		Sampling:     opts.Sampling,
+		TraceLayer:   -1,
+	}
+	stream := newReplyFilter(out)
+	var tracer *traceWriter
+	if opts.Trace {
+		req.TraceLayer = opts.TraceLayer
+		tracer = newTraceWriter(out, prompt)
+		fmt.Fprintf(out, "  step  token     entropy  most-attended earlier bytes (layer %d, mean over heads; @-1 is the byte just before)\n", opts.TraceLayer)
+	} else {
+		fmt.Fprint(out, "bot> ")
+	}
+
+	res, err := model.Generate(replyCtx, req, func(s *engine.Step) error {
+		if s.TokenID < 0 || s.TokenID > 255 {
+			return fmt.Errorf("step %d: token id %d is not a byte", s.Index, s.TokenID)
+		}
+		if tracer != nil {
+			return tracer.step(s)
+		}
+		_, err := stream.Write([]byte{byte(s.TokenID)})
+		return err
+	})
+	if err != nil && errors.Is(err, context.Canceled) && isClosed(interrupted) {
+		// A reply that finished as Ctrl-C arrived (err == nil) counts as
+		// finished; the watcher closes interrupted before it cancels.
+		stream.discard()
+		if tracer != nil {
+			fmt.Fprint(out, "bot>")
+		}
+		fmt.Fprintln(out, " [cancelled]")
+		return "", true, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	if tracer != nil {
+		// The text comes after its trace, through the same filter, so it is
+		// cut, decoded and sanitised exactly like a streamed reply.
+		fmt.Fprint(out, "bot> ")
+		stream.Write(res.Generated)
+	}
+	if err := stream.finish(); err != nil {
+		return "", false, err
+	}
+	return res.Reply, false, nil
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// fitHistory keeps the system message and as many of the most recent turns as
+// fit in the model's window of T bytes (the newest user turn always stays).
+// The engine would only look at the last T bytes anyway; dropping whole old
+// turns instead of letting the window cut through them keeps the system line
+// in view, which is how the demo model saw every dialogue in training.
+func fitHistory(history []engine.Message, T int) []engine.Message {
+	var system []engine.Message
+	turns := history
+	if len(turns) > 0 && turns[0].Role == "system" {
+		system, turns = turns[:1], turns[1:]
+	}
+	size := func(ts []engine.Message) int {
+		return len(engine.FormatTranscript(append(append([]engine.Message{}, system...), ts...)))
+	}
+	for len(turns) > 1 && size(turns) > T {
+		turns = turns[1:]
+		// A reply without its question would read as a dialogue that
+		// starts mid-way; drop it together with the question.
+		for len(turns) > 1 && turns[0].Role != "user" {
+			turns = turns[1:]
+		}
+	}
+	kept := make([]engine.Message, 0, len(system)+len(turns))
+	return append(append(kept, system...), turns...)
+}
+
+// inputLine is one line of input, or the error that ended reading.
+type inputLine struct {
+	text string
+	err  error
+}
+
+// readLines reads in on its own goroutine so that waiting for a line can be
+// interrupted. The channel closes at end of input.
+func readLines(in io.Reader, done <-chan struct{}) <-chan inputLine {
+	lines := make(chan inputLine)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(in)
+		sc.Buffer(make([]byte, 0, 64<<10), maxInputLine)
+		for sc.Scan() {
+			select {
+			case lines <- inputLine{text: sc.Text()}:
+			case <-done:
+				return
+			}
+		}
+		err := sc.Err()
+		if errors.Is(err, bufio.ErrTooLong) {
+			err = fmt.Errorf("input line longer than %d bytes", maxInputLine)
+		}
+		if err != nil {
+			select {
+			case lines <- inputLine{err: fmt.Errorf("reading input: %w", err)}:
+			case <-done:
+			}
+		}
+	}()
+	return lines
+}
+
+// ---- streaming a reply to the terminal ----
+
+// stopTags are the engine's stop tags (SPEC §3): the model has begun the
+// other side's turn, and the engine cuts the reply before the tag.
+var stopTags = [][]byte{[]byte("\nuser: "), []byte("\nsystem: ")}
+
+// replyFilter passes a reply's bytes to the terminal as they are generated,
+// holding back only what cannot be shown yet: a multi-byte UTF-8 character
+// that is not complete, and a tail that may be the start of a stop tag (the
+// engine cuts the tag and everything after it from the reply, so printing
+// those bytes early would show text that is not part of it). It also trims
+// the reply's leading whitespace and shows control bytes as \xNN, so a model
+// cannot move the cursor or send escape sequences to the terminal.
+type replyFilter struct {
+	out     io.Writer
+	pending []byte
+	stopped bool // a stop tag was seen: the reply is over
+	started bool // visible text was written (leading whitespace is dropped)
+	atEOL   bool // the last thing written ended a line
+	err     error
+}
+
+func newReplyFilter(out io.Writer) *replyFilter { return &replyFilter{out: out} }
+
+// Write takes generated bytes and writes whatever of them can be shown.
+func (f *replyFilter) Write(p []byte) (int, error) {
+	if f.stopped || f.err != nil {
+		return len(p), f.err
+	}
+	f.pending = append(f.pending, p...)
+	if cut := stopTagIndex(f.pending); cut >= 0 {
+		f.emit(f.pending[:cut])
+		f.pending, f.stopped = nil, true
+		return len(p), f.err
+	}
+	safe := tagPrefixStart(f.pending)
+	if safe == len(f.pending) {
+		safe = incompleteRuneStart(f.pending)
+	}
+	// Bytes before a held tag prefix are never completed by it: a truncated
+	// character there is invalid, and emit shows it as U+FFFD.
+	f.emit(f.pending[:safe])
+	f.pending = append(f.pending[:0], f.pending[safe:]...)
+	return len(p), f.err
+}
+
+// finish writes what is still held (the reply ended without a stop tag, so it
+// is all part of the reply) and ends the line.
+func (f *replyFilter) finish() error {
+	if !f.stopped {
+		f.emit(f.pending)
+	}
+	f.pending = nil
+	f.stopped = true
+	if !f.atEOL {
+		f.write("\n")
+	}
+	return f.err
+}
+
+// discard drops what is held: the reply was cancelled.
+func (f *replyFilter) discard() {
+	f.pending = nil
+	f.stopped = true
+}
+
+func (f *replyFilter) emit(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	// DecodeBytes is the SPEC's decoding: invalid bytes become U+FFFD.
+	s := engine.DecodeBytes(b)
+	if !f.started {
+		s = strings.TrimLeftFunc(s, unicode.IsSpace)
+		if s == "" {
+			return
+		}
+		f.started = true
+	}
+	s = sanitize(s)
+	f.write(s)
+}
+
+func (f *replyFilter) write(s string) {
+	if f.err != nil || s == "" {
+		return
+	}
+	if _, err := io.WriteString(f.out, s); err != nil {
+		f.err = err
+		return
+	}
+	f.atEOL = strings.HasSuffix(s, "\n")
+}
+
+// stopTagIndex is where the earliest stop tag in b starts, or -1.
+func stopTagIndex(b []byte) int {
+	cut := -1
+	for _, tag := range stopTags {
+		if i := bytes.Index(b, tag); i >= 0 && (cut < 0 || i < cut) {
+			cut = i
+		}
+	}
+	return cut
+}
+
+// tagPrefixStart is the earliest i such that b[i:] is a proper prefix of a
+// stop tag (so the next bytes may complete it), or len(b).
+func tagPrefixStart(b []byte) int {
+	for i := bytes.IndexByte(b, '\n'); i >= 0; {
+		for _, tag := range stopTags {
+			if len(b)-i < len(tag) && bytes.HasPrefix(tag, b[i:]) {
+				return i
+			}
+		}
+		j := bytes.IndexByte(b[i+1:], '\n')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return len(b)
+}
+
+// incompleteRuneStart is where a UTF-8 character that has begun but not yet
+// ended starts at the end of b (so more bytes may complete it), or len(b).
+// A tail that can never become valid is not held: it shows as U+FFFD now.
+func incompleteRuneStart(b []byte) int {
+	for back := 1; back <= utf8.UTFMax-1 && back <= len(b); back++ {
+		c := b[len(b)-back]
+		switch {
+		case c < 0x80:
+			return len(b)
+		case c >= 0xC0: // a lead byte
+			// FullRune is false exactly for a valid but unfinished prefix.
+			if !utf8.FullRune(b[len(b)-back:]) {
+				return len(b) - back
+			}
+			return len(b)
+		}
+		// a continuation byte: its lead byte is further back
+	}
+	return len(b)
+}
+
+// sanitize shows control characters (other than newline and tab) as \xNN or
+// \uNNNN, so that model output or echoed input cannot drive the terminal.
+func sanitize(s string) string {
+	if !utf8.ValidString(s) {
+		s = engine.DecodeBytes([]byte(s)) // typed input may be any bytes
+	}
+	clean := true
+	for _, r := range s {
+		if isUnsafeControl(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var sb strings.Builder
+	for _, r := range s {
+		switch {
+		case !isUnsafeControl(r):
+			sb.WriteRune(r)
+		case r < 0x100:
+			fmt.Fprintf(&sb, "\\x%02x", r)
+		default:
+			fmt.Fprintf(&sb, "\\u%04x", r)
+		}
+	}
+	return sb.String()
+}
+
+func isUnsafeControl(r rune) bool {
+	if r == '\n' || r == '\t' {
+		return false
+	}
+	// Cc covers C0, DEL and C1; the bidi controls can reorder what follows.
+	return unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Bidi_Control, r)
+}
+
+// ---- --trace ----
+
+// traceWriter prints one line per generated token: the token, the entropy of
+// the distribution it was drawn from, and the three window positions the
+// traced layer attended to most (mean over heads) for the query that
+// produced it.
+type traceWriter struct {
+	out    io.Writer
+	tokens []byte // prompt + generated so far: the window is its tail
+}
+
+func newTraceWriter(out io.Writer, prompt []byte) *traceWriter {
+	return &traceWriter{out: out, tokens: append([]byte(nil), prompt...)}
+}
+
+// attended is one window position and its attention weight.
+type attended struct {
+	distance int // 1 is the newest position, the byte just before the new token
+	token    byte
+	weight   float64
+}
+
+func (w *traceWriter) step(s *engine.Step) error {
+	top, err := topAttended(s.Attn, w.tokens, 3)
+	w.tokens = append(w.tokens, byte(s.TokenID))
+	if err != nil {
+		return fmt.Errorf("step %d: %w", s.Index, err)
+	}
+	var sb strings.Builder
+	for i, a := range top {
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		fmt.Fprintf(&sb, "%s@-%d(%.2f)", quoteToken(int(a.token)), a.distance, a.weight)
+	}
+	_, err = fmt.Fprintf(w.out, "  %4d  %-8s  H=%.2f  ← %s\n", s.Index, quoteToken(s.TokenID), s.Entropy, sb.String())
+	return err
+}
+
+// topAttended averages the per-head attention rows over heads and returns the
+// n heaviest window positions. The rows cover the last len(row) bytes of
+// tokens (the window the model saw for this step).
+func topAttended(attn [][]float32, tokens []byte, n int) ([]attended, error) {
+	if len(attn) == 0 {
+		return nil, errors.New("no attention rows (was a trace layer requested?)")
+	}
+	t := len(attn[0])
+	if t == 0 || t > len(tokens) {
+		return nil, fmt.Errorf("attention row of %d positions for a sequence of %d bytes", t, len(tokens))
+	}
+	mean := make([]float64, t)
+	for h, row := range attn {
+		if len(row) != t {
+			return nil, fmt.Errorf("attention rows differ in length (head %d: %d, head 0: %d)", h, len(row), t)
+		}
+		for j, p := range row {
+			mean[j] += float64(p)
+		}
+	}
+	window := tokens[len(tokens)-t:]
+	all := make([]attended, t)
+	for j := range mean {
+		all[j] = attended{distance: t - j, token: window[j], weight: mean[j] / float64(len(attn))}
+	}
+	// Ties go to the nearer position, so the listing is deterministic.
+	sort.SliceStable(all, func(a, b int) bool {
+		if all[a].weight != all[b].weight {
+			return all[a].weight > all[b].weight
+		}
+		return all[a].distance < all[b].distance
+	})
+	top := all[:min(n, t)]
+	// Positions that got (next to) nothing say nothing; keep the heaviest.
+	for len(top) > 1 && top[len(top)-1].weight < minShownWeight {
+		top = top[:len(top)-1]
+	}
+	return top, nil
+}
+
+// minShownWeight is the smallest weight --trace lists: anything less prints
+// as 0.00.
+const minShownWeight = 0.005
+
+// quoteToken shows a byte token as 'x', with the SPEC's \xNN for bytes that
+// are not printable ASCII.
+func quoteToken(id int) string {
+	return "'" + engine.TokenDisplay(id) + "'"
+}
