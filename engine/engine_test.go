@@ -198,7 +198,7 @@ func TestSharedFixturesLoad(t *testing.T) {
 	}
 	for _, p := range paths {
 		t.Run(filepath.Base(p), func(t *testing.T) {
-			m, err := LoadFile(fixtureGGUF(t, p), Options{Threads: 2})
+			m, err := LoadFile(fixtureGGUF(t, p), Options{Threads: 1})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -87,7 +87,7 @@ func fixtureGGUF(t testing.TB, ptPath string) string {
 func loadFixture(t testing.TB, name string) (*Model, *golden) {
 	t.Helper()
 	g := readGolden(t, name)
-	m, err := LoadFile(fixtureGGUF(t, filepath.Join("..", "testdata", "models", name+".pt")), Options{Threads: 2})
+	m, err := LoadFile(fixtureGGUF(t, filepath.Join("..", "testdata", "models", name+".pt")), Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 // Options configure a loaded model.
 type Options struct {
 	Device  string // "cpu" (default), or "metal"/"mps"/"gpu" where ggml has one
-	Threads int    // CPU threads for ggml's persistent pool; 0 means one per core
+	Threads int    // CPU threads for ggml's persistent pool; 0 means defaultThreads()
 	// PrefillChunk caps the prompt tokens one sequence feeds per step, so a
 	// long prompt shares steps with running streams. 0 means the window T.
 	PrefillChunk int
@@ -76,7 +76,7 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 		eps = v
 	}
 	if opts.Threads <= 0 {
-		opts.Threads = runtime.NumCPU()
+		opts.Threads = defaultThreads()
 	}
 	if opts.Device == "" {
 		opts.Device = "cpu"
@@ -120,6 +120,15 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	m := &Model{cfg: cfg, opts: opts, c: c, backend: C.GoString(C.ngpt_model_backend(c))}
 	m.sched = newScheduler(m)
 	return m, nil
+}
+
+// defaultThreads leaves one core to the Go side. ggml's workers meet at a
+// spinning barrier after every op; when one of them is descheduled (because
+// the HTTP handlers, JSON encoding or another process want the core) the rest
+// spin for a whole time slice. On two busy cores that made a 3 ms request
+// take 800 ms, so the pool never claims every core by default.
+func defaultThreads() int {
+	return max(1, runtime.NumCPU()-1)
 }
 
 // Config reports the model's hyper-parameters.

@@ -31,7 +31,10 @@ type Config struct {
 	// "" for SPEC §5's CKPT_DIR/CKPT_FILENAME-or-Hub behaviour.
 	Model   string
 	Device  string
-	Threads int // 0: one per core
+	Threads int // 0: the engine default (one per core, less one for the Go side)
+	// Reference serves with the original service's algorithm (no KV cache,
+	// one request at a time), so `nielsgpt bench` can measure both.
+	Reference bool
 
 	// Hub holds CKPT_REPO_ID, CKPT_FILENAME, CKPT_DIR, HF_TOKEN, HF_ENDPOINT
 	// and HF_HUB_OFFLINE. Progress and Client are left to the caller.
@@ -87,8 +90,12 @@ var settings = []setting{
 		c.Device = v
 		return nil
 	}},
-	{"THREADS", "threads", "0", "CPU threads for the engine (0: one per core)", func(c *Config, v string) (err error) {
+	{"THREADS", "threads", "0", "CPU threads for the engine (0: one per core less one, at least 1)", func(c *Config, v string) (err error) {
 		c.Threads, err = parseInt(v, 0, 1024)
+		return err
+	}},
+	{"REFERENCE", "reference", "0", "run the original algorithm: whole window per token, one request at a time (for benchmarks)", func(c *Config, v string) (err error) {
+		c.Reference, err = parseBool(v)
 		return err
 	}},
 	{"CKPT_REPO_ID", "ckpt-repo-id", hub.DefaultRepoID, "Hugging Face Hub model repository", func(c *Config, v string) error {
@@ -224,7 +231,13 @@ func ParseConfig(args []string, lookupEnv func(string) (string, bool), usageOut 
 		if s.env != "" {
 			usage += " (env " + s.env + ")"
 		}
-		flagValues[s.flag] = fs.String(s.flag, s.def, usage)
+		value := s.def
+		flagValues[s.flag] = &value
+		if boolFlags[s.flag] {
+			fs.Var((*boolText)(&value), s.flag, usage)
+		} else {
+			fs.StringVar(&value, s.flag, s.def, usage)
+		}
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(usageOut, "usage: nielsgpt serve [flags]\n\nServes niels-gpt over HTTP (SSE streaming, attention traces, /metrics, /docs).\nEvery flag can also be set through the environment variable named beside it.\nHF_TOKEN and HF_ENDPOINT are read from the environment only.\n\n")
@@ -267,6 +280,18 @@ func ParseConfig(args []string, lookupEnv func(string) (string, bool), usageOut 
 	}
 	return c, nil
 }
+
+// boolFlags are switches: `--offline` alone means on, as users expect, while
+// `--offline=0` and the environment variable keep parseBool's spellings.
+var boolFlags = map[string]bool{"offline": true, "reference": true}
+
+// boolText is a flag.Value that keeps the text for parseBool and lets the
+// flag package accept the flag without a value.
+type boolText string
+
+func (b *boolText) String() string     { return string(*b) }
+func (b *boolText) Set(v string) error { *b = boolText(v); return nil }
+func (b *boolText) IsBoolFlag() bool   { return true }
 
 func parseInt(v string, lo, hi int) (int, error) {
 	n, err := strconv.Atoi(strings.TrimSpace(v))

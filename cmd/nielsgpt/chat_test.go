@@ -552,7 +552,7 @@ func tinyModel(t *testing.T) *engine.Model {
 	if tinyErr != nil {
 		t.Fatal(tinyErr)
 	}
-	m, err := engine.LoadFile(tinyPath, engine.Options{Threads: 2})
+	m, err := engine.LoadFile(tinyPath, engine.Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
