@@ -519,8 +519,8 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
     struct ggml_tensor * inp_pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, N);
     ggml_set_name(inp_pos, "inp_pos");
     ggml_set_input(inp_pos);
-    struct ggml_tensor * inp_last = NULL;
-    if (n_logits > 0) {
+    struct ggml_tensor * inp_last = NULL;  /* rows that give logits, when not all do */
+    if (n_logits > 0 && n_logits < N) {
         inp_last = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_logits);
         ggml_set_name(inp_last, "inp_last");
         ggml_set_input(inp_last);
@@ -602,6 +602,18 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
         }
         cur = concat_rows(ctx, parts, n_items);                                          /* [C, N] */
 
+        if (il == L - 1 && n_logits < N) {
+            /* Past the last attention only the rows that give logits matter:
+             * every other token's keys and values are cached already, and its
+             * last-layer output feeds nothing. For a prompt that is most of
+             * the last layer's work. */
+            if (n_logits == 0) {
+                break;
+            }
+            cur = ggml_get_rows(ctx, cur, inp_last);                                     /* [C, n_logits] */
+            x   = ggml_get_rows(ctx, x, inp_last);                                       /* [C, n_logits] */
+        }
+
         /* h = h + proj(out) */
         cur = ggml_mul_mat(ctx, ly->proj_w, cur);
         x = ggml_add(ctx, x, cur);
@@ -618,9 +630,8 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
 
     struct ggml_tensor * logits = NULL;
     if (n_logits > 0) {
-        /* logits = LN_f(h) · tok_embᵀ, only for each sequence's last token */
-        struct ggml_tensor * last = ggml_get_rows(ctx, x, inp_last);                     /* [C, n_logits] */
-        last = layer_norm(ctx, last, m->lnf_w, m->lnf_b, hp->norm_eps);
+        /* logits = LN_f(h) · tok_embᵀ; x holds only the rows that want them */
+        struct ggml_tensor * last = layer_norm(ctx, x, m->lnf_w, m->lnf_b, hp->norm_eps); /* [C, n_logits] */
         logits = ggml_mul_mat(ctx, m->tok_emb, last);                                  /* [V, n_logits] */
         ggml_set_name(logits, "logits");
         ggml_set_output(logits);

@@ -322,3 +322,56 @@ func BenchmarkGenerateTraced(b *testing.B) {
 	}
 	b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tokens/s")
 }
+
+// A full window of prompt (what a 16 KB transcript becomes) in one step, with
+// the logits and trace row the first token needs: time to first token.
+func BenchmarkPrefillWindowTraced(b *testing.B) {
+	m := syntheticModel(b, deployed, Options{Threads: benchThreads()})
+	c := m.Config()
+	cache, err := m.newKVCache(c.Context)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cache.free()
+	prompt := make([]int32, c.Context)
+	for i := range prompt {
+		prompt[i] = int32("user: tell me about niels\nassistant: "[i%37])
+	}
+	it := stepItem{cache: cache, tokens: prompt, logits: make([]float32, c.Vocab), traceLayer: 3,
+		attnRow: make([]float32, c.Heads*c.Context), fullLayer: -1}
+	for b.Loop() {
+		if err := m.step([]stepItem{it}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// One step decoding a token for each of 16 sequences at context 128, traced.
+func BenchmarkDecodeStep16Traced(b *testing.B) {
+	m := syntheticModel(b, deployed, Options{Threads: benchThreads()})
+	c := m.Config()
+	const streams, ctxLen = 16, 128
+	prompt := make([]int32, ctxLen)
+	for i := range prompt {
+		prompt[i] = int32("user: tell me about niels\nassistant: "[i%37])
+	}
+	items := make([]stepItem, streams)
+	for i := range items {
+		cache, err := m.newKVCache(ctxLen)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cache.free()
+		if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1], traceLayer: -1, fullLayer: -1}}); err != nil {
+			b.Fatal(err)
+		}
+		items[i] = stepItem{cache: cache, tokens: prompt[ctxLen-1:], nPast: ctxLen - 1,
+			logits: make([]float32, c.Vocab), traceLayer: i % c.Layers, attnRow: make([]float32, c.Heads*ctxLen), fullLayer: -1}
+	}
+	for b.Loop() {
+		if err := m.step(items); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*streams)/b.Elapsed().Seconds(), "tokens/s")
+}
