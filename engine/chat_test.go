@@ -73,11 +73,11 @@ func TestDecodeBytesLikePython(t *testing.T) {
 		{[]byte("héllo"), "héllo"},
 		{[]byte{0xff}, "\ufffd"},
 		{[]byte{0xff, 0xfe}, "\ufffd\ufffd"},
-		{[]byte{0xe2, 0x82}, "\ufffd"},             // truncated 3-byte sequence: one
-		{[]byte{0xe2, 0x82, 'a'}, "\ufffda"},        // ...followed by ASCII
+		{[]byte{0xe2, 0x82}, "\ufffd"},                   // truncated 3-byte sequence: one
+		{[]byte{0xe2, 0x82, 'a'}, "\ufffda"},             // ...followed by ASCII
 		{[]byte{0xe0, 0x80, 0x80}, "\ufffd\ufffd\ufffd"}, // overlong: E0 needs A0..BF
 		{[]byte{0xed, 0xa0, 0x80}, "\ufffd\ufffd\ufffd"}, // surrogate
-		{[]byte{0xf0, 0x9f, 0x98}, "\ufffd"},       // truncated emoji
+		{[]byte{0xf0, 0x9f, 0x98}, "\ufffd"},             // truncated emoji
 		{[]byte{0xf0, 0x9f, 0x98, 0x80}, "😀"},
 		{[]byte{0xc0, 0xaf}, "\ufffd\ufffd"},
 		{[]byte("\xef\xbf\xbd"), "\ufffd"}, // a real U+FFFD passes through

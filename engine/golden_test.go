@@ -32,9 +32,9 @@ type golden struct {
 		RopeTheta     float64 `json:"rope_theta"`
 	} `json:"config"`
 	Prefill struct {
-		Tokens []int32          `json:"tokens"`
-		Logits [][]float32      `json:"logits"`
-		Attn   [][][][]float32  `json:"attn"` // [L][H][t][t]
+		Tokens []int32         `json:"tokens"`
+		Logits [][]float32     `json:"logits"`
+		Attn   [][][][]float32 `json:"attn"` // [L][H][t][t]
 	} `json:"prefill"`
 	Greedy struct {
 		Prompt     []int32       `json:"prompt"`
