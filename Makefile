@@ -58,8 +58,11 @@ fuzz: check-go
 		done; \
 	done
 
+# The engine's step benchmarks, then the end-to-end load benchmark over
+# loopback against the built-in reference mode (docs/BENCHMARKS.md).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./engine/
+	./bin/nielsgpt bench
 
 fixtures: check-torch
 	$(PYTHON) scripts/make_fixtures.py

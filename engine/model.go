@@ -23,7 +23,7 @@ type Options struct {
 	Device  string // "cpu" (default), or "metal"/"mps"/"gpu" where ggml has one
 	Threads int    // CPU threads for ggml's persistent pool; 0 means defaultThreads()
 	// PrefillChunk caps the prompt tokens one sequence feeds per step, so a
-	// long prompt shares steps with running streams. 0 means the window T.
+	// long prompt shares steps with running streams. 0 means 128.
 	PrefillChunk int
 	// Reference runs the original service's algorithm, for benchmarks to
 	// compare against: one sequence at a time, and the whole window through
@@ -81,9 +81,10 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	if opts.Device == "" {
 		opts.Device = "cpu"
 	}
-	if opts.PrefillChunk <= 0 || opts.PrefillChunk > cfg.Context {
-		opts.PrefillChunk = cfg.Context
+	if opts.PrefillChunk <= 0 {
+		opts.PrefillChunk = defaultPrefillChunk
 	}
+	opts.PrefillChunk = min(opts.PrefillChunk, cfg.Context, stepTokenBudget)
 
 	hp := C.ngpt_hparams{
 		n_vocab: C.int32_t(cfg.Vocab), n_ctx: C.int32_t(cfg.Context), n_embd: C.int32_t(cfg.Embd),

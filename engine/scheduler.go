@@ -15,8 +15,12 @@ import (
 )
 
 // stepTokenBudget bounds the tokens one step feeds in total: decode tokens
-// always fit, prompt chunks share what is left (the oldest first).
-const stepTokenBudget = 512
+// always fit, prompt chunks share what is left, taking turns. It bounds how
+// long running streams wait on other people's prompts (one step's worth).
+const stepTokenBudget = 256
+
+// defaultPrefillChunk is the largest prompt chunk one sequence feeds per step.
+const defaultPrefillChunk = 128
 
 // event is what the scheduler hands a waiting caller.
 type event struct {
@@ -56,6 +60,7 @@ type scheduler struct {
 	quit   chan struct{}
 	done   sync.WaitGroup
 	active []*sequence
+	turn   int // rotates who goes first in each step's plan
 }
 
 func newScheduler(m *Model) *scheduler {
@@ -193,9 +198,13 @@ func (s *scheduler) plan() ([]stepItem, []*sequence) {
 	if s.m.opts.Reference && len(candidates) > 1 {
 		candidates = candidates[:1] // the others queue, as they did in the original
 	}
+	// Prompt chunks take turns, so sequences that recompute their whole
+	// window for every token (past T) cannot starve one another.
+	s.turn++
 	// Two passes: single-token decodes first, so prefills never starve them.
 	for pass := 0; pass < 2; pass++ {
-		for _, seq := range candidates {
+		for k := range candidates {
+			seq := candidates[(k+s.turn)%len(candidates)]
 			if len(seq.events) > 0 {
 				continue // its reader has not taken the last step yet
 			}
