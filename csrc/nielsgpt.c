@@ -384,6 +384,52 @@ ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len
     return s;
 }
 
+int ngpt_seq_grow(ngpt_seq * s, int capacity, int n_keep, char * err, size_t err_len) {
+    if (s == NULL || n_keep < 0 || n_keep > s->capacity) {
+        set_err(err, err_len, "cannot keep %d positions", n_keep);
+        return 1;
+    }
+    if (capacity <= s->capacity) {
+        return 0;
+    }
+    ngpt_seq * fresh = ngpt_seq_new(s->model, capacity, err, err_len);
+    if (fresh == NULL) {
+        return 1;
+    }
+    const int L = s->model->hp.n_layer;
+    size_t most = 0;
+    for (int l = 0; l < L; l++) {
+        most = ggml_nbytes(s->v[l]) > most ? ggml_nbytes(s->v[l]) : most;
+    }
+    float * tmp = n_keep > 0 ? malloc(most) : NULL;
+    if (n_keep > 0 && tmp == NULL) {
+        ngpt_seq_free(fresh);
+        set_err(err, err_len, "out of memory");
+        return 1;
+    }
+    for (int l = 0; l < L && n_keep > 0; l++) {
+        /* K [D, H, cap]: the kept positions are one contiguous prefix */
+        size_t kbytes = (size_t) n_keep * s->k[l]->nb[2];
+        ggml_backend_tensor_get(s->k[l], tmp, 0, kbytes);
+        ggml_backend_tensor_set(fresh->k[l], tmp, 0, kbytes);
+        /* V [cap, D, H]: a prefix of every (d, h) row, whose stride changes */
+        struct ggml_tensor * vo = s->v[l], * vn = fresh->v[l];
+        ggml_backend_tensor_get(vo, tmp, 0, ggml_nbytes(vo));
+        int64_t rows = vo->ne[1] * vo->ne[2];
+        for (int64_t r = 0; r < rows; r++) {
+            ggml_backend_tensor_set(vn, (const char *) tmp + r * vo->nb[1], (size_t) r * vn->nb[1],
+                                    (size_t) n_keep * sizeof(float));
+        }
+    }
+    free(tmp);
+    /* swap the storage so the caller's handle stays valid */
+    ngpt_seq old = *s;
+    s->capacity = fresh->capacity; s->ctx = fresh->ctx; s->buf = fresh->buf; s->k = fresh->k; s->v = fresh->v;
+    fresh->capacity = old.capacity; fresh->ctx = old.ctx; fresh->buf = old.buf; fresh->k = old.k; fresh->v = old.v;
+    ngpt_seq_free(fresh);
+    return 0;
+}
+
 void ngpt_seq_free(ngpt_seq * s) {
     if (s == NULL) {
         return;

@@ -64,6 +64,10 @@ const char * ngpt_model_backend(const ngpt_model * model);
 
 /* A sequence owns a KV cache for up to capacity positions (1..n_ctx). */
 ngpt_seq * ngpt_seq_new(ngpt_model * model, int capacity, char * err, size_t err_len);
+/* Grow a sequence's cache to capacity positions (never shrinks), keeping the
+ * first n_keep. Caches start small and grow as the sequence does, so memory
+ * follows the tokens actually held rather than the most a request may take. */
+int        ngpt_seq_grow(ngpt_seq * seq, int capacity, int n_keep, char * err, size_t err_len);
 void       ngpt_seq_free(ngpt_seq * seq);
 
 /* One sequence's share of a step: n_tokens tokens placed at positions

@@ -210,46 +210,57 @@ func TestPrefillMatchesPyTorch(t *testing.T) {
 // tokens as PyTorch recomputing the window every step, and the same traces.
 func TestGreedyMatchesPyTorch(t *testing.T) {
 	for _, name := range fixtureNames {
-		t.Run(name, func(t *testing.T) {
-			m, g := loadFixture(t, name)
-			gr := g.Greedy
-			if gr.Steps < 64 || len(gr.Prompt)+gr.Steps <= g.Config.T {
-				t.Fatalf("golden too short to cross the window: %d steps, T=%d", gr.Steps, g.Config.T)
-			}
-			var got []int
-			worstAttn := 0.0
-			_, err := m.Generate(context.Background(), GenerateRequest{
-				Prompt: int32sToBytes(gr.Prompt), MaxNewTokens: gr.Steps,
-				Sampling: Sampling{Temperature: 0}, TraceLayer: gr.TraceLayer,
-			}, func(s *Step) error {
-				i := len(got)
-				got = append(got, s.TokenID)
-				if len(s.Attn) != len(gr.AttnRows[i]) {
-					t.Fatalf("step %d: %d heads traced, want %d", i, len(s.Attn), len(gr.AttnRows[i]))
-				}
-				for h := range s.Attn {
-					worstAttn = math.Max(worstAttn, maxAbsDiff(s.Attn[h], gr.AttnRows[i][h]))
-				}
-				if s.Entropy != 0 || len(s.TopK) != 1 || s.TopK[0].TokenID != s.TokenID || s.TopK[0].Prob != 1 {
-					t.Fatalf("step %d: greedy distribution must be one-hot, got entropy %v top %v", i, s.Entropy, s.TopK)
-				}
-				return nil
-			})
-			if err != nil && len(got) < gr.Steps {
-				t.Fatal(err)
-			}
-			if len(got) != gr.Steps {
-				t.Fatalf("generated %d tokens, want %d", len(got), gr.Steps)
-			}
-			for i := range got {
-				if got[i] != gr.Tokens[i] {
-					t.Fatalf("step %d: token %d, PyTorch chose %d (so far %v)", i, got[i], gr.Tokens[i], got[:i+1])
-				}
-			}
-			t.Logf("%d identical tokens, max |Δattn| %.2e", len(got), worstAttn)
-			if worstAttn > attnTol {
-				t.Fatalf("attention rows differ by %.2e", worstAttn)
-			}
-		})
+		t.Run(name, func(t *testing.T) { checkGreedy(t, name) })
+	}
+}
+
+// The same with caches that start tiny and grow every few tokens.
+func TestKVGrowthMatchesPyTorch(t *testing.T) {
+	defer func(g int) { kvGrain = g }(kvGrain)
+	kvGrain = 5
+	for _, name := range fixtureNames {
+		t.Run(name, func(t *testing.T) { checkGreedy(t, name) })
+	}
+}
+
+func checkGreedy(t *testing.T, name string) {
+	m, g := loadFixture(t, name)
+	gr := g.Greedy
+	if gr.Steps < 64 || len(gr.Prompt)+gr.Steps <= g.Config.T {
+		t.Fatalf("golden too short to cross the window: %d steps, T=%d", gr.Steps, g.Config.T)
+	}
+	var got []int
+	worstAttn := 0.0
+	_, err := m.Generate(context.Background(), GenerateRequest{
+		Prompt: int32sToBytes(gr.Prompt), MaxNewTokens: gr.Steps,
+		Sampling: Sampling{Temperature: 0}, TraceLayer: gr.TraceLayer,
+	}, func(s *Step) error {
+		i := len(got)
+		got = append(got, s.TokenID)
+		if len(s.Attn) != len(gr.AttnRows[i]) {
+			t.Fatalf("step %d: %d heads traced, want %d", i, len(s.Attn), len(gr.AttnRows[i]))
+		}
+		for h := range s.Attn {
+			worstAttn = math.Max(worstAttn, maxAbsDiff(s.Attn[h], gr.AttnRows[i][h]))
+		}
+		if s.Entropy != 0 || len(s.TopK) != 1 || s.TopK[0].TokenID != s.TokenID || s.TopK[0].Prob != 1 {
+			t.Fatalf("step %d: greedy distribution must be one-hot, got entropy %v top %v", i, s.Entropy, s.TopK)
+		}
+		return nil
+	})
+	if err != nil && len(got) < gr.Steps {
+		t.Fatal(err)
+	}
+	if len(got) != gr.Steps {
+		t.Fatalf("generated %d tokens, want %d", len(got), gr.Steps)
+	}
+	for i := range got {
+		if got[i] != gr.Tokens[i] {
+			t.Fatalf("step %d: token %d, PyTorch chose %d (so far %v)", i, got[i], gr.Tokens[i], got[:i+1])
+		}
+	}
+	t.Logf("%d identical tokens, max |Δattn| %.2e", len(got), worstAttn)
+	if worstAttn > attnTol {
+		t.Fatalf("attention rows differ by %.2e", worstAttn)
 	}
 }

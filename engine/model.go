@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"unsafe"
 
 	"nielsgpt/convert"
@@ -56,6 +57,10 @@ func LoadFile(path string, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	// The weights now live in ggml's buffers; hand the file's copy back to
+	// the OS now rather than whenever the scavenger gets to it, so it never
+	// adds to the peak alongside a full house of KV caches.
+	debug.FreeOSMemory()
 	return m, nil
 }
 
@@ -150,7 +155,10 @@ func (m *Model) Close() {
 }
 
 // kvCache is one sequence's cache on the C side.
-type kvCache struct{ c *C.ngpt_seq }
+type kvCache struct {
+	c        *C.ngpt_seq
+	capacity int
+}
 
 func (m *Model) newKVCache(capacity int) (*kvCache, error) {
 	var errBuf [errLen]C.char
@@ -158,7 +166,20 @@ func (m *Model) newKVCache(capacity int) (*kvCache, error) {
 	if c == nil {
 		return nil, errors.New(C.GoString(&errBuf[0]))
 	}
-	return &kvCache{c: c}, nil
+	return &kvCache{c: c, capacity: capacity}, nil
+}
+
+// grow enlarges the cache to capacity positions, keeping the first keep.
+func (k *kvCache) grow(capacity, keep int) error {
+	if capacity <= k.capacity {
+		return nil
+	}
+	var errBuf [errLen]C.char
+	if C.ngpt_seq_grow(k.c, C.int(capacity), C.int(keep), &errBuf[0], errLen) != 0 {
+		return errors.New(C.GoString(&errBuf[0]))
+	}
+	k.capacity = capacity
+	return nil
 }
 
 func (k *kvCache) free() {

@@ -41,6 +41,7 @@ type sequence struct {
 	trace    int // traced layer or -1
 	full     *FullAttnRequest
 	cache    *kvCache
+	maxCache int // the most positions its window can reach
 	cacheAt  int // index in tokens of the cache's position 0
 	cached   int // cache positions already written
 	finished bool
@@ -146,9 +147,14 @@ func (s *scheduler) loop() {
 	}
 }
 
+// kvGrain is the step in which KV caches grow. A cache holds what its
+// sequence has used, rounded up to this, not the most it might use: at the
+// deployed size a full window is 2 MiB, and most replies stop well short.
+var kvGrain = 64 // a variable only so tests can force many growths
+
 func (s *scheduler) admit(seq *sequence) {
-	capacity := min(len(seq.tokens)+seq.maxNew, s.m.cfg.Context)
-	cache, err := s.m.newKVCache(capacity)
+	seq.maxCache = min(len(seq.tokens)+seq.maxNew, s.m.cfg.Context)
+	cache, err := s.m.newKVCache(min(kvGrain, seq.maxCache))
 	if err != nil {
 		seq.events <- event{err: fmt.Errorf("allocating a KV cache: %w", err)}
 		return
@@ -230,6 +236,16 @@ func (s *scheduler) plan() ([]stepItem, []*sequence) {
 			n := pending
 			if pass == 1 && !(seq.full != nil && seq.isDone()) && !s.m.opts.Reference {
 				n = min(pending, s.m.opts.PrefillChunk, max(budget, 1))
+			}
+			if need := seq.cached + n; need > seq.cache.capacity {
+				if seq.full != nil && seq.isDone() {
+					need = n // the whole-window pass rewrites the cache from 0
+				}
+				grown := min(seq.maxCache, (need+kvGrain-1)/kvGrain*kvGrain)
+				if err := seq.cache.grow(grown, seq.cached); err != nil {
+					s.finish(seq, event{err: fmt.Errorf("growing the KV cache: %w", err)})
+					continue
+				}
 			}
 			budget -= n
 			items = append(items, s.item(seq, start, n))
