@@ -8,12 +8,12 @@ ARCH    := $(shell uname -m)
 OLLAMA_DIR := $(shell $(GO) mod download github.com/ollama/ollama >/dev/null 2>&1; $(GO) list -m -f '{{.Dir}}' github.com/ollama/ollama 2>/dev/null)
 GGML_INC   := $(OLLAMA_DIR)/ml/backend/ggml/ggml/include
 
-# Native SIMD for local builds. AMX is left out: gcc 12 enables it with
-# -march=native on this CPU, and ggml's AMX path is not what we want here.
+# Native SIMD for local x86-64 builds (without it ggml falls back to SSE2).
+# AMX is left out: gcc 12 turns it on with -march=native on these Xeons, and
+# ggml's AMX kernels are for quantised types we do not use. arm64 (Apple
+# Silicon included) keeps the compiler's default, which already has NEON.
 ifeq ($(ARCH),x86_64)
 NATIVE ?= -march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
-else ifneq ($(filter arm64 aarch64,$(ARCH)),)
-NATIVE ?= -mcpu=native
 endif
 
 export CGO_ENABLED  := 1
