@@ -29,36 +29,7 @@ const syntheticStd = 0.04
 // dir/synthetic.gguf and returns its path. seed makes it reproducible.
 func WriteSyntheticModel(dir string, cfg convert.ModelConfig, seed uint64) (string, error) {
 	rng := rand.New(rand.NewPCG(seed, 0x6e69656c73)) // "niels": any fixed stream will do
-	ck := &convert.Checkpoint{Config: cfg, Tensors: map[string]*convert.Tensor{}}
-	add := func(name string, shape ...int) {
-		n := 1
-		for _, d := range shape {
-			n *= d
-		}
-		data := make([]float32, n)
-		for i := range data {
-			data[i] = float32(rng.NormFloat64() * syntheticStd)
-		}
-		ck.Tensors[name] = &convert.Tensor{Shape: shape, Data: data}
-	}
-	C, F, V := cfg.C, cfg.DFF, cfg.V
-	add("tok_emb.weight", V, C)
-	ck.Tensors["lm_head.weight"] = ck.Tensors["tok_emb.weight"] // weight tying: the same storage
-	add("ln_f.weight", C)
-	add("ln_f.bias", C)
-	for i := range cfg.L {
-		p := fmt.Sprintf("blocks.%d.", i)
-		add(p+"ln1.weight", C)
-		add(p+"ln1.bias", C)
-		add(p+"attn.qkv.weight", 3*C, C)
-		add(p+"attn.proj.weight", C, C)
-		add(p+"ln2.weight", C)
-		add(p+"ln2.bias", C)
-		add(p+"mlp.fc1.weight", F, C)
-		add(p+"mlp.fc1.bias", F)
-		add(p+"mlp.fc2.weight", C, F)
-		add(p+"mlp.fc2.bias", C)
-	}
+	ck := convert.SyntheticCheckpoint(cfg, func() float32 { return float32(rng.NormFloat64() * syntheticStd) })
 	// There is no source .pt; the GGUF still records a SHA-256, so make it
 	// name what the file really is rather than pretend to be a checkpoint's.
 	origin := sha256.Sum256(fmt.Appendf(nil, "nielsgpt bench synthetic model %+v std=%g seed=%d", cfg, syntheticStd, seed))

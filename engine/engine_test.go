@@ -217,36 +217,7 @@ func TestSharedFixturesLoad(t *testing.T) {
 func syntheticModel(tb testing.TB, mc convert.ModelConfig, opts Options) *Model {
 	tb.Helper()
 	rng := rand.New(rand.NewPCG(1, 2))
-	ck := &convert.Checkpoint{Config: mc, Tensors: map[string]*convert.Tensor{}}
-	add := func(name string, shape ...int) {
-		n := 1
-		for _, d := range shape {
-			n *= d
-		}
-		data := make([]float32, n)
-		for i := range data {
-			data[i] = float32(rng.NormFloat64() * 0.05)
-		}
-		ck.Tensors[name] = &convert.Tensor{Shape: shape, Data: data}
-	}
-	C, F, V := mc.C, mc.DFF, mc.V
-	add("tok_emb.weight", V, C)
-	ck.Tensors["lm_head.weight"] = ck.Tensors["tok_emb.weight"]
-	add("ln_f.weight", C)
-	add("ln_f.bias", C)
-	for i := 0; i < mc.L; i++ {
-		p := fmt.Sprintf("blocks.%d.", i)
-		add(p+"ln1.weight", C)
-		add(p+"ln1.bias", C)
-		add(p+"attn.qkv.weight", 3*C, C)
-		add(p+"attn.proj.weight", C, C)
-		add(p+"ln2.weight", C)
-		add(p+"ln2.bias", C)
-		add(p+"mlp.fc1.weight", F, C)
-		add(p+"mlp.fc1.bias", F)
-		add(p+"mlp.fc2.weight", C, F)
-		add(p+"mlp.fc2.bias", C)
-	}
+	ck := convert.SyntheticCheckpoint(mc, func() float32 { return float32(rng.NormFloat64() * 0.05) })
 	var buf bytes.Buffer
 	if err := convert.WriteGGUF(&buf, ck, strings.Repeat("0", 64), convert.ConvertOptions{}); err != nil {
 		tb.Fatal(err)

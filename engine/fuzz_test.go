@@ -38,37 +38,11 @@ var fuzzModelCfg = convert.ModelConfig{V: 256, T: 8, C: 4, L: 2, H: 2, DFF: 8, R
 func tinyGGUF(t testing.TB, f16 bool) []byte {
 	t.Helper()
 	cfg := fuzzModelCfg
-	ck := &convert.Checkpoint{Config: cfg, Tensors: map[string]*convert.Tensor{}}
 	k := 0
-	add := func(name string, shape ...int) {
-		n := 1
-		for _, d := range shape {
-			n *= d
-		}
-		data := make([]float32, n)
-		for i := range data {
-			k++
-			data[i] = float32(0.1 * math.Sin(float64(k)*0.7))
-		}
-		ck.Tensors[name] = &convert.Tensor{Shape: shape, Data: data}
-	}
-	add("tok_emb.weight", cfg.V, cfg.C)
-	ck.Tensors["lm_head.weight"] = ck.Tensors["tok_emb.weight"]
-	add("ln_f.weight", cfg.C)
-	add("ln_f.bias", cfg.C)
-	for i := range cfg.L {
-		p := fmt.Sprintf("blocks.%d.", i)
-		add(p+"ln1.weight", cfg.C)
-		add(p+"ln1.bias", cfg.C)
-		add(p+"attn.qkv.weight", 3*cfg.C, cfg.C)
-		add(p+"attn.proj.weight", cfg.C, cfg.C)
-		add(p+"ln2.weight", cfg.C)
-		add(p+"ln2.bias", cfg.C)
-		add(p+"mlp.fc1.weight", cfg.DFF, cfg.C)
-		add(p+"mlp.fc1.bias", cfg.DFF)
-		add(p+"mlp.fc2.weight", cfg.C, cfg.DFF)
-		add(p+"mlp.fc2.bias", cfg.C)
-	}
+	ck := convert.SyntheticCheckpoint(cfg, func() float32 {
+		k++
+		return float32(0.1 * math.Sin(float64(k)*0.7))
+	})
 	if err := ck.Validate(); err != nil {
 		t.Fatal(err)
 	}
