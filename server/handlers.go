@@ -14,6 +14,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"nielsgpt/engine"
 	"nielsgpt/metrics"
 )
 
@@ -22,52 +23,20 @@ func (s *Server) health(c *gin.Context) {
 }
 
 func (s *Server) chatStream(c *gin.Context) {
-	eng := s.currentEngine()
-	lim := limits{model: eng.Config(), maxNewTokens: s.cfg.MaxNewTokens}
-	body, ok := s.readBody(c)
+	req, eng, release, ok := admit(s, c, parseChatRequest, func(r engine.GenerateRequest) []byte { return r.Prompt })
 	if !ok {
-		return
-	}
-	req, _, err := parseChatRequest(body, lim)
-	if err != nil {
-		s.writeValidation(c, err.Error())
-		return
-	}
-	if !s.checkPromptSize(c, len(req.Prompt)) {
-		return
-	}
-	release, ok := s.acquireSlot()
-	if !ok {
-		s.rejectBusy(c)
 		return
 	}
 	defer release()
-	s.metrics.AddPromptTokens(len(req.Prompt))
 	s.streamChat(c, eng, req)
 }
 
 func (s *Server) fullAttn(c *gin.Context) {
-	eng := s.currentEngine()
-	lim := limits{model: eng.Config(), maxNewTokens: s.cfg.MaxNewTokens}
-	body, ok := s.readBody(c)
+	req, eng, release, ok := admit(s, c, parseFullAttnRequest, func(r engine.FullAttnRequest) []byte { return r.Prompt })
 	if !ok {
-		return
-	}
-	req, _, err := parseFullAttnRequest(body, lim)
-	if err != nil {
-		s.writeValidation(c, err.Error())
-		return
-	}
-	if !s.checkPromptSize(c, len(req.Prompt)) {
-		return
-	}
-	release, ok := s.acquireSlot()
-	if !ok {
-		s.rejectBusy(c)
 		return
 	}
 	defer release()
-	s.metrics.AddPromptTokens(len(req.Prompt))
 
 	full, err := eng.FullAttention(c.Request.Context(), req)
 	if err != nil {
@@ -84,6 +53,34 @@ func (s *Server) fullAttn(c *gin.Context) {
 	out := appendFullAttn(make([]byte, 0, 64+len(full.Attn)*len(full.Attn)*8), req.Layer, req.Head, full)
 	_ = http.NewResponseController(c.Writer).SetWriteDeadline(s.writeDeadline())
 	c.Data(http.StatusOK, "application/json; charset=utf-8", out)
+}
+
+// admit is what both POST endpoints do before the engine: read and validate
+// the body, check the transcript's size, and take a generation slot. When ok
+// is false the answer has been written; otherwise release frees the slot.
+func admit[R any](s *Server, c *gin.Context,
+	parse func([]byte, limits) (R, []engine.Message, error), prompt func(R) []byte,
+) (req R, eng Engine, release func(), ok bool) {
+	eng = s.currentEngine()
+	body, ok := s.readBody(c)
+	if !ok {
+		return req, nil, nil, false
+	}
+	req, _, err := parse(body, limits{model: eng.Config(), maxNewTokens: s.cfg.MaxNewTokens})
+	if err != nil {
+		s.writeValidation(c, err.Error())
+		return req, nil, nil, false
+	}
+	if !s.checkPromptSize(c, len(prompt(req))) {
+		return req, nil, nil, false
+	}
+	release, ok = s.acquireSlot()
+	if !ok {
+		s.rejectBusy(c)
+		return req, nil, nil, false
+	}
+	s.metrics.AddPromptTokens(len(prompt(req)))
+	return req, eng, release, true
 }
 
 // readBody reads the request body within MAX_BODY_BYTES and READ_TIMEOUT.
