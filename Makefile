@@ -64,6 +64,15 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./engine/
 	./bin/nielsgpt bench
 
+# Soak (issue 6 item 5): the real server under 64 concurrent streams with
+# random disconnects, slow readers and bad requests for SOAK_DURATION, then the
+# concurrency and rate caps; prints a summary and fails on any failed check.
+# CI runs the 10-second version instead (reliability.TestShortSoak).
+SOAK_DURATION ?= 3m
+.PHONY: soak
+soak: build
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) run ./reliability/cmd/soak -exe bin/nielsgpt
+
 fixtures: check-torch
 	$(PYTHON) scripts/make_fixtures.py
 
