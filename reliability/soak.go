@@ -93,6 +93,7 @@ const (
 type Sample struct {
 	At          time.Duration // since the main phase started
 	RSS         int64
+	GoHeap      float64 // go_memstats_heap_inuse_bytes: tells Go's share of RSS from C's (ggml, malloc)
 	Goroutines  float64
 	Generations float64 // slots in use
 }
@@ -121,9 +122,14 @@ type SoakReport struct {
 	Admitted                          int
 	AdmitMean, AdmitMax               time.Duration
 	GoroutinesBefore, GoroutinesAfter float64
-	Samples                           []Sample
-	WarmUp                            time.Duration
-	PeakRSS                           int64 // VmHWM at the end of the main phase
+	// IdleRSSBefore and IdleRSSAfter are the server's RSS with nothing in
+	// flight, after the warm-up and after the main phase has drained: with
+	// no live streams, what is left over is what the load leaked or the
+	// allocators kept.
+	IdleRSSBefore, IdleRSSAfter int64
+	Samples                     []Sample
+	WarmUp                      time.Duration
+	PeakRSS                     int64 // VmHWM at the end of the main phase
 
 	Checks []Check
 }
@@ -261,7 +267,10 @@ func (r *soakRun) warmUp(ctx context.Context, s *Server) error {
 		return err
 	}
 	r.report.GoroutinesBefore = g
-	r.logf("warm-up done; %v goroutines at rest", g)
+	if r.report.IdleRSSBefore, _, err = Memory(s.PID()); err != nil {
+		return err
+	}
+	r.logf("warm-up done; %v goroutines and %.1f MiB RSS at rest", g, mib(r.report.IdleRSSBefore))
 	return nil
 }
 
@@ -369,6 +378,7 @@ func (r *soakRun) mainPhase(ctx context.Context, s *Server) {
 				smp := Sample{At: time.Since(start), RSS: rss}
 				if m, err := Scrape(s.URL); err == nil {
 					smp.Goroutines = m.Get("go_goroutines")
+					smp.GoHeap = m.Get("go_memstats_heap_inuse_bytes")
 					smp.Generations = m.Get("nielsgpt_active_generations")
 				}
 				r.mu.Lock()
@@ -480,7 +490,8 @@ func (r *soakRun) worker(ctx context.Context, s *Server, adm *admission, w int, 
 			pick -= k.weight
 		}
 		content := fmt.Sprintf("worker %d request %d: what are you working on?", w, n)
-		if rng.IntN(10) == 0 {
+		long := rng.IntN(10) == 0
+		if long {
 			// A long transcript: prefill in chunks and a window re-cut
 			// every token once past T.
 			content += strings.Repeat(" tell me more about attention.", 60+rng.IntN(400))
@@ -520,6 +531,16 @@ func (r *soakRun) worker(ctx context.Context, s *Server, adm *admission, w int, 
 			case "slow":
 				opts.EventDelay = time.Duration(20+rng.IntN(41)) * time.Millisecond
 				maxNew = 8 + rng.IntN(17)
+			}
+			if long {
+				// Past T every token re-reads the whole window, so such a
+				// stream costs T times as much per token. Left long, they
+				// would pile up among the live streams over minutes and the
+				// load (and with it the KV-cache memory in use) would keep
+				// shifting; kept short, the mix is steady after the warm-up
+				// and the RSS trend means something.
+				maxNew = min(maxNew, 24)
+				opts.CancelAfter = min(opts.CancelAfter, 12)
 			}
 			if adm.enter(ctx) != nil {
 				return
@@ -624,7 +645,10 @@ func (r *soakRun) surprise(s string) {
 // checkRSS asks whether memory was flat after the warm-up: the mean of the
 // last third of the samples against the mean of the first third.
 func (r *soakRun) checkRSS() {
-	warm := min(30*time.Second, r.o.Duration/3)
+	// Under full load the live memory (KV caches as the mix of short and
+	// long streams settles, allocator arenas, ggml's compute buffer at its
+	// largest step) takes about a minute to level off on two cores.
+	warm := min(time.Minute, r.o.Duration/3)
 	r.report.WarmUp = warm
 	var after []int64
 	for _, s := range r.report.Samples {
@@ -686,6 +710,12 @@ func (r *soakRun) settle(s *Server) {
 	}
 	r.report.GoroutinesAfter = after
 	r.report.check("goroutines back to baseline", after <= r.report.GoroutinesBefore, "%v before, %v after", r.report.GoroutinesBefore, after)
+	r.report.IdleRSSAfter, _, _ = Memory(s.PID())
+	// The allocators keep some of what the peak needed (ggml's compute
+	// buffer stays at its largest step, glibc keeps freed small chunks), but
+	// nothing in proportion to the thousands of requests served.
+	r.report.check("idle RSS back near its start", r.report.IdleRSSAfter <= r.report.IdleRSSBefore+32<<20,
+		"%.1f MiB at rest after the warm-up, %.1f MiB at rest after the main phase (limit +32 MiB)", mib(r.report.IdleRSSBefore), mib(r.report.IdleRSSAfter))
 	r.logf("settled: goroutines %v before, %v after", r.report.GoroutinesBefore, after)
 }
 
@@ -868,9 +898,28 @@ func (rep *SoakReport) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "slots in use over the same samples: median %.0f, max %.0f of %d; goroutines median %.0f, max %.0f\n",
 			bench.Percentile(gens, 50), slices.Max(gens), o.MaxConcurrent, bench.Percentile(gors, 50), slices.Max(gors))
 	}
+	if len(rep.Samples) > 0 {
+		// The trajectory, so "flat" can be seen rather than taken on trust.
+		step := max(o.Duration/6, o.SampleEvery)
+		var rss, heap []string
+		for from := time.Duration(0); from < o.Duration; from += step {
+			var r, h []int64
+			for _, s := range rep.Samples {
+				if s.At >= from && s.At < from+step {
+					r, h = append(r, s.RSS), append(h, int64(s.GoHeap))
+				}
+			}
+			if len(r) > 0 {
+				rss = append(rss, fmt.Sprintf("%.0f", meanInt(r)/(1<<20)))
+				heap = append(heap, fmt.Sprintf("%.0f", meanInt(h)/(1<<20)))
+			}
+		}
+		fmt.Fprintf(&b, "mean RSS per %s of the main phase: %s MiB (Go heap in use: %s MiB)\n", step, strings.Join(rss, ", "), strings.Join(heap, ", "))
+	}
 	fmt.Fprintf(&b, "admissions: %d, waiting %.0f ms on average, %.0f ms at most\n",
 		rep.Admitted, float64(rep.AdmitMean)/float64(time.Millisecond), float64(rep.AdmitMax)/float64(time.Millisecond))
 	fmt.Fprintf(&b, "goroutines: %v before, %v after\n", rep.GoroutinesBefore, rep.GoroutinesAfter)
+	fmt.Fprintf(&b, "idle RSS: %.1f MiB after the warm-up, %.1f MiB after the main phase\n", mib(rep.IdleRSSBefore), mib(rep.IdleRSSAfter))
 	if len(rep.Unexpected) > 0 {
 		b.WriteString("unexpected:\n")
 		for _, u := range rep.Unexpected {
