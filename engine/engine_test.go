@@ -219,7 +219,9 @@ func syntheticModel(tb testing.TB, mc convert.ModelConfig, opts Options) *Model 
 	rng := rand.New(rand.NewPCG(1, 2))
 	ck := convert.SyntheticCheckpoint(mc, func() float32 { return float32(rng.NormFloat64() * 0.05) })
 	var buf bytes.Buffer
-	if err := convert.WriteGGUF(&buf, ck, strings.Repeat("0", 64), convert.ConvertOptions{}); err != nil {
+	// NIELSGPT_BENCH_F16=1 measures the weights `nielsgpt convert --f16` writes.
+	f16 := os.Getenv("NIELSGPT_BENCH_F16") == "1"
+	if err := convert.WriteGGUF(&buf, ck, strings.Repeat("0", 64), convert.ConvertOptions{F16: f16}); err != nil {
 		tb.Fatal(err)
 	}
 	m, err := LoadBytes(buf.Bytes(), opts)

@@ -153,7 +153,10 @@ func (s *scheduler) loop() {
 var kvGrain = 64 // a variable only so tests can force many growths
 
 func (s *scheduler) admit(seq *sequence) {
-	seq.maxCache = min(len(seq.tokens)+seq.maxNew, s.m.cfg.Context)
+	// Capacities stay multiples of kvGrain: the transposed V cache's row
+	// stride is the capacity, and an odd stride (252) knocks ggml's matmul off
+	// its aligned fast path, which made a 252-token prompt slower than 256.
+	seq.maxCache = min(roundUp(len(seq.tokens)+seq.maxNew, kvGrain), s.m.cfg.Context)
 	cache, err := s.m.newKVCache(min(kvGrain, seq.maxCache))
 	if err != nil {
 		seq.events <- event{err: fmt.Errorf("allocating a KV cache: %w", err)}
@@ -162,6 +165,8 @@ func (s *scheduler) admit(seq *sequence) {
 	seq.cache = cache
 	s.active = append(s.active, seq)
 }
+
+func roundUp(n, step int) int { return (n + step - 1) / step * step }
 
 // finish ends a sequence: its cache is freed at once.
 func (s *scheduler) finish(seq *sequence, last event) {
@@ -241,7 +246,7 @@ func (s *scheduler) plan() ([]stepItem, []*sequence) {
 				if seq.full != nil && seq.isDone() {
 					need = n // the whole-window pass rewrites the cache from 0
 				}
-				grown := min(seq.maxCache, (need+kvGrain-1)/kvGrain*kvGrain)
+				grown := min(seq.maxCache, roundUp(need, kvGrain))
 				if err := seq.cache.grow(grown, seq.cached); err != nil {
 					s.finish(seq, event{err: fmt.Errorf("growing the KV cache: %w", err)})
 					continue
