@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 )
 
 var errClosed = errors.New("model closed")
@@ -57,7 +58,7 @@ func (m *Model) check(prompt []byte, maxNew int, s Sampling) error {
 		return errors.New("empty prompt")
 	case maxNew < 0:
 		return errors.New("max_new_tokens must not be negative")
-	case !(s.Temperature >= 0) || s.Temperature > 1e300:
+	case math.IsNaN(s.Temperature) || math.IsInf(s.Temperature, 0) || s.Temperature < 0:
 		return errors.New("temperature must be finite and >= 0")
 	case s.TopK < 0:
 		return errors.New("top_k must not be negative")
