@@ -274,15 +274,7 @@ func TestValidate(t *testing.T) {
 			c := clone()
 			tc.mutate(c)
 			err := c.Validate()
-			if tc.want == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("error %v, want one containing %q", err, tc.want)
-			}
+			wantError(t, err, tc.want)
 		})
 	}
 }
@@ -341,5 +333,20 @@ func TestHalfConversions(t *testing.T) {
 		if _, err := float32ToHalf(f); err == nil {
 			t.Errorf("float32ToHalf(%v) did not refuse an out-of-range value", f)
 		}
+	}
+}
+
+// wantError fails the test unless err matches want: nil for "", otherwise an
+// error whose text contains want.
+func wantError(t *testing.T, err error, want string) {
+	t.Helper()
+	if want == "" {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want one containing %q", err, want)
 	}
 }
