@@ -220,8 +220,12 @@ func (s *scheduler) plan() ([]stepItem, []*sequence) {
 				continue // its reader has not taken the last step yet
 			}
 			start := seq.window(T)
-			if s.m.opts.Reference {
-				seq.cached = 0 // forget the cache: the whole window, every token
+			// The reference mode forgets the cache for every token, and the
+			// full-attention matrix wants one pass over the whole window:
+			// both start again from position 0.
+			wholeWindow := s.m.opts.Reference || (seq.full != nil && seq.isDone())
+			if wholeWindow {
+				seq.cached = 0
 			}
 			if start != seq.cacheAt {
 				// The window moved: every position shifted, so the cached keys
@@ -229,9 +233,6 @@ func (s *scheduler) plan() ([]stepItem, []*sequence) {
 				seq.cacheAt, seq.cached = start, 0
 			}
 			pending := len(seq.tokens) - start - seq.cached
-			if seq.full != nil && seq.isDone() {
-				pending = len(seq.tokens) - start // the matrix wants one whole-window pass
-			}
 			if (pass == 0) != (pending == 1) || pending == 0 {
 				continue
 			}
@@ -239,13 +240,10 @@ func (s *scheduler) plan() ([]stepItem, []*sequence) {
 				continue
 			}
 			n := pending
-			if pass == 1 && !(seq.full != nil && seq.isDone()) && !s.m.opts.Reference {
+			if pass == 1 && !wholeWindow {
 				n = min(pending, s.m.opts.PrefillChunk, max(budget, 1))
 			}
 			if need := seq.cached + n; need > seq.cache.capacity {
-				if seq.full != nil && seq.isDone() {
-					need = n // the whole-window pass rewrites the cache from 0
-				}
 				grown := min(seq.maxCache, roundUp(need, kvGrain))
 				if err := seq.cache.grow(grown, seq.cached); err != nil {
 					s.finish(seq, event{err: fmt.Errorf("growing the KV cache: %w", err)})
@@ -268,8 +266,7 @@ func (seq *sequence) isDone() bool {
 func (s *scheduler) item(seq *sequence, start, n int) stepItem {
 	cfg := s.m.cfg
 	if seq.full != nil && seq.isDone() {
-		t := len(seq.tokens) - start
-		seq.cached = 0
+		t := len(seq.tokens) - start // plan started this pass from position 0
 		return stepItem{
 			cache: seq.cache, tokens: seq.tokens[start:], nPast: 0,
 			traceLayer: -1, fullLayer: seq.full.Layer, fullHead: seq.full.Head,
