@@ -59,7 +59,7 @@ fuzz: check-go
 	done
 
 # The engine's step benchmarks, then the end-to-end load benchmark over
-# loopback against the built-in reference mode (docs/BENCHMARKS.md).
+# loopback against the built-in baseline mode (docs/BENCHMARKS.md).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./engine/
 	./bin/nielsgpt bench

@@ -1,7 +1,7 @@
 package bench
 
 // End to end: build the real binary, and let Run start `nielsgpt serve` (and
-// `serve --reference`) on a tiny model and drive it with small counts. This
+// `serve --baseline`) on a tiny model and drive it with small counts. This
 // is the test that the driver, the server and the SSE protocol agree.
 
 import (
@@ -60,10 +60,10 @@ func TestRunEndToEnd(t *testing.T) {
 	defer cancel()
 	rep, err := Run(ctx, Options{
 		Executable: bin, Model: model, Threads: 1, Quick: true,
-		Levels: []int{1, 4}, Tokens: 8, RefTokens: 4,
+		Levels: []int{1, 4}, Tokens: 8, BaselineTokens: 4,
 		// Caps well above what the tiny model needs, so a busy machine
 		// slows the test down rather than cutting its streams.
-		Duration: 10 * time.Second, RefDuration: 10 * time.Second,
+		Duration: 10 * time.Second, BaselineDuration: 10 * time.Second,
 		Progress: &progress,
 	})
 	t.Logf("progress:\n%s", progress.String())
@@ -79,10 +79,10 @@ func TestRunEndToEnd(t *testing.T) {
 	if rep.Settings.TraceLayer != tiny.L-1 || rep.Model.C != tiny.C {
 		t.Errorf("model or trace layer not read from the GGUF: %+v %+v", rep.Model, rep.Settings)
 	}
-	if rep.ReferenceError != "" {
-		t.Errorf("reference mode (serve --reference) failed: %s", rep.ReferenceError)
+	if rep.BaselineError != "" {
+		t.Errorf("baseline mode (serve --baseline) failed: %s", rep.BaselineError)
 	}
-	for _, m := range []*ModeReport{rep.Ours, rep.Reference} {
+	for _, m := range []*ModeReport{rep.Ours, rep.Baseline} {
 		if m == nil {
 			t.Error("a mode is missing from the report")
 			continue
@@ -95,8 +95,8 @@ func TestRunEndToEnd(t *testing.T) {
 		if s := m.SingleStream; s.Completed != 1 || s.Tokens < 1 || s.Tokens > m.Tokens || s.TokensPerS <= 0 {
 			t.Errorf("%s: single stream %+v", m.Mode, s)
 		}
-		// --quick plans 3 TTFT requests per prompt for ours, 2 for the reference.
-		wantTTFT := map[string]int{"ours": 3, "reference": 2}[m.Mode]
+		// --quick plans 3 TTFT requests per prompt for ours, 2 for the baseline.
+		wantTTFT := map[string]int{"ours": 3, "baseline": 2}[m.Mode]
 		if m.TTFTShort.Samples != wantTTFT || m.TTFTLong.Samples != wantTTFT {
 			t.Errorf("%s: ttft samples short %+v long %+v", m.Mode, m.TTFTShort, m.TTFTLong)
 		}

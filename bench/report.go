@@ -2,7 +2,7 @@ package bench
 
 // The benchmark's results and their three renderings: a plain-text table for
 // the terminal, a Markdown table for docs/BENCHMARKS.md, and JSON for
-// machines. Ratios are always ours / reference, as measured in the same run.
+// machines. Ratios are always ours / baseline, as measured in the same run.
 
 import (
 	"encoding/json"
@@ -24,10 +24,10 @@ type Report struct {
 	Host     HostInfo    `json:"host"`
 	Settings Settings    `json:"settings"`
 	Ours     *ModeReport `json:"ours"`
-	// Reference is nil when it was skipped or its server never came up;
-	// ReferenceError then says why (it is empty when skipped).
-	Reference      *ModeReport `json:"reference,omitempty"`
-	ReferenceError string      `json:"reference_error,omitempty"`
+	// Baseline is nil when it was skipped or its server never came up;
+	// BaselineError then says why (it is empty when skipped).
+	Baseline      *ModeReport `json:"baseline,omitempty"`
+	BaselineError string      `json:"baseline_error,omitempty"`
 }
 
 // ModelInfo names the model served.
@@ -58,18 +58,18 @@ type HostInfo struct {
 
 // Settings are the request parameters and bounds the run used.
 type Settings struct {
-	Tokens        int     `json:"max_new_tokens"`
-	RefTokens     int     `json:"reference_max_new_tokens"`
-	TraceLayer    int     `json:"trace_layer"`
-	Temperature   float64 `json:"temperature"`
-	TopK          int     `json:"top_k"`
-	Levels        []int   `json:"levels"`
-	Quick         bool    `json:"quick"`
-	CapSeconds    float64 `json:"phase_cap_seconds"`
-	RefCapSeconds float64 `json:"reference_phase_cap_seconds"`
+	Tokens             int     `json:"max_new_tokens"`
+	BaselineTokens     int     `json:"baseline_max_new_tokens"`
+	TraceLayer         int     `json:"trace_layer"`
+	Temperature        float64 `json:"temperature"`
+	TopK               int     `json:"top_k"`
+	Levels             []int   `json:"levels"`
+	Quick              bool    `json:"quick"`
+	CapSeconds         float64 `json:"phase_cap_seconds"`
+	BaselineCapSeconds float64 `json:"baseline_phase_cap_seconds"`
 }
 
-// ModeReport is what one server (batched or reference) measured.
+// ModeReport is what one server (batched or baseline) measured.
 type ModeReport struct {
 	Mode         string       `json:"mode"`
 	Tokens       int          `json:"max_new_tokens"`
@@ -111,7 +111,7 @@ type row struct {
 }
 
 func (r *Report) rows() []row {
-	ref := r.Reference
+	ref := r.Baseline
 	rows := []row{{
 		metric: "single stream, tokens/s",
 		ours:   rate(&r.Ours.SingleStream), ref: rate(refSingle(ref)),
@@ -234,8 +234,8 @@ func (r *Report) header() []string {
 	}
 	lines = append(lines, host)
 	s := r.Settings
-	lines = append(lines, fmt.Sprintf("requests: tracing on (trace_layer=%d), temperature %g, top_k %d, seeds varied per stream; max_new_tokens %d (reference %d); phase caps %gs (reference %gs)%s",
-		s.TraceLayer, s.Temperature, s.TopK, s.Tokens, s.RefTokens, s.CapSeconds, s.RefCapSeconds, map[bool]string{true: "; --quick"}[s.Quick]))
+	lines = append(lines, fmt.Sprintf("requests: tracing on (trace_layer=%d), temperature %g, top_k %d, seeds varied per stream; max_new_tokens %d (baseline %d); phase caps %gs (baseline %gs)%s",
+		s.TraceLayer, s.Temperature, s.TopK, s.Tokens, s.BaselineTokens, s.CapSeconds, s.BaselineCapSeconds, map[bool]string{true: "; --quick"}[s.Quick]))
 	return lines
 }
 
@@ -243,7 +243,7 @@ func (r *Report) header() []string {
 // cuts and errors, so a capped or failing phase cannot pass for a clean one.
 func (r *Report) details() []string {
 	var out []string
-	for _, m := range []*ModeReport{r.Ours, r.Reference} {
+	for _, m := range []*ModeReport{r.Ours, r.Baseline} {
 		if m == nil {
 			continue
 		}
@@ -262,8 +262,8 @@ func (r *Report) details() []string {
 			out = append(out, fmt.Sprintf("%s error: %s", m.Mode, firstLine(e)))
 		}
 	}
-	if r.ReferenceError != "" {
-		out = append(out, "reference failed: "+firstLine(r.ReferenceError))
+	if r.BaselineError != "" {
+		out = append(out, "baseline failed: "+firstLine(r.BaselineError))
 	}
 	return out
 }
@@ -321,7 +321,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		width = max(width, len(rw.metric))
 	}
 	pad := func(s string) string { return s + strings.Repeat(" ", width-len(s)) }
-	fmt.Fprintf(tw, "%s\tours\treference\tours/reference\t\n", pad("metric"))
+	fmt.Fprintf(tw, "%s\tours\tbaseline\tours/baseline\t\n", pad("metric"))
 	for _, rw := range rows {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", pad(rw.metric), rw.ours, rw.ref, rw.ratio)
 	}
@@ -344,7 +344,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	for _, l := range r.header() {
 		b.WriteString("- " + l + "\n")
 	}
-	b.WriteString("\n| metric | ours | reference | ours/reference |\n|---|---:|---:|---:|\n")
+	b.WriteString("\n| metric | ours | baseline | ours/baseline |\n|---|---:|---:|---:|\n")
 	for _, rw := range r.rows() {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", rw.metric, rw.ours, rw.ref, rw.ratio)
 	}

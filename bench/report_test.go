@@ -1,7 +1,7 @@
 package bench
 
 // The report's renderings on a canned run: every row present, ratios as
-// ours / reference, n/a where a figure is missing, and JSON that round-trips.
+// ours / baseline, n/a where a figure is missing, and JSON that round-trips.
 
 import (
 	"bytes"
@@ -18,8 +18,8 @@ func cannedReport() *Report {
 		Started: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC), Seconds: 42,
 		Model: ModelInfo{Source: "synthetic", V: 256, T: 256, C: 256, L: 4, H: 4, DFF: 1024, RopeTheta: 10000},
 		Host:  HostInfo{OS: "linux", Arch: "amd64", CPUs: 2, LoadAvgStart: &load},
-		Settings: Settings{Tokens: 200, RefTokens: 200, TraceLayer: 3, Temperature: 0.9, TopK: 50,
-			Levels: []int{1, 64}, CapSeconds: 30, RefCapSeconds: 10},
+		Settings: Settings{Tokens: 200, BaselineTokens: 200, TraceLayer: 3, Temperature: 0.9, TopK: 50,
+			Levels: []int{1, 64}, CapSeconds: 30, BaselineCapSeconds: 10},
 		Ours: &ModeReport{
 			Mode: "ours", Tokens: 200,
 			SingleStream: Throughput{Concurrency: 1, Streams: 3, Completed: 3, Tokens: 600, Seconds: 0.4, TokensPerS: 1500},
@@ -31,8 +31,8 @@ func cannedReport() *Report {
 			},
 			PeakRSSBytes: rss(120),
 		},
-		Reference: &ModeReport{
-			Mode: "reference", Tokens: 200,
+		Baseline: &ModeReport{
+			Mode: "baseline", Tokens: 200,
 			SingleStream: Throughput{Concurrency: 1, Streams: 1, Cut: 1, Tokens: 100, Seconds: 10, TokensPerS: 10},
 			TTFTShort:    Latency{Samples: 5, P50ms: 40, P95ms: 60},
 			TTFTLong:     Latency{Samples: 5, P50ms: 400, P95ms: 480},
@@ -60,7 +60,7 @@ func TestWriteText(t *testing.T) {
 		"aggregate tokens/s, 64 concurrent", "6400", "6.40", "1000×",
 		"peak RSS of the server, MB", "120", "60.0", "2.00×",
 		"64 cut by the cap",
-		"reference error: POST /chat/stream: 503 Service Unavailable …",
+		"baseline error: POST /chat/stream: 503 Service Unavailable …",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("text report lacks %q:\n%s", want, out)
@@ -88,7 +88,7 @@ func TestWriteMarkdown(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		"| metric | ours | reference | ours/reference |",
+		"| metric | ours | baseline | ours/baseline |",
 		"|---|---:|---:|---:|",
 		"| single stream, tokens/s | 1500 | 10.0 | 150× |",
 		"| aggregate tokens/s, 64 concurrent | 6400 | 6.40 | 1000× |",
@@ -101,10 +101,10 @@ func TestWriteMarkdown(t *testing.T) {
 	}
 }
 
-func TestReportWithoutReference(t *testing.T) {
+func TestReportWithoutBaseline(t *testing.T) {
 	r := cannedReport()
-	r.Reference = nil
-	r.ReferenceError = "the server exited before it was ready: flag provided but not defined: -reference\nmore"
+	r.Baseline = nil
+	r.BaselineError = "the server exited before it was ready: flag provided but not defined: -baseline\nmore"
 	r.Ours.PeakRSSBytes = nil
 	var b bytes.Buffer
 	if err := r.WriteText(&b); err != nil {
@@ -113,11 +113,11 @@ func TestReportWithoutReference(t *testing.T) {
 	out := b.String()
 	for _, l := range strings.Split(out, "\n") {
 		if strings.Contains(l, "tokens/s,") && !strings.Contains(l, "n/a") {
-			t.Errorf("row without a reference should show n/a: %q", l)
+			t.Errorf("row without a baseline should show n/a: %q", l)
 		}
 	}
-	if !strings.Contains(out, "reference failed: the server exited before it was ready: flag provided but not defined: -reference …") {
-		t.Errorf("the reference's failure is not reported:\n%s", out)
+	if !strings.Contains(out, "baseline failed: the server exited before it was ready: flag provided but not defined: -baseline …") {
+		t.Errorf("the baseline's failure is not reported:\n%s", out)
 	}
 	if !strings.Contains(out, "peak RSS of the server, MB") || !strings.Contains(out, "n/a") {
 		t.Errorf("peak RSS should read n/a:\n%s", out)
@@ -133,7 +133,7 @@ func TestWriteJSON(t *testing.T) {
 	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
 		t.Fatal(err)
 	}
-	if back.Ours.Levels[1].TokensPerS != 6400 || *back.Reference.PeakRSSBytes != 60<<20 || back.Settings.TraceLayer != 3 {
+	if back.Ours.Levels[1].TokensPerS != 6400 || *back.Baseline.PeakRSSBytes != 60<<20 || back.Settings.TraceLayer != 3 {
 		t.Errorf("round trip lost data: %s", b.String())
 	}
 	var generic map[string]any

@@ -28,18 +28,18 @@ type Options struct {
 	// Quick shrinks every count and cap, for a smoke run of a few seconds.
 	Quick bool
 
-	Levels    []int // concurrent-stream levels; default 1, 4, 16, 64
-	Tokens    int   // max_new_tokens per stream; default 200 (quick 24)
-	RefTokens int   // the same for the reference mode; default Tokens (quick 8)
+	Levels         []int // concurrent-stream levels; default 1, 4, 16, 64
+	Tokens         int   // max_new_tokens per stream; default 200 (quick 24)
+	BaselineTokens int   // the same for the baseline mode; default Tokens (quick 8)
 
-	// Duration caps each measured phase of the batched server; RefDuration
-	// each phase of the reference server, whose every token costs a whole
+	// Duration caps each measured phase of the batched server; BaselineDuration
+	// each phase of the baseline server, whose every token costs a whole
 	// window. A phase that hits its cap cuts its streams and still reports
 	// the tokens received in the time it had.
-	Duration    time.Duration // default 30s (quick 3s)
-	RefDuration time.Duration // default 10s (quick 1s)
+	Duration         time.Duration // default 30s (quick 3s)
+	BaselineDuration time.Duration // default 10s (quick 1s)
 
-	NoReference bool // skip the reference mode
+	NoBaseline bool // skip the baseline mode
 
 	// ReadyTimeout bounds the server's start-up (model load). Default 60s.
 	ReadyTimeout time.Duration
@@ -63,12 +63,12 @@ func (o Options) withDefaults() Options {
 			o.Tokens = 24
 		}
 	}
-	if o.RefTokens == 0 {
-		// The same stream length by default: the reference's cost per token
+	if o.BaselineTokens == 0 {
+		// The same stream length by default: the baseline's cost per token
 		// grows with the window, so shorter streams would flatter it.
-		o.RefTokens = o.Tokens
+		o.BaselineTokens = o.Tokens
 		if o.Quick {
-			o.RefTokens = min(o.Tokens, 8)
+			o.BaselineTokens = min(o.Tokens, 8)
 		}
 	}
 	if o.Duration == 0 {
@@ -77,10 +77,10 @@ func (o Options) withDefaults() Options {
 			o.Duration = 3 * time.Second
 		}
 	}
-	if o.RefDuration == 0 {
-		o.RefDuration = 10 * time.Second
+	if o.BaselineDuration == 0 {
+		o.BaselineDuration = 10 * time.Second
 		if o.Quick {
-			o.RefDuration = time.Second
+			o.BaselineDuration = time.Second
 		}
 	}
 	if o.ReadyTimeout == 0 {
@@ -101,10 +101,10 @@ func (o Options) validate() error {
 			return fmt.Errorf("concurrency level %d is out of range [1, 1024]", l)
 		}
 	}
-	if o.Tokens < 1 || o.Tokens > 1<<16 || o.RefTokens < 1 || o.RefTokens > 1<<16 {
+	if o.Tokens < 1 || o.Tokens > 1<<16 || o.BaselineTokens < 1 || o.BaselineTokens > 1<<16 {
 		return fmt.Errorf("tokens per stream must be in [1, 65536]")
 	}
-	if o.Duration < 0 || o.RefDuration < 0 || o.Threads < 0 {
+	if o.Duration < 0 || o.BaselineDuration < 0 || o.Threads < 0 {
 		return errors.New("durations and threads must not be negative")
 	}
 	return nil
@@ -112,8 +112,8 @@ func (o Options) validate() error {
 
 // plan is how much one mode runs: counts of streams and the phase cap.
 type plan struct {
-	mode             string // "ours" or "reference"
-	reference        bool
+	mode             string // "ours" or "baseline"
+	baseline         bool
 	tokens           int
 	singleRuns       int // sequential streams for the single-stream figure
 	ttftRuns         int // sequential one-token requests per prompt size
@@ -123,22 +123,22 @@ type plan struct {
 
 func plans(o Options) []plan {
 	ours := plan{mode: "ours", tokens: o.Tokens, singleRuns: 3, ttftRuns: 20, streamsPerWorker: 2, cap: o.Duration}
-	// The reference serves one request at a time and recomputes the whole
+	// The baseline serves one request at a time and recomputes the whole
 	// window per token: far fewer streams, and its own cap.
-	ref := plan{mode: "reference", reference: true, tokens: o.RefTokens, singleRuns: 1, ttftRuns: 5, streamsPerWorker: 1, cap: o.RefDuration}
+	ref := plan{mode: "baseline", baseline: true, tokens: o.BaselineTokens, singleRuns: 1, ttftRuns: 5, streamsPerWorker: 1, cap: o.BaselineDuration}
 	if o.Quick {
 		ours.singleRuns, ours.ttftRuns, ours.streamsPerWorker = 1, 3, 1
 		ref.ttftRuns = 2
 	}
-	if o.NoReference {
+	if o.NoBaseline {
 		return []plan{ours}
 	}
 	return []plan{ours, ref}
 }
 
-// Run benchmarks the server: the batched engine, then (unless NoReference)
-// the reference mode, each in its own server process started and stopped
-// here. A reference server that fails does not fail the run: its error is in
+// Run benchmarks the server: the batched engine, then (unless NoBaseline)
+// the baseline mode, each in its own server process started and stopped
+// here. A baseline server that fails does not fail the run: its error is in
 // the report, next to the figures that were measured.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	o = o.withDefaults()
@@ -148,9 +148,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	started := time.Now()
 	rep := &Report{Started: started.UTC(), Host: hostInfo(o.Threads)}
 	rep.Settings = Settings{
-		Tokens: o.Tokens, RefTokens: o.RefTokens, Temperature: benchTemperature, TopK: benchTopK,
+		Tokens: o.Tokens, BaselineTokens: o.BaselineTokens, Temperature: benchTemperature, TopK: benchTopK,
 		Levels: o.Levels, Quick: o.Quick,
-		CapSeconds: o.Duration.Seconds(), RefCapSeconds: o.RefDuration.Seconds(),
+		CapSeconds: o.Duration.Seconds(), BaselineCapSeconds: o.BaselineDuration.Seconds(),
 	}
 
 	modelPath := o.Model
@@ -175,16 +175,16 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep.Settings.TraceLayer = cfg.L - 1 // the deepest layer: the whole forward pass runs before it is read
 
 	for _, p := range plans(o) {
-		fmt.Fprintf(o.Progress, "%s: starting the server%s\n", p.mode, map[bool]string{true: " (serve --reference)"}[p.reference])
+		fmt.Fprintf(o.Progress, "%s: starting the server%s\n", p.mode, map[bool]string{true: " (serve --baseline)"}[p.baseline])
 		mr, err := runMode(ctx, o, p, modelPath, cfg)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if p.reference {
-			rep.Reference = mr
+		if p.baseline {
+			rep.Baseline = mr
 			if err != nil {
-				rep.ReferenceError = err.Error()
-				fmt.Fprintf(o.Progress, "reference: failed: %v\n", err)
+				rep.BaselineError = err.Error()
+				fmt.Fprintf(o.Progress, "baseline: failed: %v\n", err)
 			}
 			continue
 		}
@@ -206,7 +206,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg convert.ModelConfig) (*ModeReport, error) {
 	maxLevel := slices.Max(o.Levels)
 	spec := serverSpec{
-		exe: o.Executable, model: modelPath, threads: o.Threads, reference: p.reference,
+		exe: o.Executable, model: modelPath, threads: o.Threads, baseline: p.baseline,
 		env: []string{
 			// The limiter and the slot count would otherwise measure themselves.
 			"RATE_LIMIT_PER_MIN=1000000000",

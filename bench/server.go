@@ -30,11 +30,11 @@ type serverProc struct {
 
 // serverSpec says how to start one.
 type serverSpec struct {
-	exe       string
-	model     string
-	threads   int
-	reference bool
-	env       []string // KEY=VALUE overrides on top of the bench's environment
+	exe      string
+	model    string
+	threads  int
+	baseline bool
+	env      []string // KEY=VALUE overrides on top of the bench's environment
 }
 
 // startServer starts the server and waits until /health says the model is
@@ -75,8 +75,8 @@ func freeLoopbackPort() (int, error) {
 
 func launch(spec serverSpec, port int) (*serverProc, error) {
 	args := []string{"serve", "--model", spec.model, "--host", "127.0.0.1", "--port", strconv.Itoa(port)}
-	if spec.reference {
-		args = append(args, "--reference")
+	if spec.baseline {
+		args = append(args, "--baseline")
 	}
 	cmd := exec.Command(spec.exe, args...)
 	// Later entries win in exec's environment handling, so these override

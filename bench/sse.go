@@ -1,7 +1,7 @@
 // Package bench is the load driver behind `nielsgpt bench`: it starts the real
 // server as a subprocess, drives real SSE streams at it over loopback, and
 // reports throughput, time to first token and memory, for the batched engine
-// and for the reference (original-algorithm) mode side by side.
+// and for the baseline (original-algorithm) mode side by side.
 //
 // This file is the client's reader for text/event-stream bodies. It is small
 // and allocation-light on purpose: the driver shares the CPU with the server

@@ -38,14 +38,15 @@ func FormatTranscript(messages []Message) []byte {
 	return b.Bytes()
 }
 
-// stopTags end a generation: the model has started writing the other side.
-var stopTags = [][]byte{[]byte("\nuser: "), []byte("\nsystem: ")}
+// StopTags end a generation: the model has started writing the other side's
+// turn, and the reply is cut before the tag.
+var StopTags = [][]byte{[]byte("\nuser: "), []byte("\nsystem: ")}
 
 // cutAtStopTag returns generated cut before the earliest stop tag, and
 // whether one was found.
 func cutAtStopTag(generated []byte) ([]byte, bool) {
 	cut := -1
-	for _, tag := range stopTags {
+	for _, tag := range StopTags {
 		if i := bytes.Index(generated, tag); i >= 0 && (cut < 0 || i < cut) {
 			cut = i
 		}

@@ -243,8 +243,8 @@ func checkGreedy(t *testing.T, name string) {
 		for h := range s.Attn {
 			worstAttn = math.Max(worstAttn, maxAbsDiff(s.Attn[h], gr.AttnRows[i][h]))
 		}
-		if s.Entropy != 0 || len(s.TopK) != 1 || s.TopK[0].TokenID != s.TokenID || s.TopK[0].Prob != 1 {
-			t.Fatalf("step %d: greedy distribution must be one-hot, got entropy %v top %v", i, s.Entropy, s.TopK)
+		if s.Entropy != 0 || len(s.Candidates) != 1 || s.Candidates[0].TokenID != s.TokenID || s.Candidates[0].Prob != 1 {
+			t.Fatalf("step %d: greedy distribution must be one-hot, got entropy %v top %v", i, s.Entropy, s.Candidates)
 		}
 		return nil
 	})

@@ -26,10 +26,10 @@ type Options struct {
 	// PrefillChunk caps the prompt tokens one sequence feeds per step, so a
 	// long prompt shares steps with running streams. 0 means 128.
 	PrefillChunk int
-	// Reference runs the original service's algorithm, for benchmarks to
+	// Baseline runs the original service's algorithm, for benchmarks to
 	// compare against: one sequence at a time, and the whole window through
 	// the model for every token (no KV cache reuse, no batching).
-	Reference bool
+	Baseline bool
 	// OnStep, when set, hears how long each engine step took: phase is
 	// "prefill", "decode" or "mixed", tokens the tokens fed in that step.
 	OnStep func(phase string, seconds float64, tokens int)

@@ -194,8 +194,9 @@ func (s *scheduler) dropCancelled() {
 	s.active = kept
 }
 
-// window is the part of the sequence the model sees: its last T tokens.
-func (seq *sequence) window(T int) (start int) {
+// windowStart is where the part of the sequence the model sees begins: its
+// last T tokens.
+func (seq *sequence) windowStart(T int) (start int) {
 	return max(0, len(seq.tokens)-T)
 }
 
@@ -206,7 +207,7 @@ func (s *scheduler) plan() ([]stepItem, []*sequence) {
 	var owners []*sequence
 	budget := stepTokenBudget
 	candidates := s.active
-	if s.m.opts.Reference && len(candidates) > 1 {
+	if s.m.opts.Baseline && len(candidates) > 1 {
 		candidates = candidates[:1] // the others queue, as they did in the original
 	}
 	// Prompt chunks take turns, so sequences that recompute their whole
@@ -219,11 +220,11 @@ func (s *scheduler) plan() ([]stepItem, []*sequence) {
 			if len(seq.events) > 0 {
 				continue // its reader has not taken the last step yet
 			}
-			start := seq.window(T)
-			// The reference mode forgets the cache for every token, and the
+			start := seq.windowStart(T)
+			// The baseline mode forgets the cache for every token, and the
 			// full-attention matrix wants one pass over the whole window:
 			// both start again from position 0.
-			wholeWindow := s.m.opts.Reference || (seq.full != nil && seq.isDone())
+			wholeWindow := s.m.opts.Baseline || (seq.full != nil && seq.isDone())
 			if wholeWindow {
 				seq.cached = 0
 			}
@@ -341,10 +342,10 @@ func (s *scheduler) advance(seq *sequence, it *stepItem) {
 	}
 	token, entropy, top := seq.sampler.sample(it.logits)
 	step := &Step{
-		Index:   len(seq.tokens) - seq.nPrompt,
-		TokenID: token,
-		Entropy: entropy,
-		TopK:    top,
+		Index:      len(seq.tokens) - seq.nPrompt,
+		TokenID:    token,
+		Entropy:    entropy,
+		Candidates: top,
 	}
 	if it.traceLayer >= 0 {
 		t := len(it.attnRow) / cfg.Heads

@@ -40,10 +40,10 @@ type Candidate struct {
 
 // Step is what one generated token carries back to the caller.
 type Step struct {
-	Index   int // 0-based step number
-	TokenID int
-	Entropy float64     // nats, of the sampling distribution
-	TopK    []Candidate // at most 10, by probability, highest first
+	Index      int // 0-based step number
+	TokenID    int
+	Entropy    float64     // nats, of the sampling distribution
+	Candidates []Candidate // at most 10, by probability, highest first
 	// Attn holds the traced layer's attention probabilities for the newest
 	// query position: one row per head, each as long as the current window.
 	// Nil when TraceLayer < 0. Owned by the receiver.

@@ -32,9 +32,9 @@ type Config struct {
 	Model   string
 	Device  string
 	Threads int // 0: the engine default (one per core, less one for the Go side)
-	// Reference serves with the original service's algorithm (no KV cache,
+	// Baseline serves with the original service's algorithm (no KV cache,
 	// one request at a time), so `nielsgpt bench` can measure both.
-	Reference bool
+	Baseline bool
 
 	// Hub holds CKPT_REPO_ID, CKPT_FILENAME, CKPT_DIR, HF_TOKEN, HF_ENDPOINT
 	// and HF_HUB_OFFLINE. Progress and Client are left to the caller.
@@ -94,8 +94,8 @@ var settings = []setting{
 		c.Threads, err = parseInt(v, 0, 1024)
 		return err
 	}},
-	{"REFERENCE", "reference", "0", "run the original algorithm: whole window per token, one request at a time (for benchmarks)", func(c *Config, v string) (err error) {
-		c.Reference, err = parseBool(v)
+	{"BASELINE", "baseline", "0", "run the original algorithm: whole window per token, one request at a time (for benchmarks)", func(c *Config, v string) (err error) {
+		c.Baseline, err = parseBool(v)
 		return err
 	}},
 	{"CKPT_REPO_ID", "ckpt-repo-id", hub.DefaultRepoID, "Hugging Face Hub model repository", func(c *Config, v string) error {
@@ -283,7 +283,7 @@ func ParseConfig(args []string, lookupEnv func(string) (string, bool), usageOut 
 
 // boolFlags are switches: `--offline` alone means on, as users expect, while
 // `--offline=0` and the environment variable keep parseBool's spellings.
-var boolFlags = map[string]bool{"offline": true, "reference": true}
+var boolFlags = map[string]bool{"offline": true, "baseline": true}
 
 // boolText is a flag.Value that keeps the text for parseBool and lets the
 // flag package accept the flag without a value.

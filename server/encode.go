@@ -130,7 +130,7 @@ func appendTraceEvent(b []byte, step *engine.Step) []byte {
 	b = append(b, `,"entropy":`...)
 	b = appendFloat(b, step.Entropy)
 	b = append(b, `,"topk":[`...)
-	for i, cand := range step.TopK {
+	for i, cand := range step.Candidates {
 		if i > 0 {
 			b = append(b, ',')
 		}

@@ -34,17 +34,17 @@ func TestAppendStringRoundTrips(t *testing.T) {
 func TestTraceEventDecodesExactly(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	step := randomStep(rng, 4, 37)
-	step.TopK = append(step.TopK, engine.Candidate{TokenID: '"', Prob: 1e-9}, engine.Candidate{TokenID: '\\', Prob: 0})
+	step.Candidates = append(step.Candidates, engine.Candidate{TokenID: '"', Prob: 1e-9}, engine.Candidate{TokenID: '\\', Prob: 0})
 	step.Attn[2][5] = 1.4e-45 // the smallest float32 subnormal
 	step.Attn[3][0] = 3.4028235e38
 
 	data := strings.TrimPrefix(strings.TrimSuffix(string(appendTraceEvent(nil, step)), "\n\n"), "event: trace\ndata: ")
 	var got traceEvent
 	decodeStrict(t, data, &got)
-	if *got.Step != step.Index || float32(*got.Entropy) != float32(step.Entropy) || len(got.TopK) != len(step.TopK) {
+	if *got.Step != step.Index || float32(*got.Entropy) != float32(step.Entropy) || len(got.TopK) != len(step.Candidates) {
 		t.Fatalf("decoded %s", data)
 	}
-	for i, c := range step.TopK {
+	for i, c := range step.Candidates {
 		g := got.TopK[i]
 		if g.TokenID != c.TokenID || g.TokenText != engine.TokenText(c.TokenID) || g.TokenDisplay != engine.TokenDisplay(c.TokenID) || float32(g.Prob) != float32(c.Prob) {
 			t.Fatalf("topk[%d] %+v, want %+v", i, g, c)
@@ -66,7 +66,7 @@ func TestTraceEventDecodesExactly(t *testing.T) {
 
 // A fault in the engine must not turn into invalid JSON on the wire.
 func TestNonFiniteBecomesNull(t *testing.T) {
-	step := &engine.Step{Entropy: math.NaN(), TopK: []engine.Candidate{{TokenID: 1, Prob: math.Inf(1)}},
+	step := &engine.Step{Entropy: math.NaN(), Candidates: []engine.Candidate{{TokenID: 1, Prob: math.Inf(1)}},
 		Attn: [][]float32{{float32(math.NaN()), float32(math.Inf(-1)), 0.5}}}
 	data := strings.TrimPrefix(strings.TrimSpace(string(appendTraceEvent(nil, step))), "event: trace\ndata: ")
 	if !json.Valid([]byte(data)) || !strings.Contains(data, `"entropy":null`) || !strings.Contains(data, `"attn":[[null,null,0.5]]`) {
@@ -89,7 +89,7 @@ func TestFullAttnEncoding(t *testing.T) {
 func randomStep(rng *rand.Rand, heads, window int) *engine.Step {
 	step := &engine.Step{Index: 12, TokenID: int('e'), Entropy: rng.Float64() * 5}
 	for i := range 10 {
-		step.TopK = append(step.TopK, engine.Candidate{TokenID: rng.IntN(256), Prob: rng.Float64() / float64(i+1)})
+		step.Candidates = append(step.Candidates, engine.Candidate{TokenID: rng.IntN(256), Prob: rng.Float64() / float64(i+1)})
 	}
 	step.Attn = make([][]float32, heads)
 	for h := range step.Attn {
@@ -130,8 +130,8 @@ func BenchmarkEncodeTraceEventReflect(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		topk := make([]cand, len(step.TopK))
-		for i, c := range step.TopK {
+		topk := make([]cand, len(step.Candidates))
+		for i, c := range step.Candidates {
 			topk[i] = cand{c.TokenID, engine.TokenText(c.TokenID), engine.TokenDisplay(c.TokenID), c.Prob}
 		}
 		_, _ = json.Marshal(struct {

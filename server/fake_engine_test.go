@@ -101,11 +101,11 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.GenerateRequest, o
 			}
 		}
 		step := &engine.Step{
-			Index:   i,
-			TokenID: int(tok),
-			Entropy: 0.5623351446188083,
-			TopK:    []engine.Candidate{{TokenID: int(tok), Prob: 0.75}, {TokenID: 0xff, Prob: 0.25}},
-			Attn:    attn,
+			Index:      i,
+			TokenID:    int(tok),
+			Entropy:    0.5623351446188083,
+			Candidates: []engine.Candidate{{TokenID: int(tok), Prob: 0.75}, {TokenID: 0xff, Prob: 0.25}},
+			Attn:       attn,
 		}
 		if err := onStep(step); err != nil {
 			return nil, err

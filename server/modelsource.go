@@ -223,7 +223,7 @@ func LoadModel(ctx context.Context, cfg Config, opts ModelOptions) (Engine, erro
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	engineOpts := engine.Options{Device: cfg.Device, Threads: cfg.Threads, Reference: cfg.Reference, OnStep: opts.OnStep}
+	engineOpts := engine.Options{Device: cfg.Device, Threads: cfg.Threads, Baseline: cfg.Baseline, OnStep: opts.OnStep}
 	var model *engine.Model
 	if spec.Data != nil {
 		model, err = engine.LoadBytes(spec.Data, engineOpts)

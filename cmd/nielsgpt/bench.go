@@ -1,5 +1,5 @@
 // `nielsgpt bench`: the load benchmark. It starts this very binary's `serve`
-// on loopback (once batched, once in the original algorithm's reference
+// on loopback (once batched, once in the original algorithm's baseline
 // mode), drives real SSE streams at it and prints the results table; the
 // driver and the report live in package bench.
 package main
@@ -26,7 +26,7 @@ func runBench(args []string) error {
 Starts "nielsgpt serve" on a loopback port, drives real /chat/stream SSE
 streams at it, and prints single-stream tokens/s, time to first token for a
 short and a 16 KB prompt, aggregate tokens/s per concurrency level and the
-server's peak RSS, next to the same figures for "serve --reference" (the
+server's peak RSS, next to the same figures for "serve --baseline" (the
 original algorithm: the whole window per token, one request at a time).
 Without --model it benchmarks a deployed-size model (V=256 T=256 C=256 L=4
 H=4 d_ff=1024) with random weights, written to a temporary directory.
@@ -46,10 +46,10 @@ flags:
 	fs.IntVar(&opts.Threads, "threads", 0, "THREADS for the server (0: one per core)")
 	fs.BoolVar(&opts.Quick, "quick", false, "small counts and short caps: a smoke run of a few seconds")
 	fs.IntVar(&opts.Tokens, "tokens", 0, "max_new_tokens per stream (default 200, --quick 24)")
-	fs.IntVar(&opts.RefTokens, "ref-tokens", 0, "max_new_tokens per reference stream (default: --tokens; --quick 8)")
+	fs.IntVar(&opts.BaselineTokens, "baseline-tokens", 0, "max_new_tokens per baseline stream (default: --tokens; --quick 8)")
 	fs.DurationVar(&opts.Duration, "duration", 0, "time cap of each measured phase (default 30s, --quick 3s)")
-	fs.DurationVar(&opts.RefDuration, "ref-duration", 0, "time cap of each reference phase (default 10s, --quick 1s)")
-	fs.BoolVar(&opts.NoReference, "no-reference", false, "skip the reference mode")
+	fs.DurationVar(&opts.BaselineDuration, "baseline-duration", 0, "time cap of each baseline phase (default 10s, --quick 1s)")
+	fs.BoolVar(&opts.NoBaseline, "no-baseline", false, "skip the baseline mode")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -89,10 +89,10 @@ flags:
 	if err == nil && *asJSON {
 		err = rep.WriteJSON(os.Stdout)
 	}
-	if err == nil && rep.ReferenceError != "" {
+	if err == nil && rep.BaselineError != "" {
 		// The figures are printed, but a run that lost its baseline did
 		// not do what was asked: say so in the exit status.
-		err = errors.New("the reference mode failed (see above)")
+		err = errors.New("the baseline mode failed (see above)")
 	}
 	return err
 }

@@ -462,10 +462,6 @@ func readLines(in io.Reader, done <-chan struct{}) <-chan inputLine {
 
 // ---- streaming a reply to the terminal ----
 
-// stopTags are the engine's stop tags (SPEC §3): the model has begun the
-// other side's turn, and the engine cuts the reply before the tag.
-var stopTags = [][]byte{[]byte("\nuser: "), []byte("\nsystem: ")}
-
 // replyFilter passes a reply's bytes to the terminal as they are generated,
 // holding back only what cannot be shown yet: a multi-byte UTF-8 character
 // that is not complete, and a tail that may be the start of a stop tag (the
@@ -557,7 +553,7 @@ func (f *replyFilter) write(s string) {
 // stopTagIndex is where the earliest stop tag in b starts, or -1.
 func stopTagIndex(b []byte) int {
 	cut := -1
-	for _, tag := range stopTags {
+	for _, tag := range engine.StopTags {
 		if i := bytes.Index(b, tag); i >= 0 && (cut < 0 || i < cut) {
 			cut = i
 		}
@@ -569,7 +565,7 @@ func stopTagIndex(b []byte) int {
 // stop tag (so the next bytes may complete it), or len(b).
 func tagPrefixStart(b []byte) int {
 	for i := bytes.IndexByte(b, '\n'); i >= 0; {
-		for _, tag := range stopTags {
+		for _, tag := range engine.StopTags {
 			if len(b)-i < len(tag) && bytes.HasPrefix(tag, b[i:]) {
 				return i
 			}
