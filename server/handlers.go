@@ -59,14 +59,14 @@ func (s *Server) fullAttn(c *gin.Context) {
 // the body, check the transcript's size, and take a generation slot. When ok
 // is false the answer has been written; otherwise release frees the slot.
 func admit[R any](s *Server, c *gin.Context,
-	parse func([]byte, limits) (R, []engine.Message, error), prompt func(R) []byte,
+	parse func([]byte, limits) (R, error), prompt func(R) []byte,
 ) (req R, eng Engine, release func(), ok bool) {
 	eng = s.currentEngine()
 	body, ok := s.readBody(c)
 	if !ok {
 		return req, nil, nil, false
 	}
-	req, _, err := parse(body, limits{model: eng.Config(), maxNewTokens: s.cfg.MaxNewTokens})
+	req, err := parse(body, limits{model: eng.Config(), maxNewTokens: s.cfg.MaxNewTokens})
 	if err != nil {
 		s.writeValidation(c, err.Error())
 		return req, nil, nil, false

@@ -62,62 +62,62 @@ var (
 )
 
 // parseChatRequest validates a POST /chat/stream body.
-func parseChatRequest(body []byte, lim limits) (engine.GenerateRequest, []engine.Message, error) {
+func parseChatRequest(body []byte, lim limits) (engine.GenerateRequest, error) {
 	fields, err := parseBody(body, chatFields)
 	if err != nil {
-		return engine.GenerateRequest{}, nil, err
+		return engine.GenerateRequest{}, err
 	}
 	messages, err := parseMessages(fields["messages"])
 	if err != nil {
-		return engine.GenerateRequest{}, nil, err
+		return engine.GenerateRequest{}, err
 	}
 	traceLayer, err := rangeField(fields, "trace_layer", true, 0, 0, int64(lim.model.Layers-1))
 	if err != nil {
-		return engine.GenerateRequest{}, nil, err
+		return engine.GenerateRequest{}, err
 	}
 	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultMaxNewTokens, 0, int64(lim.maxNewTokens))
 	if err != nil {
-		return engine.GenerateRequest{}, nil, err
+		return engine.GenerateRequest{}, err
 	}
 	sampling, err := parseSampling(fields, lim.model.Vocab)
 	if err != nil {
-		return engine.GenerateRequest{}, nil, err
+		return engine.GenerateRequest{}, err
 	}
 	return engine.GenerateRequest{
 		Prompt:       engine.FormatTranscript(messages),
 		MaxNewTokens: int(maxNew),
 		Sampling:     sampling,
 		TraceLayer:   int(traceLayer),
-	}, messages, nil
+	}, nil
 }
 
 // parseFullAttnRequest validates a POST /inspect/full_attn body. Tokens
 // generated before the matrix is taken use SPEC §4's default sampling with
 // the request's seed.
-func parseFullAttnRequest(body []byte, lim limits) (engine.FullAttnRequest, []engine.Message, error) {
+func parseFullAttnRequest(body []byte, lim limits) (engine.FullAttnRequest, error) {
 	fields, err := parseBody(body, fullAttnFields)
 	if err != nil {
-		return engine.FullAttnRequest{}, nil, err
+		return engine.FullAttnRequest{}, err
 	}
 	messages, err := parseMessages(fields["messages"])
 	if err != nil {
-		return engine.FullAttnRequest{}, nil, err
+		return engine.FullAttnRequest{}, err
 	}
 	layer, err := rangeField(fields, "trace_layer", true, 0, 0, int64(lim.model.Layers-1))
 	if err != nil {
-		return engine.FullAttnRequest{}, nil, err
+		return engine.FullAttnRequest{}, err
 	}
 	head, err := rangeField(fields, "head", true, 0, 0, int64(lim.model.Heads-1))
 	if err != nil {
-		return engine.FullAttnRequest{}, nil, err
+		return engine.FullAttnRequest{}, err
 	}
 	seed, err := seedField(fields)
 	if err != nil {
-		return engine.FullAttnRequest{}, nil, err
+		return engine.FullAttnRequest{}, err
 	}
 	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultFullAttnNewToken, 0, int64(lim.maxNewTokens))
 	if err != nil {
-		return engine.FullAttnRequest{}, nil, err
+		return engine.FullAttnRequest{}, err
 	}
 	return engine.FullAttnRequest{
 		Prompt:       engine.FormatTranscript(messages),
@@ -125,7 +125,7 @@ func parseFullAttnRequest(body []byte, lim limits) (engine.FullAttnRequest, []en
 		Sampling:     engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, lim.model.Vocab), Seed: seed},
 		Layer:        int(layer),
 		Head:         int(head),
-	}, messages, nil
+	}, nil
 }
 
 // parseBody checks the raw bytes, then splits the top-level object into its

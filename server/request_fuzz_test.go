@@ -5,6 +5,7 @@ package server
 // never a panic and never a silently altered prompt.
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
 	"testing"
@@ -27,12 +28,23 @@ var fuzzSeeds = []string{
 
 var fuzzLimits = limits{model: fakeConfig, maxNewTokens: 1024}
 
-func checkAccepted(t *testing.T, messages []engine.Message, prompt []byte, maxNew int) {
+// checkAccepted holds an accepted request's prompt against the messages as
+// encoding/json reads them from the same body: an independent decoder, so a
+// prompt our field-by-field parser altered shows up as a difference.
+func checkAccepted(t *testing.T, body, prompt []byte, maxNew int) {
 	if !utf8.Valid(prompt) {
 		t.Fatalf("accepted a prompt that is not UTF-8: %q", prompt)
 	}
+	var fields map[string]json.RawMessage
+	var messages []engine.Message
+	if err := json.Unmarshal(body, &fields); err != nil {
+		t.Fatalf("accepted a body encoding/json refuses: %v", err)
+	}
+	if err := json.Unmarshal(fields["messages"], &messages); err != nil {
+		t.Fatalf("accepted messages encoding/json refuses: %v", err)
+	}
 	if string(engine.FormatTranscript(messages)) != string(prompt) {
-		t.Fatal("prompt does not match the messages")
+		t.Fatalf("prompt %q does not match the messages %+v", prompt, messages)
 	}
 	if maxNew < 0 || maxNew > fuzzLimits.maxNewTokens {
 		t.Fatalf("max_new_tokens %d out of bounds", maxNew)
@@ -51,12 +63,12 @@ func FuzzParseChatRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, messages, err := parseChatRequest(body, fuzzLimits)
+		req, err := parseChatRequest(body, fuzzLimits)
 		if err != nil {
 			checkRefused(t, err)
 			return
 		}
-		checkAccepted(t, messages, req.Prompt, req.MaxNewTokens)
+		checkAccepted(t, body, req.Prompt, req.MaxNewTokens)
 		s := req.Sampling
 		if req.TraceLayer < 0 || req.TraceLayer >= fakeConfig.Layers || math.IsNaN(s.Temperature) ||
 			s.Temperature < 0 || s.Temperature > maxTemperature || s.TopK < 0 || s.TopK > fakeConfig.Vocab {
@@ -70,12 +82,12 @@ func FuzzParseFullAttnRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, messages, err := parseFullAttnRequest(body, fuzzLimits)
+		req, err := parseFullAttnRequest(body, fuzzLimits)
 		if err != nil {
 			checkRefused(t, err)
 			return
 		}
-		checkAccepted(t, messages, req.Prompt, req.MaxNewTokens)
+		checkAccepted(t, body, req.Prompt, req.MaxNewTokens)
 		if req.Layer < 0 || req.Layer >= fakeConfig.Layers || req.Head < 0 || req.Head >= fakeConfig.Heads {
 			t.Fatalf("accepted out-of-range request %+v", req)
 		}
