@@ -1,44 +1,28 @@
 package server
 
-// Server configuration: SPEC §5's environment variables plus the limits this
-// server adds, each overridable by a command-line flag. One table drives the
-// environment, the flags, the defaults and the validation, so a setting cannot
-// be readable one way and not the other, and every bad value is refused at
-// start-up with its name and the reason.
+// The HTTP side of `nielsgpt serve`'s configuration: listening, limits,
+// CORS, proxies, timeouts and logs (docs/API.md lists them for users). The
+// model side (which model, on which device) is modelsource's; both are rows
+// of the same kind of table (internal/settings), parsed together by the
+// serve command.
 
 import (
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"math"
 	"net/netip"
 	"net/url"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
-	"nielsgpt/hub"
+	"nielsgpt/internal/settings"
 )
 
-// Config is everything `nielsgpt serve` can be told.
+// Config is the HTTP side of what `nielsgpt serve` can be told.
 type Config struct {
 	Host string
 	Port int
-
-	// Model names the model to serve: a .gguf path, a .pt path, "demo", or
-	// "" for SPEC §5's CKPT_DIR/CKPT_FILENAME-or-Hub behaviour.
-	Model   string
-	Device  string
-	Threads int // 0: the engine default (one per core, less one for the Go side)
-	// Baseline serves with the original service's algorithm (no KV cache,
-	// one request at a time), so `nielsgpt bench` can measure both.
-	Baseline bool
-
-	// Hub holds CKPT_REPO_ID, CKPT_FILENAME, CKPT_DIR, HF_TOKEN, HF_ENDPOINT
-	// and HF_HUB_OFFLINE. Progress and Client are left to the caller.
-	Hub hub.Options
 
 	MaxPromptBytes  int
 	MaxBodyBytes    int64
@@ -59,266 +43,87 @@ type Config struct {
 	LogFormat       string // "json" or "text"
 }
 
-// setting is one row of the configuration table. env or flag may be empty
-// when a value is only settable one way (HF_TOKEN never appears as a flag, so
-// it cannot leak through the process list).
-type setting struct {
-	env, flag, def, usage string
-	apply                 func(c *Config, v string) error
-}
-
-var settings = []setting{
-	{"API_HOST", "host", "0.0.0.0", "address to listen on", func(c *Config, v string) error {
-		if v != "" && strings.ContainsAny(v, " /") {
-			return errors.New("must be a host name or IP address")
-		}
-		c.Host = v
-		return nil
-	}},
-	{"API_PORT", "port", "8000", "TCP port to listen on (0 picks a free one)", func(c *Config, v string) (err error) {
-		c.Port, err = parseInt(v, 0, 65535)
-		return err
-	}},
-	{"MODEL", "model", "", `model to serve: a .gguf file, a .pt checkpoint (converted once, cached beside it), "demo" (embedded), or empty for CKPT_DIR/CKPT_FILENAME, else the Hub`, func(c *Config, v string) error {
-		c.Model = v
-		return nil
-	}},
-	{"DEVICE", "device", defaultDevice(), "compute device: cpu, or metal/mps/gpu where built", func(c *Config, v string) error {
-		if v == "" {
-			return errors.New("must not be empty")
-		}
-		c.Device = v
-		return nil
-	}},
-	{"THREADS", "threads", "0", "CPU threads for the engine (0: one per core less one, at least 1)", func(c *Config, v string) (err error) {
-		c.Threads, err = parseInt(v, 0, 1024)
-		return err
-	}},
-	{"BASELINE", "baseline", "0", "run the original algorithm: whole window per token, one request at a time (for benchmarks)", func(c *Config, v string) (err error) {
-		c.Baseline, err = parseBool(v)
-		return err
-	}},
-	{"CKPT_REPO_ID", "ckpt-repo-id", hub.DefaultRepoID, "Hugging Face Hub model repository", func(c *Config, v string) error {
-		if v == "" {
-			return errors.New("must not be empty")
-		}
-		c.Hub.RepoID = v
-		return nil
-	}},
-	{"CKPT_FILENAME", "ckpt-filename", hub.DefaultFilename, "checkpoint file name in the repository and in CKPT_DIR", func(c *Config, v string) error {
-		if v == "" || strings.ContainsAny(v, `/\`) || v == "." || v == ".." {
-			return errors.New("must be a plain file name")
-		}
-		c.Hub.Filename = v
-		return nil
-	}},
-	{"CKPT_DIR", "ckpt-dir", hub.DefaultDir, "directory holding (or receiving) the checkpoint", func(c *Config, v string) error {
-		if v == "" {
-			return errors.New("must not be empty")
-		}
-		c.Hub.Dir = v
-		return nil
-	}},
-	{"HF_ENDPOINT", "", hub.DefaultEndpoint, "", func(c *Config, v string) error {
-		if v == "" { // huggingface_hub reads an empty HF_ENDPOINT as unset
-			v = hub.DefaultEndpoint
-		}
-		u, err := url.Parse(v)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return errors.New("must be an http(s) URL")
-		}
-		c.Hub.Endpoint = strings.TrimRight(v, "/")
-		return nil
-	}},
-	{"HF_TOKEN", "", "", "", func(c *Config, v string) error {
-		c.Hub.Token = strings.TrimSpace(v)
-		return nil
-	}},
-	{"HF_HUB_OFFLINE", "offline", "0", "never use the network for the model (1/true/yes/on)", func(c *Config, v string) (err error) {
-		c.Hub.Offline, err = parseBool(v)
-		return err
-	}},
-	{"MAX_PROMPT_BYTES", "max-prompt-bytes", "16384", "largest formatted transcript accepted, in bytes", func(c *Config, v string) (err error) {
-		c.MaxPromptBytes, err = parseInt(v, 1, 1<<30)
-		return err
-	}},
-	{"MAX_BODY_BYTES", "max-body-bytes", "1048576", "largest request body accepted, in bytes (checked before parsing)", func(c *Config, v string) error {
-		n, err := parseInt(v, 1, 1<<30)
-		c.MaxBodyBytes = int64(n)
-		return err
-	}},
-	{"MAX_NEW_TOKENS", "max-new-tokens", "1024", "largest max_new_tokens a request may ask for", func(c *Config, v string) (err error) {
-		c.MaxNewTokens, err = parseInt(v, 0, 1<<20)
-		return err
-	}},
-	{"MAX_CONCURRENT", "max-concurrent", "64", "generations served at once; more get 503 busy", func(c *Config, v string) (err error) {
-		c.MaxConcurrent, err = parseInt(v, 1, 1<<16)
-		return err
-	}},
-	{"RATE_LIMIT_PER_MIN", "rate-limit-per-min", "10", "per-client token bucket refill, requests per minute", func(c *Config, v string) error {
-		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f <= 0 || f > 1e9 {
-			return errors.New("must be a number > 0")
-		}
-		c.RateLimitPerMin = f
-		return nil
-	}},
-	{"RATE_LIMIT_BURST", "rate-limit-burst", "3", "per-client token bucket capacity", func(c *Config, v string) (err error) {
-		c.RateLimitBurst, err = parseInt(v, 1, 1<<30)
-		return err
-	}},
-	{"ALLOWED_ORIGINS", "allowed-origins", "https://nielseriknandal.com,http://localhost:3000,http://localhost:5173", "comma-separated exact origins allowed by CORS (with credentials)", func(c *Config, v string) (err error) {
-		c.AllowedOrigins, err = parseOrigins(v)
-		return err
-	}},
-	{"TRUSTED_PROXIES", "trusted-proxies", "", "comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For / X-Real-IP is believed", func(c *Config, v string) (err error) {
-		c.TrustedProxies, err = parsePrefixes(v)
-		return err
-	}},
-	{"WRITE_TIMEOUT", "write-timeout", "30s", "deadline for each write to a client", func(c *Config, v string) (err error) {
-		c.WriteTimeout, err = parseDuration(v)
-		return err
-	}},
-	{"READ_TIMEOUT", "read-timeout", "30s", "deadline for reading a request body", func(c *Config, v string) (err error) {
-		c.ReadTimeout, err = parseDuration(v)
-		return err
-	}},
-	{"SHUTDOWN_TIMEOUT", "shutdown-timeout", "30s", "how long SIGTERM waits for in-flight requests before cutting them", func(c *Config, v string) (err error) {
-		c.ShutdownTimeout, err = parseDuration(v)
-		return err
-	}},
-	{"LOG_FORMAT", "log-format", "json", "request log format: json or text", func(c *Config, v string) error {
-		if v != "json" && v != "text" {
-			return errors.New(`must be "json" or "text"`)
-		}
-		c.LogFormat = v
-		return nil
-	}},
-}
-
-// defaultDevice follows SPEC §5: the CPU, except on Apple Silicon, where
-// ggml's Metal backend is built in.
-func defaultDevice() string {
-	if runtime.GOOS == "darwin" && runtime.GOARCH == "arm64" {
-		return "metal"
+// Settings are the rows of the HTTP settings, each filling its field of c.
+// The serve command parses them together with modelsource's rows.
+func Settings(c *Config) []settings.Row {
+	return []settings.Row{
+		{Env: "API_HOST", Flag: "host", Default: "0.0.0.0", Usage: "address to listen on", Apply: func(v string) error {
+			if v != "" && strings.ContainsAny(v, " /") {
+				return errors.New("must be a host name or IP address")
+			}
+			c.Host = v
+			return nil
+		}},
+		{Env: "API_PORT", Flag: "port", Default: "8000", Usage: "TCP port to listen on (0 picks a free one)", Apply: func(v string) (err error) {
+			c.Port, err = settings.ParseInt(v, 0, 65535)
+			return err
+		}},
+		{Env: "MAX_PROMPT_BYTES", Flag: "max-prompt-bytes", Default: "16384", Usage: "largest formatted transcript accepted, in bytes", Apply: func(v string) (err error) {
+			c.MaxPromptBytes, err = settings.ParseInt(v, 1, 1<<30)
+			return err
+		}},
+		{Env: "MAX_BODY_BYTES", Flag: "max-body-bytes", Default: "1048576", Usage: "largest request body accepted, in bytes (checked before parsing)", Apply: func(v string) error {
+			n, err := settings.ParseInt(v, 1, 1<<30)
+			c.MaxBodyBytes = int64(n)
+			return err
+		}},
+		{Env: "MAX_NEW_TOKENS", Flag: "max-new-tokens", Default: "1024", Usage: "largest max_new_tokens a request may ask for", Apply: func(v string) (err error) {
+			c.MaxNewTokens, err = settings.ParseInt(v, 0, 1<<20)
+			return err
+		}},
+		{Env: "MAX_CONCURRENT", Flag: "max-concurrent", Default: "64", Usage: "generations served at once; more get 503 busy", Apply: func(v string) (err error) {
+			c.MaxConcurrent, err = settings.ParseInt(v, 1, 1<<16)
+			return err
+		}},
+		{Env: "RATE_LIMIT_PER_MIN", Flag: "rate-limit-per-min", Default: "10", Usage: "per-client token bucket refill, requests per minute", Apply: func(v string) error {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f <= 0 || f > 1e9 {
+				return errors.New("must be a number > 0")
+			}
+			c.RateLimitPerMin = f
+			return nil
+		}},
+		{Env: "RATE_LIMIT_BURST", Flag: "rate-limit-burst", Default: "3", Usage: "per-client token bucket capacity", Apply: func(v string) (err error) {
+			c.RateLimitBurst, err = settings.ParseInt(v, 1, 1<<30)
+			return err
+		}},
+		{Env: "ALLOWED_ORIGINS", Flag: "allowed-origins", Default: "https://nielseriknandal.com,http://localhost:3000,http://localhost:5173", Usage: "comma-separated exact origins allowed by CORS (with credentials)", Apply: func(v string) (err error) {
+			c.AllowedOrigins, err = parseOrigins(v)
+			return err
+		}},
+		{Env: "TRUSTED_PROXIES", Flag: "trusted-proxies", Default: "", Usage: "comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For / X-Real-IP is believed", Apply: func(v string) (err error) {
+			c.TrustedProxies, err = parsePrefixes(v)
+			return err
+		}},
+		{Env: "WRITE_TIMEOUT", Flag: "write-timeout", Default: "30s", Usage: "deadline for each write to a client", Apply: func(v string) (err error) {
+			c.WriteTimeout, err = settings.ParseDuration(v)
+			return err
+		}},
+		{Env: "READ_TIMEOUT", Flag: "read-timeout", Default: "30s", Usage: "deadline for reading a request body", Apply: func(v string) (err error) {
+			c.ReadTimeout, err = settings.ParseDuration(v)
+			return err
+		}},
+		{Env: "SHUTDOWN_TIMEOUT", Flag: "shutdown-timeout", Default: "30s", Usage: "how long SIGTERM waits for in-flight requests before cutting them", Apply: func(v string) (err error) {
+			c.ShutdownTimeout, err = settings.ParseDuration(v)
+			return err
+		}},
+		{Env: "LOG_FORMAT", Flag: "log-format", Default: "json", Usage: "request log format: json or text", Apply: func(v string) error {
+			if v != "json" && v != "text" {
+				return errors.New(`must be "json" or "text"`)
+			}
+			c.LogFormat = v
+			return nil
+		}},
 	}
-	return "cpu"
 }
 
 // DefaultConfig is the configuration with no environment and no flags.
 func DefaultConfig() Config {
-	c, err := ParseConfig(nil, func(string) (string, bool) { return "", false }, io.Discard)
-	if err != nil {
+	var c Config
+	if err := settings.Defaults(Settings(&c)); err != nil {
 		panic("server: built-in defaults are invalid: " + err.Error()) // a bug in the table above
 	}
 	return c
-}
-
-// ParseConfig reads the environment through lookupEnv (usually os.LookupEnv)
-// and then args (flags without the subcommand name); a flag wins over its
-// variable. A variable that is set but empty counts as set, so that
-// ALLOWED_ORIGINS= can switch cross-origin access off. Usage and flag errors
-// go to usageOut. flag.ErrHelp is returned for -h.
-func ParseConfig(args []string, lookupEnv func(string) (string, bool), usageOut io.Writer) (Config, error) {
-	fs := flag.NewFlagSet("nielsgpt serve", flag.ContinueOnError)
-	fs.SetOutput(usageOut)
-	flagValues := map[string]*string{}
-	for _, s := range settings {
-		if s.flag == "" {
-			continue
-		}
-		usage := s.usage
-		if s.env != "" {
-			usage += " (env " + s.env + ")"
-		}
-		value := s.def
-		flagValues[s.flag] = &value
-		if boolFlags[s.flag] {
-			fs.Var((*boolText)(&value), s.flag, usage)
-		} else {
-			fs.StringVar(&value, s.flag, s.def, usage)
-		}
-	}
-	fs.Usage = func() {
-		fmt.Fprintf(usageOut, "usage: nielsgpt serve [flags]\n\nServes niels-gpt over HTTP (SSE streaming, attention traces, /metrics, /docs).\nEvery flag can also be set through the environment variable named beside it.\nHF_TOKEN and HF_ENDPOINT are read from the environment only.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return Config{}, err
-	}
-	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected argument %q (flags only; see nielsgpt serve -h)", fs.Arg(0))
-	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-
-	var c Config
-	var problems []string
-	for _, s := range settings {
-		value, source := s.def, ""
-		if s.env != "" {
-			if v, ok := lookupEnv(s.env); ok {
-				value, source = v, s.env
-			}
-		}
-		if s.flag != "" && given[s.flag] {
-			value, source = *flagValues[s.flag], "--"+s.flag
-		}
-		if err := s.apply(&c, value); err != nil {
-			if source == "" {
-				source = s.env
-			}
-			shown := strconv.Quote(value)
-			if s.env == "HF_TOKEN" {
-				shown = "(hidden)"
-			}
-			problems = append(problems, fmt.Sprintf("%s: invalid value %s: %v", source, shown, err))
-		}
-	}
-	if len(problems) > 0 {
-		return Config{}, errors.New("invalid configuration:\n  " + strings.Join(problems, "\n  "))
-	}
-	return c, nil
-}
-
-// boolFlags are switches: `--offline` alone means on, as users expect, while
-// `--offline=0` and the environment variable keep parseBool's spellings.
-var boolFlags = map[string]bool{"offline": true, "baseline": true}
-
-// boolText is a flag.Value that keeps the text for parseBool and lets the
-// flag package accept the flag without a value.
-type boolText string
-
-func (b *boolText) String() string     { return string(*b) }
-func (b *boolText) Set(v string) error { *b = boolText(v); return nil }
-func (b *boolText) IsBoolFlag() bool   { return true }
-
-func parseInt(v string, lo, hi int) (int, error) {
-	n, err := strconv.Atoi(strings.TrimSpace(v))
-	if err != nil || n < lo || n > hi {
-		return 0, fmt.Errorf("must be an integer in [%d, %d]", lo, hi)
-	}
-	return n, nil
-}
-
-// parseBool accepts what huggingface_hub accepts for its switches, so the
-// same environment works for the Python tools and for this server.
-func parseBool(v string) (bool, error) {
-	switch strings.ToLower(strings.TrimSpace(v)) {
-	case "1", "true", "yes", "on":
-		return true, nil
-	case "", "0", "false", "no", "off":
-		return false, nil
-	}
-	return false, errors.New("must be a boolean (1/0, true/false, yes/no, on/off)")
-}
-
-func parseDuration(v string) (time.Duration, error) {
-	d, err := time.ParseDuration(strings.TrimSpace(v))
-	if err != nil || d <= 0 {
-		return 0, errors.New(`must be a positive duration such as "30s"`)
-	}
-	return d, nil
 }
 
 // parseOrigins accepts only exact origins (scheme://host[:port]). A "*" or a

@@ -1,18 +1,19 @@
 package server
 
-// Configuration: SPEC §5 defaults, environment, flags over environment, and
-// a clear refusal of every bad value.
+// The HTTP settings: defaults, environment, flags over environment, and a
+// clear refusal of every bad value.
 
 import (
 	"errors"
 	"flag"
 	"io"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"nielsgpt/internal/settings"
 )
 
 func envOf(vars map[string]string) func(string) (string, bool) {
@@ -22,11 +23,19 @@ func envOf(vars map[string]string) func(string) (string, bool) {
 	}
 }
 
+// parseConfig parses the HTTP rows alone; the serve command adds the model
+// rows to the same FlagSet, which its own tests cover.
+func parseConfig(args []string, lookupEnv func(string) (string, bool), usageOut io.Writer) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("nielsgpt serve", flag.ContinueOnError)
+	fs.SetOutput(usageOut)
+	err := settings.Parse(fs, args, lookupEnv, Settings(&c))
+	return c, err
+}
+
 func TestConfigDefaults(t *testing.T) {
 	c := DefaultConfig()
-	if c.Host != "0.0.0.0" || c.Port != 8000 || c.Model != "" || c.Threads != 0 ||
-		c.Hub.RepoID != "nnandal/niels-gpt" || c.Hub.Filename != "best.pt" || c.Hub.Dir != "./checkpoints" ||
-		c.Hub.Endpoint != "https://huggingface.co" || c.Hub.Token != "" || c.Hub.Offline ||
+	if c.Host != "0.0.0.0" || c.Port != 8000 ||
 		c.MaxPromptBytes != 16384 || c.RateLimitPerMin != 10 || c.RateLimitBurst != 3 ||
 		c.MaxNewTokens != 1024 || c.MaxConcurrent != 64 || c.MaxBodyBytes != 1<<20 ||
 		len(c.TrustedProxies) != 0 || c.WriteTimeout != 30*time.Second || c.ShutdownTimeout != 30*time.Second ||
@@ -36,27 +45,22 @@ func TestConfigDefaults(t *testing.T) {
 	if want := []string{"https://nielseriknandal.com", "http://localhost:3000", "http://localhost:5173"}; !slices.Equal(c.AllowedOrigins, want) {
 		t.Fatalf("origins %v", c.AllowedOrigins)
 	}
-	if c.Device == "" {
-		t.Fatal("no default device")
-	}
 }
 
 func TestConfigEnvAndFlags(t *testing.T) {
 	env := envOf(map[string]string{
-		"API_HOST": "127.0.0.1", "API_PORT": "9000", "MODEL": "env.gguf", "MAX_PROMPT_BYTES": "100",
+		"API_HOST": "127.0.0.1", "API_PORT": "9000", "MAX_PROMPT_BYTES": "100",
 		"RATE_LIMIT_PER_MIN": "2.5", "RATE_LIMIT_BURST": "7", "ALLOWED_ORIGINS": " https://a.example , http://b.example:8080 ",
 		"TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1,::1", "MAX_NEW_TOKENS": "50", "MAX_CONCURRENT": "4",
-		"HF_TOKEN": " hf_abc\n", "HF_HUB_OFFLINE": "1", "CKPT_DIR": "/tmp/ck", "CKPT_REPO_ID": "me/model",
-		"CKPT_FILENAME": "m.pt", "MAX_BODY_BYTES": "2048", "SHUTDOWN_TIMEOUT": "5s", "THREADS": "2",
+		"MAX_BODY_BYTES": "2048", "SHUTDOWN_TIMEOUT": "5s", "LOG_FORMAT": "text",
 	})
-	c, err := ParseConfig([]string{"--port", "9100", "--model", "demo", "--max-concurrent=8"}, env, io.Discard)
+	c, err := parseConfig([]string{"--port", "9100", "--max-concurrent=8", "--log-format", "json"}, env, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Host != "127.0.0.1" || c.Port != 9100 || c.Model != "demo" || c.MaxConcurrent != 8 ||
+	if c.Host != "127.0.0.1" || c.Port != 9100 || c.MaxConcurrent != 8 || c.LogFormat != "json" ||
 		c.MaxPromptBytes != 100 || c.RateLimitPerMin != 2.5 || c.RateLimitBurst != 7 || c.MaxNewTokens != 50 ||
-		c.Hub.Token != "hf_abc" || !c.Hub.Offline || c.Hub.Dir != "/tmp/ck" || c.Hub.RepoID != "me/model" ||
-		c.Hub.Filename != "m.pt" || c.MaxBodyBytes != 2048 || c.ShutdownTimeout != 5*time.Second || c.Threads != 2 {
+		c.MaxBodyBytes != 2048 || c.ShutdownTimeout != 5*time.Second {
 		t.Fatalf("config %+v", c)
 	}
 	if !slices.Equal(c.AllowedOrigins, []string{"https://a.example", "http://b.example:8080"}) {
@@ -68,7 +72,7 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	}
 
 	// Set but empty: no cross-origin access at all.
-	c, err = ParseConfig(nil, envOf(map[string]string{"ALLOWED_ORIGINS": ""}), io.Discard)
+	c, err = parseConfig(nil, envOf(map[string]string{"ALLOWED_ORIGINS": ""}), io.Discard)
 	if err != nil || len(c.AllowedOrigins) != 0 {
 		t.Fatalf("empty ALLOWED_ORIGINS: %v %v", c.AllowedOrigins, err)
 	}
@@ -97,40 +101,25 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{map[string]string{"ALLOWED_ORIGINS": "example.com"}, nil, "an origin is scheme://host[:port]"},
 		{map[string]string{"TRUSTED_PROXIES": "10.0.0.0/33"}, nil, "not an IP address or CIDR"},
 		{map[string]string{"TRUSTED_PROXIES": "proxy.local"}, nil, "not an IP address or CIDR"},
-		{map[string]string{"HF_HUB_OFFLINE": "maybe"}, nil, "HF_HUB_OFFLINE"},
 		{map[string]string{"SHUTDOWN_TIMEOUT": "30"}, nil, "positive duration"},
 		{map[string]string{"LOG_FORMAT": "xml"}, nil, "LOG_FORMAT"},
-		{map[string]string{"CKPT_FILENAME": "../etc/passwd"}, nil, "plain file name"},
-		{map[string]string{"HF_ENDPOINT": "ftp://x"}, nil, "HF_ENDPOINT"},
 		{nil, []string{"extra"}, `unexpected argument "extra"`},
 	}
 	for _, tc := range cases {
-		_, err := ParseConfig(tc.args, envOf(tc.env), io.Discard)
+		_, err := parseConfig(tc.args, envOf(tc.env), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("env %v args %v: error %v, want it to mention %q", tc.env, tc.args, err, tc.want)
 		}
 	}
 	// Every problem is reported at once.
-	_, err := ParseConfig(nil, envOf(map[string]string{"API_PORT": "x", "RATE_LIMIT_BURST": "y"}), io.Discard)
+	_, err := parseConfig(nil, envOf(map[string]string{"API_PORT": "x", "RATE_LIMIT_BURST": "y"}), io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "API_PORT") || !strings.Contains(err.Error(), "RATE_LIMIT_BURST") {
 		t.Fatalf("combined error %v", err)
 	}
-	if _, err := ParseConfig([]string{"--nope"}, envOf(nil), io.Discard); err == nil {
+	if _, err := parseConfig([]string{"--nope"}, envOf(nil), io.Discard); err == nil {
 		t.Fatal("unknown flag accepted")
 	}
-	if _, err := ParseConfig([]string{"-h"}, envOf(nil), io.Discard); !errors.Is(err, flag.ErrHelp) {
+	if _, err := parseConfig([]string{"-h"}, envOf(nil), io.Discard); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
-	}
-}
-
-// HF_TOKEN has no flag: a token on the command line would show in ps.
-func TestConfigTokenHasNoFlag(t *testing.T) {
-	var usage strings.Builder
-	_, _ = ParseConfig([]string{"-h"}, envOf(nil), &usage)
-	if regexp.MustCompile(`(?m)^\s+-(hf-)?token\s`).MatchString(usage.String()) {
-		t.Fatalf("usage mentions a token flag:\n%s", usage.String())
-	}
-	if !strings.Contains(usage.String(), "-model") || !strings.Contains(usage.String(), "env MAX_CONCURRENT") {
-		t.Fatalf("usage lacks flags:\n%s", usage.String())
 	}
 }

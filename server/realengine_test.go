@@ -8,25 +8,35 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"nielsgpt/engine"
+	"nielsgpt/modelsource"
 )
 
 // loadTinyModel converts the tiny checkpoint fixture and loads it through
-// LoadModel, the path `nielsgpt serve --model X.pt` takes.
+// modelsource.Load, the path `nielsgpt serve --model X.pt` takes.
 func loadTinyModel(t *testing.T) Engine {
 	t.Helper()
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
-	pt := copyFixture(t, fixturePT, t.TempDir(), "tiny.pt")
-	cfg := configWithModel(pt)
-	cfg.Threads = 1
-	eng, err := LoadModel(context.Background(), cfg, ModelOptions{})
+	pt, err := os.ReadFile("../convert/testdata/tiny_f32.pt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { closeEngine(eng) })
-	return eng
+	cfg := modelsource.DefaultConfig()
+	cfg.Model = filepath.Join(t.TempDir(), "tiny.pt")
+	cfg.Threads = 1
+	if err := os.WriteFile(cfg.Model, pt, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	model, _, err := modelsource.Load(context.Background(), cfg, modelsource.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(model.Close)
+	return model
 }
 
 func TestRealEngineChatStream(t *testing.T) {

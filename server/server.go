@@ -62,7 +62,7 @@ func New(cfg Config, m *metrics.Metrics, log *slog.Logger) (*Server, error) {
 	if cfg.MaxConcurrent < 1 || cfg.RateLimitBurst < 1 || cfg.RateLimitPerMin <= 0 ||
 		cfg.MaxBodyBytes < 1 || cfg.MaxPromptBytes < 1 || cfg.WriteTimeout <= 0 ||
 		cfg.ReadTimeout <= 0 || cfg.ShutdownTimeout <= 0 {
-		return nil, errors.New("server: configuration has unset limits; start from DefaultConfig or ParseConfig")
+		return nil, errors.New("server: configuration has unset limits; start from DefaultConfig or parse Settings")
 	}
 	if m == nil {
 		m = metrics.New()

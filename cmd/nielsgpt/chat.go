@@ -23,7 +23,7 @@ import (
 	"unicode/utf8"
 
 	"nielsgpt/engine"
-	"nielsgpt/server"
+	"nielsgpt/modelsource"
 )
 
 // demoSystemLine is the system line the demo model was trained with; other
@@ -110,20 +110,25 @@ func runChat(args []string) error {
 
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	serveCfg, err := server.ParseConfig(nil, chatLookupEnv, io.Discard)
+	// Only the model settings are read, so a bad server-only variable (a
+	// port, a rate limit) cannot stop a chat.
+	modelCfg, err := modelsource.FromEnv(os.LookupEnv)
 	if err != nil {
 		return err
 	}
 	if _, ok := os.LookupEnv("MODEL"); !ok || given["model"] {
-		serveCfg.Model = *modelFlag
+		modelCfg.Model = *modelFlag
 	}
 	if given["device"] {
-		serveCfg.Device = *device
+		modelCfg.Device = *device
 	}
 	if given["threads"] {
-		serveCfg.Threads = *threads
+		modelCfg.Threads = *threads
 	}
-	model, source, err := openChatModel(serveCfg)
+	// BASELINE is serve's benchmark switch (one request at a time, no KV
+	// cache); a chat has nothing to compare and keeps the fast path.
+	modelCfg.Baseline = false
+	model, source, err := openChatModel(modelCfg)
 	if err != nil {
 		return err
 	}
@@ -182,26 +187,9 @@ func (f *layerFlag) Set(v string) error {
 	return nil
 }
 
-// chatEnv is the part of serve's environment that chat honours: which model,
-// where it runs, and where a checkpoint comes from. Server-only settings
-// (ports, rate limits) are not read, so a bad one cannot stop a chat.
-var chatEnv = map[string]bool{
-	"MODEL": true, "DEVICE": true, "THREADS": true,
-	"CKPT_REPO_ID": true, "CKPT_FILENAME": true, "CKPT_DIR": true,
-	"HF_ENDPOINT": true, "HF_TOKEN": true, "HF_HUB_OFFLINE": true,
-}
-
-func chatLookupEnv(key string) (string, bool) {
-	if !chatEnv[key] {
-		return "", false
-	}
-	return os.LookupEnv(key)
-}
-
-// openChatModel finds the model exactly as serve does (server.ResolveModel:
-// demo, .gguf, .pt with a cached conversion, or CKPT_DIR and the Hub) and
-// loads it. It also says where the model came from, for the banner.
-func openChatModel(cfg server.Config) (*engine.Model, string, error) {
+// openChatModel opens the model exactly as serve does (modelsource.Load),
+// and says where it came from, for the banner.
+func openChatModel(cfg modelsource.Config) (*engine.Model, string, error) {
 	// Ctrl-C during a download or conversion stops it.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -209,24 +197,7 @@ func openChatModel(cfg server.Config) (*engine.Model, string, error) {
 	if isTerminal(os.Stderr) {
 		progress = os.Stderr
 	}
-	spec, err := server.ResolveModel(ctx, cfg, server.ModelOptions{Demo: func() []byte { return demoGGUF }, Progress: progress})
-	if err != nil {
-		return nil, "", err
-	}
-	opts := engine.Options{Device: cfg.Device, Threads: cfg.Threads}
-	var model *engine.Model
-	if spec.Data != nil {
-		model, err = engine.LoadBytes(spec.Data, opts)
-		if err != nil {
-			err = fmt.Errorf("%s: %w", spec.Source, err)
-		}
-	} else {
-		model, err = engine.LoadFile(spec.Path, opts) // its errors name the file
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	return model, spec.Source, nil
+	return modelsource.Load(ctx, cfg, modelsource.Options{Demo: func() []byte { return demoGGUF }, Progress: progress})
 }
 
 // isTerminal reports whether f is a character device, which for stdin means a

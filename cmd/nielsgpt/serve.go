@@ -1,13 +1,14 @@
 package main
 
 // `nielsgpt serve`: the HTTP API. Configuration comes from the environment
-// and flags (server.ParseConfig); the server listens at once and loads the
-// model in the background; SIGTERM or Ctrl-C drains in-flight streams and
-// exits 0; a model that cannot be obtained or loaded exits non-zero with the
-// reason.
+// and flags: the server's HTTP settings and modelsource's model settings,
+// parsed as one table; the server listens at once and loads the model in the
+// background; SIGTERM or Ctrl-C drains in-flight streams and exits 0; a
+// model that cannot be obtained or loaded exits non-zero with the reason.
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -16,12 +17,34 @@ import (
 	"strconv"
 	"syscall"
 
+	"nielsgpt/internal/settings"
 	"nielsgpt/metrics"
+	"nielsgpt/modelsource"
 	"nielsgpt/server"
 )
 
+// parseServeConfig reads both tables into one FlagSet, so that -h lists
+// every setting once and a flag wins over its variable whichever package
+// owns it. Usage and flag errors go to usageOut; flag.ErrHelp is returned
+// for -h.
+func parseServeConfig(args []string, lookupEnv func(string) (string, bool), usageOut io.Writer) (server.Config, modelsource.Config, error) {
+	var cfg server.Config
+	var modelCfg modelsource.Config
+	fs := flag.NewFlagSet("nielsgpt serve", flag.ContinueOnError)
+	fs.SetOutput(usageOut)
+	fs.Usage = func() {
+		fmt.Fprintf(usageOut, "usage: nielsgpt serve [flags]\n\nServes niels-gpt over HTTP (SSE streaming, attention traces, /metrics, /docs).\nEvery flag can also be set through the environment variable named beside it.\nHF_TOKEN and HF_ENDPOINT are read from the environment only.\n\n")
+		fs.PrintDefaults()
+	}
+	rows := append(server.Settings(&cfg), modelsource.Settings(&modelCfg)...)
+	if err := settings.Parse(fs, args, lookupEnv, rows); err != nil {
+		return server.Config{}, modelsource.Config{}, err
+	}
+	return cfg, modelCfg, nil
+}
+
 func runServe(args []string) error {
-	cfg, err := server.ParseConfig(args, os.LookupEnv, os.Stderr)
+	cfg, modelCfg, err := parseServeConfig(args, os.LookupEnv, os.Stderr)
 	if err != nil {
 		return err
 	}
@@ -53,17 +76,21 @@ func runServe(args []string) error {
 	if isTerminal(os.Stderr) {
 		progress = os.Stderr
 	}
-	log.Info("starting", "model", modelName(cfg.Model), "device", cfg.Device,
+	log.Info("starting", "model", modelName(modelCfg.Model), "device", modelCfg.Device,
 		"max_concurrent", cfg.MaxConcurrent, "max_new_tokens", cfg.MaxNewTokens,
 		"rate_limit_per_min", cfg.RateLimitPerMin, "rate_limit_burst", cfg.RateLimitBurst,
 		"allowed_origins", cfg.AllowedOrigins, "trusted_proxies", len(cfg.TrustedProxies))
 	load := func(ctx context.Context) (server.Engine, error) {
-		return server.LoadModel(ctx, cfg, server.ModelOptions{
+		model, _, err := modelsource.Load(ctx, modelCfg, modelsource.Options{
 			Demo:     func() []byte { return demoGGUF },
 			Progress: progress,
 			OnStep:   m.EngineStep,
 			Log:      log,
 		})
+		if err != nil {
+			return nil, err // a nil *engine.Model would make a non-nil Engine
+		}
+		return model, nil
 	}
 	if err := srv.Run(ctx, ln, load); err != nil {
 		return err

@@ -1,11 +1,11 @@
-package server
-
-// Where the served model comes from (issue 3 item 8, SPEC §5): a .gguf file,
-// a PyTorch .pt checkpoint converted once and cached as a .gguf beside it,
-// the demo model embedded in the binary, or, when nothing is named, the
-// checkpoint in CKPT_DIR, downloaded from the Hugging Face Hub if missing.
-// Whatever is asked for is served or the start fails with the reason: never
-// a different model in its place.
+// Package modelsource chooses and opens the model that `nielsgpt serve` and
+// `nielsgpt chat` run: a .gguf file, a PyTorch .pt checkpoint converted once
+// and cached as a .gguf beside it, the demo model embedded in the binary, or,
+// when nothing is named, the checkpoint in CKPT_DIR, downloaded from the
+// Hugging Face Hub if missing. Whatever is asked for is opened or the start
+// fails with the reason: never a different model in its place. Both commands
+// share this package so a model opens the same way in either.
+package modelsource
 
 import (
 	"context"
@@ -32,9 +32,9 @@ const DemoModelName = "demo"
 // was converted from.
 const sourceSHAKey = "nielsgpt.source.sha256"
 
-// ModelOptions are the parts of obtaining a model that are not
-// configuration: what the binary embeds and where progress goes.
-type ModelOptions struct {
+// Options are the parts of obtaining a model that are not configuration:
+// what the binary embeds and where progress and logs go.
+type Options struct {
 	// Demo returns the embedded demo model's GGUF; nil when this build has none.
 	Demo func() []byte
 	// Progress receives the download progress bar; nil for none (the caller
@@ -45,16 +45,16 @@ type ModelOptions struct {
 	Log    *slog.Logger
 }
 
-// ModelSpec is a resolved model, ready for the engine.
-type ModelSpec struct {
+// Spec is a resolved model, ready for the engine.
+type Spec struct {
 	Path   string // the GGUF file to load; "" when Data is set
 	Data   []byte // the GGUF itself when it is already in memory
 	Source string // what was asked for and what it became, for the logs
 }
 
-// ResolveModel turns cfg.Model (or, when empty, the CKPT_* settings) into a
-// GGUF the engine can load, downloading and converting as needed.
-func ResolveModel(ctx context.Context, cfg Config, opts ModelOptions) (*ModelSpec, error) {
+// Resolve turns cfg.Model (or, when empty, the CKPT_* settings) into a GGUF
+// the engine can load, downloading and converting as needed.
+func Resolve(ctx context.Context, cfg Config, opts Options) (*Spec, error) {
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -64,7 +64,7 @@ func ResolveModel(ctx context.Context, cfg Config, opts ModelOptions) (*ModelSpe
 		if opts.Demo == nil || len(opts.Demo()) == 0 {
 			return nil, errors.New(`--model demo: this build has no embedded demo model; pass a .gguf or .pt file instead`)
 		}
-		return &ModelSpec{Data: opts.Demo(), Source: "demo (embedded in the binary)"}, nil
+		return &Spec{Data: opts.Demo(), Source: "demo (embedded in the binary)"}, nil
 	case name != "":
 		if _, err := os.Stat(name); err != nil {
 			return nil, fmt.Errorf("--model %s: %w", name, describeFileError(err))
@@ -99,10 +99,10 @@ func describeFileError(err error) error {
 }
 
 // resolveFile picks the loader by extension.
-func resolveFile(path string, log *slog.Logger) (*ModelSpec, error) {
+func resolveFile(path string, log *slog.Logger) (*Spec, error) {
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".gguf":
-		return &ModelSpec{Path: path, Source: path}, nil
+		return &Spec{Path: path, Source: path}, nil
 	case ".pt", ".pth":
 		return convertCached(path, log)
 	default:
@@ -115,7 +115,7 @@ func resolveFile(path string, log *slog.Logger) (*ModelSpec, error) {
 // exists. The cache is X.gguf beside X.pt; where that name is taken by a
 // file that is not a conversion of ours, or the folder is read-only, the
 // user cache folder holds it instead, named by the checkpoint's sha256.
-func convertCached(ptPath string, log *slog.Logger) (*ModelSpec, error) {
+func convertCached(ptPath string, log *slog.Logger) (*Spec, error) {
 	sum, err := fileSHA256(ptPath)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ptPath, err)
@@ -131,7 +131,7 @@ func convertCached(ptPath string, log *slog.Logger) (*ModelSpec, error) {
 		switch state {
 		case cacheHit:
 			log.Info("using cached conversion", "checkpoint", ptPath, "gguf", out)
-			return &ModelSpec{Path: out, Data: data, Source: fmt.Sprintf("%s (cached conversion %s)", ptPath, out)}, nil
+			return &Spec{Path: out, Data: data, Source: fmt.Sprintf("%s (cached conversion %s)", ptPath, out)}, nil
 		case cacheForeign:
 			log.Warn("not overwriting a GGUF that is not a conversion of ours", "path", out)
 			continue
@@ -152,7 +152,7 @@ func convertCached(ptPath string, log *slog.Logger) (*ModelSpec, error) {
 		if summary.SHA256 != sum {
 			return nil, fmt.Errorf("converting %s: the checkpoint changed while it was being converted", ptPath)
 		}
-		return &ModelSpec{Path: out, Source: fmt.Sprintf("%s (converted to %s)", ptPath, out)}, nil
+		return &Spec{Path: out, Source: fmt.Sprintf("%s (converted to %s)", ptPath, out)}, nil
 	}
 	return nil, fmt.Errorf("converting %s: no writable place for the converted model (tried %s)", ptPath, strings.Join(candidates, ", "))
 }
@@ -213,18 +213,19 @@ func fileSHA256(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// LoadModel resolves the model and loads it into the engine; it is the
-// LoadFunc that `nielsgpt serve` runs in the background.
-func LoadModel(ctx context.Context, cfg Config, opts ModelOptions) (Engine, error) {
-	spec, err := ResolveModel(ctx, cfg, opts)
+// Load resolves the model and loads it into the engine. source says what
+// was asked for and what it became (a download, a cached conversion), for
+// logs and banners. serve runs it in the background while already
+// listening; chat runs it before the first prompt.
+func Load(ctx context.Context, cfg Config, opts Options) (model *engine.Model, source string, err error) {
+	spec, err := Resolve(ctx, cfg, opts)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	engineOpts := engine.Options{Device: cfg.Device, Threads: cfg.Threads, Baseline: cfg.Baseline, OnStep: opts.OnStep}
-	var model *engine.Model
 	if spec.Data != nil {
 		model, err = engine.LoadBytes(spec.Data, engineOpts)
 	} else {
@@ -232,14 +233,14 @@ func LoadModel(ctx context.Context, cfg Config, opts ModelOptions) (Engine, erro
 	}
 	if err != nil {
 		if spec.Data == nil {
-			return nil, err // LoadFile's error already names the file
+			return nil, "", err // LoadFile's error already names the file
 		}
-		return nil, fmt.Errorf("%s: %w", spec.Source, err)
+		return nil, "", fmt.Errorf("%s: %w", spec.Source, err)
 	}
 	if opts.Log != nil {
 		c := model.Config()
 		opts.Log.Info("model loaded", "source", spec.Source, "device", cfg.Device,
 			"layers", c.Layers, "heads", c.Heads, "embd", c.Embd, "context", c.Context)
 	}
-	return model, nil
+	return model, spec.Source, nil
 }

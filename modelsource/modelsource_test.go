@@ -1,6 +1,6 @@
-package server
+package modelsource
 
-// Model source resolution (issue 3 item 8): .gguf as is, .pt converted once
+// Model source resolution: .gguf as is, .pt converted once
 // and cached while its sha256 matches, the embedded demo, and the Hub
 // (against a local fake) when nothing is named; every failure names its
 // cause and the offline alternative.
@@ -41,7 +41,7 @@ func copyFixture(t *testing.T, src, dir, name string) string {
 }
 
 func configWithModel(model string) Config {
-	c := testConfig()
+	c := DefaultConfig()
 	c.Model = model
 	return c
 }
@@ -73,7 +73,7 @@ func TestResolveGGUFAndErrors(t *testing.T) {
 	if err := os.WriteFile(gguf, []byte("GGUF"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	spec, err := ResolveModel(ctx, configWithModel(gguf), ModelOptions{})
+	spec, err := Resolve(ctx, configWithModel(gguf), Options{})
 	if err != nil || spec.Path != gguf || spec.Data != nil {
 		t.Fatalf("gguf: %+v %v", spec, err)
 	}
@@ -83,7 +83,7 @@ func TestResolveGGUFAndErrors(t *testing.T) {
 		copyFixture(t, fixturePT, dir, "weights.safetensors"):             "not a model file this server reads",
 		copyFixture(t, "../convert/testdata/bad_shape.pt", dir, "bad.pt"): "converting",
 	} {
-		if _, err := ResolveModel(ctx, configWithModel(model), ModelOptions{}); err == nil || !strings.Contains(err.Error(), want) {
+		if _, err := Resolve(ctx, configWithModel(model), Options{}); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", model, err, want)
 		}
 	}
@@ -91,11 +91,11 @@ func TestResolveGGUFAndErrors(t *testing.T) {
 
 func TestResolveDemo(t *testing.T) {
 	demo := []byte("GGUF demo bytes")
-	spec, err := ResolveModel(context.Background(), configWithModel("demo"), ModelOptions{Demo: func() []byte { return demo }})
+	spec, err := Resolve(context.Background(), configWithModel("demo"), Options{Demo: func() []byte { return demo }})
 	if err != nil || !bytes.Equal(spec.Data, demo) {
 		t.Fatalf("demo: %+v %v", spec, err)
 	}
-	if _, err := ResolveModel(context.Background(), configWithModel("demo"), ModelOptions{}); err == nil || !strings.Contains(err.Error(), "no embedded demo model") {
+	if _, err := Resolve(context.Background(), configWithModel("demo"), Options{}); err == nil || !strings.Contains(err.Error(), "no embedded demo model") {
 		t.Fatalf("demo without one: %v", err)
 	}
 }
@@ -109,7 +109,7 @@ func TestResolvePTCache(t *testing.T) {
 	pt := copyFixture(t, fixturePT, dir, "best.pt")
 	gguf := filepath.Join(dir, "best.gguf")
 
-	spec, err := ResolveModel(ctx, configWithModel(pt), ModelOptions{})
+	spec, err := Resolve(ctx, configWithModel(pt), Options{})
 	if err != nil || spec.Path != gguf {
 		t.Fatalf("first resolve: %+v %v", spec, err)
 	}
@@ -121,7 +121,7 @@ func TestResolvePTCache(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	spec, err = ResolveModel(ctx, configWithModel(pt), ModelOptions{})
+	spec, err = Resolve(ctx, configWithModel(pt), Options{})
 	if err != nil || spec.Path != gguf || spec.Data == nil {
 		t.Fatalf("second resolve: %+v %v", spec, err)
 	}
@@ -131,7 +131,7 @@ func TestResolvePTCache(t *testing.T) {
 
 	// A different checkpoint under the same name: converted again.
 	copyFixture(t, "../convert/testdata/tiny_f16.pt", dir, "best.pt")
-	if _, err := ResolveModel(ctx, configWithModel(pt), ModelOptions{}); err != nil {
+	if _, err := Resolve(ctx, configWithModel(pt), Options{}); err != nil {
 		t.Fatal(err)
 	}
 	if sourceSHA(t, gguf) != sha256Hex(t, pt) {
@@ -160,7 +160,7 @@ func TestResolvePTCache(t *testing.T) {
 		if err := os.WriteFile(beside, tc.content, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		spec, err := ResolveModel(ctx, configWithModel(pt), ModelOptions{})
+		spec, err := Resolve(ctx, configWithModel(pt), Options{})
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
@@ -206,7 +206,7 @@ func (h *fakeHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func hubConfig(endpoint, dir string) Config {
-	c := testConfig()
+	c := DefaultConfig()
 	c.Hub.Endpoint = endpoint
 	c.Hub.RepoID = "someone/niels-gpt"
 	c.Hub.Filename = "best.pt"
@@ -228,7 +228,7 @@ func TestResolveFromHub(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "checkpoints")
 	cfg := hubConfig(srv.URL, dir)
 
-	spec, err := ResolveModel(context.Background(), cfg, ModelOptions{})
+	spec, err := Resolve(context.Background(), cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestResolveFromHub(t *testing.T) {
 	// Second start: the file is present, the Hub is not asked, even offline.
 	before := hub.requests.Load()
 	cfg.Hub.Offline = true
-	if _, err := ResolveModel(context.Background(), cfg, ModelOptions{}); err != nil {
+	if _, err := Resolve(context.Background(), cfg, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	if hub.requests.Load() != before {
@@ -265,7 +265,7 @@ func TestResolveFromHubFails(t *testing.T) {
 		"missing on the Hub": hubConfig(srv.URL, t.TempDir()),
 		"offline":            func() Config { c := hubConfig(srv.URL, t.TempDir()); c.Hub.Offline = true; return c }(),
 	} {
-		spec, err := ResolveModel(context.Background(), cfg, ModelOptions{Demo: func() []byte { return []byte("GGUF") }})
+		spec, err := Resolve(context.Background(), cfg, Options{Demo: func() []byte { return []byte("GGUF") }})
 		if err == nil || spec != nil {
 			t.Fatalf("%s: resolved %+v", name, spec)
 		}
@@ -278,9 +278,9 @@ func TestResolveFromHubFails(t *testing.T) {
 }
 
 // A model file that is missing, truncated or not a niels-gpt GGUF is refused
-// by LoadModel with a message naming the file; it never reaches ggml's
-// asserts (which would abort the process).
-func TestLoadModelRefusesBadFiles(t *testing.T) {
+// by Load with a message naming the file; it never reaches ggml's asserts
+// (which would abort the process).
+func TestLoadRefusesBadFiles(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.gguf")
 	if _, err := convert.ConvertFile(fixturePT, good, convert.ConvertOptions{}); err != nil {
@@ -306,9 +306,9 @@ func TestLoadModelRefusesBadFiles(t *testing.T) {
 		if err := os.WriteFile(path, content, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		eng, err := LoadModel(context.Background(), configWithModel(path), ModelOptions{})
+		model, _, err := Load(context.Background(), configWithModel(path), Options{})
 		if err == nil {
-			closeEngine(eng)
+			model.Close()
 			t.Errorf("%s: loaded", name)
 			continue
 		}
@@ -316,9 +316,12 @@ func TestLoadModelRefusesBadFiles(t *testing.T) {
 			t.Errorf("%s: message %q does not name the file", name, err)
 		}
 	}
-	eng, err := LoadModel(context.Background(), configWithModel(good), ModelOptions{})
+	model, source, err := Load(context.Background(), configWithModel(good), Options{})
 	if err != nil {
 		t.Fatalf("the intact file: %v", err)
 	}
-	closeEngine(eng)
+	model.Close()
+	if source != good {
+		t.Fatalf("source %q, want %q", source, good)
+	}
 }

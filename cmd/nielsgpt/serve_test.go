@@ -1,0 +1,64 @@
+package main
+
+// serve's configuration is two packages' tables in one FlagSet: one -h
+// listing, flags over environment for either, every problem at once.
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func envOf(vars map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := vars[k]
+		return v, ok
+	}
+}
+
+func TestServeConfigBothTables(t *testing.T) {
+	env := envOf(map[string]string{"API_PORT": "9000", "MODEL": "env.gguf", "THREADS": "2", "HF_TOKEN": "hf_abc"})
+	cfg, modelCfg, err := parseServeConfig([]string{"--port", "9100", "--model", "demo", "--offline"}, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Port != 9100 || modelCfg.Model != "demo" || modelCfg.Threads != 2 || !modelCfg.Hub.Offline || modelCfg.Hub.Token != "hf_abc" {
+		t.Fatalf("server %+v, model %+v", cfg, modelCfg)
+	}
+
+	_, _, err = parseServeConfig(nil, envOf(map[string]string{"API_PORT": "x", "CKPT_FILENAME": "../x"}), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `API_PORT: invalid value "x"`) || !strings.Contains(err.Error(), "CKPT_FILENAME") {
+		t.Fatalf("problems from both tables at once: %v", err)
+	}
+	if _, _, err := parseServeConfig([]string{"extra"}, envOf(nil), io.Discard); err == nil ||
+		err.Error() != `unexpected argument "extra" (flags only; see nielsgpt serve -h)` {
+		t.Fatalf("positional argument: %v", err)
+	}
+	if _, _, err := parseServeConfig([]string{"--nope"}, envOf(nil), io.Discard); err == nil {
+		t.Fatal("unknown flag accepted")
+	}
+}
+
+// One listing names the HTTP and the model flags, and never a token flag: a
+// token on the command line would show in ps.
+func TestServeUsage(t *testing.T) {
+	var usage strings.Builder
+	if _, _, err := parseServeConfig([]string{"-h"}, envOf(nil), &usage); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v", err)
+	}
+	text := usage.String()
+	if !strings.HasPrefix(text, "usage: nielsgpt serve [flags]") {
+		t.Fatalf("usage does not start with its synopsis:\n%s", text)
+	}
+	if regexp.MustCompile(`(?m)^\s+-(hf-)?token\s`).MatchString(text) {
+		t.Fatalf("usage mentions a token flag:\n%s", text)
+	}
+	for _, want := range []string{"-model", "env MAX_CONCURRENT", "env CKPT_DIR", "-offline", "-port"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("usage lacks %q:\n%s", want, text)
+		}
+	}
+}

@@ -1,0 +1,127 @@
+package modelsource
+
+// The model side of the configuration: which model, on which device, and
+// where a checkpoint comes from when none is named. `nielsgpt serve` parses
+// these rows together with the server's; `nielsgpt chat` reads them from the
+// environment and lets its own flags override a few. docs/API.md lists them
+// for users.
+
+import (
+	"errors"
+	"net/url"
+	"runtime"
+	"strings"
+
+	"nielsgpt/hub"
+	"nielsgpt/internal/settings"
+)
+
+// Config says which model to open and how to run it.
+type Config struct {
+	// Model names the model: a .gguf path, a .pt path, "demo", or "" for
+	// the checkpoint in CKPT_DIR, downloaded from the Hub when missing.
+	Model   string
+	Device  string
+	Threads int // 0: the engine default (one per core, less one for the Go side)
+	// Baseline runs the original service's algorithm (no KV cache, one
+	// request at a time), so `nielsgpt bench` can measure both.
+	Baseline bool
+
+	// Hub holds CKPT_REPO_ID, CKPT_FILENAME, CKPT_DIR, HF_TOKEN, HF_ENDPOINT
+	// and HF_HUB_OFFLINE. Progress and Client are left to the caller.
+	Hub hub.Options
+}
+
+// Settings are the rows of the model settings, each filling its field of c.
+func Settings(c *Config) []settings.Row {
+	return []settings.Row{
+		{Env: "MODEL", Flag: "model", Default: "", Usage: `model to serve: a .gguf file, a .pt checkpoint (converted once, cached beside it), "demo" (embedded), or empty for CKPT_DIR/CKPT_FILENAME, else the Hub`, Apply: func(v string) error {
+			c.Model = v
+			return nil
+		}},
+		{Env: "DEVICE", Flag: "device", Default: defaultDevice(), Usage: "compute device: cpu, or metal/mps/gpu where built", Apply: func(v string) error {
+			if v == "" {
+				return errors.New("must not be empty")
+			}
+			c.Device = v
+			return nil
+		}},
+		{Env: "THREADS", Flag: "threads", Default: "0", Usage: "CPU threads for the engine (0: one per core less one, at least 1)", Apply: func(v string) (err error) {
+			c.Threads, err = settings.ParseInt(v, 0, 1024)
+			return err
+		}},
+		{Env: "BASELINE", Flag: "baseline", Default: "0", Switch: true, Usage: "run the original algorithm: whole window per token, one request at a time (for benchmarks)", Apply: func(v string) (err error) {
+			c.Baseline, err = settings.ParseBool(v)
+			return err
+		}},
+		{Env: "CKPT_REPO_ID", Flag: "ckpt-repo-id", Default: hub.DefaultRepoID, Usage: "Hugging Face Hub model repository", Apply: func(v string) error {
+			if v == "" {
+				return errors.New("must not be empty")
+			}
+			c.Hub.RepoID = v
+			return nil
+		}},
+		{Env: "CKPT_FILENAME", Flag: "ckpt-filename", Default: hub.DefaultFilename, Usage: "checkpoint file name in the repository and in CKPT_DIR", Apply: func(v string) error {
+			if v == "" || strings.ContainsAny(v, `/\`) || v == "." || v == ".." {
+				return errors.New("must be a plain file name")
+			}
+			c.Hub.Filename = v
+			return nil
+		}},
+		{Env: "CKPT_DIR", Flag: "ckpt-dir", Default: hub.DefaultDir, Usage: "directory holding (or receiving) the checkpoint", Apply: func(v string) error {
+			if v == "" {
+				return errors.New("must not be empty")
+			}
+			c.Hub.Dir = v
+			return nil
+		}},
+		{Env: "HF_ENDPOINT", Default: hub.DefaultEndpoint, Apply: func(v string) error {
+			if v == "" { // huggingface_hub reads an empty HF_ENDPOINT as unset
+				v = hub.DefaultEndpoint
+			}
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return errors.New("must be an http(s) URL")
+			}
+			c.Hub.Endpoint = strings.TrimRight(v, "/")
+			return nil
+		}},
+		{Env: "HF_TOKEN", Secret: true, Apply: func(v string) error {
+			c.Hub.Token = strings.TrimSpace(v)
+			return nil
+		}},
+		{Env: "HF_HUB_OFFLINE", Flag: "offline", Default: "0", Switch: true, Usage: "never use the network for the model (1/true/yes/on)", Apply: func(v string) (err error) {
+			c.Hub.Offline, err = settings.ParseBool(v)
+			return err
+		}},
+	}
+}
+
+// defaultDevice is the CPU, except on Apple Silicon, where ggml's Metal
+// backend is built in and faster.
+func defaultDevice() string {
+	if runtime.GOOS == "darwin" && runtime.GOARCH == "arm64" {
+		return "metal"
+	}
+	return "cpu"
+}
+
+// DefaultConfig is the configuration with no environment and no flags.
+func DefaultConfig() Config {
+	var c Config
+	if err := settings.Defaults(Settings(&c)); err != nil {
+		panic("modelsource: built-in defaults are invalid: " + err.Error()) // a bug in the table above
+	}
+	return c
+}
+
+// FromEnv reads the model settings from the environment alone, through
+// lookupEnv (usually os.LookupEnv), for commands that have flags of their
+// own for the few settings they expose.
+func FromEnv(lookupEnv func(string) (string, bool)) (Config, error) {
+	var c Config
+	if err := settings.FromEnv(lookupEnv, Settings(&c)); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
