@@ -40,8 +40,13 @@ func (s *Server) fullAttn(c *gin.Context) {
 
 	full, err := eng.FullAttention(c.Request.Context(), req)
 	if err != nil {
+		if s.baseCtx.Err() != nil {
+			// SHUTDOWN_TIMEOUT cut the work short; the client is still there.
+			writeError(c, s, http.StatusServiceUnavailable, "shutting_down", "Server is shutting down")
+			return
+		}
 		if c.Request.Context().Err() != nil {
-			return // the client is gone (or the server is stopping): nobody to answer
+			return // the client is gone: nobody to answer
 		}
 		s.log.Error("full attention failed", "error", err)
 		writeError(c, s, http.StatusInternalServerError, "engine_error", "Attention inspection failed")

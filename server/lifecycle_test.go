@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -222,6 +223,41 @@ func TestShutdownTimeoutCutsStreams(t *testing.T) {
 	}
 	if fake.running.Load() != 0 || fake.closed.Load() != 1 || fake.closedWhileRunning.Load() {
 		t.Fatalf("running %d, closed %d, closed while running %v", fake.running.Load(), fake.closed.Load(), fake.closedWhileRunning.Load())
+	}
+}
+
+// A full-attention request still generating when SHUTDOWN_TIMEOUT runs out
+// gets a 503 that says why, not a 200 with an empty body.
+func TestShutdownTimeoutCutsFullAttn(t *testing.T) {
+	cfg := testConfig()
+	cfg.ShutdownTimeout = 200 * time.Millisecond
+	fake := longFake(10 * time.Millisecond)
+	addr, sigterm, result, s := runServer(t, cfg, loadFake(fake))
+	eventually(t, "model ready", func() bool { return s.currentEngine() != nil })
+	type answer struct {
+		resp *http.Response
+		err  error
+	}
+	answers := make(chan answer, 1)
+	go func() {
+		resp, err := http.Post(addr+"/inspect/full_attn", "application/json",
+			strings.NewReader(`{"messages":[{"role":"user","content":"hi"}],"trace_layer":0,"head":0,"max_new_tokens":1000}`))
+		answers <- answer{resp, err}
+	}()
+	eventually(t, "the generation to start", func() bool { return fake.steps.Load() > 0 })
+	sigterm()
+	a := <-answers
+	if a.err != nil {
+		t.Fatal(a.err)
+	}
+	resp := a.resp
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"code":"shutting_down"`) {
+		t.Fatalf("cut full_attn answered %d %s", resp.StatusCode, body)
+	}
+	if err := <-result; err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }
 

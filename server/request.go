@@ -310,14 +310,16 @@ func jsonInt(raw json.RawMessage) (int64, bool) {
 }
 
 // rangeField reads an integer field in [lo, hi], or def when the field is
-// absent and not required.
+// absent and not required. The default is held to the range too: an
+// operator who lowers MAX_NEW_TOKENS below the default of 256 means it for
+// requests that leave the field out as much as for those that ask.
 func rangeField(fields map[string]json.RawMessage, name string, required bool, def, lo, hi int64) (int64, error) {
 	raw, present := fields[name]
 	if !present {
 		if required {
 			return 0, invalidf("%s is required", name)
 		}
-		return def, nil
+		return min(max(def, lo), hi), nil
 	}
 	n, ok := jsonInt(raw)
 	switch {

@@ -93,3 +93,15 @@ func FuzzParseFullAttnRequest(f *testing.F) {
 		}
 	})
 }
+
+// A default above the operator's cap is held to the cap, not let through.
+func TestDefaultMaxNewTokensHeldToCap(t *testing.T) {
+	lim := limits{model: fakeConfig, maxNewTokens: 5}
+	req, err := parseChatRequest([]byte(helloChat), lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.MaxNewTokens != 5 {
+		t.Fatalf("max_new_tokens defaulted to %d with MAX_NEW_TOKENS=5", req.MaxNewTokens)
+	}
+}
