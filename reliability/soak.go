@@ -79,6 +79,20 @@ func (o SoakOptions) withDefaults() SoakOptions {
 	return o
 }
 
+// mainServerEnv configures the server of phases 1 to 4: the concurrency cap
+// under test and a rate limit no worker reaches.
+func (o SoakOptions) mainServerEnv() []string {
+	env := []string{
+		fmt.Sprintf("MAX_CONCURRENT=%d", o.MaxConcurrent),
+		fmt.Sprintf("RATE_LIMIT_PER_MIN=%d", soakRatePerMin),
+		fmt.Sprintf("RATE_LIMIT_BURST=%d", soakRateBurst),
+	}
+	if o.Threads > 0 {
+		return append(env, fmt.Sprintf("THREADS=%d", o.Threads))
+	}
+	return append(env, "THREADS=0") // the server's own default, not the tests' single thread
+}
+
 // Main-phase rate limit: per client, generous enough that no worker
 // reaches it (a worker makes at most a few requests a second), so any 429
 // there means clients were not told apart.
@@ -139,17 +153,7 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		return nil, err
 	}
 	r.layers, r.heads = cfg.L, cfg.H
-	env := []string{
-		fmt.Sprintf("MAX_CONCURRENT=%d", o.MaxConcurrent),
-		fmt.Sprintf("RATE_LIMIT_PER_MIN=%d", soakRatePerMin),
-		fmt.Sprintf("RATE_LIMIT_BURST=%d", soakRateBurst),
-	}
-	if o.Threads > 0 {
-		env = append(env, fmt.Sprintf("THREADS=%d", o.Threads))
-	} else {
-		env = append(env, "THREADS=0") // the server's own default, not the tests' single thread
-	}
-	s, err := startReady(ctx, ServerSpec{Exe: o.Exe, Model: model, Env: env})
+	s, err := startReady(ctx, ServerSpec{Exe: o.Exe, Model: model, Env: o.mainServerEnv()})
 	if err != nil {
 		return nil, err
 	}

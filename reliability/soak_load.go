@@ -117,25 +117,27 @@ func fullAttnBody(content string, layer, head, maxNew int) string {
 	return fmt.Sprintf(`{"messages":[{"role":"user","content":%q}],"trace_layer":%d,"head":%d,"max_new_tokens":%d}`, content, layer, head, maxNew)
 }
 
-// worker is one client: its own address, its own random choices.
+// soakWorker is one client of the main phase: its own address, its own
+// random choices.
+type soakWorker struct {
+	run    *soakRun
+	server *Server
+	adm    *admission
+	client *http.Client
+	rng    *rand.Rand
+	bad    []badRequest
+}
+
+// worker runs one client until stopAt or until the phase is cut.
 func (r *soakRun) worker(ctx context.Context, s *Server, adm *admission, w int, stopAt time.Time) {
 	rng := rand.New(rand.NewPCG(r.o.Seed, uint64(w)))
-	client := ClientFrom(LoopbackIP(w))
-	bad := soakBadRequests()
+	wk := &soakWorker{run: r, server: s, adm: adm, client: ClientFrom(LoopbackIP(w)), rng: rng, bad: soakBadRequests()}
 	totalWeight := 0
 	for _, k := range soakKinds {
 		totalWeight += k.weight
 	}
-	layers, heads := r.layers, r.heads
 	for n := 0; time.Now().Before(stopAt) && ctx.Err() == nil; n++ {
-		pick, kind := rng.IntN(totalWeight), ""
-		for _, k := range soakKinds {
-			if pick < k.weight {
-				kind = k.name
-				break
-			}
-			pick -= k.weight
-		}
+		kind := pickKind(rng.IntN(totalWeight))
 		content := fmt.Sprintf("worker %d request %d: what are you working on?", w, n)
 		long := rng.IntN(10) == 0
 		if long {
@@ -144,65 +146,104 @@ func (r *soakRun) worker(ctx context.Context, s *Server, adm *admission, w int, 
 			content += strings.Repeat(" tell me more about attention.", 60+rng.IntN(400))
 		}
 		seed := rng.Int64()
+		var more bool
 		switch kind {
 		case "bad":
-			b := bad[rng.IntN(len(bad))]
-			hdr := http.Header{}
-			if b.contentType != "" {
-				hdr.Set("Content-Type", b.contentType)
-			}
-			status, code, _, err := Post(ctx, client, s.URL+b.path, b.body, hdr)
-			if endOfPhase(ctx, err) {
-				r.recordCut("bad")
-				return
-			}
-			r.record("bad", status, code, err, status == b.status && code == b.code, "bad request "+b.name)
+			more = wk.sendBad(ctx)
 		case "full_attn":
-			if adm.enter(ctx) != nil {
-				return
-			}
-			status, code, _, err := Post(ctx, client, s.URL+"/inspect/full_attn", fullAttnBody(content, rng.IntN(layers), rng.IntN(heads), rng.IntN(9)), nil)
-			adm.answered()
-			if endOfPhase(ctx, err) {
-				r.recordCut("full_attn")
-				return
-			}
-			r.record("full_attn", status, code, err, status == http.StatusOK, "full_attn")
+			more = wk.sendFullAttn(ctx, content)
 		default:
-			opts := StreamOptions{}
-			maxNew := 16 + rng.IntN(81)
-			switch kind {
-			case "cancel":
-				opts.CancelAfter = 1 + rng.IntN(30)
-				maxNew = 256
-			case "slow":
-				opts.EventDelay = time.Duration(20+rng.IntN(41)) * time.Millisecond
-				maxNew = 8 + rng.IntN(17)
-			}
-			if long {
-				// Past T every token re-reads the whole window, so such a
-				// stream costs T times as much per token. Left long, they
-				// would pile up among the live streams over minutes and the
-				// load (and with it the KV-cache memory in use) would keep
-				// shifting; kept short, the mix is steady after the warm-up
-				// and the RSS trend means something.
-				maxNew = min(maxNew, 24)
-				opts.CancelAfter = min(opts.CancelAfter, 12)
-			}
-			if adm.enter(ctx) != nil {
-				return
-			}
-			opts.OnResponse = sync.OnceFunc(adm.answered)
-			e := PostStream(ctx, client, s.URL+"/chat/stream", ChatBody(content, maxNew, rng.IntN(layers), seed), opts)
-			opts.OnResponse() // in case the request failed before any answer
-			r.tokens.Add(int64(e.Tokens))
-			if endOfPhase(ctx, e.Err) {
-				r.recordCut(kind)
-				return
-			}
-			r.recordStream(kind, e, opts.CancelAfter)
+			more = wk.sendStream(ctx, kind, content, long, seed)
+		}
+		if !more {
+			return
 		}
 	}
+}
+
+// pickKind maps a draw in [0, total weight) to the kind whose share of the
+// weights it falls in.
+func pickKind(pick int) string {
+	for _, k := range soakKinds {
+		if pick < k.weight {
+			return k.name
+		}
+		pick -= k.weight
+	}
+	return ""
+}
+
+// sendBad sends one hostile body and checks its refusal. Each send* reports
+// false when the main phase ended under it, so the worker stops.
+func (wk *soakWorker) sendBad(ctx context.Context) bool {
+	b := wk.bad[wk.rng.IntN(len(wk.bad))]
+	hdr := http.Header{}
+	if b.contentType != "" {
+		hdr.Set("Content-Type", b.contentType)
+	}
+	status, code, _, err := Post(ctx, wk.client, wk.server.URL+b.path, b.body, hdr)
+	if endOfPhase(ctx, err) {
+		wk.run.recordCut("bad")
+		return false
+	}
+	wk.run.record("bad", status, code, err, status == b.status && code == b.code, "bad request "+b.name)
+	return true
+}
+
+// sendFullAttn asks for one full attention map, at a random layer and head
+// of the served model.
+func (wk *soakWorker) sendFullAttn(ctx context.Context, content string) bool {
+	r, rng := wk.run, wk.rng
+	if wk.adm.enter(ctx) != nil {
+		return false
+	}
+	status, code, _, err := Post(ctx, wk.client, wk.server.URL+"/inspect/full_attn", fullAttnBody(content, rng.IntN(r.layers), rng.IntN(r.heads), rng.IntN(9)), nil)
+	wk.adm.answered()
+	if endOfPhase(ctx, err) {
+		r.recordCut("full_attn")
+		return false
+	}
+	r.record("full_attn", status, code, err, status == http.StatusOK, "full_attn")
+	return true
+}
+
+// sendStream runs one chat stream of the given kind: read to the end,
+// hung up on after a few tokens ("cancel"), or read slowly ("slow").
+func (wk *soakWorker) sendStream(ctx context.Context, kind, content string, long bool, seed int64) bool {
+	r, rng := wk.run, wk.rng
+	opts := StreamOptions{}
+	maxNew := 16 + rng.IntN(81)
+	switch kind {
+	case "cancel":
+		opts.CancelAfter = 1 + rng.IntN(30)
+		maxNew = 256
+	case "slow":
+		opts.EventDelay = time.Duration(20+rng.IntN(41)) * time.Millisecond
+		maxNew = 8 + rng.IntN(17)
+	}
+	if long {
+		// Past T every token re-reads the whole window, so such a
+		// stream costs T times as much per token. Left long, they
+		// would pile up among the live streams over minutes and the
+		// load (and with it the KV-cache memory in use) would keep
+		// shifting; kept short, the mix is steady after the warm-up
+		// and the RSS trend means something.
+		maxNew = min(maxNew, 24)
+		opts.CancelAfter = min(opts.CancelAfter, 12)
+	}
+	if wk.adm.enter(ctx) != nil {
+		return false
+	}
+	opts.OnResponse = sync.OnceFunc(wk.adm.answered)
+	e := PostStream(ctx, wk.client, wk.server.URL+"/chat/stream", ChatBody(content, maxNew, rng.IntN(r.layers), seed), opts)
+	opts.OnResponse() // in case the request failed before any answer
+	r.tokens.Add(int64(e.Tokens))
+	if endOfPhase(ctx, e.Err) {
+		r.recordCut(kind)
+		return false
+	}
+	r.recordStream(kind, e, opts.CancelAfter)
+	return true
 }
 
 // endOfPhase tells a request the driver cut at the end of the main phase

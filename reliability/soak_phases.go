@@ -83,26 +83,7 @@ func (r *soakRun) mainPhase(ctx context.Context, s *Server) {
 	stopSampler := make(chan struct{})
 	go func() {
 		defer close(samplerDone)
-		tick := time.NewTicker(o.SampleEvery)
-		defer tick.Stop()
-		for {
-			if rss, _, err := Memory(s.PID()); err == nil {
-				smp := Sample{At: time.Since(start), RSS: rss}
-				if m, err := Scrape(s.URL); err == nil {
-					smp.Goroutines = m.Get("go_goroutines")
-					smp.GoHeap = m.Get("go_memstats_heap_inuse_bytes")
-					smp.Generations = m.Get("nielsgpt_active_generations")
-				}
-				r.mu.Lock()
-				r.report.Samples = append(r.report.Samples, smp)
-				r.mu.Unlock()
-			}
-			select {
-			case <-stopSampler:
-				return
-			case <-tick.C:
-			}
-		}
+		r.sample(s, start, stopSampler)
 	}()
 
 	var wg sync.WaitGroup
@@ -117,6 +98,40 @@ func (r *soakRun) mainPhase(ctx context.Context, s *Server) {
 		r.report.PeakRSS = peak
 	}
 
+	total := r.collectMain(adm)
+	r.logf("main phase done: %d requests, %d tokens in %.0fs", total, r.report.Tokens, r.report.Seconds)
+	r.checkMain(total)
+	r.checkRSS()
+}
+
+// sample records the server's RSS and gauges every SampleEvery until stop
+// is closed.
+func (r *soakRun) sample(s *Server, start time.Time, stop <-chan struct{}) {
+	tick := time.NewTicker(r.o.SampleEvery)
+	defer tick.Stop()
+	for {
+		if rss, _, err := Memory(s.PID()); err == nil {
+			smp := Sample{At: time.Since(start), RSS: rss}
+			if m, err := Scrape(s.URL); err == nil {
+				smp.Goroutines = m.Get("go_goroutines")
+				smp.GoHeap = m.Get("go_memstats_heap_inuse_bytes")
+				smp.Generations = m.Get("nielsgpt_active_generations")
+			}
+			r.mu.Lock()
+			r.report.Samples = append(r.report.Samples, smp)
+			r.mu.Unlock()
+		}
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// collectMain copies the workers' tallies and the admission waits into the
+// report once every worker has finished, and returns the requests sent.
+func (r *soakRun) collectMain(adm *admission) (total int) {
 	r.report.Admitted = adm.admitted
 	if adm.admitted > 0 {
 		r.report.AdmitMean = adm.waited / time.Duration(adm.admitted)
@@ -126,18 +141,20 @@ func (r *soakRun) mainPhase(ctx context.Context, s *Server) {
 	r.report.Outcomes = r.outcomes
 	r.report.Unexpected = r.unexpected
 	r.report.Tokens = r.tokens.Load()
-	total := 0
 	for _, n := range r.requests {
 		total += n
 	}
-	r.logf("main phase done: %d requests, %d tokens in %.0fs", total, r.report.Tokens, r.report.Seconds)
+	return total
+}
 
+// checkMain asks whether every answer of the main phase was the one a
+// healthy server gives, and whether the load was really applied.
+func (r *soakRun) checkMain(total int) {
 	r.report.check("no 5xx", r.fivexx.Load() == 0, "%d responses or stream errors with a 5xx status or engine_error", r.fivexx.Load())
 	r.report.check("no busy within the cap", r.busy.Load() == 0, "%d requests got 503 busy while the driver kept within MAX_CONCURRENT", r.busy.Load())
 	r.report.check("no 429 within the rate limit", r.limited.Load() == 0, "%d requests got 429 although each client stayed under %d/min", r.limited.Load(), soakRatePerMin)
 	r.report.check("every answer as expected", len(r.unexpected) == 0, "%d distinct surprises", len(r.unexpected))
-	r.report.check("load applied", total >= o.Streams && r.report.Tokens > 0, "%d requests, %d tokens", total, r.report.Tokens)
-	r.checkRSS()
+	r.report.check("load applied", total >= r.o.Streams && r.report.Tokens > 0, "%d requests, %d tokens", total, r.report.Tokens)
 }
 
 // checkRSS asks whether memory was flat after the warm-up: the mean of the

@@ -88,7 +88,20 @@ func (rep *SoakReport) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "host: %s; load average %.2f at the start, %.2f at the end\n", rep.Host, rep.LoadAvg[0], rep.LoadAvg[1])
 	fmt.Fprintf(&b, "main phase: %d workers, MAX_CONCURRENT=%d, %s (measured %.1fs), per-client rate limit %d/min burst %d\n",
 		o.Streams, o.MaxConcurrent, o.Duration, rep.Seconds, soakRatePerMin, soakRateBurst)
+	rep.writeRequests(&b)
+	rep.writeSamples(&b)
+	fmt.Fprintf(&b, "admissions: %d, waiting %.0f ms on average, %.0f ms at most\n",
+		rep.Admitted, float64(rep.AdmitMean)/float64(time.Millisecond), float64(rep.AdmitMax)/float64(time.Millisecond))
+	fmt.Fprintf(&b, "goroutines: %v before, %v after\n", rep.GoroutinesBefore, rep.GoroutinesAfter)
+	fmt.Fprintf(&b, "idle RSS: %.1f MiB after the warm-up, %.1f MiB after the main phase\n", mib(rep.IdleRSSBefore), mib(rep.IdleRSSAfter))
+	rep.writeVerdict(&b)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
 
+// writeRequests writes the main phase's requests by kind, the tokens
+// streamed, and how the requests ended.
+func (rep *SoakReport) writeRequests(b *strings.Builder) {
 	total := 0
 	kinds := make([]string, 0, len(rep.Requests))
 	for k, n := range rep.Requests {
@@ -96,14 +109,14 @@ func (rep *SoakReport) WriteText(w io.Writer) error {
 		total += n
 	}
 	sort.Strings(kinds)
-	fmt.Fprintf(&b, "requests: %d (", total)
+	fmt.Fprintf(b, "requests: %d (", total)
 	for i, k := range kinds {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "%s %d", k, rep.Requests[k])
+		fmt.Fprintf(b, "%s %d", k, rep.Requests[k])
 	}
-	fmt.Fprintf(&b, "); %d tokens streamed, %.1f tokens/s\n", rep.Tokens, float64(rep.Tokens)/math.Max(rep.Seconds, 1e-9))
+	fmt.Fprintf(b, "); %d tokens streamed, %.1f tokens/s\n", rep.Tokens, float64(rep.Tokens)/math.Max(rep.Seconds, 1e-9))
 	outcomes := make([]string, 0, len(rep.Outcomes))
 	for k := range rep.Outcomes {
 		outcomes = append(outcomes, k)
@@ -111,9 +124,14 @@ func (rep *SoakReport) WriteText(w io.Writer) error {
 	sort.Strings(outcomes)
 	b.WriteString("outcomes:\n")
 	for _, k := range outcomes {
-		fmt.Fprintf(&b, "  %6d  %s\n", rep.Outcomes[k], k)
+		fmt.Fprintf(b, "  %6d  %s\n", rep.Outcomes[k], k)
 	}
+}
 
+// writeSamples summarises the samples taken while the full load lasted,
+// then the RSS trajectory over the whole main phase.
+func (rep *SoakReport) writeSamples(b *strings.Builder) {
+	o := rep.Options
 	var window []Sample // after the warm-up, while the full load lasted
 	for _, s := range rep.Samples {
 		if s.At >= rep.WarmUp && s.At <= o.Duration {
@@ -128,10 +146,10 @@ func (rep *SoakReport) WriteText(w io.Writer) error {
 			gens = append(gens, s.Generations)
 			gors = append(gors, s.Goroutines)
 		}
-		fmt.Fprintf(&b, "RSS from %s to %s (%d samples every %s): min %.1f MiB, max %.1f MiB, last %.1f MiB; after the run-down %.1f MiB; peak (VmHWM) %.1f MiB\n",
+		fmt.Fprintf(b, "RSS from %s to %s (%d samples every %s): min %.1f MiB, max %.1f MiB, last %.1f MiB; after the run-down %.1f MiB; peak (VmHWM) %.1f MiB\n",
 			rep.WarmUp.Round(time.Second), o.Duration, len(window), o.SampleEvery, mib(minRSS), mib(maxRSS), mib(window[len(window)-1].RSS),
 			mib(rep.Samples[len(rep.Samples)-1].RSS), mib(rep.PeakRSS))
-		fmt.Fprintf(&b, "slots in use over the same samples: median %.0f, max %.0f of %d; goroutines median %.0f, max %.0f\n",
+		fmt.Fprintf(b, "slots in use over the same samples: median %.0f, max %.0f of %d; goroutines median %.0f, max %.0f\n",
 			bench.Percentile(gens, 50), slices.Max(gens), o.MaxConcurrent, bench.Percentile(gors, 50), slices.Max(gors))
 	}
 	if len(rep.Samples) > 0 {
@@ -150,16 +168,16 @@ func (rep *SoakReport) WriteText(w io.Writer) error {
 				heap = append(heap, fmt.Sprintf("%.0f", meanInt(h)/(1<<20)))
 			}
 		}
-		fmt.Fprintf(&b, "mean RSS per %s of the main phase: %s MiB (Go heap in use: %s MiB)\n", step, strings.Join(rss, ", "), strings.Join(heap, ", "))
+		fmt.Fprintf(b, "mean RSS per %s of the main phase: %s MiB (Go heap in use: %s MiB)\n", step, strings.Join(rss, ", "), strings.Join(heap, ", "))
 	}
-	fmt.Fprintf(&b, "admissions: %d, waiting %.0f ms on average, %.0f ms at most\n",
-		rep.Admitted, float64(rep.AdmitMean)/float64(time.Millisecond), float64(rep.AdmitMax)/float64(time.Millisecond))
-	fmt.Fprintf(&b, "goroutines: %v before, %v after\n", rep.GoroutinesBefore, rep.GoroutinesAfter)
-	fmt.Fprintf(&b, "idle RSS: %.1f MiB after the warm-up, %.1f MiB after the main phase\n", mib(rep.IdleRSSBefore), mib(rep.IdleRSSAfter))
+}
+
+// writeVerdict writes the surprises, every check and the overall result.
+func (rep *SoakReport) writeVerdict(b *strings.Builder) {
 	if len(rep.Unexpected) > 0 {
 		b.WriteString("unexpected:\n")
 		for _, u := range rep.Unexpected {
-			fmt.Fprintf(&b, "  %s\n", u)
+			fmt.Fprintf(b, "  %s\n", u)
 		}
 	}
 	b.WriteString("checks:\n")
@@ -168,15 +186,13 @@ func (rep *SoakReport) WriteText(w io.Writer) error {
 		if !c.OK {
 			mark = "FAIL"
 		}
-		fmt.Fprintf(&b, "  %s %s: %s\n", mark, c.Name, c.Detail)
+		fmt.Fprintf(b, "  %s %s: %s\n", mark, c.Name, c.Detail)
 	}
 	if rep.OK() {
 		b.WriteString("result: PASS\n")
 	} else {
 		b.WriteString("result: FAIL\n")
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
