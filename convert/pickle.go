@@ -215,18 +215,16 @@ func (u *unpickler) push(v any) error {
 }
 
 func (u *unpickler) pop() (any, error) {
-	base := 0
-	if n := len(u.marks); n > 0 {
-		base = u.marks[n-1]
+	v, err := u.top()
+	if err != nil {
+		return nil, err
 	}
-	if len(u.stack) <= base {
-		return nil, fmt.Errorf("stack underflow")
-	}
-	v := u.stack[len(u.stack)-1]
 	u.stack = u.stack[:len(u.stack)-1]
 	return v, nil
 }
 
+// top returns the value on top of the stack; values below the last MARK are out of
+// reach until the mark is popped.
 func (u *unpickler) top() (any, error) {
 	base := 0
 	if n := len(u.marks); n > 0 {

@@ -20,42 +20,12 @@ func reduce(fn pyGlobal, args pyTuple, nested bool) (any, error) {
 	case gRebuildTensor, gRebuildTensorV2, gRebuildTensorV3:
 		return rebuildTensor(fn, args)
 	case gRebuildParameter, gRebuildParameterWithState:
-		// (data, requires_grad, backward_hooks[, state]): the parameter is its data.
-		if len(args) < 3 {
-			return nil, fmt.Errorf("%s: want at least 3 arguments, got %d", fn, len(args))
-		}
-		t, ok := args[0].(*tensorRef)
-		if !ok {
-			return nil, fmt.Errorf("%s: data is %s, want a tensor", fn, typeName(args[0]))
-		}
-		return t, nil
+		return rebuildParameter(fn, args)
 	case gRebuildFromTypeV2:
-		// (func, new_type, args, state): a tensor (sub)class with extra attributes.
 		if !nested {
 			return nil, fmt.Errorf("%s nested inside itself", fn)
 		}
-		if len(args) != 4 {
-			return nil, fmt.Errorf("%s: want 4 arguments, got %d", fn, len(args))
-		}
-		inner, ok1 := args[0].(pyGlobal)
-		typ, ok2 := args[1].(pyGlobal)
-		innerArgs, ok3 := args[2].(pyTuple)
-		if !ok1 || !ok2 || !ok3 || typ.kind != gTensorType {
-			return nil, fmt.Errorf("%s: want (rebuild function, tensor type, args, state)", fn)
-		}
-		switch inner.kind {
-		case gRebuildTensor, gRebuildTensorV2, gRebuildTensorV3, gRebuildParameter, gRebuildParameterWithState:
-		default:
-			return nil, fmt.Errorf("%s: %s does not rebuild a tensor", fn, inner)
-		}
-		v, err := reduce(inner, innerArgs, false)
-		if err != nil {
-			return nil, err
-		}
-		if _, ok := v.(*tensorRef); !ok {
-			return nil, fmt.Errorf("%s: %s did not produce a tensor", fn, inner)
-		}
-		return v, nil
+		return rebuildFromTypeV2(fn, args)
 	case gTorchSize:
 		if len(args) != 1 {
 			return nil, fmt.Errorf("torch.Size: want 1 argument, got %d", len(args))
@@ -86,23 +56,7 @@ func reduce(fn pyGlobal, args pyTuple, nested bool) (any, error) {
 		}
 		return nil, fmt.Errorf("%s(%s) is not supported", fn, typeName(args[0]))
 	case gCodecsEncode:
-		// Protocol 2 writes bytes as _codecs.encode(text, "latin1").
-		if len(args) != 2 {
-			return nil, fmt.Errorf("_codecs.encode: want 2 arguments, got %d", len(args))
-		}
-		s, ok1 := args[0].(string)
-		enc, ok2 := args[1].(string)
-		if !ok1 || !ok2 || (enc != "latin1" && enc != "latin-1") {
-			return nil, fmt.Errorf("_codecs.encode: only (str, \"latin1\") is supported")
-		}
-		out := make([]byte, 0, len(s))
-		for _, r := range s {
-			if r > 0xff {
-				return nil, fmt.Errorf("_codecs.encode: character U+%04X is not Latin-1", r)
-			}
-			out = append(out, byte(r))
-		}
-		return out, nil
+		return codecsEncode(args)
 	case gNumpyDtype:
 		if len(args) < 1 {
 			return nil, fmt.Errorf("numpy.dtype: missing type code")
@@ -116,6 +70,68 @@ func reduce(fn pyGlobal, args pyTuple, nested bool) (any, error) {
 		return numpyScalar(args)
 	}
 	return nil, fmt.Errorf("%s cannot be called", fn)
+}
+
+// rebuildParameter interprets torch._utils._rebuild_parameter(data, requires_grad,
+// backward_hooks[, state]): the parameter is its data.
+func rebuildParameter(fn pyGlobal, args pyTuple) (any, error) {
+	if len(args) < 3 {
+		return nil, fmt.Errorf("%s: want at least 3 arguments, got %d", fn, len(args))
+	}
+	t, ok := args[0].(*tensorRef)
+	if !ok {
+		return nil, fmt.Errorf("%s: data is %s, want a tensor", fn, typeName(args[0]))
+	}
+	return t, nil
+}
+
+// rebuildFromTypeV2 interprets torch._tensor._rebuild_from_type_v2(func, new_type,
+// args, state): a tensor (sub)class with extra attributes, rebuilt by one of the
+// tensor rebuild functions and kept as the plain tensor it produces.
+func rebuildFromTypeV2(fn pyGlobal, args pyTuple) (any, error) {
+	if len(args) != 4 {
+		return nil, fmt.Errorf("%s: want 4 arguments, got %d", fn, len(args))
+	}
+	inner, ok1 := args[0].(pyGlobal)
+	typ, ok2 := args[1].(pyGlobal)
+	innerArgs, ok3 := args[2].(pyTuple)
+	if !ok1 || !ok2 || !ok3 || typ.kind != gTensorType {
+		return nil, fmt.Errorf("%s: want (rebuild function, tensor type, args, state)", fn)
+	}
+	switch inner.kind {
+	case gRebuildTensor, gRebuildTensorV2, gRebuildTensorV3, gRebuildParameter, gRebuildParameterWithState:
+	default:
+		return nil, fmt.Errorf("%s: %s does not rebuild a tensor", fn, inner)
+	}
+	v, err := reduce(inner, innerArgs, false)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := v.(*tensorRef); !ok {
+		return nil, fmt.Errorf("%s: %s did not produce a tensor", fn, inner)
+	}
+	return v, nil
+}
+
+// codecsEncode interprets _codecs.encode(text, "latin1"), the way protocol 2 writes
+// bytes.
+func codecsEncode(args pyTuple) (any, error) {
+	if len(args) != 2 {
+		return nil, fmt.Errorf("_codecs.encode: want 2 arguments, got %d", len(args))
+	}
+	s, ok1 := args[0].(string)
+	enc, ok2 := args[1].(string)
+	if !ok1 || !ok2 || (enc != "latin1" && enc != "latin-1") {
+		return nil, fmt.Errorf("_codecs.encode: only (str, \"latin1\") is supported")
+	}
+	out := make([]byte, 0, len(s))
+	for _, r := range s {
+		if r > 0xff {
+			return nil, fmt.Errorf("_codecs.encode: character U+%04X is not Latin-1", r)
+		}
+		out = append(out, byte(r))
+	}
+	return out, nil
 }
 
 // newObject interprets cls.__new__(cls, *args) for the allowed classes.

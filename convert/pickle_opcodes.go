@@ -306,23 +306,8 @@ func (u *unpickler) step(op byte) (done bool, err error) {
 		}
 		return false, u.push(g)
 	case 'R': // REDUCE: callable(*args), interpreted only for allowed globals
-		argsV, err := u.pop()
+		fn, args, err := u.popCall("REDUCE", "global")
 		if err != nil {
-			return false, err
-		}
-		fnV, err := u.pop()
-		if err != nil {
-			return false, err
-		}
-		args, ok := argsV.(pyTuple)
-		if !ok {
-			return false, fmt.Errorf("REDUCE arguments must be a tuple, got %s", typeName(argsV))
-		}
-		fn, ok := fnV.(pyGlobal)
-		if !ok {
-			return false, fmt.Errorf("REDUCE on %s, which is not a known global", typeName(fnV))
-		}
-		if err := u.chargeItems(args); err != nil {
 			return false, err
 		}
 		v, err := reduce(fn, args, true)
@@ -340,23 +325,8 @@ func (u *unpickler) step(op byte) (done bool, err error) {
 				return false, fmt.Errorf("NEWOBJ_EX with keyword arguments is not supported")
 			}
 		}
-		argsV, err := u.pop()
+		cls, args, err := u.popCall("NEWOBJ", "class")
 		if err != nil {
-			return false, err
-		}
-		clsV, err := u.pop()
-		if err != nil {
-			return false, err
-		}
-		args, ok := argsV.(pyTuple)
-		if !ok {
-			return false, fmt.Errorf("NEWOBJ arguments must be a tuple, got %s", typeName(argsV))
-		}
-		cls, ok := clsV.(pyGlobal)
-		if !ok {
-			return false, fmt.Errorf("NEWOBJ on %s, which is not a known class", typeName(clsV))
-		}
-		if err := u.chargeItems(args); err != nil {
 			return false, err
 		}
 		v, err := newObject(cls, args)
@@ -398,6 +368,32 @@ func (u *unpickler) step(op byte) (done bool, err error) {
 		return false, fmt.Errorf("unknown opcode")
 	}
 	return false, err
+}
+
+// popCall pops what REDUCE and NEWOBJ apply, a callable and its argument tuple,
+// checks that the callable is an allowed global and charges for scanning the
+// arguments. opcode and callee ("global", "class") name them in errors.
+func (u *unpickler) popCall(opcode, callee string) (pyGlobal, pyTuple, error) {
+	argsV, err := u.pop()
+	if err != nil {
+		return pyGlobal{}, nil, err
+	}
+	fnV, err := u.pop()
+	if err != nil {
+		return pyGlobal{}, nil, err
+	}
+	args, ok := argsV.(pyTuple)
+	if !ok {
+		return pyGlobal{}, nil, fmt.Errorf("%s arguments must be a tuple, got %s", opcode, typeName(argsV))
+	}
+	fn, ok := fnV.(pyGlobal)
+	if !ok {
+		return pyGlobal{}, nil, fmt.Errorf("%s on %s, which is not a known %s", opcode, typeName(fnV), callee)
+	}
+	if err := u.chargeItems(args); err != nil {
+		return pyGlobal{}, nil, err
+	}
+	return fn, args, nil
 }
 
 func (u *unpickler) putTop(idx uint64) error {
