@@ -247,4 +247,15 @@ func TestCORS(t *testing.T) {
 	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Fatalf("origin null allowed: %v", resp.Header)
 	}
+
+	// Preflights are counted under their own route label, not as unmatched.
+	metricsResp, err := http.Get(ts.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readAll(t, metricsResp))
+	if !strings.Contains(text, `nielsgpt_http_requests_total{route="preflight",status="204"} 1`) ||
+		!strings.Contains(text, `nielsgpt_http_requests_total{route="preflight",status="403"} 1`) {
+		t.Fatalf("preflights not labelled preflight:\n%s", text)
+	}
 }

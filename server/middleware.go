@@ -72,7 +72,13 @@ func (s *Server) accessLog(c *gin.Context) {
 	_ = rc.SetWriteDeadline(s.writeDeadline())
 
 	route := c.FullPath()
-	if route == "" {
+	switch {
+	case route != "":
+	case c.Request.Method == http.MethodOptions && c.GetHeader("Origin") != "":
+		// CORS answers preflights before routing, for any path; one label
+		// keeps them apart from clients probing for routes that do not exist.
+		route = "preflight"
+	default:
 		route = "unmatched" // bounded label values whatever paths clients invent
 	}
 	status := c.Writer.Status()
