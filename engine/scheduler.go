@@ -200,9 +200,10 @@ func (seq *sequence) windowStart(T int) (start int) {
 	return max(0, len(seq.tokens)-T)
 }
 
-// plan picks this step's work: every ready decoder, then prompt chunks.
+// plan picks this step's work: every ready decoder, then prompt chunks. It
+// only chooses; syncWindow and reserve keep each chosen sequence's cache in
+// step with what it is about to be fed.
 func (s *scheduler) plan() ([]stepItem, []*sequence) {
-	T := s.m.cfg.Context
 	var items []stepItem
 	var owners []*sequence
 	budget := stepTokenBudget
@@ -220,20 +221,7 @@ func (s *scheduler) plan() ([]stepItem, []*sequence) {
 			if len(seq.events) > 0 {
 				continue // its reader has not taken the last step yet
 			}
-			start := seq.windowStart(T)
-			// The baseline mode forgets the cache for every token, and the
-			// full-attention matrix wants one pass over the whole window:
-			// both start again from position 0.
-			wholeWindow := s.m.opts.Baseline || (seq.full != nil && seq.isDone())
-			if wholeWindow {
-				seq.cached = 0
-			}
-			if start != seq.cacheAt {
-				// The window moved: every position shifted, so the cached keys
-				// and values no longer describe it. Recompute from position 0.
-				seq.cacheAt, seq.cached = start, 0
-			}
-			pending := len(seq.tokens) - start - seq.cached
+			start, pending, whole := s.syncWindow(seq)
 			if (pass == 0) != (pending == 1) || pending == 0 {
 				continue
 			}
@@ -241,15 +229,11 @@ func (s *scheduler) plan() ([]stepItem, []*sequence) {
 				continue
 			}
 			n := pending
-			if pass == 1 && !wholeWindow {
+			if pass == 1 && !whole {
 				n = min(pending, s.m.opts.PrefillChunk, max(budget, 1))
 			}
-			if need := seq.cached + n; need > seq.cache.capacity {
-				grown := min(seq.maxCache, roundUp(need, kvGrain))
-				if err := seq.cache.grow(grown, seq.cached); err != nil {
-					s.finish(seq, event{err: fmt.Errorf("growing the KV cache: %w", err)})
-					continue
-				}
+			if !s.reserve(seq, n) {
+				continue
 			}
 			budget -= n
 			items = append(items, s.item(seq, start, n))
@@ -257,6 +241,41 @@ func (s *scheduler) plan() ([]stepItem, []*sequence) {
 		}
 	}
 	return items, owners
+}
+
+// syncWindow lines the sequence's cache up with the window the model must
+// see now, and says where that window starts, how many of its tokens are not
+// in the cache yet, and whether they must all go in one pass.
+func (s *scheduler) syncWindow(seq *sequence) (start, pending int, whole bool) {
+	start = seq.windowStart(s.m.cfg.Context)
+	// The baseline mode forgets the cache for every token, and the
+	// full-attention matrix wants one pass over the whole window: both start
+	// again from position 0.
+	whole = s.m.opts.Baseline || (seq.full != nil && seq.isDone())
+	if whole {
+		seq.cached = 0
+	}
+	if start != seq.cacheAt {
+		// The window moved: every position shifted, so the cached keys and
+		// values no longer describe it. Recompute from position 0.
+		seq.cacheAt, seq.cached = start, 0
+	}
+	return start, len(seq.tokens) - start - seq.cached, whole
+}
+
+// reserve makes room in the sequence's cache for n more positions. A cache
+// that cannot grow ends its sequence with the error, and reserve says false.
+func (s *scheduler) reserve(seq *sequence, n int) bool {
+	need := seq.cached + n
+	if need <= seq.cache.capacity {
+		return true
+	}
+	grown := min(seq.maxCache, roundUp(need, kvGrain))
+	if err := seq.cache.grow(grown, seq.cached); err != nil {
+		s.finish(seq, event{err: fmt.Errorf("growing the KV cache: %w", err)})
+		return false
+	}
+	return true
 }
 
 // isDone reports whether the sequence has generated all it will.
