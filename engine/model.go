@@ -16,7 +16,7 @@ import (
 	"runtime/debug"
 	"unsafe"
 
-	"nielsgpt/convert"
+	"nielsgpt/gguf"
 )
 
 // Options configure a loaded model.
@@ -67,19 +67,16 @@ func LoadFile(path string, opts Options) (*Model, error) {
 // LoadBytes loads a niels-gpt GGUF held in memory. The file is parsed and
 // checked in Go first: ggml's own checks abort the process.
 func LoadBytes(data []byte, opts Options) (*Model, error) {
-	g, err := convert.ParseGGUF(data)
+	g, err := gguf.Parse(data)
 	if err != nil {
 		return nil, err
 	}
-	mc, err := g.NielsGPTConfig()
+	mc, err := g.ModelConfig()
 	if err != nil {
 		return nil, err
 	}
-	cfg := Config{Vocab: mc.V, Context: mc.T, Embd: mc.C, Layers: mc.L, Heads: mc.H, FF: mc.DFF, RopeTheta: float32(mc.RopeTheta)}
-	eps := float32(1e-5)
-	if v, ok := g.KV["nielsgpt.attention.layer_norm_epsilon"].(float32); ok {
-		eps = v
-	}
+	cfg := Config{Vocab: mc.Vocab, Context: mc.Context, Embd: mc.Embd, Layers: mc.Layers, Heads: mc.Heads, FF: mc.FF, RopeTheta: float32(mc.RopeTheta)}
+	eps := float32(mc.NormEps)
 	if opts.Threads <= 0 {
 		opts.Threads = defaultThreads()
 	}

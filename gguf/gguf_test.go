@@ -1,15 +1,14 @@
-// Tests of the GGUF writer and the strict reader: round trips of real checkpoints in
-// F32 and F16, the exact KV and tensor contract with the C engine, corrupted files
-// (every truncation, lying counts and lengths, misaligned or overlapping data), files
-// that deviate from the niels-gpt contract, and ConvertFile's atomic output.
-package convert
+package gguf
+
+// Tests of the writer and the strict reader: the exact KV and tensor contract with the C
+// engine, round trips in F32 and F16, corrupted files (every truncation, lying counts
+// and lengths, misaligned or overlapping data) and files that deviate from the niels-gpt
+// schema in one chosen way.
 
 import (
 	"bytes"
 	"encoding/binary"
 	"math"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -17,138 +16,159 @@ import (
 
 const testSHA = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
-func readTestCheckpoint(t testing.TB, path string) *Checkpoint {
-	t.Helper()
-	ck, err := ReadCheckpoint(path)
-	if err != nil {
-		t.Fatal(err)
+// tinyCfg has the shape of convert's tiny test checkpoints: small, yet with two layers
+// and two heads.
+var tinyCfg = ModelConfig{Vocab: 256, Context: 8, Embd: 8, Layers: 2, Heads: 2, FF: 16, RopeTheta: 10000, NormEps: 1e-5}
+
+// weightsFor fills every tensor of cfg with values from next, in table order.
+func weightsFor(cfg ModelConfig, next func() float32) map[string][]float32 {
+	weights := map[string][]float32{}
+	for _, spec := range cfg.Tensors() {
+		data := make([]float32, spec.numel())
+		for i := range data {
+			data[i] = next()
+		}
+		weights[spec.Name] = data
 	}
-	return ck
+	return weights
 }
 
-func writeTestGGUF(t testing.TB, ck *Checkpoint, opts ConvertOptions) []byte {
+// sineWeights are deterministic, distinct and well inside float16's range.
+func sineWeights(cfg ModelConfig) map[string][]float32 {
+	k := 0
+	return weightsFor(cfg, func() float32 {
+		k++
+		return float32(0.1 * math.Sin(float64(k)*0.7))
+	})
+}
+
+func writeTest(t testing.TB, cfg ModelConfig, weights map[string][]float32, src Source, opts WriteOptions) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := WriteGGUF(&buf, ck, testSHA, opts); err != nil {
+	if err := Write(&buf, cfg, weights, src, opts); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
 }
 
-func TestGGUFRoundTrip(t *testing.T) {
+func TestWriteRoundTrip(t *testing.T) {
+	loss := 1.25
 	cases := []struct {
-		path string
-		opts ConvertOptions
+		name string
+		src  Source
+		opts WriteOptions
 	}{
-		{filepath.Join("testdata", "tiny_f32.pt"), ConvertOptions{}},
-		{filepath.Join("testdata", "tiny_f16.pt"), ConvertOptions{F16: true}},
-		{filepath.Join("testdata", "tiny_bf16.pt"), ConvertOptions{}},
-		{filepath.Join(fixturesDir, "t2_small.pt"), ConvertOptions{}},
-		{filepath.Join(fixturesDir, "t2_cuda_opt.pt"), ConvertOptions{F16: true}},
+		{"f32", Source{SHA256: testSHA, Step: 7}, WriteOptions{}},
+		{"f16", Source{SHA256: testSHA, Step: 7, BestValLoss: &loss}, WriteOptions{F16: true}},
 	}
 	for _, tc := range cases {
-		t.Run(filepath.Base(tc.path)+map[bool]string{true: "/f16", false: "/f32"}[tc.opts.F16], func(t *testing.T) {
-			ck := readTestCheckpoint(t, tc.path)
-			data := writeTestGGUF(t, ck, tc.opts)
-			g, err := ParseGGUF(data)
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tinyCfg
+			cfg.RopeTheta = 12345.678 // not a float32: the file rounds it
+			weights := sineWeights(cfg)
+			data := writeTest(t, cfg, weights, tc.src, tc.opts)
+			g, err := Parse(data)
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg, err := g.NielsGPTConfig()
+			got, err := g.ModelConfig()
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := ck.Config
-			want.Dropout = 0
-			want.RopeTheta = float64(float32(want.RopeTheta))
-			if cfg != want {
-				t.Errorf("config %+v, want %+v", cfg, want)
+			want := cfg
+			want.RopeTheta = float64(float32(cfg.RopeTheta))
+			want.NormEps = float64(float32(cfg.NormEps))
+			if got != want {
+				t.Errorf("config %+v, want %+v", got, want)
 			}
 			if g.Version != 3 || g.Alignment != 32 {
 				t.Errorf("version %d alignment %d", g.Version, g.Alignment)
 			}
-			wantKV := map[string]any{
-				"general.architecture":                  "nielsgpt",
-				"general.name":                          "niels-gpt",
-				"general.alignment":                     uint32(32),
-				"nielsgpt.generation":                   uint32(1),
-				"nielsgpt.vocab_size":                   uint32(ck.Config.V),
-				"nielsgpt.context_length":               uint32(ck.Config.T),
-				"nielsgpt.embedding_length":             uint32(ck.Config.C),
-				"nielsgpt.block_count":                  uint32(ck.Config.L),
-				"nielsgpt.attention.head_count":         uint32(ck.Config.H),
-				"nielsgpt.feed_forward_length":          uint32(ck.Config.DFF),
-				"nielsgpt.rope.freq_base":               float32(ck.Config.RopeTheta),
-				"nielsgpt.attention.layer_norm_epsilon": float32(1e-5),
-				"tokenizer.ggml.model":                  "bytes",
-				"nielsgpt.chat_format":                  "niels-v1",
-				"nielsgpt.source.sha256":                testSHA,
-				"nielsgpt.source.step":                  uint64(ck.Step),
-			}
-			if ck.BestValLoss != nil {
-				wantKV["nielsgpt.source.best_val_loss"] = float32(*ck.BestValLoss)
-			} else if _, ok := g.KV["nielsgpt.source.best_val_loss"]; ok {
-				t.Error("best_val_loss written for a checkpoint without one")
-			}
-			for k, v := range wantKV {
-				if g.KV[k] != v {
-					t.Errorf("KV %s = %#v, want %#v", k, g.KV[k], v)
-				}
-			}
-
-			// Every tensor's bytes are the checkpoint's values, in PyTorch's row-major
-			// order, with dims reversed.
-			byName := map[string]string{}
-			for _, row := range stateTable(ck.Config) {
-				byName[row.gguf] = row.key
-			}
-			if len(g.Tensors) != len(stateTable(ck.Config))-1 {
-				t.Errorf("%d tensors", len(g.Tensors))
-			}
-			for _, gt := range g.Tensors {
-				src := ck.Tensors[byName[gt.Name]]
-				if src == nil {
-					t.Fatalf("tensor %s has no source", gt.Name)
-				}
-				if gt.Offset%32 != 0 {
-					t.Errorf("%s offset %d not aligned", gt.Name, gt.Offset)
-				}
-				wantType := uint32(0)
-				if tc.opts.F16 && len(src.Shape) == 2 {
-					wantType = 1
-				}
-				if gt.Type != wantType {
-					t.Errorf("%s type %d, want %d", gt.Name, gt.Type, wantType)
-				}
-				for d := range gt.Dims {
-					if gt.Dims[d] != uint64(src.Shape[len(src.Shape)-1-d]) {
-						t.Fatalf("%s dims %v for shape %v", gt.Name, gt.Dims, src.Shape)
-					}
-				}
-				raw := data[gt.Offset : gt.Offset+gt.Size]
-				for i, v := range src.Data {
-					var got float32
-					if gt.Type == 1 {
-						h, _ := float32ToHalf(v)
-						if binary.LittleEndian.Uint16(raw[2*i:]) != h {
-							t.Fatalf("%s[%d] f16 bits differ", gt.Name, i)
-						}
-						continue
-					}
-					got = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
-					if got != v {
-						t.Fatalf("%s[%d] = %v, want %v", gt.Name, i, got, v)
-					}
-				}
-			}
+			checkKV(t, g, cfg, tc.src, tc.opts)
+			checkTensorData(t, g, data, cfg, weights, tc.opts)
 		})
 	}
 }
 
-// The tensor names and dims are the C engine's contract; spell a few out literally.
-func TestGGUFTensorContract(t *testing.T) {
-	ck := readTestCheckpoint(t, filepath.Join(fixturesDir, "t2_small.pt"))
-	g, err := ParseGGUF(writeTestGGUF(t, ck, ConvertOptions{}))
+// checkKV spells out every key the writer writes: generic GGUF tools and the cache of
+// conversions read some of them by name.
+func checkKV(t *testing.T, g *File, cfg ModelConfig, src Source, opts WriteOptions) {
+	t.Helper()
+	fileType := uint32(0)
+	if opts.F16 {
+		fileType = 1
+	}
+	wantKV := map[string]any{
+		"general.architecture":                  "nielsgpt",
+		"general.name":                          "niels-gpt",
+		"general.alignment":                     uint32(32),
+		"general.file_type":                     fileType,
+		"nielsgpt.generation":                   uint32(1),
+		"nielsgpt.vocab_size":                   uint32(cfg.Vocab),
+		"nielsgpt.context_length":               uint32(cfg.Context),
+		"nielsgpt.embedding_length":             uint32(cfg.Embd),
+		"nielsgpt.block_count":                  uint32(cfg.Layers),
+		"nielsgpt.attention.head_count":         uint32(cfg.Heads),
+		"nielsgpt.feed_forward_length":          uint32(cfg.FF),
+		"nielsgpt.rope.freq_base":               float32(cfg.RopeTheta),
+		"nielsgpt.attention.layer_norm_epsilon": float32(1e-5),
+		"tokenizer.ggml.model":                  "bytes",
+		"nielsgpt.chat_format":                  "niels-v1",
+		"nielsgpt.source.sha256":                testSHA,
+		"nielsgpt.source.step":                  uint64(src.Step),
+	}
+	if src.BestValLoss != nil {
+		wantKV["nielsgpt.source.best_val_loss"] = float32(*src.BestValLoss)
+	}
+	if len(g.KV) != len(wantKV) {
+		t.Errorf("%d keys, want %d", len(g.KV), len(wantKV))
+	}
+	for k, v := range wantKV {
+		if g.KV[k] != v {
+			t.Errorf("KV %s = %#v, want %#v", k, g.KV[k], v)
+		}
+	}
+}
+
+// checkTensorData requires every tensor's bytes to be its weights, in PyTorch's
+// row-major order, F16 for matrices only when asked.
+func checkTensorData(t *testing.T, g *File, data []byte, cfg ModelConfig, weights map[string][]float32, opts WriteOptions) {
+	t.Helper()
+	if len(g.Tensors) != len(cfg.Tensors()) {
+		t.Errorf("%d tensors, want %d", len(g.Tensors), len(cfg.Tensors()))
+	}
+	for _, gt := range g.Tensors {
+		src := weights[gt.Name]
+		if gt.Offset%32 != 0 {
+			t.Errorf("%s offset %d not aligned", gt.Name, gt.Offset)
+		}
+		wantType := uint32(TypeF32)
+		if opts.F16 && len(gt.Dims) == 2 {
+			wantType = TypeF16
+		}
+		if gt.Type != wantType {
+			t.Errorf("%s type %d, want %d", gt.Name, gt.Type, wantType)
+		}
+		raw := data[gt.Offset : gt.Offset+gt.Size]
+		for i, v := range src {
+			if gt.Type == TypeF16 {
+				if h, _ := float32ToHalf(v); binary.LittleEndian.Uint16(raw[2*i:]) != h {
+					t.Fatalf("%s[%d] f16 bits differ", gt.Name, i)
+				}
+				continue
+			}
+			if got := math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:])); got != v {
+				t.Fatalf("%s[%d] = %v, want %v", gt.Name, i, got, v)
+			}
+		}
+	}
+}
+
+// The tensor names and dims are the C engine's contract; spell them out literally for
+// one shape (the t2_small fixture's).
+func TestTensorContract(t *testing.T) {
+	cfg := ModelConfig{Vocab: 256, Context: 64, Embd: 64, Layers: 2, Heads: 2, FF: 128, RopeTheta: 10000, NormEps: 1e-5}
+	g, err := Parse(writeTest(t, cfg, sineWeights(cfg), Source{SHA256: testSHA}, WriteOptions{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,80 +192,106 @@ func TestGGUFTensorContract(t *testing.T) {
 		have[tt.Name] = tt.Dims
 	}
 	for name, dims := range want {
-		if got, ok := have[name]; !ok || len(got) != len(dims) || (len(dims) == 2 && (got[0] != dims[0] || got[1] != dims[1])) || got[0] != dims[0] {
+		if got := have[name]; !reflect.DeepEqual(got, dims) {
 			t.Errorf("%s dims %v, want %v", name, got, dims)
 		}
 	}
 	if _, ok := have["output.weight"]; ok {
 		t.Error("lm_head must not be stored: it is tied to token_embd")
 	}
+	if len(have) != 3+2*10 {
+		t.Errorf("%d tensors, want 23", len(have))
+	}
 }
 
-func TestWriteGGUFRefuses(t *testing.T) {
-	ck := readTestCheckpoint(t, filepath.Join("testdata", "tiny_f32.pt"))
+func TestWriteRefuses(t *testing.T) {
+	src := Source{SHA256: testSHA}
+	cases := []struct {
+		name   string
+		mutate func(cfg *ModelConfig, weights map[string][]float32, src *Source)
+		want   string
+	}{
+		{"bad sha", func(_ *ModelConfig, _ map[string][]float32, s *Source) { s.SHA256 = "ABC" }, "sha256"},
+		{"upper-case sha", func(_ *ModelConfig, _ map[string][]float32, s *Source) { s.SHA256 = strings.ToUpper(testSHA) }, "sha256"},
+		{"negative step", func(_ *ModelConfig, _ map[string][]float32, s *Source) { s.Step = -1 }, "step -1"},
+		{"invalid config", func(c *ModelConfig, _ map[string][]float32, _ *Source) { c.Heads = 3 }, "not divisible"},
+		{"no epsilon", func(c *ModelConfig, _ map[string][]float32, _ *Source) { c.NormEps = 0 }, "layer_norm_epsilon=0"},
+		{"missing weights", func(_ *ModelConfig, w map[string][]float32, _ *Source) { delete(w, "output_norm.bias") }, "no weights for tensor output_norm.bias"},
+		{"short weights", func(_ *ModelConfig, w map[string][]float32, _ *Source) {
+			w["blk.1.ffn_up.bias"] = w["blk.1.ffn_up.bias"][:3]
+		}, "blk.1.ffn_up.bias has 3 values"},
+		{"extra weights", func(_ *ModelConfig, w map[string][]float32, _ *Source) { w["output.weight"] = nil }, "output.weight, which is not a tensor"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, weights, s := tinyCfg, sineWeights(tinyCfg), src
+			tc.mutate(&cfg, weights, &s)
+			var buf bytes.Buffer
+			err := Write(&buf, cfg, weights, s, WriteOptions{})
+			wantError(t, err, tc.want)
+			if buf.Len() != 0 {
+				t.Errorf("a refused file wrote %d bytes", buf.Len())
+			}
+		})
+	}
+
+	weights := sineWeights(tinyCfg)
+	weights["blk.0.attn_output.weight"][3] = 1e6
 	var buf bytes.Buffer
-	if err := WriteGGUF(&buf, ck, "ABC", ConvertOptions{}); err == nil || !strings.Contains(err.Error(), "sha256") {
-		t.Errorf("bad sha accepted: %v", err)
-	}
-	if err := WriteGGUF(&buf, ck, strings.ToUpper(testSHA), ConvertOptions{}); err == nil {
-		t.Error("upper-case sha accepted")
-	}
-	bad := readTestCheckpoint(t, filepath.Join("testdata", "tiny_f32.pt"))
-	delete(bad.Tensors, "ln_f.bias")
-	if err := WriteGGUF(&buf, bad, testSHA, ConvertOptions{}); err == nil || !strings.Contains(err.Error(), "ln_f.bias") {
-		t.Errorf("invalid checkpoint written: %v", err)
-	}
-	big := readTestCheckpoint(t, filepath.Join("testdata", "tiny_f32.pt"))
-	big.Tensors["blocks.0.attn.proj.weight"].Data[3] = 1e6
-	buf.Reset()
-	err := WriteGGUF(&buf, big, testSHA, ConvertOptions{F16: true})
-	if err == nil || !strings.Contains(err.Error(), "float16") {
-		t.Errorf("out-of-range F16 accepted: %v", err)
-	}
+	err := Write(&buf, tinyCfg, weights, src, WriteOptions{F16: true})
+	wantError(t, err, "float16")
 	if buf.Len() != 0 {
-		t.Errorf("a refused F16 conversion wrote %d bytes", buf.Len())
+		t.Errorf("a refused F16 file wrote %d bytes", buf.Len())
 	}
 }
 
-// tinyGGUFParts returns a valid file's KVs and tensors, to be broken one way per case.
-func tinyGGUFParts(t testing.TB) ([]ggufKV, []ggufTensorOut) {
-	ck := readTestCheckpoint(t, filepath.Join("testdata", "tiny_f32.pt"))
-	g, err := ParseGGUF(writeTestGGUF(t, ck, ConvertOptions{}))
+// tinyParts returns a valid file's KVs and tensors, to be broken one way per case.
+func tinyParts(t testing.TB) ([]kv, []tensorOut) {
+	weights := sineWeights(tinyCfg)
+	g, err := Parse(writeTest(t, tinyCfg, weights, Source{SHA256: testSHA}, WriteOptions{}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var kvs []ggufKV
+	var kvs []kv
 	for _, k := range []string{"general.architecture", "general.name", "general.alignment", "nielsgpt.generation",
 		"nielsgpt.vocab_size", "nielsgpt.context_length", "nielsgpt.embedding_length", "nielsgpt.block_count",
 		"nielsgpt.attention.head_count", "nielsgpt.feed_forward_length", "nielsgpt.rope.freq_base",
 		"nielsgpt.attention.layer_norm_epsilon", "tokenizer.ggml.model", "nielsgpt.chat_format"} {
-		kvs = append(kvs, ggufKV{k, g.KV[k]})
+		kvs = append(kvs, kv{k, g.KV[k]})
 	}
-	var tensors []ggufTensorOut
-	for _, row := range stateTable(ck.Config) {
-		if row.gguf == "" {
-			continue
-		}
-		tt := ggufTensorOut{name: row.gguf, data: ck.Tensors[row.key].Data}
-		for i := len(row.shape) - 1; i >= 0; i-- {
-			tt.dims = append(tt.dims, uint64(row.shape[i]))
-		}
-		tensors = append(tensors, tt)
+	var tensors []tensorOut
+	for _, spec := range tinyCfg.Tensors() {
+		tensors = append(tensors, tensorOut{name: spec.Name, dims: spec.Dims(), data: weights[spec.Name]})
 	}
 	return kvs, tensors
 }
 
-func rawGGUF(t testing.TB, kvs []ggufKV, tensors []ggufTensorOut) []byte {
+func rawGGUF(t testing.TB, kvs []kv, tensors []tensorOut) []byte {
 	var buf bytes.Buffer
-	if err := writeGGUFRaw(&buf, kvs, tensors, 32); err != nil {
+	if err := writeRaw(&buf, kvs, tensors, 32); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
 }
 
-func TestNielsGPTConfigRefuses(t *testing.T) {
-	setKV := func(key string, v any) func([]ggufKV, []ggufTensorOut) ([]ggufKV, []ggufTensorOut) {
-		return func(kvs []ggufKV, ts []ggufTensorOut) ([]ggufKV, []ggufTensorOut) {
+// wantError fails the test unless err matches want: nil for "", otherwise an
+// error whose text contains want.
+func wantError(t *testing.T, err error, want string) {
+	t.Helper()
+	if want == "" {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want one containing %q", err, want)
+	}
+}
+
+func TestModelConfigRefuses(t *testing.T) {
+	setKV := func(key string, v any) func([]kv, []tensorOut) ([]kv, []tensorOut) {
+		return func(kvs []kv, ts []tensorOut) ([]kv, []tensorOut) {
 			for i := range kvs {
 				if kvs[i].key == key {
 					if v == nil {
@@ -259,10 +305,10 @@ func TestNielsGPTConfigRefuses(t *testing.T) {
 	}
 	cases := []struct {
 		name   string
-		mutate func([]ggufKV, []ggufTensorOut) ([]ggufKV, []ggufTensorOut)
+		mutate func([]kv, []tensorOut) ([]kv, []tensorOut)
 		want   string
 	}{
-		{"valid", func(k []ggufKV, ts []ggufTensorOut) ([]ggufKV, []ggufTensorOut) { return k, ts }, ""},
+		{"valid", func(k []kv, ts []tensorOut) ([]kv, []tensorOut) { return k, ts }, ""},
 		{"architecture", setKV("general.architecture", "llama"), `"llama", want "nielsgpt"`},
 		{"generation 2", setKV("nielsgpt.generation", uint32(2)), "generation is 2"},
 		{"missing key", setKV("nielsgpt.block_count", nil), "nielsgpt.block_count is missing"},
@@ -271,45 +317,47 @@ func TestNielsGPTConfigRefuses(t *testing.T) {
 		{"heads", setKV("nielsgpt.attention.head_count", uint32(3)), "not divisible"},
 		{"rope", setKV("nielsgpt.rope.freq_base", float32(-1)), "rope_theta"},
 		{"eps", setKV("nielsgpt.attention.layer_norm_epsilon", float32(0)), "layer_norm_epsilon"},
+		{"missing eps", setKV("nielsgpt.attention.layer_norm_epsilon", nil), "nielsgpt.attention.layer_norm_epsilon is missing"},
+		{"eps as float64", setKV("nielsgpt.attention.layer_norm_epsilon", 1e-5), "want float32"},
 		{"tokenizer", setKV("tokenizer.ggml.model", "llama"), "tokenizer.ggml.model"},
 		{"chat format", setKV("nielsgpt.chat_format", "chatml"), "chat_format"},
-		{"missing tensor", func(k []ggufKV, ts []ggufTensorOut) ([]ggufKV, []ggufTensorOut) {
+		{"missing tensor", func(k []kv, ts []tensorOut) ([]kv, []tensorOut) {
 			return k, ts[1:]
 		}, "token_embd.weight is missing"},
-		{"extra tensor", func(k []ggufKV, ts []ggufTensorOut) ([]ggufKV, []ggufTensorOut) {
-			return k, append(ts, ggufTensorOut{name: "output.weight", dims: []uint64{8, 256}, data: make([]float32, 2048)})
+		{"extra tensor", func(k []kv, ts []tensorOut) ([]kv, []tensorOut) {
+			return k, append(ts, tensorOut{name: "output.weight", dims: []uint64{8, 256}, data: make([]float32, 2048)})
 		}, "unexpected tensor output.weight"},
-		{"transposed dims", func(k []ggufKV, ts []ggufTensorOut) ([]ggufKV, []ggufTensorOut) {
+		{"transposed dims", func(k []kv, ts []tensorOut) ([]kv, []tensorOut) {
 			ts[0].dims = []uint64{256, 8}
 			return k, ts
 		}, "token_embd.weight has dims [256 8], want [8 256]"},
-		{"f16 vector", func(k []ggufKV, ts []ggufTensorOut) ([]ggufKV, []ggufTensorOut) {
-			ts[1].typ = ggmlTypeF16
+		{"f16 vector", func(k []kv, ts []tensorOut) ([]kv, []tensorOut) {
+			ts[1].typ = TypeF16
 			return k, ts
 		}, "vectors must be F32"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			kvs, ts := tc.mutate(tinyGGUFParts(t))
-			g, err := ParseGGUF(rawGGUF(t, kvs, ts))
+			kvs, ts := tc.mutate(tinyParts(t))
+			g, err := Parse(rawGGUF(t, kvs, ts))
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = g.NielsGPTConfig()
+			_, err = g.ModelConfig()
 			wantError(t, err, tc.want)
 		})
 	}
 }
 
-func TestParseGGUFKVTypes(t *testing.T) {
-	kvs := []ggufKV{
+func TestParseKVTypes(t *testing.T) {
+	kvs := []kv{
 		{"u8", uint8(200)}, {"i8", int8(-5)}, {"u16", uint16(60000)}, {"i16", int16(-300)},
 		{"u32", uint32(4e9)}, {"i32", int32(-7)}, {"f32", float32(1.5)}, {"b", true},
 		{"s", "héllo"}, {"u64", uint64(1 << 60)}, {"i64", int64(-1 << 60)}, {"f64", 2.25},
 		{"as", []string{"a", "", "bc"}}, {"au32", []uint32{1, 2}}, {"af32", []float32{0.5}},
 		{"ai64", []int64{-1}}, {"ab", []bool{true, false}}, {"empty", []uint8{}},
 	}
-	g, err := ParseGGUF(rawGGUF(t, kvs, nil))
+	g, err := Parse(rawGGUF(t, kvs, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,10 +368,10 @@ func TestParseGGUFKVTypes(t *testing.T) {
 	}
 }
 
-func TestParseGGUFCorrupt(t *testing.T) {
-	kvs, tensors := tinyGGUFParts(t)
+func TestParseCorrupt(t *testing.T) {
+	kvs, tensors := tinyParts(t)
 	good := rawGGUF(t, kvs, tensors)
-	g, err := ParseGGUF(good)
+	g, err := Parse(good)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +382,7 @@ func TestParseGGUFCorrupt(t *testing.T) {
 		if n > headerEnd && n%17 != 0 {
 			continue
 		}
-		if _, err := ParseGGUF(good[:n]); err == nil {
+		if _, err := Parse(good[:n]); err == nil {
 			t.Fatalf("truncated to %d of %d bytes: no error", n, len(good))
 		}
 	}
@@ -390,81 +438,35 @@ func TestParseGGUFCorrupt(t *testing.T) {
 		{"offset past end", patch(offsetOff, uint64(len(good)), 8), "past the end"},
 		{"huge offset", patch(offsetOff, 1<<63, 8), "past the end"},
 		{"overlap", patch(secondOffset, 0, 8), "overlap"},
-		{"duplicate key", rawGGUF(t, []ggufKV{{"a", uint8(1)}, {"a", uint8(2)}}, nil), "appears twice"},
+		{"duplicate key", rawGGUF(t, []kv{{"a", uint8(1)}, {"a", uint8(2)}}, nil), "appears twice"},
 		{"bool byte", func() []byte {
-			b := rawGGUF(t, []ggufKV{{"flag", true}}, nil)
+			b := rawGGUF(t, []kv{{"flag", true}}, nil)
 			b[24+8+4+4] = 2
 			return b
 		}(), "bool byte 2"},
 		{"nested array", func() []byte {
-			b := rawGGUF(t, []ggufKV{{"arr", []uint32{}}}, nil)
+			b := rawGGUF(t, []kv{{"arr", []uint32{}}}, nil)
 			binary.LittleEndian.PutUint32(b[24+8+3+4:], gvArray)
 			return b
 		}(), "array of value type 9"},
 		{"array count", func() []byte {
-			b := rawGGUF(t, []ggufKV{{"arr", []uint32{1}}}, nil)
+			b := rawGGUF(t, []kv{{"arr", []uint32{1}}}, nil)
 			binary.LittleEndian.PutUint64(b[24+8+3+4+4:], 1<<61)
 			return b
 		}(), "does not fit"},
-		{"invalid utf8 key", rawGGUF(t, []ggufKV{{"\xff", uint8(1)}}, nil), "UTF-8"},
+		{"invalid utf8 key", rawGGUF(t, []kv{{"\xff", uint8(1)}}, nil), "UTF-8"},
 		{"duplicate tensor", func() []byte {
-			kvs, ts := tinyGGUFParts(t)
+			kvs, ts := tinyParts(t)
 			ts[1].name = ts[0].name
 			return rawGGUF(t, kvs, ts)
 		}(), "repeated"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseGGUF(tc.data)
+			_, err := Parse(tc.data)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
 		})
-	}
-}
-
-func TestConvertFile(t *testing.T) {
-	dir := t.TempDir()
-	out := filepath.Join(dir, "model.gguf")
-	sum, err := ConvertFile(filepath.Join(fixturesDir, "t2_small.pt"), out, ConvertOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sum.Params != 82944 || sum.Step != 1 || sum.Config.C != 64 || len(sum.SHA256) != 64 {
-		t.Errorf("summary %+v", sum)
-	}
-	data, g, err := ReadGGUFFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if g.KV["nielsgpt.source.sha256"] != sum.SHA256 || len(data) == 0 {
-		t.Errorf("sha256 KV %v, summary %s", g.KV["nielsgpt.source.sha256"], sum.SHA256)
-	}
-	if _, err := g.NielsGPTConfig(); err != nil {
-		t.Fatal(err)
-	}
-
-	// A refused checkpoint leaves neither the output nor a temporary file behind.
-	bad := filepath.Join(dir, "bad.gguf")
-	if _, err := ConvertFile(filepath.Join("testdata", "bad_shape.pt"), bad, ConvertOptions{}); err == nil || !strings.Contains(err.Error(), "fc1.weight") {
-		t.Fatalf("bad_shape converted: %v", err)
-	}
-	// F16 overwrites the earlier output in place, atomically.
-	if _, err := ConvertFile(filepath.Join("testdata", "tiny_f32.pt"), out, ConvertOptions{F16: true}); err != nil {
-		t.Fatal(err)
-	}
-	entries, _ := os.ReadDir(dir)
-	if len(entries) != 1 || entries[0].Name() != "model.gguf" {
-		var names []string
-		for _, e := range entries {
-			names = append(names, e.Name())
-		}
-		t.Errorf("directory holds %v, want only model.gguf", names)
-	}
-	if _, err := ConvertFile(out, out, ConvertOptions{}); err == nil {
-		t.Error("converting a file onto itself succeeded")
-	}
-	if _, err := ConvertFile(filepath.Join(dir, "missing.pt"), out, ConvertOptions{}); err == nil {
-		t.Error("missing input accepted")
 	}
 }

@@ -1,11 +1,13 @@
-// GGUF v3 writer: turns a validated Checkpoint into the file the engine loads.
+package gguf
+
+// GGUF v3 writer: turns a model's hyper-parameters and weights into the file the engine
+// loads.
 //
 // Layout (little-endian throughout): "GGUF", version u32, tensor count u64, KV count
 // u64, the KV pairs, the tensor infos (name, dims in ggml order, type, offset relative
 // to the data section), zero padding to the alignment, then each tensor's data padded
-// to the alignment. The KV names and tensor names are a contract with the C engine
-// (csrc) and are checked back by GGUF.NielsGPTConfig.
-package convert
+// to the alignment. What the file must hold is the schema (schema.go); File.ModelConfig
+// checks it back.
 
 import (
 	"bufio"
@@ -16,18 +18,13 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 )
 
 // GGUF constants from ggml's file-format documentation.
 const (
-	ggufMagic            = "GGUF"
-	ggufVersion          = 3
-	ggufDefaultAlignment = 32
-
-	ggmlTypeF32 = 0
-	ggmlTypeF16 = 1
+	magic            = "GGUF"
+	version3         = 3
+	defaultAlignment = 32
 
 	// Value types of GGUF metadata.
 	gvUint8   = 0
@@ -49,126 +46,151 @@ const (
 	fileTypeMostlyF16 = 1
 )
 
-// Names shared by the writer, NielsGPTConfig and the C engine.
+// The ggml tensor types a niels-gpt file may hold.
 const (
-	ggufArchitecture = "nielsgpt"
-	ggufChatFormat   = "niels-v1"
-	ggufLayerNormEps = float32(1e-5)
+	TypeF32 = 0
+	TypeF16 = 1
 )
 
-// ConvertOptions selects the GGUF weight type: float32 by default; with F16 the
-// matrices are stored as float16 (vectors stay float32, as llama.cpp does, because
-// norms and biases are tiny and precision-sensitive).
-type ConvertOptions struct{ F16 bool }
-
-// Summary describes a finished conversion, for the command to print.
-type Summary struct {
-	Config ModelConfig
-	Params int64
-	SHA256 string
-	Step   int64
+// Source records where a file's weights came from, so a GGUF can be traced back to the
+// checkpoint it was converted from.
+type Source struct {
+	SHA256      string   // hex SHA-256 of the checkpoint file: 64 lowercase digits
+	Step        int64    // the training step the checkpoint was saved at
+	BestValLoss *float64 // nil when the checkpoint does not record one
 }
 
-// ggufKV is one metadata pair, in file order.
-type ggufKV struct {
+// WriteOptions selects the weight type: float32 by default; with F16 the matrices are
+// stored as float16 (vectors stay float32: the schema allows F16 for matrices only).
+type WriteOptions struct{ F16 bool }
+
+// kv is one metadata pair, in file order.
+type kv struct {
 	key   string
 	value any
 }
 
-// ggufTensorOut is one tensor to write: dims in ggml order (ne0 first).
-type ggufTensorOut struct {
+// tensorOut is one tensor to write: dims in ggml order (ne0 first).
+type tensorOut struct {
 	name string
 	typ  uint32
 	dims []uint64
 	data []float32
 }
 
-func (t *ggufTensorOut) size() int64 {
+func (t *tensorOut) size() int64 {
 	n := int64(1)
 	for _, d := range t.dims {
 		n *= int64(d)
 	}
-	return n * ggmlTypeSize(t.typ)
+	return n * typeSize(t.typ)
 }
 
-func ggmlTypeSize(typ uint32) int64 {
-	if typ == ggmlTypeF16 {
+func typeSize(typ uint32) int64 {
+	if typ == TypeF16 {
 		return 2
 	}
 	return 4
 }
 
-// WriteGGUF validates ck and writes it as a GGUF v3 file. sourceSHA256 is the hex
-// SHA-256 of the .pt file it came from, recorded so a GGUF can be traced to its source.
-func WriteGGUF(w io.Writer, ck *Checkpoint, sourceSHA256 string, opts ConvertOptions) error {
-	if err := ck.Validate(); err != nil {
+// Write writes a niels-gpt generation 1 GGUF v3 file. weights holds every tensor of
+// cfg.Tensors() by its GGUF name, row-major in the tensor's PyTorch shape. Nothing is
+// written when cfg, src or weights are refused, including a matrix that does not fit
+// in float16 when opts.F16 asks for it.
+func Write(w io.Writer, cfg ModelConfig, weights map[string][]float32, src Source, opts WriteOptions) error {
+	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if b, err := hex.DecodeString(sourceSHA256); err != nil || len(b) != sha256.Size || hex.EncodeToString(b) != sourceSHA256 {
-		return fmt.Errorf("source sha256 %q is not 64 lowercase hex digits", sourceSHA256)
+	if b, err := hex.DecodeString(src.SHA256); err != nil || len(b) != sha256.Size || hex.EncodeToString(b) != src.SHA256 {
+		return fmt.Errorf("source sha256 %q is not 64 lowercase hex digits", src.SHA256)
 	}
-	cfg := ck.Config
+	if src.Step < 0 {
+		return fmt.Errorf("source step %d is negative", src.Step)
+	}
+	tensors, err := tensorsToWrite(cfg, weights, opts)
+	if err != nil {
+		return err
+	}
+	return writeRaw(w, metadataOf(cfg, src, opts), tensors, defaultAlignment)
+}
+
+// metadataOf lists the KV pairs of a niels-gpt file, in file order.
+func metadataOf(cfg ModelConfig, src Source, opts WriteOptions) []kv {
 	fileType := uint32(fileTypeAllF32)
 	if opts.F16 {
 		fileType = fileTypeMostlyF16
 	}
-	kvs := []ggufKV{
-		{"general.architecture", ggufArchitecture},
+	kvs := []kv{
+		{keyArchitecture, architecture},
 		{"general.name", "niels-gpt"},
-		{"general.alignment", uint32(ggufDefaultAlignment)},
+		{"general.alignment", uint32(defaultAlignment)},
 		{"general.file_type", fileType},
-		{"nielsgpt.generation", uint32(1)},
-		{"nielsgpt.vocab_size", uint32(cfg.V)},
-		{"nielsgpt.context_length", uint32(cfg.T)},
-		{"nielsgpt.embedding_length", uint32(cfg.C)},
-		{"nielsgpt.block_count", uint32(cfg.L)},
-		{"nielsgpt.attention.head_count", uint32(cfg.H)},
-		{"nielsgpt.feed_forward_length", uint32(cfg.DFF)},
-		{"nielsgpt.rope.freq_base", float32(cfg.RopeTheta)},
-		{"nielsgpt.attention.layer_norm_epsilon", ggufLayerNormEps},
-		{"tokenizer.ggml.model", "bytes"},
-		{"nielsgpt.chat_format", ggufChatFormat},
-		{"nielsgpt.source.sha256", sourceSHA256},
-		{"nielsgpt.source.step", uint64(ck.Step)},
+		{keyGeneration, uint32(1)},
+		{keyVocab, uint32(cfg.Vocab)},
+		{keyContext, uint32(cfg.Context)},
+		{keyEmbd, uint32(cfg.Embd)},
+		{keyLayers, uint32(cfg.Layers)},
+		{keyHeads, uint32(cfg.Heads)},
+		{keyFF, uint32(cfg.FF)},
+		{keyRopeTheta, float32(cfg.RopeTheta)},
+		{keyNormEps, float32(cfg.NormEps)},
+		{keyTokenizer, tokenizer},
+		{keyChatFormat, chatFormat},
+		{keySourceSHA256, src.SHA256},
+		{keySourceStep, uint64(src.Step)},
 	}
-	if ck.BestValLoss != nil {
-		kvs = append(kvs, ggufKV{"nielsgpt.source.best_val_loss", float32(*ck.BestValLoss)})
+	if src.BestValLoss != nil {
+		kvs = append(kvs, kv{keySourceBestValLoss, float32(*src.BestValLoss)})
 	}
-	var tensors []ggufTensorOut
-	for _, row := range stateTable(cfg) {
-		if row.gguf == "" {
-			continue // lm_head: tied to token_embd, validated equal
+	return kvs
+}
+
+// tensorsToWrite matches weights to the tensor table and picks each tensor's type.
+func tensorsToWrite(cfg ModelConfig, weights map[string][]float32, opts WriteOptions) ([]tensorOut, error) {
+	specs := cfg.Tensors()
+	tensors := make([]tensorOut, 0, len(specs))
+	for _, spec := range specs {
+		data, ok := weights[spec.Name]
+		if !ok {
+			return nil, fmt.Errorf("no weights for tensor %s", spec.Name)
 		}
-		t := ggufTensorOut{name: row.gguf, typ: ggmlTypeF32, data: ck.Tensors[row.key].Data}
-		for i := len(row.shape) - 1; i >= 0; i-- {
-			t.dims = append(t.dims, uint64(row.shape[i]))
+		if len(data) != spec.numel() {
+			return nil, fmt.Errorf("tensor %s has %d values for shape %v", spec.Name, len(data), spec.Shape)
 		}
-		if opts.F16 && len(row.shape) == 2 {
-			t.typ = ggmlTypeF16
+		t := tensorOut{name: spec.Name, typ: TypeF32, dims: spec.Dims(), data: data}
+		if opts.F16 && spec.allows(TypeF16) {
+			t.typ = TypeF16
 			// Check the range before writing a byte, so a refused F16 leaves no half file.
-			for i, v := range t.data {
+			for i, v := range data {
 				if _, err := float32ToHalf(v); err != nil {
-					return fmt.Errorf("%s element %d: %v (convert without --f16)", row.key, i, err)
+					return nil, fmt.Errorf("%s (%s) element %d: %v (convert without --f16)", spec.Name, spec.StateKey, i, err)
 				}
 			}
 		}
 		tensors = append(tensors, t)
 	}
-	return writeGGUFRaw(w, kvs, tensors, ggufDefaultAlignment)
+	if len(weights) != len(specs) {
+		for name := range weights {
+			if !cfg.hasTensor(name) {
+				return nil, fmt.Errorf("weights for %s, which is not a tensor of niels-gpt generation 1", name)
+			}
+		}
+	}
+	return tensors, nil
 }
 
-// writeGGUFRaw writes any KVs and tensors; WriteGGUF decides what they are, and tests
-// use it to build files that deviate from the contract in one chosen way.
-func writeGGUFRaw(w io.Writer, kvs []ggufKV, tensors []ggufTensorOut, alignment int64) error {
+// writeRaw writes any KVs and tensors; Write decides what they are, and tests use it
+// to build files that deviate from the contract in one chosen way.
+func writeRaw(w io.Writer, kvs []kv, tensors []tensorOut, alignment int64) error {
 	bw := &posWriter{w: bufio.NewWriterSize(w, 1<<16)}
-	bw.bytes([]byte(ggufMagic))
-	bw.u32(ggufVersion)
+	bw.bytes([]byte(magic))
+	bw.u32(version3)
 	bw.u64(uint64(len(tensors)))
 	bw.u64(uint64(len(kvs)))
-	for _, kv := range kvs {
-		bw.str(kv.key)
-		if err := bw.value(kv.value, true); err != nil {
-			return fmt.Errorf("gguf key %s: %w", kv.key, err)
+	for _, pair := range kvs {
+		bw.str(pair.key)
+		if err := bw.value(pair.value, true); err != nil {
+			return fmt.Errorf("gguf key %s: %w", pair.key, err)
 		}
 	}
 	offset := int64(0)
@@ -331,14 +353,14 @@ func writeArray[T any](p *posWriter, elem uint32, items []T, withType bool) erro
 	return nil
 }
 
-func (p *posWriter) tensorData(t *ggufTensorOut) error {
+func (p *posWriter) tensorData(t *tensorOut) error {
 	const chunk = 1 << 14
 	buf := make([]byte, 0, chunk*4)
 	for start := 0; start < len(t.data); start += chunk {
 		end := min(start+chunk, len(t.data))
 		buf = buf[:0]
 		for _, v := range t.data[start:end] {
-			if t.typ == ggmlTypeF16 {
+			if t.typ == TypeF16 {
 				h, err := float32ToHalf(v)
 				if err != nil {
 					return err
@@ -351,62 +373,4 @@ func (p *posWriter) tensorData(t *ggufTensorOut) error {
 		p.bytes(buf)
 	}
 	return p.err
-}
-
-// ConvertFile reads, validates and converts a checkpoint, writing the GGUF atomically:
-// to a temporary file beside outPath that is synced and then renamed, so a failed or
-// interrupted conversion never leaves a partial file under the final name.
-func ConvertFile(inPath, outPath string, opts ConvertOptions) (*Summary, error) {
-	data, err := os.ReadFile(inPath)
-	if err != nil {
-		return nil, err
-	}
-	if outInfo, err := os.Stat(outPath); err == nil {
-		if inInfo, err := os.Stat(inPath); err == nil && os.SameFile(inInfo, outInfo) {
-			return nil, errors.New("output path is the input checkpoint")
-		}
-	}
-	sum := sha256.Sum256(data)
-	shaHex := hex.EncodeToString(sum[:])
-	ck, err := ReadCheckpointBytes(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", inPath, err)
-	}
-	data = nil // the weights are now in ck; let the file's bytes go before writing
-	if err := ck.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", inPath, err)
-	}
-
-	dir, base := filepath.Split(outPath)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return nil, err
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := WriteGGUF(tmp, ck, shaHex, opts); err != nil {
-		return nil, err
-	}
-	if err := tmp.Sync(); err != nil {
-		return nil, err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return nil, err
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp.Name(), outPath); err != nil {
-		return nil, err
-	}
-	committed = true
-	return &Summary{Config: ck.Config, Params: ck.Params(), SHA256: shaHex, Step: ck.Step}, nil
 }

@@ -199,7 +199,7 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.layers, r.heads = cfg.L, cfg.H
+	r.layers, r.heads = cfg.Layers, cfg.Heads
 	env := []string{
 		fmt.Sprintf("MAX_CONCURRENT=%d", o.MaxConcurrent),
 		fmt.Sprintf("RATE_LIMIT_PER_MIN=%d", soakRatePerMin),

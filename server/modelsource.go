@@ -22,6 +22,7 @@ import (
 
 	"nielsgpt/convert"
 	"nielsgpt/engine"
+	"nielsgpt/gguf"
 	"nielsgpt/hub"
 )
 
@@ -177,7 +178,7 @@ func cachedConversion(path, sum string) ([]byte, cacheState) {
 	if !info.Mode().IsRegular() {
 		return nil, cacheForeign
 	}
-	data, g, err := convert.ReadGGUFFile(path)
+	data, g, err := gguf.ReadFile(path)
 	if err != nil {
 		var probe [4]byte
 		if f, err := os.Open(path); err == nil {

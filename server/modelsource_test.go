@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"nielsgpt/convert"
+	"nielsgpt/gguf"
 )
 
 const fixturePT = "../convert/testdata/tiny_f32.pt"
@@ -48,7 +49,7 @@ func configWithModel(model string) Config {
 
 func sourceSHA(t *testing.T, ggufPath string) string {
 	t.Helper()
-	_, g, err := convert.ReadGGUFFile(ggufPath)
+	_, g, err := gguf.ReadFile(ggufPath)
 	if err != nil {
 		t.Fatal(err)
 	}
