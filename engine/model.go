@@ -38,7 +38,7 @@ type Options struct {
 // Model is a loaded niels-gpt with its batching scheduler. It is safe for
 // concurrent use: every Generate joins the same stream of batched steps.
 type Model struct {
-	cfg     Config
+	cfg     gguf.ModelConfig
 	opts    Options
 	c       *C.ngpt_model
 	backend string
@@ -71,12 +71,10 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	mc, err := g.ModelConfig()
+	cfg, err := g.ModelConfig()
 	if err != nil {
 		return nil, err
 	}
-	cfg := Config{Vocab: mc.Vocab, Context: mc.Context, Embd: mc.Embd, Layers: mc.Layers, Heads: mc.Heads, FF: mc.FF, RopeTheta: float32(mc.RopeTheta)}
-	eps := float32(mc.NormEps)
 	if opts.Threads <= 0 {
 		opts.Threads = defaultThreads()
 	}
@@ -91,7 +89,7 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	hp := C.ngpt_hparams{
 		n_vocab: C.int32_t(cfg.Vocab), n_ctx: C.int32_t(cfg.Context), n_embd: C.int32_t(cfg.Embd),
 		n_layer: C.int32_t(cfg.Layers), n_head: C.int32_t(cfg.Heads), n_ff: C.int32_t(cfg.FF),
-		rope_theta: C.float(cfg.RopeTheta), norm_eps: C.float(eps),
+		rope_theta: C.float(cfg.RopeTheta), norm_eps: C.float(cfg.NormEps),
 	}
 	refs := make([]C.ngpt_tensor_ref, len(g.Tensors))
 	for i, t := range g.Tensors {
@@ -135,7 +133,7 @@ func defaultThreads() int {
 }
 
 // Config reports the model's hyper-parameters.
-func (m *Model) Config() Config { return m.cfg }
+func (m *Model) Config() gguf.ModelConfig { return m.cfg }
 
 // Backend names the ggml backend doing the maths ("CPU", "Metal", ...).
 func (m *Model) Backend() string { return m.backend }
