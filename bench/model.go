@@ -41,7 +41,7 @@ func WriteSyntheticModel(dir string, cfg gguf.ModelConfig, seed uint64) (string,
 		return "", err
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
-	err = convert.WriteGGUF(w, ck, hex.EncodeToString(origin[:]), convert.ConvertOptions{})
+	err = convert.WriteGGUF(w, ck, hex.EncodeToString(origin[:]), convert.Options{})
 	if err == nil {
 		err = w.Flush()
 	}

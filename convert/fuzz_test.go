@@ -35,7 +35,7 @@ func FuzzReadCheckpoint(f *testing.F) {
 		}
 		// Whatever validates must convert, and the result must pass the strict reader.
 		var buf bytes.Buffer
-		if err := WriteGGUF(&buf, ck, testSHA, ConvertOptions{}); err != nil {
+		if err := WriteGGUF(&buf, ck, testSHA, Options{}); err != nil {
 			t.Fatalf("valid checkpoint not written: %v", err)
 		}
 		g, err := gguf.Parse(buf.Bytes())

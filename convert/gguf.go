@@ -15,9 +15,9 @@ import (
 	"nielsgpt/gguf"
 )
 
-// ConvertOptions selects the GGUF weight type: float32 by default; with F16 the
+// Options selects the GGUF weight type: float32 by default; with F16 the
 // matrices are stored as float16 and the vectors stay float32.
-type ConvertOptions struct{ F16 bool }
+type Options struct{ F16 bool }
 
 // Summary describes a finished conversion, for the command to print.
 type Summary struct {
@@ -29,7 +29,7 @@ type Summary struct {
 
 // WriteGGUF validates ck and writes it as a GGUF v3 file. sourceSHA256 is the hex
 // SHA-256 of the .pt file it came from, recorded so a GGUF can be traced to its source.
-func WriteGGUF(w io.Writer, ck *Checkpoint, sourceSHA256 string, opts ConvertOptions) error {
+func WriteGGUF(w io.Writer, ck *Checkpoint, sourceSHA256 string, opts Options) error {
 	if err := ck.Validate(); err != nil {
 		return err
 	}
@@ -42,10 +42,10 @@ func WriteGGUF(w io.Writer, ck *Checkpoint, sourceSHA256 string, opts ConvertOpt
 	return gguf.Write(w, ck.Config, weights, src, gguf.WriteOptions{F16: opts.F16})
 }
 
-// ConvertFile reads, validates and converts a checkpoint, writing the GGUF atomically:
+// ToGGUF reads, validates and converts a checkpoint, writing the GGUF atomically:
 // to a temporary file beside outPath that is synced and then renamed, so a failed or
 // interrupted conversion never leaves a partial file under the final name.
-func ConvertFile(inPath, outPath string, opts ConvertOptions) (*Summary, error) {
+func ToGGUF(inPath, outPath string, opts Options) (*Summary, error) {
 	data, err := os.ReadFile(inPath)
 	if err != nil {
 		return nil, err

@@ -2,7 +2,7 @@ package convert
 
 // Tests of the conversion from checkpoint to GGUF: real checkpoints round-trip through
 // the strict reader in F32 and F16 with every value in place, an invalid checkpoint is
-// refused before a byte is written, and ConvertFile's output is atomic. The file format
+// refused before a byte is written, and ToGGUF's output is atomic. The file format
 // itself is tested in package gguf.
 
 import (
@@ -28,7 +28,7 @@ func readTestCheckpoint(t testing.TB, path string) *Checkpoint {
 	return ck
 }
 
-func writeTestGGUF(t testing.TB, ck *Checkpoint, opts ConvertOptions) []byte {
+func writeTestGGUF(t testing.TB, ck *Checkpoint, opts Options) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := WriteGGUF(&buf, ck, testSHA, opts); err != nil {
@@ -40,13 +40,13 @@ func writeTestGGUF(t testing.TB, ck *Checkpoint, opts ConvertOptions) []byte {
 func TestWriteGGUFRoundTrip(t *testing.T) {
 	cases := []struct {
 		path string
-		opts ConvertOptions
+		opts Options
 	}{
-		{filepath.Join("testdata", "tiny_f32.pt"), ConvertOptions{}},
-		{filepath.Join("testdata", "tiny_f16.pt"), ConvertOptions{F16: true}},
-		{filepath.Join("testdata", "tiny_bf16.pt"), ConvertOptions{}},
-		{filepath.Join(fixturesDir, "t2_small.pt"), ConvertOptions{}},
-		{filepath.Join(fixturesDir, "t2_cuda_opt.pt"), ConvertOptions{F16: true}},
+		{filepath.Join("testdata", "tiny_f32.pt"), Options{}},
+		{filepath.Join("testdata", "tiny_f16.pt"), Options{F16: true}},
+		{filepath.Join("testdata", "tiny_bf16.pt"), Options{}},
+		{filepath.Join(fixturesDir, "t2_small.pt"), Options{}},
+		{filepath.Join(fixturesDir, "t2_cuda_opt.pt"), Options{F16: true}},
 	}
 	for _, tc := range cases {
 		t.Run(filepath.Base(tc.path)+map[bool]string{true: "/f16", false: "/f32"}[tc.opts.F16], func(t *testing.T) {
@@ -114,12 +114,12 @@ func TestWriteGGUFRefuses(t *testing.T) {
 	bad := readTestCheckpoint(t, filepath.Join("testdata", "tiny_f32.pt"))
 	delete(bad.Tensors, "ln_f.bias")
 	var buf bytes.Buffer
-	if err := WriteGGUF(&buf, bad, testSHA, ConvertOptions{}); err == nil || !strings.Contains(err.Error(), "ln_f.bias") {
+	if err := WriteGGUF(&buf, bad, testSHA, Options{}); err == nil || !strings.Contains(err.Error(), "ln_f.bias") {
 		t.Errorf("invalid checkpoint written: %v", err)
 	}
 	big := readTestCheckpoint(t, filepath.Join("testdata", "tiny_f32.pt"))
 	big.Tensors["blocks.0.attn.proj.weight"].Data[3] = 1e6
-	err := WriteGGUF(&buf, big, testSHA, ConvertOptions{F16: true})
+	err := WriteGGUF(&buf, big, testSHA, Options{F16: true})
 	if err == nil || !strings.Contains(err.Error(), "float16") || !strings.Contains(err.Error(), "blocks.0.attn.proj.weight") {
 		t.Errorf("out-of-range F16 accepted, or the checkpoint tensor not named: %v", err)
 	}
@@ -128,10 +128,10 @@ func TestWriteGGUFRefuses(t *testing.T) {
 	}
 }
 
-func TestConvertFile(t *testing.T) {
+func TestToGGUF(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "model.gguf")
-	sum, err := ConvertFile(filepath.Join(fixturesDir, "t2_small.pt"), out, ConvertOptions{})
+	sum, err := ToGGUF(filepath.Join(fixturesDir, "t2_small.pt"), out, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,11 +151,11 @@ func TestConvertFile(t *testing.T) {
 
 	// A refused checkpoint leaves neither the output nor a temporary file behind.
 	bad := filepath.Join(dir, "bad.gguf")
-	if _, err := ConvertFile(filepath.Join("testdata", "bad_shape.pt"), bad, ConvertOptions{}); err == nil || !strings.Contains(err.Error(), "fc1.weight") {
+	if _, err := ToGGUF(filepath.Join("testdata", "bad_shape.pt"), bad, Options{}); err == nil || !strings.Contains(err.Error(), "fc1.weight") {
 		t.Fatalf("bad_shape converted: %v", err)
 	}
 	// F16 overwrites the earlier output in place, atomically.
-	if _, err := ConvertFile(filepath.Join("testdata", "tiny_f32.pt"), out, ConvertOptions{F16: true}); err != nil {
+	if _, err := ToGGUF(filepath.Join("testdata", "tiny_f32.pt"), out, Options{F16: true}); err != nil {
 		t.Fatal(err)
 	}
 	entries, _ := os.ReadDir(dir)
@@ -166,10 +166,10 @@ func TestConvertFile(t *testing.T) {
 		}
 		t.Errorf("directory holds %v, want only model.gguf", names)
 	}
-	if _, err := ConvertFile(out, out, ConvertOptions{}); err == nil {
+	if _, err := ToGGUF(out, out, Options{}); err == nil {
 		t.Error("converting a file onto itself succeeded")
 	}
-	if _, err := ConvertFile(filepath.Join(dir, "missing.pt"), out, ConvertOptions{}); err == nil {
+	if _, err := ToGGUF(filepath.Join(dir, "missing.pt"), out, Options{}); err == nil {
 		t.Error("missing input accepted")
 	}
 }

@@ -222,7 +222,7 @@ func syntheticModel(tb testing.TB, mc gguf.ModelConfig, opts Options) *Model {
 	var buf bytes.Buffer
 	// NIELSGPT_BENCH_F16=1 measures the weights `nielsgpt convert --f16` writes.
 	f16 := os.Getenv("NIELSGPT_BENCH_F16") == "1"
-	if err := convert.WriteGGUF(&buf, ck, strings.Repeat("0", 64), convert.ConvertOptions{F16: f16}); err != nil {
+	if err := convert.WriteGGUF(&buf, ck, strings.Repeat("0", 64), convert.Options{F16: f16}); err != nil {
 		tb.Fatal(err)
 	}
 	m, err := LoadBytes(buf.Bytes(), opts)

@@ -49,7 +49,7 @@ func tinyGGUF(t testing.TB, f16 bool) []byte {
 	}
 	var buf bytes.Buffer
 	sha := "0000000000000000000000000000000000000000000000000000000000000000"
-	if err := convert.WriteGGUF(&buf, ck, sha, convert.ConvertOptions{F16: f16}); err != nil {
+	if err := convert.WriteGGUF(&buf, ck, sha, convert.Options{F16: f16}); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()

@@ -77,7 +77,7 @@ func fixtureGGUF(t testing.TB, ptPath string) string {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, filepath.Base(ptPath)+".gguf")
-	if _, err := convert.ConvertFile(ptPath, out, convert.ConvertOptions{}); err != nil {
+	if _, err := convert.ToGGUF(ptPath, out, convert.Options{}); err != nil {
 		t.Fatalf("converting %s: %v", ptPath, err)
 	}
 	fixtureGGUFs[ptPath] = out

@@ -142,7 +142,7 @@ func convertCached(ptPath string, log *slog.Logger) (*ModelSpec, error) {
 			continue
 		}
 		log.Info("converting checkpoint", "checkpoint", ptPath, "gguf", out)
-		summary, err := convert.ConvertFile(ptPath, out, convert.ConvertOptions{})
+		summary, err := convert.ToGGUF(ptPath, out, convert.Options{})
 		if err != nil {
 			if errors.Is(err, fs.ErrPermission) {
 				log.Warn("cannot write the converted model here", "path", out, "error", err)

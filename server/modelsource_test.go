@@ -284,7 +284,7 @@ func TestResolveFromHubFails(t *testing.T) {
 func TestLoadModelRefusesBadFiles(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.gguf")
-	if _, err := convert.ConvertFile(fixturePT, good, convert.ConvertOptions{}); err != nil {
+	if _, err := convert.ToGGUF(fixturePT, good, convert.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	data, err := os.ReadFile(good)

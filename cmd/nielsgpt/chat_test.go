@@ -548,7 +548,7 @@ func tinyModel(t *testing.T) *engine.Model {
 			return
 		}
 		tinyPath = filepath.Join(dir, "tiny_a.gguf")
-		_, tinyErr = convert.ConvertFile(pt, tinyPath, convert.ConvertOptions{})
+		_, tinyErr = convert.ToGGUF(pt, tinyPath, convert.Options{})
 	})
 	if tinyErr != nil {
 		t.Fatal(tinyErr)

@@ -63,7 +63,7 @@ func convertCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	in := positional[0]
 
-	sum, err := convert.ConvertFile(in, *out, convert.ConvertOptions{F16: *f16})
+	sum, err := convert.ToGGUF(in, *out, convert.Options{F16: *f16})
 	if err != nil {
 		return err
 	}
