@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"nielsgpt/convert"
+	"nielsgpt/gguf"
 )
 
 // buildBinary builds ./cmd/nielsgpt into a temporary directory. It skips the
@@ -50,7 +51,7 @@ func TestRunEndToEnd(t *testing.T) {
 	bin := buildBinary(t)
 	t.Logf("built the binary in %s", time.Since(start).Round(time.Millisecond))
 
-	tiny := convert.ModelConfig{V: 256, T: 64, C: 32, L: 2, H: 2, DFF: 64, RopeTheta: 10000}
+	tiny := gguf.ModelConfig{Vocab: 256, Context: 64, Embd: 32, Layers: 2, Heads: 2, FF: 64, RopeTheta: 10000, NormEps: convert.LayerNormEps}
 	model, err := WriteSyntheticModel(t.TempDir(), tiny, 3)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +77,7 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 	t.Logf("report:\n%s", table.String())
 
-	if rep.Settings.TraceLayer != tiny.L-1 || rep.Model.C != tiny.C {
+	if rep.Settings.TraceLayer != tiny.Layers-1 || rep.Model.C != tiny.Embd {
 		t.Errorf("model or trace layer not read from the GGUF: %+v %+v", rep.Model, rep.Settings)
 	}
 	if rep.BaselineError != "" {

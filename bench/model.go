@@ -15,10 +15,11 @@ import (
 	"strings"
 
 	"nielsgpt/convert"
+	"nielsgpt/gguf"
 )
 
 // Deployed is the shape of the model the original service ran (SPEC §1).
-var Deployed = convert.ModelConfig{V: 256, T: 256, C: 256, L: 4, H: 4, DFF: 1024, RopeTheta: 10000}
+var Deployed = gguf.ModelConfig{Vocab: 256, Context: 256, Embd: 256, Layers: 4, Heads: 4, FF: 1024, RopeTheta: 10000, NormEps: convert.LayerNormEps}
 
 // syntheticStd is the weights' standard deviation: in the range of a trained
 // small GPT's matrices, so activations and softmaxes behave like a real
@@ -27,7 +28,7 @@ const syntheticStd = 0.04
 
 // WriteSyntheticModel writes a GGUF of shape cfg with random weights to
 // dir/synthetic.gguf and returns its path. seed makes it reproducible.
-func WriteSyntheticModel(dir string, cfg convert.ModelConfig, seed uint64) (string, error) {
+func WriteSyntheticModel(dir string, cfg gguf.ModelConfig, seed uint64) (string, error) {
 	rng := rand.New(rand.NewPCG(seed, 0x6e69656c73)) // "niels": any fixed stream will do
 	ck := convert.SyntheticCheckpoint(cfg, func() float32 { return float32(rng.NormFloat64() * syntheticStd) })
 	// There is no source .pt; the GGUF still records a SHA-256, so make it
@@ -40,7 +41,7 @@ func WriteSyntheticModel(dir string, cfg convert.ModelConfig, seed uint64) (stri
 		return "", err
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
-	err = convert.WriteGGUF(w, ck, hex.EncodeToString(origin[:]), convert.ConvertOptions{})
+	err = convert.WriteGGUF(w, ck, hex.EncodeToString(origin[:]), convert.Options{})
 	if err == nil {
 		err = w.Flush()
 	}
@@ -55,12 +56,12 @@ func WriteSyntheticModel(dir string, cfg convert.ModelConfig, seed uint64) (stri
 
 // ModelConfigOf reads a GGUF's hyper-parameters, which the bench needs to
 // pick a valid trace layer.
-func ModelConfigOf(path string) (convert.ModelConfig, error) {
-	_, g, err := convert.ReadGGUFFile(path)
+func ModelConfigOf(path string) (gguf.ModelConfig, error) {
+	_, g, err := gguf.ReadFile(path)
 	if err != nil {
-		return convert.ModelConfig{}, err
+		return gguf.ModelConfig{}, err
 	}
-	return g.NielsGPTConfig()
+	return g.ModelConfig()
 }
 
 // message is one chat message of a request body.

@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"nielsgpt/convert"
+	"nielsgpt/gguf"
 )
 
 // Report is one benchmark run.
@@ -42,8 +42,8 @@ type ModelInfo struct {
 	RopeTheta float64 `json:"rope_theta"`
 }
 
-func (m *ModelInfo) setConfig(c convert.ModelConfig) {
-	m.V, m.T, m.C, m.L, m.H, m.DFF, m.RopeTheta = c.V, c.T, c.C, c.L, c.H, c.DFF, c.RopeTheta
+func (m *ModelInfo) setConfig(c gguf.ModelConfig) {
+	m.V, m.T, m.C, m.L, m.H, m.DFF, m.RopeTheta = c.Vocab, c.Context, c.Embd, c.Layers, c.Heads, c.FF, c.RopeTheta
 }
 
 // HostInfo is the machine the run shared with whatever else was running.

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"nielsgpt/convert"
+	"nielsgpt/gguf"
 )
 
 // Options configure a benchmark run. The zero value of every field means its
@@ -172,7 +172,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, fmt.Errorf("the benchmark needs a niels-gpt .gguf (convert a .pt with `nielsgpt convert`): %w", err)
 	}
 	rep.Model.setConfig(cfg)
-	rep.Settings.TraceLayer = cfg.L - 1 // the deepest layer: the whole forward pass runs before it is read
+	rep.Settings.TraceLayer = cfg.Layers - 1 // the deepest layer: the whole forward pass runs before it is read
 
 	for _, p := range plans(o) {
 		fmt.Fprintf(o.Progress, "%s: starting the server%s\n", p.mode, map[bool]string{true: " (serve --baseline)"}[p.baseline])
@@ -203,7 +203,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 // runMode starts one server and runs every phase against it. Once the
 // measured phases have begun the result is non-nil even with an error, so
 // figures measured before a failure are kept.
-func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg convert.ModelConfig) (*ModeReport, error) {
+func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.ModelConfig) (*ModeReport, error) {
 	maxLevel := slices.Max(o.Levels)
 	spec := serverSpec{
 		exe: o.Executable, model: modelPath, threads: o.Threads, baseline: p.baseline,
@@ -231,7 +231,7 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg conve
 	defer c.close()
 
 	mr := &ModeReport{Mode: p.mode, Tokens: p.tokens}
-	r := &modeRunner{client: c, plan: p, traceLayer: cfg.L - 1, report: mr}
+	r := &modeRunner{client: c, plan: p, traceLayer: cfg.Layers - 1, report: mr}
 	say := func(format string, args ...any) { fmt.Fprintf(o.Progress, p.mode+": "+format+"\n", args...) }
 
 	// Warm-up, not measured: the first request pays for lazy set-up (graph

@@ -1,9 +1,9 @@
-// Package convert reads niels-gpt generation 1 checkpoints (`best.pt`, SPEC §1) without
-// Python and without executing anything from the file, and writes and checks the GGUF
-// files the engine loads.
+// Package convert reads niels-gpt generation 1 checkpoints (`best.pt`) without Python
+// and without executing anything from the file, and converts them to the GGUF files the
+// engine loads, which package gguf writes (docs/ARCHITECTURE.md).
 //
 // This file turns an unpickled torch.save dict into a Checkpoint (config, float32
-// weights, step, best validation loss) and validates it against the SPEC's table of
+// weights, step, best validation loss) and validates it against generation 1's table of
 // state-dict keys and shapes.
 package convert
 
@@ -14,13 +14,14 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"nielsgpt/gguf"
 )
 
-// ModelConfig is `model_cfg` (SPEC §1). Dropout is recorded but unused at inference.
-type ModelConfig struct {
-	V, T, C, L, H, DFF int
-	Dropout, RopeTheta float64
-}
+// LayerNormEps is the epsilon of every LayerNorm in niels-gpt generation 1. best.pt does
+// not record it (the training script builds each LayerNorm with eps=1e-5), so the
+// reader supplies it, and the GGUF records it for the engine.
+const LayerNormEps = 1e-5
 
 // Tensor is a contiguous row-major float32 array with PyTorch's shape.
 type Tensor struct {
@@ -29,23 +30,15 @@ type Tensor struct {
 }
 
 // Checkpoint is what a niels-gpt generation 1 `best.pt` holds that inference needs.
-// Tensors holds `model_state`, with the keys of the SPEC §1 table (a torch.compile
+// Tensors holds `model_state`, with the keys of stateTable (a torch.compile
 // `_orig_mod.` or DataParallel `module.` prefix, when every key has it, is removed).
 type Checkpoint struct {
-	Config      ModelConfig
+	Config      gguf.ModelConfig
+	Dropout     float64 // model_cfg's dropout: unused at inference, so not in the GGUF
 	Tensors     map[string]*Tensor
 	Step        int64
 	BestValLoss *float64
 }
-
-// Bounds on hyper-parameters: generous for this model family, and small enough that
-// products of them (parameter counts, GGUF dims) cannot overflow.
-const (
-	maxContext = 1 << 20
-	maxWidth   = 1 << 16
-	maxLayers  = 1 << 10
-	maxFF      = 1 << 20
-)
 
 // ReadCheckpoint reads and decodes a checkpoint file. It does not Validate.
 func ReadCheckpoint(path string) (*Checkpoint, error) {
@@ -78,7 +71,7 @@ func ReadCheckpointBytes(data []byte) (*Checkpoint, error) {
 	if !ok {
 		return nil, errors.New("checkpoint has no model_cfg entry")
 	}
-	if ck.Config, err = readConfig(cfgV); err != nil {
+	if ck.Config, ck.Dropout, err = readConfig(cfgV); err != nil {
 		return nil, fmt.Errorf("model_cfg: %w", err)
 	}
 
@@ -164,43 +157,43 @@ func wrapperPrefix(names []string) string {
 	return prefix
 }
 
-func readConfig(v any) (ModelConfig, error) {
+// readConfig reads model_cfg: the hyper-parameters and the dropout.
+func readConfig(v any) (cfg gguf.ModelConfig, dropout float64, err error) {
 	d, ok := v.(*pyDict)
 	if !ok {
-		return ModelConfig{}, fmt.Errorf("is a %s, want a dict", typeName(v))
+		return cfg, 0, fmt.Errorf("is a %s, want a dict", typeName(v))
 	}
-	var cfg ModelConfig
 	for _, f := range []struct {
 		key string
 		dst *int
-	}{{"V", &cfg.V}, {"T", &cfg.T}, {"C", &cfg.C}, {"L", &cfg.L}, {"H", &cfg.H}, {"d_ff", &cfg.DFF}} {
+	}{{"V", &cfg.Vocab}, {"T", &cfg.Context}, {"C", &cfg.Embd}, {"L", &cfg.Layers}, {"H", &cfg.Heads}, {"d_ff", &cfg.FF}} {
 		x, ok := d.get(f.key)
 		if !ok {
-			return cfg, fmt.Errorf("missing %s", f.key)
+			return cfg, 0, fmt.Errorf("missing %s", f.key)
 		}
 		n, err := asInt(x)
 		if err != nil {
-			return cfg, fmt.Errorf("%s: %w", f.key, err)
+			return cfg, 0, fmt.Errorf("%s: %w", f.key, err)
 		}
 		if n < 0 || n > math.MaxInt32 {
-			return cfg, fmt.Errorf("%s = %d is out of range", f.key, n)
+			return cfg, 0, fmt.Errorf("%s = %d is out of range", f.key, n)
 		}
 		*f.dst = int(n)
 	}
 	x, ok := d.get("rope_theta")
 	if !ok {
-		return cfg, errors.New("missing rope_theta")
+		return cfg, 0, errors.New("missing rope_theta")
 	}
-	var err error
 	if cfg.RopeTheta, err = asFloat(x); err != nil {
-		return cfg, fmt.Errorf("rope_theta: %w", err)
+		return cfg, 0, fmt.Errorf("rope_theta: %w", err)
 	}
+	cfg.NormEps = LayerNormEps
 	if x, ok := d.get("dropout"); ok {
-		if cfg.Dropout, err = asFloat(x); err != nil {
-			return cfg, fmt.Errorf("dropout: %w", err)
+		if dropout, err = asFloat(x); err != nil {
+			return cfg, 0, fmt.Errorf("dropout: %w", err)
 		}
 	}
-	return cfg, nil
+	return cfg, dropout, nil
 }
 
 func asFloat(v any) (float64, error) {
@@ -233,72 +226,19 @@ func scalarFloat(v any, tf *torchFile) (float64, error) {
 // Validation
 // ---------------------------------------------------------------------------------------
 
-// validateConfig checks what generation 1 requires of its hyper-parameters; it is shared
-// by Checkpoint.Validate and GGUF.NielsGPTConfig so both sides agree.
-func validateConfig(c ModelConfig) error {
-	if c.V != 256 {
-		return fmt.Errorf("vocab size V=%d: generation 1 is byte-level and needs V=256", c.V)
-	}
-	for _, f := range []struct {
-		name     string
-		val, max int
-	}{{"T", c.T, maxContext}, {"C", c.C, maxWidth}, {"L", c.L, maxLayers}, {"H", c.H, maxWidth}, {"d_ff", c.DFF, maxFF}} {
-		if f.val < 1 || f.val > f.max {
-			return fmt.Errorf("%s=%d is out of range (1..%d)", f.name, f.val, f.max)
-		}
-	}
-	if c.C%c.H != 0 {
-		return fmt.Errorf("C=%d is not divisible by H=%d", c.C, c.H)
-	}
-	if d := c.C / c.H; d%2 != 0 {
-		return fmt.Errorf("head size C/H=%d is odd: rotary embedding rotates pairs", d)
-	}
-	if math.IsNaN(c.RopeTheta) || math.IsInf(c.RopeTheta, 0) || c.RopeTheta <= 0 || c.RopeTheta > math.MaxFloat32 {
-		return fmt.Errorf("rope_theta=%g is not a usable rotary base (want a finite number > 0)", c.RopeTheta)
-	}
-	return nil
+// stateTable lists every model_state tensor of generation 1: the GGUF's tensor table,
+// in the order GGUF files store them, then lm_head, whose Name is empty because it is
+// tied to the embedding and not stored.
+func stateTable(c gguf.ModelConfig) []gguf.TensorSpec {
+	return append(c.Tensors(), gguf.TensorSpec{StateKey: "lm_head.weight", Shape: []int{c.Vocab, c.Embd}})
 }
 
-// stateTensor is one row of the SPEC §1 table: a state-dict key, its PyTorch shape,
-// and the GGUF tensor it becomes ("" for lm_head, which is tied and not stored).
-type stateTensor struct {
-	key   string
-	shape []int
-	gguf  string
-}
-
-// stateTable lists every tensor of generation 1 in the order GGUF files store them.
-func stateTable(c ModelConfig) []stateTensor {
-	C, V, F := c.C, c.V, c.DFF
-	rows := []stateTensor{{"tok_emb.weight", []int{V, C}, "token_embd.weight"}}
-	for i := 0; i < c.L; i++ {
-		p, g := fmt.Sprintf("blocks.%d.", i), fmt.Sprintf("blk.%d.", i)
-		rows = append(rows,
-			stateTensor{p + "ln1.weight", []int{C}, g + "attn_norm.weight"},
-			stateTensor{p + "ln1.bias", []int{C}, g + "attn_norm.bias"},
-			stateTensor{p + "attn.qkv.weight", []int{3 * C, C}, g + "attn_qkv.weight"},
-			stateTensor{p + "attn.proj.weight", []int{C, C}, g + "attn_output.weight"},
-			stateTensor{p + "ln2.weight", []int{C}, g + "ffn_norm.weight"},
-			stateTensor{p + "ln2.bias", []int{C}, g + "ffn_norm.bias"},
-			stateTensor{p + "mlp.fc1.weight", []int{F, C}, g + "ffn_up.weight"},
-			stateTensor{p + "mlp.fc1.bias", []int{F}, g + "ffn_up.bias"},
-			stateTensor{p + "mlp.fc2.weight", []int{C, F}, g + "ffn_down.weight"},
-			stateTensor{p + "mlp.fc2.bias", []int{C}, g + "ffn_down.bias"},
-		)
-	}
-	return append(rows,
-		stateTensor{"ln_f.weight", []int{C}, "output_norm.weight"},
-		stateTensor{"ln_f.bias", []int{C}, "output_norm.bias"},
-		stateTensor{"lm_head.weight", []int{V, C}, ""},
-	)
-}
-
-// Validate checks the checkpoint against SPEC §1 exactly and names the first problem:
+// Validate checks the checkpoint against generation 1 exactly and names the first problem:
 // the hyper-parameters, every expected key present with its exact shape, no other
 // keys, the output head tied to the embedding (the GGUF stores the embedding once),
 // and finite weights.
 func (c *Checkpoint) Validate() error {
-	if err := validateConfig(c.Config); err != nil {
+	if err := c.Config.Validate(); err != nil {
 		return fmt.Errorf("model_cfg: %w", err)
 	}
 	if c.Step < 0 {
@@ -307,16 +247,16 @@ func (c *Checkpoint) Validate() error {
 	table := stateTable(c.Config)
 	expected := make(map[string]bool, len(table))
 	for _, row := range table {
-		expected[row.key] = true
-		t, ok := c.Tensors[row.key]
+		expected[row.StateKey] = true
+		t, ok := c.Tensors[row.StateKey]
 		if !ok || t == nil {
-			return fmt.Errorf("model_state is missing %s", row.key)
+			return fmt.Errorf("model_state is missing %s", row.StateKey)
 		}
-		if !sameShape(t.Shape, row.shape) {
-			return fmt.Errorf("model_state %s has shape %v, want %v", row.key, t.Shape, row.shape)
+		if !sameShape(t.Shape, row.Shape) {
+			return fmt.Errorf("model_state %s has shape %v, want %v", row.StateKey, t.Shape, row.Shape)
 		}
-		if len(t.Data) != numelOf(row.shape) {
-			return fmt.Errorf("model_state %s has %d values for shape %v", row.key, len(t.Data), t.Shape)
+		if len(t.Data) != numelOf(row.Shape) {
+			return fmt.Errorf("model_state %s has %d values for shape %v", row.StateKey, len(t.Data), t.Shape)
 		}
 	}
 	var unexpected []string
@@ -336,9 +276,9 @@ func (c *Checkpoint) Validate() error {
 		}
 	}
 	for _, row := range table {
-		for i, v := range c.Tensors[row.key].Data {
+		for i, v := range c.Tensors[row.StateKey].Data {
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return fmt.Errorf("model_state %s has a non-finite value (%v) at element %d", row.key, v, i)
+				return fmt.Errorf("model_state %s has a non-finite value (%v) at element %d", row.StateKey, v, i)
 			}
 		}
 	}

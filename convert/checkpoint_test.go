@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"nielsgpt/gguf"
 )
 
 var fixturesDir = filepath.Join("..", "..", "shared", "fixtures")
@@ -47,17 +49,17 @@ func TestReadFixtures(t *testing.T) {
 	// Expected values printed by torch.load(...) of the same files.
 	cases := []struct {
 		file    string
-		cfg     ModelConfig
+		cfg     gguf.ModelConfig
 		params  int64
 		tensors []tensorWant
 	}{
-		{"t2_small.pt", ModelConfig{V: 256, T: 64, C: 64, L: 2, H: 2, DFF: 128, Dropout: 0.1, RopeTheta: 10000}, 82944, []tensorWant{
+		{"t2_small.pt", gguf.ModelConfig{Vocab: 256, Context: 64, Embd: 64, Layers: 2, Heads: 2, FF: 128, RopeTheta: 10000, NormEps: LayerNormEps}, 82944, []tensorWant{
 			{"tok_emb.weight", []int{256, 64}, 0.5866346742195674, 786.4130384837599, -0.05140821635723114},
 			{"blocks.0.attn.qkv.weight", []int{192, 64}, 1.4532134572150426, 587.0935260071797, -0.04162778705358505},
 			{"blocks.1.mlp.fc2.bias", []int{64}, -0.1923079821281135, 2.5780136846005917, 0.056353505700826645},
 			{"ln_f.weight", []int{64}, 64.23695451021194, 64.23695451021194, 0.9498629570007324},
 		}},
-		{"t2_cuda_opt.pt", ModelConfig{V: 256, T: 128, C: 128, L: 2, H: 4, DFF: 512, Dropout: 0.1, RopeTheta: 10000}, 428544, []tensorWant{
+		{"t2_cuda_opt.pt", gguf.ModelConfig{Vocab: 256, Context: 128, Embd: 128, Layers: 2, Heads: 4, FF: 512, RopeTheta: 10000, NormEps: LayerNormEps}, 428544, []tensorWant{
 			{"tok_emb.weight", []int{256, 128}, 6.898167445946456, 1567.3341884117071, -0.03142424300312996},
 			{"blocks.0.attn.qkv.weight", []int{384, 128}, -3.524001085850614, 2343.424848990111, 0.04044033959507942},
 			{"blocks.1.mlp.fc2.bias", []int{128}, 0.011906719060789328, 4.928263013942342, 0.005498556885868311},
@@ -73,8 +75,8 @@ func TestReadFixtures(t *testing.T) {
 			if err := ck.Validate(); err != nil {
 				t.Fatalf("Validate: %v", err)
 			}
-			if ck.Config != tc.cfg {
-				t.Errorf("config %+v, want %+v", ck.Config, tc.cfg)
+			if ck.Config != tc.cfg || ck.Dropout != 0.1 {
+				t.Errorf("config %+v dropout %v, want %+v and 0.1", ck.Config, ck.Dropout, tc.cfg)
 			}
 			if ck.Step != 1 || ck.BestValLoss == nil || *ck.BestValLoss != 2.5 {
 				t.Errorf("step %d best_val_loss %v, want 1 and 2.5", ck.Step, ck.BestValLoss)
@@ -145,9 +147,9 @@ func TestReadVariants(t *testing.T) {
 				t.Fatalf("Validate: %v", err)
 			}
 			c := want.Config
-			wantCfg := ModelConfig{V: c["V"], T: c["T"], C: c["C"], L: c["L"], H: c["H"], DFF: c["d_ff"], Dropout: want.Dropout, RopeTheta: want.RopeTheta}
-			if ck.Config != wantCfg {
-				t.Errorf("config %+v, want %+v", ck.Config, wantCfg)
+			wantCfg := gguf.ModelConfig{Vocab: c["V"], Context: c["T"], Embd: c["C"], Layers: c["L"], Heads: c["H"], FF: c["d_ff"], RopeTheta: want.RopeTheta, NormEps: LayerNormEps}
+			if ck.Config != wantCfg || ck.Dropout != want.Dropout {
+				t.Errorf("config %+v dropout %v, want %+v and %v", ck.Config, ck.Dropout, wantCfg, want.Dropout)
 			}
 			if ck.Step != want.Step {
 				t.Errorf("step %d, want %d", ck.Step, want.Step)
@@ -259,12 +261,13 @@ func TestValidate(t *testing.T) {
 		}, "unexpected tensor blocks.2.ln1.weight"},
 		{"wrong shape", func(c *Checkpoint) { c.Tensors["ln_f.bias"] = &Tensor{Shape: []int{1, 8}, Data: make([]float32, 8)} }, "ln_f.bias has shape [1 8], want [8]"},
 		{"data length", func(c *Checkpoint) { c.Tensors["ln_f.bias"].Data = c.Tensors["ln_f.bias"].Data[:7] }, "7 values"},
-		{"V", func(c *Checkpoint) { c.Config.V = 512 }, "V=512"},
-		{"C%H", func(c *Checkpoint) { c.Config.H = 3 }, "not divisible by H=3"},
-		{"odd head", func(c *Checkpoint) { c.Config.H = 8 }, "head size C/H=1 is odd"},
-		{"zero layers", func(c *Checkpoint) { c.Config.L = 0 }, "L=0"},
-		{"layers vs keys", func(c *Checkpoint) { c.Config.L = 1 }, "unexpected tensor blocks.1."},
+		{"V", func(c *Checkpoint) { c.Config.Vocab = 512 }, "V=512"},
+		{"C%H", func(c *Checkpoint) { c.Config.Heads = 3 }, "not divisible by H=3"},
+		{"odd head", func(c *Checkpoint) { c.Config.Heads = 8 }, "head size C/H=1 is odd"},
+		{"zero layers", func(c *Checkpoint) { c.Config.Layers = 0 }, "L=0"},
+		{"layers vs keys", func(c *Checkpoint) { c.Config.Layers = 1 }, "unexpected tensor blocks.1."},
 		{"rope", func(c *Checkpoint) { c.Config.RopeTheta = math.NaN() }, "rope_theta"},
+		{"eps", func(c *Checkpoint) { c.Config.NormEps = 0 }, "layer_norm_epsilon=0"},
 		{"negative step", func(c *Checkpoint) { c.Step = -1 }, "step=-1"},
 		{"untied", func(c *Checkpoint) { c.Tensors["lm_head.weight"].Data[5]++ }, "differs from tok_emb.weight (first at element 5)"},
 		{"nan", func(c *Checkpoint) { c.Tensors["blocks.0.mlp.fc2.bias"].Data[3] = float32(math.Inf(1)) }, "blocks.0.mlp.fc2.bias has a non-finite value"},
@@ -279,7 +282,7 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestHalfConversions(t *testing.T) {
+func TestHalfWidening(t *testing.T) {
 	cases := []struct {
 		bits uint16
 		want float32
@@ -302,36 +305,21 @@ func TestHalfConversions(t *testing.T) {
 	if got := bfloat16ToFloat32(0xc049); got != -3.140625 {
 		t.Errorf("bfloat16 -3.140625 = %v", got)
 	}
-	// Every finite half survives the round trip through float32 unchanged.
+	// Every finite half is sign × mantissa × 2^exponent exactly.
 	for h := 0; h < 1<<16; h++ {
-		if h&0x7c00 == 0x7c00 {
+		exp, mant := h>>10&0x1f, float64(h&0x3ff)
+		if exp == 0x1f {
 			continue
 		}
-		back, err := float32ToHalf(halfToFloat32(uint16(h)))
-		if err != nil || back != uint16(h) {
-			t.Fatalf("half %#04x -> %v -> %#04x (%v)", h, halfToFloat32(uint16(h)), back, err)
+		want := math.Ldexp(mant, -24) // subnormal
+		if exp != 0 {
+			want = math.Ldexp(1024+mant, exp-25)
 		}
-	}
-	// Rounding: ties go to even, in the normal and the subnormal range.
-	rounding := []struct {
-		in   float32
-		want uint16
-	}{
-		{1 + 1.0/2048, 0x3c00},             // tie, even is down
-		{1 + 3.0/2048, 0x3c02},             // tie, even is up
-		{1 + 1.0/2048 + 1.0/65536, 0x3c01}, // just above the tie
-		{2.9802322387695312e-08, 0x0000},   // half the smallest subnormal: tie to 0
-		{4.470348358154297e-08, 0x0001},    // 0.75 of it
-		{65519, 0x7bff},                    // rounds down to the largest half
-	}
-	for _, r := range rounding {
-		if got, err := float32ToHalf(r.in); err != nil || got != r.want {
-			t.Errorf("float32ToHalf(%v) = %#04x, %v; want %#04x", r.in, got, err, r.want)
+		if h&0x8000 != 0 {
+			want = -want
 		}
-	}
-	for _, f := range []float32{65520, 1e6, -70000} {
-		if _, err := float32ToHalf(f); err == nil {
-			t.Errorf("float32ToHalf(%v) did not refuse an out-of-range value", f)
+		if got := halfToFloat32(uint16(h)); float64(got) != want || math.Signbit(float64(got)) != (h&0x8000 != 0) {
+			t.Fatalf("halfToFloat32(%#04x) = %v, want %v", h, got, want)
 		}
 	}
 }

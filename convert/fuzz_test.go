@@ -1,23 +1,16 @@
-// Fuzz targets for the two parsers that read untrusted files: the checkpoint reader
-// and the GGUF reader. Their seed corpora live in testdata/fuzz/<FuzzName>/ (real small
-// files, broken ones, and every crasher found so far). The checkpoint seeds come from
-// scripts/make_ckpt_variants.py; the GGUF seeds are written by
-//
-//	go test -run TestWriteGGUFSeeds ./convert/ -args -write-gguf-seeds
+// Fuzzing the checkpoint reader, which reads untrusted files. Its seed corpus lives in
+// testdata/fuzz/FuzzReadCheckpoint/ (real small files, broken ones, and every crasher
+// found so far); the seeds come from scripts/make_ckpt_variants.py. The GGUF reader's
+// fuzz target is in package gguf.
 package convert
 
 import (
 	"bytes"
-	"flag"
-	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
-)
 
-var writeGGUFSeeds = flag.Bool("write-gguf-seeds", false, "rewrite testdata/fuzz/FuzzParseGGUF seeds")
+	"nielsgpt/gguf"
+)
 
 func FuzzReadCheckpoint(f *testing.F) {
 	tensors := handTensors()
@@ -42,62 +35,15 @@ func FuzzReadCheckpoint(f *testing.F) {
 		}
 		// Whatever validates must convert, and the result must pass the strict reader.
 		var buf bytes.Buffer
-		if err := WriteGGUF(&buf, ck, testSHA, ConvertOptions{}); err != nil {
+		if err := WriteGGUF(&buf, ck, testSHA, Options{}); err != nil {
 			t.Fatalf("valid checkpoint not written: %v", err)
 		}
-		g, err := ParseGGUF(buf.Bytes())
+		g, err := gguf.Parse(buf.Bytes())
 		if err != nil {
 			t.Fatalf("written GGUF does not parse: %v", err)
 		}
-		if _, err := g.NielsGPTConfig(); err != nil {
+		if _, err := g.ModelConfig(); err != nil {
 			t.Fatalf("written GGUF refused: %v", err)
 		}
 	})
-}
-
-func FuzzParseGGUF(f *testing.F) {
-	f.Fuzz(func(t *testing.T, data []byte) {
-		g, err := ParseGGUF(data)
-		if err != nil {
-			return
-		}
-		for _, tt := range g.Tensors {
-			if tt.Offset < 0 || tt.Size < 0 || tt.Offset+tt.Size > int64(len(data)) || tt.Offset%int64(g.Alignment) != 0 {
-				t.Fatalf("tensor %s at %d+%d escapes a file of %d bytes", tt.Name, tt.Offset, tt.Size, len(data))
-			}
-		}
-		_, _ = g.NielsGPTConfig()
-	})
-}
-
-// TestWriteGGUFSeeds regenerates the FuzzParseGGUF seed files (only with the flag).
-func TestWriteGGUFSeeds(t *testing.T) {
-	if !*writeGGUFSeeds {
-		t.Skip("pass -args -write-gguf-seeds to rewrite the seeds")
-	}
-	tensors := handTensors()
-	ck, err := ReadCheckpointBytes(zipCheckpoint(t, checkpointPickle(tinyCfg, tensors, false), storagesFor(tensors)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	seeds := map[string][]byte{}
-	for name, opts := range map[string]ConvertOptions{"tiny_f32": {}, "tiny_f16": {F16: true}} {
-		var buf bytes.Buffer
-		if err := WriteGGUF(&buf, ck, testSHA, opts); err != nil {
-			t.Fatal(err)
-		}
-		seeds[name] = buf.Bytes()
-	}
-	seeds["header_only"] = seeds["tiny_f32"][:24]
-	seeds["kv_types"] = rawGGUF(t, []ggufKV{{"u8", uint8(1)}, {"s", "x"}, {"as", []string{"a", "b"}}, {"f64", 1.5}, {"b", true}}, nil)
-	dir := filepath.Join("testdata", "fuzz", "FuzzParseGGUF")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, data := range seeds {
-		body := fmt.Sprintf("go test fuzz v1\n[]byte(%s)\n", strconv.Quote(string(data)))
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 }

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"nielsgpt/gguf"
 )
 
 // ---------------------------------------------------------------------------------------
@@ -116,22 +118,22 @@ func (p *pickleBuilder) tensorArgs(t handTensor, legacy bool) *pickleBuilder {
 }
 
 // tinyCfg is the smallest valid generation 1 model: 20 tensors of a few floats each.
-var tinyCfg = ModelConfig{V: 256, T: 4, C: 2, L: 1, H: 1, DFF: 4, RopeTheta: 10000}
+var tinyCfg = gguf.ModelConfig{Vocab: 256, Context: 4, Embd: 2, Layers: 1, Heads: 1, FF: 4, RopeTheta: 10000, NormEps: LayerNormEps}
 
 // handTensors lays every tensor of tinyCfg out in its own float32 storage, with
 // lm_head sharing tok_emb's, as torch.save does.
 func handTensors() []handTensor {
 	var out []handTensor
 	for i, row := range stateTable(tinyCfg) {
-		t := handTensor{name: row.key, key: string(rune('a' + i)), storageType: "FloatStorage"}
-		if row.key == "lm_head.weight" {
+		t := handTensor{name: row.StateKey, key: string(rune('a' + i)), storageType: "FloatStorage"}
+		if row.StateKey == "lm_head.weight" {
 			t.key = out[0].key
 		}
 		n := int64(1)
-		for d := len(row.shape) - 1; d >= 0; d-- {
-			t.shape = append([]int64{int64(row.shape[d])}, t.shape...)
+		for d := len(row.Shape) - 1; d >= 0; d-- {
+			t.shape = append([]int64{int64(row.Shape[d])}, t.shape...)
 			t.stride = append([]int64{n}, t.stride...)
-			n *= int64(row.shape[d])
+			n *= int64(row.Shape[d])
 		}
 		t.numel = n
 		out = append(out, t)
@@ -139,14 +141,14 @@ func handTensors() []handTensor {
 	return out
 }
 
-func checkpointPickle(cfg ModelConfig, tensors []handTensor, legacy bool) []byte {
+func checkpointPickle(cfg gguf.ModelConfig, tensors []handTensor, legacy bool) []byte {
 	p := &pickleBuilder{}
 	p.op(0x80, 2, '}', '(')
 	p.str("model_cfg").op('}', '(')
 	for _, kv := range []struct {
 		k string
 		v int
-	}{{"V", cfg.V}, {"T", cfg.T}, {"C", cfg.C}, {"L", cfg.L}, {"H", cfg.H}, {"d_ff", cfg.DFF}} {
+	}{{"V", cfg.Vocab}, {"T", cfg.Context}, {"C", cfg.Embd}, {"L", cfg.Layers}, {"H", cfg.Heads}, {"d_ff", cfg.FF}} {
 		p.str(kv.k).int(int64(kv.v))
 	}
 	p.str("rope_theta").float(cfg.RopeTheta).op('u')

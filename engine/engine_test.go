@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"nielsgpt/convert"
+	"nielsgpt/gguf"
 )
 
 type run struct {
@@ -214,14 +215,14 @@ func TestSharedFixturesLoad(t *testing.T) {
 
 // syntheticModel builds a model of the given shape with random weights, for
 // benchmarks at sizes no fixture has.
-func syntheticModel(tb testing.TB, mc convert.ModelConfig, opts Options) *Model {
+func syntheticModel(tb testing.TB, mc gguf.ModelConfig, opts Options) *Model {
 	tb.Helper()
 	rng := rand.New(rand.NewPCG(1, 2))
 	ck := convert.SyntheticCheckpoint(mc, func() float32 { return float32(rng.NormFloat64() * 0.05) })
 	var buf bytes.Buffer
 	// NIELSGPT_BENCH_F16=1 measures the weights `nielsgpt convert --f16` writes.
 	f16 := os.Getenv("NIELSGPT_BENCH_F16") == "1"
-	if err := convert.WriteGGUF(&buf, ck, strings.Repeat("0", 64), convert.ConvertOptions{F16: f16}); err != nil {
+	if err := convert.WriteGGUF(&buf, ck, strings.Repeat("0", 64), convert.Options{F16: f16}); err != nil {
 		tb.Fatal(err)
 	}
 	m, err := LoadBytes(buf.Bytes(), opts)
@@ -233,7 +234,7 @@ func syntheticModel(tb testing.TB, mc convert.ModelConfig, opts Options) *Model 
 }
 
 // The deployed model's shape (SPEC §1).
-var deployed = convert.ModelConfig{V: 256, T: 256, C: 256, L: 4, H: 4, DFF: 1024, RopeTheta: 10000}
+var deployed = gguf.ModelConfig{Vocab: 256, Context: 256, Embd: 256, Layers: 4, Heads: 4, FF: 1024, RopeTheta: 10000, NormEps: convert.LayerNormEps}
 
 func benchThreads() int {
 	if v := os.Getenv("NIELSGPT_BENCH_THREADS"); v != "" {

@@ -25,13 +25,14 @@ import (
 	"time"
 
 	"nielsgpt/convert"
+	"nielsgpt/gguf"
 )
 
 var writeLoadSeeds = flag.Bool("write-load-seeds", false, "rewrite testdata/fuzz/FuzzLoadBytes seeds")
 
 // fuzzModelCfg is small in every dimension but keeps H=2 and L=2 so that
 // per-head and per-layer code paths see more than one of each.
-var fuzzModelCfg = convert.ModelConfig{V: 256, T: 8, C: 4, L: 2, H: 2, DFF: 8, RopeTheta: 10000}
+var fuzzModelCfg = gguf.ModelConfig{Vocab: 256, Context: 8, Embd: 4, Layers: 2, Heads: 2, FF: 8, RopeTheta: 10000, NormEps: convert.LayerNormEps}
 
 // tinyGGUF writes a model of shape fuzzModelCfg with deterministic weights
 // (no randomness: the seed files must not change between runs).
@@ -48,7 +49,7 @@ func tinyGGUF(t testing.TB, f16 bool) []byte {
 	}
 	var buf bytes.Buffer
 	sha := "0000000000000000000000000000000000000000000000000000000000000000"
-	if err := convert.WriteGGUF(&buf, ck, sha, convert.ConvertOptions{F16: f16}); err != nil {
+	if err := convert.WriteGGUF(&buf, ck, sha, convert.Options{F16: f16}); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()

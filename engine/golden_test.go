@@ -77,7 +77,7 @@ func fixtureGGUF(t testing.TB, ptPath string) string {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, filepath.Base(ptPath)+".gguf")
-	if _, err := convert.ConvertFile(ptPath, out, convert.ConvertOptions{}); err != nil {
+	if _, err := convert.ToGGUF(ptPath, out, convert.Options{}); err != nil {
 		t.Fatalf("converting %s: %v", ptPath, err)
 	}
 	fixtureGGUFs[ptPath] = out
@@ -94,7 +94,8 @@ func loadFixture(t testing.TB, name string) (*Model, *golden) {
 	t.Cleanup(m.Close)
 	c := m.Config()
 	if c.Vocab != g.Config.V || c.Context != g.Config.T || c.Embd != g.Config.C || c.Layers != g.Config.L ||
-		c.Heads != g.Config.H || c.FF != g.Config.DFF || float64(c.RopeTheta) != float64(float32(g.Config.RopeTheta)) {
+		c.Heads != g.Config.H || c.FF != g.Config.DFF || c.RopeTheta != float64(float32(g.Config.RopeTheta)) ||
+		c.NormEps != float64(float32(convert.LayerNormEps)) {
 		t.Fatalf("%s: config %+v does not match the golden %+v", name, c, g.Config)
 	}
 	return m, g

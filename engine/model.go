@@ -16,7 +16,7 @@ import (
 	"runtime/debug"
 	"unsafe"
 
-	"nielsgpt/convert"
+	"nielsgpt/gguf"
 )
 
 // Options configure a loaded model.
@@ -38,7 +38,7 @@ type Options struct {
 // Model is a loaded niels-gpt with its batching scheduler. It is safe for
 // concurrent use: every Generate joins the same stream of batched steps.
 type Model struct {
-	cfg     Config
+	cfg     gguf.ModelConfig
 	opts    Options
 	c       *C.ngpt_model
 	backend string
@@ -67,18 +67,13 @@ func LoadFile(path string, opts Options) (*Model, error) {
 // LoadBytes loads a niels-gpt GGUF held in memory. The file is parsed and
 // checked in Go first: ggml's own checks abort the process.
 func LoadBytes(data []byte, opts Options) (*Model, error) {
-	g, err := convert.ParseGGUF(data)
+	g, err := gguf.Parse(data)
 	if err != nil {
 		return nil, err
 	}
-	mc, err := g.NielsGPTConfig()
+	cfg, err := g.ModelConfig()
 	if err != nil {
 		return nil, err
-	}
-	cfg := Config{Vocab: mc.V, Context: mc.T, Embd: mc.C, Layers: mc.L, Heads: mc.H, FF: mc.DFF, RopeTheta: float32(mc.RopeTheta)}
-	eps := float32(1e-5)
-	if v, ok := g.KV["nielsgpt.attention.layer_norm_epsilon"].(float32); ok {
-		eps = v
 	}
 	if opts.Threads <= 0 {
 		opts.Threads = defaultThreads()
@@ -94,7 +89,7 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	hp := C.ngpt_hparams{
 		n_vocab: C.int32_t(cfg.Vocab), n_ctx: C.int32_t(cfg.Context), n_embd: C.int32_t(cfg.Embd),
 		n_layer: C.int32_t(cfg.Layers), n_head: C.int32_t(cfg.Heads), n_ff: C.int32_t(cfg.FF),
-		rope_theta: C.float(cfg.RopeTheta), norm_eps: C.float(eps),
+		rope_theta: C.float(cfg.RopeTheta), norm_eps: C.float(cfg.NormEps),
 	}
 	refs := make([]C.ngpt_tensor_ref, len(g.Tensors))
 	for i, t := range g.Tensors {
@@ -138,7 +133,7 @@ func defaultThreads() int {
 }
 
 // Config reports the model's hyper-parameters.
-func (m *Model) Config() Config { return m.cfg }
+func (m *Model) Config() gguf.ModelConfig { return m.cfg }
 
 // Backend names the ggml backend doing the maths ("CPU", "Metal", ...).
 func (m *Model) Backend() string { return m.backend }

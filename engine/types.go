@@ -3,20 +3,6 @@ package engine
 // The engine's public vocabulary: what callers (the server, the terminal chat,
 // the benchmarks) ask for and what they get back. Nothing here touches C.
 
-// Config is a loaded model's hyper-parameters (SPEC §1 names in comments).
-type Config struct {
-	Vocab     int     // V
-	Context   int     // T: the window the model sees
-	Embd      int     // C
-	Layers    int     // L
-	Heads     int     // H
-	FF        int     // d_ff
-	RopeTheta float32 // rope_theta
-}
-
-// HeadDim is D = C/H.
-func (c Config) HeadDim() int { return c.Embd / c.Heads }
-
 // Sampling selects how each next token is drawn (SPEC §3).
 type Sampling struct {
 	Temperature float64 // 0 means greedy

@@ -22,15 +22,12 @@ import (
 
 	"nielsgpt/convert"
 	"nielsgpt/engine"
+	"nielsgpt/gguf"
 	"nielsgpt/hub"
 )
 
 // DemoModelName is the MODEL value that selects the embedded model.
 const DemoModelName = "demo"
-
-// sourceSHAKey is the GGUF metadata key holding the sha256 of the .pt a file
-// was converted from.
-const sourceSHAKey = "nielsgpt.source.sha256"
 
 // Options are the parts of obtaining a model that are not configuration:
 // what the binary embeds and where progress and logs go.
@@ -141,7 +138,7 @@ func convertCached(ptPath string, log *slog.Logger) (*Spec, error) {
 			continue
 		}
 		log.Info("converting checkpoint", "checkpoint", ptPath, "gguf", out)
-		summary, err := convert.ConvertFile(ptPath, out, convert.ConvertOptions{})
+		summary, err := convert.ToGGUF(ptPath, out, convert.Options{})
 		if err != nil {
 			if errors.Is(err, fs.ErrPermission) {
 				log.Warn("cannot write the converted model here", "path", out, "error", err)
@@ -177,7 +174,7 @@ func cachedConversion(path, sum string) ([]byte, cacheState) {
 	if !info.Mode().IsRegular() {
 		return nil, cacheForeign
 	}
-	data, g, err := convert.ReadGGUFFile(path)
+	data, g, err := gguf.ReadFile(path)
 	if err != nil {
 		var probe [4]byte
 		if f, err := os.Open(path); err == nil {
@@ -189,7 +186,7 @@ func cachedConversion(path, sum string) ([]byte, cacheState) {
 		}
 		return nil, cacheForeign
 	}
-	source, ok := g.KV[sourceSHAKey].(string)
+	source, ok := g.SourceSHA256()
 	switch {
 	case !ok:
 		return nil, cacheForeign

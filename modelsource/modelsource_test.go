@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"nielsgpt/convert"
+	"nielsgpt/gguf"
 )
 
 const fixturePT = "../convert/testdata/tiny_f32.pt"
@@ -48,11 +49,11 @@ func configWithModel(model string) Config {
 
 func sourceSHA(t *testing.T, ggufPath string) string {
 	t.Helper()
-	_, g, err := convert.ReadGGUFFile(ggufPath)
+	_, g, err := gguf.ReadFile(ggufPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _ := g.KV[sourceSHAKey].(string)
+	s, _ := g.SourceSHA256()
 	return s
 }
 
@@ -283,7 +284,7 @@ func TestResolveFromHubFails(t *testing.T) {
 func TestLoadRefusesBadFiles(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.gguf")
-	if _, err := convert.ConvertFile(fixturePT, good, convert.ConvertOptions{}); err != nil {
+	if _, err := convert.ToGGUF(fixturePT, good, convert.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	data, err := os.ReadFile(good)

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"nielsgpt/convert"
+	"nielsgpt/gguf"
 )
 
 // foreignGGUF is a well-formed GGUF v3 file of another architecture: what a
@@ -49,7 +49,7 @@ func foreignGGUF(t *testing.T) []byte {
 	b.Write(make([]byte, 4*8*4))
 	data := b.Bytes()
 	// It must be a valid GGUF, or this case would only repeat "damaged".
-	if _, err := convert.ParseGGUF(data); err != nil {
+	if _, err := gguf.Parse(data); err != nil {
 		t.Fatalf("the foreign GGUF does not parse: %v", err)
 	}
 	return data

@@ -17,6 +17,7 @@ import (
 
 	"nielsgpt/bench"
 	"nielsgpt/convert"
+	"nielsgpt/gguf"
 )
 
 var (
@@ -61,7 +62,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	wide := convert.ModelConfig{V: 256, T: 1024, C: 64, L: 1, H: 32, DFF: 64, RopeTheta: 10000}
+	wide := gguf.ModelConfig{Vocab: 256, Context: 1024, Embd: 64, Layers: 1, Heads: 32, FF: 64, RopeTheta: 10000, NormEps: convert.LayerNormEps}
 	if wideTraceModel, err = bench.WriteSyntheticModel(wideDir, wide, 6); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

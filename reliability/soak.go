@@ -152,7 +152,7 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.layers, r.heads = cfg.L, cfg.H
+	r.layers, r.heads = cfg.Layers, cfg.Heads
 	s, err := startReady(ctx, ServerSpec{Exe: o.Exe, Model: model, Env: o.mainServerEnv()})
 	if err != nil {
 		return nil, err

@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"nielsgpt/engine"
+	"nielsgpt/gguf"
 )
 
-var fakeConfig = engine.Config{Vocab: 256, Context: 64, Embd: 16, Layers: 4, Heads: 2, FF: 64, RopeTheta: 10000}
+var fakeConfig = gguf.ModelConfig{Vocab: 256, Context: 64, Embd: 16, Layers: 4, Heads: 2, FF: 64, RopeTheta: 10000}
 
 type fakeEngine struct {
-	cfg    engine.Config
+	cfg    gguf.ModelConfig
 	reply  string        // the bytes generated, in order; generation stops at its end
 	delay  time.Duration // before each step
 	failAt int           // step index at which Generate fails; -1 for never
@@ -40,7 +41,7 @@ func newFakeEngine() *fakeEngine {
 	return &fakeEngine{cfg: fakeConfig, reply: "hi \"there\"\n\\ok", failAt: -1}
 }
 
-func (f *fakeEngine) Config() engine.Config { return f.cfg }
+func (f *fakeEngine) Config() gguf.ModelConfig { return f.cfg }
 
 func (f *fakeEngine) lastGenerate() engine.GenerateRequest {
 	f.mu.Lock()

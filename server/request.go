@@ -22,6 +22,7 @@ import (
 	"unicode/utf8"
 
 	"nielsgpt/engine"
+	"nielsgpt/gguf"
 )
 
 // Defaults from SPEC §4.
@@ -51,7 +52,7 @@ func invalidf(format string, args ...any) error {
 // limits are the bounds a request is validated against: the loaded model's
 // shape and the server's own caps.
 type limits struct {
-	model        engine.Config
+	model        gguf.ModelConfig
 	maxNewTokens int
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"nielsgpt/engine"
+	"nielsgpt/gguf"
 	"nielsgpt/metrics"
 )
 
@@ -26,7 +27,7 @@ import (
 // implements it. Generate and FullAttention must stop within one step once
 // ctx is done, and Generate also when onStep returns an error.
 type Engine interface {
-	Config() engine.Config
+	Config() gguf.ModelConfig
 	Generate(ctx context.Context, req engine.GenerateRequest, onStep func(*engine.Step) error) (*engine.Result, error)
 	FullAttention(ctx context.Context, req engine.FullAttnRequest) (*engine.FullAttn, error)
 }

@@ -23,6 +23,7 @@ import (
 	"unicode/utf8"
 
 	"nielsgpt/engine"
+	"nielsgpt/gguf"
 	"nielsgpt/modelsource"
 )
 
@@ -43,7 +44,7 @@ const (
 // chatModel is what the chat needs from a model: *engine.Model in the binary,
 // a scripted fake in the tests that need exact byte streams.
 type chatModel interface {
-	Config() engine.Config
+	Config() gguf.ModelConfig
 	Generate(ctx context.Context, req engine.GenerateRequest, onStep func(*engine.Step) error) (*engine.Result, error)
 }
 

@@ -24,6 +24,7 @@ import (
 
 	"nielsgpt/convert"
 	"nielsgpt/engine"
+	"nielsgpt/gguf"
 )
 
 // utf8Recorder keeps everything written and fails the test if any single
@@ -269,7 +270,7 @@ func TestTopAttended(t *testing.T) {
 // scriptedModel streams fixed byte strings as replies, cutting at stop tags
 // as the engine does, and records the prompts it was given.
 type scriptedModel struct {
-	cfg     engine.Config
+	cfg     gguf.ModelConfig
 	replies []string // the i-th Generate streams replies[i % len]
 	// hangAfter, when > 0, makes Generate wait for cancellation after that
 	// many bytes, telling hanging first.
@@ -280,7 +281,7 @@ type scriptedModel struct {
 	prompts []string
 }
 
-func (m *scriptedModel) Config() engine.Config { return m.cfg }
+func (m *scriptedModel) Config() gguf.ModelConfig { return m.cfg }
 
 func (m *scriptedModel) Generate(ctx context.Context, req engine.GenerateRequest, onStep func(*engine.Step) error) (*engine.Result, error) {
 	m.mu.Lock()
@@ -323,7 +324,7 @@ func (m *scriptedModel) prompt(i int) string {
 	return m.prompts[i]
 }
 
-var scriptedConfig = engine.Config{Vocab: 256, Context: 256, Embd: 8, Layers: 2, Heads: 2, FF: 16}
+var scriptedConfig = gguf.ModelConfig{Vocab: 256, Context: 256, Embd: 8, Layers: 2, Heads: 2, FF: 16}
 
 func defaultTestOptions() chatOptions {
 	return chatOptions{
@@ -547,7 +548,7 @@ func tinyModel(t *testing.T) *engine.Model {
 			return
 		}
 		tinyPath = filepath.Join(dir, "tiny_a.gguf")
-		_, tinyErr = convert.ConvertFile(pt, tinyPath, convert.ConvertOptions{})
+		_, tinyErr = convert.ToGGUF(pt, tinyPath, convert.Options{})
 	})
 	if tinyErr != nil {
 		t.Fatal(tinyErr)

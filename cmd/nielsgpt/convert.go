@@ -63,7 +63,7 @@ func convertCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	in := positional[0]
 
-	sum, err := convert.ConvertFile(in, *out, convert.ConvertOptions{F16: *f16})
+	sum, err := convert.ToGGUF(in, *out, convert.Options{F16: *f16})
 	if err != nil {
 		return err
 	}
@@ -74,7 +74,7 @@ func convertCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "read   %s\n", in)
 	fmt.Fprintf(stdout, "sha256 %s\n", sum.SHA256)
-	fmt.Fprintf(stdout, "model  V=%d T=%d C=%d L=%d H=%d d_ff=%d rope_theta=%g\n", c.V, c.T, c.C, c.L, c.H, c.DFF, c.RopeTheta)
+	fmt.Fprintf(stdout, "model  V=%d T=%d C=%d L=%d H=%d d_ff=%d rope_theta=%g\n", c.Vocab, c.Context, c.Embd, c.Layers, c.Heads, c.FF, c.RopeTheta)
 	fmt.Fprintf(stdout, "params %d\n", sum.Params)
 	fmt.Fprintf(stdout, "step   %d\n", sum.Step)
 	size := ""
