@@ -68,66 +68,14 @@ type chatOptions struct {
 var errInterrupted = errors.New("interrupted")
 
 func runChat(args []string) error {
-	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
-	modelFlag := fs.String("model", "demo", `model to chat with, as for serve: "demo" (embedded), PATH.gguf, PATH.pt (converted once, cached beside it), or "" for CKPT_DIR/CKPT_FILENAME, else the Hub; $MODEL sets the default`)
-	system := fs.String("system", demoSystemLine, `system message opening every transcript ("" for none)`)
-	temperature := fs.Float64("temperature", 0.9, "sampling temperature; 0 is greedy")
-	topK := fs.Int("top-k", 50, "sample from the k most likely bytes; 0 means all")
-	seed := fs.Int64("seed", 42, "sampling seed (every reply starts from it, as an API request does)")
-	maxNew := fs.Int("max-new-tokens", 256, "longest reply, in tokens (bytes)")
-	threads := fs.Int("threads", 0, "CPU threads for the engine; 0 means one per core (default $THREADS or 0)")
-	device := fs.String("device", "", `compute device: cpu, or metal/mps/gpu where built (default $DEVICE, else as serve picks)`)
-	trace := fs.Bool("trace", false, "show each token's entropy and most-attended earlier bytes")
-	var traceLayer layerFlag
-	fs.Var(&traceLayer, "trace-layer", "`layer` whose attention --trace shows, 0-based; default the last (implies --trace)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: nielsgpt chat [flags]\n\n"+
-			"Chat with niels-gpt in the terminal. Type a message and press Enter;\n"+
-			"/reset forgets the conversation, /quit or Ctrl-D leaves, Ctrl-C stops a reply.\n"+
-			"With stdin piped, every line is one user turn.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (flags go before nothing else; see -h)", fs.Arg(0))
-	}
-	switch {
-	case !(*temperature >= 0) || math.IsInf(*temperature, 1):
-		return fmt.Errorf("--temperature must be a finite number >= 0, got %v", *temperature)
-	case *topK < 0:
-		return fmt.Errorf("--top-k must be >= 0, got %d", *topK)
-	case *maxNew < 1 || *maxNew > maxChatNewTokens:
-		return fmt.Errorf("--max-new-tokens must be in [1, %d], got %d", maxChatNewTokens, *maxNew)
-	case *threads < 0:
-		return fmt.Errorf("--threads must be >= 0, got %d", *threads)
-	case strings.ContainsAny(*system, "\r\n"):
-		// A newline would let the system text forge turns in the transcript.
-		return errors.New("--system must be a single line")
-	}
-
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	// Only the model settings are read, so a bad server-only variable (a
-	// port, a rate limit) cannot stop a chat.
-	modelCfg, err := modelsource.FromEnv(os.LookupEnv)
+	flags, err := parseChatFlags(args)
 	if err != nil {
 		return err
 	}
-	if _, ok := os.LookupEnv("MODEL"); !ok || given["model"] {
-		modelCfg.Model = *modelFlag
+	modelCfg, err := flags.modelConfig()
+	if err != nil {
+		return err
 	}
-	if given["device"] {
-		modelCfg.Device = *device
-	}
-	if given["threads"] {
-		modelCfg.Threads = *threads
-	}
-	// BASELINE is serve's benchmark switch (one request at a time, no KV
-	// cache); a chat has nothing to compare and keeps the fast path.
-	modelCfg.Baseline = false
 	model, source, err := openChatModel(modelCfg)
 	if err != nil {
 		return err
@@ -135,19 +83,9 @@ func runChat(args []string) error {
 	defer model.Close()
 
 	cfg := model.Config()
-	opts := chatOptions{
-		System:       *system,
-		Sampling:     engine.Sampling{Temperature: *temperature, TopK: *topK, Seed: *seed},
-		MaxNewTokens: *maxNew,
-		Trace:        *trace || traceLayer.set,
-		TraceLayer:   cfg.Layers - 1,
-		Interactive:  isTerminal(os.Stdin),
-	}
-	if traceLayer.set {
-		if traceLayer.layer >= cfg.Layers {
-			return fmt.Errorf("--trace-layer %d out of range: the model has %d layers (0..%d)", traceLayer.layer, cfg.Layers, cfg.Layers-1)
-		}
-		opts.TraceLayer = traceLayer.layer
+	opts, err := flags.options(cfg)
+	if err != nil {
+		return err
 	}
 
 	// Ctrl-C must not kill the process mid-reply: the chat decides what it means.
@@ -162,6 +100,110 @@ func runChat(args []string) error {
 			source, cfg.Context, cfg.Embd, cfg.Layers, cfg.Heads, model.Backend())
 	}
 	return chatLoop(context.Background(), os.Stdin, os.Stdout, model, opts)
+}
+
+// chatFlags are chat's command-line settings, checked as far as they can be
+// before a model is loaded.
+type chatFlags struct {
+	model       string
+	system      string
+	temperature float64
+	topK        int
+	seed        int64
+	maxNew      int
+	threads     int
+	device      string
+	trace       bool
+	traceLayer  layerFlag
+	given       map[string]bool // the flags set on the command line
+}
+
+func parseChatFlags(args []string) (*chatFlags, error) {
+	f := &chatFlags{given: map[string]bool{}}
+	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	fs.StringVar(&f.model, "model", "demo", `model to chat with, as for serve: "demo" (embedded), PATH.gguf, PATH.pt (converted once, cached beside it), or "" for CKPT_DIR/CKPT_FILENAME, else the Hub; $MODEL sets the default`)
+	fs.StringVar(&f.system, "system", demoSystemLine, `system message opening every transcript ("" for none)`)
+	fs.Float64Var(&f.temperature, "temperature", 0.9, "sampling temperature; 0 is greedy")
+	fs.IntVar(&f.topK, "top-k", 50, "sample from the k most likely bytes; 0 means all")
+	fs.Int64Var(&f.seed, "seed", 42, "sampling seed (every reply starts from it, as an API request does)")
+	fs.IntVar(&f.maxNew, "max-new-tokens", 256, "longest reply, in tokens (bytes)")
+	fs.IntVar(&f.threads, "threads", 0, "CPU threads for the engine; 0 means one per core (default $THREADS or 0)")
+	fs.StringVar(&f.device, "device", "", `compute device: cpu, or metal/mps/gpu where built (default $DEVICE, else as serve picks)`)
+	fs.BoolVar(&f.trace, "trace", false, "show each token's entropy and most-attended earlier bytes")
+	fs.Var(&f.traceLayer, "trace-layer", "`layer` whose attention --trace shows, 0-based; default the last (implies --trace)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: nielsgpt chat [flags]\n\n"+
+			"Chat with niels-gpt in the terminal. Type a message and press Enter;\n"+
+			"/reset forgets the conversation, /quit or Ctrl-D leaves, Ctrl-C stops a reply.\n"+
+			"With stdin piped, every line is one user turn.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (flags go before nothing else; see -h)", fs.Arg(0))
+	}
+	switch {
+	case !(f.temperature >= 0) || math.IsInf(f.temperature, 1):
+		return nil, fmt.Errorf("--temperature must be a finite number >= 0, got %v", f.temperature)
+	case f.topK < 0:
+		return nil, fmt.Errorf("--top-k must be >= 0, got %d", f.topK)
+	case f.maxNew < 1 || f.maxNew > maxChatNewTokens:
+		return nil, fmt.Errorf("--max-new-tokens must be in [1, %d], got %d", maxChatNewTokens, f.maxNew)
+	case f.threads < 0:
+		return nil, fmt.Errorf("--threads must be >= 0, got %d", f.threads)
+	case strings.ContainsAny(f.system, "\r\n"):
+		// A newline would let the system text forge turns in the transcript.
+		return nil, errors.New("--system must be a single line")
+	}
+	fs.Visit(func(fl *flag.Flag) { f.given[fl.Name] = true })
+	return f, nil
+}
+
+// modelConfig is the model to open: the environment's model settings, with
+// the flags given on the command line over them.
+func (f *chatFlags) modelConfig() (modelsource.Config, error) {
+	// Only the model settings are read, so a bad server-only variable (a
+	// port, a rate limit) cannot stop a chat.
+	modelCfg, err := modelsource.FromEnv(os.LookupEnv)
+	if err != nil {
+		return modelsource.Config{}, err
+	}
+	if _, ok := os.LookupEnv("MODEL"); !ok || f.given["model"] {
+		modelCfg.Model = f.model
+	}
+	if f.given["device"] {
+		modelCfg.Device = f.device
+	}
+	if f.given["threads"] {
+		modelCfg.Threads = f.threads
+	}
+	// BASELINE is serve's benchmark switch (one request at a time, no KV
+	// cache); a chat has nothing to compare and keeps the fast path.
+	modelCfg.Baseline = false
+	return modelCfg, nil
+}
+
+// options are the session's settings for a model of configuration cfg (the
+// trace layer can only be checked, and defaulted, once the model is loaded).
+func (f *chatFlags) options(cfg engine.Config) (chatOptions, error) {
+	opts := chatOptions{
+		System:       f.system,
+		Sampling:     engine.Sampling{Temperature: f.temperature, TopK: f.topK, Seed: f.seed},
+		MaxNewTokens: f.maxNew,
+		Trace:        f.trace || f.traceLayer.set,
+		TraceLayer:   cfg.Layers - 1,
+		Interactive:  isTerminal(os.Stdin),
+	}
+	if f.traceLayer.set {
+		if f.traceLayer.layer >= cfg.Layers {
+			return chatOptions{}, fmt.Errorf("--trace-layer %d out of range: the model has %d layers (0..%d)", f.traceLayer.layer, cfg.Layers, cfg.Layers-1)
+		}
+		opts.TraceLayer = f.traceLayer.layer
+	}
+	return opts, nil
 }
 
 // layerFlag is --trace-layer: unset means "the last layer", which is only
