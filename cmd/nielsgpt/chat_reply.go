@@ -158,7 +158,8 @@ func (f *replyFilter) emit(b []byte) {
 	if len(b) == 0 {
 		return
 	}
-	// DecodeBytes is the SPEC's decoding: invalid bytes become U+FFFD.
+	// DecodeBytes decodes as the API's reply does (docs/API.md, reply
+	// extraction): each maximal invalid byte sequence becomes one U+FFFD.
 	s := engine.DecodeBytes(b)
 	if !f.started {
 		s = strings.TrimLeftFunc(s, unicode.IsSpace)

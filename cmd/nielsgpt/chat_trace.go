@@ -93,8 +93,9 @@ func topAttended(attn [][]float32, tokens []byte, n int) ([]attended, error) {
 // as 0.00.
 const minShownWeight = 0.005
 
-// quoteToken shows a byte token as 'x', with the SPEC's \xNN for bytes that
-// are not printable ASCII.
+// quoteToken shows a byte token as 'x', with \xNN (two lowercase hex digits)
+// for bytes that are not printable ASCII, as the API's token_display does
+// (docs/API.md).
 func quoteToken(id int) string {
 	return "'" + engine.TokenDisplay(id) + "'"
 }
