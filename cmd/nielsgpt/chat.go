@@ -3,11 +3,15 @@
 // also shows the entropy it was drawn with and the earlier bytes the traced
 // layer looked at most. Piped stdin works too (one user turn per line), which
 // is what the tests drive.
+//
+// This file holds the command (flags, opening the model) and the
+// conversation loop; chat_reply.go generates and streams one reply,
+// chat_trace.go prints --trace, and chat_sanitize.go makes text safe for a
+// terminal.
 package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -16,11 +20,8 @@ import (
 	"math"
 	"os"
 	"os/signal"
-	"sort"
 	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"nielsgpt/engine"
 	"nielsgpt/gguf"
@@ -69,66 +70,14 @@ type chatOptions struct {
 var errInterrupted = errors.New("interrupted")
 
 func runChat(args []string) error {
-	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
-	modelFlag := fs.String("model", "demo", `model to chat with, as for serve: "demo" (embedded), PATH.gguf, PATH.pt (converted once, cached beside it), or "" for CKPT_DIR/CKPT_FILENAME, else the Hub; $MODEL sets the default`)
-	system := fs.String("system", demoSystemLine, `system message opening every transcript ("" for none)`)
-	temperature := fs.Float64("temperature", 0.9, "sampling temperature; 0 is greedy")
-	topK := fs.Int("top-k", 50, "sample from the k most likely bytes; 0 means all")
-	seed := fs.Int64("seed", 42, "sampling seed (every reply starts from it, as an API request does)")
-	maxNew := fs.Int("max-new-tokens", 256, "longest reply, in tokens (bytes)")
-	threads := fs.Int("threads", 0, "CPU threads for the engine; 0 means one per core (default $THREADS or 0)")
-	device := fs.String("device", "", `compute device: cpu, or metal/mps/gpu where built (default $DEVICE, else as serve picks)`)
-	trace := fs.Bool("trace", false, "show each token's entropy and most-attended earlier bytes")
-	var traceLayer layerFlag
-	fs.Var(&traceLayer, "trace-layer", "`layer` whose attention --trace shows, 0-based; default the last (implies --trace)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: nielsgpt chat [flags]\n\n"+
-			"Chat with niels-gpt in the terminal. Type a message and press Enter;\n"+
-			"/reset forgets the conversation, /quit or Ctrl-D leaves, Ctrl-C stops a reply.\n"+
-			"With stdin piped, every line is one user turn.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (flags go before nothing else; see -h)", fs.Arg(0))
-	}
-	switch {
-	case !(*temperature >= 0) || math.IsInf(*temperature, 1):
-		return fmt.Errorf("--temperature must be a finite number >= 0, got %v", *temperature)
-	case *topK < 0:
-		return fmt.Errorf("--top-k must be >= 0, got %d", *topK)
-	case *maxNew < 1 || *maxNew > maxChatNewTokens:
-		return fmt.Errorf("--max-new-tokens must be in [1, %d], got %d", maxChatNewTokens, *maxNew)
-	case *threads < 0:
-		return fmt.Errorf("--threads must be >= 0, got %d", *threads)
-	case strings.ContainsAny(*system, "\r\n"):
-		// A newline would let the system text forge turns in the transcript.
-		return errors.New("--system must be a single line")
-	}
-
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	// Only the model settings are read, so a bad server-only variable (a
-	// port, a rate limit) cannot stop a chat.
-	modelCfg, err := modelsource.FromEnv(os.LookupEnv)
+	flags, err := parseChatFlags(args)
 	if err != nil {
 		return err
 	}
-	if _, ok := os.LookupEnv("MODEL"); !ok || given["model"] {
-		modelCfg.Model = *modelFlag
+	modelCfg, err := flags.modelConfig()
+	if err != nil {
+		return err
 	}
-	if given["device"] {
-		modelCfg.Device = *device
-	}
-	if given["threads"] {
-		modelCfg.Threads = *threads
-	}
-	// BASELINE is serve's benchmark switch (one request at a time, no KV
-	// cache); a chat has nothing to compare and keeps the fast path.
-	modelCfg.Baseline = false
 	model, source, err := openChatModel(modelCfg)
 	if err != nil {
 		return err
@@ -136,19 +85,9 @@ func runChat(args []string) error {
 	defer model.Close()
 
 	cfg := model.Config()
-	opts := chatOptions{
-		System:       *system,
-		Sampling:     engine.Sampling{Temperature: *temperature, TopK: *topK, Seed: *seed},
-		MaxNewTokens: *maxNew,
-		Trace:        *trace || traceLayer.set,
-		TraceLayer:   cfg.Layers - 1,
-		Interactive:  isTerminal(os.Stdin),
-	}
-	if traceLayer.set {
-		if traceLayer.layer >= cfg.Layers {
-			return fmt.Errorf("--trace-layer %d out of range: the model has %d layers (0..%d)", traceLayer.layer, cfg.Layers, cfg.Layers-1)
-		}
-		opts.TraceLayer = traceLayer.layer
+	opts, err := flags.options(cfg)
+	if err != nil {
+		return err
 	}
 
 	// Ctrl-C must not kill the process mid-reply: the chat decides what it means.
@@ -163,6 +102,110 @@ func runChat(args []string) error {
 			source, cfg.Context, cfg.Embd, cfg.Layers, cfg.Heads, model.Backend())
 	}
 	return chatLoop(context.Background(), os.Stdin, os.Stdout, model, opts)
+}
+
+// chatFlags are chat's command-line settings, checked as far as they can be
+// before a model is loaded.
+type chatFlags struct {
+	model       string
+	system      string
+	temperature float64
+	topK        int
+	seed        int64
+	maxNew      int
+	threads     int
+	device      string
+	trace       bool
+	traceLayer  layerFlag
+	given       map[string]bool // the flags set on the command line
+}
+
+func parseChatFlags(args []string) (*chatFlags, error) {
+	f := &chatFlags{given: map[string]bool{}}
+	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	fs.StringVar(&f.model, "model", "demo", `model to chat with, as for serve: "demo" (embedded), PATH.gguf, PATH.pt (converted once, cached beside it), or "" for CKPT_DIR/CKPT_FILENAME, else the Hub; $MODEL sets the default`)
+	fs.StringVar(&f.system, "system", demoSystemLine, `system message opening every transcript ("" for none)`)
+	fs.Float64Var(&f.temperature, "temperature", 0.9, "sampling temperature; 0 is greedy")
+	fs.IntVar(&f.topK, "top-k", 50, "sample from the k most likely bytes; 0 means all")
+	fs.Int64Var(&f.seed, "seed", 42, "sampling seed (every reply starts from it, as an API request does)")
+	fs.IntVar(&f.maxNew, "max-new-tokens", 256, "longest reply, in tokens (bytes)")
+	fs.IntVar(&f.threads, "threads", 0, "CPU threads for the engine; 0 means one per core (default $THREADS or 0)")
+	fs.StringVar(&f.device, "device", "", `compute device: cpu, or metal/mps/gpu where built (default $DEVICE, else as serve picks)`)
+	fs.BoolVar(&f.trace, "trace", false, "show each token's entropy and most-attended earlier bytes")
+	fs.Var(&f.traceLayer, "trace-layer", "`layer` whose attention --trace shows, 0-based; default the last (implies --trace)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: nielsgpt chat [flags]\n\n"+
+			"Chat with niels-gpt in the terminal. Type a message and press Enter;\n"+
+			"/reset forgets the conversation, /quit or Ctrl-D leaves, Ctrl-C stops a reply.\n"+
+			"With stdin piped, every line is one user turn.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (flags go before nothing else; see -h)", fs.Arg(0))
+	}
+	switch {
+	case !(f.temperature >= 0) || math.IsInf(f.temperature, 1):
+		return nil, fmt.Errorf("--temperature must be a finite number >= 0, got %v", f.temperature)
+	case f.topK < 0:
+		return nil, fmt.Errorf("--top-k must be >= 0, got %d", f.topK)
+	case f.maxNew < 1 || f.maxNew > maxChatNewTokens:
+		return nil, fmt.Errorf("--max-new-tokens must be in [1, %d], got %d", maxChatNewTokens, f.maxNew)
+	case f.threads < 0:
+		return nil, fmt.Errorf("--threads must be >= 0, got %d", f.threads)
+	case strings.ContainsAny(f.system, "\r\n"):
+		// A newline would let the system text forge turns in the transcript.
+		return nil, errors.New("--system must be a single line")
+	}
+	fs.Visit(func(fl *flag.Flag) { f.given[fl.Name] = true })
+	return f, nil
+}
+
+// modelConfig is the model to open: the environment's model settings, with
+// the flags given on the command line over them.
+func (f *chatFlags) modelConfig() (modelsource.Config, error) {
+	// Only the model settings are read, so a bad server-only variable (a
+	// port, a rate limit) cannot stop a chat.
+	modelCfg, err := modelsource.FromEnv(os.LookupEnv)
+	if err != nil {
+		return modelsource.Config{}, err
+	}
+	if _, ok := os.LookupEnv("MODEL"); !ok || f.given["model"] {
+		modelCfg.Model = f.model
+	}
+	if f.given["device"] {
+		modelCfg.Device = f.device
+	}
+	if f.given["threads"] {
+		modelCfg.Threads = f.threads
+	}
+	// BASELINE is serve's benchmark switch (one request at a time, no KV
+	// cache); a chat has nothing to compare and keeps the fast path.
+	modelCfg.Baseline = false
+	return modelCfg, nil
+}
+
+// options are the session's settings for a model of configuration cfg (the
+// trace layer can only be checked, and defaulted, once the model is loaded).
+func (f *chatFlags) options(cfg engine.Config) (chatOptions, error) {
+	opts := chatOptions{
+		System:       f.system,
+		Sampling:     engine.Sampling{Temperature: f.temperature, TopK: f.topK, Seed: f.seed},
+		MaxNewTokens: f.maxNew,
+		Trace:        f.trace || f.traceLayer.set,
+		TraceLayer:   cfg.Layers - 1,
+		Interactive:  isTerminal(os.Stdin),
+	}
+	if f.traceLayer.set {
+		if f.traceLayer.layer >= cfg.Layers {
+			return chatOptions{}, fmt.Errorf("--trace-layer %d out of range: the model has %d layers (0..%d)", f.traceLayer.layer, cfg.Layers, cfg.Layers-1)
+		}
+		opts.TraceLayer = f.traceLayer.layer
+	}
+	return opts, nil
 }
 
 // layerFlag is --trace-layer: unset means "the last layer", which is only
@@ -294,83 +337,6 @@ func chatLoop(ctx context.Context, in io.Reader, out io.Writer, model chatModel,
 	}
 }
 
-// chatReply generates one reply to prompt and shows it. It reports the reply
-// as the API would (Result.Reply), and whether an interrupt cancelled it.
-func chatReply(ctx context.Context, out io.Writer, model chatModel, opts chatOptions, prompt []byte) (string, bool, error) {
-	replyCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	interrupted := make(chan struct{})
-	finished := make(chan struct{})
-	defer close(finished)
-	go func() {
-		select {
-		case <-opts.Interrupts:
-			close(interrupted)
-			cancel()
-		case <-finished:
-		}
-	}()
-
-	req := engine.GenerateRequest{
-		Prompt:       prompt,
-		MaxNewTokens: opts.MaxNewTokens,
-		Sampling:     opts.Sampling,
-		TraceLayer:   -1,
-	}
-	stream := newReplyFilter(out)
-	var tracer *traceWriter
-	if opts.Trace {
-		req.TraceLayer = opts.TraceLayer
-		tracer = newTraceWriter(out, prompt)
-		fmt.Fprintf(out, "  step  token     entropy  most-attended earlier bytes (layer %d, mean over heads; @-1 is the byte just before)\n", opts.TraceLayer)
-	} else {
-		fmt.Fprint(out, "bot> ")
-	}
-
-	res, err := model.Generate(replyCtx, req, func(s *engine.Step) error {
-		if s.TokenID < 0 || s.TokenID > 255 {
-			return fmt.Errorf("step %d: token id %d is not a byte", s.Index, s.TokenID)
-		}
-		if tracer != nil {
-			return tracer.step(s)
-		}
-		_, err := stream.Write([]byte{byte(s.TokenID)})
-		return err
-	})
-	if err != nil && errors.Is(err, context.Canceled) && isClosed(interrupted) {
-		// A reply that finished as Ctrl-C arrived (err == nil) counts as
-		// finished; the watcher closes interrupted before it cancels.
-		stream.discard()
-		if tracer != nil {
-			fmt.Fprint(out, "bot>")
-		}
-		fmt.Fprintln(out, " [cancelled]")
-		return "", true, nil
-	}
-	if err != nil {
-		return "", false, err
-	}
-	if tracer != nil {
-		// The text comes after its trace, through the same filter, so it is
-		// cut, decoded and sanitised exactly like a streamed reply.
-		fmt.Fprint(out, "bot> ")
-		stream.Write(res.Generated)
-	}
-	if err := stream.finish(); err != nil {
-		return "", false, err
-	}
-	return res.Reply, false, nil
-}
-
-func isClosed(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
-
 // fitHistory keeps the system message and as many of the most recent turns as
 // fit in the model's window of T bytes (the newest user turn always stays).
 // The engine would only look at the last T bytes anyway; dropping whole old
@@ -430,271 +396,4 @@ func readLines(in io.Reader, done <-chan struct{}) <-chan inputLine {
 		}
 	}()
 	return lines
-}
-
-// ---- streaming a reply to the terminal ----
-
-// replyFilter passes a reply's bytes to the terminal as they are generated,
-// holding back only what cannot be shown yet: a multi-byte UTF-8 character
-// that is not complete, and a tail that may be the start of a stop tag (the
-// engine cuts the tag and everything after it from the reply, so printing
-// those bytes early would show text that is not part of it). It also trims
-// the reply's leading whitespace and shows control bytes as \xNN, so a model
-// cannot move the cursor or send escape sequences to the terminal.
-type replyFilter struct {
-	out     io.Writer
-	pending []byte
-	stopped bool // a stop tag was seen: the reply is over
-	started bool // visible text was written (leading whitespace is dropped)
-	atEOL   bool // the last thing written ended a line
-	err     error
-}
-
-func newReplyFilter(out io.Writer) *replyFilter { return &replyFilter{out: out} }
-
-// Write takes generated bytes and writes whatever of them can be shown.
-func (f *replyFilter) Write(p []byte) (int, error) {
-	if f.stopped || f.err != nil {
-		return len(p), f.err
-	}
-	f.pending = append(f.pending, p...)
-	if cut := stopTagIndex(f.pending); cut >= 0 {
-		f.emit(f.pending[:cut])
-		f.pending, f.stopped = nil, true
-		return len(p), f.err
-	}
-	safe := tagPrefixStart(f.pending)
-	if safe == len(f.pending) {
-		safe = incompleteRuneStart(f.pending)
-	}
-	// Bytes before a held tag prefix are never completed by it: a truncated
-	// character there is invalid, and emit shows it as U+FFFD.
-	f.emit(f.pending[:safe])
-	f.pending = append(f.pending[:0], f.pending[safe:]...)
-	return len(p), f.err
-}
-
-// finish writes what is still held (the reply ended without a stop tag, so it
-// is all part of the reply) and ends the line.
-func (f *replyFilter) finish() error {
-	if !f.stopped {
-		f.emit(f.pending)
-	}
-	f.pending = nil
-	f.stopped = true
-	if !f.atEOL {
-		f.write("\n")
-	}
-	return f.err
-}
-
-// discard drops what is held: the reply was cancelled.
-func (f *replyFilter) discard() {
-	f.pending = nil
-	f.stopped = true
-}
-
-func (f *replyFilter) emit(b []byte) {
-	if len(b) == 0 {
-		return
-	}
-	// DecodeBytes is the SPEC's decoding: invalid bytes become U+FFFD.
-	s := engine.DecodeBytes(b)
-	if !f.started {
-		s = strings.TrimLeftFunc(s, unicode.IsSpace)
-		if s == "" {
-			return
-		}
-		f.started = true
-	}
-	s = sanitize(s)
-	f.write(s)
-}
-
-func (f *replyFilter) write(s string) {
-	if f.err != nil || s == "" {
-		return
-	}
-	if _, err := io.WriteString(f.out, s); err != nil {
-		f.err = err
-		return
-	}
-	f.atEOL = strings.HasSuffix(s, "\n")
-}
-
-// stopTagIndex is where the earliest stop tag in b starts, or -1.
-func stopTagIndex(b []byte) int {
-	cut := -1
-	for _, tag := range engine.StopTags {
-		if i := bytes.Index(b, tag); i >= 0 && (cut < 0 || i < cut) {
-			cut = i
-		}
-	}
-	return cut
-}
-
-// tagPrefixStart is the earliest i such that b[i:] is a proper prefix of a
-// stop tag (so the next bytes may complete it), or len(b).
-func tagPrefixStart(b []byte) int {
-	for i := bytes.IndexByte(b, '\n'); i >= 0; {
-		for _, tag := range engine.StopTags {
-			if len(b)-i < len(tag) && bytes.HasPrefix(tag, b[i:]) {
-				return i
-			}
-		}
-		j := bytes.IndexByte(b[i+1:], '\n')
-		if j < 0 {
-			break
-		}
-		i += 1 + j
-	}
-	return len(b)
-}
-
-// incompleteRuneStart is where a UTF-8 character that has begun but not yet
-// ended starts at the end of b (so more bytes may complete it), or len(b).
-// A tail that can never become valid is not held: it shows as U+FFFD now.
-func incompleteRuneStart(b []byte) int {
-	for back := 1; back <= utf8.UTFMax-1 && back <= len(b); back++ {
-		c := b[len(b)-back]
-		switch {
-		case c < 0x80:
-			return len(b)
-		case c >= 0xC0: // a lead byte
-			// FullRune is false exactly for a valid but unfinished prefix.
-			if !utf8.FullRune(b[len(b)-back:]) {
-				return len(b) - back
-			}
-			return len(b)
-		}
-		// a continuation byte: its lead byte is further back
-	}
-	return len(b)
-}
-
-// sanitize shows control characters (other than newline and tab) as \xNN or
-// \uNNNN, so that model output or echoed input cannot drive the terminal.
-func sanitize(s string) string {
-	if !utf8.ValidString(s) {
-		s = engine.DecodeBytes([]byte(s)) // typed input may be any bytes
-	}
-	clean := true
-	for _, r := range s {
-		if isUnsafeControl(r) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return s
-	}
-	var sb strings.Builder
-	for _, r := range s {
-		switch {
-		case !isUnsafeControl(r):
-			sb.WriteRune(r)
-		case r < 0x100:
-			fmt.Fprintf(&sb, "\\x%02x", r)
-		default:
-			fmt.Fprintf(&sb, "\\u%04x", r)
-		}
-	}
-	return sb.String()
-}
-
-func isUnsafeControl(r rune) bool {
-	if r == '\n' || r == '\t' {
-		return false
-	}
-	// Cc covers C0, DEL and C1; the bidi controls can reorder what follows.
-	return unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Bidi_Control, r)
-}
-
-// ---- --trace ----
-
-// traceWriter prints one line per generated token: the token, the entropy of
-// the distribution it was drawn from, and the three window positions the
-// traced layer attended to most (mean over heads) for the query that
-// produced it.
-type traceWriter struct {
-	out    io.Writer
-	tokens []byte // prompt + generated so far: the window is its tail
-}
-
-func newTraceWriter(out io.Writer, prompt []byte) *traceWriter {
-	return &traceWriter{out: out, tokens: append([]byte(nil), prompt...)}
-}
-
-// attended is one window position and its attention weight.
-type attended struct {
-	distance int // 1 is the newest position, the byte just before the new token
-	token    byte
-	weight   float64
-}
-
-func (w *traceWriter) step(s *engine.Step) error {
-	top, err := topAttended(s.Attn, w.tokens, 3)
-	w.tokens = append(w.tokens, byte(s.TokenID))
-	if err != nil {
-		return fmt.Errorf("step %d: %w", s.Index, err)
-	}
-	var sb strings.Builder
-	for i, a := range top {
-		if i > 0 {
-			sb.WriteByte(' ')
-		}
-		fmt.Fprintf(&sb, "%s@-%d(%.2f)", quoteToken(int(a.token)), a.distance, a.weight)
-	}
-	_, err = fmt.Fprintf(w.out, "  %4d  %-8s  H=%.2f  ← %s\n", s.Index, quoteToken(s.TokenID), s.Entropy, sb.String())
-	return err
-}
-
-// topAttended averages the per-head attention rows over heads and returns the
-// n heaviest window positions. The rows cover the last len(row) bytes of
-// tokens (the window the model saw for this step).
-func topAttended(attn [][]float32, tokens []byte, n int) ([]attended, error) {
-	if len(attn) == 0 {
-		return nil, errors.New("no attention rows (was a trace layer requested?)")
-	}
-	t := len(attn[0])
-	if t == 0 || t > len(tokens) {
-		return nil, fmt.Errorf("attention row of %d positions for a sequence of %d bytes", t, len(tokens))
-	}
-	mean := make([]float64, t)
-	for h, row := range attn {
-		if len(row) != t {
-			return nil, fmt.Errorf("attention rows differ in length (head %d: %d, head 0: %d)", h, len(row), t)
-		}
-		for j, p := range row {
-			mean[j] += float64(p)
-		}
-	}
-	window := tokens[len(tokens)-t:]
-	all := make([]attended, t)
-	for j := range mean {
-		all[j] = attended{distance: t - j, token: window[j], weight: mean[j] / float64(len(attn))}
-	}
-	// Ties go to the nearer position, so the listing is deterministic.
-	sort.SliceStable(all, func(a, b int) bool {
-		if all[a].weight != all[b].weight {
-			return all[a].weight > all[b].weight
-		}
-		return all[a].distance < all[b].distance
-	})
-	top := all[:min(n, t)]
-	// Positions that got (next to) nothing say nothing; keep the heaviest.
-	for len(top) > 1 && top[len(top)-1].weight < minShownWeight {
-		top = top[:len(top)-1]
-	}
-	return top, nil
-}
-
-// minShownWeight is the smallest weight --trace lists: anything less prints
-// as 0.00.
-const minShownWeight = 0.005
-
-// quoteToken shows a byte token as 'x', with the SPEC's \xNN for bytes that
-// are not printable ASCII.
-func quoteToken(id int) string {
-	return "'" + engine.TokenDisplay(id) + "'"
 }

@@ -1,7 +1,7 @@
-// Tests for nielsgpt chat: the reply filter (UTF-8 and stop-tag holding) on
-// crafted byte streams, the history and attention helpers, the REPL against a
-// scripted model for exact behaviour (stop tags, Ctrl-C, /reset), and the REPL
-// against a real tiny model for streaming and --trace.
+// Tests for nielsgpt chat's command and loop: the flags, the history window,
+// the REPL against a scripted model for exact behaviour (stop tags, Ctrl-C,
+// /reset), and the REPL against a real tiny model for streaming. The scripted
+// and tiny models here serve the reply, trace and sanitise tests too.
 package main
 
 import (
@@ -9,197 +9,18 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"nielsgpt/convert"
 	"nielsgpt/engine"
 	"nielsgpt/gguf"
 )
-
-// utf8Recorder keeps everything written and fails the test if any single
-// write is not valid UTF-8: a terminal must never get half a character.
-type utf8Recorder struct {
-	t      *testing.T
-	mu     sync.Mutex
-	buf    bytes.Buffer
-	writes int
-}
-
-func (r *utf8Recorder) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !utf8.Valid(p) {
-		r.t.Errorf("write of invalid UTF-8: %q", p)
-	}
-	r.writes++
-	return r.buf.Write(p)
-}
-
-func (r *utf8Recorder) String() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.buf.String()
-}
-
-func (r *utf8Recorder) Len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.buf.Len()
-}
-
-// feed writes stream into a fresh filter one chunk at a time and returns the
-// output seen after each chunk and at the end.
-func feed(t *testing.T, stream []byte, chunk int) (after []string, final string) {
-	t.Helper()
-	rec := &utf8Recorder{t: t}
-	f := newReplyFilter(rec)
-	for i := 0; i < len(stream); i += chunk {
-		f.Write(stream[i:min(i+chunk, len(stream))])
-		after = append(after, rec.String())
-	}
-	if err := f.finish(); err != nil {
-		t.Fatal(err)
-	}
-	return after, rec.String()
-}
-
-func TestReplyFilterHoldsPartialCharacters(t *testing.T) {
-	for _, s := range []string{"é", "€", "😀", "ab€cd", "naïve café 😀!"} {
-		after, final := feed(t, []byte(s), 1)
-		if final != s+"\n" {
-			t.Errorf("%q: final output %q", s, final)
-		}
-		// After each byte, the output is exactly the characters completed so far.
-		for i, got := range after {
-			prefix := []byte(s)[:i+1]
-			want := string(prefix[:incompleteRuneStart(prefix)])
-			if got != want {
-				t.Errorf("%q after %d bytes: output %q, want %q", s, i+1, got, want)
-			}
-		}
-	}
-	// The first byte of a 4-byte character shows nothing until the rest comes.
-	rec := &utf8Recorder{t: t}
-	f := newReplyFilter(rec)
-	emoji := []byte("😀")
-	for i := 0; i < 3; i++ {
-		f.Write(emoji[i : i+1])
-		if rec.Len() != 0 {
-			t.Fatalf("after %d of 4 bytes, wrote %q", i+1, rec.String())
-		}
-	}
-	f.Write(emoji[3:])
-	if rec.String() != "😀" {
-		t.Fatalf("complete emoji shows as %q", rec.String())
-	}
-}
-
-func TestReplyFilterStopTags(t *testing.T) {
-	cases := []struct{ stream, want string }{
-		{"hello\nuser: more text", "hello\n"},
-		{"hello\nsystem: x", "hello\n"},
-		{"hi\nsystem: a\nuser: b", "hi\n"},
-		{"hi\nuse\nuser: b", "hi\nuse\n"},                  // a broken-off prefix, then a real tag
-		{"one\ntwo\nused to it", "one\ntwo\nused to it\n"}, // prefix disambiguated
-		{"ok\nuse", "ok\nuse\n"},                           // ended (max tokens) inside a prefix: all of it is the reply
-		{"ok\n", "ok\n"},
-		{"\nuser: ", "\n"},                       // empty reply: just the line end
-		{"a\nassistant: b", "a\nassistant: b\n"}, // not a stop tag
-		{"caf\xc3\nuser: x", "caf\ufffd\n"},      // a character broken by the tag is invalid
-		{"x\xe2\x82\nsystem: ", "x\ufffd\n"},
-	}
-	for _, c := range cases {
-		for _, chunk := range []int{1, 2, 3, 100} {
-			_, got := feed(t, []byte(c.stream), chunk)
-			if got != c.want {
-				t.Errorf("%q in chunks of %d: output %q, want %q", c.stream, chunk, got, c.want)
-			}
-		}
-	}
-	// While "\nuser" could still become a tag, none of it is shown.
-	rec := &utf8Recorder{t: t}
-	f := newReplyFilter(rec)
-	f.Write([]byte("well\nuser"))
-	if rec.String() != "well" {
-		t.Fatalf("held prefix: output %q, want %q", rec.String(), "well")
-	}
-	f.Write([]byte(": ignored"))
-	f.Write([]byte("\nmore after the stop"))
-	f.finish()
-	if rec.String() != "well\n" {
-		t.Fatalf("after the tag: output %q", rec.String())
-	}
-}
-
-func TestReplyFilterInvalidBytesAndControls(t *testing.T) {
-	cases := []struct{ stream, want string }{
-		{"a\xffb", "a\ufffdb\n"},
-		{"a\xe2\x82b", "a\ufffdb\n"}, // one U+FFFD per maximal subpart, as DecodeBytes does
-		{"\xc0\x80", "\ufffd\ufffd\n"},
-		{"end\xe2", "end\ufffd\n"}, // truncated at the end of the reply
-		{"  \n\t hi there", "hi there\n"},
-		{"\x1b[2Jboom\r!", "\\x1b[2Jboom\\x0d!\n"},
-		{"tab\tok", "tab\tok\n"},
-		{"bidi\u202eevil", "bidi\\u202eevil\n"},
-	}
-	for _, c := range cases {
-		for _, chunk := range []int{1, 100} {
-			_, got := feed(t, []byte(c.stream), chunk)
-			if got != c.want {
-				t.Errorf("%q in chunks of %d: output %q, want %q", c.stream, chunk, got, c.want)
-			}
-		}
-	}
-}
-
-// Whatever the bytes and however they arrive, the filter writes only valid
-// UTF-8 and in the end shows exactly the decoded reply, cut at the first stop
-// tag.
-func TestReplyFilterRandomStreams(t *testing.T) {
-	pieces := [][]byte{
-		[]byte("\nuser: "), []byte("\nuse"), []byte("\nsystem: "), []byte("\nsys"), []byte("\n"),
-		[]byte("é"), []byte("€"), []byte("😀"), {0xe2}, {0x82}, {0xf0, 0x9f}, {0xff}, {0xc3},
-		[]byte("a"), []byte(" "), []byte("\x1b"), []byte("\r"), []byte("assistant: "),
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	for n := 0; n < 3000; n++ {
-		var stream []byte
-		for k := rng.IntN(12); k >= 0; k-- {
-			stream = append(stream, pieces[rng.IntN(len(pieces))]...)
-		}
-		want := expectedReply(stream)
-		for _, chunk := range []int{1, 1 + rng.IntN(5)} {
-			_, got := feed(t, stream, chunk)
-			if got != want {
-				t.Fatalf("stream %q in chunks of %d: output %q, want %q", stream, chunk, got, want)
-			}
-		}
-	}
-}
-
-// expectedReply is what the terminal should show for a whole reply, computed
-// in one go rather than incrementally.
-func expectedReply(stream []byte) string {
-	if i := stopTagIndex(stream); i >= 0 {
-		stream = stream[:i]
-	}
-	s := sanitize(strings.TrimLeftFunc(engine.DecodeBytes(stream), unicode.IsSpace))
-	if !strings.HasSuffix(s, "\n") {
-		s += "\n"
-	}
-	return s
-}
 
 func TestFitHistory(t *testing.T) {
 	sys := engine.Message{Role: "system", Content: "sys"}
@@ -231,37 +52,6 @@ func TestFitHistory(t *testing.T) {
 	got = fitHistory([]engine.Message{u("one"), a("1"), u("two")}, 5)
 	if fmt.Sprint(got) != fmt.Sprint([]engine.Message{u("two")}) {
 		t.Fatalf("no system: kept %v", got)
-	}
-}
-
-func TestTopAttended(t *testing.T) {
-	tokens := []byte("xxhello") // window of the last 5: h e l l o
-	attn := [][]float32{
-		{0.1, 0.2, 0.3, 0.0, 0.4},
-		{0.3, 0.2, 0.1, 0.0, 0.4},
-	}
-	top, err := topAttended(attn, tokens, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []attended{{1, 'o', 0.4}, {5, 'h', 0.2}, {3, 'l', 0.2}}
-	// Equal weights: the nearer position first.
-	want[1], want[2] = want[2], want[1]
-	if len(top) != 3 {
-		t.Fatalf("got %v", top)
-	}
-	for i := range want {
-		if top[i].distance != want[i].distance || top[i].token != want[i].token || math.Abs(top[i].weight-want[i].weight) > 1e-6 {
-			t.Fatalf("top %d: got %+v, want %+v (all %+v)", i, top[i], want[i], top)
-		}
-	}
-	if top, _ := topAttended([][]float32{{1}}, []byte("a"), 3); len(top) != 1 || top[0].token != 'a' {
-		t.Fatalf("one-position window: %+v", top)
-	}
-	for _, bad := range [][][]float32{nil, {{}}, {{0.5, 0.5}, {1}}, {make([]float32, 9)}} {
-		if _, err := topAttended(bad, tokens, 3); err == nil {
-			t.Errorf("attention %v over %d tokens: no error", bad, len(tokens))
-		}
 	}
 }
 
@@ -435,45 +225,6 @@ func TestChatLoopCtrlC(t *testing.T) {
 	}
 }
 
-// Whatever a user pipes in is echoed as valid UTF-8 with controls made
-// visible, and reaches the model as it was typed.
-func TestChatLoopEchoesHostileInputSafely(t *testing.T) {
-	m := &scriptedModel{cfg: scriptedConfig, replies: []string{"k"}}
-	rec := &utf8Recorder{t: t}
-	if err := chatLoop(context.Background(), strings.NewReader("bad\xff \x1b[31mred\n"), rec, m, defaultTestOptions()); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := rec.String(), "you> bad\ufffd \\x1b[31mred\nbot> k\n"; got != want {
-		t.Fatalf("output %q, want %q", got, want)
-	}
-	if p := m.prompt(0); !strings.Contains(p, "user: bad\xff \x1b[31mred\n") {
-		t.Fatalf("prompt %q", p)
-	}
-}
-
-func TestChatLoopTraceScripted(t *testing.T) {
-	m := &scriptedModel{cfg: scriptedConfig, replies: []string{"hé"}}
-	rec := &utf8Recorder{t: t}
-	opts := defaultTestOptions()
-	opts.Trace = true
-	opts.System = ""
-	if err := chatLoop(context.Background(), strings.NewReader("yo\n"), rec, m, opts); err != nil {
-		t.Fatal(err)
-	}
-	out := rec.String()
-	// Every step attended only to the newest byte: ' ' (of "assistant: "), then 'h', then 0xc3.
-	for _, line := range []string{
-		"     0  'h'       H=0.50  ← ' '@-1(1.00)\n",
-		"     1  '\\xc3'    H=0.50  ← 'h'@-1(1.00)\n",
-		"     2  '\\xa9'    H=0.50  ← '\\xc3'@-1(1.00)\n",
-		"bot> hé\n",
-	} {
-		if !strings.Contains(out, line) {
-			t.Errorf("trace output lacks %q:\n%s", line, out)
-		}
-	}
-}
-
 func TestChatLoopRejectsBadOptions(t *testing.T) {
 	m := &scriptedModel{cfg: scriptedConfig, replies: []string{"x"}}
 	opts := defaultTestOptions()
@@ -633,66 +384,6 @@ func TestChatLoopTinyModelStreams(t *testing.T) {
 		if want := strings.TrimRight(expectedReply(res.Generated), "\n"); !strings.Contains(out, "bot> "+want) {
 			t.Errorf("reply %d: output lacks %q:\n%s", i, want, out)
 		}
-	}
-}
-
-var traceLine = regexp.MustCompile(`^\s+(\d+)\s+'(\\x[0-9a-f]{2}|.)'\s+H=(\d+\.\d\d)\s+← (.*)$`)
-var attendedItem = regexp.MustCompile(`'(\\x[0-9a-f]{2}|.)'@-(\d+)\((\d\.\d\d)\)`)
-
-func TestChatLoopTinyModelTrace(t *testing.T) {
-	model := tinyModel(t)
-	cfg := model.Config()
-	rec := &utf8Recorder{t: t}
-	opts := defaultTestOptions()
-	opts.Trace = true
-	opts.TraceLayer = cfg.Layers - 1
-	opts.MaxNewTokens = 30
-	if err := chatLoop(context.Background(), strings.NewReader("hi\nwhat?\n"), rec, model, opts); err != nil {
-		t.Fatal(err)
-	}
-	out := rec.String()
-	steps, expectNext := 0, 0
-	for _, line := range strings.Split(out, "\n") {
-		if strings.HasPrefix(line, "bot> ") {
-			expectNext = 0
-			continue
-		}
-		if strings.HasPrefix(line, "you> ") || strings.HasPrefix(line, "  step") || line == "" {
-			continue
-		}
-		m := traceLine.FindStringSubmatch(line)
-		if m == nil {
-			t.Fatalf("not a trace line: %q\n%s", line, out)
-		}
-		if idx, _ := strconv.Atoi(m[1]); idx != expectNext {
-			t.Fatalf("step %d, want %d: %q", idx, expectNext, line)
-		}
-		expectNext++
-		steps++
-		h, _ := strconv.ParseFloat(m[3], 64)
-		if h < 0 || h > math.Log(256)+0.01 {
-			t.Errorf("entropy %v out of [0, ln 256]: %q", h, line)
-		}
-		items := attendedItem.FindAllStringSubmatch(m[4], -1)
-		if len(items) == 0 || len(items) > 3 {
-			t.Fatalf("want 1..3 attended bytes: %q", line)
-		}
-		sum, prev := 0.0, 2.0
-		for _, it := range items {
-			w, _ := strconv.ParseFloat(it[3], 64)
-			d, _ := strconv.Atoi(it[2])
-			if w < 0 || w > 1 || w > prev+1e-9 || d < 1 || d > cfg.Context {
-				t.Errorf("attended %q: weight %v (previous %v), distance %d: %q", it[0], w, prev, d, line)
-			}
-			sum += w
-			prev = w
-		}
-		if sum > 1.02 {
-			t.Errorf("top attention weights sum to %v: %q", sum, line)
-		}
-	}
-	if steps < 2 || strings.Count(out, "bot> ") != 2 {
-		t.Fatalf("want trace lines and 2 replies:\n%s", out)
 	}
 }
 
