@@ -190,7 +190,7 @@ func (f *chatFlags) modelConfig() (modelsource.Config, error) {
 
 // options are the session's settings for a model of configuration cfg (the
 // trace layer can only be checked, and defaulted, once the model is loaded).
-func (f *chatFlags) options(cfg engine.Config) (chatOptions, error) {
+func (f *chatFlags) options(cfg gguf.ModelConfig) (chatOptions, error) {
 	opts := chatOptions{
 		System:       f.system,
 		Sampling:     engine.Sampling{Temperature: f.temperature, TopK: f.topK, Seed: f.seed},
