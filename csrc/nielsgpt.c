@@ -37,6 +37,10 @@ static void set_err(char * err, size_t err_len, const char * fmt, ...) {
     va_end(ap);
 }
 
+static void set_oom(char * err, size_t err_len) {
+    set_err(err, err_len, "out of memory");
+}
+
 /* ---------------------------------------------------------------- model */
 
 typedef struct ngpt_layer {
@@ -79,6 +83,55 @@ struct ngpt_seq {
     struct ggml_tensor   ** v;  /* [L] of [capacity, D, H]: transposed, see ngpt_step */
 };
 
+/* ---------------------------------------------------------------- loading */
+
+/* A weight the graph will read, with the dims it must have. */
+typedef struct weight_spec {
+    char                  name[64];
+    struct ggml_tensor ** dst;
+    int                   n_dims;
+    int64_t               ne0, ne1;
+} weight_spec;
+
+static int n_weights(const ngpt_hparams * hp) {
+    return 3 + 10 * hp->n_layer;
+}
+
+static void set_spec(weight_spec * s, struct ggml_tensor ** dst, int n_dims, int64_t ne0, int64_t ne1,
+                     const char * fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->name, sizeof(s->name), fmt, ap);
+    va_end(ap);
+    s->dst    = dst;
+    s->n_dims = n_dims;
+    s->ne0    = ne0;
+    s->ne1    = ne1;
+}
+
+/* Every weight of the architecture, under its GGUF name; fills
+ * n_weights(&m->hp) specs. */
+static void list_weights(ngpt_model * m, weight_spec * specs) {
+    const int64_t C = m->hp.n_embd, V = m->hp.n_vocab, F = m->hp.n_ff;
+    weight_spec * s = specs;
+    set_spec(s++, &m->tok_emb, 2, C, V, "token_embd.weight");
+    set_spec(s++, &m->lnf_w,   1, C, 1, "output_norm.weight");
+    set_spec(s++, &m->lnf_b,   1, C, 1, "output_norm.bias");
+    for (int i = 0; i < m->hp.n_layer; i++) {
+        ngpt_layer * l = &m->layers[i];
+        set_spec(s++, &l->ln1_w,  1, C, 1,     "blk.%d.attn_norm.weight", i);
+        set_spec(s++, &l->ln1_b,  1, C, 1,     "blk.%d.attn_norm.bias", i);
+        set_spec(s++, &l->qkv_w,  2, C, 3 * C, "blk.%d.attn_qkv.weight", i);
+        set_spec(s++, &l->proj_w, 2, C, C,     "blk.%d.attn_output.weight", i);
+        set_spec(s++, &l->ln2_w,  1, C, 1,     "blk.%d.ffn_norm.weight", i);
+        set_spec(s++, &l->ln2_b,  1, C, 1,     "blk.%d.ffn_norm.bias", i);
+        set_spec(s++, &l->fc1_w,  2, C, F,     "blk.%d.ffn_up.weight", i);
+        set_spec(s++, &l->fc1_b,  1, F, 1,     "blk.%d.ffn_up.bias", i);
+        set_spec(s++, &l->fc2_w,  2, F, C,     "blk.%d.ffn_down.weight", i);
+        set_spec(s++, &l->fc2_b,  1, C, 1,     "blk.%d.ffn_down.bias", i);
+    }
+}
+
 static const ngpt_tensor_ref * find_ref(const ngpt_tensor_ref * refs, int n_refs, const char * name) {
     for (int i = 0; i < n_refs; i++) {
         if (strncmp(refs[i].name, name, sizeof(refs[i].name)) == 0) {
@@ -88,13 +141,81 @@ static const ngpt_tensor_ref * find_ref(const ngpt_tensor_ref * refs, int n_refs
     return NULL;
 }
 
-/* A weight the graph will read, with the dims it must have. */
-typedef struct weight_spec {
-    char                  name[64];
-    struct ggml_tensor ** dst;
-    int                   n_dims;
-    int64_t               ne0, ne1;
-} weight_spec;
+/* Find and check every weight's reference before ggml sees any of it: ggml's
+ * own checks abort the process. found[i] gets the reference of specs[i]. */
+static bool match_refs(const weight_spec * specs, int n_specs, const ngpt_tensor_ref * refs, int n_refs,
+                       size_t blob_len, const ngpt_tensor_ref ** found, char * err, size_t err_len) {
+    for (int i = 0; i < n_specs; i++) {
+        const weight_spec * s = &specs[i];
+        const ngpt_tensor_ref * r = find_ref(refs, n_refs, s->name);
+        if (r == NULL) {
+            set_err(err, err_len, "missing tensor %s", s->name);
+            return false;
+        }
+        int64_t ne1 = r->n_dims == 2 ? r->ne[1] : 1;
+        if (r->n_dims != s->n_dims || r->ne[0] != s->ne0 || ne1 != s->ne1) {
+            set_err(err, err_len, "tensor %s has the wrong shape", s->name);
+            return false;
+        }
+        size_t esize = r->type == GGML_TYPE_F32 ? 4 : r->type == GGML_TYPE_F16 ? 2 : 0;
+        if (esize == 0) {
+            set_err(err, err_len, "tensor %s: type %d is not F32 or F16", s->name, r->type);
+            return false;
+        }
+        /* ggml's add and mul want F32 vectors; the Go GGUF reader already
+         * refuses anything else, so this only guards other callers. */
+        if (s->n_dims == 1 && r->type != GGML_TYPE_F32) {
+            set_err(err, err_len, "tensor %s: vectors must be F32, not type %d", s->name, r->type);
+            return false;
+        }
+        if (r->nbytes != (uint64_t) (s->ne0 * s->ne1) * esize || r->offset > blob_len ||
+            r->nbytes > blob_len - r->offset) {
+            set_err(err, err_len, "tensor %s: data size or offset out of range", s->name);
+            return false;
+        }
+        found[i] = r;
+    }
+    if (n_refs != n_specs) {
+        set_err(err, err_len, "%d tensors given, the architecture has %d", n_refs, n_specs);
+        return false;
+    }
+    return true;
+}
+
+/* Create the weights, in the file's types, in one buffer on the device and
+ * copy them there from the blob. */
+static bool load_weights(ngpt_model * m, const weight_spec * specs, int n_specs,
+                         const ngpt_tensor_ref ** found, const void * blob, char * err, size_t err_len) {
+    struct ggml_init_params ip = {
+        .mem_size   = ggml_tensor_overhead() * (size_t) (n_specs + 1),
+        .mem_buffer = NULL,
+        .no_alloc   = true,
+    };
+    m->weights_ctx = ggml_init(ip);
+    if (m->weights_ctx == NULL) {
+        set_oom(err, err_len);
+        return false;
+    }
+    for (int i = 0; i < n_specs; i++) {
+        const weight_spec * s = &specs[i];
+        enum ggml_type type = (enum ggml_type) found[i]->type;
+        struct ggml_tensor * t = s->n_dims == 1
+            ? ggml_new_tensor_1d(m->weights_ctx, type, s->ne0)
+            : ggml_new_tensor_2d(m->weights_ctx, type, s->ne0, s->ne1);
+        ggml_set_name(t, s->name);
+        *s->dst = t;
+    }
+    m->weights_buf = ggml_backend_alloc_ctx_tensors(m->weights_ctx, m->backend);
+    if (m->weights_buf == NULL) {
+        set_err(err, err_len, "cannot allocate the weights on the device");
+        return false;
+    }
+    for (int i = 0; i < n_specs; i++) {
+        const char * src = (const char *) blob + found[i]->offset;
+        ggml_backend_tensor_set(*specs[i].dst, src, 0, found[i]->nbytes);
+    }
+    return true;
+}
 
 static bool hparams_ok(const ngpt_hparams * hp, char * err, size_t err_len) {
     if (hp->n_vocab <= 0 || hp->n_ctx <= 0 || hp->n_embd <= 0 || hp->n_layer <= 0 ||
@@ -180,149 +301,50 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t 
      * keeps every cache its own mapping. */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 #endif
-    const int64_t C = hp->n_embd, V = hp->n_vocab, F = hp->n_ff;
-    const int     L = hp->n_layer;
+    const int n_specs = n_weights(hp);
+    weight_spec * specs = NULL;
+    const ngpt_tensor_ref ** found = NULL;
 
+    /* Every failure below goes to fail: ngpt_model_free takes a model in any
+     * state of construction. */
     ngpt_model * m = calloc(1, sizeof(*m));
     if (m == NULL) {
-        set_err(err, err_len, "out of memory");
-        return NULL;
+        set_oom(err, err_len);
+        goto fail;
     }
     m->hp     = *hp;
-    m->layers = calloc((size_t) L, sizeof(ngpt_layer));
-    int n_specs = 3 + 10 * L;
-    weight_spec * specs = calloc((size_t) n_specs, sizeof(weight_spec));
-    if (m->layers == NULL || specs == NULL) {
-        free(specs);
-        set_err(err, err_len, "out of memory");
-        ngpt_model_free(m);
-        return NULL;
+    m->layers = calloc((size_t) hp->n_layer, sizeof(ngpt_layer));
+    specs     = calloc((size_t) n_specs, sizeof(*specs));
+    found     = calloc((size_t) n_specs, sizeof(*found));
+    if (m->layers == NULL || specs == NULL || found == NULL) {
+        set_oom(err, err_len);
+        goto fail;
     }
-
-    int ns = 0;
-#define SPEC(dst_, nd_, a_, b_, ...)                                            \
-    do {                                                                        \
-        snprintf(specs[ns].name, sizeof(specs[ns].name), __VA_ARGS__);          \
-        specs[ns].dst = (dst_); specs[ns].n_dims = (nd_);                       \
-        specs[ns].ne0 = (a_); specs[ns].ne1 = (b_); ns++;                       \
-    } while (0)
-    SPEC(&m->tok_emb, 2, C, V, "token_embd.weight");
-    SPEC(&m->lnf_w, 1, C, 1, "output_norm.weight");
-    SPEC(&m->lnf_b, 1, C, 1, "output_norm.bias");
-    for (int i = 0; i < L; i++) {
-        ngpt_layer * l = &m->layers[i];
-        SPEC(&l->ln1_w, 1, C, 1, "blk.%d.attn_norm.weight", i);
-        SPEC(&l->ln1_b, 1, C, 1, "blk.%d.attn_norm.bias", i);
-        SPEC(&l->qkv_w, 2, C, 3 * C, "blk.%d.attn_qkv.weight", i);
-        SPEC(&l->proj_w, 2, C, C, "blk.%d.attn_output.weight", i);
-        SPEC(&l->ln2_w, 1, C, 1, "blk.%d.ffn_norm.weight", i);
-        SPEC(&l->ln2_b, 1, C, 1, "blk.%d.ffn_norm.bias", i);
-        SPEC(&l->fc1_w, 2, C, F, "blk.%d.ffn_up.weight", i);
-        SPEC(&l->fc1_b, 1, F, 1, "blk.%d.ffn_up.bias", i);
-        SPEC(&l->fc2_w, 2, F, C, "blk.%d.ffn_down.weight", i);
-        SPEC(&l->fc2_b, 1, C, 1, "blk.%d.ffn_down.bias", i);
+    list_weights(m, specs);
+    if (!match_refs(specs, n_specs, refs, n_refs, blob_len, found, err, err_len)) {
+        goto fail;
     }
-#undef SPEC
-
-    /* Check every reference before ggml sees any of it: ggml asserts abort. */
-    const ngpt_tensor_ref ** found = calloc((size_t) n_specs, sizeof(*found));
-    if (found == NULL) {
-        free(specs);
-        set_err(err, err_len, "out of memory");
-        ngpt_model_free(m);
-        return NULL;
+    m->backend = init_backend(device, n_threads, &m->threadpool, err, err_len);
+    if (m->backend == NULL) {
+        goto fail;
     }
-    bool ok = true;
-    for (int i = 0; i < n_specs && ok; i++) {
-        const weight_spec * s = &specs[i];
-        const ngpt_tensor_ref * r = find_ref(refs, n_refs, s->name);
-        if (r == NULL) {
-            set_err(err, err_len, "missing tensor %s", s->name);
-            ok = false;
-            break;
-        }
-        int64_t ne1 = r->n_dims == 2 ? r->ne[1] : 1;
-        if (r->n_dims != s->n_dims || r->ne[0] != s->ne0 || ne1 != s->ne1) {
-            set_err(err, err_len, "tensor %s has the wrong shape", s->name);
-            ok = false;
-            break;
-        }
-        size_t esize = r->type == GGML_TYPE_F32 ? 4 : r->type == GGML_TYPE_F16 ? 2 : 0;
-        if (esize == 0) {
-            set_err(err, err_len, "tensor %s: type %d is not F32 or F16", s->name, r->type);
-            ok = false;
-            break;
-        }
-        /* ggml's add and mul want F32 vectors; the Go GGUF reader already
-         * refuses anything else, so this only guards other callers. */
-        if (s->n_dims == 1 && r->type != GGML_TYPE_F32) {
-            set_err(err, err_len, "tensor %s: vectors must be F32, not type %d", s->name, r->type);
-            ok = false;
-            break;
-        }
-        if (r->nbytes != (uint64_t) (s->ne0 * s->ne1) * esize || r->offset > blob_len ||
-            r->nbytes > blob_len - r->offset) {
-            set_err(err, err_len, "tensor %s: data size or offset out of range", s->name);
-            ok = false;
-            break;
-        }
-        found[i] = r;
+    if (!load_weights(m, specs, n_specs, found, blob, err, err_len)) {
+        goto fail;
     }
-    if (ok && n_refs != n_specs) {
-        set_err(err, err_len, "%d tensors given, the architecture has %d", n_refs, n_specs);
-        ok = false;
-    }
-
-    if (ok) {
-        m->backend = init_backend(device, n_threads, &m->threadpool, err, err_len);
-        ok = m->backend != NULL;
-    }
-    if (ok) {
-        struct ggml_init_params ip = {
-            .mem_size   = ggml_tensor_overhead() * (size_t) (n_specs + 1),
-            .mem_buffer = NULL,
-            .no_alloc   = true,
-        };
-        m->weights_ctx = ggml_init(ip);
-        ok = m->weights_ctx != NULL;
-        if (!ok) {
-            set_err(err, err_len, "out of memory");
-        }
-    }
-    if (ok) {
-        for (int i = 0; i < n_specs; i++) {
-            const weight_spec * s = &specs[i];
-            enum ggml_type type = (enum ggml_type) found[i]->type;
-            struct ggml_tensor * t = s->n_dims == 1
-                ? ggml_new_tensor_1d(m->weights_ctx, type, s->ne0)
-                : ggml_new_tensor_2d(m->weights_ctx, type, s->ne0, s->ne1);
-            ggml_set_name(t, s->name);
-            *s->dst = t;
-        }
-        m->weights_buf = ggml_backend_alloc_ctx_tensors(m->weights_ctx, m->backend);
-        ok = m->weights_buf != NULL;
-        if (!ok) {
-            set_err(err, err_len, "cannot allocate the weights on the device");
-        }
-    }
-    for (int i = 0; ok && i < n_specs; i++) {
-        const ngpt_tensor_ref * r = found[i];
-        ggml_backend_tensor_set(*specs[i].dst, (const char *) blob + r->offset, 0, r->nbytes);
+    m->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(m->backend));
+    if (m->galloc == NULL) {
+        set_err(err, err_len, "cannot create the graph allocator");
+        goto fail;
     }
     free(found);
     free(specs);
-    if (ok) {
-        m->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(m->backend));
-        ok = m->galloc != NULL;
-        if (!ok) {
-            set_err(err, err_len, "cannot create the graph allocator");
-        }
-    }
-    if (!ok) {
-        ngpt_model_free(m);
-        return NULL;
-    }
     return m;
+
+fail:
+    free(found);
+    free(specs);
+    ngpt_model_free(m);
+    return NULL;
 }
 
 void ngpt_model_free(ngpt_model * m) {
@@ -353,7 +375,7 @@ ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len
     const int L = m->hp.n_layer, H = m->hp.n_head, D = m->hp.n_embd / m->hp.n_head;
     ngpt_seq * s = calloc(1, sizeof(*s));
     if (s == NULL) {
-        set_err(err, err_len, "out of memory");
+        set_oom(err, err_len);
         return NULL;
     }
     s->model    = m;
@@ -367,7 +389,7 @@ ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len
     };
     s->ctx = (s->k && s->v) ? ggml_init(ip) : NULL;
     if (s->ctx == NULL) {
-        set_err(err, err_len, "out of memory");
+        set_oom(err, err_len);
         ngpt_seq_free(s);
         return NULL;
     }
@@ -404,7 +426,7 @@ int ngpt_seq_grow(ngpt_seq * s, int capacity, int n_keep, char * err, size_t err
     float * tmp = n_keep > 0 ? malloc(most) : NULL;
     if (n_keep > 0 && tmp == NULL) {
         ngpt_seq_free(fresh);
-        set_err(err, err_len, "out of memory");
+        set_oom(err, err_len);
         return 1;
     }
     for (int l = 0; l < L && n_keep > 0; l++) {
@@ -533,7 +555,7 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
     if (slots == NULL || parts == NULL) {
         free(slots);
         free(parts);
-        set_err(err, err_len, "out of memory");
+        set_oom(err, err_len);
         return 1;
     }
     for (int i = 0; i < n_items; i++) {
@@ -551,7 +573,7 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
         if (m->meta == NULL) {
             free(slots);
             free(parts);
-            set_err(err, err_len, "out of memory");
+            set_oom(err, err_len);
             return 1;
         }
     }
@@ -704,7 +726,7 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
     if (rc == 0) {
         int32_t * buf = malloc(sizeof(int32_t) * (size_t) (2 * N + n_logits));
         if (buf == NULL) {
-            set_err(err, err_len, "out of memory");
+            set_oom(err, err_len);
             rc = 1;
         } else {
             int32_t * tok = buf, * pos = buf + N, * lastrow = buf + 2 * N;
