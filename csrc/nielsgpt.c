@@ -536,6 +536,30 @@ typedef struct step_graph {
     struct ggml_tensor  * logits;      /* [V, n_logits]; NULL when no item wants them */
 } step_graph;
 
+/* ggml_rope_ext also carries position interpolation and YaRN context
+ * extension; the reference model has neither, so these values switch both
+ * off, leaving plain rotary: angle = pos · theta^(−2i/D). */
+#define ROPE_MODE_ADJACENT_PAIRS GGML_ROPE_TYPE_NORMAL  /* pairs (2i, 2i+1) as apply_rotary; NEOX pairs i, i+D/2 */
+static const float ROPE_FREQ_SCALE  = 1.0f;   /* positions not interpolated */
+static const float ROPE_EXT_FACTOR  = 0.0f;   /* no YaRN mix, so n_ctx_orig and the betas go unread */
+static const float ROPE_ATTN_FACTOR = 1.0f;   /* cos and sin not rescaled */
+static const float ROPE_BETA_FAST   = 32.0f;  /* YaRN ramp bounds: ggml's usual values, unread here */
+static const float ROPE_BETA_SLOW   = 1.0f;
+
+/* q = apply_rotary(q, cos, sin); x: [D, H, N], pos: [N] */
+static struct ggml_tensor * rope(struct ggml_context * ctx, struct ggml_tensor * x, struct ggml_tensor * pos,
+                                 const ngpt_hparams * hp) {
+    const int D = hp->n_embd / hp->n_head;
+    return ggml_rope_ext(ctx, x, pos,
+                         NULL,          /* no per-dimension frequency factors */
+                         D,             /* rotate every dimension of the head */
+                         ROPE_MODE_ADJACENT_PAIRS,
+                         hp->n_ctx,     /* n_ctx_orig: the context YaRN would extend */
+                         hp->rope_theta,
+                         ROPE_FREQ_SCALE, ROPE_EXT_FACTOR, ROPE_ATTN_FACTOR,
+                         ROPE_BETA_FAST, ROPE_BETA_SLOW);                        /* [D, H, N] */
+}
+
 /* nn.LayerNorm(C, eps=norm_eps) over ne0; x: [C, n] */
 static struct ggml_tensor * layer_norm(struct ggml_context * ctx, struct ggml_tensor * x,
                                        struct ggml_tensor * w, struct ggml_tensor * b, float eps) {
@@ -647,8 +671,8 @@ static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, co
     struct ggml_tensor * v = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wv, a), D, H, N); /* [D, H, N] */
 
     /* q = apply_rotary(q, cos, sin); k = apply_rotary(k, cos, sin) */
-    q = ggml_rope_ext(ctx, q, sg->inp_pos, NULL, D, 0, m->hp.n_ctx, m->hp.rope_theta, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
-    k = ggml_rope_ext(ctx, k, sg->inp_pos, NULL, D, 0, m->hp.n_ctx, m->hp.rope_theta, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
+    q = rope(ctx, q, sg->inp_pos, &m->hp);                                          /* [D, H, N] */
+    k = rope(ctx, k, sg->inp_pos, &m->hp);                                          /* [D, H, N] */
     ggml_format_name(q, "l%d.q", il);
     ggml_format_name(k, "l%d.k", il);
 
