@@ -2,11 +2,16 @@
  * nielsgpt.c — niels-gpt generation 1 on ggml: weights, per-sequence KV
  * caches, and one batched forward graph per step.
  *
- * The maths mirrors the PyTorch model of SPEC §1 line by line (the PyTorch
- * statement is in the comment beside each op). Shapes are written in ggml
- * order: [ne0, ne1, ne2], ne0 fastest. C = width, D = head size, H = heads,
+ * The maths mirrors the PyTorch reference model (scripts/niels_gpt.py; see
+ * docs/ARCHITECTURE.md) line by line: the PyTorch statement is in the comment
+ * beside each op. Shapes are written in ggml order: [ne0, ne1, ne2], ne0
+ * fastest. C = width, D = head size, H = heads, F = d_ff, V = vocabulary,
  * N = tokens in this step (all sequences), n = one sequence's new tokens,
  * t = n_past + n (the keys one sequence attends to).
+ *
+ * A step runs the way ggml's own examples split graph from evaluation: check
+ * the items, build the graph, allocate it, upload the inputs, compute, read
+ * the outputs back.
  */
 #include "nielsgpt.h"
 
@@ -35,6 +40,10 @@ static void set_err(char * err, size_t err_len, const char * fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(err, err_len, fmt, ap);
     va_end(ap);
+}
+
+static void set_oom(char * err, size_t err_len) {
+    set_err(err, err_len, "out of memory");
 }
 
 /* ---------------------------------------------------------------- model */
@@ -76,8 +85,57 @@ struct ngpt_seq {
     struct ggml_context   * ctx;
     ggml_backend_buffer_t   buf;
     struct ggml_tensor   ** k;  /* [L] of [D, H, capacity], keys after rotary */
-    struct ggml_tensor   ** v;  /* [L] of [capacity, D, H]: transposed, see ngpt_step */
+    struct ggml_tensor   ** v;  /* [L] of [capacity, D, H]: transposed, see build_attn_item */
 };
+
+/* ---------------------------------------------------------------- loading */
+
+/* A weight the graph will read, with the dims it must have. */
+typedef struct weight_spec {
+    char                  name[64];
+    struct ggml_tensor ** dst;
+    int                   n_dims;
+    int64_t               ne0, ne1;
+} weight_spec;
+
+static int n_weights(const ngpt_hparams * hp) {
+    return 3 + 10 * hp->n_layer;
+}
+
+static void set_spec(weight_spec * s, struct ggml_tensor ** dst, int n_dims, int64_t ne0, int64_t ne1,
+                     const char * fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->name, sizeof(s->name), fmt, ap);
+    va_end(ap);
+    s->dst    = dst;
+    s->n_dims = n_dims;
+    s->ne0    = ne0;
+    s->ne1    = ne1;
+}
+
+/* Every weight of the architecture, under its GGUF name; fills
+ * n_weights(&m->hp) specs. */
+static void list_weights(ngpt_model * m, weight_spec * specs) {
+    const int64_t C = m->hp.n_embd, V = m->hp.n_vocab, F = m->hp.n_ff;
+    weight_spec * s = specs;
+    set_spec(s++, &m->tok_emb, 2, C, V, "token_embd.weight");
+    set_spec(s++, &m->lnf_w,   1, C, 1, "output_norm.weight");
+    set_spec(s++, &m->lnf_b,   1, C, 1, "output_norm.bias");
+    for (int i = 0; i < m->hp.n_layer; i++) {
+        ngpt_layer * l = &m->layers[i];
+        set_spec(s++, &l->ln1_w,  1, C, 1,     "blk.%d.attn_norm.weight", i);
+        set_spec(s++, &l->ln1_b,  1, C, 1,     "blk.%d.attn_norm.bias", i);
+        set_spec(s++, &l->qkv_w,  2, C, 3 * C, "blk.%d.attn_qkv.weight", i);
+        set_spec(s++, &l->proj_w, 2, C, C,     "blk.%d.attn_output.weight", i);
+        set_spec(s++, &l->ln2_w,  1, C, 1,     "blk.%d.ffn_norm.weight", i);
+        set_spec(s++, &l->ln2_b,  1, C, 1,     "blk.%d.ffn_norm.bias", i);
+        set_spec(s++, &l->fc1_w,  2, C, F,     "blk.%d.ffn_up.weight", i);
+        set_spec(s++, &l->fc1_b,  1, F, 1,     "blk.%d.ffn_up.bias", i);
+        set_spec(s++, &l->fc2_w,  2, F, C,     "blk.%d.ffn_down.weight", i);
+        set_spec(s++, &l->fc2_b,  1, C, 1,     "blk.%d.ffn_down.bias", i);
+    }
+}
 
 static const ngpt_tensor_ref * find_ref(const ngpt_tensor_ref * refs, int n_refs, const char * name) {
     for (int i = 0; i < n_refs; i++) {
@@ -88,15 +146,81 @@ static const ngpt_tensor_ref * find_ref(const ngpt_tensor_ref * refs, int n_refs
     return NULL;
 }
 
-/* A weight the graph will read, with the dims it must have. 1-D tensors
- * (norms, biases) are kept in F32 whatever the file holds: ggml's add and mul
- * want F32 operands. Matrices keep the file's type (F32 or F16). */
-typedef struct weight_spec {
-    char                  name[64];
-    struct ggml_tensor ** dst;
-    int                   n_dims;
-    int64_t               ne0, ne1;
-} weight_spec;
+/* Find and check every weight's reference before ggml sees any of it: ggml's
+ * own checks abort the process. found[i] gets the reference of specs[i]. */
+static bool match_refs(const weight_spec * specs, int n_specs, const ngpt_tensor_ref * refs, int n_refs,
+                       size_t blob_len, const ngpt_tensor_ref ** found, char * err, size_t err_len) {
+    for (int i = 0; i < n_specs; i++) {
+        const weight_spec * s = &specs[i];
+        const ngpt_tensor_ref * r = find_ref(refs, n_refs, s->name);
+        if (r == NULL) {
+            set_err(err, err_len, "missing tensor %s", s->name);
+            return false;
+        }
+        int64_t ne1 = r->n_dims == 2 ? r->ne[1] : 1;
+        if (r->n_dims != s->n_dims || r->ne[0] != s->ne0 || ne1 != s->ne1) {
+            set_err(err, err_len, "tensor %s has the wrong shape", s->name);
+            return false;
+        }
+        size_t esize = r->type == GGML_TYPE_F32 ? 4 : r->type == GGML_TYPE_F16 ? 2 : 0;
+        if (esize == 0) {
+            set_err(err, err_len, "tensor %s: type %d is not F32 or F16", s->name, r->type);
+            return false;
+        }
+        /* ggml's add and mul want F32 vectors; the Go GGUF reader already
+         * refuses anything else, so this only guards other callers. */
+        if (s->n_dims == 1 && r->type != GGML_TYPE_F32) {
+            set_err(err, err_len, "tensor %s: vectors must be F32, not type %d", s->name, r->type);
+            return false;
+        }
+        if (r->nbytes != (uint64_t) (s->ne0 * s->ne1) * esize || r->offset > blob_len ||
+            r->nbytes > blob_len - r->offset) {
+            set_err(err, err_len, "tensor %s: data size or offset out of range", s->name);
+            return false;
+        }
+        found[i] = r;
+    }
+    if (n_refs != n_specs) {
+        set_err(err, err_len, "%d tensors given, the architecture has %d", n_refs, n_specs);
+        return false;
+    }
+    return true;
+}
+
+/* Create the weights, in the file's types, in one buffer on the device and
+ * copy them there from the blob. */
+static bool load_weights(ngpt_model * m, const weight_spec * specs, int n_specs,
+                         const ngpt_tensor_ref ** found, const void * blob, char * err, size_t err_len) {
+    struct ggml_init_params ip = {
+        .mem_size   = ggml_tensor_overhead() * (size_t) (n_specs + 1),
+        .mem_buffer = NULL,
+        .no_alloc   = true,
+    };
+    m->weights_ctx = ggml_init(ip);
+    if (m->weights_ctx == NULL) {
+        set_oom(err, err_len);
+        return false;
+    }
+    for (int i = 0; i < n_specs; i++) {
+        const weight_spec * s = &specs[i];
+        enum ggml_type type = (enum ggml_type) found[i]->type;
+        struct ggml_tensor * t = s->n_dims == 1
+            ? ggml_new_tensor_1d(m->weights_ctx, type, s->ne0)
+            : ggml_new_tensor_2d(m->weights_ctx, type, s->ne0, s->ne1);
+        ggml_set_name(t, s->name);
+        *s->dst = t;
+    }
+    m->weights_buf = ggml_backend_alloc_ctx_tensors(m->weights_ctx, m->backend);
+    if (m->weights_buf == NULL) {
+        set_err(err, err_len, "cannot allocate the weights on the device");
+        return false;
+    }
+    for (int i = 0; i < n_specs; i++) {
+        const char * src = (const char *) blob + found[i]->offset;
+        ggml_backend_tensor_set(*specs[i].dst, src, 0, found[i]->nbytes);
+    }
+    return true;
+}
 
 static bool hparams_ok(const ngpt_hparams * hp, char * err, size_t err_len) {
     if (hp->n_vocab <= 0 || hp->n_ctx <= 0 || hp->n_embd <= 0 || hp->n_layer <= 0 ||
@@ -182,158 +306,50 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t 
      * keeps every cache its own mapping. */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 #endif
-    const int64_t C = hp->n_embd, V = hp->n_vocab, F = hp->n_ff;
-    const int     L = hp->n_layer;
+    const int n_specs = n_weights(hp);
+    weight_spec * specs = NULL;
+    const ngpt_tensor_ref ** found = NULL;
 
+    /* Every failure below goes to fail: ngpt_model_free takes a model in any
+     * state of construction. */
     ngpt_model * m = calloc(1, sizeof(*m));
     if (m == NULL) {
-        set_err(err, err_len, "out of memory");
-        return NULL;
+        set_oom(err, err_len);
+        goto fail;
     }
     m->hp     = *hp;
-    m->layers = calloc((size_t) L, sizeof(ngpt_layer));
-    int n_specs = 3 + 10 * L;
-    weight_spec * specs = calloc((size_t) n_specs, sizeof(weight_spec));
-    if (m->layers == NULL || specs == NULL) {
-        free(specs);
-        set_err(err, err_len, "out of memory");
-        ngpt_model_free(m);
-        return NULL;
+    m->layers = calloc((size_t) hp->n_layer, sizeof(ngpt_layer));
+    specs     = calloc((size_t) n_specs, sizeof(*specs));
+    found     = calloc((size_t) n_specs, sizeof(*found));
+    if (m->layers == NULL || specs == NULL || found == NULL) {
+        set_oom(err, err_len);
+        goto fail;
     }
-
-    int ns = 0;
-#define SPEC(dst_, nd_, a_, b_, ...)                                            \
-    do {                                                                        \
-        snprintf(specs[ns].name, sizeof(specs[ns].name), __VA_ARGS__);          \
-        specs[ns].dst = (dst_); specs[ns].n_dims = (nd_);                       \
-        specs[ns].ne0 = (a_); specs[ns].ne1 = (b_); ns++;                       \
-    } while (0)
-    SPEC(&m->tok_emb, 2, C, V, "token_embd.weight");
-    SPEC(&m->lnf_w, 1, C, 1, "output_norm.weight");
-    SPEC(&m->lnf_b, 1, C, 1, "output_norm.bias");
-    for (int i = 0; i < L; i++) {
-        ngpt_layer * l = &m->layers[i];
-        SPEC(&l->ln1_w, 1, C, 1, "blk.%d.attn_norm.weight", i);
-        SPEC(&l->ln1_b, 1, C, 1, "blk.%d.attn_norm.bias", i);
-        SPEC(&l->qkv_w, 2, C, 3 * C, "blk.%d.attn_qkv.weight", i);
-        SPEC(&l->proj_w, 2, C, C, "blk.%d.attn_output.weight", i);
-        SPEC(&l->ln2_w, 1, C, 1, "blk.%d.ffn_norm.weight", i);
-        SPEC(&l->ln2_b, 1, C, 1, "blk.%d.ffn_norm.bias", i);
-        SPEC(&l->fc1_w, 2, C, F, "blk.%d.ffn_up.weight", i);
-        SPEC(&l->fc1_b, 1, F, 1, "blk.%d.ffn_up.bias", i);
-        SPEC(&l->fc2_w, 2, F, C, "blk.%d.ffn_down.weight", i);
-        SPEC(&l->fc2_b, 1, C, 1, "blk.%d.ffn_down.bias", i);
+    list_weights(m, specs);
+    if (!match_refs(specs, n_specs, refs, n_refs, blob_len, found, err, err_len)) {
+        goto fail;
     }
-#undef SPEC
-
-    /* Check every reference before ggml sees any of it: ggml asserts abort. */
-    const ngpt_tensor_ref ** found = calloc((size_t) n_specs, sizeof(*found));
-    if (found == NULL) {
-        free(specs);
-        set_err(err, err_len, "out of memory");
-        ngpt_model_free(m);
-        return NULL;
+    m->backend = init_backend(device, n_threads, &m->threadpool, err, err_len);
+    if (m->backend == NULL) {
+        goto fail;
     }
-    bool ok = true;
-    for (int i = 0; i < n_specs && ok; i++) {
-        const weight_spec * s = &specs[i];
-        const ngpt_tensor_ref * r = find_ref(refs, n_refs, s->name);
-        if (r == NULL) {
-            set_err(err, err_len, "missing tensor %s", s->name);
-            ok = false;
-            break;
-        }
-        int64_t ne1 = r->n_dims == 2 ? r->ne[1] : 1;
-        if (r->n_dims != s->n_dims || r->ne[0] != s->ne0 || ne1 != s->ne1) {
-            set_err(err, err_len, "tensor %s has the wrong shape", s->name);
-            ok = false;
-            break;
-        }
-        size_t esize = r->type == GGML_TYPE_F32 ? 4 : r->type == GGML_TYPE_F16 ? 2 : 0;
-        if (esize == 0) {
-            set_err(err, err_len, "tensor %s: type %d is not F32 or F16", s->name, r->type);
-            ok = false;
-            break;
-        }
-        if (r->nbytes != (uint64_t) (s->ne0 * s->ne1) * esize || r->offset > blob_len ||
-            r->nbytes > blob_len - r->offset) {
-            set_err(err, err_len, "tensor %s: data size or offset out of range", s->name);
-            ok = false;
-            break;
-        }
-        found[i] = r;
+    if (!load_weights(m, specs, n_specs, found, blob, err, err_len)) {
+        goto fail;
     }
-    if (ok && n_refs != n_specs) {
-        set_err(err, err_len, "%d tensors given, the architecture has %d", n_refs, n_specs);
-        ok = false;
-    }
-
-    if (ok) {
-        m->backend = init_backend(device, n_threads, &m->threadpool, err, err_len);
-        ok = m->backend != NULL;
-    }
-    if (ok) {
-        struct ggml_init_params ip = {
-            .mem_size   = ggml_tensor_overhead() * (size_t) (n_specs + 1),
-            .mem_buffer = NULL,
-            .no_alloc   = true,
-        };
-        m->weights_ctx = ggml_init(ip);
-        ok = m->weights_ctx != NULL;
-        if (!ok) {
-            set_err(err, err_len, "out of memory");
-        }
-    }
-    if (ok) {
-        for (int i = 0; i < n_specs; i++) {
-            const weight_spec * s = &specs[i];
-            enum ggml_type type = s->n_dims == 1 ? GGML_TYPE_F32 : (enum ggml_type) found[i]->type;
-            struct ggml_tensor * t = s->n_dims == 1
-                ? ggml_new_tensor_1d(m->weights_ctx, type, s->ne0)
-                : ggml_new_tensor_2d(m->weights_ctx, type, s->ne0, s->ne1);
-            ggml_set_name(t, s->name);
-            *s->dst = t;
-        }
-        m->weights_buf = ggml_backend_alloc_ctx_tensors(m->weights_ctx, m->backend);
-        ok = m->weights_buf != NULL;
-        if (!ok) {
-            set_err(err, err_len, "cannot allocate the weights on the device");
-        }
-    }
-    for (int i = 0; ok && i < n_specs; i++) {
-        const ngpt_tensor_ref * r = found[i];
-        struct ggml_tensor * t = *specs[i].dst;
-        const char * src = (const char *) blob + r->offset;
-        if (t->type == (enum ggml_type) r->type) {
-            ggml_backend_tensor_set(t, src, 0, r->nbytes);
-            continue;
-        }
-        /* an F16 norm or bias, widened to F32 */
-        int64_t n = ggml_nelements(t);
-        float * tmp = malloc((size_t) n * sizeof(float));
-        if (tmp == NULL) {
-            set_err(err, err_len, "out of memory");
-            ok = false;
-            break;
-        }
-        ggml_fp16_to_fp32_row((const ggml_fp16_t *) src, tmp, n);
-        ggml_backend_tensor_set(t, tmp, 0, (size_t) n * sizeof(float));
-        free(tmp);
+    m->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(m->backend));
+    if (m->galloc == NULL) {
+        set_err(err, err_len, "cannot create the graph allocator");
+        goto fail;
     }
     free(found);
     free(specs);
-    if (ok) {
-        m->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(m->backend));
-        ok = m->galloc != NULL;
-        if (!ok) {
-            set_err(err, err_len, "cannot create the graph allocator");
-        }
-    }
-    if (!ok) {
-        ngpt_model_free(m);
-        return NULL;
-    }
     return m;
+
+fail:
+    free(found);
+    free(specs);
+    ngpt_model_free(m);
+    return NULL;
 }
 
 void ngpt_model_free(ngpt_model * m) {
@@ -364,7 +380,7 @@ ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len
     const int L = m->hp.n_layer, H = m->hp.n_head, D = m->hp.n_embd / m->hp.n_head;
     ngpt_seq * s = calloc(1, sizeof(*s));
     if (s == NULL) {
-        set_err(err, err_len, "out of memory");
+        set_oom(err, err_len);
         return NULL;
     }
     s->model    = m;
@@ -378,7 +394,7 @@ ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len
     };
     s->ctx = (s->k && s->v) ? ggml_init(ip) : NULL;
     if (s->ctx == NULL) {
-        set_err(err, err_len, "out of memory");
+        set_oom(err, err_len);
         ngpt_seq_free(s);
         return NULL;
     }
@@ -415,7 +431,7 @@ int ngpt_seq_grow(ngpt_seq * s, int capacity, int n_keep, char * err, size_t err
     float * tmp = n_keep > 0 ? malloc(most) : NULL;
     if (n_keep > 0 && tmp == NULL) {
         ngpt_seq_free(fresh);
-        set_err(err, err_len, "out of memory");
+        set_oom(err, err_len);
         return 1;
     }
     for (int l = 0; l < L && n_keep > 0; l++) {
@@ -452,41 +468,7 @@ void ngpt_seq_free(ngpt_seq * s) {
     free(s);
 }
 
-/* ---------------------------------------------------------------- graph */
-
-/* Where one item's tensors sit inside the step's graph. */
-typedef struct item_slot {
-    int                  first;   /* index of its first token among the N */
-    struct ggml_tensor * traced;  /* [t, n, H] probabilities of trace_layer */
-    struct ggml_tensor * full;    /* [t, n, H] probabilities of full_layer */
-    int                  logit_row;
-} item_slot;
-
-/* Room for the graph of one step; generous, since it only holds headers. */
-static size_t graph_size(const ngpt_hparams * hp, int n_items) {
-    return 64 + (size_t) hp->n_layer * (48 + 32 * (size_t) n_items);
-}
-
-/* LayerNorm over C with weight and bias: nn.LayerNorm(C, eps) */
-static struct ggml_tensor * layer_norm(struct ggml_context * ctx, struct ggml_tensor * x,
-                                       struct ggml_tensor * w, struct ggml_tensor * b, float eps) {
-    x = ggml_norm(ctx, x, eps);   /* (x - mean) / sqrt(var + eps) */
-    x = ggml_mul(ctx, x, w);
-    return ggml_add(ctx, x, b);
-}
-
-/* Join per-item tensors [C, n_i] into [C, N] pairwise, so each byte is copied
- * log2(items) times rather than once per item that follows it. */
-static struct ggml_tensor * concat_rows(struct ggml_context * ctx, struct ggml_tensor ** parts, int n) {
-    while (n > 1) {
-        int out = 0;
-        for (int i = 0; i < n; i += 2) {
-            parts[out++] = i + 1 < n ? ggml_concat(ctx, parts[i], parts[i + 1], 1) : parts[i];
-        }
-        n = out;
-    }
-    return parts[0];
-}
+/* ---------------------------------------------------------------- step: items */
 
 static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items, char * err, size_t err_len) {
     const ngpt_hparams * hp = &m->hp;
@@ -526,6 +508,398 @@ static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items,
     return true;
 }
 
+/* ---------------------------------------------------------------- step: graph */
+
+/* Where one item's tensors sit inside the step's graph. */
+typedef struct item_slot {
+    int                  first;      /* index of its first token among the N */
+    int                  logit_row;  /* its column of the logits, or -1 */
+    struct ggml_tensor * traced;     /* [t, n, H] probabilities of trace_layer, or NULL */
+    struct ggml_tensor * full;       /* [t, n, H] probabilities of full_layer, or NULL */
+} item_slot;
+
+/* One step's graph with the tensors around it: inputs to upload after
+ * allocation, outputs to read after compute. Its structure depends only on
+ * the batch's shape (each item's sequence, n_past, n_tokens and wanted
+ * outputs); token ids and positions are input data. That is what a later
+ * cache of graphs and allocations per shape would key on. */
+typedef struct step_graph {
+    struct ggml_context * ctx;         /* tensor headers, in the model's meta buffer */
+    struct ggml_cgraph  * gf;
+    int                   N;           /* tokens in the step, all items */
+    int                   n_logits;    /* items that want logits */
+    item_slot           * slots;       /* [n_items] */
+    struct ggml_tensor ** parts;       /* [n_items] scratch: one layer's per-item attention */
+    struct ggml_tensor  * inp_tokens;  /* [N] token ids */
+    struct ggml_tensor  * inp_pos;     /* [N] positions */
+    struct ggml_tensor  * inp_last;    /* [n_logits] rows that give logits; NULL when all or none do */
+    struct ggml_tensor  * logits;      /* [V, n_logits]; NULL when no item wants them */
+} step_graph;
+
+/* ggml_rope_ext also carries position interpolation and YaRN context
+ * extension; the reference model has neither, so these values switch both
+ * off, leaving plain rotary: angle = pos · theta^(−2i/D). */
+#define ROPE_MODE_ADJACENT_PAIRS GGML_ROPE_TYPE_NORMAL  /* pairs (2i, 2i+1) as apply_rotary; NEOX pairs i, i+D/2 */
+static const float ROPE_FREQ_SCALE  = 1.0f;   /* positions not interpolated */
+static const float ROPE_EXT_FACTOR  = 0.0f;   /* no YaRN mix, so n_ctx_orig and the betas go unread */
+static const float ROPE_ATTN_FACTOR = 1.0f;   /* cos and sin not rescaled */
+static const float ROPE_BETA_FAST   = 32.0f;  /* YaRN ramp bounds: ggml's usual values, unread here */
+static const float ROPE_BETA_SLOW   = 1.0f;
+
+/* q = apply_rotary(q, cos, sin); x: [D, H, N], pos: [N] */
+static struct ggml_tensor * rope(struct ggml_context * ctx, struct ggml_tensor * x, struct ggml_tensor * pos,
+                                 const ngpt_hparams * hp) {
+    const int D = hp->n_embd / hp->n_head;
+    return ggml_rope_ext(ctx, x, pos,
+                         NULL,          /* no per-dimension frequency factors */
+                         D,             /* rotate every dimension of the head */
+                         ROPE_MODE_ADJACENT_PAIRS,
+                         hp->n_ctx,     /* n_ctx_orig: the context YaRN would extend */
+                         hp->rope_theta,
+                         ROPE_FREQ_SCALE, ROPE_EXT_FACTOR, ROPE_ATTN_FACTOR,
+                         ROPE_BETA_FAST, ROPE_BETA_SLOW);                        /* [D, H, N] */
+}
+
+/* nn.LayerNorm(C, eps=norm_eps) over ne0; x: [C, n] */
+static struct ggml_tensor * layer_norm(struct ggml_context * ctx, struct ggml_tensor * x,
+                                       struct ggml_tensor * w, struct ggml_tensor * b, float eps) {
+    x = ggml_norm(ctx, x, eps);   /* (x - mean) / sqrt(var + eps) */
+    x = ggml_mul(ctx, x, w);
+    return ggml_add(ctx, x, b);
+}
+
+/* Join per-item tensors [C, n_i] into [C, N] pairwise, so each byte is copied
+ * log2(items) times rather than once per item that follows it. */
+static struct ggml_tensor * concat_rows(struct ggml_context * ctx, struct ggml_tensor ** parts, int n) {
+    while (n > 1) {
+        int out = 0;
+        for (int i = 0; i < n; i += 2) {
+            parts[out++] = i + 1 < n ? ggml_concat(ctx, parts[i], parts[i + 1], 1) : parts[i];
+        }
+        n = out;
+    }
+    return parts[0];
+}
+
+/* Room for the graph of one step; generous, since it only holds headers. */
+static size_t graph_size(const ngpt_hparams * hp, int n_items) {
+    return 64 + (size_t) hp->n_layer * (48 + 32 * (size_t) n_items);
+}
+
+static struct ggml_tensor * new_input(struct ggml_context * ctx, int64_t n, const char * name) {
+    struct ggml_tensor * t = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
+    ggml_set_name(t, name);
+    ggml_set_input(t);
+    return t;
+}
+
+/* Attention of layer il for item i alone: each item attends to its own cache,
+ * so only the projections are batched. q, k, v: [D, H, N] for the whole step,
+ * after rotary. Returns the item's heads side by side, [C, n]. */
+static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * m, int il, const ngpt_item * it,
+                                            int i, struct ggml_tensor * q, struct ggml_tensor * k,
+                                            struct ggml_tensor * v) {
+    struct ggml_context * ctx = sg->ctx;
+    const int    C = m->hp.n_embd, H = m->hp.n_head, D = C / H;
+    const int    n = it->n_tokens, t = it->n_past + n;
+    const size_t tok_off = (size_t) sg->slots[i].first * q->nb[2];
+    struct ggml_tensor * kc = it->seq->k[il];  /* [D, H, capacity] */
+    struct ggml_tensor * vc = it->seq->v[il];  /* [capacity, D, H] */
+
+    /* cache[n_past : t] = k, v of the new tokens (the reference recomputes
+     * the whole window instead). Expanded into the graph now so the copies
+     * run before the reads below: the reads are views of the cache, not of
+     * these copies. V is stored transposed (positions fastest) so that
+     * probs · v reads it as it lies; transposing the whole window at every
+     * step instead was a quarter of a decode step, element by element. */
+    struct ggml_tensor * k_new = ggml_view_3d(ctx, k, D, H, n, k->nb[1], k->nb[2], tok_off);      /* [D, H, n] */
+    struct ggml_tensor * v_new = ggml_view_3d(ctx, v, D, H, n, v->nb[1], v->nb[2], tok_off);      /* [D, H, n] */
+    struct ggml_tensor * k_dst = ggml_view_3d(ctx, kc, D, H, n, kc->nb[1], kc->nb[2],
+                                              (size_t) it->n_past * kc->nb[2]);                   /* [D, H, n] */
+    struct ggml_tensor * v_dst = ggml_view_3d(ctx, vc, n, D, H, vc->nb[1], vc->nb[2],
+                                              (size_t) it->n_past * vc->nb[0]);                   /* [n, D, H] */
+    ggml_build_forward_expand(sg->gf, ggml_cpy(ctx, k_new, k_dst));
+    ggml_build_forward_expand(sg->gf, ggml_cpy(ctx, ggml_permute(ctx, v_new, 1, 2, 0, 3), v_dst));
+
+    /* q.view(B, t, H, D).transpose(1, 2), and k likewise from the cache */
+    struct ggml_tensor * q_i = ggml_view_3d(ctx, q, D, H, n, q->nb[1], q->nb[2], tok_off);
+    q_i = ggml_permute(ctx, q_i, 0, 2, 1, 3);                                      /* [D, n, H] */
+    struct ggml_tensor * k_i = ggml_view_3d(ctx, kc, D, H, t, kc->nb[1], kc->nb[2], 0);
+    k_i = ggml_permute(ctx, k_i, 0, 2, 1, 3);                                      /* [D, t, H] */
+
+    /* scores = q @ k.transpose(-2, -1) / sqrt(D); masked_fill(triu(1), -inf);
+     * probs = F.softmax(scores, dim=-1) */
+    struct ggml_tensor * kq = ggml_mul_mat(ctx, k_i, q_i);                         /* [t, n, H] */
+    if (n > 1) {
+        kq = ggml_diag_mask_inf(ctx, kq, it->n_past);  /* key j > n_past + row: −inf, so p = 0 */
+    }
+    kq = ggml_soft_max_ext(ctx, kq, NULL, 1.0f / sqrtf((float) D), 0.0f);         /* scale fused in */
+    ggml_format_name(kq, "l%d.s%d.kq_softmax", il, i);
+    if (it->trace_layer == il) {
+        ggml_set_output(kq);
+        sg->slots[i].traced = kq;
+    }
+    if (it->full_layer == il) {
+        ggml_set_output(kq);
+        sg->slots[i].full = kq;
+    }
+
+    /* out = probs @ v; out.transpose(1, 2).reshape(B, t, C) */
+    struct ggml_tensor * v_i = ggml_view_3d(ctx, vc, t, D, H, vc->nb[1], vc->nb[2], 0); /* [t, D, H] */
+    struct ggml_tensor * kqv = ggml_mul_mat(ctx, v_i, kq);                          /* [D, n, H] */
+    kqv = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));                       /* [D, H, n] */
+    return ggml_reshape_2d(ctx, kqv, C, n);                                         /* [C, n] */
+}
+
+/* Attention.forward of layer il, up to (not including) proj. a = ln1(h): [C, N].
+ * Returns [C, N]. */
+static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, const ngpt_item * items,
+                                       int n_items, int il, struct ggml_tensor * a) {
+    struct ggml_context * ctx = sg->ctx;
+    const ngpt_layer * ly = &m->layers[il];
+    const int C = m->hp.n_embd, H = m->hp.n_head, D = C / H, N = sg->N;
+
+    /* q, k, v = self.qkv(x).split(C, dim=-1): the three row blocks of Wqkv
+     * are contiguous, so each is a plain view and three matmuls give
+     * contiguous results without slicing the fused output. */
+    const size_t wrow = ly->qkv_w->nb[1];
+    struct ggml_tensor * wq = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 0 * C * wrow); /* [C, C] */
+    struct ggml_tensor * wk = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 1 * C * wrow); /* [C, C] */
+    struct ggml_tensor * wv = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 2 * C * wrow); /* [C, C] */
+    struct ggml_tensor * q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wq, a), D, H, N); /* [D, H, N] */
+    struct ggml_tensor * k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wk, a), D, H, N); /* [D, H, N] */
+    struct ggml_tensor * v = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wv, a), D, H, N); /* [D, H, N] */
+
+    /* q = apply_rotary(q, cos, sin); k = apply_rotary(k, cos, sin) */
+    q = rope(ctx, q, sg->inp_pos, &m->hp);                                          /* [D, H, N] */
+    k = rope(ctx, k, sg->inp_pos, &m->hp);                                          /* [D, H, N] */
+    ggml_format_name(q, "l%d.q", il);
+    ggml_format_name(k, "l%d.k", il);
+
+    for (int i = 0; i < n_items; i++) {
+        sg->parts[i] = build_attn_item(sg, m, il, &items[i], i, q, k, v);          /* [C, n_i] */
+    }
+    return concat_rows(ctx, sg->parts, n_items);                                    /* [C, N] */
+}
+
+/* MLP.forward: self.fc2(F.gelu(self.fc1(x), approximate="none")), GELU in its
+ * exact erf form. x: [C, n] -> [C, n] */
+static struct ggml_tensor * build_mlp(struct ggml_context * ctx, const ngpt_layer * ly, struct ggml_tensor * x) {
+    struct ggml_tensor * up = ggml_add(ctx, ggml_mul_mat(ctx, ly->fc1_w, x), ly->fc1_b); /* [F, n] */
+    struct ggml_tensor * act = ggml_gelu_erf(ctx, up);                                  /* [F, n] */
+    return ggml_add(ctx, ggml_mul_mat(ctx, ly->fc2_w, act), ly->fc2_b);                 /* [C, n] */
+}
+
+/* Block.forward of layer il; dropout is the identity at inference.
+ * h: [C, N] -> [C, N], or [C, n_logits] after the last layer. Returns NULL
+ * when nothing past the last attention is wanted. */
+static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, const ngpt_item * items,
+                                        int n_items, int il, struct ggml_tensor * h) {
+    struct ggml_context * ctx = sg->ctx;
+    const ngpt_layer * ly  = &m->layers[il];
+    const float        eps = m->hp.norm_eps;
+
+    /* a, probs = self.attn(self.ln1(h), cos, sin) */
+    struct ggml_tensor * ln1 = layer_norm(ctx, h, ly->ln1_w, ly->ln1_b, eps);      /* [C, N] */
+    ggml_format_name(ln1, "l%d.ln1", il);
+    struct ggml_tensor * att = build_attn(sg, m, items, n_items, il, ln1);          /* [C, N] */
+
+    if (il == m->hp.n_layer - 1 && sg->n_logits < sg->N) {
+        /* Past the last attention only the rows that give logits matter:
+         * every other token's keys and values are cached already, and its
+         * last-layer output feeds nothing. For a prompt that is most of
+         * the last layer's work. */
+        if (sg->n_logits == 0) {
+            return NULL;
+        }
+        att = ggml_get_rows(ctx, att, sg->inp_last);                               /* [C, n_logits] */
+        h   = ggml_get_rows(ctx, h, sg->inp_last);                                 /* [C, n_logits] */
+    }
+
+    /* h = h + self.resid_drop(a), a = self.proj(out) */
+    h = ggml_add(ctx, h, ggml_mul_mat(ctx, ly->proj_w, att));
+    ggml_format_name(h, "l%d.attn_res", il);
+
+    /* h = h + self.resid_drop(self.mlp(self.ln2(h))) */
+    struct ggml_tensor * ln2 = layer_norm(ctx, h, ly->ln2_w, ly->ln2_b, eps);
+    h = ggml_add(ctx, h, build_mlp(ctx, ly, ln2));
+    ggml_format_name(h, "l%d.out", il);
+    return h;
+}
+
+/* logits = self.lm_head(self.ln_f(h)), lm_head tied to tok_emb.
+ * h: [C, n_logits] (only the rows that want logits) -> [V, n_logits] */
+static struct ggml_tensor * build_logits(struct ggml_context * ctx, const ngpt_model * m, struct ggml_tensor * h) {
+    struct ggml_tensor * lnf = layer_norm(ctx, h, m->lnf_w, m->lnf_b, m->hp.norm_eps); /* [C, n_logits] */
+    struct ggml_tensor * logits = ggml_mul_mat(ctx, m->tok_emb, lnf);                  /* [V, n_logits] */
+    ggml_set_name(logits, "logits");
+    ggml_set_output(logits);
+    return logits;
+}
+
+/* Grow the model's header scratch to hold a graph of gsize nodes. */
+static bool reserve_meta(ngpt_model * m, size_t gsize, char * err, size_t err_len) {
+    const size_t size = ggml_tensor_overhead() * gsize + ggml_graph_overhead_custom(gsize, false);
+    if (size <= m->meta_size) {
+        return true;
+    }
+    free(m->meta);
+    m->meta      = malloc(size);
+    m->meta_size = m->meta ? size : 0;
+    if (m->meta == NULL) {
+        set_oom(err, err_len);
+        return false;
+    }
+    return true;
+}
+
+/* Lay the items' tokens end to end and give a logits column to each item
+ * that wants one. */
+static bool layout_items(step_graph * sg, const ngpt_item * items, int n_items, char * err, size_t err_len) {
+    sg->slots = calloc((size_t) n_items, sizeof(*sg->slots));
+    sg->parts = calloc((size_t) n_items, sizeof(*sg->parts));
+    if (sg->slots == NULL || sg->parts == NULL) {
+        set_oom(err, err_len);
+        return false;
+    }
+    for (int i = 0; i < n_items; i++) {
+        sg->slots[i].first     = sg->N;
+        sg->N                 += items[i].n_tokens;
+        sg->slots[i].logit_row = items[i].logits ? sg->n_logits++ : -1;
+    }
+    return true;
+}
+
+/* NielsGPT.forward for every item at once. On failure sg can still be freed. */
+static bool build_step_graph(ngpt_model * m, const ngpt_item * items, int n_items, step_graph * sg,
+                             char * err, size_t err_len) {
+    memset(sg, 0, sizeof(*sg));
+    const size_t gsize = graph_size(&m->hp, n_items);
+    if (!layout_items(sg, items, n_items, err, err_len) || !reserve_meta(m, gsize, err, err_len)) {
+        return false;
+    }
+    struct ggml_init_params ip = { .mem_size = m->meta_size, .mem_buffer = m->meta, .no_alloc = true };
+    sg->ctx = ggml_init(ip);
+    if (sg->ctx == NULL) {
+        set_oom(err, err_len);
+        return false;
+    }
+    sg->gf = ggml_new_graph_custom(sg->ctx, gsize, false);
+
+    sg->inp_tokens = new_input(sg->ctx, sg->N, "inp_tokens");
+    sg->inp_pos    = new_input(sg->ctx, sg->N, "inp_pos");
+    if (sg->n_logits > 0 && sg->n_logits < sg->N) {
+        sg->inp_last = new_input(sg->ctx, sg->n_logits, "inp_last");
+    }
+
+    /* h = self.tok_emb(idx) */
+    struct ggml_tensor * h = ggml_get_rows(sg->ctx, m->tok_emb, sg->inp_tokens);   /* [C, N] */
+    for (int il = 0; il < m->hp.n_layer && h != NULL; il++) {
+        h = build_block(sg, m, items, n_items, il, h);
+    }
+    if (sg->n_logits > 0) {
+        sg->logits = build_logits(sg->ctx, m, h);                                   /* [V, n_logits] */
+        ggml_build_forward_expand(sg->gf, sg->logits);
+    }
+    /* The probabilities are outputs too; without logits they are the graph's
+     * only ends. A step with no outputs at all (a prefill chunk) still writes
+     * the caches: those copies were expanded as the layers were built. */
+    for (int i = 0; i < n_items; i++) {
+        if (sg->slots[i].traced) ggml_build_forward_expand(sg->gf, sg->slots[i].traced);
+        if (sg->slots[i].full) ggml_build_forward_expand(sg->gf, sg->slots[i].full);
+    }
+    return true;
+}
+
+static void free_step_graph(step_graph * sg) {
+    if (sg->ctx) ggml_free(sg->ctx);  /* headers only: the meta buffer stays the model's */
+    free(sg->slots);
+    free(sg->parts);
+    memset(sg, 0, sizeof(*sg));
+}
+
+/* ---------------------------------------------------------------- step: evaluation */
+
+/* Plan the memory afresh for every graph: the allocator's cached plan is only
+ * re-made when sizes change, and two graphs of the same shape can differ in
+ * which probabilities are outputs (a traced layer must not be reused as
+ * scratch). Planning is cheap next to the maths. */
+static bool alloc_step_graph(ngpt_model * m, step_graph * sg, char * err, size_t err_len) {
+    if (!ggml_gallocr_reserve(m->galloc, sg->gf) || !ggml_gallocr_alloc_graph(m->galloc, sg->gf)) {
+        set_err(err, err_len, "cannot allocate compute memory for %d tokens", sg->N);
+        return false;
+    }
+    return true;
+}
+
+/* idx, the positions each item's new tokens take (n_past onwards), and the
+ * row of each item's last token. */
+static bool set_step_inputs(const step_graph * sg, const ngpt_item * items, int n_items,
+                            char * err, size_t err_len) {
+    const int N = sg->N;
+    int32_t * buf = malloc(sizeof(int32_t) * (size_t) (2 * N + sg->n_logits));
+    if (buf == NULL) {
+        set_oom(err, err_len);
+        return false;
+    }
+    int32_t * tok = buf, * pos = buf + N, * last = buf + 2 * N;
+    for (int i = 0; i < n_items; i++) {
+        const ngpt_item * it = &items[i];
+        const item_slot * s  = &sg->slots[i];
+        for (int j = 0; j < it->n_tokens; j++) {
+            tok[s->first + j] = it->tokens[j];
+            pos[s->first + j] = it->n_past + j;
+        }
+        if (s->logit_row >= 0) {
+            last[s->logit_row] = s->first + it->n_tokens - 1;
+        }
+    }
+    ggml_backend_tensor_set(sg->inp_tokens, tok, 0, sizeof(int32_t) * (size_t) N);
+    ggml_backend_tensor_set(sg->inp_pos, pos, 0, sizeof(int32_t) * (size_t) N);
+    if (sg->inp_last) {
+        ggml_backend_tensor_set(sg->inp_last, last, 0, sizeof(int32_t) * (size_t) sg->n_logits);
+    }
+    free(buf);
+    return true;
+}
+
+static bool compute_step_graph(ngpt_model * m, step_graph * sg, char * err, size_t err_len) {
+    enum ggml_status st = ggml_backend_graph_compute(m->backend, sg->gf);
+    if (st != GGML_STATUS_SUCCESS) {
+        set_err(err, err_len, "graph compute failed (status %d)", (int) st);
+        return false;
+    }
+    return true;
+}
+
+/* Copy each item's logits and probabilities into the caller's buffers. */
+static void read_step_outputs(const ngpt_model * m, const step_graph * sg, const ngpt_item * items, int n_items) {
+    const int H = m->hp.n_head, V = m->hp.n_vocab;
+    for (int i = 0; i < n_items; i++) {
+        const ngpt_item * it = &items[i];
+        const item_slot * s  = &sg->slots[i];
+        const int n = it->n_tokens, t = it->n_past + n;
+        if (s->logit_row >= 0) {
+            ggml_backend_tensor_get(sg->logits, it->logits, (size_t) s->logit_row * sg->logits->nb[1],
+                                    sizeof(float) * (size_t) V);
+        }
+        if (s->traced) {
+            /* the newest query's row, for every head: [t, n, H] at row n−1 */
+            const struct ggml_tensor * p = s->traced;
+            for (int h = 0; h < H; h++) {
+                ggml_backend_tensor_get(p, it->attn_row + (size_t) h * t,
+                                        (size_t) h * p->nb[2] + (size_t) (n - 1) * p->nb[1],
+                                        sizeof(float) * (size_t) t);
+            }
+        }
+        if (s->full) {
+            const struct ggml_tensor * p = s->full;
+            ggml_backend_tensor_get(p, it->full_attn, (size_t) it->full_head * p->nb[2],
+                                    sizeof(float) * (size_t) n * (size_t) t);
+        }
+    }
+}
+
 int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, size_t err_len) {
     if (m == NULL || items == NULL || n_items < 1) {
         set_err(err, err_len, "empty step");
@@ -534,242 +908,14 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
     if (!items_ok(m, items, n_items, err, err_len)) {
         return 1;
     }
-    const ngpt_hparams * hp = &m->hp;
-    const int   C = hp->n_embd, H = hp->n_head, D = C / H, L = hp->n_layer, V = hp->n_vocab;
-    const float kq_scale = 1.0f / sqrtf((float) D);
-
-    int N = 0, n_logits = 0;
-    item_slot * slots = calloc((size_t) n_items, sizeof(*slots));
-    struct ggml_tensor ** parts = calloc((size_t) n_items, sizeof(*parts));
-    if (slots == NULL || parts == NULL) {
-        free(slots);
-        free(parts);
-        set_err(err, err_len, "out of memory");
-        return 1;
+    step_graph sg;
+    bool ok = build_step_graph(m, items, n_items, &sg, err, err_len) &&
+              alloc_step_graph(m, &sg, err, err_len) &&
+              set_step_inputs(&sg, items, n_items, err, err_len) &&
+              compute_step_graph(m, &sg, err, err_len);
+    if (ok) {
+        read_step_outputs(m, &sg, items, n_items);
     }
-    for (int i = 0; i < n_items; i++) {
-        slots[i].first = N;
-        N += items[i].n_tokens;
-        slots[i].logit_row = items[i].logits ? n_logits++ : -1;
-    }
-
-    const size_t gsize = graph_size(hp, n_items);
-    const size_t meta_size = ggml_tensor_overhead() * gsize + ggml_graph_overhead_custom(gsize, false);
-    if (meta_size > m->meta_size) {
-        free(m->meta);
-        m->meta = malloc(meta_size);
-        m->meta_size = m->meta ? meta_size : 0;
-        if (m->meta == NULL) {
-            free(slots);
-            free(parts);
-            set_err(err, err_len, "out of memory");
-            return 1;
-        }
-    }
-    struct ggml_init_params ip = { .mem_size = m->meta_size, .mem_buffer = m->meta, .no_alloc = true };
-    struct ggml_context * ctx = ggml_init(ip);
-    struct ggml_cgraph  * gf  = ggml_new_graph_custom(ctx, gsize, false);
-
-    struct ggml_tensor * inp_tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, N);
-    ggml_set_name(inp_tokens, "inp_tokens");
-    ggml_set_input(inp_tokens);
-    struct ggml_tensor * inp_pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, N);
-    ggml_set_name(inp_pos, "inp_pos");
-    ggml_set_input(inp_pos);
-    struct ggml_tensor * inp_last = NULL;  /* rows that give logits, when not all do */
-    if (n_logits > 0 && n_logits < N) {
-        inp_last = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_logits);
-        ggml_set_name(inp_last, "inp_last");
-        ggml_set_input(inp_last);
-    }
-
-    /* h = tok_emb[x] */
-    struct ggml_tensor * x = ggml_get_rows(ctx, m->tok_emb, inp_tokens);            /* [C, N] */
-
-    for (int il = 0; il < L; il++) {
-        const ngpt_layer * ly = &m->layers[il];
-
-        /* a = LN1(h) */
-        struct ggml_tensor * cur = layer_norm(ctx, x, ly->ln1_w, ly->ln1_b, hp->norm_eps);
-        ggml_format_name(cur, "l%d.ln1", il);
-
-        /* q, k, v = qkv(a).split(C): the three row blocks of Wqkv are
-         * contiguous, so each is a plain view and three matmuls give
-         * contiguous results without slicing the fused output. */
-        const size_t wrow = ly->qkv_w->nb[1];
-        struct ggml_tensor * wq = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 0 * C * wrow);
-        struct ggml_tensor * wk = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 1 * C * wrow);
-        struct ggml_tensor * wv = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 2 * C * wrow);
-        struct ggml_tensor * q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wq, cur), D, H, N); /* [D, H, N] */
-        struct ggml_tensor * k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wk, cur), D, H, N); /* [D, H, N] */
-        struct ggml_tensor * v = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wv, cur), D, H, N); /* [D, H, N] */
-
-        /* rotary on adjacent pairs (mode 0), angle = pos · theta^(−2i/D) */
-        q = ggml_rope_ext(ctx, q, inp_pos, NULL, D, 0, hp->n_ctx, hp->rope_theta, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
-        k = ggml_rope_ext(ctx, k, inp_pos, NULL, D, 0, hp->n_ctx, hp->rope_theta, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
-        ggml_format_name(q, "l%d.q", il);
-        ggml_format_name(k, "l%d.k", il);
-
-        for (int i = 0; i < n_items; i++) {
-            const ngpt_item * it = &items[i];
-            ngpt_seq * s = it->seq;
-            const int n = it->n_tokens, t = it->n_past + n;
-            const size_t tok_off = (size_t) slots[i].first * q->nb[2];
-
-            /* cache[n_past : t] = k, v of the new tokens. Expanded into the
-             * graph now so the copies run before the reads below: the reads
-             * are views of the cache, not of these copies. V is stored
-             * transposed (positions fastest) so that att · v reads it as it
-             * lies; transposing the whole window at every step instead was a
-             * quarter of a decode step, element by element. */
-            struct ggml_tensor * kc = s->k[il], * vc = s->v[il];
-            struct ggml_tensor * k_new = ggml_view_3d(ctx, k, D, H, n, k->nb[1], k->nb[2], tok_off);
-            struct ggml_tensor * v_new = ggml_view_3d(ctx, v, D, H, n, v->nb[1], v->nb[2], tok_off);
-            ggml_build_forward_expand(gf, ggml_cpy(ctx, k_new,
-                ggml_view_3d(ctx, kc, D, H, n, kc->nb[1], kc->nb[2], (size_t) it->n_past * kc->nb[2])));
-            ggml_build_forward_expand(gf, ggml_cpy(ctx, ggml_permute(ctx, v_new, 1, 2, 0, 3),   /* [n, D, H] */
-                ggml_view_3d(ctx, vc, n, D, H, vc->nb[1], vc->nb[2], (size_t) it->n_past * vc->nb[0])));
-
-            struct ggml_tensor * qi = ggml_view_3d(ctx, q, D, H, n, q->nb[1], q->nb[2], tok_off);
-            qi = ggml_permute(ctx, qi, 0, 2, 1, 3);                                     /* [D, n, H] */
-            struct ggml_tensor * ki = ggml_view_3d(ctx, kc, D, H, t, kc->nb[1], kc->nb[2], 0);
-            ki = ggml_permute(ctx, ki, 0, 2, 1, 3);                                     /* [D, t, H] */
-
-            /* att = softmax(mask(q·kᵀ / sqrt(D))) */
-            struct ggml_tensor * kq = ggml_mul_mat(ctx, ki, qi);                        /* [t, n, H] */
-            if (n > 1) {
-                kq = ggml_diag_mask_inf(ctx, kq, it->n_past);  /* key j > n_past + row: −inf, so p = 0 */
-            }
-            kq = ggml_soft_max_ext(ctx, kq, NULL, kq_scale, 0.0f);                       /* scale fused in */
-            ggml_format_name(kq, "l%d.s%d.kq_softmax", il, i);
-            if (it->trace_layer == il) {
-                ggml_set_output(kq);
-                slots[i].traced = kq;
-            }
-            if (it->full_layer == il) {
-                ggml_set_output(kq);
-                slots[i].full = kq;
-            }
-
-            /* out = att · v */
-            struct ggml_tensor * vi = ggml_view_3d(ctx, vc, t, D, H, vc->nb[1], vc->nb[2], 0); /* [t, D, H] */
-            struct ggml_tensor * kqv = ggml_mul_mat(ctx, vi, kq);                       /* [D, n, H] */
-            kqv = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));                   /* [D, H, n] */
-            parts[i] = ggml_reshape_2d(ctx, kqv, C, n);                                 /* [C, n] */
-        }
-        cur = concat_rows(ctx, parts, n_items);                                          /* [C, N] */
-
-        if (il == L - 1 && n_logits < N) {
-            /* Past the last attention only the rows that give logits matter:
-             * every other token's keys and values are cached already, and its
-             * last-layer output feeds nothing. For a prompt that is most of
-             * the last layer's work. */
-            if (n_logits == 0) {
-                break;
-            }
-            cur = ggml_get_rows(ctx, cur, inp_last);                                     /* [C, n_logits] */
-            x   = ggml_get_rows(ctx, x, inp_last);                                       /* [C, n_logits] */
-        }
-
-        /* h = h + proj(out) */
-        cur = ggml_mul_mat(ctx, ly->proj_w, cur);
-        x = ggml_add(ctx, x, cur);
-        ggml_format_name(x, "l%d.attn_res", il);
-
-        /* h = h + fc2(GELU(fc1(LN2(h)))), GELU in its exact erf form */
-        cur = layer_norm(ctx, x, ly->ln2_w, ly->ln2_b, hp->norm_eps);
-        cur = ggml_add(ctx, ggml_mul_mat(ctx, ly->fc1_w, cur), ly->fc1_b);             /* [F, N] */
-        cur = ggml_gelu_erf(ctx, cur);
-        cur = ggml_add(ctx, ggml_mul_mat(ctx, ly->fc2_w, cur), ly->fc2_b);             /* [C, N] */
-        x = ggml_add(ctx, x, cur);
-        ggml_format_name(x, "l%d.out", il);
-    }
-
-    struct ggml_tensor * logits = NULL;
-    if (n_logits > 0) {
-        /* logits = LN_f(h) · tok_embᵀ; x holds only the rows that want them */
-        struct ggml_tensor * last = layer_norm(ctx, x, m->lnf_w, m->lnf_b, hp->norm_eps); /* [C, n_logits] */
-        logits = ggml_mul_mat(ctx, m->tok_emb, last);                                  /* [V, n_logits] */
-        ggml_set_name(logits, "logits");
-        ggml_set_output(logits);
-        ggml_build_forward_expand(gf, logits);
-    }
-    /* The traced probabilities are outputs too; without logits they are the
-     * graph's only ends, and everything else they need precedes them. */
-    for (int i = 0; i < n_items; i++) {
-        if (slots[i].traced) ggml_build_forward_expand(gf, slots[i].traced);
-        if (slots[i].full) ggml_build_forward_expand(gf, slots[i].full);
-    }
-    /* A step with no outputs at all (a prefill chunk) still has to write the
-     * caches: those copies were expanded above. */
-
-    int rc = 0;
-    /* Plan the memory afresh for every graph: the allocator's cached plan is
-     * only re-made when sizes change, and two graphs of the same shape can
-     * differ in which probabilities are outputs (a traced layer must not be
-     * reused as scratch). Planning is cheap next to the maths. */
-    if (!ggml_gallocr_reserve(m->galloc, gf) || !ggml_gallocr_alloc_graph(m->galloc, gf)) {
-        set_err(err, err_len, "cannot allocate compute memory for %d tokens", N);
-        rc = 1;
-    }
-    if (rc == 0) {
-        int32_t * buf = malloc(sizeof(int32_t) * (size_t) (2 * N + n_logits));
-        if (buf == NULL) {
-            set_err(err, err_len, "out of memory");
-            rc = 1;
-        } else {
-            int32_t * tok = buf, * pos = buf + N, * lastrow = buf + 2 * N;
-            for (int i = 0; i < n_items; i++) {
-                const ngpt_item * it = &items[i];
-                for (int j = 0; j < it->n_tokens; j++) {
-                    tok[slots[i].first + j] = it->tokens[j];
-                    pos[slots[i].first + j] = it->n_past + j;
-                }
-                if (slots[i].logit_row >= 0) {
-                    lastrow[slots[i].logit_row] = slots[i].first + it->n_tokens - 1;
-                }
-            }
-            ggml_backend_tensor_set(inp_tokens, tok, 0, sizeof(int32_t) * (size_t) N);
-            ggml_backend_tensor_set(inp_pos, pos, 0, sizeof(int32_t) * (size_t) N);
-            if (inp_last) {
-                ggml_backend_tensor_set(inp_last, lastrow, 0, sizeof(int32_t) * (size_t) n_logits);
-            }
-            free(buf);
-        }
-    }
-    if (rc == 0) {
-        enum ggml_status st = ggml_backend_graph_compute(m->backend, gf);
-        if (st != GGML_STATUS_SUCCESS) {
-            set_err(err, err_len, "graph compute failed (status %d)", (int) st);
-            rc = 1;
-        }
-    }
-    if (rc == 0) {
-        for (int i = 0; i < n_items; i++) {
-            const ngpt_item * it = &items[i];
-            const int n = it->n_tokens, t = it->n_past + n;
-            if (slots[i].logit_row >= 0) {
-                ggml_backend_tensor_get(logits, it->logits, (size_t) slots[i].logit_row * logits->nb[1],
-                                        sizeof(float) * (size_t) V);
-            }
-            if (slots[i].traced) {
-                /* the newest query's row, for every head: [t, n, H] at row n−1 */
-                struct ggml_tensor * p = slots[i].traced;
-                for (int h = 0; h < H; h++) {
-                    ggml_backend_tensor_get(p, it->attn_row + (size_t) h * t,
-                                            (size_t) h * p->nb[2] + (size_t) (n - 1) * p->nb[1],
-                                            sizeof(float) * (size_t) t);
-                }
-            }
-            if (slots[i].full) {
-                struct ggml_tensor * p = slots[i].full;
-                ggml_backend_tensor_get(p, it->full_attn, (size_t) it->full_head * p->nb[2],
-                                        sizeof(float) * (size_t) n * (size_t) t);
-            }
-        }
-    }
-    ggml_free(ctx);
-    free(slots);
-    free(parts);
-    return rc;
+    free_step_graph(&sg);
+    return ok ? 0 : 1;
 }

@@ -1,17 +1,20 @@
 /*
  * nielsgpt.h — the whole C API of the niels-gpt engine.
  *
- * The model is a small byte-level GPT (SPEC §1): pre-norm blocks with
- * LayerNorm, rotary attention and a GELU MLP, and an LM head tied to the token
- * embedding. This library keeps the weights in ggml backend buffers, one KV
- * cache per sequence, and runs one ggml graph per step for a whole batch of
+ * The model is a small byte-level GPT (docs/ARCHITECTURE.md): pre-norm blocks
+ * with LayerNorm, rotary attention and a GELU MLP, and an LM head tied to the
+ * token embedding. This library keeps the weights in ggml backend buffers, one
+ * KV cache per sequence, and runs one ggml graph per step for a whole batch of
  * sequences. Results (logits, attention probabilities) are copied into buffers
  * the caller owns before ngpt_step returns.
  *
+ * Ownership: the caller owns every pointer it passes in; the library reads or
+ * writes them only during the call and keeps none. Models and sequences are
+ * the library's, and the caller gives each back with its _free function.
  * Threading: a model and its sequences are used by one thread at a time.
  * Errors: functions that can fail write a message into err (err_len bytes,
- * always NUL-terminated) and return NULL or a non-zero status. Nothing here
- * exits or aborts on bad input that the caller passes in.
+ * always NUL-terminated; err may be NULL) and return NULL or a non-zero
+ * status. Nothing here exits or aborts on bad input that the caller passes in.
  */
 #ifndef NIELSGPT_H
 #define NIELSGPT_H
@@ -50,24 +53,36 @@ typedef struct ngpt_model ngpt_model;
 typedef struct ngpt_seq   ngpt_seq;
 
 /* Load a model: hparams plus every tensor the architecture needs, copied from
- * blob into the device's buffers (the blob may be freed afterwards).
+ * blob into the device's buffers (the blob and refs may be freed afterwards).
+ * refs must name exactly the architecture's tensors; vectors (norm weights,
+ * biases) must be F32, matrices F32 or F16. Nothing in blob is trusted: every
+ * ref is checked against blob_len before ggml sees it.
  * device: "cpu", or "metal"/"mps"/"gpu" for the first GPU backend ggml has.
- * n_threads: CPU threads in the persistent threadpool (>= 1). */
+ * n_threads: CPU threads in the persistent threadpool (1..512).
+ * Returns the model, or NULL with a message in err. */
 ngpt_model * ngpt_model_load(const ngpt_hparams * hp,
                              const void * blob, size_t blob_len,
                              const ngpt_tensor_ref * refs, int n_refs,
                              const char * device, int n_threads,
                              char * err, size_t err_len);
+/* Free a model and everything it holds on the device. Free its sequences
+ * first: their caches live on the model's device. NULL is a no-op. */
 void         ngpt_model_free(ngpt_model * model);
-/* The backend's name, e.g. "CPU" or "Metal". */
+/* The backend's name, e.g. "CPU" or "Metal"; "" for NULL. The string is
+ * ggml's, valid while the model is. */
 const char * ngpt_model_backend(const ngpt_model * model);
 
-/* A sequence owns a KV cache for up to capacity positions (1..n_ctx). */
+/* A sequence owns a KV cache for up to capacity positions (1..n_ctx), on the
+ * model's device; its contents start undefined. Returns the sequence, or NULL
+ * with a message in err. */
 ngpt_seq * ngpt_seq_new(ngpt_model * model, int capacity, char * err, size_t err_len);
 /* Grow a sequence's cache to capacity positions (never shrinks), keeping the
  * first n_keep. Caches start small and grow as the sequence does, so memory
- * follows the tokens actually held rather than the most a request may take. */
+ * follows the tokens actually held rather than the most a request may take.
+ * The handle stays valid. Returns 0, or non-zero with a message in err and the
+ * sequence as it was. */
 int        ngpt_seq_grow(ngpt_seq * seq, int capacity, int n_keep, char * err, size_t err_len);
+/* Free a sequence and its cache. NULL is a no-op. */
 void       ngpt_seq_free(ngpt_seq * seq);
 
 /* One sequence's share of a step: n_tokens tokens placed at positions
@@ -86,10 +101,13 @@ typedef struct ngpt_item {
     float         * full_attn;    /* ...are copied here: [n_tokens][t] */
 } ngpt_item;
 
-/* Run one graph over all items (each sequence at most once). Returns 0, or
- * non-zero with a message in err; a failed step leaves caches unchanged for
- * the positions it would have written only in the sense that the caller must
- * treat those positions as unwritten. */
+/* Run one forward pass over all items (each sequence at most once): write
+ * every item's new keys and values into its cache and fill the outputs it
+ * asked for. Returns 0, or non-zero with a message in err. On failure no
+ * output buffer has been written, and each item's cache positions n_past ..
+ * n_past+n_tokens-1 hold unspecified values (earlier positions are never
+ * touched): the caller treats them as unwritten, e.g. by retrying from the
+ * same n_past. */
 int ngpt_step(ngpt_model * model, const ngpt_item * items, int n_items, char * err, size_t err_len);
 
 #ifdef __cplusplus
