@@ -64,7 +64,7 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./engine/
 	./bin/nielsgpt bench
 
-# Soak (issue 6 item 5): the real server under 64 concurrent streams with
+# Soak (docs/RELIABILITY.md): the real server under 64 concurrent streams with
 # random disconnects, slow readers and bad requests for SOAK_DURATION, then the
 # concurrency and rate caps; prints a summary and fails on any failed check.
 # CI runs the 10-second version instead (reliability.TestShortSoak).

@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// chatRequest is the body of POST /chat/stream (SPEC §4).
+// chatRequest is the body of POST /chat/stream (docs/API.md).
 type chatRequest struct {
 	Messages     []message `json:"messages"`
 	MaxNewTokens int       `json:"max_new_tokens"`

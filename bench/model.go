@@ -18,7 +18,7 @@ import (
 	"nielsgpt/gguf"
 )
 
-// Deployed is the shape of the model the original service ran (SPEC §1).
+// Deployed is the shape of the model the original service ran (docs/API.md, The model).
 var Deployed = gguf.ModelConfig{Vocab: 256, Context: 256, Embd: 256, Layers: 4, Heads: 4, FF: 1024, RopeTheta: 10000, NormEps: convert.LayerNormEps}
 
 // syntheticStd is the weights' standard deviation: in the range of a trained
@@ -70,7 +70,7 @@ type message struct {
 	Content string `json:"content"`
 }
 
-// formattedLen is the byte length of SPEC §2's transcript for msgs (each
+// formattedLen is the byte length of the chat transcript for msgs (each
 // message "{role}: {content}\n", then the "assistant: " prompt), which is what
 // the server checks against MAX_PROMPT_BYTES. Only used for messages that do
 // not end in an empty assistant message.

@@ -1,6 +1,6 @@
 package engine
 
-// Chat transcript, stop tags and reply extraction (SPEC §2–3), plus the byte
+// Chat transcript, stop tags and reply extraction (docs/API.md, Generation), plus the byte
 // tokenizer's text forms. Pure functions: the server and the terminal chat
 // share them so both render a conversation exactly as the model was trained.
 

@@ -1,7 +1,7 @@
 // Package engine runs niels-gpt on ggml: it is the only package that crosses into C.
 package engine
 
-// The C side lives in csrc/ (DESIGN.md); nielsgpt.c and nielsgpt.h here are
+// The C side lives in csrc/ (docs/ARCHITECTURE.md); nielsgpt.c and nielsgpt.h here are
 // symlinks to it, because cgo compiles only the files in a package's own
 // directory and the build cache only notices changes to those.
 

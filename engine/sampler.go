@@ -1,6 +1,6 @@
 package engine
 
-// Turning one step's logits into a token (SPEC §3): temperature, top-k and a
+// Turning one step's logits into a token (docs/API.md, Generation): temperature, top-k and a
 // seeded generator, plus the entropy and top-10 that the trace reports. All
 // in float64 so the reported distribution is the one actually sampled from.
 

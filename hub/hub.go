@@ -5,7 +5,7 @@
 // download never looks like a finished file, interrupted downloads resume, and a stalled
 // or hostile server produces an error instead of a hang.
 //
-// Download is the whole API; OptionsFromEnv reads the SPEC §5 environment variables.
+// Download is the whole API; OptionsFromEnv reads the CKPT_* and HF_* environment variables.
 package hub
 
 import (
@@ -23,7 +23,7 @@ import (
 	"unicode/utf8"
 )
 
-// Defaults from SPEC §5 (and huggingface_hub's own defaults for the Hub variables).
+// The original service's defaults (and huggingface_hub's own defaults for the Hub variables).
 const (
 	DefaultEndpoint = "https://huggingface.co"
 	DefaultRepoID   = "nnandal/niels-gpt"
@@ -80,7 +80,7 @@ var tuning = struct {
 }
 
 // OptionsFromEnv fills Options from CKPT_REPO_ID, CKPT_FILENAME, CKPT_DIR, HF_TOKEN,
-// HF_HUB_OFFLINE and HF_ENDPOINT, using the SPEC §5 defaults for unset or empty variables.
+// HF_HUB_OFFLINE and HF_ENDPOINT, using the defaults for unset or empty variables.
 // getenv is usually os.Getenv; nil means os.Getenv. Progress, Client and MaxSize are left
 // for the caller (they are not environment settings).
 func OptionsFromEnv(getenv func(string) string) Options {

@@ -234,7 +234,7 @@ func PostStream(ctx context.Context, client *http.Client, url, body string, opts
 	}
 }
 
-// errorCode reads SPEC §4's {"error", "code"} (or a 422's {"detail"}, for
+// errorCode reads the {"error", "code"} error shape (or a 422's {"detail"}, for
 // which it returns "invalid").
 func errorCode(r io.Reader) (string, error) {
 	b, err := io.ReadAll(io.LimitReader(r, 1<<20))

@@ -1,5 +1,5 @@
 // Package reliability tries to break the real `nielsgpt serve` binary from the
-// outside (issue 6): it starts the server as a subprocess on loopback and
+// outside (docs/RELIABILITY.md): it starts the server as a subprocess on loopback and
 // attacks it with faults (SIGTERM mid-stream, bad model files, clients that
 // vanish or stop reading), with attempts to get around its limits (forged
 // proxy headers, foreign CORS origins, a hostile Hub fishing for HF_TOKEN),

@@ -5,15 +5,15 @@ Run from the repository root (this is what `make fixtures` does):
     /usr/bin/python3 scripts/make_fixtures.py
 
 Outputs (committed; rerunning reproduces them byte for byte on the same PyTorch):
-- testdata/models/tiny_a.pt, tiny_b.pt: SPEC §1 `best.pt` files with random weights;
+- testdata/models/tiny_a.pt, tiny_b.pt: `best.pt` files (docs/ARCHITECTURE.md, The model) with random weights;
 - testdata/golden/tiny_a.json, tiny_b.json: logits and attention probabilities for a
   full-window prefill, and an 80-step greedy generation computed the reference way
-  (the whole window re-run every step, SPEC §2 window rule).
+  (the whole window re-run every step, the window rule of docs/API.md §8).
 
 The goldens are computed in float64 from the float32 weights as saved, so they are the
 exact maths of the stored model, not one float32 implementation's rounding; an engine
 in float32 should match them to ~1e-4. The float64 PyTorch forward is checked against a
-second, deliberately plain NumPy implementation written from the SPEC, so a mistake in
+second, deliberately plain NumPy implementation written from the model's description in docs/ARCHITECTURE.md, so a mistake in
 niels_gpt.py (say, the rotary pairing) cannot hide in both the fixtures and the model.
 
 Weights are random but scaled so the output distributions are peaky and greedy choices
@@ -42,7 +42,7 @@ FIXTURES = [
      "cfg": dict(V=256, T=24, C=48, L=3, H=2, d_ff=96, rope_theta=500.0)},
 ]
 
-# The prefill window is the last T bytes of this transcript (the SPEC window rule), so it
+# The prefill window is the last T bytes of this transcript (the window rule, docs/API.md §8), so it
 # ends on the generation prompt and includes multi-byte UTF-8 (ids >= 128).
 PREFILL_MESSAGES = [
     ("system", "surly chatbot for niels' site. terse."),
@@ -111,7 +111,7 @@ def optimizer_state_for(model, seed):
 
 
 # ---------------------------------------------------------------------------------------
-# Independent NumPy float64 reference (SPEC §1, step by step)
+# Independent NumPy float64 reference (docs/ARCHITECTURE.md, The model, step by step)
 # ---------------------------------------------------------------------------------------
 
 def numpy_forward(state, cfg, ids):

@@ -6,7 +6,7 @@ Run from the repository root (this is what `make demo` does):
 
 It reads the primer transcripts (primer.txt and primer.generated.txt: chat transcripts
 separated by `<dialogue>` lines), trains a byte-level model with PyTorch on the CPU,
-keeps the checkpoint with the best validation loss in exactly the SPEC §1 `best.pt`
+keeps the checkpoint with the best validation loss in exactly the `best.pt`
 format, prints sample replies and writes models/demo/TRAINING.md next to it.
 
 It is sized to finish in well under 30 minutes on two shared CPU cores (about 6 minutes
@@ -200,7 +200,7 @@ def lr_at(step, frac, args):
 
 
 def sample_replies(model, system_line, questions, max_new_tokens):
-    """Generates replies the way the server does (SPEC §2/§3), greedy and sampled."""
+    """Generates replies the way the server does (docs/API.md §8), greedy and sampled."""
     rows = []
     for q in questions:
         prompt = niels_gpt.format_transcript([("system", system_line), ("user", q)])

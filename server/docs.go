@@ -9,7 +9,7 @@ package server
 // The document is written by hand rather than generated from annotations
 // because the interesting part of the API, the SSE event stream, is beyond
 // what annotation generators can describe; docs_test.go keeps it honest by
-// validating it and checking it against SPEC §4.
+// validating it and checking it against docs/API.md.
 
 import (
 	_ "embed"

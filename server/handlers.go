@@ -1,6 +1,6 @@
 package server
 
-// The three endpoints of SPEC §4. Each handler binds and validates, takes a
+// The endpoints of docs/API.md. Each handler binds and validates, takes a
 // generation slot, calls the engine and writes the answer; the streaming and
 // the encoding live in stream.go and encode.go.
 

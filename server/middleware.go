@@ -212,7 +212,7 @@ func (s *Server) rateLimit(c *gin.Context) {
 	c.Next()
 }
 
-// errorBody is SPEC §4's error shape.
+// errorBody is the error shape of every non-422 error (docs/API.md, Errors).
 type errorBody struct {
 	Error string `json:"error"`
 	Code  string `json:"code"`

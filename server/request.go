@@ -25,7 +25,7 @@ import (
 	"nielsgpt/gguf"
 )
 
-// Defaults from SPEC §4.
+// Defaults the original service had (docs/API.md).
 const (
 	defaultMaxNewTokens     = 256
 	defaultTemperature      = 0.9
@@ -93,7 +93,7 @@ func parseChatRequest(body []byte, lim limits) (engine.GenerateRequest, error) {
 }
 
 // parseFullAttnRequest validates a POST /inspect/full_attn body. Tokens
-// generated before the matrix is taken use SPEC §4's default sampling with
+// generated before the matrix is taken use the default sampling settings with
 // the request's seed.
 func parseFullAttnRequest(body []byte, lim limits) (engine.FullAttnRequest, error) {
 	fields, err := parseBody(body, fullAttnFields)

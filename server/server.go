@@ -1,4 +1,4 @@
-// Package server is niels-gpt's HTTP API (SPEC §4): Gin routes, SSE framing,
+// Package server is niels-gpt's HTTP API (docs/API.md): Gin routes, SSE framing,
 // the limits a public endpoint needs (body size, rate, concurrency, CORS),
 // request logs and Prometheus metrics, and the lifecycle of `nielsgpt serve`
 // (listening at once, loading the model in the background, draining on

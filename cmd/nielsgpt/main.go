@@ -12,7 +12,7 @@ import (
 const usage = `nielsgpt: run niels-gpt and watch it think.
 
 usage:
-  nielsgpt serve   [--model demo|PATH.gguf|PATH.pt] [flags]   HTTP API (SPEC §4) on API_HOST:API_PORT
+  nielsgpt serve   [--model demo|PATH.gguf|PATH.pt] [flags]   HTTP API (docs/API.md) on API_HOST:API_PORT
   nielsgpt convert IN.pt -o OUT.gguf [--f16]                  PyTorch checkpoint to GGUF
   nielsgpt chat    [--model ...] [--trace]                    chat in the terminal
   nielsgpt bench   [flags]                                    load benchmark over loopback
