@@ -1,3 +1,5 @@
+package convert
+
 // A strict, bounded unpickler for the pickles that torch.save writes.
 //
 // Python's own unpickler imports and calls whatever the file names, which is why a
@@ -18,7 +20,6 @@
 // pickle_opcodes.go, the values they build in pickle_values.go, the table of allowed
 // globals in pickle_globals.go and the interpretation of calls to them in
 // pickle_calls.go.
-package convert
 
 import (
 	"encoding/binary"

@@ -1,7 +1,8 @@
+package convert
+
 // Interpreting calls to allowed globals: REDUCE, NEWOBJ and BUILD on the known names
 // produce plain data (tensor references, dicts, sets, bytes, torch sizes and devices,
 // numpy scalars) and never run anything the file names.
-package convert
 
 import (
 	"encoding/binary"

@@ -1,7 +1,8 @@
+package convert
+
 // The allowed globals: every module.name a niels-gpt checkpoint may reference, each
 // with the kind that says how the unpickler interprets it. A GLOBAL or STACK_GLOBAL
 // naming anything else is refused before anything is built.
-package convert
 
 import "fmt"
 

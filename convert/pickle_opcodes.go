@@ -1,8 +1,9 @@
+package convert
+
 // The unpickler's opcodes: step executes one (protocols 2 to 5, the binary ones
 // torch.save writes; text, extension and out-of-band opcodes are refused), and the
 // helpers beside it mutate lists, sets and dicts on the stack, put values in the memo
 // and decode LONG and Latin-1 operands.
-package convert
 
 import (
 	"encoding/binary"

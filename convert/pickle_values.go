@@ -1,7 +1,8 @@
+package convert
+
 // The Go values the unpickler builds: tuples, lists, insertion-ordered dicts with
 // scalar keys, references to allowed globals, inert plain-data objects and numpy
 // dtypes, and typeName, which names a value's Python type in error messages.
-package convert
 
 import (
 	"fmt"

@@ -1,3 +1,5 @@
+package convert
+
 // The two container formats torch.save writes, and the storages and tensor views
 // inside them.
 //
@@ -15,7 +17,6 @@
 // Tensors are read lazily: unpickling only records which storage, offset, shape and
 // strides a tensor uses (tensorRef), so the optimizer state that sits beside the model
 // in a checkpoint costs a few bytes of bookkeeping and its data is never copied.
-package convert
 
 import (
 	"archive/zip"

@@ -1,6 +1,7 @@
+package hub
+
 // This file holds one download attempt: read the Hub's metadata (size, sha256), then GET
 // the bytes into the .part file (resuming it when possible), verify, and rename.
-package hub
 
 import (
 	"context"

@@ -1,9 +1,10 @@
 //go:build unix
 
+package hub
+
 // Cross-process lock on CKPT_DIR/<file>.lock, so two processes sharing a checkpoint
 // directory never append to the same .part file at once. flock locks vanish when the
 // process dies, so a crash never leaves a stale lock behind.
-package hub
 
 import (
 	"context"

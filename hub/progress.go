@@ -1,6 +1,7 @@
+package hub
+
 // A one-line download progress bar (bytes, total, percentage, rate, time left), redrawn in
 // place with '\r'. Small enough to own rather than pull in a dependency for.
-package hub
 
 import (
 	"fmt"

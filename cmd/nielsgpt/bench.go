@@ -1,8 +1,9 @@
+package main
+
 // `nielsgpt bench`: the load benchmark. It starts this very binary's `serve`
 // on loopback (once batched, once in the original algorithm's baseline
 // mode), drives real SSE streams at it and prints the results table; the
 // driver and the report live in package bench.
-package main
 
 import (
 	"context"

@@ -1,3 +1,5 @@
+package main
+
 // nielsgpt chat: talk to the model in a terminal, on the same engine the
 // server uses. Replies stream as the tokens come; with --trace every token
 // also shows the entropy it was drawn with and the earlier bytes the traced
@@ -8,7 +10,6 @@
 // conversation loop; chat_reply.go generates and streams one reply,
 // chat_trace.go prints --trace, and chat_sanitize.go makes text safe for a
 // terminal.
-package main
 
 import (
 	"bufio"

@@ -1,8 +1,9 @@
+package main
+
 // One reply of nielsgpt chat: generating it and streaming its bytes to the
 // terminal. The reply filter shows each byte as soon as it can be shown,
 // holding back only an incomplete UTF-8 character and a tail that may be the
 // start of a stop tag.
-package main
 
 import (
 	"bytes"

@@ -1,6 +1,7 @@
+package main
+
 // Sanitising for nielsgpt chat: model output and echoed input are shown with
 // control characters made visible, so neither can drive the terminal.
-package main
 
 import (
 	"fmt"

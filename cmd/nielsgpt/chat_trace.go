@@ -1,6 +1,7 @@
+package main
+
 // nielsgpt chat --trace: one line per generated token with the entropy it was
 // drawn with and the earlier bytes the traced layer attended to most.
-package main
 
 import (
 	"errors"

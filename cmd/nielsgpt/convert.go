@@ -1,9 +1,10 @@
+package main
+
 // `nielsgpt convert IN.pt -o OUT.gguf [--f16]`: turns a niels-gpt PyTorch checkpoint
 // into the GGUF file the engine serves, without Python and without executing anything
 // from the checkpoint. It prints what it read so a user can check the model before
 // serving it, and refuses (naming the problem) a checkpoint that is not exactly a
 // generation 1 model.
-package main
 
 import (
 	"errors"
