@@ -109,11 +109,19 @@ func wantNumberConstraints(t *testing.T, field string, p *openapi3.Schema, def, 
 
 func num(v float64) *float64 { return &v }
 
-func TestOpenAPIDocumentDescribesSpecAPI(t *testing.T) {
+// The OpenAPI document describes every route, error, request and response
+// field of docs/API.md.
+func TestOpenAPIDocumentDescribesTheAPI(t *testing.T) {
 	doc := loadOpenAPIDocument(t)
+	checkOpenAPIRoutes(t, doc)
+	checkOpenAPIErrors(t, doc)
+	checkOpenAPIRequests(t, doc)
+	checkOpenAPIResponses(t, doc)
+}
 
-	// Every route of SPEC §4 and the documentation itself, with the media
-	// type of its success response.
+// Every route of docs/API.md and the documentation itself, with the media
+// type of its success response.
+func checkOpenAPIRoutes(t *testing.T, doc *openapi3.T) {
 	routes := []struct{ method, path, mediaType string }{
 		{http.MethodGet, "/health", "application/json"},
 		{http.MethodPost, "/chat/stream", "text/event-stream"},
@@ -141,9 +149,11 @@ func TestOpenAPIDocumentDescribesSpecAPI(t *testing.T) {
 			t.Errorf("%s %s: no 200 %s response", route.method, route.path, route.mediaType)
 		}
 	}
+}
 
-	// Both POST endpoints answer the same errors, with Retry-After where a
-	// retry helps.
+// Both POST endpoints answer the same errors, with Retry-After where a
+// retry helps.
+func checkOpenAPIErrors(t *testing.T, doc *openapi3.T) {
 	for _, path := range []string{"/chat/stream", "/inspect/full_attn"} {
 		op := doc.Paths.Value(path).Post
 		if op.RequestBody == nil || !op.RequestBody.Value.Required {
@@ -152,8 +162,8 @@ func TestOpenAPIDocumentDescribesSpecAPI(t *testing.T) {
 		for status, codes := range map[string][]string{
 			"413": {"prompt_too_large", "body_too_large"},
 			"429": {"rate_limited"},
-			"500": {"internal"},
-			"503": {"model_loading", "busy"},
+			"500": {"engine_error", "internal_error"},
+			"503": {"model_loading", "busy", "shutting_down"},
 		} {
 			response := op.Responses.Value(status)
 			if response == nil {
@@ -180,8 +190,10 @@ func TestOpenAPIDocumentDescribesSpecAPI(t *testing.T) {
 			t.Errorf("POST %s: 422 is not a ValidationError", path)
 		}
 	}
+}
 
-	// Request bodies: SPEC §4 fields, required ones and defaults.
+// Request bodies: every field, required ones and defaults.
+func checkOpenAPIRequests(t *testing.T, doc *openapi3.T) {
 	chat := doc.Paths.Value("/chat/stream").Post.RequestBody.Value.Content.Get("application/json").Schema.Value
 	if chat != schemaNamed(t, doc, "ChatRequest") {
 		t.Errorf("POST /chat/stream body is not ChatRequest")
@@ -221,8 +233,10 @@ func TestOpenAPIDocumentDescribesSpecAPI(t *testing.T) {
 	if !reflect.DeepEqual(roles, []any{"system", "user", "assistant"}) {
 		t.Errorf("Message.role enum %v", roles)
 	}
+}
 
-	// Response bodies and event payloads.
+// Response bodies and event payloads.
+func checkOpenAPIResponses(t *testing.T, doc *openapi3.T) {
 	wantRequired(t, doc, "Health", "ok", "model_ready")
 	wantRequired(t, doc, "TokenEvent", "step", "token_id", "token_text", "token_display")
 	wantRequired(t, doc, "TraceEvent", "step", "entropy", "topk", "attn")
@@ -241,7 +255,8 @@ func TestOpenAPIDocumentDescribesSpecAPI(t *testing.T) {
 		}
 	}
 	codes := property(t, doc, "ErrorBody", "code").Enum
-	wantCodes := []any{"model_loading", "rate_limited", "prompt_too_large", "body_too_large", "busy", "internal"}
+	wantCodes := []any{"model_loading", "rate_limited", "prompt_too_large", "body_too_large", "busy",
+		"shutting_down", "engine_error", "internal_error", "bad_request", "not_found", "method_not_allowed"}
 	if !reflect.DeepEqual(codes, wantCodes) {
 		t.Errorf("ErrorBody.code enum %v, want %v", codes, wantCodes)
 	}
