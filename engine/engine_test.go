@@ -16,6 +16,7 @@ import (
 
 	"nielsgpt/convert"
 	"nielsgpt/gguf"
+	"nielsgpt/internal/testkit"
 )
 
 type run struct {
@@ -158,17 +159,10 @@ func TestCancelStopsGeneration(t *testing.T) {
 	if !errors.Is(err, stop) || steps != 2 {
 		t.Fatalf("after onStep error: err %v, %d steps", err, steps)
 	}
-	// the scheduler is free again
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.Eventually(t, 5*time.Second, "the scheduler to be free again", func() bool {
 		r := generate(t, m, GenerateRequest{Prompt: []byte("user: x\nassistant: "), MaxNewTokens: 3, TraceLayer: -1})
-		if len(r.tokens) == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("scheduler stuck")
-		}
-	}
+		return len(r.tokens) == 3
+	})
 }
 
 func TestRejectsBadRequests(t *testing.T) {

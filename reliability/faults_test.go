@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"nielsgpt/internal/testkit"
 )
 
 // SIGTERM while streams are live: the listener closes at once (new
@@ -222,7 +224,7 @@ func TestDisconnectMidStreamLeavesNothing(t *testing.T) {
 		}
 	}
 
-	eventually(t, 10*time.Second, "active streams and generations back to 0", func() bool {
+	testkit.Eventually(t, 10*time.Second, "active streams and generations back to 0", func() bool {
 		m := scrape(t, s)
 		return m.Get("nielsgpt_active_streams") == 0 && m.Get("nielsgpt_active_generations") == 0
 	})
@@ -239,7 +241,7 @@ func TestDisconnectMidStreamLeavesNothing(t *testing.T) {
 		t.Errorf("engine tokens after every client had left: %v at zero, %v a second later, %v after another: work went on", atZero, settled, later)
 	}
 	var now float64
-	eventually(t, 10*time.Second, fmt.Sprintf("goroutines back to the baseline %v", baseline), func() bool {
+	testkit.Eventually(t, 10*time.Second, fmt.Sprintf("goroutines back to the baseline %v", baseline), func() bool {
 		now = goroutines(t, s)
 		return now <= baseline
 	})
@@ -377,7 +379,7 @@ func TestStalledReaderIsCutAndMemoryStaysBounded(t *testing.T) {
 	if grow, limit := peak-rssBefore, int64(3*stalled*perStreamSlack*eventBytes+32<<20); grow > limit {
 		t.Errorf("RSS grew by %d MiB (limit %d MiB) while %d clients did not read", grow>>20, limit>>20, stalled)
 	}
-	eventually(t, 10*time.Second, "goroutines back to the baseline", func() bool { return goroutines(t, s) <= baseline })
+	testkit.Eventually(t, 10*time.Second, "goroutines back to the baseline", func() bool { return goroutines(t, s) <= baseline })
 	if g := scrape(t, s).Get("nielsgpt_active_generations"); g != 0 {
 		t.Errorf("%v generation slots still taken", g)
 	}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"nielsgpt/internal/testkit"
 )
 
 // A client that is not a trusted proxy cannot escape its bucket by forging
@@ -82,7 +84,7 @@ func TestForgedForwardedHeadersStillLimited(t *testing.T) {
 	// The access log names the real peer, never a forged address. A line
 	// is written once its response is sent, so the last may still be on
 	// its way through the pipe.
-	eventually(t, 5*time.Second, "the access line of the proxied request", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the access line of the proxied request", func() bool {
 		return strings.Contains(s.Output(), `"client_ip":"198.51.100.20"`)
 	})
 	out := s.Output()

@@ -104,18 +104,6 @@ func tail(s string, n int) string {
 	return "…" + s[len(s)-n:]
 }
 
-// eventually polls cond every 50 ms until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // scrape reads /metrics or fails the test.
 func scrape(t *testing.T, s *Server) Metrics {
 	t.Helper()

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"nielsgpt/engine"
+	"nielsgpt/internal/testkit"
 )
 
 func TestHealth(t *testing.T) {
@@ -339,7 +340,7 @@ func TestAccessLog(t *testing.T) {
 	srv := startWith(t, s)
 	readEvents(t, postJSON(t, srv+"/chat/stream?token=hf_secret", helloChat))
 	// The line is written after the last byte of the response.
-	eventually(t, "the access log line", func() bool { return strings.Contains(logs.String(), "\n") })
+	testkit.Eventually(t, waitLimit, "the access log line", func() bool { return strings.Contains(logs.String(), "\n") })
 	var line map[string]any
 	if err := json.Unmarshal([]byte(strings.TrimSpace(logs.String())), &line); err != nil {
 		t.Fatalf("log is not one JSON line: %q", logs.String())

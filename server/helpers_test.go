@@ -174,16 +174,8 @@ func decodeStrict(t *testing.T, data string, v any) {
 	}
 }
 
-// eventually polls cond for up to 5 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitLimit bounds every wait for the server's goroutines: generous for a
+// loaded machine, short enough that a missed condition fails promptly.
+const waitLimit = 5 * time.Second
 
 const helloChat = `{"messages":[{"role":"user","content":"hello"}],"trace_layer":1}`

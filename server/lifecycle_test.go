@@ -18,6 +18,7 @@ import (
 	sse "github.com/tmaxmax/go-sse"
 
 	"nielsgpt/engine"
+	"nielsgpt/internal/testkit"
 )
 
 func longChat(n int) string {
@@ -62,9 +63,9 @@ func TestClientDisconnectStopsGeneration(t *testing.T) {
 	resp.Body.Close()
 	atCancel := fake.steps.Load()
 
-	eventually(t, "the engine to stop", func() bool { return fake.running.Load() == 0 })
-	eventually(t, "active streams back to 0", func() bool { return ts.Metrics().ActiveStreams() == 0 })
-	eventually(t, "the slot back", func() bool { return ts.Metrics().ActiveGenerations() == 0 })
+	testkit.Eventually(t, waitLimit, "the engine to stop", func() bool { return fake.running.Load() == 0 })
+	testkit.Eventually(t, waitLimit, "active streams back to 0", func() bool { return ts.Metrics().ActiveStreams() == 0 })
+	testkit.Eventually(t, waitLimit, "the slot back", func() bool { return ts.Metrics().ActiveGenerations() == 0 })
 	stopped := fake.steps.Load()
 	time.Sleep(50 * time.Millisecond) // five more step times: nothing may run
 	if after := fake.steps.Load(); after != stopped || stopped-atCancel > 1 {
@@ -94,8 +95,8 @@ func TestStalledReaderTimesOut(t *testing.T) {
 	body := `{"messages":[{"role":"user","content":"` + strings.Repeat("x", 3000) + `"}],"trace_layer":0,"max_new_tokens":1000}`
 	fmt.Fprintf(conn, "POST /chat/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	// Never read. The server must give up on its own.
-	eventually(t, "the stream to start", func() bool { return fake.steps.Load() > 0 })
-	eventually(t, "the stalled stream to be dropped", func() bool {
+	testkit.Eventually(t, waitLimit, "the stream to start", func() bool { return fake.steps.Load() > 0 })
+	testkit.Eventually(t, waitLimit, "the stalled stream to be dropped", func() bool {
 		return ts.Metrics().ActiveStreams() == 0 && ts.Metrics().ActiveGenerations() == 0 && fake.running.Load() == 0
 	})
 	if n := fake.steps.Load(); n >= 1000 {
@@ -154,7 +155,7 @@ func loadFake(f *fakeEngine) LoadFunc {
 func TestShutdownDrainsStreams(t *testing.T) {
 	fake := longFake(5 * time.Millisecond)
 	addr, sigterm, result, s := runServer(t, testConfig(), loadFake(fake))
-	eventually(t, "model ready", func() bool { return s.currentEngine() != nil })
+	testkit.Eventually(t, waitLimit, "model ready", func() bool { return s.currentEngine() != nil })
 
 	resp := postJSON(t, addr+"/chat/stream", longChat(100))
 	if resp.StatusCode != 200 {
@@ -167,7 +168,7 @@ func TestShutdownDrainsStreams(t *testing.T) {
 		}
 		if last.Type == "" { // the stream is under way: SIGTERM now
 			sigterm()
-			eventually(t, "the listener to close", func() bool {
+			testkit.Eventually(t, waitLimit, "the listener to close", func() bool {
 				c, err := net.DialTimeout("tcp", strings.TrimPrefix(addr, "http://"), 100*time.Millisecond)
 				if err == nil {
 					c.Close()
@@ -201,9 +202,9 @@ func TestShutdownTimeoutCutsStreams(t *testing.T) {
 	cfg.ShutdownTimeout = 200 * time.Millisecond
 	fake := longFake(10 * time.Millisecond) // 1000 steps: 10 s
 	addr, sigterm, result, s := runServer(t, cfg, loadFake(fake))
-	eventually(t, "model ready", func() bool { return s.currentEngine() != nil })
+	testkit.Eventually(t, waitLimit, "model ready", func() bool { return s.currentEngine() != nil })
 	resp := postJSON(t, addr+"/chat/stream", longChat(1000))
-	eventually(t, "the stream to start", func() bool { return fake.steps.Load() > 0 })
+	testkit.Eventually(t, waitLimit, "the stream to start", func() bool { return fake.steps.Load() > 0 })
 	start := time.Now()
 	sigterm()
 	events := readEvents(t, resp)
@@ -233,7 +234,7 @@ func TestShutdownTimeoutCutsFullAttn(t *testing.T) {
 	cfg.ShutdownTimeout = 200 * time.Millisecond
 	fake := longFake(10 * time.Millisecond)
 	addr, sigterm, result, s := runServer(t, cfg, loadFake(fake))
-	eventually(t, "model ready", func() bool { return s.currentEngine() != nil })
+	testkit.Eventually(t, waitLimit, "model ready", func() bool { return s.currentEngine() != nil })
 	type answer struct {
 		resp *http.Response
 		err  error
@@ -244,7 +245,7 @@ func TestShutdownTimeoutCutsFullAttn(t *testing.T) {
 			strings.NewReader(`{"messages":[{"role":"user","content":"hi"}],"trace_layer":0,"head":0,"max_new_tokens":1000}`))
 		answers <- answer{resp, err}
 	}()
-	eventually(t, "the generation to start", func() bool { return fake.steps.Load() > 0 })
+	testkit.Eventually(t, waitLimit, "the generation to start", func() bool { return fake.steps.Load() > 0 })
 	sigterm()
 	a := <-answers
 	if a.err != nil {
@@ -283,7 +284,7 @@ func TestBackgroundLoad(t *testing.T) {
 	}
 	wantError(t, postJSON(t, addr+"/chat/stream", helloChat), 503, "model_loading", "Model not ready yet, please retry")
 	close(release)
-	eventually(t, "model ready", func() bool {
+	testkit.Eventually(t, waitLimit, "model ready", func() bool {
 		resp, err := http.Get(addr + "/health")
 		return err == nil && strings.Contains(string(readAll(t, resp)), `"model_ready":true`)
 	})

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"nielsgpt/internal/testkit"
 )
 
 func TestRateLimit(t *testing.T) {
@@ -184,7 +186,7 @@ func TestConcurrencyCap(t *testing.T) {
 			t.Fatal("stream did not finish")
 		}
 	}
-	eventually(t, "slots released", func() bool { return ts.Metrics().ActiveGenerations() == 0 })
+	testkit.Eventually(t, waitLimit, "slots released", func() bool { return ts.Metrics().ActiveGenerations() == 0 })
 	if events := readEvents(t, postJSON(t, ts.URL+"/chat/stream", helloChat)); events[len(events)-1].Type != "done" {
 		t.Fatal("not served once slots were free")
 	}

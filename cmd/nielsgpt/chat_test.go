@@ -20,6 +20,7 @@ import (
 	"nielsgpt/convert"
 	"nielsgpt/engine"
 	"nielsgpt/gguf"
+	"nielsgpt/internal/testkit"
 )
 
 func TestFitHistory(t *testing.T) {
@@ -190,9 +191,9 @@ func TestChatLoopCtrlC(t *testing.T) {
 	<-m.hanging
 	m.hangAfter = 0            // before the send, which orders it before the next reply
 	interrupts <- os.Interrupt // during a reply: cancels it
-	waitFor(t, func() bool { return strings.Contains(rec.String(), "[cancelled]\nyou> ") })
+	testkit.Eventually(t, 10*time.Second, "the cancelled reply and a new prompt", func() bool { return strings.Contains(rec.String(), "[cancelled]\nyou> ") })
 	inW.Write([]byte("next\n"))
-	waitFor(t, func() bool { return strings.Contains(rec.String(), "bot> second\nyou> ") })
+	testkit.Eventually(t, 10*time.Second, "the second reply and a new prompt", func() bool { return strings.Contains(rec.String(), "bot> second\nyou> ") })
 	interrupts <- os.Interrupt // at the prompt: leaves
 	select {
 	case err := <-done:
@@ -384,16 +385,5 @@ func TestChatLoopTinyModelStreams(t *testing.T) {
 		if want := strings.TrimRight(expectedReply(res.Generated), "\n"); !strings.Contains(out, "bot> "+want) {
 			t.Errorf("reply %d: output lacks %q:\n%s", i, want, out)
 		}
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
