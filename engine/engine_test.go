@@ -19,6 +19,8 @@ import (
 	"nielsgpt/internal/testkit"
 )
 
+func TestMain(m *testing.M) { testkit.Main(m) }
+
 type run struct {
 	tokens []int
 	attn   [][][]float32
@@ -193,7 +195,7 @@ func TestSharedFixturesLoad(t *testing.T) {
 	}
 	for _, p := range paths {
 		t.Run(filepath.Base(p), func(t *testing.T) {
-			m, err := LoadFile(fixtureGGUF(t, p), Options{Threads: 1})
+			m, err := LoadFile(testkit.ConvertedFixture(t, p), Options{Threads: 1})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,10 +11,10 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"nielsgpt/convert"
+	"nielsgpt/internal/testkit"
 )
 
 const (
@@ -59,35 +59,10 @@ func readGolden(t testing.TB, name string) *golden {
 	return &g
 }
 
-var (
-	fixtureMu    sync.Mutex
-	fixtureGGUFs = map[string]string{}
-)
-
-// fixtureGGUF converts a fixture checkpoint once per test binary.
-func fixtureGGUF(t testing.TB, ptPath string) string {
-	t.Helper()
-	fixtureMu.Lock()
-	defer fixtureMu.Unlock()
-	if p, ok := fixtureGGUFs[ptPath]; ok {
-		return p
-	}
-	dir, err := os.MkdirTemp("", "nielsgpt-engine-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, filepath.Base(ptPath)+".gguf")
-	if _, err := convert.ToGGUF(ptPath, out, convert.Options{}); err != nil {
-		t.Fatalf("converting %s: %v", ptPath, err)
-	}
-	fixtureGGUFs[ptPath] = out
-	return out
-}
-
 func loadFixture(t testing.TB, name string) (*Model, *golden) {
 	t.Helper()
 	g := readGolden(t, name)
-	m, err := LoadFile(fixtureGGUF(t, filepath.Join("..", "testdata", "models", name+".pt")), Options{Threads: 1})
+	m, err := LoadFile(testkit.ConvertedFixture(t, filepath.Join("..", "testdata", "models", name+".pt")), Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,11 +21,13 @@ import (
 	"testing"
 	"time"
 
-	"nielsgpt/convert"
 	"nielsgpt/gguf"
+	"nielsgpt/internal/testkit"
 )
 
 const fixturePT = "../convert/testdata/tiny_f32.pt"
+
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 // copyFixture copies a checkpoint fixture into dir under name.
 func copyFixture(t *testing.T, src, dir, name string) string {
@@ -283,10 +285,7 @@ func TestResolveFromHubFails(t *testing.T) {
 // (which would abort the process).
 func TestLoadRefusesBadFiles(t *testing.T) {
 	dir := t.TempDir()
-	good := filepath.Join(dir, "good.gguf")
-	if _, err := convert.ToGGUF(fixturePT, good, convert.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	good := testkit.ConvertedFixture(t, fixturePT)
 	data, err := os.ReadFile(good)
 	if err != nil {
 		t.Fatal(err)

@@ -17,11 +17,14 @@ import (
 	"testing"
 	"time"
 
-	"nielsgpt/convert"
 	"nielsgpt/engine"
 	"nielsgpt/gguf"
 	"nielsgpt/internal/testkit"
 )
+
+// The tiny model is converted once for all of this package's tests and
+// removed after them.
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 func TestFitHistory(t *testing.T) {
 	sys := engine.Message{Role: "system", Content: "sys"}
@@ -278,33 +281,11 @@ func TestRunChatFlagErrors(t *testing.T) {
 
 // ---- the REPL against a real tiny model ----
 
-var (
-	tinyOnce sync.Once
-	tinyPath string
-	tinyErr  error
-)
-
 // tinyModel loads the tiny fixture checkpoint through the real converter and
-// engine (converted once per test binary).
+// engine.
 func tinyModel(t *testing.T) *engine.Model {
 	t.Helper()
-	tinyOnce.Do(func() {
-		pt := filepath.Join("..", "..", "testdata", "models", "tiny_a.pt")
-		if _, err := os.Stat(pt); err != nil {
-			tinyErr = fmt.Errorf("fixture missing (make fixtures): %w", err)
-			return
-		}
-		dir, err := os.MkdirTemp("", "nielsgpt-chat-test")
-		if err != nil {
-			tinyErr = err
-			return
-		}
-		tinyPath = filepath.Join(dir, "tiny_a.gguf")
-		_, tinyErr = convert.ToGGUF(pt, tinyPath, convert.Options{})
-	})
-	if tinyErr != nil {
-		t.Fatal(tinyErr)
-	}
+	tinyPath := testkit.ConvertedFixture(t, filepath.Join("..", "..", "testdata", "models", "tiny_a.pt"))
 	m, err := engine.LoadFile(tinyPath, engine.Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)

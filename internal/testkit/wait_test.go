@@ -18,8 +18,10 @@ type fatalRecorder struct {
 
 func (r *fatalRecorder) Helper() {}
 
-func (r *fatalRecorder) Fatalf(format string, args ...any) {
-	r.msg = fmt.Sprintf(format, args...)
+func (r *fatalRecorder) Fatalf(format string, args ...any) { r.Fatal(fmt.Sprintf(format, args...)) }
+
+func (r *fatalRecorder) Fatal(args ...any) {
+	r.msg = fmt.Sprint(args...)
 	runtime.Goexit()
 }
 
