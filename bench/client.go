@@ -12,6 +12,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"nielsgpt/internal/testkit"
 )
 
 // chatRequest is the body of POST /chat/stream (SPEC §4).
@@ -104,7 +106,7 @@ func (c *client) stream(ctx context.Context, req chatRequest) streamResult {
 		return res
 	}
 
-	sse := NewSSEReader(resp.Body)
+	sse := testkit.NewSSEReader(resp.Body)
 	for {
 		ev, err := sse.Next()
 		if err != nil {

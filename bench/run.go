@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"nielsgpt/gguf"
+	"nielsgpt/internal/testkit"
 )
 
 // Options configure a benchmark run. The zero value of every field means its
@@ -160,14 +161,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 		defer os.RemoveAll(dir)
-		if modelPath, err = WriteSyntheticModel(dir, Deployed, 1); err != nil {
+		if modelPath, err = testkit.WriteSyntheticModel(dir, testkit.Deployed, 1); err != nil {
 			return nil, err
 		}
-		rep.Model.Source = fmt.Sprintf("synthetic, random weights (std %g)", syntheticStd)
+		rep.Model.Source = fmt.Sprintf("synthetic, random weights (std %g)", testkit.SyntheticStd)
 	} else {
 		rep.Model.Source = modelPath
 	}
-	cfg, err := ModelConfigOf(modelPath)
+	cfg, err := testkit.ModelConfigOf(modelPath)
 	if err != nil {
 		return nil, fmt.Errorf("the benchmark needs a niels-gpt .gguf (convert a .pt with `nielsgpt convert`): %w", err)
 	}
@@ -193,7 +194,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		rep.Ours = mr
 	}
-	if l, ok := loadAverage(); ok {
+	if l, ok := testkit.LoadAverage(); ok {
 		rep.Host.LoadAvgEnd = &l
 	}
 	rep.Seconds = time.Since(started).Seconds()
@@ -257,8 +258,8 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 	}
 
 	// VmHWM is the peak over the process's life, read while it still runs.
-	if rss, ok := peakRSS(srv.cmd.Process.Pid); ok {
-		mr.PeakRSSBytes = &rss
+	if _, peak, err := testkit.Memory(srv.cmd.Process.Pid); err == nil {
+		mr.PeakRSSBytes = &peak
 	}
 	if !srv.alive() {
 		return mr, fmt.Errorf("the server died during the benchmark; its last output:\n%s", srv.out.String())
@@ -388,7 +389,7 @@ func (r *modeRunner) ttft(ctx context.Context, prompt func(variant int) []messag
 
 func hostInfo(threads int) HostInfo {
 	h := HostInfo{OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(), Threads: threads}
-	if l, ok := loadAverage(); ok {
+	if l, ok := testkit.LoadAverage(); ok {
 		h.LoadAvgStart = &l
 	}
 	return h

@@ -282,7 +282,7 @@ func TestStalledReaderIsCutAndMemoryStaysBounded(t *testing.T) {
 		t.FailNow()
 	}
 	baseline := settleGoroutines(t, s)
-	rssBefore, _, err := Memory(s.PID())
+	rssBefore, _, err := testkit.Memory(s.PID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +319,7 @@ func TestStalledReaderIsCutAndMemoryStaysBounded(t *testing.T) {
 	var sawActive float64
 	cut := time.Time{}
 	for time.Since(stalledAt) < writeTimeout+30*time.Second {
-		rss, _, err := Memory(s.PID())
+		rss, _, err := testkit.Memory(s.PID())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"nielsgpt/bench"
 	"nielsgpt/convert"
 	"nielsgpt/gguf"
+	"nielsgpt/internal/testkit"
 )
 
 var (
@@ -53,7 +53,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "building nielsgpt (cgo needs the Makefile's flags: make test, or eval \"$(make -s env)\" first): %v\n%s", err, out)
 		return 1
 	}
-	if deployedModel, err = bench.WriteSyntheticModel(workDir, bench.Deployed, 6); err != nil {
+	if deployedModel, err = testkit.WriteSyntheticModel(workDir, testkit.Deployed, 6); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -63,7 +63,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	wide := gguf.ModelConfig{Vocab: 256, Context: 1024, Embd: 64, Layers: 1, Heads: 32, FF: 64, RopeTheta: 10000, NormEps: convert.LayerNormEps}
-	if wideTraceModel, err = bench.WriteSyntheticModel(wideDir, wide, 6); err != nil {
+	if wideTraceModel, err = testkit.WriteSyntheticModel(wideDir, wide, 6); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

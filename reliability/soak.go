@@ -39,7 +39,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"nielsgpt/bench"
+	"nielsgpt/internal/testkit"
 )
 
 // SoakOptions configure a soak run; a zero field takes the default noted.
@@ -144,11 +144,11 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 			return nil, err
 		}
 		defer os.RemoveAll(dir)
-		if model, err = bench.WriteSyntheticModel(dir, bench.Deployed, 1); err != nil {
+		if model, err = testkit.WriteSyntheticModel(dir, testkit.Deployed, 1); err != nil {
 			return nil, err
 		}
 	}
-	cfg, err := bench.ModelConfigOf(model)
+	cfg, err := testkit.ModelConfigOf(model)
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"nielsgpt/internal/testkit"
 )
 
 // warmUp runs one of each request kind, so the baselines include what the
@@ -36,7 +38,7 @@ func (r *soakRun) warmUp(ctx context.Context, s *Server) error {
 		return err
 	}
 	r.report.GoroutinesBefore = g
-	if r.report.IdleRSSBefore, _, err = Memory(s.PID()); err != nil {
+	if r.report.IdleRSSBefore, _, err = testkit.Memory(s.PID()); err != nil {
 		return err
 	}
 	r.logf("warm-up done; %v goroutines and %.1f MiB RSS at rest", g, mib(r.report.IdleRSSBefore))
@@ -94,7 +96,7 @@ func (r *soakRun) mainPhase(ctx context.Context, s *Server) {
 	r.report.Seconds = time.Since(start).Seconds()
 	close(stopSampler)
 	<-samplerDone
-	if _, peak, err := Memory(s.PID()); err == nil {
+	if _, peak, err := testkit.Memory(s.PID()); err == nil {
 		r.report.PeakRSS = peak
 	}
 
@@ -110,7 +112,7 @@ func (r *soakRun) sample(s *Server, start time.Time, stop <-chan struct{}) {
 	tick := time.NewTicker(r.o.SampleEvery)
 	defer tick.Stop()
 	for {
-		if rss, _, err := Memory(s.PID()); err == nil {
+		if rss, _, err := testkit.Memory(s.PID()); err == nil {
 			smp := Sample{At: time.Since(start), RSS: rss}
 			if m, err := Scrape(s.URL); err == nil {
 				smp.Goroutines = m.Get("go_goroutines")
@@ -217,7 +219,7 @@ func (r *soakRun) settle(s *Server) {
 	}
 	r.report.GoroutinesAfter = after
 	r.report.check("goroutines back to baseline", after <= r.report.GoroutinesBefore, "%v before, %v after", r.report.GoroutinesBefore, after)
-	r.report.IdleRSSAfter, _, _ = Memory(s.PID())
+	r.report.IdleRSSAfter, _, _ = testkit.Memory(s.PID())
 	// The allocators keep some of what the peak needed (ggml's compute
 	// buffer stays at its largest step, glibc keeps freed small chunks), but
 	// nothing in proportion to the thousands of requests served.

@@ -1,12 +1,10 @@
-// Package bench is the load driver behind `nielsgpt bench`: it starts the real
-// server as a subprocess, drives real SSE streams at it over loopback, and
-// reports throughput, time to first token and memory, for the batched engine
-// and for the baseline (original-algorithm) mode side by side.
-//
-// This file is the client's reader for text/event-stream bodies. It is small
-// and allocation-light on purpose: the driver shares the CPU with the server
-// it measures, so every cycle it spends parsing is a cycle the server loses.
-package bench
+package testkit
+
+// The client's reader for text/event-stream bodies, shared by `nielsgpt
+// bench`, the soak driver and the reliability tests. It is small and
+// allocation-light on purpose: the bench driver shares the CPU with the
+// server it measures, so every cycle it spends parsing is a cycle the
+// server loses.
 
 import (
 	"bufio"
@@ -23,7 +21,7 @@ type Event struct {
 }
 
 // maxSSELine bounds one line of the stream, so a broken or hostile server
-// cannot make the driver buffer without limit. A trace event of the deployed
+// cannot make a reader buffer without limit. A trace event of the deployed
 // model is about 12 KiB; a full-window trace for a large context is well
 // under this.
 const maxSSELine = 4 << 20
@@ -31,8 +29,8 @@ const maxSSELine = 4 << 20
 var errSSELineTooLong = errors.New("sse: line longer than 4 MiB")
 
 // SSEReader splits a text/event-stream body into events (the WHATWG
-// EventSource rules, minus `id:` and `retry:`, which the benchmark has no use
-// for). Lines may end in LF or CRLF; a lone CR as a line ending is not
+// EventSource rules, minus `id:` and `retry:`, which no reader here has a
+// use for). Lines may end in LF or CRLF; a lone CR as a line ending is not
 // recognised, since no server this project talks to emits one.
 type SSEReader struct {
 	r    *bufio.Reader
