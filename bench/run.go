@@ -201,34 +201,44 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	return rep, nil
 }
 
+// serverOutputShown is how much of the server's log a failure quotes.
+const serverOutputShown = 64 << 10
+
+// serverSpec is how the bench starts `nielsgpt serve` for plan p: with the
+// user's environment (their settings apply), and with the limits that would
+// otherwise measure themselves lifted.
+func serverSpec(o Options, p plan, modelPath string) testkit.Spec {
+	spec := testkit.Spec{Exe: o.Executable, Model: modelPath, InheritEnv: true, Env: []string{
+		"RATE_LIMIT_PER_MIN=1000000000",
+		"RATE_LIMIT_BURST=1000000000",
+		"MAX_CONCURRENT=" + strconv.Itoa(max(64, slices.Max(o.Levels))),
+		// Room for the 16 KB transcript and its JSON body.
+		"MAX_PROMPT_BYTES=20000",
+		"MAX_BODY_BYTES=1048576",
+		"MAX_NEW_TOKENS=" + strconv.Itoa(max(1024, p.tokens)),
+		// The model is a local file; the bench never touches the network.
+		"HF_HUB_OFFLINE=1",
+		"THREADS=" + strconv.Itoa(o.Threads),
+	}}
+	if p.baseline {
+		spec.Args = []string{"--baseline"}
+	}
+	return spec
+}
+
 // runMode starts one server and runs every phase against it. Once the
 // measured phases have begun the result is non-nil even with an error, so
 // figures measured before a failure are kept.
 func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.ModelConfig) (*ModeReport, error) {
 	maxLevel := slices.Max(o.Levels)
-	spec := serverSpec{
-		exe: o.Executable, model: modelPath, threads: o.Threads, baseline: p.baseline,
-		env: []string{
-			// The limiter and the slot count would otherwise measure themselves.
-			"RATE_LIMIT_PER_MIN=1000000000",
-			"RATE_LIMIT_BURST=1000000000",
-			"MAX_CONCURRENT=" + strconv.Itoa(max(64, maxLevel)),
-			// Room for the 16 KB transcript and its JSON body.
-			"MAX_PROMPT_BYTES=20000",
-			"MAX_BODY_BYTES=1048576",
-			"MAX_NEW_TOKENS=" + strconv.Itoa(max(1024, p.tokens)),
-			// The model is a local file; the bench never touches the network.
-			"HF_HUB_OFFLINE=1",
-		},
-	}
 	wall0 := time.Now()
 	driverCPU0, _ := selfCPU()
-	srv, err := startServer(ctx, spec, o.ReadyTimeout)
+	srv, err := testkit.StartReady(ctx, serverSpec(o, p, modelPath), o.ReadyTimeout)
 	if err != nil {
 		return nil, err
 	}
-	defer srv.stop(10 * time.Second)
-	c := newClient(srv.baseURL, maxLevel)
+	defer srv.Stop(10 * time.Second)
+	c := newClient(srv.URL, maxLevel)
 	defer c.close()
 
 	mr := &ModeReport{Mode: p.mode, Tokens: p.tokens}
@@ -239,7 +249,7 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 	// allocation, the thread pool, connection set-up) that users pay once.
 	warm := r.client.stream(ctx, r.request(shortPrompt(0), min(8, p.tokens)))
 	if warm.Err != nil || warm.Tokens == 0 {
-		return nil, fmt.Errorf("warm-up stream failed (%d tokens): %v; server output:\n%s", warm.Tokens, warm.Err, srv.out.String())
+		return nil, fmt.Errorf("warm-up stream failed (%d tokens): %v; server output:\n%s", warm.Tokens, warm.Err, srv.OutputTail(serverOutputShown))
 	}
 
 	mr.SingleStream = r.throughput(ctx, 1, p.singleRuns, p.tokens)
@@ -258,11 +268,11 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 	}
 
 	// VmHWM is the peak over the process's life, read while it still runs.
-	if _, peak, err := testkit.Memory(srv.cmd.Process.Pid); err == nil {
+	if _, peak, err := testkit.Memory(srv.PID()); err == nil {
 		mr.PeakRSSBytes = &peak
 	}
-	if !srv.alive() {
-		return mr, fmt.Errorf("the server died during the benchmark; its last output:\n%s", srv.out.String())
+	if !srv.Alive() {
+		return mr, fmt.Errorf("the server died during the benchmark; its last output:\n%s", srv.OutputTail(serverOutputShown))
 	}
 	r.recordCPU(srv, driverCPU0, wall0)
 	return mr, ctx.Err()
@@ -271,12 +281,12 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 // recordCPU stops the server and notes the CPU time it and the driver used.
 // On a machine with few cores the driver competes with the server it
 // measures; these two figures say by how much.
-func (r *modeRunner) recordCPU(srv *serverProc, driverCPU0 time.Duration, wall0 time.Time) {
-	srv.stop(10 * time.Second)
+func (r *modeRunner) recordCPU(srv *testkit.Server, driverCPU0 time.Duration, wall0 time.Time) {
+	srv.Stop(10 * time.Second)
 	r.report.WallSeconds = time.Since(wall0).Seconds()
-	if st := srv.cmd.ProcessState; st != nil {
-		cpu := (st.UserTime() + st.SystemTime()).Seconds()
-		r.report.ServerCPUSeconds = &cpu
+	if cpu, ok := srv.CPUTime(); ok {
+		seconds := cpu.Seconds()
+		r.report.ServerCPUSeconds = &seconds
 	}
 	if now, ok := selfCPU(); ok {
 		cpu := (now - driverCPU0).Seconds()

@@ -30,7 +30,7 @@ import (
 // exits 0 within the drain timeout.
 func TestSIGTERMDrainsLiveStreams(t *testing.T) {
 	const drain = 8 * time.Second
-	s := startServer(t, ServerSpec{Env: []string{"SHUTDOWN_TIMEOUT=" + drain.String()}})
+	s := startServer(t, testkit.Spec{Env: []string{"SHUTDOWN_TIMEOUT=" + drain.String()}})
 
 	type stream struct {
 		maxNew int
@@ -156,13 +156,13 @@ probe:
 
 // goroutines reads the server's goroutine count (the Go collector's
 // go_goroutines).
-func goroutines(t *testing.T, s *Server) float64 {
+func goroutines(t *testing.T, s *testkit.Server) float64 {
 	return scrape(t, s).Get("go_goroutines")
 }
 
 // settleGoroutines waits until the server's goroutine count stops changing
 // (three equal readings 200 ms apart) and returns it.
-func settleGoroutines(t *testing.T, s *Server) float64 {
+func settleGoroutines(t *testing.T, s *testkit.Server) float64 {
 	t.Helper()
 	last, same := -1.0, 0
 	deadline := time.Now().Add(15 * time.Second)
@@ -185,7 +185,7 @@ func settleGoroutines(t *testing.T, s *Server) float64 {
 // generation slots return to zero, the engine stops working (its token
 // counter stands still), and the goroutine count returns to its baseline.
 func TestDisconnectMidStreamLeavesNothing(t *testing.T) {
-	s := startServer(t, ServerSpec{})
+	s := startServer(t, testkit.Spec{})
 	// Warm up: the first request starts what stays (the engine's scheduler,
 	// the HTTP server's pools), which is not a leak.
 	if e := PostStream(t.Context(), ClientFrom("127.0.0.1"), s.URL+"/chat/stream", ChatBody("warm up", 4, 0, 1), StreamOptions{}); e.Final != "done" {
@@ -261,7 +261,7 @@ func TestStalledReaderIsCutAndMemoryStaysBounded(t *testing.T) {
 		// plus one in the engine's hand and one being written.
 		perStreamSlack = 8 + 2
 	)
-	s := startServer(t, ServerSpec{Model: wideTraceModel, Env: []string{"WRITE_TIMEOUT=" + writeTimeout.String()}})
+	s := startServer(t, testkit.Spec{Model: wideTraceModel(t), Env: []string{"WRITE_TIMEOUT=" + writeTimeout.String()}})
 	// A prompt that fills most of the window: every trace event then
 	// carries 32 rows of ~950 probabilities (some 400 KiB of JSON).
 	prompt := strings.Repeat("never read me. ", 60)

@@ -25,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"nielsgpt/internal/testkit"
 )
 
 const hfToken = "secret-token-xyz"
@@ -135,7 +137,7 @@ func TestHFTokenNeverLeaks(t *testing.T) {
 			t.Parallel()
 			hub := newFakeHub(t, tc.mode, checkpoint)
 			ckptDir := t.TempDir()
-			spec := ServerSpec{Exe: exe, Env: []string{
+			spec := testkit.Spec{Exe: testkit.Binary(t), Env: []string{
 				"HF_TOKEN=" + hfToken, "HF_ENDPOINT=" + hub.hub.URL, "CKPT_DIR=" + ckptDir,
 				"XDG_CACHE_HOME=" + t.TempDir(),
 			}}
@@ -143,7 +145,7 @@ func TestHFTokenNeverLeaks(t *testing.T) {
 			if tc.problem != "" {
 				// Transient failures (500, cut) are retried with back-off
 				// (2 s, 4 s) before the start gives up.
-				code, output, elapsed, err := RunToExit(spec, 60*time.Second)
+				code, output, elapsed, err := testkit.RunToExit(spec, 60*time.Second)
 				out = output
 				if err != nil {
 					t.Fatalf("%v\n%s", err, out)
@@ -157,14 +159,7 @@ func TestHFTokenNeverLeaks(t *testing.T) {
 					t.Error("a failed download left best.pt in place")
 				}
 			} else {
-				s, err := Start(t.Context(), spec, 30*time.Second)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := s.WaitReady(60 * time.Second); err != nil {
-					s.Kill()
-					t.Fatal(err)
-				}
+				s := testkit.Serve(t, spec)
 				if status, code, _, err := Post(t.Context(), ClientFrom("127.0.0.1"), s.URL+"/chat/stream", ChatBody("hi", 2, 0, 1), nil); err != nil || status != http.StatusOK {
 					t.Errorf("serving the downloaded model: %d %s %v", status, code, err)
 				}
@@ -218,7 +213,7 @@ func TestHFTokenNeverLeaks(t *testing.T) {
 				}
 				return nil
 			})
-			t.Logf("Hub asked %d times, CDN %d times; output ends: %s", len(hub.hubSeen), len(hub.cdnSeen), tail(strings.TrimSpace(out), 300))
+			t.Logf("Hub asked %d times, CDN %d times; output ends: %s", len(hub.hubSeen), len(hub.cdnSeen), testkit.Tail(strings.TrimSpace(out), 300))
 		})
 	}
 }

@@ -101,6 +101,10 @@ const (
 	soakRateBurst  = 20
 )
 
+// soakStartTimeout bounds each server's start, model load included: a
+// deployed-size model loads in seconds; the rest is room for a busy machine.
+const soakStartTimeout = 150 * time.Second
+
 // soakRun is the state of one run.
 type soakRun struct {
 	o      SoakOptions
@@ -153,7 +157,7 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		return nil, err
 	}
 	r.layers, r.heads = cfg.Layers, cfg.Heads
-	s, err := startReady(ctx, ServerSpec{Exe: o.Exe, Model: model, Env: o.mainServerEnv()})
+	s, err := testkit.StartReady(ctx, testkit.Spec{Exe: o.Exe, Model: model, Env: o.mainServerEnv()}, soakStartTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -168,9 +172,9 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	r.capPhase(ctx, s)
 	r.stopServer(s, "main server")
 
-	limits, err := startReady(ctx, ServerSpec{Exe: o.Exe, Model: model, Env: []string{
+	limits, err := testkit.StartReady(ctx, testkit.Spec{Exe: o.Exe, Model: model, Env: []string{
 		fmt.Sprintf("RATE_LIMIT_BURST=%d", o.RateBurst), "RATE_LIMIT_PER_MIN=1", "THREADS=1",
-	}})
+	}}, soakStartTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -180,16 +184,4 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 
 	r.report.LoadAvg[1] = loadAvg()
 	return r.report, nil
-}
-
-func startReady(ctx context.Context, spec ServerSpec) (*Server, error) {
-	s, err := Start(ctx, spec, 30*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.WaitReady(2 * time.Minute); err != nil {
-		s.Kill()
-		return nil, err
-	}
-	return s, nil
 }

@@ -25,7 +25,7 @@ import (
 // warmUp runs one of each request kind, so the baselines include what the
 // server starts once and keeps (engine scheduler, pools), then records the
 // goroutine baseline once the count has settled.
-func (r *soakRun) warmUp(ctx context.Context, s *Server) error {
+func (r *soakRun) warmUp(ctx context.Context, s *testkit.Server) error {
 	client := ClientFrom(LoopbackIP(9000))
 	if e := PostStream(ctx, client, s.URL+"/chat/stream", ChatBody("warm up", 8, 0, 1), StreamOptions{}); e.Final != "done" {
 		return fmt.Errorf("warm-up stream failed: %+v", e)
@@ -46,7 +46,7 @@ func (r *soakRun) warmUp(ctx context.Context, s *Server) error {
 }
 
 // settledGoroutines waits for three equal goroutine counts in a row.
-func settledGoroutines(s *Server, timeout time.Duration) (float64, error) {
+func settledGoroutines(s *testkit.Server, timeout time.Duration) (float64, error) {
 	last, same := -1.0, 0
 	deadline := time.Now().Add(timeout)
 	for same < 3 {
@@ -68,7 +68,7 @@ func settledGoroutines(s *Server, timeout time.Duration) (float64, error) {
 }
 
 // mainPhase runs the workers for Duration while sampling the server.
-func (r *soakRun) mainPhase(ctx context.Context, s *Server) {
+func (r *soakRun) mainPhase(ctx context.Context, s *testkit.Server) {
 	o := r.o
 	r.logf("main phase: %d workers for %s", o.Streams, o.Duration)
 	adm := &admission{url: s.URL, limit: o.MaxConcurrent}
@@ -108,7 +108,7 @@ func (r *soakRun) mainPhase(ctx context.Context, s *Server) {
 
 // sample records the server's RSS and gauges every SampleEvery until stop
 // is closed.
-func (r *soakRun) sample(s *Server, start time.Time, stop <-chan struct{}) {
+func (r *soakRun) sample(s *testkit.Server, start time.Time, stop <-chan struct{}) {
 	tick := time.NewTicker(r.o.SampleEvery)
 	defer tick.Stop()
 	for {
@@ -189,7 +189,7 @@ func (r *soakRun) checkRSS() {
 }
 
 // settle waits for the server to be idle again and compares goroutines.
-func (r *soakRun) settle(s *Server) {
+func (r *soakRun) settle(s *testkit.Server) {
 	var m Metrics
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -230,7 +230,7 @@ func (r *soakRun) settle(s *Server) {
 
 // capPhase starts MaxConcurrent+CapExtra long streams at once, from
 // distinct clients: exactly CapExtra must be refused with 503 busy.
-func (r *soakRun) capPhase(ctx context.Context, s *Server) {
+func (r *soakRun) capPhase(ctx context.Context, s *testkit.Server) {
 	n := r.o.MaxConcurrent + r.o.CapExtra
 	r.logf("concurrency cap: %d streams at once against MAX_CONCURRENT=%d", n, r.o.MaxConcurrent)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -284,7 +284,7 @@ func (r *soakRun) capPhase(ctx context.Context, s *Server) {
 // endpoints and forging proxy headers, to a server whose bucket refills once
 // a minute: exactly the first RateBurst pass. A second client then gets its
 // own full burst.
-func (r *soakRun) ratePhase(ctx context.Context, s *Server) {
+func (r *soakRun) ratePhase(ctx context.Context, s *testkit.Server) {
 	burst, extra := r.o.RateBurst, r.o.RateBurst+3
 	r.logf("rate limit: %d requests from one client, RATE_LIMIT_BURST=%d", burst+extra, burst)
 	var seq []string
@@ -329,7 +329,7 @@ func summarizeSeq(seq []string) string {
 }
 
 // stopServer sends SIGTERM and checks for a clean exit.
-func (r *soakRun) stopServer(s *Server, name string) {
+func (r *soakRun) stopServer(s *testkit.Server, name string) {
 	if err := s.Signal(syscall.SIGTERM); err != nil {
 		r.report.check(name+" exits 0 on SIGTERM", false, "%v", err)
 		return

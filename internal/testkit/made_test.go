@@ -11,8 +11,6 @@ import (
 	"nielsgpt/gguf"
 )
 
-func TestMain(m *testing.M) { Main(m) }
-
 // Concurrent callers of one key share one build and its result; another
 // key gets its own build in its own folder.
 func TestMakeOnceBuildsOncePerKey(t *testing.T) {
