@@ -229,9 +229,6 @@ func syntheticModel(tb testing.TB, mc gguf.ModelConfig, opts Options) *Model {
 	return m
 }
 
-// The deployed model's shape (SPEC §1).
-var deployed = gguf.ModelConfig{Vocab: 256, Context: 256, Embd: 256, Layers: 4, Heads: 4, FF: 1024, RopeTheta: 10000, NormEps: convert.LayerNormEps}
-
 func benchThreads() int {
 	if v := os.Getenv("NIELSGPT_BENCH_THREADS"); v != "" {
 		var n int
@@ -245,7 +242,7 @@ func benchThreads() int {
 // graph for one new token attending to 127 cached ones, the trace row and
 // logits copied out, and the token sampled.
 func BenchmarkDecodeStepTraced(b *testing.B) {
-	m := syntheticModel(b, deployed, Options{Threads: benchThreads()})
+	m := syntheticModel(b, testkit.Deployed, Options{Threads: benchThreads()})
 	c := m.Config()
 	const ctxLen = 128
 	cache, err := m.newKVCache(ctxLen)
@@ -276,7 +273,7 @@ func BenchmarkDecodeStepTraced(b *testing.B) {
 
 // Whole generations through the scheduler, traced, one stream.
 func BenchmarkGenerateTraced(b *testing.B) {
-	m := syntheticModel(b, deployed, Options{Threads: benchThreads()})
+	m := syntheticModel(b, testkit.Deployed, Options{Threads: benchThreads()})
 	prompt := []byte("user: tell me about niels\nassistant: ")
 	tokens := 0
 	b.ResetTimer()
@@ -296,7 +293,7 @@ func BenchmarkGenerateTraced(b *testing.B) {
 // A full window of prompt (what a 16 KB transcript becomes) in one step, with
 // the logits and trace row the first token needs: time to first token.
 func BenchmarkPrefillWindowTraced(b *testing.B) {
-	m := syntheticModel(b, deployed, Options{Threads: benchThreads()})
+	m := syntheticModel(b, testkit.Deployed, Options{Threads: benchThreads()})
 	c := m.Config()
 	cache, err := m.newKVCache(c.Context)
 	if err != nil {
@@ -318,7 +315,7 @@ func BenchmarkPrefillWindowTraced(b *testing.B) {
 
 // One step decoding a token for each of 16 sequences at context 128, traced.
 func BenchmarkDecodeStep16Traced(b *testing.B) {
-	m := syntheticModel(b, deployed, Options{Threads: benchThreads()})
+	m := syntheticModel(b, testkit.Deployed, Options{Threads: benchThreads()})
 	c := m.Config()
 	const streams, ctxLen = 16, 128
 	prompt := make([]int32, ctxLen)

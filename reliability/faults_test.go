@@ -161,24 +161,14 @@ func goroutines(t *testing.T, s *testkit.Server) float64 {
 }
 
 // settleGoroutines waits until the server's goroutine count stops changing
-// (three equal readings 200 ms apart) and returns it.
+// and returns it.
 func settleGoroutines(t *testing.T, s *testkit.Server) float64 {
 	t.Helper()
-	last, same := -1.0, 0
-	deadline := time.Now().Add(15 * time.Second)
-	for same < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("goroutine count never settled (last %v)", last)
-		}
-		g := goroutines(t, s)
-		if g == last {
-			same++
-		} else {
-			last, same = g, 1
-		}
-		time.Sleep(200 * time.Millisecond)
+	g, err := settledGoroutines(s, 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return last
+	return g
 }
 
 // Clients that hang up mid-stream: the active-streams gauge and the

@@ -191,32 +191,21 @@ func (r *soakRun) checkRSS() {
 // settle waits for the server to be idle again and compares goroutines.
 func (r *soakRun) settle(s *testkit.Server) {
 	var m Metrics
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.Poll(30*time.Second, func() bool {
 		var err error
 		m, err = Scrape(s.URL)
-		if err == nil && m.Get("nielsgpt_active_streams") == 0 && m.Get("nielsgpt_active_generations") == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err == nil && m.Get("nielsgpt_active_streams") == 0 && m.Get("nielsgpt_active_generations") == 0
+	})
 	r.report.check("streams and slots back to 0", m.Get("nielsgpt_active_streams") == 0 && m.Get("nielsgpt_active_generations") == 0,
 		"active streams %v, active generations %v", m.Get("nielsgpt_active_streams"), m.Get("nielsgpt_active_generations"))
 
 	after := math.Inf(1)
-	deadline = time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	testkit.Poll(30*time.Second, func() bool {
 		if m, err := Scrape(s.URL); err == nil {
 			after = m.Get("go_goroutines")
-			if after <= r.report.GoroutinesBefore {
-				break
-			}
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return after <= r.report.GoroutinesBefore
+	})
 	r.report.GoroutinesAfter = after
 	r.report.check("goroutines back to baseline", after <= r.report.GoroutinesBefore, "%v before, %v after", r.report.GoroutinesBefore, after)
 	r.report.IdleRSSAfter, _, _ = testkit.Memory(s.PID())
