@@ -1,7 +1,7 @@
 package engine
 
 // The engine against PyTorch: goldens written by scripts/make_fixtures.py from
-// a PyTorch implementation of SPEC §1 (testdata/golden/*.json), for fixture
+// a PyTorch implementation of the model (testdata/golden/*.json), for fixture
 // checkpoints of two shapes. tiny_b has T = 24, so 80 greedy steps slide the
 // window many times.
 

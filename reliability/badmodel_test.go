@@ -2,10 +2,10 @@
 
 package reliability
 
-// A model file that is missing, damaged or not niels-gpt (issue 6 item 3):
-// the real binary must stop promptly with one line naming the file and the
-// problem and a non-zero exit, never an abort from ggml or a Go stack trace,
-// and never serve something else instead.
+// A model file that is missing, damaged or not niels-gpt (docs/RELIABILITY.md,
+// "Faults"): the real binary must stop promptly with one line naming the file
+// and the problem and a non-zero exit, never an abort from ggml or a Go stack
+// trace, and never serve something else instead.
 
 import (
 	"bytes"

@@ -2,8 +2,8 @@
 
 package reliability
 
-// Faults against the real binary (issue 6 item 3): SIGTERM with live
-// streams, clients that vanish mid-stream, and clients that stop reading.
+// Faults against the real binary (docs/RELIABILITY.md, "Faults"): SIGTERM with
+// live streams, clients that vanish mid-stream, and clients that stop reading.
 // The server package proves the same mechanisms in-process against a fake
 // engine; these prove that the process users run, with the real engine,
 // behaves that way from the outside.

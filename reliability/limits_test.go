@@ -2,11 +2,12 @@
 
 package reliability
 
-// Limits that must not be bypassed, end to end against the binary (issue 6
-// item 4): the per-client rate limit against forged proxy headers, and CORS
-// against origins that are not listed. The server package tests the same
-// rules on its handler; these check the process users run, over real
-// connections from distinct loopback addresses.
+// Limits that must not be bypassed, end to end against the binary
+// (docs/RELIABILITY.md, "Limits that cannot be bypassed"): the per-client rate
+// limit against forged proxy headers, and CORS against origins that are not
+// listed. The server package tests the same rules on its handler; these check
+// the process users run, over real connections from distinct loopback
+// addresses.
 
 import (
 	"fmt"

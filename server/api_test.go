@@ -1,7 +1,7 @@
 package server
 
-// The endpoints of SPEC §4 over real HTTP against the fake engine: field
-// names, defaults, event order, headers and error bodies.
+// The endpoints of the HTTP API (docs/API.md) over real HTTP against the fake
+// engine: field names, defaults, event order, headers and error bodies.
 
 import (
 	"bytes"
@@ -124,7 +124,7 @@ func TestChatStream(t *testing.T) {
 		t.Fatalf("done event %+v", done)
 	}
 
-	// SPEC §4 defaults reach the engine.
+	// The documented defaults reach the engine.
 	got := fake.lastGenerate()
 	if string(got.Prompt) != prompt || got.MaxNewTokens != 256 || got.TraceLayer != 3 ||
 		got.Sampling != (engine.Sampling{Temperature: 0.9, TopK: 50, Seed: 42}) {

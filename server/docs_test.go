@@ -1,8 +1,8 @@
 package server
 
 // The OpenAPI document is written by hand, so these tests are what keeps it a
-// valid OpenAPI 3 document and faithful to SPEC §4; the HTTP tests check that
-// /docs is usable with no network.
+// valid OpenAPI 3 document and faithful to the HTTP API (docs/API.md); the
+// HTTP tests check that /docs is usable with no network.
 
 import (
 	"context"
@@ -112,8 +112,8 @@ func num(v float64) *float64 { return &v }
 func TestOpenAPIDocumentDescribesSpecAPI(t *testing.T) {
 	doc := loadOpenAPIDocument(t)
 
-	// Every route of SPEC §4 and the documentation itself, with the media
-	// type of its success response.
+	// Every route of the HTTP API and the documentation itself, with the
+	// media type of its success response.
 	routes := []struct{ method, path, mediaType string }{
 		{http.MethodGet, "/health", "application/json"},
 		{http.MethodPost, "/chat/stream", "text/event-stream"},
@@ -181,7 +181,7 @@ func TestOpenAPIDocumentDescribesSpecAPI(t *testing.T) {
 		}
 	}
 
-	// Request bodies: SPEC §4 fields, required ones and defaults.
+	// Request bodies: the documented fields, required ones and defaults.
 	chat := doc.Paths.Value("/chat/stream").Post.RequestBody.Value.Content.Get("application/json").Schema.Value
 	if chat != schemaNamed(t, doc, "ChatRequest") {
 		t.Errorf("POST /chat/stream body is not ChatRequest")

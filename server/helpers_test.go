@@ -104,7 +104,8 @@ func readAll(t *testing.T, resp *http.Response) []byte {
 	return b
 }
 
-// wantError checks a SPEC §4 error response.
+// wantError checks an error response: the status, and a body of exactly
+// {"error", "code"} with the code and (when given) the message wanted.
 func wantError(t *testing.T, resp *http.Response, status int, code, message string) {
 	t.Helper()
 	body := readAll(t, resp)

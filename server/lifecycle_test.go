@@ -1,6 +1,6 @@
 package server
 
-// Faults and the process lifecycle (issue 3 item 5, issue 6 item 3): a client
+// Faults and the process lifecycle (docs/RELIABILITY.md, "Faults"): a client
 // that leaves, a client that stops reading, SIGTERM with streams in flight,
 // and the model loading in the background.
 

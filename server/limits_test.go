@@ -1,7 +1,7 @@
 package server
 
-// Limits that must not be bypassed (issue 3 items 3–4, issue 6 item 4): the
-// per-client rate limit and who the client is, the concurrency cap, CORS.
+// Limits that must not be bypassed (docs/API.md, "Limits and protections"):
+// the per-client rate limit and who the client is, the concurrency cap, CORS.
 
 import (
 	"net/http"
