@@ -107,18 +107,7 @@ func (c *client) stream(ctx context.Context, req chatRequest) streamResult {
 	}
 
 	sse := testkit.NewSSEReader(resp.Body)
-	for {
-		ev, err := sse.Next()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				if !res.Done {
-					err = errors.New("stream ended without a done event")
-				} else {
-					err = nil
-				}
-			}
-			return c.ended(res, start, ctx, err)
-		}
+	for ev := range sse.Events() {
 		switch ev.Name {
 		case "token":
 			if err := checkTokenEvent(ev.Data, res.Tokens); err != nil {
@@ -139,6 +128,11 @@ func (c *client) stream(ctx context.Context, req chatRequest) streamResult {
 			return c.ended(res, start, ctx, fmt.Errorf("error event: %s", ev.Data))
 		}
 	}
+	err = sse.Err()
+	if err == nil && !res.Done {
+		err = errors.New("stream ended without a done event")
+	}
+	return c.ended(res, start, ctx, err)
 }
 
 // ended finishes a result: an error caused by the caller's deadline is a cut,

@@ -245,11 +245,7 @@ func BenchmarkDecodeStepTraced(b *testing.B) {
 	m := syntheticModel(b, testkit.Deployed, Options{Threads: benchThreads()})
 	c := m.Config()
 	const ctxLen = 128
-	cache, err := m.newKVCache(ctxLen)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cache.free()
+	cache := newCache(b, m, ctxLen)
 	prompt := make([]int32, ctxLen)
 	for i := range prompt {
 		prompt[i] = int32("user: tell me about niels\nassistant: "[i%37])
@@ -295,11 +291,7 @@ func BenchmarkGenerateTraced(b *testing.B) {
 func BenchmarkPrefillWindowTraced(b *testing.B) {
 	m := syntheticModel(b, testkit.Deployed, Options{Threads: benchThreads()})
 	c := m.Config()
-	cache, err := m.newKVCache(c.Context)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cache.free()
+	cache := newCache(b, m, c.Context)
 	prompt := make([]int32, c.Context)
 	for i := range prompt {
 		prompt[i] = int32("user: tell me about niels\nassistant: "[i%37])
@@ -324,11 +316,7 @@ func BenchmarkDecodeStep16Traced(b *testing.B) {
 	}
 	items := make([]stepItem, streams)
 	for i := range items {
-		cache, err := m.newKVCache(ctxLen)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer cache.free()
+		cache := newCache(b, m, ctxLen)
 		if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1], traceLayer: -1, fullLayer: -1}}); err != nil {
 			b.Fatal(err)
 		}

@@ -87,6 +87,17 @@ func maxAbsDiff(a, b []float32) float64 {
 	return worst
 }
 
+// newCache makes a KV cache for capacity tokens, freed when the test ends.
+func newCache(tb testing.TB, m *Model, capacity int) *kvCache {
+	tb.Helper()
+	cache, err := m.newKVCache(capacity)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(cache.free)
+	return cache
+}
+
 // runStep drives the cache by hand. The scheduler touches the C model only
 // while it has sequences, and these tests give it none.
 func runStep(t testing.TB, m *Model, it stepItem) {
@@ -104,11 +115,7 @@ func TestDecodeMatchesPyTorch(t *testing.T) {
 			m, g := loadFixture(t, name)
 			c := m.Config()
 			tokens := g.Prefill.Tokens
-			cache, err := m.newKVCache(len(tokens))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cache.free()
+			cache := newCache(t, m, len(tokens))
 			worstLogit, worstAttn := 0.0, 0.0
 			for pos := range tokens {
 				for layer := 0; layer < c.Layers; layer++ {
@@ -142,11 +149,7 @@ func TestPrefillMatchesPyTorch(t *testing.T) {
 			c := m.Config()
 			tokens := g.Prefill.Tokens
 			n := len(tokens)
-			cache, err := m.newKVCache(n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cache.free()
+			cache := newCache(t, m, n)
 			for layer := 0; layer < c.Layers; layer++ {
 				for head := 0; head < c.Heads; head++ {
 					it := stepItem{

@@ -51,6 +51,38 @@ func checkpoint(n int) []byte {
 	return b
 }
 
+// fakeHub serves content as testRepo/testFile, with change applied to the
+// Hub's switches (nil for an honest Hub).
+func fakeHub(t *testing.T, content []byte, change func(c *testkit.HubConfig)) *testkit.FakeHub {
+	t.Helper()
+	f := testkit.NewFakeHub(t)
+	f.Add(testRepo, testFile, content)
+	if change != nil {
+		f.Set(change)
+	}
+	return f
+}
+
+// mustDownload downloads with o, which must succeed with want, and returns
+// the file's path.
+func mustDownload(t *testing.T, o Options, want []byte) string {
+	t.Helper()
+	path, err := download(t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContent(t, path, want)
+	return path
+}
+
+// writePart leaves data where an interrupted download keeps its bytes.
+func writePart(t *testing.T, dir string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, testFile+".part"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func options(f *testkit.FakeHub, dir string) Options {
 	return Options{Endpoint: f.URL, RepoID: testRepo, Filename: testFile, Dir: dir}
 }
@@ -92,9 +124,8 @@ func noNetwork(t *testing.T) string {
 }
 
 func TestPlainDownload(t *testing.T) {
-	f := testkit.NewFakeHub(t)
 	content := checkpoint(300_000)
-	f.Add(testRepo, testFile, content)
+	f := fakeHub(t, content, nil)
 	dir := filepath.Join(t.TempDir(), "nested", "checkpoints") // created on demand
 	var bar bytes.Buffer
 	o := options(f, dir)
@@ -119,18 +150,12 @@ func TestPlainDownload(t *testing.T) {
 }
 
 func TestRedirectToCDNSendsTokenOnlyToHub(t *testing.T) {
-	f := testkit.NewFakeHub(t)
 	content := checkpoint(100_000)
-	f.Add(testRepo, testFile, content)
-	f.Set(func(c *testkit.HubConfig) { c.Redirect, c.Token = true, testToken })
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Redirect, c.Token = true, testToken })
 	o := options(f, t.TempDir())
 	o.Token = testToken
 
-	path, err := download(t, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
+	mustDownload(t, o, content)
 	hub, cdn := f.Requests()
 	if len(hub) != 2 {
 		t.Fatalf("hub requests %+v", hub)
@@ -159,11 +184,7 @@ func TestRenamedRepoRedirectOnHub(t *testing.T) {
 	})
 	o := options(f, t.TempDir())
 	o.Token = testToken
-	path, err := download(t, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
+	mustDownload(t, o, content)
 	hub, cdn := f.Requests()
 	for _, r := range hub {
 		if r.Auth == "" {
@@ -176,10 +197,8 @@ func TestRenamedRepoRedirectOnHub(t *testing.T) {
 }
 
 func TestPrivateRepo(t *testing.T) {
-	f := testkit.NewFakeHub(t)
 	content := checkpoint(2000)
-	f.Add(testRepo, testFile, content)
-	f.Set(func(c *testkit.HubConfig) { c.Token, c.Redirect = testToken, true })
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Token, c.Redirect = testToken, true })
 	dir := t.TempDir()
 
 	_, err := download(t, options(f, dir))
@@ -195,11 +214,7 @@ func TestPrivateRepo(t *testing.T) {
 	}
 
 	o.Token = testToken
-	path, err := download(t, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
+	mustDownload(t, o, content)
 }
 
 func TestNotFound(t *testing.T) {
@@ -227,9 +242,7 @@ func TestIntegrityFailuresRemoveTheFile(t *testing.T) {
 		{"unreadable size", func(c *testkit.HubConfig) { c.LieSize = "lots" }, "X-Linked-Size"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := testkit.NewFakeHub(t)
-			f.Add(testRepo, testFile, content)
-			f.Set(func(c *testkit.HubConfig) { c.Redirect = true })
+			f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Redirect = true })
 			f.Set(tc.change)
 			dir := t.TempDir()
 			_, err := download(t, options(f, dir))
@@ -253,10 +266,8 @@ func TestSHAMismatchIsErrIntegrity(t *testing.T) {
 
 func TestCutDownloadResumesWithRange(t *testing.T) {
 	withTuning(t, 2*time.Second, 1) // no automatic retry: the second Download does the resume
-	f := testkit.NewFakeHub(t)
 	content := checkpoint(400_000)
-	f.Add(testRepo, testFile, content)
-	f.Set(func(c *testkit.HubConfig) { c.Redirect, c.CutAt, c.Cuts = true, 200_000, 1 })
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Redirect, c.CutAt, c.Cuts = true, 200_000, 1 })
 	dir := t.TempDir()
 	final := filepath.Join(dir, testFile)
 
@@ -270,11 +281,7 @@ func TestCutDownloadResumesWithRange(t *testing.T) {
 		t.Fatalf("part file: %d bytes, err %v", len(part), err)
 	}
 
-	path, err := download(t, options(f, dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
+	mustDownload(t, options(f, dir), content)
 	mustNotExist(t, final+".part")
 	_, cdn := f.Requests()
 	if len(cdn) != 2 || cdn[1].Range != "bytes=200000-" {
@@ -283,15 +290,9 @@ func TestCutDownloadResumesWithRange(t *testing.T) {
 }
 
 func TestRetryResumesWithinOneCall(t *testing.T) {
-	f := testkit.NewFakeHub(t)
 	content := checkpoint(300_000)
-	f.Add(testRepo, testFile, content)
-	f.Set(func(c *testkit.HubConfig) { c.CutAt, c.Cuts, c.Failures = 100_000, 1, 1 })
-	path, err := download(t, options(f, t.TempDir()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.CutAt, c.Cuts, c.Failures = 100_000, 1, 1 })
+	mustDownload(t, options(f, t.TempDir()), content)
 	hub, _ := f.Requests()
 	// 503, then HEAD + GET cut at 100000, then HEAD + ranged GET.
 	if len(hub) != 5 || hub[4].Range != "bytes=100000-" {
@@ -300,20 +301,12 @@ func TestRetryResumesWithinOneCall(t *testing.T) {
 }
 
 func TestServerIgnoringRangeRestartsCleanly(t *testing.T) {
-	f := testkit.NewFakeHub(t)
 	content := checkpoint(100_000)
-	f.Add(testRepo, testFile, content)
-	f.Set(func(c *testkit.HubConfig) { c.Redirect, c.IgnoreRange = true, true })
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Redirect, c.IgnoreRange = true, true })
 	dir := t.TempDir()
 	// A stale part with wrong bytes: if they were kept, the hash check would fail.
-	if err := os.WriteFile(filepath.Join(dir, testFile+".part"), bytes.Repeat([]byte{0xEE}, 30_000), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	path, err := download(t, options(f, dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
+	writePart(t, dir, bytes.Repeat([]byte{0xEE}, 30_000))
+	mustDownload(t, options(f, dir), content)
 	_, cdn := f.Requests()
 	if len(cdn) != 1 || cdn[0].Range != "bytes=30000-" {
 		t.Fatalf("cdn requests %+v", cdn)
@@ -323,17 +316,11 @@ func TestServerIgnoringRangeRestartsCleanly(t *testing.T) {
 func TestCorruptPartIsRedownloaded(t *testing.T) {
 	// The server honours Range, but the old part holds wrong bytes: the resumed file fails
 	// the hash, and one clean download from zero fixes it.
-	f := testkit.NewFakeHub(t)
 	content := checkpoint(100_000)
-	f.Add(testRepo, testFile, content)
-	f.Set(func(c *testkit.HubConfig) { c.Redirect = true })
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Redirect = true })
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, testFile+".part"), bytes.Repeat([]byte{1}, 10_000), 0o644)
-	path, err := download(t, options(f, dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
+	writePart(t, dir, bytes.Repeat([]byte{1}, 10_000))
+	mustDownload(t, options(f, dir), content)
 	_, cdn := f.Requests()
 	if len(cdn) != 2 || cdn[0].Range != "bytes=10000-" || cdn[1].Range != "" {
 		t.Fatalf("cdn requests %+v", cdn)
@@ -344,45 +331,27 @@ func TestCompletePartIsVerifiedWithoutBody(t *testing.T) {
 	content := checkpoint(20_000)
 
 	t.Run("size known from HEAD: no GET", func(t *testing.T) {
-		f := testkit.NewFakeHub(t)
-		f.Add(testRepo, testFile, content)
-		f.Set(func(c *testkit.HubConfig) { c.Redirect = true })
+		f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Redirect = true })
 		dir := t.TempDir()
-		os.WriteFile(filepath.Join(dir, testFile+".part"), content, 0o644)
-		path, err := download(t, options(f, dir))
-		if err != nil {
-			t.Fatal(err)
-		}
-		mustContent(t, path, content)
+		writePart(t, dir, content)
+		mustDownload(t, options(f, dir), content)
 		if hub, cdn := f.Requests(); len(hub) != 1 || len(cdn) != 0 {
 			t.Fatalf("requests hub %+v cdn %+v", hub, cdn)
 		}
 	})
 
 	t.Run("no HEAD: 416 means complete", func(t *testing.T) {
-		f := testkit.NewFakeHub(t)
-		f.Add(testRepo, testFile, content)
-		f.Set(func(c *testkit.HubConfig) { c.NoHead = true })
+		f := fakeHub(t, content, func(c *testkit.HubConfig) { c.NoHead = true })
 		dir := t.TempDir()
-		os.WriteFile(filepath.Join(dir, testFile+".part"), content, 0o644)
-		path, err := download(t, options(f, dir))
-		if err != nil {
-			t.Fatal(err)
-		}
-		mustContent(t, path, content)
+		writePart(t, dir, content)
+		mustDownload(t, options(f, dir), content)
 	})
 
 	t.Run("no HEAD: part longer than the file restarts", func(t *testing.T) {
-		f := testkit.NewFakeHub(t)
-		f.Add(testRepo, testFile, content)
-		f.Set(func(c *testkit.HubConfig) { c.NoHead = true })
+		f := fakeHub(t, content, func(c *testkit.HubConfig) { c.NoHead = true })
 		dir := t.TempDir()
-		os.WriteFile(filepath.Join(dir, testFile+".part"), checkpoint(25_000), 0o644)
-		path, err := download(t, options(f, dir))
-		if err != nil {
-			t.Fatal(err)
-		}
-		mustContent(t, path, content)
+		writePart(t, dir, checkpoint(25_000))
+		mustDownload(t, options(f, dir), content)
 	})
 }
 
@@ -394,11 +363,7 @@ func TestOffline(t *testing.T) {
 	if !errors.Is(err, ErrOffline) {
 		t.Fatalf("got %v", err)
 	}
-	for _, want := range []string{"HF_HUB_OFFLINE=0", "--model demo", "--model PATH"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Fatalf("offline error %q lacks %q", err, want)
-		}
-	}
+	testkit.ContainsAll(t, "offline error", err.Error(), "HF_HUB_OFFLINE=0", "--model demo", "--model PATH")
 
 	content := []byte("cached checkpoint")
 	os.WriteFile(filepath.Join(dir, testFile), content, 0o644)
@@ -476,10 +441,8 @@ func TestHostileNames(t *testing.T) {
 
 func TestStallMidBodyTimesOut(t *testing.T) {
 	withTuning(t, 200*time.Millisecond, 1)
-	f := testkit.NewFakeHub(t)
 	content := checkpoint(100_000)
-	f.Add(testRepo, testFile, content)
-	f.Set(func(c *testkit.HubConfig) { c.Redirect, c.Stall, c.StallAt = true, true, 40_000 })
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Redirect, c.Stall, c.StallAt = true, true, 40_000 })
 	dir := t.TempDir()
 	start := time.Now()
 	_, err := download(t, options(f, dir))
@@ -512,10 +475,8 @@ func TestStallBeforeHeadersTimesOut(t *testing.T) {
 }
 
 func TestCancelStopsPromptlyAndKeepsPart(t *testing.T) {
-	f := testkit.NewFakeHub(t)
 	content := checkpoint(100_000)
-	f.Add(testRepo, testFile, content)
-	f.Set(func(c *testkit.HubConfig) { c.Stall, c.StallAt = true, 30_000 })
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Stall, c.StallAt = true, 30_000 })
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(150*time.Millisecond, cancel)
@@ -533,9 +494,7 @@ func TestCancelStopsPromptlyAndKeepsPart(t *testing.T) {
 }
 
 func TestTooLarge(t *testing.T) {
-	f := testkit.NewFakeHub(t)
-	f.Add(testRepo, testFile, checkpoint(10_000))
-	f.Set(func(c *testkit.HubConfig) { c.Redirect = true })
+	f := fakeHub(t, checkpoint(10_000), func(c *testkit.HubConfig) { c.Redirect = true })
 	dir := t.TempDir()
 	o := options(f, dir)
 	o.MaxSize = 5000
@@ -572,9 +531,8 @@ func TestRefusesHTTPSDowngrade(t *testing.T) {
 }
 
 func TestConcurrentDownloadsShareOneFile(t *testing.T) {
-	f := testkit.NewFakeHub(t)
 	content := checkpoint(200_000)
-	f.Add(testRepo, testFile, content)
+	f := fakeHub(t, content, nil)
 	dir := t.TempDir()
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
@@ -607,9 +565,7 @@ func TestTokenNeverInErrors(t *testing.T) {
 	}
 	for name, change := range scenarios {
 		t.Run(name, func(t *testing.T) {
-			f := testkit.NewFakeHub(t)
-			f.Add(testRepo, testFile, content)
-			f.Set(change)
+			f := fakeHub(t, content, change)
 			o := options(f, t.TempDir())
 			o.Token = testToken
 			_, err := download(t, o)
@@ -660,16 +616,11 @@ func TestOptionsFromEnv(t *testing.T) {
 }
 
 func TestEndpointWithPathPrefix(t *testing.T) {
-	f := testkit.NewFakeHub(t)
 	content := checkpoint(1000)
-	f.Add(testRepo, testFile, content)
+	f := fakeHub(t, content, nil)
 	mirror := httptest.NewServer(http.StripPrefix("/mirror", f.Handler()))
 	defer mirror.Close()
-	path, err := download(t, Options{Endpoint: mirror.URL + "/mirror/", RepoID: testRepo, Filename: testFile, Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
+	mustDownload(t, Options{Endpoint: mirror.URL + "/mirror/", RepoID: testRepo, Filename: testFile, Dir: t.TempDir()}, content)
 }
 
 func TestParseContentRange(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -166,16 +165,7 @@ func PostStream(ctx context.Context, client *http.Client, url, body string, opts
 		return end
 	}
 	sse := testkit.NewSSEReader(resp.Body)
-	for {
-		ev, err := sse.Next()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				end.Clean = true
-			} else {
-				end.Err = err
-			}
-			return end
-		}
+	for ev := range sse.Events() {
 		end.LastEvent = time.Now()
 		if opts.OnEvent != nil {
 			opts.OnEvent(ev.Name)
@@ -199,6 +189,9 @@ func PostStream(ctx context.Context, client *http.Client, url, body string, opts
 			time.Sleep(opts.EventDelay)
 		}
 	}
+	end.Err = sse.Err()
+	end.Clean = end.Err == nil
+	return end
 }
 
 // errorCode reads SPEC §4's {"error", "code"} (or a 422's {"detail"}, for

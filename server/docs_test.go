@@ -18,6 +18,8 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/gin-gonic/gin"
+
+	"nielsgpt/internal/testkit"
 )
 
 func loadOpenAPIDocument(t *testing.T) *openapi3.T {
@@ -362,11 +364,7 @@ func TestServeSwaggerUI(t *testing.T) {
 			t.Errorf("GET %s Content-Type %q", path, ct)
 		}
 		page = string(body)
-		for _, want := range []string{`id="swagger-ui"`, "SwaggerUIBundle(", `url: "/openapi.json"`, "validatorUrl: null"} {
-			if !strings.Contains(page, want) {
-				t.Errorf("GET %s: page lacks %s", path, want)
-			}
-		}
+		testkit.ContainsAll(t, "GET "+path, page, `id="swagger-ui"`, "SwaggerUIBundle(", `url: "/openapi.json"`, "validatorUrl: null")
 	}
 
 	// Offline: every asset the page loads comes from this server and is there.

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -172,6 +173,24 @@ func decodeStrict(t *testing.T, data string, v any) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		t.Fatalf("decoding %s: %v", data, err)
+	}
+}
+
+// wantCausalRows checks a full attention matrix: row i attends to positions
+// 0..i only and sums to 1 within tol.
+func wantCausalRows(t *testing.T, attn [][]float64, tol float64) {
+	t.Helper()
+	for i, row := range attn {
+		sum := 0.0
+		for j, p := range row {
+			if j > i && p != 0 {
+				t.Fatalf("attn[%d][%d] = %v above the diagonal", i, j, p)
+			}
+			sum += p
+		}
+		if math.Abs(sum-1) > tol {
+			t.Fatalf("row %d sums to %v", i, sum)
+		}
 	}
 }
 

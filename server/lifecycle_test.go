@@ -146,6 +146,19 @@ func runServer(t *testing.T, cfg Config, load LoadFunc) (addr string, sigterm fu
 	return "http://" + ln.Addr().String(), cancel, done, s
 }
 
+// runReturned waits for Run's result; a Run still going 5 s later fails the
+// test.
+func runReturned(t *testing.T, result <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-result:
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
+		return nil
+	}
+}
+
 func loadFake(f *fakeEngine) LoadFunc {
 	return func(context.Context) (Engine, error) { return f, nil }
 }
@@ -182,13 +195,8 @@ func TestShutdownDrainsStreams(t *testing.T) {
 	if last.Type != "done" {
 		t.Fatalf("in-flight stream ended with %+v", last)
 	}
-	select {
-	case err := <-result:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return after the drain")
+	if err := runReturned(t, result); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 	if fake.closed.Load() != 1 || fake.closedWhileRunning.Load() {
 		t.Fatalf("engine closed %d times (while running: %v)", fake.closed.Load(), fake.closedWhileRunning.Load())
@@ -208,13 +216,8 @@ func TestShutdownTimeoutCutsStreams(t *testing.T) {
 	start := time.Now()
 	sigterm()
 	events := readEvents(t, resp)
-	select {
-	case err := <-result:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return")
+	if err := runReturned(t, result); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 	if elapsed := time.Since(start); elapsed > 2*time.Second {
 		t.Fatalf("shutdown took %v", elapsed)
@@ -298,13 +301,8 @@ func TestLoadFailureEndsRun(t *testing.T) {
 	_, _, result, _ := runServer(t, testConfig(), func(context.Context) (Engine, error) {
 		return nil, errors.New("model.gguf: not a niels-gpt GGUF")
 	})
-	select {
-	case err := <-result:
-		if err == nil || !strings.Contains(err.Error(), "not a niels-gpt GGUF") {
-			t.Fatalf("Run returned %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run kept going after the load failed")
+	if err := runReturned(t, result); err == nil || !strings.Contains(err.Error(), "not a niels-gpt GGUF") {
+		t.Fatalf("Run returned %v", err)
 	}
 	// A panicking loader is a load failure too, not a crash.
 	_, _, result, _ = runServer(t, testConfig(), func(context.Context) (Engine, error) {
@@ -324,13 +322,8 @@ func TestShutdownWhileLoading(t *testing.T) {
 		return nil, ctx.Err()
 	})
 	sigterm()
-	select {
-	case err := <-result:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return")
+	if err := runReturned(t, result); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"nielsgpt/internal/testkit"
 )
 
 func envOf(vars map[string]string) func(string) (string, bool) {
@@ -56,9 +58,5 @@ func TestServeUsage(t *testing.T) {
 	if regexp.MustCompile(`(?m)^\s+-(hf-)?token\s`).MatchString(text) {
 		t.Fatalf("usage mentions a token flag:\n%s", text)
 	}
-	for _, want := range []string{"-model", "env MAX_CONCURRENT", "env CKPT_DIR", "-offline", "-port"} {
-		if !strings.Contains(text, want) {
-			t.Errorf("usage lacks %q:\n%s", want, text)
-		}
-	}
+	testkit.ContainsAll(t, "usage", text, "-model", "env MAX_CONCURRENT", "env CKPT_DIR", "-offline", "-port")
 }

@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"iter"
 )
 
 // Event is one server-sent event. Data is only valid until the next call to
@@ -37,6 +38,7 @@ type SSEReader struct {
 	name string
 	data []byte
 	long []byte // reassembly buffer for lines longer than r's buffer
+	err  error  // what ended Events; nil at a clean end
 }
 
 // NewSSEReader reads events from r.
@@ -95,6 +97,31 @@ func (s *SSEReader) Next() (Event, error) {
 		}
 	}
 }
+
+// Events yields the stream's events until it ends or the loop stops, as
+// bufio.Scanner does lines: afterwards Err says why it ended. Each event's
+// Data is valid until the loop asks for the next one.
+func (s *SSEReader) Events() iter.Seq[Event] {
+	return func(yield func(Event) bool) {
+		for {
+			ev, err := s.Next()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					s.err = err
+				}
+				return
+			}
+			if !yield(ev) {
+				return
+			}
+		}
+	}
+}
+
+// Err is the error that ended Events: nil when the stream ended cleanly
+// between events (or the loop stopped early), io.ErrUnexpectedEOF when it
+// was cut inside one, or the read error.
+func (s *SSEReader) Err() error { return s.err }
 
 // internEventName avoids a string allocation per event for the names this
 // server sends thousands of times a second.

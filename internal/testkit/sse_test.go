@@ -69,3 +69,20 @@ func TestSSEReaderBoundsLines(t *testing.T) {
 		t.Fatalf("got %v, want errSSELineTooLong", err)
 	}
 }
+
+// Events ends at a clean end with no error, and reports a cut.
+func TestSSEReaderEvents(t *testing.T) {
+	for stream, want := range map[string]error{
+		"event: token\ndata: 1\n\nevent: done\ndata: {}\n\n": nil,
+		"event: token\ndata: 1\n\nevent: do":                 io.ErrUnexpectedEOF,
+	} {
+		r := NewSSEReader(strings.NewReader(stream))
+		var names []string
+		for ev := range r.Events() {
+			names = append(names, ev.Name)
+		}
+		if !errors.Is(r.Err(), want) || (r.Err() == nil) != (want == nil) || names[0] != "token" {
+			t.Errorf("%q: events %q, error %v, want %v", stream, names, r.Err(), want)
+		}
+	}
+}

@@ -1,42 +1,10 @@
 package testkit
 
 import (
-	"fmt"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
 )
-
-// fatalRecorder stands in for a test so that a helper's failure can be
-// checked: Fatalf records the message and ends the goroutine, as the real
-// one does.
-type fatalRecorder struct {
-	testing.TB
-	msg string
-}
-
-func (r *fatalRecorder) Helper() {}
-
-func (r *fatalRecorder) Fatalf(format string, args ...any) { r.Fatal(fmt.Sprintf(format, args...)) }
-
-func (r *fatalRecorder) Fatal(args ...any) {
-	r.msg = fmt.Sprint(args...)
-	runtime.Goexit()
-}
-
-// runFailing runs f against a fatalRecorder in its own goroutine and
-// returns the failure message, "" when f returned without failing.
-func runFailing(f func(t testing.TB)) string {
-	r := &fatalRecorder{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f(r)
-	}()
-	<-done
-	return r.msg
-}
 
 func TestEventuallyTimesOutWithWhatItWaitedFor(t *testing.T) {
 	start := time.Now()
