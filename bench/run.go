@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -156,14 +155,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	modelPath := o.Model
 	if modelPath == "" {
-		dir, err := os.MkdirTemp("", "nielsgpt-bench-")
+		path, remove, err := testkit.TempSyntheticModel(testkit.Deployed, 1)
 		if err != nil {
 			return nil, err
 		}
-		defer os.RemoveAll(dir)
-		if modelPath, err = testkit.WriteSyntheticModel(dir, testkit.Deployed, 1); err != nil {
-			return nil, err
-		}
+		defer remove()
+		modelPath = path
 		rep.Model.Source = fmt.Sprintf("synthetic, random weights (std %g)", testkit.SyntheticStd)
 	} else {
 		rep.Model.Source = modelPath

@@ -34,7 +34,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,14 +142,12 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 
 	model := o.Model
 	if model == "" {
-		dir, err := os.MkdirTemp("", "nielsgpt-soak-")
+		path, remove, err := testkit.TempSyntheticModel(testkit.Deployed, 1)
 		if err != nil {
 			return nil, err
 		}
-		defer os.RemoveAll(dir)
-		if model, err = testkit.WriteSyntheticModel(dir, testkit.Deployed, 1); err != nil {
-			return nil, err
-		}
+		defer remove()
+		model = path
 	}
 	cfg, err := testkit.ModelConfigOf(model)
 	if err != nil {

@@ -1,6 +1,6 @@
 package testkit
 
-// Checks that many tests make the same way.
+// Checks and stand-ins that many tests need the same way.
 
 import (
 	"strings"
@@ -22,4 +22,13 @@ func ContainsAll(t testing.TB, what, got string, wants ...string) bool {
 		t.Errorf("%s lacks %q:\n%s", what, missing, got)
 	}
 	return len(missing) == 0
+}
+
+// EnvLookup is an environment made of vars, in the shape of os.LookupEnv,
+// for code that reads its settings through a lookup function.
+func EnvLookup(vars map[string]string) func(string) (string, bool) {
+	return func(key string) (string, bool) {
+		v, ok := vars[key]
+		return v, ok
+	}
 }

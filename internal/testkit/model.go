@@ -55,6 +55,21 @@ func WriteSyntheticModel(dir string, cfg gguf.ModelConfig, seed uint64) (string,
 	return path, nil
 }
 
+// TempSyntheticModel writes a GGUF of shape cfg with random weights into a
+// new temporary folder, for a run that serves it and then removes the folder
+// with remove.
+func TempSyntheticModel(cfg gguf.ModelConfig, seed uint64) (path string, remove func(), err error) {
+	dir, err := os.MkdirTemp("", "nielsgpt-synthetic-")
+	if err != nil {
+		return "", nil, err
+	}
+	if path, err = WriteSyntheticModel(dir, cfg, seed); err != nil {
+		_ = os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return path, func() { _ = os.RemoveAll(dir) }, nil
+}
+
 // ModelConfigOf reads a GGUF's hyper-parameters, which the bench and the
 // soak need to ask for a trace layer and head the model has.
 func ModelConfigOf(path string) (gguf.ModelConfig, error) {
