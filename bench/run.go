@@ -153,14 +153,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		CapSeconds: o.Duration.Seconds(), BaselineCapSeconds: o.BaselineDuration.Seconds(),
 	}
 
-	modelPath := o.Model
-	if modelPath == "" {
-		path, remove, err := testkit.TempSyntheticModel(testkit.Deployed, 1)
-		if err != nil {
-			return nil, err
-		}
-		defer remove()
-		modelPath = path
+	modelPath, remove, err := testkit.ModelToServe(o.Model)
+	if err != nil {
+		return nil, err
+	}
+	defer remove()
+	if o.Model == "" {
 		rep.Model.Source = fmt.Sprintf("synthetic, random weights (std %g)", testkit.SyntheticStd)
 	} else {
 		rep.Model.Source = modelPath

@@ -140,15 +140,11 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		}
 	}
 
-	model := o.Model
-	if model == "" {
-		path, remove, err := testkit.TempSyntheticModel(testkit.Deployed, 1)
-		if err != nil {
-			return nil, err
-		}
-		defer remove()
-		model = path
+	model, remove, err := testkit.ModelToServe(o.Model)
+	if err != nil {
+		return nil, err
 	}
+	defer remove()
 	cfg, err := testkit.ModelConfigOf(model)
 	if err != nil {
 		return nil, err

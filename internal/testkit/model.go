@@ -55,15 +55,19 @@ func WriteSyntheticModel(dir string, cfg gguf.ModelConfig, seed uint64) (string,
 	return path, nil
 }
 
-// TempSyntheticModel writes a GGUF of shape cfg with random weights into a
-// new temporary folder, for a run that serves it and then removes the folder
-// with remove.
-func TempSyntheticModel(cfg gguf.ModelConfig, seed uint64) (path string, remove func(), err error) {
+// ModelToServe is the model a driver (the bench, the soak) serves: model
+// when one is given, otherwise a deployed-size model with random weights
+// written to a new temporary folder. remove deletes what was written, if
+// anything.
+func ModelToServe(model string) (path string, remove func(), err error) {
+	if model != "" {
+		return model, func() {}, nil
+	}
 	dir, err := os.MkdirTemp("", "nielsgpt-synthetic-")
 	if err != nil {
 		return "", nil, err
 	}
-	if path, err = WriteSyntheticModel(dir, cfg, seed); err != nil {
+	if path, err = WriteSyntheticModel(dir, Deployed, 1); err != nil {
 		_ = os.RemoveAll(dir)
 		return "", nil, err
 	}

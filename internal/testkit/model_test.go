@@ -4,26 +4,26 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	"nielsgpt/convert"
-	"nielsgpt/gguf"
 )
 
-var tinyShape = gguf.ModelConfig{Vocab: 256, Context: 16, Embd: 8, Layers: 2, Heads: 2, FF: 16, RopeTheta: 10000, NormEps: convert.LayerNormEps}
-
-// The model written is the shape asked for, the same for the same seed,
-// and its temporary folder goes with remove.
-func TestTempSyntheticModel(t *testing.T) {
-	path, remove, err := TempSyntheticModel(tinyShape, 7)
+// A model that was named is served as it is; otherwise the deployed shape,
+// the same weights every time, in a folder that goes with remove.
+func TestModelToServe(t *testing.T) {
+	if path, remove, err := ModelToServe("mine.gguf"); err != nil || path != "mine.gguf" {
+		t.Fatalf("a named model became %q, %v", path, err)
+	} else {
+		remove()
+	}
+	path, remove, err := ModelToServe("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := tinyShape
+	want := Deployed
 	want.NormEps = float64(float32(want.NormEps)) // a GGUF stores it as float32
 	if cfg, err := ModelConfigOf(path); err != nil || cfg != want {
 		t.Fatalf("config %+v, %v; want %+v", cfg, err, want)
 	}
-	again, err := os.ReadFile(SyntheticModel(t, tinyShape, 7))
+	again, err := os.ReadFile(SyntheticModel(t, Deployed, 1))
 	if first, _ := os.ReadFile(path); err != nil || string(first) != string(again) {
 		t.Fatalf("two models of one seed differ (%v)", err)
 	}
