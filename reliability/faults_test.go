@@ -78,35 +78,7 @@ func TestSIGTERMDrainsLiveStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// New connections are refused from (almost) the moment of the signal
-	// until the process is gone: probe every 100 ms.
-	var firstRefused time.Time
-	accepted := 0
-	probes := 0
-probe:
-	for {
-		select {
-		case <-s.Exited():
-			break probe
-		case <-time.After(100 * time.Millisecond):
-		}
-		conn, err := net.DialTimeout("tcp", s.Addr, time.Second)
-		probes++
-		if err == nil {
-			conn.Close()
-			if !firstRefused.IsZero() {
-				t.Errorf("a connection was accepted %s after SIGTERM, after one had been refused", time.Since(termAt))
-			}
-			accepted++
-			continue
-		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			t.Errorf("probe: %v (want connection refused)", err)
-		}
-		if firstRefused.IsZero() {
-			firstRefused = time.Now()
-		}
-	}
+	firstRefused, accepted, probes := probeUntilExit(t, s, termAt)
 	code, err := s.WaitExit(drain + 10*time.Second)
 	exitedAt := time.Now()
 	if err != nil {
@@ -151,6 +123,38 @@ probe:
 	}
 	if !strings.Contains(s.Output(), `"msg":"stopped"`) {
 		t.Error("no stopped log line")
+	}
+}
+
+// probeUntilExit dials the server every 100 ms until its process is gone:
+// new connections must be refused from (almost) the moment of the signal
+// until then. It returns when a connection was first refused (zero if none
+// was), how many were accepted and how many probes ran; a connection
+// accepted after one was refused fails the test.
+func probeUntilExit(t *testing.T, s *testkit.Server, termAt time.Time) (firstRefused time.Time, accepted, probes int) {
+	t.Helper()
+	for {
+		select {
+		case <-s.Exited():
+			return firstRefused, accepted, probes
+		case <-time.After(100 * time.Millisecond):
+		}
+		conn, err := net.DialTimeout("tcp", s.Addr, time.Second)
+		probes++
+		if err == nil {
+			conn.Close()
+			if !firstRefused.IsZero() {
+				t.Errorf("a connection was accepted %s after SIGTERM, after one had been refused", time.Since(termAt))
+			}
+			accepted++
+			continue
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("probe: %v (want connection refused)", err)
+		}
+		if firstRefused.IsZero() {
+			firstRefused = time.Now()
+		}
 	}
 }
 
@@ -238,6 +242,37 @@ func TestDisconnectMidStreamLeavesNothing(t *testing.T) {
 	t.Logf("goroutines: baseline %v, back to %v", baseline, now)
 }
 
+// sendAndStall opens n connections, each from its own loopback address,
+// sends body to /chat/stream on each and never reads: clients that stopped
+// reading. The connections are closed when the test ends.
+func sendAndStall(t *testing.T, s *testkit.Server, n int, body string) []*net.TCPConn {
+	t.Helper()
+	conns := make([]*net.TCPConn, n)
+	for i := range conns {
+		d := net.Dialer{
+			LocalAddr: &net.TCPAddr{IP: net.ParseIP(LoopbackIP(100 + i))},
+			// A small receive buffer, set before the handshake so the window
+			// is negotiated small. Loopback still lets the server queue about
+			// 3 MiB per connection in the kernel before a write blocks.
+			Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				err := rc.Control(func(fd uintptr) {
+					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+				})
+				return errors.Join(err, serr)
+			},
+		}
+		c, err := d.Dial("tcp", s.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c.(*net.TCPConn)
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "POST /chat/stream HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", s.Addr, len(body), body)
+	}
+	return conns
+}
+
 // A client that sends its request and then never reads: the server's
 // writes block, WRITE_TIMEOUT cuts the stream, the slot, the gauge and the
 // goroutines come back, and neither the engine's work nor the server's
@@ -278,30 +313,7 @@ func TestStalledReaderIsCutAndMemoryStaysBounded(t *testing.T) {
 	}
 	before := scrape(t, s)
 
-	conns := make([]*net.TCPConn, stalled)
-	body := ChatBody(prompt, 1024, 0, 7)
-	for i := range conns {
-		d := net.Dialer{
-			LocalAddr: &net.TCPAddr{IP: net.ParseIP(LoopbackIP(100 + i))},
-			// A small receive buffer, set before the handshake so the window
-			// is negotiated small. Loopback still lets the server queue about
-			// 3 MiB per connection in the kernel before a write blocks.
-			Control: func(_, _ string, rc syscall.RawConn) error {
-				var serr error
-				err := rc.Control(func(fd uintptr) {
-					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-				})
-				return errors.Join(err, serr)
-			},
-		}
-		c, err := d.Dial("tcp", s.Addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns[i] = c.(*net.TCPConn)
-		defer c.Close()
-		fmt.Fprintf(c, "POST /chat/stream HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", s.Addr, len(body), body)
-	}
+	conns := sendAndStall(t, s, stalled, ChatBody(prompt, 1024, 0, 7))
 	stalledAt := time.Now()
 
 	// Sample the server's memory while the streams are stuck.

@@ -111,7 +111,9 @@ func wantNumberConstraints(t *testing.T, field string, p *openapi3.Schema, def, 
 
 func num(v float64) *float64 { return &v }
 
-func TestOpenAPIDocumentDescribesSpecAPI(t *testing.T) {
+// Every route of the HTTP API and the documentation itself is in the
+// document, and both POST endpoints document the same errors.
+func TestOpenAPIDocumentRoutes(t *testing.T) {
 	doc := loadOpenAPIDocument(t)
 
 	// Every route of the HTTP API and the documentation itself, with the
@@ -182,8 +184,11 @@ func TestOpenAPIDocumentDescribesSpecAPI(t *testing.T) {
 			t.Errorf("POST %s: 422 is not a ValidationError", path)
 		}
 	}
+}
 
-	// Request bodies: the documented fields, required ones and defaults.
+// Request bodies: the documented fields, required ones and defaults.
+func TestOpenAPIDocumentRequestBodies(t *testing.T) {
+	doc := loadOpenAPIDocument(t)
 	chat := doc.Paths.Value("/chat/stream").Post.RequestBody.Value.Content.Get("application/json").Schema.Value
 	if chat != schemaNamed(t, doc, "ChatRequest") {
 		t.Errorf("POST /chat/stream body is not ChatRequest")
@@ -223,8 +228,11 @@ func TestOpenAPIDocumentDescribesSpecAPI(t *testing.T) {
 	if !reflect.DeepEqual(roles, []any{"system", "user", "assistant"}) {
 		t.Errorf("Message.role enum %v", roles)
 	}
+}
 
-	// Response bodies and event payloads.
+// Response bodies and event payloads: their required fields and shapes.
+func TestOpenAPIDocumentResponseBodies(t *testing.T) {
+	doc := loadOpenAPIDocument(t)
 	wantRequired(t, doc, "Health", "ok", "model_ready")
 	wantRequired(t, doc, "TokenEvent", "step", "token_id", "token_text", "token_display")
 	wantRequired(t, doc, "TraceEvent", "step", "entropy", "topk", "attn")
