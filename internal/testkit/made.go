@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"nielsgpt/convert"
+	"nielsgpt/gguf"
 )
 
 // made is the one made file of a key, or the error that making it gave.
@@ -105,6 +106,20 @@ func ConvertedFixture(t testing.TB, ptPath string) string {
 			return "", fmt.Errorf("converting %s: %w", ptPath, err)
 		}
 		return out, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// SyntheticModel is WriteSyntheticModel for tests: the model of shape cfg
+// and seed is written once per test binary and shared (read it, do not
+// change it).
+func SyntheticModel(t testing.TB, cfg gguf.ModelConfig, seed uint64) string {
+	t.Helper()
+	path, err := makeOnce(fmt.Sprintf("synthetic %+v %d", cfg, seed), func(dir string) (string, error) {
+		return WriteSyntheticModel(dir, cfg, seed)
 	})
 	if err != nil {
 		t.Fatal(err)

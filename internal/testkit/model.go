@@ -12,7 +12,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"testing"
 
 	"nielsgpt/convert"
 	"nielsgpt/gguf"
@@ -82,18 +81,4 @@ func ModelConfigOf(path string) (gguf.ModelConfig, error) {
 		return gguf.ModelConfig{}, err
 	}
 	return g.ModelConfig()
-}
-
-// SyntheticModel is WriteSyntheticModel for tests: the model of shape cfg
-// and seed is written once per test binary and shared (read it, do not
-// change it).
-func SyntheticModel(t testing.TB, cfg gguf.ModelConfig, seed uint64) string {
-	t.Helper()
-	path, err := makeOnce(fmt.Sprintf("synthetic %+v %d", cfg, seed), func(dir string) (string, error) {
-		return WriteSyntheticModel(dir, cfg, seed)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return path
 }

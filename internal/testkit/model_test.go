@@ -18,6 +18,7 @@ func TestModelToServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer remove() // a second call is harmless; this one is for a failed test
 	want := Deployed
 	want.NormEps = float64(float32(want.NormEps)) // a GGUF stores it as float32
 	if cfg, err := ModelConfigOf(path); err != nil || cfg != want {
