@@ -5,11 +5,14 @@
 // subprocess together with what reads it from the outside (its /proc memory,
 // its SSE streams).
 //
-// The subprocess harness (Server), the SSE reader, the random-weight model
-// writer, Percentile and the /proc reader are also used by product code:
-// `nielsgpt bench` and the soak driver measure the real binary with them.
-// Those parts take no testing.TB and do nothing a product may not; the parts
-// that fail a test (Eventually, FakeHub, the cached inputs) live in their own
-// files. A product that imports the package links the standard testing
-// package but never calls into it.
+// Product code uses part of it: `nielsgpt bench` and the soak driver
+// measure the real binary with the subprocess harness (server.go, output.go),
+// the SSE reader (sse.go), the random-weight model (model.go), Percentile
+// and the /proc reader. Those files take no testing.TB, so they work the
+// same in a product as in a test. What fails a test lives in files of its
+// own: wait.go's Eventually, harness.go (Binary, Serve), made.go (Main and
+// the once-per-binary inputs), fakehub.go and assert.go. A product that
+// imports the package therefore links the testing and httptest packages
+// (some 35 KB) without calling into them; one package was preferred to a
+// split whose halves would each be half a kit.
 package testkit
