@@ -1,16 +1,13 @@
 package bench
 
-// Unit tests of the driver's parts on canned input: the SSE reader, the
-// percentiles, the prompts, one stream against a scripted HTTP server, a
-// concurrency phase, and the three renderings of a report.
+// Unit tests of the driver's parts on canned input: the latency summary, the
+// prompts, one stream against a scripted HTTP server, a concurrency phase,
+// and the three renderings of a report.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -20,91 +17,6 @@ import (
 	"testing"
 	"time"
 )
-
-func readAll(t *testing.T, stream string) ([]Event, error) {
-	t.Helper()
-	r := NewSSEReader(strings.NewReader(stream))
-	var evs []Event
-	for {
-		ev, err := r.Next()
-		if err != nil {
-			return evs, err
-		}
-		// Data is only valid until the next call: keep a copy.
-		evs = append(evs, Event{Name: ev.Name, Data: bytes.Clone(ev.Data)})
-	}
-}
-
-func TestSSEReader(t *testing.T) {
-	long := strings.Repeat("0.123456,", 20000) // a 180 KB line: longer than the reader's buffer
-	stream := ": keep-alive comment\n\n" +
-		"event: token\ndata: {\"step\":0}\n\n" +
-		"event: trace\r\ndata: {\"attn\":[" + long + "]}\r\n\r\n" + // CRLF line endings
-		"data: first\ndata:second\n\n" + // no event name; two data lines; no space after the colon
-		"event: ignored-without-data\n\n" +
-		"id: 7\nevent: done\nretry: 10\ndata: {\"reply\":\"hi\"}\n\n"
-	evs, err := readAll(t, stream)
-	if !errors.Is(err, io.EOF) {
-		t.Fatalf("end of stream: got %v, want io.EOF", err)
-	}
-	want := []Event{
-		{"token", []byte(`{"step":0}`)},
-		{"trace", []byte(`{"attn":[` + long + `]}`)},
-		{"message", []byte("first\nsecond")},
-		{"done", []byte(`{"reply":"hi"}`)},
-	}
-	if len(evs) != len(want) {
-		t.Fatalf("got %d events, want %d: %q", len(evs), len(want), evs)
-	}
-	for i := range want {
-		if evs[i].Name != want[i].Name || !bytes.Equal(evs[i].Data, want[i].Data) {
-			t.Errorf("event %d: got %s %.60q, want %s %.60q", i, evs[i].Name, evs[i].Data, want[i].Name, want[i].Data)
-		}
-	}
-}
-
-func TestSSEReaderTruncated(t *testing.T) {
-	for name, stream := range map[string]string{
-		"inside an event":      "event: token\ndata: {\"step\":0}\n\nevent: trace\ndata: {}\n",
-		"inside a line":        "event: token\ndata: {\"step\":0}\n\nevent: tra",
-		"after the event name": "event: done\n",
-	} {
-		evs, err := readAll(t, stream)
-		if !errors.Is(err, io.ErrUnexpectedEOF) {
-			t.Errorf("%s: got %v after %d events, want io.ErrUnexpectedEOF", name, err, len(evs))
-		}
-	}
-}
-
-func TestSSEReaderBoundsLines(t *testing.T) {
-	_, err := readAll(t, "data: "+strings.Repeat("x", maxSSELine+100)+"\n\n")
-	if !errors.Is(err, errSSELineTooLong) {
-		t.Fatalf("got %v, want errSSELineTooLong", err)
-	}
-}
-
-func TestPercentile(t *testing.T) {
-	xs := []float64{5, 1, 4, 2, 3}
-	for _, c := range []struct{ p, want float64 }{
-		{0, 1}, {50, 3}, {95, 4.8}, {100, 5}, {25, 2},
-	} {
-		if got := Percentile(xs, c.p); math.Abs(got-c.want) > 1e-12 {
-			t.Errorf("p%g of %v = %g, want %g", c.p, xs, got, c.want)
-		}
-	}
-	if xs[0] != 5 {
-		t.Errorf("Percentile sorted its input: %v", xs)
-	}
-	if got := Percentile([]float64{1, 2, 3, 4}, 50); got != 2.5 {
-		t.Errorf("p50 of an even sample = %g, want 2.5", got)
-	}
-	if got := Percentile([]float64{7}, 95); got != 7 {
-		t.Errorf("p95 of one sample = %g, want 7", got)
-	}
-	if got := Percentile(nil, 50); !math.IsNaN(got) {
-		t.Errorf("p50 of nothing = %g, want NaN", got)
-	}
-}
 
 func TestSummariseLatency(t *testing.T) {
 	l := summariseLatency([]time.Duration{3 * time.Millisecond, time.Millisecond, 2 * time.Millisecond})

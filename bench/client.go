@@ -12,6 +12,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"nielsgpt/internal/testkit"
 )
 
 // chatRequest is the body of POST /chat/stream (docs/API.md).
@@ -104,19 +106,8 @@ func (c *client) stream(ctx context.Context, req chatRequest) streamResult {
 		return res
 	}
 
-	sse := NewSSEReader(resp.Body)
-	for {
-		ev, err := sse.Next()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				if !res.Done {
-					err = errors.New("stream ended without a done event")
-				} else {
-					err = nil
-				}
-			}
-			return c.ended(res, start, ctx, err)
-		}
+	sse := testkit.NewSSEReader(resp.Body)
+	for ev := range sse.Events() {
 		switch ev.Name {
 		case "token":
 			if err := checkTokenEvent(ev.Data, res.Tokens); err != nil {
@@ -137,6 +128,11 @@ func (c *client) stream(ctx context.Context, req chatRequest) streamResult {
 			return c.ended(res, start, ctx, fmt.Errorf("error event: %s", ev.Data))
 		}
 	}
+	err = sse.Err()
+	if err == nil && !res.Done {
+		err = errors.New("stream ended without a done event")
+	}
+	return c.ended(res, start, ctx, err)
 }
 
 // ended finishes a result: an error caused by the caller's deadline is a cut,

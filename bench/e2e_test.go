@@ -8,9 +8,7 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -18,41 +16,19 @@ import (
 
 	"nielsgpt/convert"
 	"nielsgpt/gguf"
+	"nielsgpt/internal/testkit"
 )
 
-// buildBinary builds ./cmd/nielsgpt into a temporary directory. It skips the
-// test only when the command package does not link yet because a subcommand
-// it dispatches to is still missing; any other build failure is a failure.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	modFile, err := exec.Command(goTool, "env", "GOMOD").Output()
-	if err != nil || len(bytes.TrimSpace(modFile)) == 0 {
-		t.Fatalf("finding the module root: %v", err)
-	}
-	bin := filepath.Join(t.TempDir(), "nielsgpt")
-	cmd := exec.Command(goTool, "build", "-o", bin, "./cmd/nielsgpt")
-	cmd.Dir = filepath.Dir(string(bytes.TrimSpace(modFile)))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		if regexp.MustCompile(`undefined: run[A-Z]\w*`).Match(out) {
-			t.Skipf("cmd/nielsgpt does not link yet (a subcommand is missing), so there is no server to benchmark:\n%s", out)
-		}
-		t.Fatalf("go build ./cmd/nielsgpt (cgo settings come from `eval \"$(make -s env)\"`): %v\n%s", err, out)
-	}
-	return bin
-}
+// The binary is built once for this package's tests and removed after them.
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 func TestRunEndToEnd(t *testing.T) {
 	start := time.Now()
-	bin := buildBinary(t)
+	bin := testkit.Binary(t)
 	t.Logf("built the binary in %s", time.Since(start).Round(time.Millisecond))
 
 	tiny := gguf.ModelConfig{Vocab: 256, Context: 64, Embd: 32, Layers: 2, Heads: 2, FF: 64, RopeTheta: 10000, NormEps: convert.LayerNormEps}
-	model, err := WriteSyntheticModel(t.TempDir(), tiny, 3)
+	model, err := testkit.WriteSyntheticModel(t.TempDir(), tiny, 3)
 	if err != nil {
 		t.Fatal(err)
 	}

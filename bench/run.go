@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"nielsgpt/gguf"
+	"nielsgpt/internal/testkit"
 )
 
 // Options configure a benchmark run. The zero value of every field means its
@@ -153,21 +153,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		CapSeconds: o.Duration.Seconds(), BaselineCapSeconds: o.BaselineDuration.Seconds(),
 	}
 
-	modelPath := o.Model
-	if modelPath == "" {
-		dir, err := os.MkdirTemp("", "nielsgpt-bench-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		if modelPath, err = WriteSyntheticModel(dir, Deployed, 1); err != nil {
-			return nil, err
-		}
-		rep.Model.Source = fmt.Sprintf("synthetic, random weights (std %g)", syntheticStd)
+	modelPath, remove, err := testkit.ModelToServe(o.Model)
+	if err != nil {
+		return nil, err
+	}
+	defer remove()
+	if o.Model == "" {
+		rep.Model.Source = fmt.Sprintf("synthetic, random weights (std %g)", testkit.SyntheticStd)
 	} else {
 		rep.Model.Source = modelPath
 	}
-	cfg, err := ModelConfigOf(modelPath)
+	cfg, err := testkit.ModelConfigOf(modelPath)
 	if err != nil {
 		return nil, fmt.Errorf("the benchmark needs a niels-gpt .gguf (convert a .pt with `nielsgpt convert`): %w", err)
 	}
@@ -193,11 +189,36 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		rep.Ours = mr
 	}
-	if l, ok := loadAverage(); ok {
+	if l, ok := testkit.LoadAverage(); ok {
 		rep.Host.LoadAvgEnd = &l
 	}
 	rep.Seconds = time.Since(started).Seconds()
 	return rep, nil
+}
+
+// serverOutputShown is how much of the server's log a failure quotes.
+const serverOutputShown = 64 << 10
+
+// serverSpec is how the bench starts `nielsgpt serve` for plan p: with the
+// user's environment (their settings apply), and with the limits that would
+// otherwise measure themselves lifted.
+func serverSpec(o Options, p plan, modelPath string) testkit.Spec {
+	spec := testkit.Spec{Exe: o.Executable, Model: modelPath, InheritEnv: true, Env: []string{
+		"RATE_LIMIT_PER_MIN=1000000000",
+		"RATE_LIMIT_BURST=1000000000",
+		"MAX_CONCURRENT=" + strconv.Itoa(max(64, slices.Max(o.Levels))),
+		// Room for the 16 KB transcript and its JSON body.
+		"MAX_PROMPT_BYTES=20000",
+		"MAX_BODY_BYTES=1048576",
+		"MAX_NEW_TOKENS=" + strconv.Itoa(max(1024, p.tokens)),
+		// The model is a local file; the bench never touches the network.
+		"HF_HUB_OFFLINE=1",
+		"THREADS=" + strconv.Itoa(o.Threads),
+	}}
+	if p.baseline {
+		spec.Args = []string{"--baseline"}
+	}
+	return spec
 }
 
 // runMode starts one server and runs every phase against it. Once the
@@ -205,29 +226,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 // figures measured before a failure are kept.
 func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.ModelConfig) (*ModeReport, error) {
 	maxLevel := slices.Max(o.Levels)
-	spec := serverSpec{
-		exe: o.Executable, model: modelPath, threads: o.Threads, baseline: p.baseline,
-		env: []string{
-			// The limiter and the slot count would otherwise measure themselves.
-			"RATE_LIMIT_PER_MIN=1000000000",
-			"RATE_LIMIT_BURST=1000000000",
-			"MAX_CONCURRENT=" + strconv.Itoa(max(64, maxLevel)),
-			// Room for the 16 KB transcript and its JSON body.
-			"MAX_PROMPT_BYTES=20000",
-			"MAX_BODY_BYTES=1048576",
-			"MAX_NEW_TOKENS=" + strconv.Itoa(max(1024, p.tokens)),
-			// The model is a local file; the bench never touches the network.
-			"HF_HUB_OFFLINE=1",
-		},
-	}
 	wall0 := time.Now()
 	driverCPU0, _ := selfCPU()
-	srv, err := startServer(ctx, spec, o.ReadyTimeout)
+	srv, err := testkit.StartReady(ctx, serverSpec(o, p, modelPath), o.ReadyTimeout)
 	if err != nil {
 		return nil, err
 	}
-	defer srv.stop(10 * time.Second)
-	c := newClient(srv.baseURL, maxLevel)
+	defer srv.Stop(10 * time.Second)
+	c := newClient(srv.URL, maxLevel)
 	defer c.close()
 
 	mr := &ModeReport{Mode: p.mode, Tokens: p.tokens}
@@ -238,7 +244,7 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 	// allocation, the thread pool, connection set-up) that users pay once.
 	warm := r.client.stream(ctx, r.request(shortPrompt(0), min(8, p.tokens)))
 	if warm.Err != nil || warm.Tokens == 0 {
-		return nil, fmt.Errorf("warm-up stream failed (%d tokens): %v; server output:\n%s", warm.Tokens, warm.Err, srv.out.String())
+		return nil, fmt.Errorf("warm-up stream failed (%d tokens): %v; server output:\n%s", warm.Tokens, warm.Err, srv.OutputTail(serverOutputShown))
 	}
 
 	mr.SingleStream = r.throughput(ctx, 1, p.singleRuns, p.tokens)
@@ -257,11 +263,11 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 	}
 
 	// VmHWM is the peak over the process's life, read while it still runs.
-	if rss, ok := peakRSS(srv.cmd.Process.Pid); ok {
-		mr.PeakRSSBytes = &rss
+	if _, peak, err := testkit.Memory(srv.PID()); err == nil {
+		mr.PeakRSSBytes = &peak
 	}
-	if !srv.alive() {
-		return mr, fmt.Errorf("the server died during the benchmark; its last output:\n%s", srv.out.String())
+	if !srv.Alive() {
+		return mr, fmt.Errorf("the server died during the benchmark; its last output:\n%s", srv.OutputTail(serverOutputShown))
 	}
 	r.recordCPU(srv, driverCPU0, wall0)
 	return mr, ctx.Err()
@@ -270,12 +276,12 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 // recordCPU stops the server and notes the CPU time it and the driver used.
 // On a machine with few cores the driver competes with the server it
 // measures; these two figures say by how much.
-func (r *modeRunner) recordCPU(srv *serverProc, driverCPU0 time.Duration, wall0 time.Time) {
-	srv.stop(10 * time.Second)
+func (r *modeRunner) recordCPU(srv *testkit.Server, driverCPU0 time.Duration, wall0 time.Time) {
+	srv.Stop(10 * time.Second)
 	r.report.WallSeconds = time.Since(wall0).Seconds()
-	if st := srv.cmd.ProcessState; st != nil {
-		cpu := (st.UserTime() + st.SystemTime()).Seconds()
-		r.report.ServerCPUSeconds = &cpu
+	if cpu, ok := srv.CPUTime(); ok {
+		seconds := cpu.Seconds()
+		r.report.ServerCPUSeconds = &seconds
 	}
 	if now, ok := selfCPU(); ok {
 		cpu := (now - driverCPU0).Seconds()
@@ -388,7 +394,7 @@ func (r *modeRunner) ttft(ctx context.Context, prompt func(variant int) []messag
 
 func hostInfo(threads int) HostInfo {
 	h := HostInfo{OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(), Threads: threads}
-	if l, ok := loadAverage(); ok {
+	if l, ok := testkit.LoadAverage(); ok {
 		h.LoadAvgStart = &l
 	}
 	return h

@@ -4,28 +4,11 @@ package bench
 // set of streams.
 
 import (
-	"math"
 	"slices"
 	"time"
-)
 
-// Percentile returns the p-th percentile (0..100) of xs by linear
-// interpolation between the two nearest ranks (numpy's default), so p50 of an
-// even-sized sample is the mean of the middle two. NaN for an empty sample.
-// xs is not modified.
-func Percentile(xs []float64, p float64) float64 {
-	if len(xs) == 0 || math.IsNaN(p) {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	p = min(max(p, 0), 100)
-	rank := p / 100 * float64(len(s)-1)
-	lo := int(math.Floor(rank))
-	hi := min(lo+1, len(s)-1)
-	frac := rank - float64(lo)
-	return s[lo] + (s[hi]-s[lo])*frac
-}
+	"nielsgpt/internal/testkit"
+)
 
 // Latency summarises time-to-first-token samples, in milliseconds (JSON
 // readers want plain numbers, not Go duration strings).
@@ -50,7 +33,7 @@ func summariseLatency(ds []time.Duration) Latency {
 		// tells readers (and the table) there is nothing to show.
 		return Latency{}
 	}
-	return Latency{Samples: len(ms), P50ms: Percentile(ms, 50), P95ms: Percentile(ms, 95), MaxMs: slices.Max(ms)}
+	return Latency{Samples: len(ms), P50ms: testkit.Percentile(ms, 50), P95ms: testkit.Percentile(ms, 95), MaxMs: slices.Max(ms)}
 }
 
 // Throughput is tokens received over a wall-clock span.

@@ -16,7 +16,10 @@ import (
 
 	"nielsgpt/convert"
 	"nielsgpt/gguf"
+	"nielsgpt/internal/testkit"
 )
+
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 type run struct {
 	tokens []int
@@ -158,17 +161,10 @@ func TestCancelStopsGeneration(t *testing.T) {
 	if !errors.Is(err, stop) || steps != 2 {
 		t.Fatalf("after onStep error: err %v, %d steps", err, steps)
 	}
-	// the scheduler is free again
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.Eventually(t, 5*time.Second, "the scheduler to be free again", func() bool {
 		r := generate(t, m, GenerateRequest{Prompt: []byte("user: x\nassistant: "), MaxNewTokens: 3, TraceLayer: -1})
-		if len(r.tokens) == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("scheduler stuck")
-		}
-	}
+		return len(r.tokens) == 3
+	})
 }
 
 func TestRejectsBadRequests(t *testing.T) {
@@ -199,7 +195,7 @@ func TestSharedFixturesLoad(t *testing.T) {
 	}
 	for _, p := range paths {
 		t.Run(filepath.Base(p), func(t *testing.T) {
-			m, err := LoadFile(fixtureGGUF(t, p), Options{Threads: 1})
+			m, err := LoadFile(testkit.ConvertedFixture(t, p), Options{Threads: 1})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -233,9 +229,6 @@ func syntheticModel(tb testing.TB, mc gguf.ModelConfig, opts Options) *Model {
 	return m
 }
 
-// The deployed model's shape (SPEC §1).
-var deployed = gguf.ModelConfig{Vocab: 256, Context: 256, Embd: 256, Layers: 4, Heads: 4, FF: 1024, RopeTheta: 10000, NormEps: convert.LayerNormEps}
-
 func benchThreads() int {
 	if v := os.Getenv("NIELSGPT_BENCH_THREADS"); v != "" {
 		var n int
@@ -249,14 +242,10 @@ func benchThreads() int {
 // graph for one new token attending to 127 cached ones, the trace row and
 // logits copied out, and the token sampled.
 func BenchmarkDecodeStepTraced(b *testing.B) {
-	m := syntheticModel(b, deployed, Options{Threads: benchThreads()})
+	m := syntheticModel(b, testkit.Deployed, Options{Threads: benchThreads()})
 	c := m.Config()
 	const ctxLen = 128
-	cache, err := m.newKVCache(ctxLen)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cache.free()
+	cache := newCache(b, m, ctxLen)
 	prompt := make([]int32, ctxLen)
 	for i := range prompt {
 		prompt[i] = int32("user: tell me about niels\nassistant: "[i%37])
@@ -280,7 +269,7 @@ func BenchmarkDecodeStepTraced(b *testing.B) {
 
 // Whole generations through the scheduler, traced, one stream.
 func BenchmarkGenerateTraced(b *testing.B) {
-	m := syntheticModel(b, deployed, Options{Threads: benchThreads()})
+	m := syntheticModel(b, testkit.Deployed, Options{Threads: benchThreads()})
 	prompt := []byte("user: tell me about niels\nassistant: ")
 	tokens := 0
 	b.ResetTimer()
@@ -300,13 +289,9 @@ func BenchmarkGenerateTraced(b *testing.B) {
 // A full window of prompt (what a 16 KB transcript becomes) in one step, with
 // the logits and trace row the first token needs: time to first token.
 func BenchmarkPrefillWindowTraced(b *testing.B) {
-	m := syntheticModel(b, deployed, Options{Threads: benchThreads()})
+	m := syntheticModel(b, testkit.Deployed, Options{Threads: benchThreads()})
 	c := m.Config()
-	cache, err := m.newKVCache(c.Context)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cache.free()
+	cache := newCache(b, m, c.Context)
 	prompt := make([]int32, c.Context)
 	for i := range prompt {
 		prompt[i] = int32("user: tell me about niels\nassistant: "[i%37])
@@ -322,7 +307,7 @@ func BenchmarkPrefillWindowTraced(b *testing.B) {
 
 // One step decoding a token for each of 16 sequences at context 128, traced.
 func BenchmarkDecodeStep16Traced(b *testing.B) {
-	m := syntheticModel(b, deployed, Options{Threads: benchThreads()})
+	m := syntheticModel(b, testkit.Deployed, Options{Threads: benchThreads()})
 	c := m.Config()
 	const streams, ctxLen = 16, 128
 	prompt := make([]int32, ctxLen)
@@ -331,11 +316,7 @@ func BenchmarkDecodeStep16Traced(b *testing.B) {
 	}
 	items := make([]stepItem, streams)
 	for i := range items {
-		cache, err := m.newKVCache(ctxLen)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer cache.free()
+		cache := newCache(b, m, ctxLen)
 		if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1], traceLayer: -1, fullLayer: -1}}); err != nil {
 			b.Fatal(err)
 		}

@@ -1,9 +1,9 @@
-// Fuzzing the engine's load path (issue 6 item 1): LoadBytes takes a GGUF
-// from disk or the network, and whatever reaches ggml unchecked can abort the
-// whole process (ggml asserts call abort(), which no recover() catches). So
-// every mutation of a valid file must either be refused with an error or
-// load into a model that can run a step; a crash here kills the fuzzer, which
-// keeps the input as a crasher in testdata/fuzz/FuzzLoadBytes.
+// Fuzzing the engine's load path (docs/RELIABILITY.md, "Fuzzing"): LoadBytes
+// takes a GGUF from disk or the network, and whatever reaches ggml unchecked
+// can abort the whole process (ggml asserts call abort(), which no recover()
+// catches). So every mutation of a valid file must either be refused with an
+// error or load into a model that can run a step; a crash here kills the
+// fuzzer, which keeps the input as a crasher in testdata/fuzz/FuzzLoadBytes.
 //
 // The seeds are a tiny synthetic model (a few KiB, so mutations land on
 // headers and metadata as often as on weights) in F32 and F16, plus a few

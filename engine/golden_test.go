@@ -1,7 +1,7 @@
 package engine
 
 // The engine against PyTorch: goldens written by scripts/make_fixtures.py from
-// a PyTorch implementation of SPEC §1 (testdata/golden/*.json), for fixture
+// a PyTorch implementation of the model (testdata/golden/*.json), for fixture
 // checkpoints of two shapes. tiny_b has T = 24, so 80 greedy steps slide the
 // window many times.
 
@@ -11,10 +11,10 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"nielsgpt/convert"
+	"nielsgpt/internal/testkit"
 )
 
 const (
@@ -59,35 +59,10 @@ func readGolden(t testing.TB, name string) *golden {
 	return &g
 }
 
-var (
-	fixtureMu    sync.Mutex
-	fixtureGGUFs = map[string]string{}
-)
-
-// fixtureGGUF converts a fixture checkpoint once per test binary.
-func fixtureGGUF(t testing.TB, ptPath string) string {
-	t.Helper()
-	fixtureMu.Lock()
-	defer fixtureMu.Unlock()
-	if p, ok := fixtureGGUFs[ptPath]; ok {
-		return p
-	}
-	dir, err := os.MkdirTemp("", "nielsgpt-engine-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, filepath.Base(ptPath)+".gguf")
-	if _, err := convert.ToGGUF(ptPath, out, convert.Options{}); err != nil {
-		t.Fatalf("converting %s: %v", ptPath, err)
-	}
-	fixtureGGUFs[ptPath] = out
-	return out
-}
-
 func loadFixture(t testing.TB, name string) (*Model, *golden) {
 	t.Helper()
 	g := readGolden(t, name)
-	m, err := LoadFile(fixtureGGUF(t, filepath.Join("..", "testdata", "models", name+".pt")), Options{Threads: 1})
+	m, err := LoadFile(testkit.ConvertedFixture(t, filepath.Join("..", "testdata", "models", name+".pt")), Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +87,17 @@ func maxAbsDiff(a, b []float32) float64 {
 	return worst
 }
 
+// newCache makes a KV cache for capacity tokens, freed when the test ends.
+func newCache(tb testing.TB, m *Model, capacity int) *kvCache {
+	tb.Helper()
+	cache, err := m.newKVCache(capacity)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(cache.free)
+	return cache
+}
+
 // runStep drives the cache by hand. The scheduler touches the C model only
 // while it has sequences, and these tests give it none.
 func runStep(t testing.TB, m *Model, it stepItem) {
@@ -129,11 +115,7 @@ func TestDecodeMatchesPyTorch(t *testing.T) {
 			m, g := loadFixture(t, name)
 			c := m.Config()
 			tokens := g.Prefill.Tokens
-			cache, err := m.newKVCache(len(tokens))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cache.free()
+			cache := newCache(t, m, len(tokens))
 			worstLogit, worstAttn := 0.0, 0.0
 			for pos := range tokens {
 				for layer := 0; layer < c.Layers; layer++ {
@@ -167,11 +149,7 @@ func TestPrefillMatchesPyTorch(t *testing.T) {
 			c := m.Config()
 			tokens := g.Prefill.Tokens
 			n := len(tokens)
-			cache, err := m.newKVCache(n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cache.free()
+			cache := newCache(t, m, n)
 			for layer := 0; layer < c.Layers; layer++ {
 				for head := 0; head < c.Heads; head++ {
 					it := stepItem{

@@ -1,4 +1,5 @@
-// Tests for Download and OptionsFromEnv, all against the fake Hub in fakehub_test.go.
+// Tests for Download and OptionsFromEnv, against testkit's fake Hub and a few
+// one-off servers for what no Hub does.
 package hub
 
 import (
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"nielsgpt/internal/testkit"
 )
 
 const (
@@ -48,8 +51,40 @@ func checkpoint(n int) []byte {
 	return b
 }
 
-func options(f *fakeHub, dir string) Options {
-	return Options{Endpoint: f.hub.URL, RepoID: testRepo, Filename: testFile, Dir: dir}
+// fakeHub serves content as testRepo/testFile, with change applied to the
+// Hub's switches (nil for an honest Hub).
+func fakeHub(t *testing.T, content []byte, change func(c *testkit.HubConfig)) *testkit.FakeHub {
+	t.Helper()
+	f := testkit.NewFakeHub(t)
+	f.Add(testRepo, testFile, content)
+	if change != nil {
+		f.Set(change)
+	}
+	return f
+}
+
+// mustDownload downloads with o, which must succeed with want, and returns
+// the file's path.
+func mustDownload(t *testing.T, o Options, want []byte) string {
+	t.Helper()
+	path, err := download(t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContent(t, path, want)
+	return path
+}
+
+// writePart leaves data where an interrupted download keeps its bytes.
+func writePart(t *testing.T, dir string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, testFile+".part"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func options(f *testkit.FakeHub, dir string) Options {
+	return Options{Endpoint: f.URL, RepoID: testRepo, Filename: testFile, Dir: dir}
 }
 
 func download(t *testing.T, o Options) (string, error) {
@@ -66,7 +101,7 @@ func mustContent(t *testing.T, path string, want []byte) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatalf("%s: got %d bytes (sha %s), want %d (sha %s)", path, len(got), shaHex(got)[:12], len(want), shaHex(want)[:12])
+		t.Fatalf("%s: got %d bytes (sha %s), want %d (sha %s)", path, len(got), testkit.SHA256Hex(got)[:12], len(want), testkit.SHA256Hex(want)[:12])
 	}
 }
 
@@ -89,9 +124,8 @@ func noNetwork(t *testing.T) string {
 }
 
 func TestPlainDownload(t *testing.T) {
-	f := newFakeHub(t)
 	content := checkpoint(300_000)
-	f.add(testRepo, testFile, content)
+	f := fakeHub(t, content, nil)
 	dir := filepath.Join(t.TempDir(), "nested", "checkpoints") // created on demand
 	var bar bytes.Buffer
 	o := options(f, dir)
@@ -109,74 +143,62 @@ func TestPlainDownload(t *testing.T) {
 	if out := bar.String(); !strings.Contains(out, testFile) || !strings.Contains(out, "100%") || !strings.Contains(out, "/s") || !strings.HasSuffix(out, "\n") {
 		t.Fatalf("progress output %q", out)
 	}
-	hub, _ := f.requests()
-	if len(hub) != 2 || hub[0].method != "HEAD" || hub[1].method != "GET" || hub[1].rng != "" {
+	hub, _ := f.Requests()
+	if len(hub) != 2 || hub[0].Method != "HEAD" || hub[1].Method != "GET" || hub[1].Range != "" {
 		t.Fatalf("hub requests %+v", hub)
 	}
 }
 
 func TestRedirectToCDNSendsTokenOnlyToHub(t *testing.T) {
-	f := newFakeHub(t)
 	content := checkpoint(100_000)
-	f.add(testRepo, testFile, content)
-	f.set(func(f *fakeHub) { f.redirect, f.token = true, testToken })
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Redirect, c.Token = true, testToken })
 	o := options(f, t.TempDir())
 	o.Token = testToken
 
-	path, err := download(t, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
-	hub, cdn := f.requests()
+	mustDownload(t, o, content)
+	hub, cdn := f.Requests()
 	if len(hub) != 2 {
 		t.Fatalf("hub requests %+v", hub)
 	}
 	for _, r := range hub {
-		if r.auth != "Bearer "+testToken {
-			t.Fatalf("the Hub got Authorization %q on %s", r.auth, r.method)
+		if r.Auth != "Bearer "+testToken {
+			t.Fatalf("the Hub got Authorization %q on %s", r.Auth, r.Method)
 		}
 	}
 	// Both servers are 127.0.0.1, so Go's own policy would forward the header: this checks ours.
-	if len(cdn) != 1 || cdn[0].method != "GET" {
+	if len(cdn) != 1 || cdn[0].Method != "GET" {
 		t.Fatalf("cdn requests %+v", cdn)
 	}
-	if cdn[0].auth != "" {
-		t.Fatalf("the CDN received the token (Authorization %q)", cdn[0].auth)
+	if cdn[0].Auth != "" {
+		t.Fatalf("the CDN received the token (Authorization %q)", cdn[0].Auth)
 	}
 }
 
 func TestRenamedRepoRedirectOnHub(t *testing.T) {
-	f := newFakeHub(t)
+	f := testkit.NewFakeHub(t)
 	content := checkpoint(5000)
-	f.add("nnandal/new-name", testFile, content)
-	f.set(func(f *fakeHub) {
-		f.redirect, f.token = true, testToken
-		f.renamed[testRepo] = "nnandal/new-name"
+	f.Add("nnandal/new-name", testFile, content)
+	f.Set(func(c *testkit.HubConfig) {
+		c.Redirect, c.Token = true, testToken
+		c.Renamed[testRepo] = "nnandal/new-name"
 	})
 	o := options(f, t.TempDir())
 	o.Token = testToken
-	path, err := download(t, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
-	hub, cdn := f.requests()
+	mustDownload(t, o, content)
+	hub, cdn := f.Requests()
 	for _, r := range hub {
-		if r.auth == "" {
+		if r.Auth == "" {
 			t.Fatalf("same-host redirect lost the token: %+v", hub)
 		}
 	}
-	if len(cdn) != 1 || cdn[0].auth != "" {
+	if len(cdn) != 1 || cdn[0].Auth != "" {
 		t.Fatalf("cdn requests %+v", cdn)
 	}
 }
 
 func TestPrivateRepo(t *testing.T) {
-	f := newFakeHub(t)
 	content := checkpoint(2000)
-	f.add(testRepo, testFile, content)
-	f.set(func(f *fakeHub) { f.token, f.redirect = testToken, true })
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Token, c.Redirect = testToken, true })
 	dir := t.TempDir()
 
 	_, err := download(t, options(f, dir))
@@ -192,15 +214,12 @@ func TestPrivateRepo(t *testing.T) {
 	}
 
 	o.Token = testToken
-	path, err := download(t, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
+	mustDownload(t, o, content)
 }
 
 func TestNotFound(t *testing.T) {
-	f := newFakeHub(t)
+	f := testkit.NewFakeHub(t)
+	f.Add(testRepo, "README.md", []byte("the repository exists; the checkpoint does not"))
 	dir := t.TempDir()
 	_, err := download(t, options(f, dir))
 	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "404") || !strings.Contains(err.Error(), "CKPT_FILENAME") || !strings.Contains(err.Error(), testRepo) {
@@ -214,19 +233,17 @@ func TestIntegrityFailuresRemoveTheFile(t *testing.T) {
 	content := checkpoint(50_000)
 	for _, tc := range []struct {
 		name   string
-		change func(f *fakeHub)
+		change func(c *testkit.HubConfig)
 		want   string
 	}{
-		{"sha mismatch", func(f *fakeHub) { f.lieSHA = shaHex([]byte("something else")) }, "sha256 mismatch"},
-		{"announced larger", func(f *fakeHub) { f.lieSize = "60000" }, "size mismatch"},
-		{"announced smaller", func(f *fakeHub) { f.lieSize = "40000" }, "size mismatch"},
-		{"unreadable size", func(f *fakeHub) { f.lieSize = "lots" }, "X-Linked-Size"},
+		{"sha mismatch", func(c *testkit.HubConfig) { c.LieSHA = testkit.SHA256Hex([]byte("something else")) }, "sha256 mismatch"},
+		{"announced larger", func(c *testkit.HubConfig) { c.LieSize = "60000" }, "size mismatch"},
+		{"announced smaller", func(c *testkit.HubConfig) { c.LieSize = "40000" }, "size mismatch"},
+		{"unreadable size", func(c *testkit.HubConfig) { c.LieSize = "lots" }, "X-Linked-Size"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFakeHub(t)
-			f.add(testRepo, testFile, content)
-			f.set(func(f *fakeHub) { f.redirect = true })
-			f.set(tc.change)
+			f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Redirect = true })
+			f.Set(tc.change)
 			dir := t.TempDir()
 			_, err := download(t, options(f, dir))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -239,9 +256,9 @@ func TestIntegrityFailuresRemoveTheFile(t *testing.T) {
 }
 
 func TestSHAMismatchIsErrIntegrity(t *testing.T) {
-	f := newFakeHub(t)
-	f.add(testRepo, testFile, checkpoint(1000))
-	f.set(func(f *fakeHub) { f.lieSHA = strings.Repeat("ab", 32) }) // direct (non-redirect) path: ETag fallback
+	f := testkit.NewFakeHub(t)
+	f.Add(testRepo, testFile, checkpoint(1000))
+	f.Set(func(c *testkit.HubConfig) { c.LieSHA = strings.Repeat("ab", 32) }) // direct (non-redirect) path: ETag fallback
 	if _, err := download(t, options(f, t.TempDir())); !errors.Is(err, ErrIntegrity) {
 		t.Fatalf("got %v", err)
 	}
@@ -249,10 +266,8 @@ func TestSHAMismatchIsErrIntegrity(t *testing.T) {
 
 func TestCutDownloadResumesWithRange(t *testing.T) {
 	withTuning(t, 2*time.Second, 1) // no automatic retry: the second Download does the resume
-	f := newFakeHub(t)
 	content := checkpoint(400_000)
-	f.add(testRepo, testFile, content)
-	f.set(func(f *fakeHub) { f.redirect, f.cutAt, f.cuts = true, 200_000, 1 })
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Redirect, c.CutAt, c.Cuts = true, 200_000, 1 })
 	dir := t.TempDir()
 	final := filepath.Join(dir, testFile)
 
@@ -266,52 +281,34 @@ func TestCutDownloadResumesWithRange(t *testing.T) {
 		t.Fatalf("part file: %d bytes, err %v", len(part), err)
 	}
 
-	path, err := download(t, options(f, dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
+	mustDownload(t, options(f, dir), content)
 	mustNotExist(t, final+".part")
-	_, cdn := f.requests()
-	if len(cdn) != 2 || cdn[1].rng != "bytes=200000-" {
+	_, cdn := f.Requests()
+	if len(cdn) != 2 || cdn[1].Range != "bytes=200000-" {
 		t.Fatalf("cdn requests %+v", cdn)
 	}
 }
 
 func TestRetryResumesWithinOneCall(t *testing.T) {
-	f := newFakeHub(t)
 	content := checkpoint(300_000)
-	f.add(testRepo, testFile, content)
-	f.set(func(f *fakeHub) { f.cutAt, f.cuts, f.failures = 100_000, 1, 1 })
-	path, err := download(t, options(f, t.TempDir()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
-	hub, _ := f.requests()
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.CutAt, c.Cuts, c.Failures = 100_000, 1, 1 })
+	mustDownload(t, options(f, t.TempDir()), content)
+	hub, _ := f.Requests()
 	// 503, then HEAD + GET cut at 100000, then HEAD + ranged GET.
-	if len(hub) != 5 || hub[4].rng != "bytes=100000-" {
+	if len(hub) != 5 || hub[4].Range != "bytes=100000-" {
 		t.Fatalf("hub requests %+v", hub)
 	}
 }
 
 func TestServerIgnoringRangeRestartsCleanly(t *testing.T) {
-	f := newFakeHub(t)
 	content := checkpoint(100_000)
-	f.add(testRepo, testFile, content)
-	f.set(func(f *fakeHub) { f.redirect, f.ignoreRange = true, true })
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Redirect, c.IgnoreRange = true, true })
 	dir := t.TempDir()
 	// A stale part with wrong bytes: if they were kept, the hash check would fail.
-	if err := os.WriteFile(filepath.Join(dir, testFile+".part"), bytes.Repeat([]byte{0xEE}, 30_000), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	path, err := download(t, options(f, dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
-	_, cdn := f.requests()
-	if len(cdn) != 1 || cdn[0].rng != "bytes=30000-" {
+	writePart(t, dir, bytes.Repeat([]byte{0xEE}, 30_000))
+	mustDownload(t, options(f, dir), content)
+	_, cdn := f.Requests()
+	if len(cdn) != 1 || cdn[0].Range != "bytes=30000-" {
 		t.Fatalf("cdn requests %+v", cdn)
 	}
 }
@@ -319,19 +316,13 @@ func TestServerIgnoringRangeRestartsCleanly(t *testing.T) {
 func TestCorruptPartIsRedownloaded(t *testing.T) {
 	// The server honours Range, but the old part holds wrong bytes: the resumed file fails
 	// the hash, and one clean download from zero fixes it.
-	f := newFakeHub(t)
 	content := checkpoint(100_000)
-	f.add(testRepo, testFile, content)
-	f.set(func(f *fakeHub) { f.redirect = true })
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Redirect = true })
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, testFile+".part"), bytes.Repeat([]byte{1}, 10_000), 0o644)
-	path, err := download(t, options(f, dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
-	_, cdn := f.requests()
-	if len(cdn) != 2 || cdn[0].rng != "bytes=10000-" || cdn[1].rng != "" {
+	writePart(t, dir, bytes.Repeat([]byte{1}, 10_000))
+	mustDownload(t, options(f, dir), content)
+	_, cdn := f.Requests()
+	if len(cdn) != 2 || cdn[0].Range != "bytes=10000-" || cdn[1].Range != "" {
 		t.Fatalf("cdn requests %+v", cdn)
 	}
 }
@@ -340,45 +331,27 @@ func TestCompletePartIsVerifiedWithoutBody(t *testing.T) {
 	content := checkpoint(20_000)
 
 	t.Run("size known from HEAD: no GET", func(t *testing.T) {
-		f := newFakeHub(t)
-		f.add(testRepo, testFile, content)
-		f.set(func(f *fakeHub) { f.redirect = true })
+		f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Redirect = true })
 		dir := t.TempDir()
-		os.WriteFile(filepath.Join(dir, testFile+".part"), content, 0o644)
-		path, err := download(t, options(f, dir))
-		if err != nil {
-			t.Fatal(err)
-		}
-		mustContent(t, path, content)
-		if hub, cdn := f.requests(); len(hub) != 1 || len(cdn) != 0 {
+		writePart(t, dir, content)
+		mustDownload(t, options(f, dir), content)
+		if hub, cdn := f.Requests(); len(hub) != 1 || len(cdn) != 0 {
 			t.Fatalf("requests hub %+v cdn %+v", hub, cdn)
 		}
 	})
 
 	t.Run("no HEAD: 416 means complete", func(t *testing.T) {
-		f := newFakeHub(t)
-		f.add(testRepo, testFile, content)
-		f.set(func(f *fakeHub) { f.noHead = true })
+		f := fakeHub(t, content, func(c *testkit.HubConfig) { c.NoHead = true })
 		dir := t.TempDir()
-		os.WriteFile(filepath.Join(dir, testFile+".part"), content, 0o644)
-		path, err := download(t, options(f, dir))
-		if err != nil {
-			t.Fatal(err)
-		}
-		mustContent(t, path, content)
+		writePart(t, dir, content)
+		mustDownload(t, options(f, dir), content)
 	})
 
 	t.Run("no HEAD: part longer than the file restarts", func(t *testing.T) {
-		f := newFakeHub(t)
-		f.add(testRepo, testFile, content)
-		f.set(func(f *fakeHub) { f.noHead = true })
+		f := fakeHub(t, content, func(c *testkit.HubConfig) { c.NoHead = true })
 		dir := t.TempDir()
-		os.WriteFile(filepath.Join(dir, testFile+".part"), checkpoint(25_000), 0o644)
-		path, err := download(t, options(f, dir))
-		if err != nil {
-			t.Fatal(err)
-		}
-		mustContent(t, path, content)
+		writePart(t, dir, checkpoint(25_000))
+		mustDownload(t, options(f, dir), content)
 	})
 }
 
@@ -390,11 +363,7 @@ func TestOffline(t *testing.T) {
 	if !errors.Is(err, ErrOffline) {
 		t.Fatalf("got %v", err)
 	}
-	for _, want := range []string{"HF_HUB_OFFLINE=0", "--model demo", "--model PATH"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Fatalf("offline error %q lacks %q", err, want)
-		}
-	}
+	testkit.ContainsAll(t, "offline error", err.Error(), "HF_HUB_OFFLINE=0", "--model demo", "--model PATH")
 
 	content := []byte("cached checkpoint")
 	os.WriteFile(filepath.Join(dir, testFile), content, 0o644)
@@ -472,10 +441,8 @@ func TestHostileNames(t *testing.T) {
 
 func TestStallMidBodyTimesOut(t *testing.T) {
 	withTuning(t, 200*time.Millisecond, 1)
-	f := newFakeHub(t)
 	content := checkpoint(100_000)
-	f.add(testRepo, testFile, content)
-	f.set(func(f *fakeHub) { f.redirect, f.stall, f.stallAt = true, true, 40_000 })
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Redirect, c.Stall, c.StallAt = true, true, 40_000 })
 	dir := t.TempDir()
 	start := time.Now()
 	_, err := download(t, options(f, dir))
@@ -508,10 +475,8 @@ func TestStallBeforeHeadersTimesOut(t *testing.T) {
 }
 
 func TestCancelStopsPromptlyAndKeepsPart(t *testing.T) {
-	f := newFakeHub(t)
 	content := checkpoint(100_000)
-	f.add(testRepo, testFile, content)
-	f.set(func(f *fakeHub) { f.stall, f.stallAt = true, 30_000 })
+	f := fakeHub(t, content, func(c *testkit.HubConfig) { c.Stall, c.StallAt = true, 30_000 })
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(150*time.Millisecond, cancel)
@@ -529,21 +494,19 @@ func TestCancelStopsPromptlyAndKeepsPart(t *testing.T) {
 }
 
 func TestTooLarge(t *testing.T) {
-	f := newFakeHub(t)
-	f.add(testRepo, testFile, checkpoint(10_000))
-	f.set(func(f *fakeHub) { f.redirect = true })
+	f := fakeHub(t, checkpoint(10_000), func(c *testkit.HubConfig) { c.Redirect = true })
 	dir := t.TempDir()
 	o := options(f, dir)
 	o.MaxSize = 5000
 	if _, err := download(t, o); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("got %v", err)
 	}
-	if _, cdn := f.requests(); len(cdn) != 0 {
+	if _, cdn := f.Requests(); len(cdn) != 0 {
 		t.Fatalf("downloaded anyway: %+v", cdn)
 	}
 
 	// Without metadata the limit still holds while streaming.
-	f.set(func(f *fakeHub) { f.redirect, f.noHead = false, true })
+	f.Set(func(c *testkit.HubConfig) { c.Redirect, c.NoHead = false, true })
 	if _, err := download(t, o); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("no HEAD: got %v", err)
 	}
@@ -568,9 +531,8 @@ func TestRefusesHTTPSDowngrade(t *testing.T) {
 }
 
 func TestConcurrentDownloadsShareOneFile(t *testing.T) {
-	f := newFakeHub(t)
 	content := checkpoint(200_000)
-	f.add(testRepo, testFile, content)
+	f := fakeHub(t, content, nil)
 	dir := t.TempDir()
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
@@ -584,7 +546,7 @@ func TestConcurrentDownloadsShareOneFile(t *testing.T) {
 		}
 	}
 	mustContent(t, filepath.Join(dir, testFile), content)
-	if hub, _ := f.requests(); len(hub) != 2 {
+	if hub, _ := f.Requests(); len(hub) != 2 {
 		t.Fatalf("downloaded more than once: %+v", hub)
 	}
 }
@@ -592,20 +554,18 @@ func TestConcurrentDownloadsShareOneFile(t *testing.T) {
 func TestTokenNeverInErrors(t *testing.T) {
 	withTuning(t, 200*time.Millisecond, 1)
 	content := checkpoint(50_000)
-	scenarios := map[string]func(f *fakeHub){
-		"echoed in 401":  func(f *fakeHub) { f.token, f.echoAuth = "hf_other", true },
-		"not found":      func(f *fakeHub) { f.files = map[string][]byte{} },
-		"sha mismatch":   func(f *fakeHub) { f.redirect, f.lieSHA = true, strings.Repeat("0", 64) },
-		"size mismatch":  func(f *fakeHub) { f.redirect, f.lieSize = true, "7" },
-		"stall":          func(f *fakeHub) { f.redirect, f.stall, f.stallAt = true, true, 10 },
-		"connection cut": func(f *fakeHub) { f.cuts, f.cutAt = 1, 100 },
-		"server error":   func(f *fakeHub) { f.failures = 5 },
+	scenarios := map[string]func(c *testkit.HubConfig){
+		"echoed in 401":  func(c *testkit.HubConfig) { c.Token, c.EchoAuth = "hf_other", true },
+		"not found":      func(c *testkit.HubConfig) { c.Files = map[string][]byte{} },
+		"sha mismatch":   func(c *testkit.HubConfig) { c.Redirect, c.LieSHA = true, strings.Repeat("0", 64) },
+		"size mismatch":  func(c *testkit.HubConfig) { c.Redirect, c.LieSize = true, "7" },
+		"stall":          func(c *testkit.HubConfig) { c.Redirect, c.Stall, c.StallAt = true, true, 10 },
+		"connection cut": func(c *testkit.HubConfig) { c.Cuts, c.CutAt = 1, 100 },
+		"server error":   func(c *testkit.HubConfig) { c.Failures = 5 },
 	}
 	for name, change := range scenarios {
 		t.Run(name, func(t *testing.T) {
-			f := newFakeHub(t)
-			f.add(testRepo, testFile, content)
-			f.set(change)
+			f := fakeHub(t, content, change)
 			o := options(f, t.TempDir())
 			o.Token = testToken
 			_, err := download(t, o)
@@ -656,16 +616,11 @@ func TestOptionsFromEnv(t *testing.T) {
 }
 
 func TestEndpointWithPathPrefix(t *testing.T) {
-	f := newFakeHub(t)
 	content := checkpoint(1000)
-	f.add(testRepo, testFile, content)
-	mirror := httptest.NewServer(http.StripPrefix("/mirror", http.HandlerFunc(f.serveHub)))
+	f := fakeHub(t, content, nil)
+	mirror := httptest.NewServer(http.StripPrefix("/mirror", f.Handler()))
 	defer mirror.Close()
-	path, err := download(t, Options{Endpoint: mirror.URL + "/mirror/", RepoID: testRepo, Filename: testFile, Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustContent(t, path, content)
+	mustDownload(t, Options{Endpoint: mirror.URL + "/mirror/", RepoID: testRepo, Filename: testFile, Dir: t.TempDir()}, content)
 }
 
 func TestParseContentRange(t *testing.T) {

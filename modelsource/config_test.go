@@ -11,14 +11,8 @@ import (
 	"testing"
 
 	"nielsgpt/internal/settings"
+	"nielsgpt/internal/testkit"
 )
-
-func envOf(vars map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) {
-		v, ok := vars[k]
-		return v, ok
-	}
-}
 
 // parseFlags parses the model rows alone, as a command with only these
 // settings would; usage goes to usageOut.
@@ -26,7 +20,7 @@ func parseFlags(args []string, env map[string]string, usageOut io.Writer) (Confi
 	var c Config
 	fs := flag.NewFlagSet("nielsgpt serve", flag.ContinueOnError)
 	fs.SetOutput(usageOut)
-	err := settings.Parse(fs, args, envOf(env), Settings(&c))
+	err := settings.Parse(fs, args, testkit.EnvLookup(env), Settings(&c))
 	return c, err
 }
 
@@ -59,7 +53,7 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	}
 
 	// The environment alone, as chat reads it.
-	c, err = FromEnv(envOf(env))
+	c, err = FromEnv(testkit.EnvLookup(env))
 	if err != nil || c.Model != "env.gguf" || c.Device != "gpu" || c.Threads != 2 || c.Hub.Token != "hf_abc" {
 		t.Fatalf("from the environment: %+v %v", c, err)
 	}
@@ -68,7 +62,7 @@ func TestConfigEnvAndFlags(t *testing.T) {
 		t.Fatalf("--offline=0: offline %v, %v", c.Hub.Offline, err)
 	}
 	// Set but empty: the Hub's own default, as huggingface_hub does.
-	if c, err := FromEnv(envOf(map[string]string{"HF_ENDPOINT": ""})); err != nil || c.Hub.Endpoint != "https://huggingface.co" {
+	if c, err := FromEnv(testkit.EnvLookup(map[string]string{"HF_ENDPOINT": ""})); err != nil || c.Hub.Endpoint != "https://huggingface.co" {
 		t.Fatalf("empty HF_ENDPOINT: %q %v", c.Hub.Endpoint, err)
 	}
 }
@@ -93,7 +87,7 @@ func TestConfigRefusesBadValues(t *testing.T) {
 			t.Errorf("env %v args %v: error %v, want it to mention %q", tc.env, tc.args, err, tc.want)
 		}
 	}
-	if _, err := FromEnv(envOf(map[string]string{"THREADS": "many"})); err == nil || !strings.Contains(err.Error(), "THREADS") {
+	if _, err := FromEnv(testkit.EnvLookup(map[string]string{"THREADS": "many"})); err == nil || !strings.Contains(err.Error(), "THREADS") {
 		t.Fatalf("bad THREADS from the environment: %v", err)
 	}
 }

@@ -11,21 +11,19 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"nielsgpt/convert"
 	"nielsgpt/gguf"
+	"nielsgpt/internal/testkit"
 )
 
 const fixturePT = "../convert/testdata/tiny_f32.pt"
+
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 // copyFixture copies a checkpoint fixture into dir under name.
 func copyFixture(t *testing.T, src, dir, name string) string {
@@ -182,30 +180,6 @@ func TestResolvePTCache(t *testing.T) {
 	}
 }
 
-// fakeHub serves files the way the Hugging Face Hub's resolve endpoint does
-// (size and sha256 in X-Linked-Size / X-Linked-Etag, ranges, HEAD), counting
-// requests and recording the Authorization it was sent.
-type fakeHub struct {
-	files    map[string][]byte // "owner/name/file" → content
-	requests atomic.Int64
-	auth     atomic.Value
-}
-
-func (h *fakeHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.requests.Add(1)
-	h.auth.Store(r.Header.Get("Authorization"))
-	key := strings.Replace(strings.TrimPrefix(r.URL.Path, "/"), "/resolve/main/", "/", 1)
-	data, ok := h.files[key]
-	if !ok {
-		http.Error(w, "Entry not found", http.StatusNotFound)
-		return
-	}
-	sum := sha256.Sum256(data)
-	w.Header().Set("X-Linked-Size", strconv.Itoa(len(data)))
-	w.Header().Set("X-Linked-Etag", `"`+hex.EncodeToString(sum[:])+`"`)
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
-}
-
 func hubConfig(endpoint, dir string) Config {
 	c := DefaultConfig()
 	c.Hub.Endpoint = endpoint
@@ -223,11 +197,10 @@ func TestResolveFromHub(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hub := &fakeHub{files: map[string][]byte{"someone/niels-gpt/best.pt": pt}}
-	srv := httptest.NewServer(hub)
-	defer srv.Close()
+	hub := testkit.NewFakeHub(t)
+	hub.Add("someone/niels-gpt", "best.pt", pt)
 	dir := filepath.Join(t.TempDir(), "checkpoints")
-	cfg := hubConfig(srv.URL, dir)
+	cfg := hubConfig(hub.URL, dir)
 
 	spec, err := Resolve(context.Background(), cfg, Options{})
 	if err != nil {
@@ -239,20 +212,22 @@ func TestResolveFromHub(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(dir, "best.pt")); !bytes.Equal(got, pt) {
 		t.Fatal("CKPT_DIR/CKPT_FILENAME does not hold the checkpoint")
 	}
-	if hub.auth.Load() != "Bearer hf_test_token" {
-		t.Fatalf("the Hub got Authorization %q", hub.auth.Load())
+	asked, _ := hub.Requests()
+	for _, r := range asked {
+		if r.Auth != "Bearer hf_test_token" {
+			t.Fatalf("the Hub got Authorization %q on %s", r.Auth, r.Method)
+		}
 	}
 	if !strings.Contains(spec.Source, "someone/niels-gpt/best.pt") || strings.Contains(spec.Source, "hf_test_token") {
 		t.Fatalf("source %q", spec.Source)
 	}
 
 	// Second start: the file is present, the Hub is not asked, even offline.
-	before := hub.requests.Load()
 	cfg.Hub.Offline = true
 	if _, err := Resolve(context.Background(), cfg, Options{}); err != nil {
 		t.Fatal(err)
 	}
-	if hub.requests.Load() != before {
+	if again, _ := hub.Requests(); len(again) != len(asked) {
 		t.Fatal("the Hub was asked again for a checkpoint already in CKPT_DIR")
 	}
 }
@@ -260,11 +235,10 @@ func TestResolveFromHub(t *testing.T) {
 // A Hub failure ends the start with the cause and the offline alternative,
 // and never with some other model.
 func TestResolveFromHubFails(t *testing.T) {
-	srv := httptest.NewServer(&fakeHub{files: map[string][]byte{}})
-	defer srv.Close()
+	hub := testkit.NewFakeHub(t)
 	for name, cfg := range map[string]Config{
-		"missing on the Hub": hubConfig(srv.URL, t.TempDir()),
-		"offline":            func() Config { c := hubConfig(srv.URL, t.TempDir()); c.Hub.Offline = true; return c }(),
+		"missing on the Hub": hubConfig(hub.URL, t.TempDir()),
+		"offline":            func() Config { c := hubConfig(hub.URL, t.TempDir()); c.Hub.Offline = true; return c }(),
 	} {
 		spec, err := Resolve(context.Background(), cfg, Options{Demo: func() []byte { return []byte("GGUF") }})
 		if err == nil || spec != nil {
@@ -283,10 +257,7 @@ func TestResolveFromHubFails(t *testing.T) {
 // (which would abort the process).
 func TestLoadRefusesBadFiles(t *testing.T) {
 	dir := t.TempDir()
-	good := filepath.Join(dir, "good.gguf")
-	if _, err := convert.ToGGUF(fixturePT, good, convert.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	good := testkit.ConvertedFixture(t, fixturePT)
 	data, err := os.ReadFile(good)
 	if err != nil {
 		t.Fatal(err)

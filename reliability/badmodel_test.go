@@ -2,10 +2,10 @@
 
 package reliability
 
-// A model file that is missing, damaged or not niels-gpt (issue 6 item 3):
-// the real binary must stop promptly with one line naming the file and the
-// problem and a non-zero exit, never an abort from ggml or a Go stack trace,
-// and never serve something else instead.
+// A model file that is missing, damaged or not niels-gpt (docs/RELIABILITY.md,
+// "Faults"): the real binary must stop promptly with one line naming the file
+// and the problem and a non-zero exit, never an abort from ggml or a Go stack
+// trace, and never serve something else instead.
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"nielsgpt/gguf"
+	"nielsgpt/internal/testkit"
 )
 
 // foreignGGUF is a well-formed GGUF v3 file of another architecture: what a
@@ -57,7 +58,7 @@ func foreignGGUF(t *testing.T) []byte {
 
 func TestBadModelFilesExitWithOneLine(t *testing.T) {
 	dir := t.TempDir()
-	good, err := os.ReadFile(deployedModel)
+	good, err := os.ReadFile(deployedModel(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func TestBadModelFilesExitWithOneLine(t *testing.T) {
 		t.Run(tc.file, func(t *testing.T) {
 			t.Parallel()
 			path := filepath.Join(dir, tc.file)
-			code, out, elapsed, err := RunToExit(ServerSpec{Exe: exe, Model: path,
+			code, out, elapsed, err := testkit.RunToExit(testkit.Spec{Exe: testkit.Binary(t), Model: path,
 				Env: []string{"CKPT_DIR=" + t.TempDir(), "HF_HUB_OFFLINE=1"}}, 30*time.Second)
 			if err != nil {
 				t.Fatalf("%v; output:\n%s", err, out)

@@ -5,25 +5,23 @@ package reliability
 // The client side: HTTP clients that connect from a chosen loopback address
 // (so one test process can be many clients, each with its own rate-limit
 // bucket, without trusting any proxy header), a reader for SSE streams that
-// records how each one ended, and scrapes of /metrics and /proc.
+// records how each one ended, and scrapes of /metrics.
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"nielsgpt/bench"
+	"nielsgpt/internal/testkit"
 )
 
 // ClientFrom returns an HTTP client whose connections come from the loopback
@@ -110,38 +108,6 @@ func Scrape(baseURL string) (Metrics, error) {
 	return m, sc.Err()
 }
 
-// Memory reads a process's resident set size and its high-water mark
-// (VmRSS and VmHWM of /proc/PID/status), in bytes.
-func Memory(pid int) (rss, peak int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		key, value, ok := strings.Cut(line, ":")
-		if !ok || (key != "VmRSS" && key != "VmHWM") {
-			continue
-		}
-		fields := strings.Fields(value)
-		if len(fields) != 2 || fields[1] != "kB" {
-			return 0, 0, fmt.Errorf("/proc/%d/status: unexpected %q", pid, line)
-		}
-		kb, err := strconv.ParseInt(fields[0], 10, 64)
-		if err != nil {
-			return 0, 0, err
-		}
-		if key == "VmRSS" {
-			rss = kb << 10
-		} else {
-			peak = kb << 10
-		}
-	}
-	if rss == 0 || peak == 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/status has no VmRSS/VmHWM", pid)
-	}
-	return rss, peak, nil
-}
-
 // StreamEnd is how one SSE stream ended, as the client saw it.
 type StreamEnd struct {
 	Status int    // HTTP status
@@ -198,17 +164,8 @@ func PostStream(ctx context.Context, client *http.Client, url, body string, opts
 		end.Err = fmt.Errorf("200 with Content-Type %q", ct)
 		return end
 	}
-	sse := bench.NewSSEReader(resp.Body)
-	for {
-		ev, err := sse.Next()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				end.Clean = true
-			} else {
-				end.Err = err
-			}
-			return end
-		}
+	sse := testkit.NewSSEReader(resp.Body)
+	for ev := range sse.Events() {
 		end.LastEvent = time.Now()
 		if opts.OnEvent != nil {
 			opts.OnEvent(ev.Name)
@@ -232,6 +189,9 @@ func PostStream(ctx context.Context, client *http.Client, url, body string, opts
 			time.Sleep(opts.EventDelay)
 		}
 	}
+	end.Err = sse.Err()
+	end.Clean = end.Err == nil
+	return end
 }
 
 // errorCode reads the {"error", "code"} error shape (or a 422's {"detail"}, for

@@ -2,8 +2,8 @@
 
 package reliability
 
-// Faults against the real binary (issue 6 item 3): SIGTERM with live
-// streams, clients that vanish mid-stream, and clients that stop reading.
+// Faults against the real binary (docs/RELIABILITY.md, "Faults"): SIGTERM with
+// live streams, clients that vanish mid-stream, and clients that stop reading.
 // The server package proves the same mechanisms in-process against a fake
 // engine; these prove that the process users run, with the real engine,
 // behaves that way from the outside.
@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"nielsgpt/internal/testkit"
 )
 
 // SIGTERM while streams are live: the listener closes at once (new
@@ -28,7 +30,7 @@ import (
 // exits 0 within the drain timeout.
 func TestSIGTERMDrainsLiveStreams(t *testing.T) {
 	const drain = 8 * time.Second
-	s := startServer(t, ServerSpec{Env: []string{"SHUTDOWN_TIMEOUT=" + drain.String()}})
+	s := startServer(t, testkit.Spec{Env: []string{"SHUTDOWN_TIMEOUT=" + drain.String()}})
 
 	type stream struct {
 		maxNew int
@@ -76,35 +78,7 @@ func TestSIGTERMDrainsLiveStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// New connections are refused from (almost) the moment of the signal
-	// until the process is gone: probe every 100 ms.
-	var firstRefused time.Time
-	accepted := 0
-	probes := 0
-probe:
-	for {
-		select {
-		case <-s.Exited():
-			break probe
-		case <-time.After(100 * time.Millisecond):
-		}
-		conn, err := net.DialTimeout("tcp", s.Addr, time.Second)
-		probes++
-		if err == nil {
-			conn.Close()
-			if !firstRefused.IsZero() {
-				t.Errorf("a connection was accepted %s after SIGTERM, after one had been refused", time.Since(termAt))
-			}
-			accepted++
-			continue
-		}
-		if !errors.Is(err, syscall.ECONNREFUSED) {
-			t.Errorf("probe: %v (want connection refused)", err)
-		}
-		if firstRefused.IsZero() {
-			firstRefused = time.Now()
-		}
-	}
+	firstRefused, accepted, probes := probeUntilExit(t, s, termAt)
 	code, err := s.WaitExit(drain + 10*time.Second)
 	exitedAt := time.Now()
 	if err != nil {
@@ -152,38 +126,60 @@ probe:
 	}
 }
 
+// probeUntilExit dials the server every 100 ms until its process is gone:
+// new connections must be refused from (almost) the moment of the signal
+// until then. It returns when a connection was first refused (zero if none
+// was), how many were accepted and how many probes ran; a connection
+// accepted after one was refused fails the test.
+func probeUntilExit(t *testing.T, s *testkit.Server, termAt time.Time) (firstRefused time.Time, accepted, probes int) {
+	t.Helper()
+	for {
+		select {
+		case <-s.Exited():
+			return firstRefused, accepted, probes
+		case <-time.After(100 * time.Millisecond):
+		}
+		conn, err := net.DialTimeout("tcp", s.Addr, time.Second)
+		probes++
+		if err == nil {
+			conn.Close()
+			if !firstRefused.IsZero() {
+				t.Errorf("a connection was accepted %s after SIGTERM, after one had been refused", time.Since(termAt))
+			}
+			accepted++
+			continue
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("probe: %v (want connection refused)", err)
+		}
+		if firstRefused.IsZero() {
+			firstRefused = time.Now()
+		}
+	}
+}
+
 // goroutines reads the server's goroutine count (the Go collector's
 // go_goroutines).
-func goroutines(t *testing.T, s *Server) float64 {
+func goroutines(t *testing.T, s *testkit.Server) float64 {
 	return scrape(t, s).Get("go_goroutines")
 }
 
 // settleGoroutines waits until the server's goroutine count stops changing
-// (three equal readings 200 ms apart) and returns it.
-func settleGoroutines(t *testing.T, s *Server) float64 {
+// and returns it.
+func settleGoroutines(t *testing.T, s *testkit.Server) float64 {
 	t.Helper()
-	last, same := -1.0, 0
-	deadline := time.Now().Add(15 * time.Second)
-	for same < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("goroutine count never settled (last %v)", last)
-		}
-		g := goroutines(t, s)
-		if g == last {
-			same++
-		} else {
-			last, same = g, 1
-		}
-		time.Sleep(200 * time.Millisecond)
+	g, err := settledGoroutines(s, 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return last
+	return g
 }
 
 // Clients that hang up mid-stream: the active-streams gauge and the
 // generation slots return to zero, the engine stops working (its token
 // counter stands still), and the goroutine count returns to its baseline.
 func TestDisconnectMidStreamLeavesNothing(t *testing.T) {
-	s := startServer(t, ServerSpec{})
+	s := startServer(t, testkit.Spec{})
 	// Warm up: the first request starts what stays (the engine's scheduler,
 	// the HTTP server's pools), which is not a leak.
 	if e := PostStream(t.Context(), ClientFrom("127.0.0.1"), s.URL+"/chat/stream", ChatBody("warm up", 4, 0, 1), StreamOptions{}); e.Final != "done" {
@@ -222,7 +218,7 @@ func TestDisconnectMidStreamLeavesNothing(t *testing.T) {
 		}
 	}
 
-	eventually(t, 10*time.Second, "active streams and generations back to 0", func() bool {
+	testkit.Eventually(t, 10*time.Second, "active streams and generations back to 0", func() bool {
 		m := scrape(t, s)
 		return m.Get("nielsgpt_active_streams") == 0 && m.Get("nielsgpt_active_generations") == 0
 	})
@@ -239,11 +235,42 @@ func TestDisconnectMidStreamLeavesNothing(t *testing.T) {
 		t.Errorf("engine tokens after every client had left: %v at zero, %v a second later, %v after another: work went on", atZero, settled, later)
 	}
 	var now float64
-	eventually(t, 10*time.Second, fmt.Sprintf("goroutines back to the baseline %v", baseline), func() bool {
+	testkit.Eventually(t, 10*time.Second, fmt.Sprintf("goroutines back to the baseline %v", baseline), func() bool {
 		now = goroutines(t, s)
 		return now <= baseline
 	})
 	t.Logf("goroutines: baseline %v, back to %v", baseline, now)
+}
+
+// sendAndStall opens n connections, each from its own loopback address,
+// sends body to /chat/stream on each and never reads: clients that stopped
+// reading. The connections are closed when the test ends.
+func sendAndStall(t *testing.T, s *testkit.Server, n int, body string) []*net.TCPConn {
+	t.Helper()
+	conns := make([]*net.TCPConn, n)
+	for i := range conns {
+		d := net.Dialer{
+			LocalAddr: &net.TCPAddr{IP: net.ParseIP(LoopbackIP(100 + i))},
+			// A small receive buffer, set before the handshake so the window
+			// is negotiated small. Loopback still lets the server queue about
+			// 3 MiB per connection in the kernel before a write blocks.
+			Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				err := rc.Control(func(fd uintptr) {
+					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+				})
+				return errors.Join(err, serr)
+			},
+		}
+		c, err := d.Dial("tcp", s.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c.(*net.TCPConn)
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "POST /chat/stream HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", s.Addr, len(body), body)
+	}
+	return conns
 }
 
 // A client that sends its request and then never reads: the server's
@@ -259,7 +286,7 @@ func TestStalledReaderIsCutAndMemoryStaysBounded(t *testing.T) {
 		// plus one in the engine's hand and one being written.
 		perStreamSlack = 8 + 2
 	)
-	s := startServer(t, ServerSpec{Model: wideTraceModel, Env: []string{"WRITE_TIMEOUT=" + writeTimeout.String()}})
+	s := startServer(t, testkit.Spec{Model: wideTraceModel(t), Env: []string{"WRITE_TIMEOUT=" + writeTimeout.String()}})
 	// A prompt that fills most of the window: every trace event then
 	// carries 32 rows of ~950 probabilities (some 400 KiB of JSON).
 	prompt := strings.Repeat("never read me. ", 60)
@@ -280,36 +307,13 @@ func TestStalledReaderIsCutAndMemoryStaysBounded(t *testing.T) {
 		t.FailNow()
 	}
 	baseline := settleGoroutines(t, s)
-	rssBefore, _, err := Memory(s.PID())
+	rssBefore, _, err := testkit.Memory(s.PID())
 	if err != nil {
 		t.Fatal(err)
 	}
 	before := scrape(t, s)
 
-	conns := make([]*net.TCPConn, stalled)
-	body := ChatBody(prompt, 1024, 0, 7)
-	for i := range conns {
-		d := net.Dialer{
-			LocalAddr: &net.TCPAddr{IP: net.ParseIP(LoopbackIP(100 + i))},
-			// A small receive buffer, set before the handshake so the window
-			// is negotiated small. Loopback still lets the server queue about
-			// 3 MiB per connection in the kernel before a write blocks.
-			Control: func(_, _ string, rc syscall.RawConn) error {
-				var serr error
-				err := rc.Control(func(fd uintptr) {
-					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-				})
-				return errors.Join(err, serr)
-			},
-		}
-		c, err := d.Dial("tcp", s.Addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns[i] = c.(*net.TCPConn)
-		defer c.Close()
-		fmt.Fprintf(c, "POST /chat/stream HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", s.Addr, len(body), body)
-	}
+	conns := sendAndStall(t, s, stalled, ChatBody(prompt, 1024, 0, 7))
 	stalledAt := time.Now()
 
 	// Sample the server's memory while the streams are stuck.
@@ -317,7 +321,7 @@ func TestStalledReaderIsCutAndMemoryStaysBounded(t *testing.T) {
 	var sawActive float64
 	cut := time.Time{}
 	for time.Since(stalledAt) < writeTimeout+30*time.Second {
-		rss, _, err := Memory(s.PID())
+		rss, _, err := testkit.Memory(s.PID())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -377,7 +381,7 @@ func TestStalledReaderIsCutAndMemoryStaysBounded(t *testing.T) {
 	if grow, limit := peak-rssBefore, int64(3*stalled*perStreamSlack*eventBytes+32<<20); grow > limit {
 		t.Errorf("RSS grew by %d MiB (limit %d MiB) while %d clients did not read", grow>>20, limit>>20, stalled)
 	}
-	eventually(t, 10*time.Second, "goroutines back to the baseline", func() bool { return goroutines(t, s) <= baseline })
+	testkit.Eventually(t, 10*time.Second, "goroutines back to the baseline", func() bool { return goroutines(t, s) <= baseline })
 	if g := scrape(t, s).Get("nielsgpt_active_generations"); g != 0 {
 		t.Errorf("%v generation slots still taken", g)
 	}

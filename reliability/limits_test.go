@@ -2,11 +2,12 @@
 
 package reliability
 
-// Limits that must not be bypassed, end to end against the binary (issue 6
-// item 4): the per-client rate limit against forged proxy headers, and CORS
-// against origins that are not listed. The server package tests the same
-// rules on its handler; these check the process users run, over real
-// connections from distinct loopback addresses.
+// Limits that must not be bypassed, end to end against the binary
+// (docs/RELIABILITY.md, "Limits that cannot be bypassed"): the per-client rate
+// limit against forged proxy headers, and CORS against origins that are not
+// listed. The server package tests the same rules on its handler; these check
+// the process users run, over real connections from distinct loopback
+// addresses.
 
 import (
 	"fmt"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"nielsgpt/internal/testkit"
 )
 
 // A client that is not a trusted proxy cannot escape its bucket by forging
@@ -24,7 +27,7 @@ func TestForgedForwardedHeadersStillLimited(t *testing.T) {
 	const burst = 3
 	// One token a minute: nothing refills during the test, so counts are exact.
 	// 127.0.0.1 is a trusted proxy; the attacker connects from elsewhere.
-	s := startServer(t, ServerSpec{Env: []string{
+	s := startServer(t, testkit.Spec{Env: []string{
 		fmt.Sprintf("RATE_LIMIT_BURST=%d", burst), "RATE_LIMIT_PER_MIN=1", "TRUSTED_PROXIES=127.0.0.1",
 	}})
 	attackerIP, bystanderIP := LoopbackIP(50), LoopbackIP(51)
@@ -82,7 +85,7 @@ func TestForgedForwardedHeadersStillLimited(t *testing.T) {
 	// The access log names the real peer, never a forged address. A line
 	// is written once its response is sent, so the last may still be on
 	// its way through the pipe.
-	eventually(t, 5*time.Second, "the access line of the proxied request", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the access line of the proxied request", func() bool {
 		return strings.Contains(s.Output(), `"client_ip":"198.51.100.20"`)
 	})
 	out := s.Output()
@@ -101,7 +104,7 @@ func TestForgedForwardedHeadersStillLimited(t *testing.T) {
 // no response ever pairs credentials with "*".
 func TestCORSUnlistedOriginsGetNothing(t *testing.T) {
 	const listed = "https://good.example"
-	s := startServer(t, ServerSpec{Env: []string{
+	s := startServer(t, testkit.Spec{Env: []string{
 		"ALLOWED_ORIGINS=" + listed + ",http://localhost:3000", "RATE_LIMIT_BURST=1000",
 	}})
 	client := ClientFrom(LoopbackIP(60))
@@ -174,7 +177,7 @@ func TestCORSUnlistedOriginsGetNothing(t *testing.T) {
 // on, it would hand every site the user's session.
 func TestCORSWildcardRefusedAtStart(t *testing.T) {
 	for _, origins := range []string{"*", "https://*.example.com", "https://good.example,*"} {
-		code, out, _, err := RunToExit(ServerSpec{Exe: exe, Model: deployedModel, Env: []string{"ALLOWED_ORIGINS=" + origins}}, 20*time.Second)
+		code, out, _, err := testkit.RunToExit(testkit.Spec{Exe: testkit.Binary(t), Model: deployedModel(t), Env: []string{"ALLOWED_ORIGINS=" + origins}}, 20*time.Second)
 		if err != nil {
 			t.Fatalf("ALLOWED_ORIGINS=%s: %v\n%s", origins, err, out)
 		}

@@ -34,12 +34,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"nielsgpt/bench"
+	"nielsgpt/internal/testkit"
 )
 
 // SoakOptions configure a soak run; a zero field takes the default noted.
@@ -101,6 +100,10 @@ const (
 	soakRateBurst  = 20
 )
 
+// soakStartTimeout bounds each server's start, model load included: a
+// deployed-size model loads in seconds; the rest is room for a busy machine.
+const soakStartTimeout = 150 * time.Second
+
 // soakRun is the state of one run.
 type soakRun struct {
 	o      SoakOptions
@@ -137,23 +140,17 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		}
 	}
 
-	model := o.Model
-	if model == "" {
-		dir, err := os.MkdirTemp("", "nielsgpt-soak-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		if model, err = bench.WriteSyntheticModel(dir, bench.Deployed, 1); err != nil {
-			return nil, err
-		}
+	model, remove, err := testkit.ModelToServe(o.Model)
+	if err != nil {
+		return nil, err
 	}
-	cfg, err := bench.ModelConfigOf(model)
+	defer remove()
+	cfg, err := testkit.ModelConfigOf(model)
 	if err != nil {
 		return nil, err
 	}
 	r.layers, r.heads = cfg.Layers, cfg.Heads
-	s, err := startReady(ctx, ServerSpec{Exe: o.Exe, Model: model, Env: o.mainServerEnv()})
+	s, err := testkit.StartReady(ctx, testkit.Spec{Exe: o.Exe, Model: model, Env: o.mainServerEnv()}, soakStartTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -168,9 +165,9 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	r.capPhase(ctx, s)
 	r.stopServer(s, "main server")
 
-	limits, err := startReady(ctx, ServerSpec{Exe: o.Exe, Model: model, Env: []string{
+	limits, err := testkit.StartReady(ctx, testkit.Spec{Exe: o.Exe, Model: model, Env: []string{
 		fmt.Sprintf("RATE_LIMIT_BURST=%d", o.RateBurst), "RATE_LIMIT_PER_MIN=1", "THREADS=1",
-	}})
+	}}, soakStartTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -180,16 +177,4 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 
 	r.report.LoadAvg[1] = loadAvg()
 	return r.report, nil
-}
-
-func startReady(ctx context.Context, spec ServerSpec) (*Server, error) {
-	s, err := Start(ctx, spec, 30*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.WaitReady(2 * time.Minute); err != nil {
-		s.Kill()
-		return nil, err
-	}
-	return s, nil
 }

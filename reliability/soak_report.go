@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"nielsgpt/bench"
+	"nielsgpt/internal/testkit"
 )
 
 // Sample is one reading of the server during the main phase.
@@ -150,7 +150,7 @@ func (rep *SoakReport) writeSamples(b *strings.Builder) {
 			rep.WarmUp.Round(time.Second), o.Duration, len(window), o.SampleEvery, mib(minRSS), mib(maxRSS), mib(window[len(window)-1].RSS),
 			mib(rep.Samples[len(rep.Samples)-1].RSS), mib(rep.PeakRSS))
 		fmt.Fprintf(b, "slots in use over the same samples: median %.0f, max %.0f of %d; goroutines median %.0f, max %.0f\n",
-			bench.Percentile(gens, 50), slices.Max(gens), o.MaxConcurrent, bench.Percentile(gors, 50), slices.Max(gors))
+			testkit.Percentile(gens, 50), slices.Max(gens), o.MaxConcurrent, testkit.Percentile(gors, 50), slices.Max(gors))
 	}
 	if len(rep.Samples) > 0 {
 		// The trajectory, so "flat" can be seen rather than taken on trust.
@@ -219,12 +219,10 @@ func hostDescription() string {
 	return fmt.Sprintf("%s/%s, %d CPUs (%s)", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpu)
 }
 
+// loadAvg is the load average, NaN where it cannot be read.
 func loadAvg() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return math.NaN()
+	if l, ok := testkit.LoadAverage(); ok {
+		return l
 	}
-	var l float64
-	_, _ = fmt.Sscanf(string(b), "%f", &l)
-	return l
+	return math.NaN()
 }

@@ -9,12 +9,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"nielsgpt/internal/testkit"
 )
 
 func TestShortSoak(t *testing.T) {
 	var progress strings.Builder
 	report, err := RunSoak(t.Context(), SoakOptions{
-		Exe: exe, Model: deployedModel, Duration: 10 * time.Second, Streams: 16, CapExtra: 4, RateBurst: 3,
+		Exe: testkit.Binary(t), Model: deployedModel(t), Duration: 10 * time.Second, Streams: 16, CapExtra: 4, RateBurst: 3,
 		SampleEvery: 500 * time.Millisecond, Seed: 2, Progress: &progress,
 	})
 	if err != nil {

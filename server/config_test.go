@@ -14,14 +14,8 @@ import (
 	"time"
 
 	"nielsgpt/internal/settings"
+	"nielsgpt/internal/testkit"
 )
-
-func envOf(vars map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) {
-		v, ok := vars[k]
-		return v, ok
-	}
-}
 
 // parseConfig parses the HTTP rows alone; the serve command adds the model
 // rows to the same FlagSet, which its own tests cover.
@@ -48,7 +42,7 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 func TestConfigEnvAndFlags(t *testing.T) {
-	env := envOf(map[string]string{
+	env := testkit.EnvLookup(map[string]string{
 		"API_HOST": "127.0.0.1", "API_PORT": "9000", "MAX_PROMPT_BYTES": "100",
 		"RATE_LIMIT_PER_MIN": "2.5", "RATE_LIMIT_BURST": "7", "ALLOWED_ORIGINS": " https://a.example , http://b.example:8080 ",
 		"TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1,::1", "MAX_NEW_TOKENS": "50", "MAX_CONCURRENT": "4",
@@ -72,7 +66,7 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	}
 
 	// Set but empty: no cross-origin access at all.
-	c, err = parseConfig(nil, envOf(map[string]string{"ALLOWED_ORIGINS": ""}), io.Discard)
+	c, err = parseConfig(nil, testkit.EnvLookup(map[string]string{"ALLOWED_ORIGINS": ""}), io.Discard)
 	if err != nil || len(c.AllowedOrigins) != 0 {
 		t.Fatalf("empty ALLOWED_ORIGINS: %v %v", c.AllowedOrigins, err)
 	}
@@ -106,20 +100,20 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{nil, []string{"extra"}, `unexpected argument "extra"`},
 	}
 	for _, tc := range cases {
-		_, err := parseConfig(tc.args, envOf(tc.env), io.Discard)
+		_, err := parseConfig(tc.args, testkit.EnvLookup(tc.env), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("env %v args %v: error %v, want it to mention %q", tc.env, tc.args, err, tc.want)
 		}
 	}
 	// Every problem is reported at once.
-	_, err := parseConfig(nil, envOf(map[string]string{"API_PORT": "x", "RATE_LIMIT_BURST": "y"}), io.Discard)
+	_, err := parseConfig(nil, testkit.EnvLookup(map[string]string{"API_PORT": "x", "RATE_LIMIT_BURST": "y"}), io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "API_PORT") || !strings.Contains(err.Error(), "RATE_LIMIT_BURST") {
 		t.Fatalf("combined error %v", err)
 	}
-	if _, err := parseConfig([]string{"--nope"}, envOf(nil), io.Discard); err == nil {
+	if _, err := parseConfig([]string{"--nope"}, testkit.EnvLookup(nil), io.Discard); err == nil {
 		t.Fatal("unknown flag accepted")
 	}
-	if _, err := parseConfig([]string{"-h"}, envOf(nil), io.Discard); !errors.Is(err, flag.ErrHelp) {
+	if _, err := parseConfig([]string{"-h"}, testkit.EnvLookup(nil), io.Discard); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
 	}
 }

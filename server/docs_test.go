@@ -1,7 +1,7 @@
 package server
 
 // The OpenAPI document is written by hand, so these tests are what keeps it a
-// valid OpenAPI 3 document and faithful to SPEC §4; the HTTP tests check that
+// valid OpenAPI 3 document and faithful to docs/API.md; the HTTP tests check that
 // /docs is usable with no network.
 
 import (

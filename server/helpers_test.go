@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -104,7 +105,8 @@ func readAll(t *testing.T, resp *http.Response) []byte {
 	return b
 }
 
-// wantError checks a SPEC §4 error response.
+// wantError checks an error response: the status, and a body of exactly
+// {"error", "code"} with the code and (when given) the message wanted.
 func wantError(t *testing.T, resp *http.Response, status int, code, message string) {
 	t.Helper()
 	body := readAll(t, resp)
@@ -174,16 +176,26 @@ func decodeStrict(t *testing.T, data string, v any) {
 	}
 }
 
-// eventually polls cond for up to 5 s.
-func eventually(t *testing.T, what string, cond func() bool) {
+// wantCausalRows checks a full attention matrix: row i attends to positions
+// 0..i only and sums to 1 within tol.
+func wantCausalRows(t *testing.T, attn [][]float64, tol float64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	for i, row := range attn {
+		sum := 0.0
+		for j, p := range row {
+			if j > i && p != 0 {
+				t.Fatalf("attn[%d][%d] = %v above the diagonal", i, j, p)
+			}
+			sum += p
 		}
-		time.Sleep(5 * time.Millisecond)
+		if math.Abs(sum-1) > tol {
+			t.Fatalf("row %d sums to %v", i, sum)
+		}
 	}
 }
+
+// waitLimit bounds every wait for the server's goroutines: generous for a
+// loaded machine, short enough that a missed condition fails promptly.
+const waitLimit = 5 * time.Second
 
 const helloChat = `{"messages":[{"role":"user","content":"hello"}],"trace_layer":1}`

@@ -1,6 +1,6 @@
 package server
 
-// Faults and the process lifecycle (issue 3 item 5, issue 6 item 3): a client
+// Faults and the process lifecycle (docs/RELIABILITY.md, "Faults"): a client
 // that leaves, a client that stops reading, SIGTERM with streams in flight,
 // and the model loading in the background.
 
@@ -18,6 +18,7 @@ import (
 	sse "github.com/tmaxmax/go-sse"
 
 	"nielsgpt/engine"
+	"nielsgpt/internal/testkit"
 )
 
 func longChat(n int) string {
@@ -62,9 +63,9 @@ func TestClientDisconnectStopsGeneration(t *testing.T) {
 	resp.Body.Close()
 	atCancel := fake.steps.Load()
 
-	eventually(t, "the engine to stop", func() bool { return fake.running.Load() == 0 })
-	eventually(t, "active streams back to 0", func() bool { return ts.Metrics().ActiveStreams() == 0 })
-	eventually(t, "the slot back", func() bool { return ts.Metrics().ActiveGenerations() == 0 })
+	testkit.Eventually(t, waitLimit, "the engine to stop", func() bool { return fake.running.Load() == 0 })
+	testkit.Eventually(t, waitLimit, "active streams back to 0", func() bool { return ts.Metrics().ActiveStreams() == 0 })
+	testkit.Eventually(t, waitLimit, "the slot back", func() bool { return ts.Metrics().ActiveGenerations() == 0 })
 	stopped := fake.steps.Load()
 	time.Sleep(50 * time.Millisecond) // five more step times: nothing may run
 	if after := fake.steps.Load(); after != stopped || stopped-atCancel > 1 {
@@ -94,8 +95,8 @@ func TestStalledReaderTimesOut(t *testing.T) {
 	body := `{"messages":[{"role":"user","content":"` + strings.Repeat("x", 3000) + `"}],"trace_layer":0,"max_new_tokens":1000}`
 	fmt.Fprintf(conn, "POST /chat/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	// Never read. The server must give up on its own.
-	eventually(t, "the stream to start", func() bool { return fake.steps.Load() > 0 })
-	eventually(t, "the stalled stream to be dropped", func() bool {
+	testkit.Eventually(t, waitLimit, "the stream to start", func() bool { return fake.steps.Load() > 0 })
+	testkit.Eventually(t, waitLimit, "the stalled stream to be dropped", func() bool {
 		return ts.Metrics().ActiveStreams() == 0 && ts.Metrics().ActiveGenerations() == 0 && fake.running.Load() == 0
 	})
 	if n := fake.steps.Load(); n >= 1000 {
@@ -145,6 +146,19 @@ func runServer(t *testing.T, cfg Config, load LoadFunc) (addr string, sigterm fu
 	return "http://" + ln.Addr().String(), cancel, done, s
 }
 
+// runReturned waits for Run's result; a Run still going 5 s later fails the
+// test.
+func runReturned(t *testing.T, result <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-result:
+		return err
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return")
+		return nil
+	}
+}
+
 func loadFake(f *fakeEngine) LoadFunc {
 	return func(context.Context) (Engine, error) { return f, nil }
 }
@@ -154,7 +168,7 @@ func loadFake(f *fakeEngine) LoadFunc {
 func TestShutdownDrainsStreams(t *testing.T) {
 	fake := longFake(5 * time.Millisecond)
 	addr, sigterm, result, s := runServer(t, testConfig(), loadFake(fake))
-	eventually(t, "model ready", func() bool { return s.currentEngine() != nil })
+	testkit.Eventually(t, waitLimit, "model ready", func() bool { return s.currentEngine() != nil })
 
 	resp := postJSON(t, addr+"/chat/stream", longChat(100))
 	if resp.StatusCode != 200 {
@@ -167,7 +181,7 @@ func TestShutdownDrainsStreams(t *testing.T) {
 		}
 		if last.Type == "" { // the stream is under way: SIGTERM now
 			sigterm()
-			eventually(t, "the listener to close", func() bool {
+			testkit.Eventually(t, waitLimit, "the listener to close", func() bool {
 				c, err := net.DialTimeout("tcp", strings.TrimPrefix(addr, "http://"), 100*time.Millisecond)
 				if err == nil {
 					c.Close()
@@ -181,13 +195,8 @@ func TestShutdownDrainsStreams(t *testing.T) {
 	if last.Type != "done" {
 		t.Fatalf("in-flight stream ended with %+v", last)
 	}
-	select {
-	case err := <-result:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return after the drain")
+	if err := runReturned(t, result); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 	if fake.closed.Load() != 1 || fake.closedWhileRunning.Load() {
 		t.Fatalf("engine closed %d times (while running: %v)", fake.closed.Load(), fake.closedWhileRunning.Load())
@@ -201,19 +210,14 @@ func TestShutdownTimeoutCutsStreams(t *testing.T) {
 	cfg.ShutdownTimeout = 200 * time.Millisecond
 	fake := longFake(10 * time.Millisecond) // 1000 steps: 10 s
 	addr, sigterm, result, s := runServer(t, cfg, loadFake(fake))
-	eventually(t, "model ready", func() bool { return s.currentEngine() != nil })
+	testkit.Eventually(t, waitLimit, "model ready", func() bool { return s.currentEngine() != nil })
 	resp := postJSON(t, addr+"/chat/stream", longChat(1000))
-	eventually(t, "the stream to start", func() bool { return fake.steps.Load() > 0 })
+	testkit.Eventually(t, waitLimit, "the stream to start", func() bool { return fake.steps.Load() > 0 })
 	start := time.Now()
 	sigterm()
 	events := readEvents(t, resp)
-	select {
-	case err := <-result:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return")
+	if err := runReturned(t, result); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 	if elapsed := time.Since(start); elapsed > 2*time.Second {
 		t.Fatalf("shutdown took %v", elapsed)
@@ -233,7 +237,7 @@ func TestShutdownTimeoutCutsFullAttn(t *testing.T) {
 	cfg.ShutdownTimeout = 200 * time.Millisecond
 	fake := longFake(10 * time.Millisecond)
 	addr, sigterm, result, s := runServer(t, cfg, loadFake(fake))
-	eventually(t, "model ready", func() bool { return s.currentEngine() != nil })
+	testkit.Eventually(t, waitLimit, "model ready", func() bool { return s.currentEngine() != nil })
 	type answer struct {
 		resp *http.Response
 		err  error
@@ -244,7 +248,7 @@ func TestShutdownTimeoutCutsFullAttn(t *testing.T) {
 			strings.NewReader(`{"messages":[{"role":"user","content":"hi"}],"trace_layer":0,"head":0,"max_new_tokens":1000}`))
 		answers <- answer{resp, err}
 	}()
-	eventually(t, "the generation to start", func() bool { return fake.steps.Load() > 0 })
+	testkit.Eventually(t, waitLimit, "the generation to start", func() bool { return fake.steps.Load() > 0 })
 	sigterm()
 	a := <-answers
 	if a.err != nil {
@@ -283,7 +287,7 @@ func TestBackgroundLoad(t *testing.T) {
 	}
 	wantError(t, postJSON(t, addr+"/chat/stream", helloChat), 503, "model_loading", "Model not ready yet, please retry")
 	close(release)
-	eventually(t, "model ready", func() bool {
+	testkit.Eventually(t, waitLimit, "model ready", func() bool {
 		resp, err := http.Get(addr + "/health")
 		return err == nil && strings.Contains(string(readAll(t, resp)), `"model_ready":true`)
 	})
@@ -297,13 +301,8 @@ func TestLoadFailureEndsRun(t *testing.T) {
 	_, _, result, _ := runServer(t, testConfig(), func(context.Context) (Engine, error) {
 		return nil, errors.New("model.gguf: not a niels-gpt GGUF")
 	})
-	select {
-	case err := <-result:
-		if err == nil || !strings.Contains(err.Error(), "not a niels-gpt GGUF") {
-			t.Fatalf("Run returned %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run kept going after the load failed")
+	if err := runReturned(t, result); err == nil || !strings.Contains(err.Error(), "not a niels-gpt GGUF") {
+		t.Fatalf("Run returned %v", err)
 	}
 	// A panicking loader is a load failure too, not a crash.
 	_, _, result, _ = runServer(t, testConfig(), func(context.Context) (Engine, error) {
@@ -323,13 +322,8 @@ func TestShutdownWhileLoading(t *testing.T) {
 		return nil, ctx.Err()
 	})
 	sigterm()
-	select {
-	case err := <-result:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return")
+	if err := runReturned(t, result); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }
 

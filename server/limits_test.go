@@ -1,7 +1,7 @@
 package server
 
-// Limits that must not be bypassed (issue 3 items 3–4, issue 6 item 4): the
-// per-client rate limit and who the client is, the concurrency cap, CORS.
+// Limits that must not be bypassed (docs/API.md, "Limits and protections"):
+// the per-client rate limit and who the client is, the concurrency cap, CORS.
 
 import (
 	"net/http"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"nielsgpt/internal/testkit"
 )
 
 func TestRateLimit(t *testing.T) {
@@ -184,7 +186,7 @@ func TestConcurrencyCap(t *testing.T) {
 			t.Fatal("stream did not finish")
 		}
 	}
-	eventually(t, "slots released", func() bool { return ts.Metrics().ActiveGenerations() == 0 })
+	testkit.Eventually(t, waitLimit, "slots released", func() bool { return ts.Metrics().ActiveGenerations() == 0 })
 	if events := readEvents(t, postJSON(t, ts.URL+"/chat/stream", helloChat)); events[len(events)-1].Type != "done" {
 		t.Fatal("not served once slots were free")
 	}

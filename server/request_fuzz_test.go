@@ -1,8 +1,8 @@
 package server
 
-// Fuzzing the request decoders (issue 6 item 1): whatever the bytes, the
-// answer is either a request within every bound or one validation message,
-// never a panic and never a silently altered prompt.
+// Fuzzing the request decoders (docs/RELIABILITY.md, "Fuzzing"): whatever the
+// bytes, the answer is either a request within every bound or one validation
+// message, never a panic and never a silently altered prompt.
 
 import (
 	"encoding/json"

@@ -1,7 +1,8 @@
 package server
 
-// Hostile and malformed bodies (issue 6 item 2): each gets the right 4xx
-// with a message naming the problem, and the server serves the next request.
+// Hostile and malformed bodies (docs/RELIABILITY.md, "The bad-input table"):
+// each gets the right 4xx with a message naming the problem, and the server
+// serves the next request.
 
 import (
 	"fmt"
@@ -127,7 +128,7 @@ func TestContentType(t *testing.T) {
 }
 
 // MAX_PROMPT_BYTES applies to the formatted transcript: exactly the limit is
-// served, one byte more is 413 with SPEC §4's message.
+// served, one byte more is 413 with the documented message.
 func TestPromptSizeBoundary(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxPromptBytes = 100

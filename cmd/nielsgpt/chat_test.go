@@ -17,10 +17,14 @@ import (
 	"testing"
 	"time"
 
-	"nielsgpt/convert"
 	"nielsgpt/engine"
 	"nielsgpt/gguf"
+	"nielsgpt/internal/testkit"
 )
+
+// The tiny model is converted once for all of this package's tests and
+// removed after them.
+func TestMain(m *testing.M) { testkit.Main(m) }
 
 func TestFitHistory(t *testing.T) {
 	sys := engine.Message{Role: "system", Content: "sys"}
@@ -190,9 +194,9 @@ func TestChatLoopCtrlC(t *testing.T) {
 	<-m.hanging
 	m.hangAfter = 0            // before the send, which orders it before the next reply
 	interrupts <- os.Interrupt // during a reply: cancels it
-	waitFor(t, func() bool { return strings.Contains(rec.String(), "[cancelled]\nyou> ") })
+	testkit.Eventually(t, 10*time.Second, "the cancelled reply and a new prompt", func() bool { return strings.Contains(rec.String(), "[cancelled]\nyou> ") })
 	inW.Write([]byte("next\n"))
-	waitFor(t, func() bool { return strings.Contains(rec.String(), "bot> second\nyou> ") })
+	testkit.Eventually(t, 10*time.Second, "the second reply and a new prompt", func() bool { return strings.Contains(rec.String(), "bot> second\nyou> ") })
 	interrupts <- os.Interrupt // at the prompt: leaves
 	select {
 	case err := <-done:
@@ -277,33 +281,11 @@ func TestRunChatFlagErrors(t *testing.T) {
 
 // ---- the REPL against a real tiny model ----
 
-var (
-	tinyOnce sync.Once
-	tinyPath string
-	tinyErr  error
-)
-
 // tinyModel loads the tiny fixture checkpoint through the real converter and
-// engine (converted once per test binary).
+// engine.
 func tinyModel(t *testing.T) *engine.Model {
 	t.Helper()
-	tinyOnce.Do(func() {
-		pt := filepath.Join("..", "..", "testdata", "models", "tiny_a.pt")
-		if _, err := os.Stat(pt); err != nil {
-			tinyErr = fmt.Errorf("fixture missing (make fixtures): %w", err)
-			return
-		}
-		dir, err := os.MkdirTemp("", "nielsgpt-chat-test")
-		if err != nil {
-			tinyErr = err
-			return
-		}
-		tinyPath = filepath.Join(dir, "tiny_a.gguf")
-		_, tinyErr = convert.ToGGUF(pt, tinyPath, convert.Options{})
-	})
-	if tinyErr != nil {
-		t.Fatal(tinyErr)
-	}
+	tinyPath := testkit.ConvertedFixture(t, filepath.Join("..", "..", "testdata", "models", "tiny_a.pt"))
 	m, err := engine.LoadFile(tinyPath, engine.Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -384,16 +366,5 @@ func TestChatLoopTinyModelStreams(t *testing.T) {
 		if want := strings.TrimRight(expectedReply(res.Generated), "\n"); !strings.Contains(out, "bot> "+want) {
 			t.Errorf("reply %d: output lacks %q:\n%s", i, want, out)
 		}
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"nielsgpt/internal/testkit"
 )
 
 func TestTopAttended(t *testing.T) {
@@ -53,16 +55,12 @@ func TestChatLoopTraceScripted(t *testing.T) {
 	}
 	out := rec.String()
 	// Every step attended only to the newest byte: ' ' (of "assistant: "), then 'h', then 0xc3.
-	for _, line := range []string{
+	testkit.ContainsAll(t, "trace output", out,
 		"     0  'h'       H=0.50  ← ' '@-1(1.00)\n",
 		"     1  '\\xc3'    H=0.50  ← 'h'@-1(1.00)\n",
 		"     2  '\\xa9'    H=0.50  ← '\\xc3'@-1(1.00)\n",
 		"bot> hé\n",
-	} {
-		if !strings.Contains(out, line) {
-			t.Errorf("trace output lacks %q:\n%s", line, out)
-		}
-	}
+	)
 }
 
 var traceLine = regexp.MustCompile(`^\s+(\d+)\s+'(\\x[0-9a-f]{2}|.)'\s+H=(\d+\.\d\d)\s+← (.*)$`)

@@ -10,17 +10,12 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"nielsgpt/internal/testkit"
 )
 
-func envOf(vars map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) {
-		v, ok := vars[k]
-		return v, ok
-	}
-}
-
 func TestServeConfigBothTables(t *testing.T) {
-	env := envOf(map[string]string{"API_PORT": "9000", "MODEL": "env.gguf", "THREADS": "2", "HF_TOKEN": "hf_abc"})
+	env := testkit.EnvLookup(map[string]string{"API_PORT": "9000", "MODEL": "env.gguf", "THREADS": "2", "HF_TOKEN": "hf_abc"})
 	cfg, modelCfg, err := parseServeConfig([]string{"--port", "9100", "--model", "demo", "--offline"}, env, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -29,15 +24,15 @@ func TestServeConfigBothTables(t *testing.T) {
 		t.Fatalf("server %+v, model %+v", cfg, modelCfg)
 	}
 
-	_, _, err = parseServeConfig(nil, envOf(map[string]string{"API_PORT": "x", "CKPT_FILENAME": "../x"}), io.Discard)
+	_, _, err = parseServeConfig(nil, testkit.EnvLookup(map[string]string{"API_PORT": "x", "CKPT_FILENAME": "../x"}), io.Discard)
 	if err == nil || !strings.Contains(err.Error(), `API_PORT: invalid value "x"`) || !strings.Contains(err.Error(), "CKPT_FILENAME") {
 		t.Fatalf("problems from both tables at once: %v", err)
 	}
-	if _, _, err := parseServeConfig([]string{"extra"}, envOf(nil), io.Discard); err == nil ||
+	if _, _, err := parseServeConfig([]string{"extra"}, testkit.EnvLookup(nil), io.Discard); err == nil ||
 		err.Error() != `unexpected argument "extra" (flags only; see nielsgpt serve -h)` {
 		t.Fatalf("positional argument: %v", err)
 	}
-	if _, _, err := parseServeConfig([]string{"--nope"}, envOf(nil), io.Discard); err == nil {
+	if _, _, err := parseServeConfig([]string{"--nope"}, testkit.EnvLookup(nil), io.Discard); err == nil {
 		t.Fatal("unknown flag accepted")
 	}
 }
@@ -46,7 +41,7 @@ func TestServeConfigBothTables(t *testing.T) {
 // token on the command line would show in ps.
 func TestServeUsage(t *testing.T) {
 	var usage strings.Builder
-	if _, _, err := parseServeConfig([]string{"-h"}, envOf(nil), &usage); !errors.Is(err, flag.ErrHelp) {
+	if _, _, err := parseServeConfig([]string{"-h"}, testkit.EnvLookup(nil), &usage); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
 	}
 	text := usage.String()
@@ -56,9 +51,5 @@ func TestServeUsage(t *testing.T) {
 	if regexp.MustCompile(`(?m)^\s+-(hf-)?token\s`).MatchString(text) {
 		t.Fatalf("usage mentions a token flag:\n%s", text)
 	}
-	for _, want := range []string{"-model", "env MAX_CONCURRENT", "env CKPT_DIR", "-offline", "-port"} {
-		if !strings.Contains(text, want) {
-			t.Errorf("usage lacks %q:\n%s", want, text)
-		}
-	}
+	testkit.ContainsAll(t, "usage", text, "-model", "env MAX_CONCURRENT", "env CKPT_DIR", "-offline", "-port")
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"nielsgpt/internal/testkit"
 )
 
 type sample struct {
@@ -42,18 +44,11 @@ func sampleRows(s *sample) []Row {
 	}
 }
 
-func envOf(vars map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) {
-		v, ok := vars[k]
-		return v, ok
-	}
-}
-
 func parse(args []string, env map[string]string, usageOut io.Writer) (sample, error) {
 	var s sample
 	fs := flag.NewFlagSet("tool", flag.ContinueOnError)
 	fs.SetOutput(usageOut)
-	err := Parse(fs, args, envOf(env), sampleRows(&s))
+	err := Parse(fs, args, testkit.EnvLookup(env), sampleRows(&s))
 	return s, err
 }
 
@@ -75,7 +70,7 @@ func TestSources(t *testing.T) {
 		t.Fatalf("--on=false over ON=1: %+v %v", s, err)
 	}
 	s = sample{}
-	if err := FromEnv(envOf(env), sampleRows(&s)); err != nil || s.count != 3 || !s.on {
+	if err := FromEnv(testkit.EnvLookup(env), sampleRows(&s)); err != nil || s.count != 3 || !s.on {
 		t.Fatalf("from the environment %+v %v", s, err)
 	}
 }

@@ -1,68 +1,13 @@
 package bench
 
-// What the benchmark feeds the server: a checkpoint of the deployed size with
-// random weights (so the bench needs no download and no training), and the
-// chat transcripts of the short and the 16 KB prompt.
+// What the benchmark sends the server: the chat transcripts of the short and
+// the 16 KB prompt. The model it serves by default (deployed size, random
+// weights) comes from testkit.WriteSyntheticModel.
 
 import (
-	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
-
-	"nielsgpt/convert"
-	"nielsgpt/gguf"
 )
-
-// Deployed is the shape of the model the original service ran (docs/API.md, The model).
-var Deployed = gguf.ModelConfig{Vocab: 256, Context: 256, Embd: 256, Layers: 4, Heads: 4, FF: 1024, RopeTheta: 10000, NormEps: convert.LayerNormEps}
-
-// syntheticStd is the weights' standard deviation: in the range of a trained
-// small GPT's matrices, so activations and softmaxes behave like a real
-// model's (no saturation, no all-uniform attention) and the timing is honest.
-const syntheticStd = 0.04
-
-// WriteSyntheticModel writes a GGUF of shape cfg with random weights to
-// dir/synthetic.gguf and returns its path. seed makes it reproducible.
-func WriteSyntheticModel(dir string, cfg gguf.ModelConfig, seed uint64) (string, error) {
-	rng := rand.New(rand.NewPCG(seed, 0x6e69656c73)) // "niels": any fixed stream will do
-	ck := convert.SyntheticCheckpoint(cfg, func() float32 { return float32(rng.NormFloat64() * syntheticStd) })
-	// There is no source .pt; the GGUF still records a SHA-256, so make it
-	// name what the file really is rather than pretend to be a checkpoint's.
-	origin := sha256.Sum256(fmt.Appendf(nil, "nielsgpt bench synthetic model %+v std=%g seed=%d", cfg, syntheticStd, seed))
-
-	path := filepath.Join(dir, "synthetic.gguf")
-	f, err := os.Create(path)
-	if err != nil {
-		return "", err
-	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	err = convert.WriteGGUF(w, ck, hex.EncodeToString(origin[:]), convert.Options{})
-	if err == nil {
-		err = w.Flush()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return "", fmt.Errorf("writing the synthetic model: %w", err)
-	}
-	return path, nil
-}
-
-// ModelConfigOf reads a GGUF's hyper-parameters, which the bench needs to
-// pick a valid trace layer.
-func ModelConfigOf(path string) (gguf.ModelConfig, error) {
-	_, g, err := gguf.ReadFile(path)
-	if err != nil {
-		return gguf.ModelConfig{}, err
-	}
-	return g.ModelConfig()
-}
 
 // message is one chat message of a request body.
 type message struct {

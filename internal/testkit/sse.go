@@ -1,18 +1,17 @@
-// Package bench is the load driver behind `nielsgpt bench`: it starts the real
-// server as a subprocess, drives real SSE streams at it over loopback, and
-// reports throughput, time to first token and memory, for the batched engine
-// and for the baseline (original-algorithm) mode side by side.
-//
-// This file is the client's reader for text/event-stream bodies. It is small
-// and allocation-light on purpose: the driver shares the CPU with the server
-// it measures, so every cycle it spends parsing is a cycle the server loses.
-package bench
+package testkit
+
+// The client's reader for text/event-stream bodies, shared by `nielsgpt
+// bench`, the soak driver and the reliability tests. It is small and
+// allocation-light on purpose: the bench driver shares the CPU with the
+// server it measures, so every cycle it spends parsing is a cycle the
+// server loses.
 
 import (
 	"bufio"
 	"bytes"
 	"errors"
 	"io"
+	"iter"
 )
 
 // Event is one server-sent event. Data is only valid until the next call to
@@ -23,7 +22,7 @@ type Event struct {
 }
 
 // maxSSELine bounds one line of the stream, so a broken or hostile server
-// cannot make the driver buffer without limit. A trace event of the deployed
+// cannot make a reader buffer without limit. A trace event of the deployed
 // model is about 12 KiB; a full-window trace for a large context is well
 // under this.
 const maxSSELine = 4 << 20
@@ -31,14 +30,15 @@ const maxSSELine = 4 << 20
 var errSSELineTooLong = errors.New("sse: line longer than 4 MiB")
 
 // SSEReader splits a text/event-stream body into events (the WHATWG
-// EventSource rules, minus `id:` and `retry:`, which the benchmark has no use
-// for). Lines may end in LF or CRLF; a lone CR as a line ending is not
+// EventSource rules, minus `id:` and `retry:`, which no reader here has a
+// use for). Lines may end in LF or CRLF; a lone CR as a line ending is not
 // recognised, since no server this project talks to emits one.
 type SSEReader struct {
 	r    *bufio.Reader
 	name string
 	data []byte
 	long []byte // reassembly buffer for lines longer than r's buffer
+	err  error  // what ended Events; nil at a clean end
 }
 
 // NewSSEReader reads events from r.
@@ -97,6 +97,31 @@ func (s *SSEReader) Next() (Event, error) {
 		}
 	}
 }
+
+// Events yields the stream's events until it ends or the loop stops, as
+// bufio.Scanner does lines: afterwards Err says why it ended. Each event's
+// Data is valid until the loop asks for the next one.
+func (s *SSEReader) Events() iter.Seq[Event] {
+	return func(yield func(Event) bool) {
+		for {
+			ev, err := s.Next()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					s.err = err
+				}
+				return
+			}
+			if !yield(ev) {
+				return
+			}
+		}
+	}
+}
+
+// Err is the error that ended Events: nil when the stream ended cleanly
+// between events (or the loop stopped early), io.ErrUnexpectedEOF when it
+// was cut inside one, or the read error.
+func (s *SSEReader) Err() error { return s.err }
 
 // internEventName avoids a string allocation per event for the names this
 // server sends thousands of times a second.
