@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -252,7 +253,7 @@ func (c *Checkpoint) Validate() error {
 		if !ok || t == nil {
 			return fmt.Errorf("model_state is missing %s", row.StateKey)
 		}
-		if !sameShape(t.Shape, row.Shape) {
+		if !slices.Equal(t.Shape, row.Shape) {
 			return fmt.Errorf("model_state %s has shape %v, want %v", row.StateKey, t.Shape, row.Shape)
 		}
 		if len(t.Data) != numelOf(row.Shape) {
@@ -295,18 +296,6 @@ func (c *Checkpoint) Params() int64 {
 		}
 	}
 	return n
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func numelOf(shape []int) int {

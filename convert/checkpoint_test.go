@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -89,7 +90,7 @@ func TestReadFixtures(t *testing.T) {
 				if tt == nil {
 					t.Fatalf("no tensor %s", w.name)
 				}
-				if !sameShape(tt.Shape, w.shape) {
+				if !slices.Equal(tt.Shape, w.shape) {
 					t.Errorf("%s shape %v, want %v", w.name, tt.Shape, w.shape)
 				}
 				s, a := sum64(tt.Data)
@@ -169,7 +170,7 @@ func TestReadVariants(t *testing.T) {
 					t.Errorf("missing %s", name)
 					continue
 				}
-				if !sameShape(tt.Shape, w.Shape) {
+				if !slices.Equal(tt.Shape, w.Shape) {
 					t.Errorf("%s shape %v, want %v", name, tt.Shape, w.Shape)
 					continue
 				}

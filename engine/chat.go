@@ -102,36 +102,41 @@ func DecodeBytes(b []byte) string {
 	return sb.String()
 }
 
+// utf8Leads is the table of well-formed UTF-8 sequences (Unicode's Table 3-7):
+// for each range of lead bytes, the sequence's length and the range its
+// second byte must fall in; later bytes are always 0x80..0xBF.
+var utf8Leads = []struct {
+	first, last byte // the lead bytes
+	want        int  // the sequence's length
+	lo, hi      byte // the second byte's range
+}{
+	{0xC2, 0xDF, 2, 0x80, 0xBF},
+	{0xE0, 0xE0, 3, 0xA0, 0xBF},
+	{0xE1, 0xEC, 3, 0x80, 0xBF},
+	{0xED, 0xED, 3, 0x80, 0x9F},
+	{0xEE, 0xEF, 3, 0x80, 0xBF},
+	{0xF0, 0xF0, 4, 0x90, 0xBF},
+	{0xF1, 0xF3, 4, 0x80, 0xBF},
+	{0xF4, 0xF4, 4, 0x80, 0x8F},
+}
+
 // maximalSubpart is the length of the longest prefix of b that starts a
 // well-formed UTF-8 sequence without completing it (at least 1).
 func maximalSubpart(b []byte) int {
-	want, lo, hi := 0, byte(0x80), byte(0xBF)
-	switch c := b[0]; {
-	case c >= 0xC2 && c <= 0xDF:
-		want = 2
-	case c == 0xE0:
-		want, lo = 3, 0xA0
-	case c == 0xED:
-		want, hi = 3, 0x9F
-	case c >= 0xE1 && c <= 0xEF:
-		want = 3
-	case c == 0xF0:
-		want, lo = 4, 0x90
-	case c == 0xF4:
-		want, hi = 4, 0x8F
-	case c >= 0xF1 && c <= 0xF3:
-		want = 4
-	default:
-		return 1
-	}
-	n := 1
-	if n < len(b) && b[n] >= lo && b[n] <= hi {
-		n++
-		for n < want && n < len(b) && b[n] >= 0x80 && b[n] <= 0xBF {
-			n++
+	for _, l := range utf8Leads {
+		if b[0] < l.first || b[0] > l.last {
+			continue
 		}
+		n := 1
+		if n < len(b) && b[n] >= l.lo && b[n] <= l.hi {
+			n++
+			for n < l.want && n < len(b) && b[n] >= 0x80 && b[n] <= 0xBF {
+				n++
+			}
+		}
+		return n
 	}
-	return n
+	return 1 // not a lead byte at all
 }
 
 // TokenText is a token's bytes decoded as UTF-8 with replacement: a lone

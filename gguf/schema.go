@@ -9,6 +9,7 @@ package gguf
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Metadata keys and fixed values of a niels-gpt file. The C engine never reads them: the
@@ -250,7 +251,7 @@ func (f *File) checkTensors(cfg ModelConfig) error {
 			return fmt.Errorf("tensor %s is missing", spec.Name)
 		}
 		want := spec.Dims()
-		if !equalDims(t.Dims, want) {
+		if !slices.Equal(t.Dims, want) {
 			return fmt.Errorf("tensor %s has dims %v, want %v", spec.Name, t.Dims, want)
 		}
 		if !spec.allows(t.Type) {
@@ -265,18 +266,6 @@ func (f *File) checkTensors(cfg ModelConfig) error {
 		}
 	}
 	return nil
-}
-
-func equalDims(a, b []uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func (f *File) wantString(key, want string) error {

@@ -64,44 +64,26 @@ func New() *Metrics {
 			Help:    "Time from receiving a request to finishing its response (whole stream for SSE), by route.",
 			Buckets: latencyBuckets,
 		}, []string{"route"}),
-		timeToFirstToken: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "nielsgpt_time_to_first_token_seconds",
-			Help:    "Time from accepting a chat request (body read and validated) to writing its first token event.",
-			Buckets: latencyBuckets,
-		}),
-		interToken: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "nielsgpt_inter_token_latency_seconds",
-			Help:    "Time between consecutive token events written to one stream.",
-			Buckets: latencyBuckets,
-		}),
-		generatedTokens: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nielsgpt_generated_tokens_total",
-			Help: "Tokens generated and streamed to clients.",
-		}),
-		promptTokens: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nielsgpt_prompt_tokens_total",
-			Help: "Prompt tokens (transcript bytes) submitted for generation.",
-		}),
-		activeStreams: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "nielsgpt_active_streams",
-			Help: "Server-sent event streams currently open.",
-		}),
-		activeGenerate: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "nielsgpt_active_generations",
-			Help: "Generation slots in use (streams and full-attention requests), out of MAX_CONCURRENT.",
-		}),
+		timeToFirstToken: newLatency("nielsgpt_time_to_first_token_seconds",
+			"Time from accepting a chat request (body read and validated) to writing its first token event."),
+		interToken: newLatency("nielsgpt_inter_token_latency_seconds",
+			"Time between consecutive token events written to one stream."),
+		generatedTokens: newCounter("nielsgpt_generated_tokens_total",
+			"Tokens generated and streamed to clients."),
+		promptTokens: newCounter("nielsgpt_prompt_tokens_total",
+			"Prompt tokens (transcript bytes) submitted for generation."),
+		activeStreams: newGauge("nielsgpt_active_streams",
+			"Server-sent event streams currently open."),
+		activeGenerate: newGauge("nielsgpt_active_generations",
+			"Generation slots in use (streams and full-attention requests), out of MAX_CONCURRENT."),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nielsgpt_rejections_total",
 			Help: "Requests refused before generating, by reason.",
 		}, []string{"reason"}),
-		modelLoad: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "nielsgpt_model_load_seconds",
-			Help: "Time it took to obtain and load the model (download and conversion included).",
-		}),
-		modelReady: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "nielsgpt_model_ready",
-			Help: "1 once the model is loaded and requests can be served, else 0.",
-		}),
+		modelLoad: newGauge("nielsgpt_model_load_seconds",
+			"Time it took to obtain and load the model (download and conversion included)."),
+		modelReady: newGauge("nielsgpt_model_ready",
+			"1 once the model is loaded and requests can be served, else 0."),
 		engineStep: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "nielsgpt_engine_step_seconds",
 			Help:    "Time the engine spent in one forward evaluation, by phase (e.g. prefill, decode).",
@@ -216,4 +198,19 @@ func counterValue(c prometheus.Counter) float64 {
 		return 0
 	}
 	return out.GetCounter().GetValue()
+}
+
+// The constructors below keep each metric's definition to its name and help.
+
+func newCounter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+}
+
+func newGauge(name, help string) prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+}
+
+// newLatency is a histogram on the buckets every latency here shares.
+func newLatency(name, help string) prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: latencyBuckets})
 }
