@@ -204,7 +204,7 @@ func (f *File) hyperParameters() (ModelConfig, error) {
 	if err := f.wantString(keyArchitecture, architecture); err != nil {
 		return cfg, err
 	}
-	gen, err := f.u32(keyGeneration)
+	gen, err := metadata[uint32](f, keyGeneration)
 	if err != nil {
 		return cfg, err
 	}
@@ -218,7 +218,7 @@ func (f *File) hyperParameters() (ModelConfig, error) {
 		{keyVocab, &cfg.Vocab}, {keyContext, &cfg.Context}, {keyEmbd, &cfg.Embd},
 		{keyLayers, &cfg.Layers}, {keyHeads, &cfg.Heads}, {keyFF, &cfg.FF},
 	} {
-		v, err := f.u32(field.key)
+		v, err := metadata[uint32](f, field.key)
 		if err != nil {
 			return cfg, err
 		}
@@ -228,7 +228,7 @@ func (f *File) hyperParameters() (ModelConfig, error) {
 		key string
 		dst *float64
 	}{{keyRopeTheta, &cfg.RopeTheta}, {keyNormEps, &cfg.NormEps}} {
-		v, err := f.f32(field.key)
+		v, err := metadata[float32](f, field.key)
 		if err != nil {
 			return cfg, err
 		}
@@ -269,13 +269,9 @@ func (f *File) checkTensors(cfg ModelConfig) error {
 }
 
 func (f *File) wantString(key, want string) error {
-	v, ok := f.KV[key]
-	if !ok {
-		return fmt.Errorf("metadata %s is missing", key)
-	}
-	s, ok := v.(string)
-	if !ok {
-		return fmt.Errorf("metadata %s is a %T, want a string", key, v)
+	s, err := metadata[string](f, key)
+	if err != nil {
+		return err
 	}
 	if s != want {
 		return fmt.Errorf("metadata %s is %q, want %q", key, s, want)
@@ -283,26 +279,16 @@ func (f *File) wantString(key, want string) error {
 	return nil
 }
 
-func (f *File) u32(key string) (uint32, error) {
+// metadata reads a required key whose value must be of type T.
+func metadata[T any](f *File, key string) (T, error) {
+	var zero T
 	v, ok := f.KV[key]
 	if !ok {
-		return 0, fmt.Errorf("metadata %s is missing", key)
+		return zero, fmt.Errorf("metadata %s is missing", key)
 	}
-	n, ok := v.(uint32)
+	x, ok := v.(T)
 	if !ok {
-		return 0, fmt.Errorf("metadata %s is a %T, want uint32", key, v)
-	}
-	return n, nil
-}
-
-func (f *File) f32(key string) (float32, error) {
-	v, ok := f.KV[key]
-	if !ok {
-		return 0, fmt.Errorf("metadata %s is missing", key)
-	}
-	x, ok := v.(float32)
-	if !ok {
-		return 0, fmt.Errorf("metadata %s is a %T, want float32", key, v)
+		return zero, fmt.Errorf("metadata %s is a %T, want %T", key, v, zero)
 	}
 	return x, nil
 }
