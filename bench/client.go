@@ -13,7 +13,7 @@ import (
 	"net/http"
 	"time"
 
-	"nielsgpt/internal/testkit"
+	"nielsgpt/internal/harness"
 )
 
 // chatRequest is the body of POST /chat/stream (docs/API.md).
@@ -106,7 +106,7 @@ func (c *client) stream(ctx context.Context, req chatRequest) streamResult {
 		return res
 	}
 
-	sse := testkit.NewSSEReader(resp.Body)
+	sse := harness.NewSSEReader(resp.Body)
 	for ev := range sse.Events() {
 		switch ev.Name {
 		case "token":

@@ -16,6 +16,7 @@ import (
 
 	"nielsgpt/convert"
 	"nielsgpt/gguf"
+	"nielsgpt/internal/harness"
 	"nielsgpt/internal/testkit"
 )
 
@@ -28,7 +29,7 @@ func TestRunEndToEnd(t *testing.T) {
 	t.Logf("built the binary in %s", time.Since(start).Round(time.Millisecond))
 
 	tiny := gguf.ModelConfig{Vocab: 256, Context: 64, Embd: 32, Layers: 2, Heads: 2, FF: 64, RopeTheta: 10000, NormEps: convert.LayerNormEps}
-	model, err := testkit.WriteSyntheticModel(t.TempDir(), tiny, 3)
+	model, err := harness.WriteSyntheticModel(t.TempDir(), tiny, 3)
 	if err != nil {
 		t.Fatal(err)
 	}

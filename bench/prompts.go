@@ -2,7 +2,7 @@ package bench
 
 // What the benchmark sends the server: the chat transcripts of the short and
 // the 16 KB prompt. The model it serves by default (deployed size, random
-// weights) comes from testkit.WriteSyntheticModel.
+// weights) comes from harness.WriteSyntheticModel.
 
 import (
 	"fmt"

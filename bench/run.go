@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"nielsgpt/gguf"
-	"nielsgpt/internal/testkit"
+	"nielsgpt/internal/harness"
 )
 
 // Options configure a benchmark run. The zero value of every field means its
@@ -153,17 +153,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		CapSeconds: o.Duration.Seconds(), BaselineCapSeconds: o.BaselineDuration.Seconds(),
 	}
 
-	modelPath, remove, err := testkit.ModelToServe(o.Model)
+	modelPath, remove, err := harness.ModelToServe(o.Model)
 	if err != nil {
 		return nil, err
 	}
 	defer remove()
 	if o.Model == "" {
-		rep.Model.Source = fmt.Sprintf("synthetic, random weights (std %g)", testkit.SyntheticStd)
+		rep.Model.Source = fmt.Sprintf("synthetic, random weights (std %g)", harness.SyntheticStd)
 	} else {
 		rep.Model.Source = modelPath
 	}
-	cfg, err := testkit.ModelConfigOf(modelPath)
+	cfg, err := harness.ModelConfigOf(modelPath)
 	if err != nil {
 		return nil, fmt.Errorf("the benchmark needs a niels-gpt .gguf (convert a .pt with `nielsgpt convert`): %w", err)
 	}
@@ -189,7 +189,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		rep.Ours = mr
 	}
-	if l, ok := testkit.LoadAverage(); ok {
+	if l, ok := harness.LoadAverage(); ok {
 		rep.Host.LoadAvgEnd = &l
 	}
 	rep.Seconds = time.Since(started).Seconds()
@@ -202,8 +202,8 @@ const serverOutputShown = 64 << 10
 // serverSpec is how the bench starts `nielsgpt serve` for plan p: with the
 // user's environment (their settings apply), and with the limits that would
 // otherwise measure themselves lifted.
-func serverSpec(o Options, p plan, modelPath string) testkit.Spec {
-	spec := testkit.Spec{Exe: o.Executable, Model: modelPath, InheritEnv: true, Env: []string{
+func serverSpec(o Options, p plan, modelPath string) harness.Spec {
+	spec := harness.Spec{Exe: o.Executable, Model: modelPath, InheritEnv: true, Env: []string{
 		"RATE_LIMIT_PER_MIN=1000000000",
 		"RATE_LIMIT_BURST=1000000000",
 		"MAX_CONCURRENT=" + strconv.Itoa(max(64, slices.Max(o.Levels))),
@@ -228,7 +228,7 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 	maxLevel := slices.Max(o.Levels)
 	wall0 := time.Now()
 	driverCPU0, _ := selfCPU()
-	srv, err := testkit.StartReady(ctx, serverSpec(o, p, modelPath), o.ReadyTimeout)
+	srv, err := harness.StartReady(ctx, serverSpec(o, p, modelPath), o.ReadyTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +263,7 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 	}
 
 	// VmHWM is the peak over the process's life, read while it still runs.
-	if _, peak, err := testkit.Memory(srv.PID()); err == nil {
+	if _, peak, err := harness.Memory(srv.PID()); err == nil {
 		mr.PeakRSSBytes = &peak
 	}
 	if !srv.Alive() {
@@ -276,7 +276,7 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 // recordCPU stops the server and notes the CPU time it and the driver used.
 // On a machine with few cores the driver competes with the server it
 // measures; these two figures say by how much.
-func (r *modeRunner) recordCPU(srv *testkit.Server, driverCPU0 time.Duration, wall0 time.Time) {
+func (r *modeRunner) recordCPU(srv *harness.Server, driverCPU0 time.Duration, wall0 time.Time) {
 	srv.Stop(10 * time.Second)
 	r.report.WallSeconds = time.Since(wall0).Seconds()
 	if cpu, ok := srv.CPUTime(); ok {
@@ -394,7 +394,7 @@ func (r *modeRunner) ttft(ctx context.Context, prompt func(variant int) []messag
 
 func hostInfo(threads int) HostInfo {
 	h := HostInfo{OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(), Threads: threads}
-	if l, ok := testkit.LoadAverage(); ok {
+	if l, ok := harness.LoadAverage(); ok {
 		h.LoadAvgStart = &l
 	}
 	return h

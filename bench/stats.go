@@ -7,7 +7,7 @@ import (
 	"slices"
 	"time"
 
-	"nielsgpt/internal/testkit"
+	"nielsgpt/internal/harness"
 )
 
 // Latency summarises time-to-first-token samples, in milliseconds (JSON
@@ -33,7 +33,7 @@ func summariseLatency(ds []time.Duration) Latency {
 		// tells readers (and the table) there is nothing to show.
 		return Latency{}
 	}
-	return Latency{Samples: len(ms), P50ms: testkit.Percentile(ms, 50), P95ms: testkit.Percentile(ms, 95), MaxMs: slices.Max(ms)}
+	return Latency{Samples: len(ms), P50ms: harness.Percentile(ms, 50), P95ms: harness.Percentile(ms, 95), MaxMs: slices.Max(ms)}
 }
 
 // Throughput is tokens received over a wall-clock span.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"nielsgpt/gguf"
+	"nielsgpt/internal/harness"
 	"nielsgpt/internal/testkit"
 )
 
@@ -93,7 +94,7 @@ func TestBadModelFilesExitWithOneLine(t *testing.T) {
 		t.Run(tc.file, func(t *testing.T) {
 			t.Parallel()
 			path := filepath.Join(dir, tc.file)
-			code, out, elapsed, err := testkit.RunToExit(testkit.Spec{Exe: testkit.Binary(t), Model: path,
+			code, out, elapsed, err := harness.RunToExit(harness.Spec{Exe: testkit.Binary(t), Model: path,
 				Env: []string{"CKPT_DIR=" + t.TempDir(), "HF_HUB_OFFLINE=1"}}, 30*time.Second)
 			if err != nil {
 				t.Fatalf("%v; output:\n%s", err, out)

@@ -21,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"nielsgpt/internal/testkit"
+	"nielsgpt/internal/harness"
 )
 
 // ClientFrom returns an HTTP client whose connections come from the loopback
@@ -164,7 +164,7 @@ func PostStream(ctx context.Context, client *http.Client, url, body string, opts
 		end.Err = fmt.Errorf("200 with Content-Type %q", ct)
 		return end
 	}
-	sse := testkit.NewSSEReader(resp.Body)
+	sse := harness.NewSSEReader(resp.Body)
 	for ev := range sse.Events() {
 		end.LastEvent = time.Now()
 		if opts.OnEvent != nil {

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"nielsgpt/internal/harness"
 	"nielsgpt/internal/testkit"
 )
 
@@ -30,7 +31,7 @@ import (
 // exits 0 within the drain timeout.
 func TestSIGTERMDrainsLiveStreams(t *testing.T) {
 	const drain = 8 * time.Second
-	s := startServer(t, testkit.Spec{Env: []string{"SHUTDOWN_TIMEOUT=" + drain.String()}})
+	s := startServer(t, harness.Spec{Env: []string{"SHUTDOWN_TIMEOUT=" + drain.String()}})
 
 	type stream struct {
 		maxNew int
@@ -131,7 +132,7 @@ func TestSIGTERMDrainsLiveStreams(t *testing.T) {
 // until then. It returns when a connection was first refused (zero if none
 // was), how many were accepted and how many probes ran; a connection
 // accepted after one was refused fails the test.
-func probeUntilExit(t *testing.T, s *testkit.Server, termAt time.Time) (firstRefused time.Time, accepted, probes int) {
+func probeUntilExit(t *testing.T, s *harness.Server, termAt time.Time) (firstRefused time.Time, accepted, probes int) {
 	t.Helper()
 	for {
 		select {
@@ -160,13 +161,13 @@ func probeUntilExit(t *testing.T, s *testkit.Server, termAt time.Time) (firstRef
 
 // goroutines reads the server's goroutine count (the Go collector's
 // go_goroutines).
-func goroutines(t *testing.T, s *testkit.Server) float64 {
+func goroutines(t *testing.T, s *harness.Server) float64 {
 	return scrape(t, s).Get("go_goroutines")
 }
 
 // settleGoroutines waits until the server's goroutine count stops changing
 // and returns it.
-func settleGoroutines(t *testing.T, s *testkit.Server) float64 {
+func settleGoroutines(t *testing.T, s *harness.Server) float64 {
 	t.Helper()
 	g, err := settledGoroutines(s, 15*time.Second)
 	if err != nil {
@@ -179,7 +180,7 @@ func settleGoroutines(t *testing.T, s *testkit.Server) float64 {
 // generation slots return to zero, the engine stops working (its token
 // counter stands still), and the goroutine count returns to its baseline.
 func TestDisconnectMidStreamLeavesNothing(t *testing.T) {
-	s := startServer(t, testkit.Spec{})
+	s := startServer(t, harness.Spec{})
 	// Warm up: the first request starts what stays (the engine's scheduler,
 	// the HTTP server's pools), which is not a leak.
 	if e := PostStream(t.Context(), ClientFrom("127.0.0.1"), s.URL+"/chat/stream", ChatBody("warm up", 4, 0, 1), StreamOptions{}); e.Final != "done" {
@@ -245,7 +246,7 @@ func TestDisconnectMidStreamLeavesNothing(t *testing.T) {
 // sendAndStall opens n connections, each from its own loopback address,
 // sends body to /chat/stream on each and never reads: clients that stopped
 // reading. The connections are closed when the test ends.
-func sendAndStall(t *testing.T, s *testkit.Server, n int, body string) []*net.TCPConn {
+func sendAndStall(t *testing.T, s *harness.Server, n int, body string) []*net.TCPConn {
 	t.Helper()
 	conns := make([]*net.TCPConn, n)
 	for i := range conns {
@@ -286,7 +287,7 @@ func TestStalledReaderIsCutAndMemoryStaysBounded(t *testing.T) {
 		// plus one in the engine's hand and one being written.
 		perStreamSlack = 8 + 2
 	)
-	s := startServer(t, testkit.Spec{Model: wideTraceModel(t), Env: []string{"WRITE_TIMEOUT=" + writeTimeout.String()}})
+	s := startServer(t, harness.Spec{Model: wideTraceModel(t), Env: []string{"WRITE_TIMEOUT=" + writeTimeout.String()}})
 	// A prompt that fills most of the window: every trace event then
 	// carries 32 rows of ~950 probabilities (some 400 KiB of JSON).
 	prompt := strings.Repeat("never read me. ", 60)
@@ -307,7 +308,7 @@ func TestStalledReaderIsCutAndMemoryStaysBounded(t *testing.T) {
 		t.FailNow()
 	}
 	baseline := settleGoroutines(t, s)
-	rssBefore, _, err := testkit.Memory(s.PID())
+	rssBefore, _, err := harness.Memory(s.PID())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +322,7 @@ func TestStalledReaderIsCutAndMemoryStaysBounded(t *testing.T) {
 	var sawActive float64
 	cut := time.Time{}
 	for time.Since(stalledAt) < writeTimeout+30*time.Second {
-		rss, _, err := testkit.Memory(s.PID())
+		rss, _, err := harness.Memory(s.PID())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"nielsgpt/internal/harness"
 	"nielsgpt/internal/testkit"
 )
 
@@ -79,7 +80,7 @@ func TestHFTokenNeverLeaks(t *testing.T) {
 			hub := testkit.NewFakeHub(t)
 			hubModes[tc.mode](hub, checkpoint)
 			ckptDir := t.TempDir()
-			spec := testkit.Spec{Exe: testkit.Binary(t), Env: []string{
+			spec := harness.Spec{Exe: testkit.Binary(t), Env: []string{
 				"HF_TOKEN=" + hfToken, "HF_ENDPOINT=" + hub.URL, "CKPT_REPO_ID=" + hubRepo, "CKPT_FILENAME=" + hubFile,
 				"CKPT_DIR=" + ckptDir, "XDG_CACHE_HOME=" + t.TempDir(),
 			}}
@@ -106,9 +107,9 @@ func TestHFTokenNeverLeaks(t *testing.T) {
 // line names the problem and the offline alternative, and returns its
 // output. Transient failures (500, cut) are retried with back-off (2 s,
 // 4 s) before the start gives up.
-func startFailsWith(t *testing.T, spec testkit.Spec, problem string) string {
+func startFailsWith(t *testing.T, spec harness.Spec, problem string) string {
 	t.Helper()
-	code, out, elapsed, err := testkit.RunToExit(spec, 60*time.Second)
+	code, out, elapsed, err := harness.RunToExit(spec, 60*time.Second)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -122,7 +123,7 @@ func startFailsWith(t *testing.T, spec testkit.Spec, problem string) string {
 
 // serveDownloaded starts a server that downloads its model, checks that it
 // serves it and drains on SIGTERM, and returns its output.
-func serveDownloaded(t *testing.T, spec testkit.Spec) string {
+func serveDownloaded(t *testing.T, spec harness.Spec) string {
 	t.Helper()
 	s := testkit.Serve(t, spec)
 	if status, code, _, err := Post(t.Context(), ClientFrom("127.0.0.1"), s.URL+"/chat/stream", ChatBody("hi", 2, 0, 1), nil); err != nil || status != http.StatusOK {
@@ -182,5 +183,5 @@ func checkTokenNotIn(t *testing.T, out, dir string) {
 		}
 		return nil
 	})
-	t.Logf("output ends: %s", testkit.Tail(strings.TrimSpace(out), 300))
+	t.Logf("output ends: %s", harness.Tail(strings.TrimSpace(out), 300))
 }

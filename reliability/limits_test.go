@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"nielsgpt/internal/harness"
 	"nielsgpt/internal/testkit"
 )
 
@@ -27,7 +28,7 @@ func TestForgedForwardedHeadersStillLimited(t *testing.T) {
 	const burst = 3
 	// One token a minute: nothing refills during the test, so counts are exact.
 	// 127.0.0.1 is a trusted proxy; the attacker connects from elsewhere.
-	s := startServer(t, testkit.Spec{Env: []string{
+	s := startServer(t, harness.Spec{Env: []string{
 		fmt.Sprintf("RATE_LIMIT_BURST=%d", burst), "RATE_LIMIT_PER_MIN=1", "TRUSTED_PROXIES=127.0.0.1",
 	}})
 	attackerIP, bystanderIP := LoopbackIP(50), LoopbackIP(51)
@@ -104,7 +105,7 @@ func TestForgedForwardedHeadersStillLimited(t *testing.T) {
 // no response ever pairs credentials with "*".
 func TestCORSUnlistedOriginsGetNothing(t *testing.T) {
 	const listed = "https://good.example"
-	s := startServer(t, testkit.Spec{Env: []string{
+	s := startServer(t, harness.Spec{Env: []string{
 		"ALLOWED_ORIGINS=" + listed + ",http://localhost:3000", "RATE_LIMIT_BURST=1000",
 	}})
 	client := ClientFrom(LoopbackIP(60))
@@ -177,7 +178,7 @@ func TestCORSUnlistedOriginsGetNothing(t *testing.T) {
 // on, it would hand every site the user's session.
 func TestCORSWildcardRefusedAtStart(t *testing.T) {
 	for _, origins := range []string{"*", "https://*.example.com", "https://good.example,*"} {
-		code, out, _, err := testkit.RunToExit(testkit.Spec{Exe: testkit.Binary(t), Model: deployedModel(t), Env: []string{"ALLOWED_ORIGINS=" + origins}}, 20*time.Second)
+		code, out, _, err := harness.RunToExit(harness.Spec{Exe: testkit.Binary(t), Model: deployedModel(t), Env: []string{"ALLOWED_ORIGINS=" + origins}}, 20*time.Second)
 		if err != nil {
 			t.Fatalf("ALLOWED_ORIGINS=%s: %v\n%s", origins, err, out)
 		}

@@ -11,13 +11,14 @@ import (
 
 	"nielsgpt/convert"
 	"nielsgpt/gguf"
+	"nielsgpt/internal/harness"
 	"nielsgpt/internal/testkit"
 )
 
 func TestMain(m *testing.M) { testkit.Main(m) }
 
 // deployedModel is a GGUF of the deployed shape with random weights.
-func deployedModel(t testing.TB) string { return testkit.SyntheticModel(t, testkit.Deployed, 6) }
+func deployedModel(t testing.TB) string { return testkit.SyntheticModel(t, harness.Deployed, 6) }
 
 // wideTraceModel is cheap to run but has 32 heads and a 1024-token window,
 // so each trace event is a few hundred KiB: a stalled client fills the
@@ -30,7 +31,7 @@ func wideTraceModel(t testing.TB) string {
 
 // startServer serves the deployed-size model (unless spec names another)
 // with the built binary for the length of the test.
-func startServer(t *testing.T, spec testkit.Spec) *testkit.Server {
+func startServer(t *testing.T, spec harness.Spec) *harness.Server {
 	t.Helper()
 	if spec.Exe == "" {
 		spec.Exe = testkit.Binary(t)
@@ -42,7 +43,7 @@ func startServer(t *testing.T, spec testkit.Spec) *testkit.Server {
 }
 
 // scrape reads /metrics or fails the test.
-func scrape(t *testing.T, s *testkit.Server) Metrics {
+func scrape(t *testing.T, s *harness.Server) Metrics {
 	t.Helper()
 	m, err := Scrape(s.URL)
 	if err != nil {

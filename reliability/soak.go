@@ -38,7 +38,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"nielsgpt/internal/testkit"
+	"nielsgpt/internal/harness"
 )
 
 // SoakOptions configure a soak run; a zero field takes the default noted.
@@ -140,17 +140,17 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		}
 	}
 
-	model, remove, err := testkit.ModelToServe(o.Model)
+	model, remove, err := harness.ModelToServe(o.Model)
 	if err != nil {
 		return nil, err
 	}
 	defer remove()
-	cfg, err := testkit.ModelConfigOf(model)
+	cfg, err := harness.ModelConfigOf(model)
 	if err != nil {
 		return nil, err
 	}
 	r.layers, r.heads = cfg.Layers, cfg.Heads
-	s, err := testkit.StartReady(ctx, testkit.Spec{Exe: o.Exe, Model: model, Env: o.mainServerEnv()}, soakStartTimeout)
+	s, err := harness.StartReady(ctx, harness.Spec{Exe: o.Exe, Model: model, Env: o.mainServerEnv()}, soakStartTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +165,7 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	r.capPhase(ctx, s)
 	r.stopServer(s, "main server")
 
-	limits, err := testkit.StartReady(ctx, testkit.Spec{Exe: o.Exe, Model: model, Env: []string{
+	limits, err := harness.StartReady(ctx, harness.Spec{Exe: o.Exe, Model: model, Env: []string{
 		fmt.Sprintf("RATE_LIMIT_BURST=%d", o.RateBurst), "RATE_LIMIT_PER_MIN=1", "THREADS=1",
 	}}, soakStartTimeout)
 	if err != nil {

@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"nielsgpt/internal/testkit"
+	"nielsgpt/internal/harness"
 )
 
 // admission keeps the driver's demand within the server's free slots: a
@@ -123,7 +123,7 @@ func fullAttnBody(content string, layer, head, maxNew int) string {
 // random choices.
 type soakWorker struct {
 	run    *soakRun
-	server *testkit.Server
+	server *harness.Server
 	adm    *admission
 	client *http.Client
 	rng    *rand.Rand
@@ -131,7 +131,7 @@ type soakWorker struct {
 }
 
 // worker runs one client until stopAt or until the phase is cut.
-func (r *soakRun) worker(ctx context.Context, s *testkit.Server, adm *admission, w int, stopAt time.Time) {
+func (r *soakRun) worker(ctx context.Context, s *harness.Server, adm *admission, w int, stopAt time.Time) {
 	rng := rand.New(rand.NewPCG(r.o.Seed, uint64(w)))
 	wk := &soakWorker{run: r, server: s, adm: adm, client: ClientFrom(LoopbackIP(w)), rng: rng, bad: soakBadRequests()}
 	totalWeight := 0

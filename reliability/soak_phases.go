@@ -19,13 +19,13 @@ import (
 	"syscall"
 	"time"
 
-	"nielsgpt/internal/testkit"
+	"nielsgpt/internal/harness"
 )
 
 // warmUp runs one of each request kind, so the baselines include what the
 // server starts once and keeps (engine scheduler, pools), then records the
 // goroutine baseline once the count has settled.
-func (r *soakRun) warmUp(ctx context.Context, s *testkit.Server) error {
+func (r *soakRun) warmUp(ctx context.Context, s *harness.Server) error {
 	client := ClientFrom(LoopbackIP(9000))
 	if e := PostStream(ctx, client, s.URL+"/chat/stream", ChatBody("warm up", 8, 0, 1), StreamOptions{}); e.Final != "done" {
 		return fmt.Errorf("warm-up stream failed: %+v", e)
@@ -38,7 +38,7 @@ func (r *soakRun) warmUp(ctx context.Context, s *testkit.Server) error {
 		return err
 	}
 	r.report.GoroutinesBefore = g
-	if r.report.IdleRSSBefore, _, err = testkit.Memory(s.PID()); err != nil {
+	if r.report.IdleRSSBefore, _, err = harness.Memory(s.PID()); err != nil {
 		return err
 	}
 	r.logf("warm-up done; %v goroutines and %.1f MiB RSS at rest", g, mib(r.report.IdleRSSBefore))
@@ -46,7 +46,7 @@ func (r *soakRun) warmUp(ctx context.Context, s *testkit.Server) error {
 }
 
 // settledGoroutines waits for three equal goroutine counts in a row.
-func settledGoroutines(s *testkit.Server, timeout time.Duration) (float64, error) {
+func settledGoroutines(s *harness.Server, timeout time.Duration) (float64, error) {
 	last, same := -1.0, 0
 	deadline := time.Now().Add(timeout)
 	for same < 3 {
@@ -68,7 +68,7 @@ func settledGoroutines(s *testkit.Server, timeout time.Duration) (float64, error
 }
 
 // mainPhase runs the workers for Duration while sampling the server.
-func (r *soakRun) mainPhase(ctx context.Context, s *testkit.Server) {
+func (r *soakRun) mainPhase(ctx context.Context, s *harness.Server) {
 	o := r.o
 	r.logf("main phase: %d workers for %s", o.Streams, o.Duration)
 	adm := &admission{url: s.URL, limit: o.MaxConcurrent}
@@ -96,7 +96,7 @@ func (r *soakRun) mainPhase(ctx context.Context, s *testkit.Server) {
 	r.report.Seconds = time.Since(start).Seconds()
 	close(stopSampler)
 	<-samplerDone
-	if _, peak, err := testkit.Memory(s.PID()); err == nil {
+	if _, peak, err := harness.Memory(s.PID()); err == nil {
 		r.report.PeakRSS = peak
 	}
 
@@ -108,11 +108,11 @@ func (r *soakRun) mainPhase(ctx context.Context, s *testkit.Server) {
 
 // sample records the server's RSS and gauges every SampleEvery until stop
 // is closed.
-func (r *soakRun) sample(s *testkit.Server, start time.Time, stop <-chan struct{}) {
+func (r *soakRun) sample(s *harness.Server, start time.Time, stop <-chan struct{}) {
 	tick := time.NewTicker(r.o.SampleEvery)
 	defer tick.Stop()
 	for {
-		if rss, _, err := testkit.Memory(s.PID()); err == nil {
+		if rss, _, err := harness.Memory(s.PID()); err == nil {
 			smp := Sample{At: time.Since(start), RSS: rss}
 			if m, err := Scrape(s.URL); err == nil {
 				smp.Goroutines = m.Get("go_goroutines")
@@ -189,9 +189,9 @@ func (r *soakRun) checkRSS() {
 }
 
 // settle waits for the server to be idle again and compares goroutines.
-func (r *soakRun) settle(s *testkit.Server) {
+func (r *soakRun) settle(s *harness.Server) {
 	var m Metrics
-	testkit.Poll(30*time.Second, func() bool {
+	harness.Poll(30*time.Second, func() bool {
 		var err error
 		m, err = Scrape(s.URL)
 		return err == nil && m.Get("nielsgpt_active_streams") == 0 && m.Get("nielsgpt_active_generations") == 0
@@ -200,7 +200,7 @@ func (r *soakRun) settle(s *testkit.Server) {
 		"active streams %v, active generations %v", m.Get("nielsgpt_active_streams"), m.Get("nielsgpt_active_generations"))
 
 	after := math.Inf(1)
-	testkit.Poll(30*time.Second, func() bool {
+	harness.Poll(30*time.Second, func() bool {
 		if m, err := Scrape(s.URL); err == nil {
 			after = m.Get("go_goroutines")
 		}
@@ -208,7 +208,7 @@ func (r *soakRun) settle(s *testkit.Server) {
 	})
 	r.report.GoroutinesAfter = after
 	r.report.check("goroutines back to baseline", after <= r.report.GoroutinesBefore, "%v before, %v after", r.report.GoroutinesBefore, after)
-	r.report.IdleRSSAfter, _, _ = testkit.Memory(s.PID())
+	r.report.IdleRSSAfter, _, _ = harness.Memory(s.PID())
 	// The allocators keep some of what the peak needed (ggml's compute
 	// buffer stays at its largest step, glibc keeps freed small chunks), but
 	// nothing in proportion to the thousands of requests served.
@@ -219,7 +219,7 @@ func (r *soakRun) settle(s *testkit.Server) {
 
 // capPhase starts MaxConcurrent+CapExtra long streams at once, from
 // distinct clients: exactly CapExtra must be refused with 503 busy.
-func (r *soakRun) capPhase(ctx context.Context, s *testkit.Server) {
+func (r *soakRun) capPhase(ctx context.Context, s *harness.Server) {
 	n := r.o.MaxConcurrent + r.o.CapExtra
 	r.logf("concurrency cap: %d streams at once against MAX_CONCURRENT=%d", n, r.o.MaxConcurrent)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -273,7 +273,7 @@ func (r *soakRun) capPhase(ctx context.Context, s *testkit.Server) {
 // endpoints and forging proxy headers, to a server whose bucket refills once
 // a minute: exactly the first RateBurst pass. A second client then gets its
 // own full burst.
-func (r *soakRun) ratePhase(ctx context.Context, s *testkit.Server) {
+func (r *soakRun) ratePhase(ctx context.Context, s *harness.Server) {
 	burst, extra := r.o.RateBurst, r.o.RateBurst+3
 	r.logf("rate limit: %d requests from one client, RATE_LIMIT_BURST=%d", burst+extra, burst)
 	var seq []string
@@ -318,7 +318,7 @@ func summarizeSeq(seq []string) string {
 }
 
 // stopServer sends SIGTERM and checks for a clean exit.
-func (r *soakRun) stopServer(s *testkit.Server, name string) {
+func (r *soakRun) stopServer(s *harness.Server, name string) {
 	if err := s.Signal(syscall.SIGTERM); err != nil {
 		r.report.check(name+" exits 0 on SIGTERM", false, "%v", err)
 		return

@@ -18,7 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"nielsgpt/internal/testkit"
+	"nielsgpt/internal/harness"
 )
 
 // Sample is one reading of the server during the main phase.
@@ -150,7 +150,7 @@ func (rep *SoakReport) writeSamples(b *strings.Builder) {
 			rep.WarmUp.Round(time.Second), o.Duration, len(window), o.SampleEvery, mib(minRSS), mib(maxRSS), mib(window[len(window)-1].RSS),
 			mib(rep.Samples[len(rep.Samples)-1].RSS), mib(rep.PeakRSS))
 		fmt.Fprintf(b, "slots in use over the same samples: median %.0f, max %.0f of %d; goroutines median %.0f, max %.0f\n",
-			testkit.Percentile(gens, 50), slices.Max(gens), o.MaxConcurrent, testkit.Percentile(gors, 50), slices.Max(gors))
+			harness.Percentile(gens, 50), slices.Max(gens), o.MaxConcurrent, harness.Percentile(gors, 50), slices.Max(gors))
 	}
 	if len(rep.Samples) > 0 {
 		// The trajectory, so "flat" can be seen rather than taken on trust.
@@ -221,7 +221,7 @@ func hostDescription() string {
 
 // loadAvg is the load average, NaN where it cannot be read.
 func loadAvg() float64 {
-	if l, ok := testkit.LoadAverage(); ok {
+	if l, ok := harness.LoadAverage(); ok {
 		return l
 	}
 	return math.NaN()

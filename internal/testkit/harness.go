@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"nielsgpt/internal/harness"
 )
 
 // Binary builds ./cmd/nielsgpt once per test binary and returns its path,
@@ -47,9 +49,9 @@ const (
 // loaded; the test fails if it never is. When the test ends the server is
 // stopped (SIGTERM, then SIGKILL after a grace period), and if the test
 // failed the end of the server's output is logged beside the failure.
-func Serve(t testing.TB, spec Spec) *Server {
+func Serve(t testing.TB, spec harness.Spec) *harness.Server {
 	t.Helper()
-	s, err := StartReady(t.Context(), spec, serveReadyTimeout)
+	s, err := harness.StartReady(t.Context(), spec, serveReadyTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"nielsgpt/convert"
 	"nielsgpt/gguf"
+	"nielsgpt/internal/harness"
 )
 
 // made is the one made file of a key, or the error that making it gave.
@@ -119,7 +120,7 @@ func ConvertedFixture(t testing.TB, ptPath string) string {
 func SyntheticModel(t testing.TB, cfg gguf.ModelConfig, seed uint64) string {
 	t.Helper()
 	path, err := makeOnce(fmt.Sprintf("synthetic %+v %d", cfg, seed), func(dir string) (string, error) {
-		return WriteSyntheticModel(dir, cfg, seed)
+		return harness.WriteSyntheticModel(dir, cfg, seed)
 	})
 	if err != nil {
 		t.Fatal(err)

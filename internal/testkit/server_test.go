@@ -11,7 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unicode/utf8"
+
+	"nielsgpt/internal/harness"
 )
 
 // The harness's tests start this very test binary as the "server": with
@@ -55,8 +56,8 @@ func fakeServe(mode string) int {
 	return 0
 }
 
-func fakeSpec(mode string, env ...string) Spec {
-	return Spec{Exe: os.Args[0], Model: "model.gguf", Args: []string{"--baseline"},
+func fakeSpec(mode string, env ...string) harness.Spec {
+	return harness.Spec{Exe: os.Args[0], Model: "model.gguf", Args: []string{"--baseline"},
 		Env: append([]string{"TESTKIT_FAKE_SERVER=" + mode}, env...)}
 }
 
@@ -101,60 +102,23 @@ func TestInheritEnvPassesTheCallersSettings(t *testing.T) {
 	t.Setenv("TESTKIT_LEAK", "wanted")
 	spec := fakeSpec("exit")
 	spec.InheritEnv = true
-	_, out, _, err := RunToExit(spec, 30*time.Second)
+	_, out, _, err := harness.RunToExit(spec, 30*time.Second)
 	if err != nil || !strings.Contains(out, `"leak":"wanted"`) || !strings.Contains(out, `"threads":"1"`) {
 		t.Fatalf("%v:\n%s", err, out)
 	}
 }
 
 func TestRunToExitAndFailedStarts(t *testing.T) {
-	code, out, _, err := RunToExit(fakeSpec("exit"), 30*time.Second)
+	code, out, _, err := harness.RunToExit(fakeSpec("exit"), 30*time.Second)
 	if err != nil || code != 3 || !strings.HasSuffix(out, "nielsgpt serve: model.gguf: not a GGUF file\n") {
 		t.Fatalf("exit %d, %v, output:\n%s", code, err, out)
 	}
-	_, err = Start(t.Context(), fakeSpec("exit"), 30*time.Second)
+	_, err = harness.Start(t.Context(), fakeSpec("exit"), 30*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "exited (code 3) before listening") || !strings.Contains(err.Error(), "not a GGUF file") {
-		t.Fatalf("Start of a server that exits: %v", err)
+		t.Fatalf("harness.Start of a server that exits: %v", err)
 	}
-	_, err = Start(t.Context(), Spec{Exe: "/nonexistent/nielsgpt"}, time.Second)
+	_, err = harness.Start(t.Context(), harness.Spec{Exe: "/nonexistent/nielsgpt"}, time.Second)
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent/nielsgpt") {
-		t.Fatalf("Start of a missing binary: %v", err)
-	}
-}
-
-// A long run keeps the start and the end of the output, and says how much
-// of the middle it dropped.
-func TestOutputLogKeepsHeadAndTail(t *testing.T) {
-	o := newOutputLog()
-	chunk := strings.Repeat("x", 64<<10-1) + "\n"
-	fmt.Fprintf(o, "{\"msg\":\"listening\",\"addr\":\"127.0.0.1:4242\"}\n")
-	written := 0
-	for written < outputHeadCap+3*outputTailCap {
-		n, err := o.Write([]byte(chunk))
-		if err != nil || n != len(chunk) {
-			t.Fatalf("write: %d %v", n, err)
-		}
-		written += n
-	}
-	fmt.Fprint(o, "the last line\n")
-	out := o.String()
-	if !strings.HasPrefix(out, `{"msg":"listening"`) || !strings.HasSuffix(out, "the last line\n") {
-		t.Fatal("lost the start or the end")
-	}
-	if len(out) > outputHeadCap+2*outputTailCap+100 || !strings.Contains(out, "bytes of output dropped]") {
-		t.Fatalf("%d bytes kept of %d, no drop noted", len(out), written)
-	}
-	if addr := o.listeningAddr(); addr != "127.0.0.1:4242" {
-		t.Fatalf("listening address %q", addr)
-	}
-}
-
-func TestTail(t *testing.T) {
-	if got := Tail("short", 10); got != "short" {
-		t.Errorf("got %q", got)
-	}
-	// Cut inside "é": the tail starts at the next whole character.
-	if got := Tail("abcé€", 4); got != "…€" || !utf8.ValidString(got) {
-		t.Errorf("got %q", got)
+		t.Fatalf("harness.Start of a missing binary: %v", err)
 	}
 }

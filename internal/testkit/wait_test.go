@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"nielsgpt/internal/harness"
 )
 
 func TestEventuallyTimesOutWithWhatItWaitedFor(t *testing.T) {
@@ -31,8 +33,8 @@ func TestEventuallySeesAConditionThatBecomesTrue(t *testing.T) {
 
 func TestPollReportsAConditionThatNeverHolds(t *testing.T) {
 	var calls atomic.Int32
-	if Poll(20*time.Millisecond, func() bool { calls.Add(1); return false }) {
-		t.Fatal("Poll said a false condition held")
+	if harness.Poll(20*time.Millisecond, func() bool { calls.Add(1); return false }) {
+		t.Fatal("harness.Poll said a false condition held")
 	}
 	// The pause grows from 5 ms: a few calls in 20 ms, not a busy loop.
 	if n := calls.Load(); n < 2 || n > 10 {

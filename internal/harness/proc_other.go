@@ -1,6 +1,6 @@
 //go:build !linux
 
-package testkit
+package harness
 
 // Elsewhere than Linux there is no /proc: memory and load are reported as
 // unavailable rather than guessed.

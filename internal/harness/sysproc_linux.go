@@ -1,4 +1,4 @@
-package testkit
+package harness
 
 // Linux: the server dies with whoever started it, and is asked to stop with
 // SIGTERM, which makes it drain.

@@ -1,4 +1,4 @@
-package testkit
+package harness
 
 // Summaries of measured samples, for the bench's report and the soak's.
 

@@ -1,4 +1,4 @@
-package testkit
+package harness
 
 // The real `nielsgpt serve` as a subprocess, for everything that checks the
 // process users run rather than a function call: `nielsgpt bench`, the soak

@@ -1,4 +1,4 @@
-package testkit
+package harness
 
 // The client's reader for text/event-stream bodies, shared by `nielsgpt
 // bench`, the soak driver and the reliability tests. It is small and

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package testkit
+package harness
 
 // Elsewhere than Linux: no parent-death signal, and an interrupt asks the
 // server to stop (Stop kills it where even that cannot be sent).

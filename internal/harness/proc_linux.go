@@ -1,4 +1,4 @@
-package testkit
+package harness
 
 // Reading a process from the outside through /proc: its memory for the
 // bench's peak RSS and the soak's and the tests' leak checks, and the load

@@ -1,4 +1,4 @@
-package testkit
+package harness
 
 // The server's output, as the harness keeps it. A soak or a bench run writes
 // one access-log line per request, so keeping everything would grow with the

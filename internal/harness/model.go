@@ -1,4 +1,4 @@
-package testkit
+package harness
 
 // Models with random weights of any shape, so that the bench, the soak and
 // the tests can serve a model of the deployed size without a download or a
