@@ -39,28 +39,10 @@ func Settings(c *Config) []settings.Row {
 			c.Model = v
 			return nil
 		}},
-		{Env: "DEVICE", Flag: "device", Default: defaultDevice(), Usage: "compute device: cpu, or metal/mps/gpu where built", Apply: func(v string) error {
-			if v == "" {
-				return errors.New("must not be empty")
-			}
-			c.Device = v
-			return nil
-		}},
-		{Env: "THREADS", Flag: "threads", Default: "0", Usage: "CPU threads for the engine (0: one per core less one, at least 1)", Apply: func(v string) (err error) {
-			c.Threads, err = settings.ParseInt(v, 0, 1024)
-			return err
-		}},
-		{Env: "BASELINE", Flag: "baseline", Default: "0", Switch: true, Usage: "run the original algorithm: whole window per token, one request at a time (for benchmarks)", Apply: func(v string) (err error) {
-			c.Baseline, err = settings.ParseBool(v)
-			return err
-		}},
-		{Env: "CKPT_REPO_ID", Flag: "ckpt-repo-id", Default: hub.DefaultRepoID, Usage: "Hugging Face Hub model repository", Apply: func(v string) error {
-			if v == "" {
-				return errors.New("must not be empty")
-			}
-			c.Hub.RepoID = v
-			return nil
-		}},
+		{Env: "DEVICE", Flag: "device", Default: defaultDevice(), Usage: "compute device: cpu, or metal/mps/gpu where built", Apply: settings.NonEmpty(&c.Device)},
+		{Env: "THREADS", Flag: "threads", Default: "0", Usage: "CPU threads for the engine (0: one per core less one, at least 1)", Apply: settings.Int(&c.Threads, 0, 1024)},
+		{Env: "BASELINE", Flag: "baseline", Default: "0", Switch: true, Usage: "run the original algorithm: whole window per token, one request at a time (for benchmarks)", Apply: settings.Bool(&c.Baseline)},
+		{Env: "CKPT_REPO_ID", Flag: "ckpt-repo-id", Default: hub.DefaultRepoID, Usage: "Hugging Face Hub model repository", Apply: settings.NonEmpty(&c.Hub.RepoID)},
 		{Env: "CKPT_FILENAME", Flag: "ckpt-filename", Default: hub.DefaultFilename, Usage: "checkpoint file name in the repository and in CKPT_DIR", Apply: func(v string) error {
 			if v == "" || strings.ContainsAny(v, `/\`) || v == "." || v == ".." {
 				return errors.New("must be a plain file name")
@@ -68,13 +50,7 @@ func Settings(c *Config) []settings.Row {
 			c.Hub.Filename = v
 			return nil
 		}},
-		{Env: "CKPT_DIR", Flag: "ckpt-dir", Default: hub.DefaultDir, Usage: "directory holding (or receiving) the checkpoint", Apply: func(v string) error {
-			if v == "" {
-				return errors.New("must not be empty")
-			}
-			c.Hub.Dir = v
-			return nil
-		}},
+		{Env: "CKPT_DIR", Flag: "ckpt-dir", Default: hub.DefaultDir, Usage: "directory holding (or receiving) the checkpoint", Apply: settings.NonEmpty(&c.Hub.Dir)},
 		{Env: "HF_ENDPOINT", Default: hub.DefaultEndpoint, Apply: func(v string) error {
 			if v == "" { // huggingface_hub reads an empty HF_ENDPOINT as unset
 				v = hub.DefaultEndpoint
@@ -90,10 +66,7 @@ func Settings(c *Config) []settings.Row {
 			c.Hub.Token = strings.TrimSpace(v)
 			return nil
 		}},
-		{Env: "HF_HUB_OFFLINE", Flag: "offline", Default: "0", Switch: true, Usage: "never use the network for the model (1/true/yes/on)", Apply: func(v string) (err error) {
-			c.Hub.Offline, err = settings.ParseBool(v)
-			return err
-		}},
+		{Env: "HF_HUB_OFFLINE", Flag: "offline", Default: "0", Switch: true, Usage: "never use the network for the model (1/true/yes/on)", Apply: settings.Bool(&c.Hub.Offline)},
 	}
 }
 

@@ -54,27 +54,15 @@ func Settings(c *Config) []settings.Row {
 			c.Host = v
 			return nil
 		}},
-		{Env: "API_PORT", Flag: "port", Default: "8000", Usage: "TCP port to listen on (0 picks a free one)", Apply: func(v string) (err error) {
-			c.Port, err = settings.ParseInt(v, 0, 65535)
-			return err
-		}},
-		{Env: "MAX_PROMPT_BYTES", Flag: "max-prompt-bytes", Default: "16384", Usage: "largest formatted transcript accepted, in bytes", Apply: func(v string) (err error) {
-			c.MaxPromptBytes, err = settings.ParseInt(v, 1, 1<<30)
-			return err
-		}},
+		{Env: "API_PORT", Flag: "port", Default: "8000", Usage: "TCP port to listen on (0 picks a free one)", Apply: settings.Int(&c.Port, 0, 65535)},
+		{Env: "MAX_PROMPT_BYTES", Flag: "max-prompt-bytes", Default: "16384", Usage: "largest formatted transcript accepted, in bytes", Apply: settings.Int(&c.MaxPromptBytes, 1, 1<<30)},
 		{Env: "MAX_BODY_BYTES", Flag: "max-body-bytes", Default: "1048576", Usage: "largest request body accepted, in bytes (checked before parsing)", Apply: func(v string) error {
 			n, err := settings.ParseInt(v, 1, 1<<30)
 			c.MaxBodyBytes = int64(n)
 			return err
 		}},
-		{Env: "MAX_NEW_TOKENS", Flag: "max-new-tokens", Default: "1024", Usage: "largest max_new_tokens a request may ask for", Apply: func(v string) (err error) {
-			c.MaxNewTokens, err = settings.ParseInt(v, 0, 1<<20)
-			return err
-		}},
-		{Env: "MAX_CONCURRENT", Flag: "max-concurrent", Default: "64", Usage: "generations served at once; more get 503 busy", Apply: func(v string) (err error) {
-			c.MaxConcurrent, err = settings.ParseInt(v, 1, 1<<16)
-			return err
-		}},
+		{Env: "MAX_NEW_TOKENS", Flag: "max-new-tokens", Default: "1024", Usage: "largest max_new_tokens a request may ask for", Apply: settings.Int(&c.MaxNewTokens, 0, 1<<20)},
+		{Env: "MAX_CONCURRENT", Flag: "max-concurrent", Default: "64", Usage: "generations served at once; more get 503 busy", Apply: settings.Int(&c.MaxConcurrent, 1, 1<<16)},
 		{Env: "RATE_LIMIT_PER_MIN", Flag: "rate-limit-per-min", Default: "10", Usage: "per-client token bucket refill, requests per minute", Apply: func(v string) error {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f <= 0 || f > 1e9 {
@@ -83,10 +71,7 @@ func Settings(c *Config) []settings.Row {
 			c.RateLimitPerMin = f
 			return nil
 		}},
-		{Env: "RATE_LIMIT_BURST", Flag: "rate-limit-burst", Default: "3", Usage: "per-client token bucket capacity", Apply: func(v string) (err error) {
-			c.RateLimitBurst, err = settings.ParseInt(v, 1, 1<<30)
-			return err
-		}},
+		{Env: "RATE_LIMIT_BURST", Flag: "rate-limit-burst", Default: "3", Usage: "per-client token bucket capacity", Apply: settings.Int(&c.RateLimitBurst, 1, 1<<30)},
 		{Env: "ALLOWED_ORIGINS", Flag: "allowed-origins", Default: "https://nielseriknandal.com,http://localhost:3000,http://localhost:5173", Usage: "comma-separated exact origins allowed by CORS (with credentials)", Apply: func(v string) (err error) {
 			c.AllowedOrigins, err = parseOrigins(v)
 			return err
@@ -95,18 +80,9 @@ func Settings(c *Config) []settings.Row {
 			c.TrustedProxies, err = parsePrefixes(v)
 			return err
 		}},
-		{Env: "WRITE_TIMEOUT", Flag: "write-timeout", Default: "30s", Usage: "deadline for each write to a client", Apply: func(v string) (err error) {
-			c.WriteTimeout, err = settings.ParseDuration(v)
-			return err
-		}},
-		{Env: "READ_TIMEOUT", Flag: "read-timeout", Default: "30s", Usage: "deadline for reading a request body", Apply: func(v string) (err error) {
-			c.ReadTimeout, err = settings.ParseDuration(v)
-			return err
-		}},
-		{Env: "SHUTDOWN_TIMEOUT", Flag: "shutdown-timeout", Default: "30s", Usage: "how long SIGTERM waits for in-flight requests before cutting them", Apply: func(v string) (err error) {
-			c.ShutdownTimeout, err = settings.ParseDuration(v)
-			return err
-		}},
+		{Env: "WRITE_TIMEOUT", Flag: "write-timeout", Default: "30s", Usage: "deadline for each write to a client", Apply: settings.Duration(&c.WriteTimeout)},
+		{Env: "READ_TIMEOUT", Flag: "read-timeout", Default: "30s", Usage: "deadline for reading a request body", Apply: settings.Duration(&c.ReadTimeout)},
+		{Env: "SHUTDOWN_TIMEOUT", Flag: "shutdown-timeout", Default: "30s", Usage: "how long SIGTERM waits for in-flight requests before cutting them", Apply: settings.Duration(&c.ShutdownTimeout)},
 		{Env: "LOG_FORMAT", Flag: "log-format", Default: "json", Usage: "request log format: json or text", Apply: func(v string) error {
 			if v != "json" && v != "text" {
 				return errors.New(`must be "json" or "text"`)

@@ -151,3 +151,37 @@ func ParseDuration(v string) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// Int, Bool, Duration and NonEmpty are the Apply functions of the common
+// kinds of setting: each parses the value into dst, or says what it must be.
+
+func Int(dst *int, lo, hi int) func(string) error {
+	return func(v string) (err error) {
+		*dst, err = ParseInt(v, lo, hi)
+		return err
+	}
+}
+
+func Bool(dst *bool) func(string) error {
+	return func(v string) (err error) {
+		*dst, err = ParseBool(v)
+		return err
+	}
+}
+
+func Duration(dst *time.Duration) func(string) error {
+	return func(v string) (err error) {
+		*dst, err = ParseDuration(v)
+		return err
+	}
+}
+
+func NonEmpty(dst *string) func(string) error {
+	return func(v string) error {
+		if v == "" {
+			return errors.New("must not be empty")
+		}
+		*dst = v
+		return nil
+	}
+}
