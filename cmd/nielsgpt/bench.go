@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -20,9 +19,7 @@ import (
 )
 
 func runBench(args []string) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `usage: nielsgpt bench [flags]
+	fs := newFlagSet("bench", os.Stderr, `usage: nielsgpt bench [flags]
 
 Starts "nielsgpt serve" on a loopback port, drives real /chat/stream SSE
 streams at it, and prints single-stream tokens/s, time to first token for a
@@ -34,8 +31,6 @@ H=4 d_ff=1024) with random weights, written to a temporary directory.
 
 flags:
 `)
-		fs.PrintDefaults()
-	}
 	var (
 		opts     bench.Options
 		levels   = fs.String("levels", "1,4,16,64", "comma-separated concurrent-stream levels")

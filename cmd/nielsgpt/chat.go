@@ -123,8 +123,10 @@ type chatFlags struct {
 
 func parseChatFlags(args []string) (*chatFlags, error) {
 	f := &chatFlags{given: map[string]bool{}}
-	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
-	fs.SetOutput(os.Stderr)
+	fs := newFlagSet("chat", os.Stderr, "usage: nielsgpt chat [flags]\n\n"+
+		"Chat with niels-gpt in the terminal. Type a message and press Enter;\n"+
+		"/reset forgets the conversation, /quit or Ctrl-D leaves, Ctrl-C stops a reply.\n"+
+		"With stdin piped, every line is one user turn.\n\nflags:\n")
 	fs.StringVar(&f.model, "model", "demo", `model to chat with, as for serve: "demo" (embedded), PATH.gguf, PATH.pt (converted once, cached beside it), or "" for CKPT_DIR/CKPT_FILENAME, else the Hub; $MODEL sets the default`)
 	fs.StringVar(&f.system, "system", demoSystemLine, `system message opening every transcript ("" for none)`)
 	fs.Float64Var(&f.temperature, "temperature", 0.9, "sampling temperature; 0 is greedy")
@@ -135,13 +137,6 @@ func parseChatFlags(args []string) (*chatFlags, error) {
 	fs.StringVar(&f.device, "device", "", `compute device: cpu, or metal/mps/gpu where built (default $DEVICE, else as serve picks)`)
 	fs.BoolVar(&f.trace, "trace", false, "show each token's entropy and most-attended earlier bytes")
 	fs.Var(&f.traceLayer, "trace-layer", "`layer` whose attention --trace shows, 0-based; default the last (implies --trace)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: nielsgpt chat [flags]\n\n"+
-			"Chat with niels-gpt in the terminal. Type a message and press Enter;\n"+
-			"/reset forgets the conversation, /quit or Ctrl-D leaves, Ctrl-C stops a reply.\n"+
-			"With stdin piped, every line is one user turn.\n\nflags:\n")
-		fs.PrintDefaults()
-	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -8,7 +8,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,17 +20,12 @@ func runConvert(args []string) error {
 }
 
 func convertCommand(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("convert", stderr, "usage: nielsgpt convert IN.pt -o OUT.gguf [--f16]\n\n"+
+		"Reads a niels-gpt generation 1 checkpoint (torch.save, zip or legacy format) with a\n"+
+		"strict reader that never runs code from the file, checks every tensor against the\n"+
+		"model's shape table, and writes a GGUF file (float32 weights unless --f16).\n\n")
 	out := fs.String("o", "", "output GGUF `path` (required)")
 	f16 := fs.Bool("f16", false, "store weight matrices as float16 (norms and biases stay float32)")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: nielsgpt convert IN.pt -o OUT.gguf [--f16]\n\n"+
-			"Reads a niels-gpt generation 1 checkpoint (torch.save, zip or legacy format) with a\n"+
-			"strict reader that never runs code from the file, checks every tensor against the\n"+
-			"model's shape table, and writes a GGUF file (float32 weights unless --f16).\n\n")
-		fs.PrintDefaults()
-	}
 
 	// The flag package stops at the first positional argument; parsing again after each
 	// one lets -o come after IN.pt, as the usage line shows.

@@ -5,7 +5,6 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,7 +13,9 @@ import (
 )
 
 func runHealthcheck(args []string) error {
-	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	fs := newFlagSet("healthcheck", os.Stderr, "usage: nielsgpt healthcheck [--port P]\n\n"+
+		"Exits 0 when the server on this host answers /health with its model ready\n"+
+		"(for container health checks, which have no curl).\n\n")
 	defaultPort := os.Getenv("API_PORT")
 	if defaultPort == "" {
 		defaultPort = "8000"

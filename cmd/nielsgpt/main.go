@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 )
 
@@ -50,4 +51,16 @@ func main() {
 		fmt.Fprintf(os.Stderr, "nielsgpt %s: %v\n", name, err)
 		os.Exit(1)
 	}
+}
+
+// newFlagSet is every subcommand's flag set: errors are returned, not fatal,
+// and -h prints the command's own description above its flags.
+func newFlagSet(name string, out io.Writer, description string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprint(out, description)
+		fs.PrintDefaults()
+	}
+	return fs
 }

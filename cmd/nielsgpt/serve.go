@@ -8,7 +8,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -30,12 +29,7 @@ import (
 func parseServeConfig(args []string, lookupEnv func(string) (string, bool), usageOut io.Writer) (server.Config, modelsource.Config, error) {
 	var cfg server.Config
 	var modelCfg modelsource.Config
-	fs := flag.NewFlagSet("nielsgpt serve", flag.ContinueOnError)
-	fs.SetOutput(usageOut)
-	fs.Usage = func() {
-		fmt.Fprintf(usageOut, "usage: nielsgpt serve [flags]\n\nServes niels-gpt over HTTP (SSE streaming, attention traces, /metrics, /docs).\nEvery flag can also be set through the environment variable named beside it.\nHF_TOKEN and HF_ENDPOINT are read from the environment only.\n\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("nielsgpt serve", usageOut, "usage: nielsgpt serve [flags]\n\nServes niels-gpt over HTTP (SSE streaming, attention traces, /metrics, /docs).\nEvery flag can also be set through the environment variable named beside it.\nHF_TOKEN and HF_ENDPOINT are read from the environment only.\n\n")
 	rows := append(server.Settings(&cfg), modelsource.Settings(&modelCfg)...)
 	if err := settings.Parse(fs, args, lookupEnv, rows); err != nil {
 		return server.Config{}, modelsource.Config{}, err
