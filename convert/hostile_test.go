@@ -562,22 +562,21 @@ func TestHostileCheckpoints(t *testing.T) {
 		bytesReuse.op('h', 2, 'h', 1).str("latin1").op(0x86, 'R', '0')
 	}
 	bytesReuse.op('N', '.')
-	setReuse := &pickleBuilder{}
-	setReuse.op(0x80, 2).global("builtins", "set").op('q', 2, '0', ']', 'q', 3, '(')
-	setReuse.Write(bytes.Repeat([]byte{'N'}, 100000))
-	setReuse.op('e', '0')
-	for i := 0; i < 400000; i++ {
-		setReuse.op('h', 2, 'h', 3, 0x85, 'R', '0')
+	// setCalls builds set(list of 100,000 Nones) called 400,000 times through the memo,
+	// each call followed by extra ops.
+	setCalls := func(each ...byte) *pickleBuilder {
+		p := &pickleBuilder{}
+		p.op(0x80, 2).global("builtins", "set").op('q', 2, '0', ']', 'q', 3, '(')
+		p.Write(bytes.Repeat([]byte{'N'}, 100000))
+		p.op('e', '0')
+		for i := 0; i < 400000; i++ {
+			p.op(append([]byte{'h', 2, 'h', 3, 0x85, 'R'}, each...)...)
+		}
+		p.op('N', '.')
+		return p
 	}
-	setReuse.op('N', '.')
-	setGrow := &pickleBuilder{}
-	setGrow.op(0x80, 2).global("builtins", "set").op('q', 2, '0', ']', 'q', 3, '(')
-	setGrow.Write(bytes.Repeat([]byte{'N'}, 100000))
-	setGrow.op('e', '0')
-	for i := 0; i < 400000; i++ {
-		setGrow.op('h', 2, 'h', 3, 0x85, 'R', '(', 'N', 0x90, '0')
-	}
-	setGrow.op('N', '.')
+	setReuse := setCalls('0')
+	setGrow := setCalls('(', 'N', 0x90, '0')
 
 	cases := []struct {
 		name string

@@ -58,40 +58,43 @@ func checkRefused(t *testing.T, err error) {
 	}
 }
 
-func FuzzParseChatRequest(f *testing.F) {
+// fuzzParser feeds the seeds and the fuzzer's bodies to parse: a refusal must
+// be one clear validation message, an acceptance a request within bounds
+// (checkAccepted, then inBounds for the endpoint's own fields).
+func fuzzParser[R any](f *testing.F, parse func([]byte, limits) (R, error), prompt func(R) ([]byte, int), inBounds func(R) bool) {
 	for _, s := range fuzzSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := parseChatRequest(body, fuzzLimits)
+		req, err := parse(body, fuzzLimits)
 		if err != nil {
 			checkRefused(t, err)
 			return
 		}
-		checkAccepted(t, body, req.Prompt, req.MaxNewTokens)
-		s := req.Sampling
-		if req.TraceLayer < 0 || req.TraceLayer >= fakeConfig.Layers || math.IsNaN(s.Temperature) ||
-			s.Temperature < 0 || s.Temperature > maxTemperature || s.TopK < 0 || s.TopK > fakeConfig.Vocab {
+		p, maxNew := prompt(req)
+		checkAccepted(t, body, p, maxNew)
+		if !inBounds(req) {
 			t.Fatalf("accepted out-of-range request %+v", req)
 		}
 	})
 }
 
+func FuzzParseChatRequest(f *testing.F) {
+	fuzzParser(f, parseChatRequest,
+		func(r engine.GenerateRequest) ([]byte, int) { return r.Prompt, r.MaxNewTokens },
+		func(r engine.GenerateRequest) bool {
+			s := r.Sampling
+			return r.TraceLayer >= 0 && r.TraceLayer < fakeConfig.Layers && !math.IsNaN(s.Temperature) &&
+				s.Temperature >= 0 && s.Temperature <= maxTemperature && s.TopK >= 0 && s.TopK <= fakeConfig.Vocab
+		})
+}
+
 func FuzzParseFullAttnRequest(f *testing.F) {
-	for _, s := range fuzzSeeds {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := parseFullAttnRequest(body, fuzzLimits)
-		if err != nil {
-			checkRefused(t, err)
-			return
-		}
-		checkAccepted(t, body, req.Prompt, req.MaxNewTokens)
-		if req.Layer < 0 || req.Layer >= fakeConfig.Layers || req.Head < 0 || req.Head >= fakeConfig.Heads {
-			t.Fatalf("accepted out-of-range request %+v", req)
-		}
-	})
+	fuzzParser(f, parseFullAttnRequest,
+		func(r engine.FullAttnRequest) ([]byte, int) { return r.Prompt, r.MaxNewTokens },
+		func(r engine.FullAttnRequest) bool {
+			return r.Layer >= 0 && r.Layer < fakeConfig.Layers && r.Head >= 0 && r.Head < fakeConfig.Heads
+		})
 }
 
 // A default above the operator's cap is held to the cap, not let through.
