@@ -286,7 +286,8 @@ func (m *SentencePiece) viterbi(norm []byte) []pathEnd {
 // (sentencepiece 0.1.97 does this whether or not the model adds a dummy prefix.)
 // Ids out of range are skipped, where sentencepiece raises an error.
 func (m *SentencePiece) Decode(ids []int) string {
-	var out, run []byte
+	out := make([]byte, 0, 4*len(ids))
+	var run []byte
 	atStart := true
 	flushBytes := func() {
 		for i := 0; i < len(run); {
@@ -312,24 +313,35 @@ func (m *SentencePiece) Decode(ids []int) string {
 			continue
 		}
 		flushBytes()
-		var surface string
+		before := len(out)
 		switch p.Type {
 		case PieceControl:
 			continue
 		case PieceUnknown:
-			surface = m.vocab.UnkSurface
+			out = append(out, m.vocab.UnkSurface...)
 		default:
 			text := p.Text
 			if atStart {
 				text = strings.TrimPrefix(text, spaceSymbol)
 			}
-			surface = strings.ReplaceAll(text, spaceSymbol, " ")
+			out = appendUnescaped(out, text)
 		}
-		out = append(out, surface...)
-		if !m.vocab.RemoveExtraWhitespaces || surface != "" {
+		if !m.vocab.RemoveExtraWhitespaces || len(out) > before {
 			atStart = false
 		}
 	}
 	flushBytes()
 	return string(out)
+}
+
+// appendUnescaped appends text with each U+2581 turned back into a space.
+func appendUnescaped(out []byte, text string) []byte {
+	for {
+		i := strings.Index(text, spaceSymbol)
+		if i < 0 {
+			return append(out, text...)
+		}
+		out = append(append(out, text[:i]...), ' ')
+		text = text[i+len(spaceSymbol):]
+	}
 }
