@@ -18,7 +18,10 @@ Outputs (committed; rerunning reproduces them byte for byte on the same sentence
   whitespace kept, no byte fallback (characters outside the vocabulary become <unk>).
 - testdata/spm/<model>.encode.jsonl.gz: one JSON object per line, the conformance corpus:
   {"text": str} or {"hex": bytes} (inputs that are not valid UTF-8), "ids" from
-  EncodeAsIds, "decoded" = DecodeIds(ids).
+  EncodeAsIds, "decoded" = DecodeIds(ids). Inputs: the primer's lines and dialogues, samples
+  of many scripts and normalisation hazards, the special pieces in and out of context,
+  random mixtures of all of these, random code points, invalid UTF-8, runs of one unit and
+  long lines.
 - testdata/spm/<model>.decode.jsonl.gz: {"ids": [...], "decoded": DecodeIds(ids)} for
   arbitrary id sequences: random ids, runs of byte pieces that form invalid UTF-8,
   control and unknown pieces, pieces that start with U+2581.
@@ -77,6 +80,16 @@ def special_cases():
             f"text{e}", f"{s}{s}", cut, cut + ">", s.upper(), s.replace("|", "｜"),
             f"<|{s}|>", f"{s[:10]} {s[10:]}", f"\t{u}\t", s + "é" + u, "<|ngpt_sys_", "<|", "|>",
             f"user: hi{e}assistant:", "<s>", "</s>", "<unk>", "<0x41>", "<pad>"]
+
+
+def repetitions(rng, words):
+    """Runs of one unit (where Viterbi's ties must break as sentencepiece's do) and long
+    lines of primer words."""
+    units = ["a", "ab", "the ", ".", " ", "!?", "🙂", "é", "e\u0301", SPECIALS[0], "ss", "\t", "\u00a0",
+             "ﬁ", "ｱ", "-", "0", "12", "اب", "日本"]
+    out = [u * n for u in units for n in (2, 3, 5, 8, 13, 50, 300)]
+    out += [" ".join(rng.choice(words) for _ in range(n)) for n in (200, 1000, 3000)]
+    return out
 
 
 def primer_lines(primer_dir):
@@ -242,6 +255,7 @@ def main():
     inputs += generated_lines(rng, words, 3000)
     inputs += [random_codepoints(rng, rng.randint(1, 24)) for _ in range(1500)]
     inputs += invalid_utf8(rng, words, 300)
+    inputs += repetitions(rng, words)
 
     for name in ("tiny", "tiny_identity"):
         sp = spm.SentencePieceProcessor(model_file=os.path.join(OUT, name + ".model"))
