@@ -199,30 +199,39 @@ func (m *SentencePiece) Encode(text string) []int {
 		return nil
 	}
 	ends := m.viterbi(norm)
-	// Walk back from the end; sentencepiece merges consecutive <unk>s into one.
-	var path []pathEnd // the path's pieces, last first, with start and end
-	var pathEnds []int32
+	ids := make([]int, m.walkBack(norm, ends, nil))
+	m.walkBack(norm, ends, ids)
+	return ids
+}
+
+// walkBack follows the best path from the end of norm to its start and returns how many
+// ids it spells; given ids of that length, it also fills them in. Consecutive <unk>s are
+// one <unk> (as sentencepiece merges them); under byte fallback an <unk> span is its
+// bytes' pieces instead.
+func (m *SentencePiece) walkBack(norm []byte, ends []pathEnd, ids []int) int {
+	count, i := 0, len(ids)
+	prevUnk := false
 	for end := int32(len(norm)); end > 0 && ends[end].start >= 0; end = ends[end].start {
 		e := ends[end]
-		if k := len(path) - 1; k >= 0 && e.id == m.unkID && path[k].id == m.unkID {
-			path[k].start = e.start
-			continue
-		}
-		path, pathEnds = append(path, e), append(pathEnds, end)
-	}
-	// Emit in order; under byte fallback an <unk> span becomes its bytes' pieces.
-	ids := make([]int, 0, len(path))
-	for i := len(path) - 1; i >= 0; i-- {
-		e := path[i]
-		if e.id == m.unkID && m.vocab.ByteFallback {
-			for _, b := range norm[e.start:pathEnds[i]] {
-				ids = append(ids, int(m.byteID[b]))
+		unk := e.id == m.unkID
+		switch {
+		case unk && m.vocab.ByteFallback:
+			count += int(end - e.start)
+			for k := end - 1; ids != nil && k >= e.start; k-- {
+				i--
+				ids[i] = int(m.byteID[norm[k]])
 			}
-			continue
+		case unk && prevUnk: // merged into the <unk> after it
+		default:
+			count++
+			if ids != nil {
+				i--
+				ids[i] = int(e.id)
+			}
 		}
-		ids = append(ids, int(e.id))
+		prevUnk = unk
 	}
-	return ids
+	return count
 }
 
 // viterbi finds, for every position of norm, the best-scoring split of norm up to it.
