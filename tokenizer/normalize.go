@@ -9,6 +9,7 @@ package tokenizer
 // replacement strings, each NUL-terminated; a key's value is the offset of its replacement.
 
 import (
+	"bytes"
 	"encoding/binary"
 	"strings"
 )
@@ -18,6 +19,11 @@ const spaceSymbol = "\u2581"
 
 // replacementChar is what a byte that is not UTF-8 normalises to.
 const replacementChar = "\uFFFD"
+
+// maxReplacementBytes caps one replacement string: a charsmap rule turns one key into at
+// most this many bytes, so normalising cannot blow text up more than that. nmt_nfkc's
+// longest is 33 bytes (U+FDFA spelled out).
+const maxReplacementBytes = 256
 
 // maxCharsmapResults mirrors sentencepiece, which keeps the first 32 prefix matches of a
 // charsmap lookup and takes the longest of those. No real rule set comes near it.
@@ -41,6 +47,16 @@ func parseCharsmap(blob []byte) (*charsmap, error) {
 	rest := blob[4:]
 	if uint64(size) > uint64(len(rest)) || size%4 != 0 {
 		return nil, modelErr("charsmap trie size %d does not fit its %d bytes", size, len(rest))
+	}
+	for strs := rest[size:]; len(strs) > 0; {
+		n := bytes.IndexByte(strs, 0)
+		if n < 0 {
+			n = len(strs)
+		}
+		if n > maxReplacementBytes {
+			return nil, modelErr("a charsmap replacement of %d bytes is over the limit %d", n, maxReplacementBytes)
+		}
+		strs = strs[min(n+1, len(strs)):]
 	}
 	units := make([]uint32, size/4)
 	for i := range units {

@@ -20,7 +20,7 @@ const (
 	MaxModelBytes      = 32 << 20
 	maxPieces          = 1 << 20
 	maxPieceBytes      = 4096    // one piece (user-defined pieces can be long)
-	maxTotalPieceBytes = 8 << 20 // all pieces: bounds the matching trie
+	maxTotalPieceBytes = 4 << 20 // all pieces: bounds the matching trie (~20 bytes a byte)
 	maxCharsmap        = 16 << 20
 	maxStringBytes     = 4096 // other string fields: names, unk_surface
 )

@@ -158,6 +158,7 @@ func hostileModels() []struct {
 		{"charsmap too short", "has no trie", charsmap([]byte{1, 0, 0})},
 		{"charsmap size past end", "does not fit", charsmap([]byte{0xff, 0, 0, 0, 1, 2, 3, 4})},
 		{"charsmap size not units", "does not fit", charsmap([]byte{3, 0, 0, 0, 1, 2, 3, 4})},
+		{"long replacement", "over the limit 256", charsmap(append([]byte{4, 0, 0, 0, 0, 0, 0, 0, 0}, bytes.Repeat([]byte("x"), 300)...))},
 		{"long unk surface", "exceeds the limit", modelBytes(minimalPieces, pb(nil).bytes(trainerFieldUnkSurface, make([]byte, maxStringBytes+1)), nil)},
 	}
 }
