@@ -87,7 +87,7 @@ func (m *SentencePiece) indexPieces() {
 	// sentencepiece starts the maximum at FLT_MIN, the smallest normal float, and takes
 	// FLT_MIN afterwards to mean "no normal piece": the maximum is then 0. Scores are log
 	// probabilities, all negative, so in practice the maximum is 0.
-	const fltMin = float32(1.17549435e-38)
+	const fltMin = float32(0x1p-126)
 	minScore, maxScore := float32(math.MaxFloat32), fltMin
 	for i, p := range m.vocab.Pieces {
 		id := int32(i)
@@ -104,7 +104,14 @@ func (m *SentencePiece) indexPieces() {
 		case PieceUnknown:
 			m.unkID = id
 		case PieceNormal:
-			minScore, maxScore = min(minScore, p.Score), max(maxScore, p.Score)
+			// Comparisons, not min and max: like std::min and std::max they skip a NaN
+			// score, where Go's builtins would return it.
+			if p.Score < minScore {
+				minScore = p.Score
+			}
+			if maxScore < p.Score {
+				maxScore = p.Score
+			}
 		}
 	}
 	if minScore == math.MaxFloat32 {

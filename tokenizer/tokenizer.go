@@ -19,7 +19,10 @@ import (
 type Tokenizer interface {
 	// Encode turns text into ids. No BOS or EOS is added.
 	Encode(text string) []int
-	// Decode turns ids back into text. Ids outside [0, VocabSize()) are skipped.
+	// Decode turns ids back into text. Ids outside [0, VocabSize()) are skipped. Text is
+	// not the sum of its tokens' texts: SentencePiece drops the space of a leading U+2581
+	// and a byte piece alone is rarely a character, so to stream a reply, decode all of
+	// it so far and send what was added.
 	Decode(ids []int) string
 	// VocabSize is the number of ids.
 	VocabSize() int
