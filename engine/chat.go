@@ -42,12 +42,12 @@ func FormatTranscript(messages []Message) []byte {
 // turn, and the reply is cut before the tag.
 var StopTags = [][]byte{[]byte("\nuser: "), []byte("\nsystem: ")}
 
-// cutAtStopTag returns generated cut before the earliest stop tag, and
-// whether one was found.
-func cutAtStopTag(generated []byte) ([]byte, bool) {
+// cutAtStop returns generated cut before the earliest of stops, and whether
+// one was found.
+func cutAtStop(generated []byte, stops [][]byte) ([]byte, bool) {
 	cut := -1
-	for _, tag := range StopTags {
-		if i := bytes.Index(generated, tag); i >= 0 && (cut < 0 || i < cut) {
+	for _, stop := range stops {
+		if i := bytes.Index(generated, stop); i >= 0 && (cut < 0 || i < cut) {
 			cut = i
 		}
 	}
@@ -154,4 +154,23 @@ func TokenDisplay(id int) string {
 		return string(rune(id))
 	}
 	return fmt.Sprintf("\\x%02x", id)
+}
+
+// PendingUTF8 is how many bytes at the end of b begin a well-formed UTF-8
+// character that more bytes could still complete: what a streaming writer
+// holds back so that it never sends half a character.
+func PendingUTF8(b []byte) int {
+	for n := 1; n <= min(utf8.UTFMax-1, len(b)); n++ {
+		c := b[len(b)-n]
+		if c >= 0x80 && c < 0xC0 {
+			continue // a continuation byte: the character began earlier
+		}
+		for _, l := range utf8Leads {
+			if c >= l.first && c <= l.last && n < l.want && maximalSubpart(b[len(b)-n:]) == n {
+				return n
+			}
+		}
+		return 0
+	}
+	return 0
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -38,9 +39,9 @@ func TestStopTags(t *testing.T) {
 		{"\nuser: ", "", true},
 	}
 	for _, c := range cases {
-		got, stop := cutAtStopTag([]byte(c.gen))
+		got, stop := cutAtStop([]byte(c.gen), StopTags)
 		if string(got) != c.want || stop != c.stop {
-			t.Errorf("cutAtStopTag(%q) = %q, %v; want %q, %v", c.gen, got, stop, c.want, c.stop)
+			t.Errorf("cutAtStop(%q) = %q, %v; want %q, %v", c.gen, got, stop, c.want, c.stop)
 		}
 	}
 }
@@ -164,5 +165,48 @@ func TestSamplerTopKAndSeed(t *testing.T) {
 	}
 	if same(a, c) {
 		t.Fatal("different seeds drew the same 200 tokens")
+	}
+}
+
+func TestPendingUTF8(t *testing.T) {
+	cases := []struct {
+		in   string
+		want int
+	}{
+		{"", 0}, {"a", 0}, {"é", 0}, {"a\xc3", 1}, {"\xe2\x82", 2}, {"\xe2", 1},
+		{"\xf0\x9f\x98", 3}, {"\xf0\x9f", 2}, {"\xf0\x9f\x98\x80", 0},
+		{"\xe0\x80", 0}, // E0 needs A0..BF next: never completes
+		{"\xed\xa0", 0}, // a surrogate: never completes
+		{"\xff", 0}, {"\xc0", 0}, {"\x80", 0}, {"\xe2\x82\xac", 0},
+	}
+	for _, c := range cases {
+		if got := PendingUTF8([]byte(c.in)); got != c.want {
+			t.Errorf("PendingUTF8(%q) = %d, want %d", c.in, got, c.want)
+		}
+	}
+}
+
+// top_p keeps the smallest most-likely set reaching p, the crossing token
+// included, renormalised; the reported distribution is that one.
+func TestSamplerTopP(t *testing.T) {
+	logits := []float32{0, float32(math.Log(2)), float32(math.Log(3)), float32(math.Log(4))} // p = .1 .2 .3 .4
+	for _, c := range []struct {
+		topP float64
+		kept []int
+	}{{0.39, []int{3}}, {0.45, []int{3, 2}}, {0.65, []int{3, 2}}, {0.75, []int{3, 2, 1}}, {1, []int{3, 2, 1, 0}}} {
+		s := newSampler(Sampling{Temperature: 1, TopP: c.topP, Seed: 1}, len(logits))
+		for range 50 {
+			tok, _, top := s.sample(logits)
+			if !slices.Contains(c.kept, tok) || len(top) != len(c.kept) {
+				t.Fatalf("top_p %v: drew %d with candidates %v, want from %v", c.topP, tok, top, c.kept)
+			}
+		}
+		sum := 0.0
+		for _, p := range s.probs {
+			sum += p
+		}
+		if math.Abs(sum-1) > 1e-12 {
+			t.Fatalf("top_p %v: probabilities sum to %v", c.topP, sum)
+		}
 	}
 }

@@ -22,11 +22,26 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 	if req.TraceLayer < -1 || req.TraceLayer >= m.cfg.Layers {
 		return nil, fmt.Errorf("trace layer %d out of range [0, %d]", req.TraceLayer, m.cfg.Layers-1)
 	}
+	if req.TopLogprobs < 0 || req.TopLogprobs > MaxTopLogprobs {
+		return nil, fmt.Errorf("top logprobs %d out of range [0, %d]", req.TopLogprobs, MaxTopLogprobs)
+	}
 	if req.MaxNewTokens == 0 {
-		return &Result{Generated: []byte{}, Reply: ExtractReply(req.Prompt), Stopped: "max_new_tokens"}, nil
+		res := &Result{Generated: []byte{}, Stopped: "max_new_tokens"}
+		if !req.Raw {
+			res.Reply = ExtractReply(req.Prompt)
+		}
+		return res, nil
 	}
 	seq := m.newSequence(ctx, req.Prompt, req.MaxNewTokens, req.Sampling)
 	seq.trace = req.TraceLayer
+	seq.raw = req.Raw
+	seq.stops = append(seq.stops[:0:0], req.Stop...)
+	if !req.Raw {
+		seq.stops = append(seq.stops, StopTags...)
+	}
+	if req.Logprobs {
+		seq.logprobs = req.TopLogprobs
+	}
 	ev, err := m.relay(ctx, seq, onStep)
 	if err != nil {
 		return nil, err
@@ -62,6 +77,8 @@ func (m *Model) check(prompt []byte, maxNew int, s Sampling) error {
 		return errors.New("temperature must be finite and >= 0")
 	case s.TopK < 0:
 		return errors.New("top_k must not be negative")
+	case math.IsNaN(s.TopP) || s.TopP < 0 || s.TopP > 1:
+		return errors.New("top_p must be in [0, 1]")
 	}
 	return nil
 }
@@ -72,16 +89,18 @@ func (m *Model) newSequence(ctx context.Context, prompt []byte, maxNew int, s Sa
 		tokens[i] = int32(b)
 	}
 	return &sequence{
-		ctx:     ctx,
-		tokens:  tokens,
-		nPrompt: len(prompt),
-		maxNew:  maxNew,
-		sampler: newSampler(s, m.cfg.Vocab),
-		trace:   -1,
-		cacheAt: -1, // nothing cached yet
-		logits:  make([]float32, m.cfg.Vocab),
-		attnRow: make([]float32, m.cfg.Heads*m.cfg.Context),
-		events:  make(chan event, 2),
+		ctx:      ctx,
+		tokens:   tokens,
+		nPrompt:  len(prompt),
+		maxNew:   maxNew,
+		sampler:  newSampler(s, m.cfg.Vocab),
+		trace:    -1,
+		stops:    StopTags,
+		logprobs: -1,
+		cacheAt:  -1, // nothing cached yet
+		logits:   make([]float32, m.cfg.Vocab),
+		attnRow:  make([]float32, m.cfg.Heads*m.cfg.Context),
+		events:   make(chan event, 2),
 	}
 }
 

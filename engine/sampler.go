@@ -15,6 +15,7 @@ const traceTopK = 10
 type sampler struct {
 	temperature float64
 	topK        int
+	topP        float64
 	rng         *rand.Rand
 	probs       []float64 // reused across steps
 	order       []int
@@ -24,6 +25,7 @@ func newSampler(s Sampling, vocab int) *sampler {
 	return &sampler{
 		temperature: s.Temperature,
 		topK:        s.TopK,
+		topP:        s.TopP,
 		// PCG's second word is a fixed stream id: the seed alone decides the draws.
 		rng:   rand.New(rand.NewPCG(uint64(s.Seed), 0x6e69656c73677074)),
 		probs: make([]float64, vocab),
@@ -74,6 +76,9 @@ func (s *sampler) draw(logits []float32) int {
 	for i := range p {
 		p[i] /= sum
 	}
+	if s.topP > 0 && s.topP < 1 {
+		s.keepNucleus()
+	}
 	u := s.rng.Float64()
 	cum, last := 0.0, 0
 	for i, pi := range p {
@@ -87,6 +92,28 @@ func (s *sampler) draw(logits []float32) int {
 		}
 	}
 	return last // rounding left u above the final sum
+}
+
+// keepNucleus keeps the smallest set of most likely tokens whose
+// probability reaches topP (the one that crosses it included), zeroes the
+// rest and renormalises.
+func (s *sampler) keepNucleus() {
+	p := s.probs
+	s.sortByProb()
+	cum, kept := 0.0, 0
+	for _, i := range s.order {
+		if cum >= s.topP {
+			break
+		}
+		cum += p[i]
+		kept++
+	}
+	for _, i := range s.order[kept:] {
+		p[i] = 0
+	}
+	for _, i := range s.order[:kept] {
+		p[i] /= cum
+	}
 }
 
 // sortByProb orders token ids by s.probs, highest first, ties by id.

@@ -25,6 +25,7 @@ const (
 	RejectBusy           = "busy"
 	RejectInvalid        = "invalid"
 	RejectModelLoading   = "model_loading"
+	RejectUnauthorized   = "unauthorized"
 )
 
 // Metrics is every collector the server updates. Create it with New; the
@@ -103,7 +104,7 @@ func New() *Metrics {
 	)
 	// Pre-create the rejection series so dashboards see zeros instead of
 	// missing series before the first refusal.
-	for _, reason := range []string{RejectRateLimited, RejectPromptTooLarge, RejectBodyTooLarge, RejectBusy, RejectInvalid, RejectModelLoading} {
+	for _, reason := range []string{RejectRateLimited, RejectPromptTooLarge, RejectBodyTooLarge, RejectBusy, RejectInvalid, RejectModelLoading, RejectUnauthorized} {
 		m.rejections.WithLabelValues(reason)
 	}
 	return m

@@ -41,6 +41,9 @@ type Config struct {
 	// ShutdownTimeout bounds how long SIGTERM waits for in-flight streams.
 	ShutdownTimeout time.Duration
 	LogFormat       string // "json" or "text"
+	// APIKeys, when not empty, are the bearer tokens every POST endpoint
+	// and every /v1 route requires.
+	APIKeys []string
 }
 
 // Settings are the rows of the HTTP settings, each filling its field of c.
@@ -83,6 +86,11 @@ func Settings(c *Config) []settings.Row {
 		{Env: "WRITE_TIMEOUT", Flag: "write-timeout", Default: "30s", Usage: "deadline for each write to a client", Apply: settings.Duration(&c.WriteTimeout)},
 		{Env: "READ_TIMEOUT", Flag: "read-timeout", Default: "30s", Usage: "deadline for reading a request body", Apply: settings.Duration(&c.ReadTimeout)},
 		{Env: "SHUTDOWN_TIMEOUT", Flag: "shutdown-timeout", Default: "30s", Usage: "how long SIGTERM waits for in-flight requests before cutting them", Apply: settings.Duration(&c.ShutdownTimeout)},
+		// API_KEYS has no flag, so the keys never show in the process list.
+		{Env: "API_KEYS", Secret: true, Apply: func(v string) (err error) {
+			c.APIKeys, err = parseAPIKeys(v)
+			return err
+		}},
 		{Env: "LOG_FORMAT", Flag: "log-format", Default: "json", Usage: "request log format: json or text", Apply: func(v string) error {
 			if v != "json" && v != "text" {
 				return errors.New(`must be "json" or "text"`)
@@ -153,4 +161,21 @@ func parsePrefixes(v string) ([]netip.Prefix, error) {
 		prefixes = append(prefixes, netip.PrefixFrom(a, a.BitLen()))
 	}
 	return prefixes, nil
+}
+
+// parseAPIKeys reads a comma-separated list of keys. Keys are opaque, but
+// whitespace inside one is certainly a mistake in the list.
+func parseAPIKeys(v string) ([]string, error) {
+	var keys []string
+	for _, k := range strings.Split(v, ",") {
+		k = strings.TrimSpace(k)
+		switch {
+		case k == "":
+			continue
+		case strings.ContainsAny(k, " \t\r\n"):
+			return nil, errors.New("keys must not contain whitespace")
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }

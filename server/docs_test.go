@@ -129,6 +129,9 @@ func checkOpenAPIRoutes(t *testing.T, doc *openapi3.T) {
 		{http.MethodGet, "/metrics", "text/plain"},
 		{http.MethodGet, "/openapi.json", "application/json"},
 		{http.MethodGet, "/docs", "text/html"},
+		{http.MethodGet, "/v1/models", "application/json"},
+		{http.MethodPost, "/v1/chat/completions", "text/event-stream"},
+		{http.MethodPost, "/v1/completions", "application/json"},
 	}
 	if got := len(doc.Paths.Map()); got != len(routes) {
 		t.Errorf("document has %d paths, want %d", got, len(routes))
@@ -256,7 +259,7 @@ func checkOpenAPIResponses(t *testing.T, doc *openapi3.T) {
 	}
 	codes := property(t, doc, "ErrorBody", "code").Enum
 	wantCodes := []any{"model_loading", "rate_limited", "prompt_too_large", "body_too_large", "busy",
-		"shutting_down", "engine_error", "internal_error", "bad_request", "not_found", "method_not_allowed"}
+		"shutting_down", "engine_error", "internal_error", "bad_request", "not_found", "method_not_allowed", "unauthorized"}
 	if !reflect.DeepEqual(codes, wantCodes) {
 		t.Errorf("ErrorBody.code enum %v, want %v", codes, wantCodes)
 	}

@@ -6,8 +6,10 @@ package server
 // steps it ran, which is how the tests see that a departed client stopped it.
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,13 +110,64 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.GenerateRequest, o
 			Candidates: []engine.Candidate{{TokenID: int(tok), Prob: 0.75}, {TokenID: 0xff, Prob: 0.25}},
 			Attn:       attn,
 		}
+		if req.Logprobs {
+			step.Logprob = math.Log(0.75)
+			step.TopLogprobs = []engine.TokenLogprob{{TokenID: int(tok), Logprob: math.Log(0.75)}, {TokenID: 0xff, Logprob: math.Log(0.25)}}
+			step.TopLogprobs = step.TopLogprobs[:min(req.TopLogprobs, 2)]
+		}
 		if err := onStep(step); err != nil {
 			return nil, err
 		}
 		generated = append(generated, tok)
+		if cut, ok := fakeCut(generated, req); ok {
+			return f.result(req, cut, "stop_tag"), nil
+		}
 	}
-	all := append(append([]byte{}, req.Prompt...), generated...)
-	return &engine.Result{Generated: generated, Reply: engine.ExtractReply(all), Stopped: "max_new_tokens"}, nil
+	return f.result(req, generated, "max_new_tokens"), nil
+}
+
+// fakeCut applies the stop sequences the real engine would: the request's,
+// and the chat tags unless the prompt is raw text.
+func fakeCut(generated []byte, req engine.GenerateRequest) ([]byte, bool) {
+	stops := req.Stop
+	if !req.Raw {
+		stops = append(append([][]byte{}, stops...), engine.StopTags...)
+	}
+	cut := -1
+	for _, stop := range stops {
+		if i := bytes.Index(generated, stop); i >= 0 && (cut < 0 || i < cut) {
+			cut = i
+		}
+	}
+	if cut < 0 {
+		return generated, false
+	}
+	return generated[:cut], true
+}
+
+func (f *fakeEngine) result(req engine.GenerateRequest, generated []byte, stopped string) *engine.Result {
+	res := &engine.Result{Generated: generated, Stopped: stopped}
+	if !req.Raw {
+		res.Reply = engine.ExtractReply(append(append([]byte{}, req.Prompt...), generated...))
+	}
+	return res
+}
+
+// Score gives every position after the first a log-probability of
+// log(1/(i+1)) and rank i, so tests can tell positions apart.
+func (f *fakeEngine) Score(ctx context.Context, req engine.ScoreRequest) (*engine.Scores, error) {
+	offset := max(0, len(req.Tokens)-f.cfg.Context)
+	window := req.Tokens[offset:]
+	sc := &engine.Scores{Offset: offset, TokenIDs: make([]int, len(window)), Positions: make([]engine.PositionScore, len(window))}
+	for i, b := range window {
+		sc.TokenIDs[i] = int(b)
+		if i > 0 {
+			lp := math.Log(1 / float64(i+1))
+			sc.Positions[i] = engine.PositionScore{Logprob: lp, Entropy: 1, Rank: i,
+				Top: []engine.TokenLogprob{{TokenID: int(b), Logprob: lp}}[:min(req.TopN, 1)]}
+		}
+	}
+	return sc, ctx.Err()
 }
 
 func (f *fakeEngine) FullAttention(ctx context.Context, req engine.FullAttnRequest) (*engine.FullAttn, error) {

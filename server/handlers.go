@@ -73,7 +73,7 @@ func admit[R any](s *Server, c *gin.Context,
 	}
 	req, err := parse(body, limits{model: eng.Config(), maxNewTokens: s.cfg.MaxNewTokens})
 	if err != nil {
-		s.writeValidation(c, err.Error())
+		s.writeValidation(c, err)
 		return req, nil, nil, false
 	}
 	if !s.checkPromptSize(c, len(prompt(req))) {
@@ -97,7 +97,7 @@ func (s *Server) readBody(c *gin.Context) ([]byte, bool) {
 		return nil, false
 	}
 	if ct := strings.ToLower(c.ContentType()); ct != "" && !isJSONType(ct) {
-		s.writeValidation(c, fmt.Sprintf("Content-Type must be application/json, not %q", clip(ct, 100)))
+		s.writeValidation(c, invalidf("Content-Type must be application/json, not %q", clip(ct, 100)))
 		return nil, false
 	}
 	rc := http.NewResponseController(c.Writer)

@@ -28,6 +28,8 @@ const (
 	ctxClientIP  = "nielsgpt.client_ip"
 	ctxTokens    = "nielsgpt.tokens"
 	ctxErrorCode = "nielsgpt.error_code"
+	// ctxIgnoredFields names the request fields a lenient parser ignored.
+	ctxIgnoredFields = "nielsgpt.ignored_fields"
 )
 
 func clientIP(c *gin.Context) netip.Addr {
@@ -96,6 +98,9 @@ func (s *Server) accessLog(c *gin.Context) {
 	}
 	if tokens, ok := c.Get(ctxTokens); ok {
 		attrs = append(attrs, slog.Int("tokens", tokens.(int)))
+	}
+	if ignored, ok := c.Get(ctxIgnoredFields); ok {
+		attrs = append(attrs, slog.Any("ignored_fields", ignored))
 	}
 	if code, ok := c.Get(ctxErrorCode); ok {
 		attrs = append(attrs, slog.String("code", code.(string)))
@@ -220,6 +225,10 @@ type errorBody struct {
 
 // writeError ends the request with {"error", "code"}.
 func writeError(c *gin.Context, s *Server, status int, code, message string) {
+	if wantsOpenAIErrors(c) {
+		writeOpenAIError(c, s, status, code, "", message)
+		return
+	}
 	c.Set(ctxErrorCode, code)
 	_ = http.NewResponseController(c.Writer).SetWriteDeadline(s.writeDeadline())
 	c.AbortWithStatusJSON(status, errorBody{Error: message, Code: code})
@@ -232,9 +241,19 @@ func (s *Server) reject(c *gin.Context, status int, reason, message string) {
 	writeError(c, s, status, reason, message)
 }
 
-// writeValidation ends the request with 422 {"detail": message}.
-func (s *Server) writeValidation(c *gin.Context, message string) {
+// writeValidation ends the request with 422 {"detail": message}, or on the
+// OpenAI routes with a 400 naming the field in param.
+func (s *Server) writeValidation(c *gin.Context, err error) {
 	s.metrics.Reject(metrics.RejectInvalid)
+	message := err.Error()
+	if wantsOpenAIErrors(c) {
+		var param string
+		if v, ok := err.(*validationError); ok {
+			param = v.param
+		}
+		writeOpenAIError(c, s, http.StatusBadRequest, "invalid_value", param, message)
+		return
+	}
 	c.Set(ctxErrorCode, "invalid")
 	_ = http.NewResponseController(c.Writer).SetWriteDeadline(s.writeDeadline())
 	c.AbortWithStatusJSON(http.StatusUnprocessableEntity, gin.H{"detail": message})

@@ -40,8 +40,9 @@ const (
 	maxTemperature = 1e300
 )
 
-// validationError becomes a 422 with {"detail": msg}.
-type validationError struct{ msg string }
+// validationError becomes a 422 with {"detail": msg}, or on the OpenAI
+// routes a 400 whose param names the field.
+type validationError struct{ msg, param string }
 
 func (e *validationError) Error() string { return e.msg }
 
@@ -218,31 +219,39 @@ func hex4(b []byte, at int) (rune, bool) {
 // parseObject decodes raw as a JSON object whose keys must all be in allowed.
 // what names it in messages ("request body", "messages[2]").
 func parseObject(raw []byte, what string, allowed []string) (map[string]json.RawMessage, error) {
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		var syntax *json.SyntaxError
-		if errors.As(err, &syntax) {
-			return nil, invalidf("%s is not valid JSON: %s (at offset %d)", what, syntax.Error(), syntax.Offset)
-		}
-		if strings.Contains(err.Error(), "unexpected end of JSON input") {
-			return nil, invalidf("%s is not valid JSON: it ends too early", what)
-		}
-		return nil, invalidf("%s must be a JSON object", what)
-	}
-	if fields == nil {
-		return nil, invalidf("%s must be a JSON object", what)
-	}
-	var unknown []string
-	for key := range fields {
-		if !slices.Contains(allowed, key) {
-			unknown = append(unknown, key)
-		}
+	fields, unknown, err := parseObjectLenient(raw, what, allowed)
+	if err != nil {
+		return nil, err
 	}
 	if len(unknown) > 0 {
-		slices.Sort(unknown)
 		return nil, invalidf("%s has an unknown field %q (allowed: %s)", what, unknown[0], strings.Join(allowed, ", "))
 	}
 	return fields, nil
+}
+
+// parseObjectLenient reads a JSON object and names, sorted, the members that
+// are not in known, for callers that ignore them.
+func parseObjectLenient(raw []byte, what string, known []string) (fields map[string]json.RawMessage, unknown []string, err error) {
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		var syntax *json.SyntaxError
+		if errors.As(err, &syntax) {
+			return nil, nil, invalidf("%s is not valid JSON: %s (at offset %d)", what, syntax.Error(), syntax.Offset)
+		}
+		if strings.Contains(err.Error(), "unexpected end of JSON input") {
+			return nil, nil, invalidf("%s is not valid JSON: it ends too early", what)
+		}
+		return nil, nil, invalidf("%s must be a JSON object", what)
+	}
+	if fields == nil {
+		return nil, nil, invalidf("%s must be a JSON object", what)
+	}
+	for key := range fields {
+		if !slices.Contains(known, key) {
+			unknown = append(unknown, key)
+		}
+	}
+	slices.Sort(unknown)
+	return fields, unknown, nil
 }
 
 func parseMessages(raw json.RawMessage) ([]engine.Message, error) {

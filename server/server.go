@@ -30,6 +30,8 @@ type Engine interface {
 	Config() gguf.ModelConfig
 	Generate(ctx context.Context, req engine.GenerateRequest, onStep func(*engine.Step) error) (*engine.Result, error)
 	FullAttention(ctx context.Context, req engine.FullAttnRequest) (*engine.FullAttn, error)
+	// Score reads a text in one pass and says how likely each token was.
+	Score(ctx context.Context, req engine.ScoreRequest) (*engine.Scores, error)
 }
 
 // Server holds the routes, the limits and the (eventually) loaded engine.
@@ -43,6 +45,7 @@ type Server struct {
 	trust   proxyTrust
 	limiter *limiter.Limiter
 	slots   chan struct{} // one token per generation allowed at once
+	keys    keyDigests    // API_KEYS; empty when keys are off
 
 	// inflight counts handlers that hold a generation slot. After a drain
 	// times out, Run cancels baseCtx and waits on it, so no engine call is
@@ -51,7 +54,8 @@ type Server struct {
 	baseCtx    context.Context
 	cancelBase context.CancelFunc
 
-	router *gin.Engine
+	router  *gin.Engine
+	started time.Time // for /v1/models' created
 }
 
 // engineBox lets an interface value live in an atomic.Pointer.
@@ -78,8 +82,10 @@ func New(cfg Config, m *metrics.Metrics, log *slog.Logger) (*Server, error) {
 		trust:   proxyTrust{prefixes: cfg.TrustedProxies},
 		limiter: newRateLimiter(cfg.RateLimitPerMin, cfg.RateLimitBurst),
 		slots:   make(chan struct{}, cfg.MaxConcurrent),
+		keys:    newKeyDigests(cfg.APIKeys),
 	}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	s.started = time.Now()
 	s.router = s.routes()
 	return s, nil
 }
@@ -121,9 +127,10 @@ func (s *Server) routes() *gin.Engine {
 	r.GET("/health", s.health)
 	r.HEAD("/health", s.health) // uptime probes like HEAD; gin does not derive it from GET
 	r.GET("/metrics", gin.WrapH(s.metrics.Handler()))
-	generation := r.Group("", s.requireModel, s.rateLimit)
+	generation := r.Group("", s.requireAPIKey, s.requireModel, s.rateLimit)
 	generation.POST("/chat/stream", s.chatStream)
 	generation.POST("/inspect/full_attn", s.fullAttn)
+	s.openAIRoutes(r)
 	RegisterDocs(r)
 	return r
 }

@@ -1,0 +1,222 @@
+package server
+
+// OpenAI's response shapes: chat completions and their chunks, legacy text
+// completions and theirs, both kinds of log-probabilities, usage, and the
+// nielsgpt extension that carries a step's entropy and attention.
+
+import (
+	"encoding/json"
+	"math"
+	"strconv"
+
+	"nielsgpt/engine"
+)
+
+type oaiUsage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+type oaiTopLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+	Bytes   []int   `json:"bytes"`
+}
+
+type oaiTokenLogprob struct {
+	Token       string          `json:"token"`
+	Logprob     float64         `json:"logprob"`
+	Bytes       []int           `json:"bytes"`
+	TopLogprobs []oaiTopLogprob `json:"top_logprobs"`
+}
+
+type oaiChatLogprobs struct {
+	Content []oaiTokenLogprob `json:"content"`
+	Refusal *string           `json:"refusal"`
+}
+
+type oaiMessage struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+	Refusal *string `json:"refusal,omitempty"`
+}
+
+// oaiStep is the nielsgpt extension for one generated token.
+type oaiStep struct {
+	Entropy float64         `json:"entropy"`
+	Attn    json.RawMessage `json:"attn,omitempty"`
+}
+
+type oaiChatChoice struct {
+	Index        int              `json:"index"`
+	Message      *oaiMessage      `json:"message,omitempty"`
+	Delta        *oaiMessage      `json:"delta,omitempty"`
+	Logprobs     *oaiChatLogprobs `json:"logprobs"`
+	FinishReason *string          `json:"finish_reason"`
+	Nielsgpt     any              `json:"nielsgpt,omitempty"`
+}
+
+type oaiLegacyLogprobs struct {
+	Tokens        []string          `json:"tokens"`
+	TokenLogprobs []*float64        `json:"token_logprobs"`
+	TopLogprobs   []json.RawMessage `json:"top_logprobs"`
+	TextOffset    []int             `json:"text_offset"`
+}
+
+type oaiTextChoice struct {
+	Text         string             `json:"text"`
+	Index        int                `json:"index"`
+	Logprobs     *oaiLegacyLogprobs `json:"logprobs"`
+	FinishReason *string            `json:"finish_reason"`
+	Nielsgpt     any                `json:"nielsgpt,omitempty"`
+}
+
+// oaiResponse is a whole response or one chunk of a stream; Choices holds
+// oaiChatChoice or oaiTextChoice values.
+type oaiResponse struct {
+	ID      string    `json:"id"`
+	Object  string    `json:"object"`
+	Created int64     `json:"created"`
+	Model   string    `json:"model"`
+	Choices []any     `json:"choices"`
+	Usage   *oaiUsage `json:"usage,omitempty"`
+}
+
+func (o *oaiCall) response(object string, choices ...any) *oaiResponse {
+	if choices == nil {
+		choices = []any{}
+	}
+	return &oaiResponse{ID: o.id, Object: object, Created: o.created, Model: modelID, Choices: choices}
+}
+
+func (o *oaiCall) chatBody(result *engine.Result, steps []*engine.Step) *oaiResponse {
+	content := engine.DecodeBytes(result.Generated)
+	reason := finishReason(result)
+	choice := oaiChatChoice{Message: &oaiMessage{Role: "assistant", Content: &content}, FinishReason: &reason}
+	if o.req.logprobs {
+		choice.Logprobs = &oaiChatLogprobs{Content: chatLogprobs(steps)}
+	}
+	choice.Nielsgpt = o.extension(steps)
+	body := o.response("chat.completion", choice)
+	usage := o.usage()
+	body.Usage = &usage
+	return body
+}
+
+func (o *oaiCall) completionBody(result *engine.Result, steps []*engine.Step, scores *engine.Scores) *oaiResponse {
+	text := engine.DecodeBytes(result.Generated)
+	reason := finishReason(result)
+	choice := oaiTextChoice{Text: text, FinishReason: &reason}
+	if o.req.echo {
+		choice.Text = engine.DecodeBytes(o.req.gen.Prompt) + text
+	}
+	if o.req.logprobs {
+		lp := &oaiLegacyLogprobs{}
+		offset := 0
+		if o.req.echo {
+			offset = lp.addPrompt(o.req.gen.Prompt, scores)
+		}
+		lp.addSteps(steps, offset)
+		choice.Logprobs = lp
+	}
+	choice.Nielsgpt = o.extension(steps)
+	body := o.response("text_completion", choice)
+	usage := o.usage()
+	body.Usage = &usage
+	return body
+}
+
+// extension is the nielsgpt object of a whole response: one entry per
+// generated token. Nil (left out) unless the request asked for a trace.
+func (o *oaiCall) extension(steps []*engine.Step) any {
+	if o.req.gen.TraceLayer < 0 {
+		return nil
+	}
+	out := make([]oaiStep, len(steps))
+	for i, st := range steps {
+		out[i] = stepExtension(st)
+	}
+	return map[string]any{"steps": out}
+}
+
+func stepExtension(step *engine.Step) oaiStep {
+	ext := oaiStep{Entropy: step.Entropy}
+	if step.Attn != nil {
+		ext.Attn = appendMatrix(nil, step.Attn)
+	}
+	return ext
+}
+
+func tokenBytes(id int) []int { return []int{id} }
+
+func chatLogprobs(steps []*engine.Step) []oaiTokenLogprob {
+	out := make([]oaiTokenLogprob, len(steps))
+	for i, st := range steps {
+		top := make([]oaiTopLogprob, len(st.TopLogprobs))
+		for j, t := range st.TopLogprobs {
+			top[j] = oaiTopLogprob{Token: tokenString(t.TokenID), Logprob: clampLogprob(t.Logprob), Bytes: tokenBytes(t.TokenID)}
+		}
+		out[i] = oaiTokenLogprob{Token: tokenString(st.TokenID), Logprob: clampLogprob(st.Logprob), Bytes: tokenBytes(st.TokenID), TopLogprobs: top}
+	}
+	return out
+}
+
+// addPrompt adds the echoed prompt's tokens: the first (and any the window
+// did not reach) has no log-probability, as in OpenAI's API. It returns the
+// byte offset where the generated text begins.
+func (lp *oaiLegacyLogprobs) addPrompt(prompt []byte, scores *engine.Scores) int {
+	for i, b := range prompt {
+		lp.Tokens = append(lp.Tokens, tokenString(int(b)))
+		lp.TextOffset = append(lp.TextOffset, i)
+		w := i - scores.Offset // position in the scored window
+		if w < 1 || w >= len(scores.Positions) {
+			lp.TokenLogprobs = append(lp.TokenLogprobs, nil)
+			lp.TopLogprobs = append(lp.TopLogprobs, json.RawMessage("null"))
+			continue
+		}
+		p := scores.Positions[w]
+		lp.TokenLogprobs = append(lp.TokenLogprobs, finite(p.Logprob))
+		lp.TopLogprobs = append(lp.TopLogprobs, topObject(p.Top))
+	}
+	return len(prompt)
+}
+
+func (lp *oaiLegacyLogprobs) addSteps(steps []*engine.Step, offset int) {
+	for i, st := range steps {
+		lp.Tokens = append(lp.Tokens, tokenString(st.TokenID))
+		lp.TextOffset = append(lp.TextOffset, offset+i)
+		lp.TokenLogprobs = append(lp.TokenLogprobs, finite(st.Logprob))
+		lp.TopLogprobs = append(lp.TopLogprobs, topObject(st.TopLogprobs))
+	}
+}
+
+// topObject writes legacy top_logprobs: an object from token to
+// log-probability, most likely first (encoding/json would sort the keys).
+func topObject(top []engine.TokenLogprob) json.RawMessage {
+	b := []byte{'{'}
+	for i, t := range top {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, tokenString(t.TokenID))
+		b = append(b, ':')
+		b = strconv.AppendFloat(b, clampLogprob(t.Logprob), 'g', -1, 64)
+	}
+	return append(b, '}')
+}
+
+// finite keeps a log-probability JSON can carry: a token of probability 0
+// (impossible under the model, yet present in an echoed prompt) gets the
+// most negative float64 rather than -Inf, which JSON has no word for.
+func finite(x float64) *float64 {
+	x = clampLogprob(x)
+	return &x
+}
+
+func clampLogprob(x float64) float64 {
+	if math.IsInf(x, -1) || math.IsNaN(x) {
+		return -math.MaxFloat64
+	}
+	return x
+}
