@@ -30,6 +30,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* AddressSanitizer, under gcc or clang: the handle checks ask it whether
+ * memory was freed before reading it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define NGPT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define NGPT_ASAN 1
+#endif
+#endif
+#ifdef NGPT_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 /* ---------------------------------------------------------------- errors */
 
 static void set_err(char * err, size_t err_len, const char * fmt, ...) {
@@ -61,7 +74,13 @@ typedef struct ngpt_layer {
     struct ggml_tensor * fc2_b;   /* [C]      blocks.i.mlp.fc2.bias */
 } ngpt_layer;
 
+/* Handles start with these, and freeing clears them (nielsgpt.h: Handles). */
+#define MODEL_MAGIC 0x4c444f4d5450474eULL  /* "NGPTMODL" */
+#define SEQ_MAGIC   0x5145535f5450474eULL  /* "NGPT_SEQ" */
+
 struct ngpt_model {
+    uint64_t     magic;
+    int          n_seqs;  /* live sequences: the model outlives their caches */
     ngpt_hparams hp;
 
     struct ggml_tensor * tok_emb;  /* [C, V] tok_emb.weight, also lm_head.weight (tied) */
@@ -80,6 +99,7 @@ struct ngpt_model {
 };
 
 struct ngpt_seq {
+    uint64_t                magic;
     ngpt_model            * model;
     int                     capacity;
     struct ggml_context   * ctx;
@@ -87,6 +107,27 @@ struct ngpt_seq {
     struct ggml_tensor   ** k;  /* [L] of [D, H, capacity], keys after rotary */
     struct ggml_tensor   ** v;  /* [L] of [capacity, D, H]: transposed, see build_attn_item */
 };
+
+/* ---------------------------------------------------------------- handles */
+
+/* Whether p points into freed memory. Only AddressSanitizer knows; without
+ * it the magic number, cleared on free, is what catches a freed handle. */
+static bool is_freed(const void * p) {
+#ifdef NGPT_ASAN
+    return __asan_address_is_poisoned(p) != 0;
+#else
+    (void) p;
+    return false;
+#endif
+}
+
+static bool model_live(const ngpt_model * m) {
+    return m != NULL && !is_freed(m) && m->magic == MODEL_MAGIC;
+}
+
+static bool seq_live(const ngpt_seq * s) {
+    return s != NULL && !is_freed(s) && s->magic == SEQ_MAGIC;
+}
 
 /* ---------------------------------------------------------------- loading */
 
@@ -317,6 +358,7 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t 
         set_oom(err, err_len);
         goto fail;
     }
+    m->magic  = MODEL_MAGIC;
     m->hp     = *hp;
     m->layers = calloc((size_t) hp->n_layer, sizeof(ngpt_layer));
     specs     = calloc((size_t) n_specs, sizeof(*specs));
@@ -352,10 +394,14 @@ fail:
     return NULL;
 }
 
-void ngpt_model_free(ngpt_model * m) {
+int ngpt_model_free(ngpt_model * m) {
     if (m == NULL) {
-        return;
+        return 0;
     }
+    if (!model_live(m) || m->n_seqs > 0) {
+        return 1;
+    }
+    m->magic = 0;
     if (m->galloc) ggml_gallocr_free(m->galloc);
     if (m->weights_buf) ggml_backend_buffer_free(m->weights_buf);
     if (m->weights_ctx) ggml_free(m->weights_ctx);
@@ -364,17 +410,22 @@ void ngpt_model_free(ngpt_model * m) {
     free(m->meta);
     free(m->layers);
     free(m);
+    return 0;
 }
 
 const char * ngpt_model_backend(const ngpt_model * m) {
-    return m && m->backend ? ggml_backend_name(m->backend) : "";
+    return model_live(m) && m->backend ? ggml_backend_name(m->backend) : "";
 }
 
 /* ---------------------------------------------------------------- sequences */
 
 ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len) {
-    if (m == NULL || capacity < 1 || capacity > m->hp.n_ctx) {
-        set_err(err, err_len, "sequence capacity %d out of range [1, %d]", capacity, m ? m->hp.n_ctx : 0);
+    if (!model_live(m)) {
+        set_err(err, err_len, "not a live model");
+        return NULL;
+    }
+    if (capacity < 1 || capacity > m->hp.n_ctx) {
+        set_err(err, err_len, "sequence capacity %d out of range [1, %d]", capacity, m->hp.n_ctx);
         return NULL;
     }
     const int L = m->hp.n_layer, H = m->hp.n_head, D = m->hp.n_embd / m->hp.n_head;
@@ -383,8 +434,10 @@ ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len
         set_oom(err, err_len);
         return NULL;
     }
+    s->magic    = SEQ_MAGIC;
     s->model    = m;
     s->capacity = capacity;
+    m->n_seqs++;
     s->k = calloc((size_t) L, sizeof(*s->k));
     s->v = calloc((size_t) L, sizeof(*s->v));
     struct ggml_init_params ip = {
@@ -412,7 +465,11 @@ ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len
 }
 
 int ngpt_seq_grow(ngpt_seq * s, int capacity, int n_keep, char * err, size_t err_len) {
-    if (s == NULL || n_keep < 0 || n_keep > s->capacity) {
+    if (!seq_live(s)) {
+        set_err(err, err_len, "not a live sequence");
+        return 1;
+    }
+    if (n_keep < 0 || n_keep > s->capacity) {
         set_err(err, err_len, "cannot keep %d positions", n_keep);
         return 1;
     }
@@ -457,15 +514,21 @@ int ngpt_seq_grow(ngpt_seq * s, int capacity, int n_keep, char * err, size_t err
     return 0;
 }
 
-void ngpt_seq_free(ngpt_seq * s) {
+int ngpt_seq_free(ngpt_seq * s) {
     if (s == NULL) {
-        return;
+        return 0;
     }
+    if (!seq_live(s)) {
+        return 1;
+    }
+    s->magic = 0;
+    s->model->n_seqs--;
     if (s->buf) ggml_backend_buffer_free(s->buf);
     if (s->ctx) ggml_free(s->ctx);
     free(s->k);
     free(s->v);
     free(s);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- step: items */
@@ -474,13 +537,18 @@ static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items,
     const ngpt_hparams * hp = &m->hp;
     for (int i = 0; i < n_items; i++) {
         const ngpt_item * it = &items[i];
-        if (it->seq == NULL || it->seq->model != m || it->tokens == NULL || it->n_tokens < 1) {
-            set_err(err, err_len, "item %d: no sequence or no tokens", i);
+        if (!seq_live(it->seq) || it->seq->model != m) {
+            set_err(err, err_len, "item %d: not a live sequence of this model", i);
             return false;
         }
-        if (it->n_past < 0 || it->n_past + it->n_tokens > it->seq->capacity) {
-            set_err(err, err_len, "item %d: positions %d..%d exceed the cache of %d", i, it->n_past,
-                    it->n_past + it->n_tokens, it->seq->capacity);
+        if (it->tokens == NULL || it->n_tokens < 1) {
+            set_err(err, err_len, "item %d: no tokens", i);
+            return false;
+        }
+        /* n_past + n_tokens could overflow: compare against what is left */
+        if (it->n_past < 0 || it->n_past > it->seq->capacity || it->n_tokens > it->seq->capacity - it->n_past) {
+            set_err(err, err_len, "item %d: positions %d..%lld exceed the cache of %d", i, it->n_past,
+                    (long long) it->n_past + it->n_tokens, it->seq->capacity);
             return false;
         }
         for (int j = 0; j < it->n_tokens; j++) {
@@ -489,11 +557,11 @@ static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items,
                 return false;
             }
         }
-        if (it->trace_layer >= hp->n_layer || (it->trace_layer >= 0 && it->attn_row == NULL)) {
+        if (it->trace_layer < -1 || it->trace_layer >= hp->n_layer || (it->trace_layer >= 0 && it->attn_row == NULL)) {
             set_err(err, err_len, "item %d: bad trace layer %d", i, it->trace_layer);
             return false;
         }
-        if (it->full_layer >= hp->n_layer ||
+        if (it->full_layer < -1 || it->full_layer >= hp->n_layer ||
             (it->full_layer >= 0 && (it->full_head < 0 || it->full_head >= hp->n_head || it->full_attn == NULL))) {
             set_err(err, err_len, "item %d: bad full-attention layer %d head %d", i, it->full_layer, it->full_head);
             return false;
@@ -901,7 +969,11 @@ static void read_step_outputs(const ngpt_model * m, const step_graph * sg, const
 }
 
 int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, size_t err_len) {
-    if (m == NULL || items == NULL || n_items < 1) {
+    if (!model_live(m)) {
+        set_err(err, err_len, "not a live model");
+        return 1;
+    }
+    if (items == NULL || n_items < 1) {
         set_err(err, err_len, "empty step");
         return 1;
     }

@@ -15,6 +15,11 @@
  * Errors: functions that can fail write a message into err (err_len bytes,
  * always NUL-terminated; err may be NULL) and return NULL or a non-zero
  * status. Nothing here exits or aborts on bad input that the caller passes in.
+ * Handles: models and sequences carry a magic number that every function
+ * checks and that freeing clears, so a NULL, foreign or freed handle is
+ * refused with an error. A freed handle is still the caller's bug: its
+ * memory may have been reused, and only under AddressSanitizer is a second
+ * free or a use after free caught every time.
  */
 #ifndef NIELSGPT_H
 #define NIELSGPT_H
@@ -65,11 +70,13 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp,
                              const ngpt_tensor_ref * refs, int n_refs,
                              const char * device, int n_threads,
                              char * err, size_t err_len);
-/* Free a model and everything it holds on the device. Free its sequences
- * first: their caches live on the model's device. NULL is a no-op. */
-void         ngpt_model_free(ngpt_model * model);
-/* The backend's name, e.g. "CPU" or "Metal"; "" for NULL. The string is
- * ggml's, valid while the model is. */
+/* Free a model and everything it holds on the device. Returns 0; NULL is a
+ * no-op. Returns non-zero and frees nothing when the handle is not a live
+ * model, or while sequences of it are alive: their caches live on its
+ * device, so they are freed first. */
+int          ngpt_model_free(ngpt_model * model);
+/* The backend's name, e.g. "CPU" or "Metal"; "" for a handle that is not a
+ * live model. The string is ggml's, valid while the model is. */
 const char * ngpt_model_backend(const ngpt_model * model);
 
 /* A sequence owns a KV cache for up to capacity positions (1..n_ctx), on the
@@ -82,8 +89,9 @@ ngpt_seq * ngpt_seq_new(ngpt_model * model, int capacity, char * err, size_t err
  * The handle stays valid. Returns 0, or non-zero with a message in err and the
  * sequence as it was. */
 int        ngpt_seq_grow(ngpt_seq * seq, int capacity, int n_keep, char * err, size_t err_len);
-/* Free a sequence and its cache. NULL is a no-op. */
-void       ngpt_seq_free(ngpt_seq * seq);
+/* Free a sequence and its cache. Returns 0; NULL is a no-op. Returns
+ * non-zero and frees nothing when the handle is not a live sequence. */
+int        ngpt_seq_free(ngpt_seq * seq);
 
 /* One sequence's share of a step: n_tokens tokens placed at positions
  * n_past .. n_past+n_tokens-1 of its cache, attending to the n_past tokens
@@ -94,9 +102,9 @@ typedef struct ngpt_item {
     int32_t         n_tokens;
     int32_t         n_past;
     float         * logits;       /* [n_vocab]: last token's logits, or NULL */
-    int32_t         trace_layer;  /* -1, or a layer whose last-row probabilities... */
+    int32_t         trace_layer;  /* -1, or a layer in [0, n_layer) whose last-row probabilities... */
     float         * attn_row;     /* ...are copied here: [n_head][t] */
-    int32_t         full_layer;   /* -1, or a layer and head whose probabilities... */
+    int32_t         full_layer;   /* -1, or a layer and a head in [0, n_head) whose probabilities... */
     int32_t         full_head;
     float         * full_attn;    /* ...are copied here: [n_tokens][t] */
 } ngpt_item;
