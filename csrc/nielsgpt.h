@@ -11,7 +11,8 @@
  * Ownership: the caller owns every pointer it passes in; the library reads or
  * writes them only during the call and keeps none. Models and sequences are
  * the library's, and the caller gives each back with its _free function.
- * Threading: a model and its sequences are used by one thread at a time.
+ * Threading: a model and its sequences are used by one thread at a time;
+ * ngpt_backends_load runs before any model is loaded, on one thread.
  * Errors: functions that can fail write a message into err (err_len bytes,
  * always NUL-terminated; err may be NULL) and return NULL or a non-zero
  * status. Nothing here exits or aborts on bad input that the caller passes in.
@@ -57,12 +58,22 @@ typedef struct ngpt_tensor_ref {
 typedef struct ngpt_model ngpt_model;
 typedef struct ngpt_seq   ngpt_seq;
 
+/* Load ggml backend modules from the folder dir into ggml's process-wide
+ * registry (the files a CMake build with NIELSGPT_BACKEND_DL writes: the best
+ * libggml-cpu-*.so variant this CPU runs, libggml-cuda.so, ...; see
+ * docs/ARCHITECTURE.md §7). A CPU module that loads is preferred over the CPU
+ * backend built into the program. Loading the same folder again does nothing.
+ * Returns 0, or non-zero with a message in err when dir is not a folder or no
+ * module in it loads on this machine. */
+int ngpt_backends_load(const char * dir, char * err, size_t err_len);
+
 /* Load a model: hparams plus every tensor the architecture needs, copied from
  * blob into the device's buffers (the blob and refs may be freed afterwards).
  * refs must name exactly the architecture's tensors; vectors (norm weights,
  * biases) must be F32, matrices F32 or F16. Nothing in blob is trusted: every
  * ref is checked against blob_len before ggml sees it.
- * device: "cpu", or "metal"/"mps"/"gpu" for the first GPU backend ggml has.
+ * device: "cpu" (a loaded CPU module if there is one, else the built-in
+ * backend), "cuda", "metal" (or "mps"), or "gpu" for the first GPU ggml has.
  * n_threads: CPU threads in the persistent threadpool (1..512).
  * Returns the model, or NULL with a message in err. */
 ngpt_model * ngpt_model_load(const ngpt_hparams * hp,
@@ -75,8 +86,9 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp,
  * model, or while sequences of it are alive: their caches live on its
  * device, so they are freed first. */
 int          ngpt_model_free(ngpt_model * model);
-/* The backend's name, e.g. "CPU" or "Metal"; "" for a handle that is not a
- * live model. The string is ggml's, valid while the model is. */
+/* The backend's name, and the module it came from when it was loaded from
+ * one: "CPU", "CPU (libggml-cpu-icelake.so)", "CUDA0 (libggml-cuda.so)".
+ * "" for a handle that is not a live model. Valid while the model is. */
 const char * ngpt_model_backend(const ngpt_model * model);
 
 /* A sequence owns a KV cache for up to capacity positions (1..n_ctx), on the
