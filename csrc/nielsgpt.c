@@ -351,20 +351,27 @@ int ngpt_backends_load(const char * dir, char * err, size_t err_len) {
 }
 
 /* The first device of the type whose backend is named reg_name (any when
- * NULL). The registry lists devices by their module's score, best first, and
- * a built-in backend scores lowest: a CPU module that loaded wins over the
- * CPU backend compiled into the program. */
+ * NULL). A device from a loaded module wins over a built-in one of its kind:
+ * loading a folder of modules is asking for them. Among modules, ggml's
+ * registry lists the best-scoring first: the CPU variant that suits this
+ * machine best. */
 static ggml_backend_dev_t find_device(enum ggml_backend_dev_type type, const char * reg_name) {
+    ggml_backend_dev_t built_in = NULL;
     for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
         ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+        ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
         const enum ggml_backend_dev_type t = ggml_backend_dev_type(dev);
         const bool gpu = t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU;
-        if ((t == type || (type == GGML_BACKEND_DEVICE_TYPE_GPU && gpu)) &&
-            (reg_name == NULL || strcmp(ggml_backend_reg_name(ggml_backend_dev_backend_reg(dev)), reg_name) == 0)) {
+        if ((t != type && !(type == GGML_BACKEND_DEVICE_TYPE_GPU && gpu)) ||
+            (reg_name != NULL && strcmp(ggml_backend_reg_name(reg), reg_name) != 0)) {
+            continue;
+        }
+        if (module_of(reg) != NULL) {
             return dev;
         }
+        built_in = built_in ? built_in : dev;
     }
-    return NULL;
+    return built_in;
 }
 
 static ggml_backend_dev_t pick_device(const char * device, char * err, size_t err_len) {

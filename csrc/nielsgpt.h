@@ -61,8 +61,9 @@ typedef struct ngpt_seq   ngpt_seq;
 /* Load ggml backend modules from the folder dir into ggml's process-wide
  * registry (the files a CMake build with NIELSGPT_BACKEND_DL writes: the best
  * libggml-cpu-*.so variant this CPU runs, libggml-cuda.so, ...; see
- * docs/ARCHITECTURE.md §7). A CPU module that loads is preferred over the CPU
- * backend built into the program. Loading the same folder again does nothing.
+ * docs/ARCHITECTURE.md §7). From then on a device from a module is chosen
+ * over a built-in one of its kind (a CPU module over the CPU backend compiled
+ * into the program). Loading the same folder again does nothing.
  * Returns 0, or non-zero with a message in err when dir is not a folder or no
  * module in it loads on this machine. */
 int ngpt_backends_load(const char * dir, char * err, size_t err_len);
@@ -72,8 +73,8 @@ int ngpt_backends_load(const char * dir, char * err, size_t err_len);
  * refs must name exactly the architecture's tensors; vectors (norm weights,
  * biases) must be F32, matrices F32 or F16. Nothing in blob is trusted: every
  * ref is checked against blob_len before ggml sees it.
- * device: "cpu" (a loaded CPU module if there is one, else the built-in
- * backend), "cuda", "metal" (or "mps"), or "gpu" for the first GPU ggml has.
+ * device: "cpu", "cuda", "metal" (or "mps"), or "gpu" for the first GPU ggml
+ * has; a device from a loaded module before a built-in one.
  * n_threads: CPU threads in the persistent threadpool (1..512).
  * Returns the model, or NULL with a message in err. */
 ngpt_model * ngpt_model_load(const ngpt_hparams * hp,
