@@ -24,6 +24,9 @@ const (
 
 var fixtureNames = []string{"tiny_a", "tiny_b"}
 
+// fixtureOptions load every fixture; modules_test.go changes the device.
+var fixtureOptions = Options{Threads: 1}
+
 type golden struct {
 	Model  string `json:"model"`
 	Config struct {
@@ -87,7 +90,7 @@ func fixtureGGUF(t testing.TB, ptPath string) string {
 func loadFixture(t testing.TB, name string) (*Model, *golden) {
 	t.Helper()
 	g := readGolden(t, name)
-	m, err := LoadFile(fixtureGGUF(t, filepath.Join("..", "testdata", "models", name+".pt")), Options{Threads: 1})
+	m, err := LoadFile(fixtureGGUF(t, filepath.Join("..", "testdata", "models", name+".pt")), fixtureOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
