@@ -21,7 +21,7 @@ export CGO_CPPFLAGS := -I$(GGML_INC)
 export CGO_CFLAGS   := -O3 $(NATIVE)
 export CGO_CXXFLAGS := -O3 $(NATIVE)
 
-.PHONY: all build run test fuzz bench fixtures demo check-go check-torch env
+.PHONY: all build run test test-c fuzz bench fixtures demo check-go check-cmake check-torch env
 
 all: build
 
@@ -29,6 +29,10 @@ check-go:
 	@command -v $(GO) >/dev/null || { echo "Go is missing: install Go 1.26 from https://go.dev/dl"; exit 1; }
 	@command -v gcc >/dev/null || command -v cc >/dev/null || { echo "a C compiler is missing: apt-get install gcc g++ (macOS: xcode-select --install)"; exit 1; }
 	@test -n "$(OLLAMA_DIR)" || { echo "cannot fetch github.com/ollama/ollama (ggml sources): check access to the Go module proxy"; exit 1; }
+
+check-cmake:
+	@command -v cmake >/dev/null || { echo "cmake is missing (3.21 or later): apt-get install cmake (macOS: brew install cmake)"; exit 1; }
+	@command -v ctest >/dev/null || { echo "ctest is missing: it comes with cmake (apt-get install cmake)"; exit 1; }
 
 check-torch:
 	@$(PYTHON) -c 'import torch' 2>/dev/null || { echo "PyTorch is missing: apt-get install python3-torch (Debian) — only needed to regenerate fixtures or the demo model"; exit 1; }
@@ -46,6 +50,21 @@ run: build
 test: check-go
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+
+# The C side on its own through CMake (docs/ARCHITECTURE.md §7), one preset
+# after the other: default (Release; the C tests, the backend modules, and the
+# Go engine's suite on the CPU module) and asan (AddressSanitizer and UBSan).
+# The cgo settings exported above reach the Go steps CTest runs, so they reuse
+# the build cache of make test. CI runs only the asan preset.
+C_PRESETS ?= default asan
+JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
+test-c: check-go check-cmake
+	@for preset in $(C_PRESETS); do \
+		echo "== CMake preset $$preset"; \
+		cmake --preset $$preset && \
+		cmake --build --preset $$preset --parallel $(JOBS) && \
+		ctest --preset $$preset || exit 1; \
+	done
 
 # Short coverage-guided runs of every fuzz target (CI runs this after test).
 FUZZTIME ?= 30s

@@ -13,22 +13,41 @@
  * the items, build the graph, allocate it, upload the inputs, compute, read
  * the outputs back.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  /* dladdr */
+#endif
 #include "nielsgpt.h"
 
 #include "ggml.h"
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
-#include "ggml-cpu.h"
 
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+/* AddressSanitizer, under gcc or clang: the handle checks ask it whether
+ * memory was freed before reading it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define NGPT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define NGPT_ASAN 1
+#endif
+#endif
+#ifdef NGPT_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
 
 /* ---------------------------------------------------------------- errors */
 
@@ -61,7 +80,13 @@ typedef struct ngpt_layer {
     struct ggml_tensor * fc2_b;   /* [C]      blocks.i.mlp.fc2.bias */
 } ngpt_layer;
 
+/* Handles start with these, and freeing clears them (nielsgpt.h: Handles). */
+#define MODEL_MAGIC 0x4c444f4d5450474eULL  /* "NGPTMODL" */
+#define SEQ_MAGIC   0x5145535f5450474eULL  /* "NGPT_SEQ" */
+
 struct ngpt_model {
+    uint64_t     magic;
+    int          n_seqs;  /* live sequences: the model outlives their caches */
     ngpt_hparams hp;
 
     struct ggml_tensor * tok_emb;  /* [C, V] tok_emb.weight, also lm_head.weight (tied) */
@@ -70,7 +95,9 @@ struct ngpt_model {
     ngpt_layer         * layers;   /* [L] */
 
     ggml_backend_t          backend;
-    struct ggml_threadpool * threadpool;  /* CPU only: persistent, pinned size */
+    char                    backend_desc[128];  /* ngpt_model_backend */
+    struct ggml_threadpool * threadpool;        /* CPU only: persistent, pinned size */
+    void                 (* threadpool_free)(struct ggml_threadpool *);  /* from the same backend */
     struct ggml_context   * weights_ctx;
     ggml_backend_buffer_t   weights_buf;
     ggml_gallocr_t          galloc;       /* compute memory, reused across steps */
@@ -80,6 +107,7 @@ struct ngpt_model {
 };
 
 struct ngpt_seq {
+    uint64_t                magic;
     ngpt_model            * model;
     int                     capacity;
     struct ggml_context   * ctx;
@@ -87,6 +115,27 @@ struct ngpt_seq {
     struct ggml_tensor   ** k;  /* [L] of [D, H, capacity], keys after rotary */
     struct ggml_tensor   ** v;  /* [L] of [capacity, D, H]: transposed, see build_attn_item */
 };
+
+/* ---------------------------------------------------------------- handles */
+
+/* Whether p points into freed memory. Only AddressSanitizer knows; without
+ * it the magic number, cleared on free, is what catches a freed handle. */
+static bool is_freed(const void * p) {
+#ifdef NGPT_ASAN
+    return __asan_address_is_poisoned(p) != 0;
+#else
+    (void) p;
+    return false;
+#endif
+}
+
+static bool model_live(const ngpt_model * m) {
+    return m != NULL && !is_freed(m) && m->magic == MODEL_MAGIC;
+}
+
+static bool seq_live(const ngpt_seq * s) {
+    return s != NULL && !is_freed(s) && s->magic == SEQ_MAGIC;
+}
 
 /* ---------------------------------------------------------------- loading */
 
@@ -244,45 +293,178 @@ static bool hparams_ok(const ngpt_hparams * hp, char * err, size_t err_len) {
     return true;
 }
 
-static ggml_backend_t init_backend(const char * device, int n_threads, struct ggml_threadpool ** tp,
-                                   char * err, size_t err_len) {
-    if (device == NULL || strcmp(device, "") == 0 || strcmp(device, "cpu") == 0) {
-        ggml_backend_t be = ggml_backend_cpu_init();
-        if (be == NULL) {
-            set_err(err, err_len, "cannot start ggml's CPU backend");
-            return NULL;
-        }
-        /* ggml's default is 4 threads and a fresh pool per graph; on a small
-         * machine that oversubscribes the cores and costs more than the maths.
-         * poll = 0: idle workers sleep between steps instead of spinning on
-         * the cores the Go side needs for sampling and streaming. */
-        struct ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
-        tpp.poll = 0;
-        *tp = ggml_threadpool_new(&tpp);
-        if (*tp == NULL) {
-            ggml_backend_free(be);
-            set_err(err, err_len, "cannot start a CPU threadpool of %d threads", n_threads);
-            return NULL;
-        }
-        ggml_backend_cpu_set_n_threads(be, n_threads);
-        ggml_backend_cpu_set_threadpool(be, *tp);
-        return be;
+/* ---------------------------------------------------------------- backends */
+
+/* The shared object that holds addr, when it is not the one holding this
+ * code: a backend loaded as a module. NULL for a built-in backend. */
+static const char * module_of(const void * addr) {
+    Dl_info where, self;
+    if (dladdr(addr, &where) == 0 || where.dli_fname == NULL ||
+        dladdr((const void *) module_of, &self) == 0 || where.dli_fbase == self.dli_fbase) {
+        return NULL;
     }
-    if (strcmp(device, "metal") == 0 || strcmp(device, "mps") == 0 || strcmp(device, "gpu") == 0) {
-        ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
-        if (dev == NULL) {
-            set_err(err, err_len, "device %s: this build of ggml has no GPU backend", device);
-            return NULL;
-        }
-        ggml_backend_t be = ggml_backend_dev_init(dev, NULL);
-        if (be == NULL) {
-            set_err(err, err_len, "device %s: cannot start %s", device, ggml_backend_dev_name(dev));
-        }
-        return be;
-    }
-    set_err(err, err_len, "unknown device %s (want cpu, metal, mps or gpu)", device);
-    return NULL;
+    return where.dli_fname;
 }
+
+/* Whether a backend in the registry was loaded from a module in dir (a real
+ * path): ggml would register a folder's modules a second time. */
+static bool loaded_from(const char * dir) {
+    const size_t n = strlen(dir);
+    for (size_t i = 0; i < ggml_backend_reg_count(); i++) {
+        const char * file = module_of(ggml_backend_reg_get(i));
+        if (file && strncmp(file, dir, n) == 0 && file[n] == '/' && strchr(file + n + 1, '/') == NULL) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int ngpt_backends_load(const char * dir, char * err, size_t err_len) {
+    if (dir == NULL || dir[0] == '\0') {
+        set_err(err, err_len, "no backend folder given");
+        return 1;
+    }
+    char real[PATH_MAX];
+    struct stat st;
+    if (realpath(dir, real) == NULL || stat(real, &st) != 0) {
+        set_err(err, err_len, "backend folder %s: %s", dir, strerror(errno));
+        return 1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        set_err(err, err_len, "backend folder %s: not a folder", dir);
+        return 1;
+    }
+    if (loaded_from(real)) {
+        return 0;
+    }
+    const size_t before = ggml_backend_reg_count();
+    /* The best-scoring libggml-cpu-*.so for this CPU, and every other kind
+     * of backend ggml knows; modules that do not suit the machine are
+     * skipped, silently. */
+    ggml_backend_load_all_from_path(real);
+    if (ggml_backend_reg_count() == before) {
+        set_err(err, err_len, "backend folder %s: no ggml backend module there loads on this machine "
+                "(want libggml-cpu-*.so, libggml-cuda.so, ... and their libggml-base.so)", dir);
+        return 1;
+    }
+    return 0;
+}
+
+/* The first device of the type whose backend is named reg_name (any when
+ * NULL). A device from a loaded module wins over a built-in one of its kind:
+ * loading a folder of modules is asking for them. Among modules, ggml's
+ * registry lists the best-scoring first: the CPU variant that suits this
+ * machine best. */
+static ggml_backend_dev_t find_device(enum ggml_backend_dev_type type, const char * reg_name) {
+    ggml_backend_dev_t built_in = NULL;
+    for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+        ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
+        const enum ggml_backend_dev_type t = ggml_backend_dev_type(dev);
+        const bool gpu = t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU;
+        if ((t != type && !(type == GGML_BACKEND_DEVICE_TYPE_GPU && gpu)) ||
+            (reg_name != NULL && strcmp(ggml_backend_reg_name(reg), reg_name) != 0)) {
+            continue;
+        }
+        if (module_of(reg) != NULL) {
+            return dev;
+        }
+        built_in = built_in ? built_in : dev;
+    }
+    return built_in;
+}
+
+static ggml_backend_dev_t pick_device(const char * device, char * err, size_t err_len) {
+    ggml_backend_dev_t dev = NULL;
+    if (device == NULL || strcmp(device, "") == 0 || strcmp(device, "cpu") == 0) {
+        dev = find_device(GGML_BACKEND_DEVICE_TYPE_CPU, NULL);
+        if (dev == NULL) {
+            set_err(err, err_len, "no CPU backend: this ggml has its backends as modules, and none is "
+                    "loaded (ngpt_backends_load; BACKEND_DIR)");
+        }
+    } else if (strcmp(device, "cuda") == 0) {
+        dev = find_device(GGML_BACKEND_DEVICE_TYPE_GPU, "CUDA");
+        if (dev == NULL) {
+            set_err(err, err_len, "device cuda: no CUDA device (it needs libggml-cuda.so in BACKEND_DIR, "
+                    "built with NIELSGPT_CUDA, and an NVIDIA GPU with its driver)");
+        }
+    } else if (strcmp(device, "metal") == 0 || strcmp(device, "mps") == 0) {
+        dev = find_device(GGML_BACKEND_DEVICE_TYPE_GPU, "Metal");
+        if (dev == NULL) {
+            set_err(err, err_len, "device %s: this build of ggml has no Metal backend", device);
+        }
+    } else if (strcmp(device, "gpu") == 0) {
+        dev = find_device(GGML_BACKEND_DEVICE_TYPE_GPU, NULL);
+        if (dev == NULL) {
+            set_err(err, err_len, "device gpu: ggml has no GPU backend here");
+        }
+    } else {
+        set_err(err, err_len, "unknown device %s (want cpu, cuda, metal, mps or gpu)", device);
+    }
+    return dev;
+}
+
+/* Give a CPU backend its persistent threadpool. The functions come from the
+ * device's own registry entry, never from ggml-cpu.h: when a CPU module was
+ * loaded, the built-in backend's functions would start the built-in
+ * backend's threads, running its kernels instead of the module's. */
+static bool start_threadpool(ngpt_model * m, ggml_backend_dev_t dev, int n_threads, char * err, size_t err_len) {
+    typedef struct ggml_threadpool * (*threadpool_new_t)(struct ggml_threadpool_params *);
+    typedef void (*set_threadpool_t)(ggml_backend_t, struct ggml_threadpool *);
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
+    ggml_backend_set_n_threads_t set_n_threads =
+        (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
+    threadpool_new_t threadpool_new = (threadpool_new_t) ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new");
+    set_threadpool_t set_threadpool =
+        (set_threadpool_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_cpu_set_threadpool");
+    m->threadpool_free = (void (*)(struct ggml_threadpool *)) ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_free");
+    if (set_n_threads == NULL || threadpool_new == NULL || set_threadpool == NULL || m->threadpool_free == NULL) {
+        set_err(err, err_len, "the CPU backend %s has no threadpool functions", ggml_backend_reg_name(reg));
+        return false;
+    }
+    /* ggml's default is 4 threads and a fresh pool per graph; on a small
+     * machine that oversubscribes the cores and costs more than the maths.
+     * poll = 0: idle workers sleep between steps instead of spinning on
+     * the cores the Go side needs for sampling and streaming. */
+    struct ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
+    tpp.poll = 0;
+    m->threadpool = threadpool_new(&tpp);
+    if (m->threadpool == NULL) {
+        set_err(err, err_len, "cannot start a CPU threadpool of %d threads", n_threads);
+        return false;
+    }
+    set_n_threads(m->backend, n_threads);
+    set_threadpool(m->backend, m->threadpool);
+    return true;
+}
+
+/* Start the device's backend, and note which one it is for
+ * ngpt_model_backend: which CPU variant won is what the logs must say. */
+static bool init_backend(ngpt_model * m, const char * device, int n_threads, char * err, size_t err_len) {
+    ggml_backend_dev_t dev = pick_device(device, err, err_len);
+    if (dev == NULL) {
+        return false;
+    }
+    m->backend = ggml_backend_dev_init(dev, NULL);
+    if (m->backend == NULL) {
+        set_err(err, err_len, "cannot start ggml's %s backend", ggml_backend_dev_name(dev));
+        return false;
+    }
+    const char * module = module_of(ggml_backend_dev_backend_reg(dev));
+    const char * base   = module ? strrchr(module, '/') : NULL;
+    if (module) {
+        snprintf(m->backend_desc, sizeof(m->backend_desc), "%s (%s)", ggml_backend_name(m->backend),
+                 base ? base + 1 : module);
+    } else {
+        snprintf(m->backend_desc, sizeof(m->backend_desc), "%s", ggml_backend_name(m->backend));
+    }
+    if (ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU) {
+        return start_threadpool(m, dev, n_threads, err, err_len);
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------- loading: the model */
 
 ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t blob_len,
                              const ngpt_tensor_ref * refs, int n_refs, const char * device,
@@ -317,6 +499,7 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t 
         set_oom(err, err_len);
         goto fail;
     }
+    m->magic  = MODEL_MAGIC;
     m->hp     = *hp;
     m->layers = calloc((size_t) hp->n_layer, sizeof(ngpt_layer));
     specs     = calloc((size_t) n_specs, sizeof(*specs));
@@ -329,8 +512,7 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t 
     if (!match_refs(specs, n_specs, refs, n_refs, blob_len, found, err, err_len)) {
         goto fail;
     }
-    m->backend = init_backend(device, n_threads, &m->threadpool, err, err_len);
-    if (m->backend == NULL) {
+    if (!init_backend(m, device, n_threads, err, err_len)) {
         goto fail;
     }
     if (!load_weights(m, specs, n_specs, found, blob, err, err_len)) {
@@ -352,29 +534,38 @@ fail:
     return NULL;
 }
 
-void ngpt_model_free(ngpt_model * m) {
+int ngpt_model_free(ngpt_model * m) {
     if (m == NULL) {
-        return;
+        return 0;
     }
+    if (!model_live(m) || m->n_seqs > 0) {
+        return 1;
+    }
+    m->magic = 0;
     if (m->galloc) ggml_gallocr_free(m->galloc);
     if (m->weights_buf) ggml_backend_buffer_free(m->weights_buf);
     if (m->weights_ctx) ggml_free(m->weights_ctx);
     if (m->backend) ggml_backend_free(m->backend);
-    if (m->threadpool) ggml_threadpool_free(m->threadpool);
+    if (m->threadpool) m->threadpool_free(m->threadpool);
     free(m->meta);
     free(m->layers);
     free(m);
+    return 0;
 }
 
 const char * ngpt_model_backend(const ngpt_model * m) {
-    return m && m->backend ? ggml_backend_name(m->backend) : "";
+    return model_live(m) ? m->backend_desc : "";
 }
 
 /* ---------------------------------------------------------------- sequences */
 
 ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len) {
-    if (m == NULL || capacity < 1 || capacity > m->hp.n_ctx) {
-        set_err(err, err_len, "sequence capacity %d out of range [1, %d]", capacity, m ? m->hp.n_ctx : 0);
+    if (!model_live(m)) {
+        set_err(err, err_len, "not a live model");
+        return NULL;
+    }
+    if (capacity < 1 || capacity > m->hp.n_ctx) {
+        set_err(err, err_len, "sequence capacity %d out of range [1, %d]", capacity, m->hp.n_ctx);
         return NULL;
     }
     const int L = m->hp.n_layer, H = m->hp.n_head, D = m->hp.n_embd / m->hp.n_head;
@@ -383,8 +574,10 @@ ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len
         set_oom(err, err_len);
         return NULL;
     }
+    s->magic    = SEQ_MAGIC;
     s->model    = m;
     s->capacity = capacity;
+    m->n_seqs++;
     s->k = calloc((size_t) L, sizeof(*s->k));
     s->v = calloc((size_t) L, sizeof(*s->v));
     struct ggml_init_params ip = {
@@ -412,7 +605,11 @@ ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len
 }
 
 int ngpt_seq_grow(ngpt_seq * s, int capacity, int n_keep, char * err, size_t err_len) {
-    if (s == NULL || n_keep < 0 || n_keep > s->capacity) {
+    if (!seq_live(s)) {
+        set_err(err, err_len, "not a live sequence");
+        return 1;
+    }
+    if (n_keep < 0 || n_keep > s->capacity) {
         set_err(err, err_len, "cannot keep %d positions", n_keep);
         return 1;
     }
@@ -457,15 +654,21 @@ int ngpt_seq_grow(ngpt_seq * s, int capacity, int n_keep, char * err, size_t err
     return 0;
 }
 
-void ngpt_seq_free(ngpt_seq * s) {
+int ngpt_seq_free(ngpt_seq * s) {
     if (s == NULL) {
-        return;
+        return 0;
     }
+    if (!seq_live(s)) {
+        return 1;
+    }
+    s->magic = 0;
+    s->model->n_seqs--;
     if (s->buf) ggml_backend_buffer_free(s->buf);
     if (s->ctx) ggml_free(s->ctx);
     free(s->k);
     free(s->v);
     free(s);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- step: items */
@@ -474,13 +677,18 @@ static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items,
     const ngpt_hparams * hp = &m->hp;
     for (int i = 0; i < n_items; i++) {
         const ngpt_item * it = &items[i];
-        if (it->seq == NULL || it->seq->model != m || it->tokens == NULL || it->n_tokens < 1) {
-            set_err(err, err_len, "item %d: no sequence or no tokens", i);
+        if (!seq_live(it->seq) || it->seq->model != m) {
+            set_err(err, err_len, "item %d: not a live sequence of this model", i);
             return false;
         }
-        if (it->n_past < 0 || it->n_past + it->n_tokens > it->seq->capacity) {
-            set_err(err, err_len, "item %d: positions %d..%d exceed the cache of %d", i, it->n_past,
-                    it->n_past + it->n_tokens, it->seq->capacity);
+        if (it->tokens == NULL || it->n_tokens < 1) {
+            set_err(err, err_len, "item %d: no tokens", i);
+            return false;
+        }
+        /* n_past + n_tokens could overflow: compare against what is left */
+        if (it->n_past < 0 || it->n_past > it->seq->capacity || it->n_tokens > it->seq->capacity - it->n_past) {
+            set_err(err, err_len, "item %d: positions %d..%lld exceed the cache of %d", i, it->n_past,
+                    (long long) it->n_past + it->n_tokens, it->seq->capacity);
             return false;
         }
         for (int j = 0; j < it->n_tokens; j++) {
@@ -489,11 +697,11 @@ static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items,
                 return false;
             }
         }
-        if (it->trace_layer >= hp->n_layer || (it->trace_layer >= 0 && it->attn_row == NULL)) {
+        if (it->trace_layer < -1 || it->trace_layer >= hp->n_layer || (it->trace_layer >= 0 && it->attn_row == NULL)) {
             set_err(err, err_len, "item %d: bad trace layer %d", i, it->trace_layer);
             return false;
         }
-        if (it->full_layer >= hp->n_layer ||
+        if (it->full_layer < -1 || it->full_layer >= hp->n_layer ||
             (it->full_layer >= 0 && (it->full_head < 0 || it->full_head >= hp->n_head || it->full_attn == NULL))) {
             set_err(err, err_len, "item %d: bad full-attention layer %d head %d", i, it->full_layer, it->full_head);
             return false;
@@ -901,7 +1109,11 @@ static void read_step_outputs(const ngpt_model * m, const step_graph * sg, const
 }
 
 int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, size_t err_len) {
-    if (m == NULL || items == NULL || n_items < 1) {
+    if (!model_live(m)) {
+        set_err(err, err_len, "not a live model");
+        return 1;
+    }
+    if (items == NULL || n_items < 1) {
         set_err(err, err_len, "empty step");
         return 1;
     }

@@ -11,10 +11,16 @@
  * Ownership: the caller owns every pointer it passes in; the library reads or
  * writes them only during the call and keeps none. Models and sequences are
  * the library's, and the caller gives each back with its _free function.
- * Threading: a model and its sequences are used by one thread at a time.
+ * Threading: a model and its sequences are used by one thread at a time;
+ * ngpt_backends_load runs before any model is loaded, on one thread.
  * Errors: functions that can fail write a message into err (err_len bytes,
  * always NUL-terminated; err may be NULL) and return NULL or a non-zero
  * status. Nothing here exits or aborts on bad input that the caller passes in.
+ * Handles: models and sequences carry a magic number that every function
+ * checks and that freeing clears, so a NULL, foreign or freed handle is
+ * refused with an error. A freed handle is still the caller's bug: its
+ * memory may have been reused, and only under AddressSanitizer is a second
+ * free or a use after free caught every time.
  */
 #ifndef NIELSGPT_H
 #define NIELSGPT_H
@@ -52,12 +58,23 @@ typedef struct ngpt_tensor_ref {
 typedef struct ngpt_model ngpt_model;
 typedef struct ngpt_seq   ngpt_seq;
 
+/* Load ggml backend modules from the folder dir into ggml's process-wide
+ * registry (the files a CMake build with NIELSGPT_BACKEND_DL writes: the best
+ * libggml-cpu-*.so variant this CPU runs, libggml-cuda.so, ...; see
+ * docs/ARCHITECTURE.md §7). From then on a device from a module is chosen
+ * over a built-in one of its kind (a CPU module over the CPU backend compiled
+ * into the program). Loading the same folder again does nothing.
+ * Returns 0, or non-zero with a message in err when dir is not a folder or no
+ * module in it loads on this machine. */
+int ngpt_backends_load(const char * dir, char * err, size_t err_len);
+
 /* Load a model: hparams plus every tensor the architecture needs, copied from
  * blob into the device's buffers (the blob and refs may be freed afterwards).
  * refs must name exactly the architecture's tensors; vectors (norm weights,
  * biases) must be F32, matrices F32 or F16. Nothing in blob is trusted: every
  * ref is checked against blob_len before ggml sees it.
- * device: "cpu", or "metal"/"mps"/"gpu" for the first GPU backend ggml has.
+ * device: "cpu", "cuda", "metal" (or "mps"), or "gpu" for the first GPU ggml
+ * has; a device from a loaded module before a built-in one.
  * n_threads: CPU threads in the persistent threadpool (1..512).
  * Returns the model, or NULL with a message in err. */
 ngpt_model * ngpt_model_load(const ngpt_hparams * hp,
@@ -65,11 +82,14 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp,
                              const ngpt_tensor_ref * refs, int n_refs,
                              const char * device, int n_threads,
                              char * err, size_t err_len);
-/* Free a model and everything it holds on the device. Free its sequences
- * first: their caches live on the model's device. NULL is a no-op. */
-void         ngpt_model_free(ngpt_model * model);
-/* The backend's name, e.g. "CPU" or "Metal"; "" for NULL. The string is
- * ggml's, valid while the model is. */
+/* Free a model and everything it holds on the device. Returns 0; NULL is a
+ * no-op. Returns non-zero and frees nothing when the handle is not a live
+ * model, or while sequences of it are alive: their caches live on its
+ * device, so they are freed first. */
+int          ngpt_model_free(ngpt_model * model);
+/* The backend's name, and the module it came from when it was loaded from
+ * one: "CPU", "CPU (libggml-cpu-icelake.so)", "CUDA0 (libggml-cuda.so)".
+ * "" for a handle that is not a live model. Valid while the model is. */
 const char * ngpt_model_backend(const ngpt_model * model);
 
 /* A sequence owns a KV cache for up to capacity positions (1..n_ctx), on the
@@ -82,8 +102,9 @@ ngpt_seq * ngpt_seq_new(ngpt_model * model, int capacity, char * err, size_t err
  * The handle stays valid. Returns 0, or non-zero with a message in err and the
  * sequence as it was. */
 int        ngpt_seq_grow(ngpt_seq * seq, int capacity, int n_keep, char * err, size_t err_len);
-/* Free a sequence and its cache. NULL is a no-op. */
-void       ngpt_seq_free(ngpt_seq * seq);
+/* Free a sequence and its cache. Returns 0; NULL is a no-op. Returns
+ * non-zero and frees nothing when the handle is not a live sequence. */
+int        ngpt_seq_free(ngpt_seq * seq);
 
 /* One sequence's share of a step: n_tokens tokens placed at positions
  * n_past .. n_past+n_tokens-1 of its cache, attending to the n_past tokens
@@ -94,9 +115,9 @@ typedef struct ngpt_item {
     int32_t         n_tokens;
     int32_t         n_past;
     float         * logits;       /* [n_vocab]: last token's logits, or NULL */
-    int32_t         trace_layer;  /* -1, or a layer whose last-row probabilities... */
+    int32_t         trace_layer;  /* -1, or a layer in [0, n_layer) whose last-row probabilities... */
     float         * attn_row;     /* ...are copied here: [n_head][t] */
-    int32_t         full_layer;   /* -1, or a layer and head whose probabilities... */
+    int32_t         full_layer;   /* -1, or a layer and a head in [0, n_head) whose probabilities... */
     int32_t         full_head;
     float         * full_attn;    /* ...are copied here: [n_tokens][t] */
 } ngpt_item;

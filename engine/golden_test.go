@@ -24,6 +24,9 @@ const (
 
 var fixtureNames = []string{"tiny_a", "tiny_b"}
 
+// fixtureOptions load every fixture; modules_test.go changes the device.
+var fixtureOptions = Options{Threads: 1}
+
 type golden struct {
 	Model  string `json:"model"`
 	Config struct {
@@ -73,7 +76,7 @@ func forEachFixture(t *testing.T, check func(t *testing.T, m *Model, g *golden))
 func loadFixture(t testing.TB, name string) (*Model, *golden) {
 	t.Helper()
 	g := readGolden(t, name)
-	m, err := LoadFile(testkit.ConvertedFixture(t, filepath.Join("..", "testdata", "models", name+".pt")), Options{Threads: 1})
+	m, err := LoadFile(testkit.ConvertedFixture(t, filepath.Join("..", "testdata", "models", name+".pt")), fixtureOptions)
 	if err != nil {
 		t.Fatal(err)
 	}

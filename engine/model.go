@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"sync"
 	"unsafe"
 
 	"nielsgpt/gguf"
@@ -21,8 +22,15 @@ import (
 
 // Options configure a loaded model.
 type Options struct {
-	Device  string // "cpu" (default), or "metal"/"mps"/"gpu" where ggml has one
-	Threads int    // CPU threads for ggml's persistent pool; 0 means defaultThreads()
+	// Device is "cpu" (default), "cuda", "metal"/"mps", or "gpu" (the first
+	// GPU ggml has).
+	Device string
+	// BackendDir, when set, is a folder of ggml backend modules built with
+	// CMake (docs/ARCHITECTURE.md §7), loaded before the model: the CPU
+	// variant that suits this machine best then runs instead of the CPU
+	// backend built into the binary, and Device "cuda" finds CUDA there.
+	BackendDir string
+	Threads    int // CPU threads for ggml's persistent pool; 0 means defaultThreads()
 	// PrefillChunk caps the prompt tokens one sequence feeds per step, so a
 	// long prompt shares steps with running streams. 0 means 128.
 	PrefillChunk int
@@ -113,6 +121,13 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	device := C.CString(opts.Device)
 	defer C.free(unsafe.Pointer(device))
 	var errBuf [errLen]C.char
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if opts.BackendDir != "" {
+		if err := loadBackends(opts.BackendDir); err != nil {
+			return nil, err
+		}
+	}
 	c := C.ngpt_model_load(&hp, unsafe.Pointer(&data[0]), C.size_t(len(data)), &refs[0], C.int(len(refs)),
 		device, C.int(opts.Threads), &errBuf[0], errLen)
 	if c == nil {
@@ -121,6 +136,22 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	m := &Model{cfg: cfg, opts: opts, c: c, backend: C.GoString(C.ngpt_model_backend(c))}
 	m.sched = newScheduler(m)
 	return m, nil
+}
+
+// registryMu guards ggml's backend registry, which is process-wide and not
+// safe to change while another model is choosing its device from it.
+var registryMu sync.Mutex
+
+// loadBackends loads the ggml backend modules in dir (a folder loaded
+// before is skipped by the C side). registryMu must be held.
+func loadBackends(dir string) error {
+	cdir := C.CString(dir)
+	defer C.free(unsafe.Pointer(cdir))
+	var errBuf [errLen]C.char
+	if C.ngpt_backends_load(cdir, &errBuf[0], errLen) != 0 {
+		return fmt.Errorf("BACKEND_DIR: %s", C.GoString(&errBuf[0]))
+	}
+	return nil
 }
 
 // defaultThreads leaves one core to the Go side. ggml's workers meet at a
@@ -135,7 +166,9 @@ func defaultThreads() int {
 // Config reports the model's hyper-parameters.
 func (m *Model) Config() gguf.ModelConfig { return m.cfg }
 
-// Backend names the ggml backend doing the maths ("CPU", "Metal", ...).
+// Backend names the ggml backend doing the maths, and the module it was
+// loaded from when BackendDir supplied it: "CPU", "Metal",
+// "CPU (libggml-cpu-icelake.so)".
 func (m *Model) Backend() string { return m.backend }
 
 // Close stops the scheduler (ending every running generation) and frees the

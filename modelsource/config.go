@@ -9,6 +9,7 @@ package modelsource
 import (
 	"errors"
 	"net/url"
+	"os"
 	"runtime"
 	"strings"
 
@@ -20,9 +21,13 @@ import (
 type Config struct {
 	// Model names the model: a .gguf path, a .pt path, "demo", or "" for
 	// the checkpoint in CKPT_DIR, downloaded from the Hub when missing.
-	Model   string
-	Device  string
-	Threads int // 0: the engine default (one per core, less one for the Go side)
+	Model  string
+	Device string
+	// BackendDir is a folder of ggml backend modules built with CMake
+	// (CPU variants, CUDA), loaded at start; "" keeps the CPU backend built
+	// into the binary.
+	BackendDir string
+	Threads    int // 0: the engine default (one per core, less one for the Go side)
 	// Baseline runs the original service's algorithm (no KV cache, one
 	// request at a time), so `nielsgpt bench` can measure both.
 	Baseline bool
@@ -39,7 +44,20 @@ func Settings(c *Config) []settings.Row {
 			c.Model = v
 			return nil
 		}},
-		{Env: "DEVICE", Flag: "device", Default: defaultDevice(), Usage: "compute device: cpu, or metal/mps/gpu where built", Apply: settings.NonEmpty(&c.Device)},
+		{Env: "DEVICE", Flag: "device", Default: defaultDevice(), Usage: "compute device: cpu, cuda (a module in BACKEND_DIR), metal/mps where built, or gpu (the first GPU)", Apply: settings.NonEmpty(&c.Device)},
+		{Env: "BACKEND_DIR", Flag: "backend-dir", Default: "", Usage: "folder of ggml backend modules built with CMake, loaded at start: the best CPU variant for this machine, CUDA; empty: the CPU backend built into the binary", Apply: func(v string) error {
+			if v != "" {
+				info, err := os.Stat(v)
+				if err != nil {
+					return describeFileError(err)
+				}
+				if !info.IsDir() {
+					return errors.New("not a folder")
+				}
+			}
+			c.BackendDir = v
+			return nil
+		}},
 		{Env: "THREADS", Flag: "threads", Default: "0", Usage: "CPU threads for the engine (0: one per core less one, at least 1)", Apply: settings.Int(&c.Threads, 0, 1024)},
 		{Env: "BASELINE", Flag: "baseline", Default: "0", Switch: true, Usage: "run the original algorithm: whole window per token, one request at a time (for benchmarks)", Apply: settings.Bool(&c.Baseline)},
 		{Env: "CKPT_REPO_ID", Flag: "ckpt-repo-id", Default: hub.DefaultRepoID, Usage: "Hugging Face Hub model repository", Apply: settings.NonEmpty(&c.Hub.RepoID)},

@@ -34,6 +34,22 @@ func TestConfigDefaults(t *testing.T) {
 	if c.Device == "" {
 		t.Fatal("no default device")
 	}
+	if c.BackendDir != "" {
+		t.Fatalf("BACKEND_DIR defaults to %q, want empty (the built-in CPU backend)", c.BackendDir)
+	}
+}
+
+// BACKEND_DIR from the environment, and --backend-dir over it.
+func TestConfigBackendDir(t *testing.T) {
+	envDir, flagDir := t.TempDir(), t.TempDir()
+	c, err := parseFlags(nil, map[string]string{"BACKEND_DIR": envDir}, io.Discard)
+	if err != nil || c.BackendDir != envDir {
+		t.Fatalf("from the environment: %q %v", c.BackendDir, err)
+	}
+	c, err = parseFlags([]string{"--backend-dir", flagDir}, map[string]string{"BACKEND_DIR": envDir}, io.Discard)
+	if err != nil || c.BackendDir != flagDir {
+		t.Fatalf("flag over the environment: %q %v", c.BackendDir, err)
+	}
 }
 
 func TestConfigEnvAndFlags(t *testing.T) {
@@ -80,6 +96,8 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{map[string]string{"BASELINE": "sometimes"}, nil, "BASELINE"},
 		{nil, []string{"--threads", "-1"}, `--threads: invalid value "-1": must be an integer in [0, 1024]`},
 		{nil, []string{"--ckpt-dir="}, "--ckpt-dir"},
+		{map[string]string{"BACKEND_DIR": "/no/such/folder"}, nil, `BACKEND_DIR: invalid value "/no/such/folder": no such file`},
+		{nil, []string{"--backend-dir", "config_test.go"}, "--backend-dir: invalid value \"config_test.go\": not a folder"},
 	}
 	for _, tc := range cases {
 		_, err := parseFlags(tc.args, tc.env, io.Discard)

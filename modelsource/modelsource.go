@@ -222,7 +222,8 @@ func Load(ctx context.Context, cfg Config, opts Options) (model *engine.Model, s
 	if err := ctx.Err(); err != nil {
 		return nil, "", err
 	}
-	engineOpts := engine.Options{Device: cfg.Device, Threads: cfg.Threads, Baseline: cfg.Baseline, OnStep: opts.OnStep}
+	engineOpts := engine.Options{Device: cfg.Device, BackendDir: cfg.BackendDir, Threads: cfg.Threads,
+		Baseline: cfg.Baseline, OnStep: opts.OnStep}
 	if spec.Data != nil {
 		model, err = engine.LoadBytes(spec.Data, engineOpts)
 	} else {
@@ -236,7 +237,8 @@ func Load(ctx context.Context, cfg Config, opts Options) (model *engine.Model, s
 	}
 	if opts.Log != nil {
 		c := model.Config()
-		opts.Log.Info("model loaded", "source", spec.Source, "device", cfg.Device,
+		// The backend says which CPU variant won when BACKEND_DIR offered several.
+		opts.Log.Info("model loaded", "source", spec.Source, "device", cfg.Device, "backend", model.Backend(),
 			"layers", c.Layers, "heads", c.Heads, "embd", c.Embd, "context", c.Context)
 	}
 	return model, spec.Source, nil

@@ -70,7 +70,7 @@ func runServe(args []string) error {
 	if isTerminal(os.Stderr) {
 		progress = os.Stderr
 	}
-	log.Info("starting", "model", modelName(modelCfg.Model), "device", modelCfg.Device,
+	log.Info("starting", "model", modelName(modelCfg.Model), "device", modelCfg.Device, "backend_dir", modelCfg.BackendDir,
 		"max_concurrent", cfg.MaxConcurrent, "max_new_tokens", cfg.MaxNewTokens,
 		"rate_limit_per_min", cfg.RateLimitPerMin, "rate_limit_burst", cfg.RateLimitBurst,
 		"allowed_origins", cfg.AllowedOrigins, "trusted_proxies", len(cfg.TrustedProxies))

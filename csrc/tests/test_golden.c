@@ -1,0 +1,271 @@
+/*
+ * test_golden.c — the C library against PyTorch, with no Go in between.
+ *
+ *   test_golden FIXTURE.gguf GOLDEN.json [BACKEND_DIR [DEVICE]]
+ *
+ * The goldens are float64 PyTorch runs written by scripts/make_fixtures.py
+ * (the same files engine/golden_test.go reads): the prefill window's logits
+ * and every layer's and head's attention, and 80 greedy steps that slide the
+ * window past T, computed the reference way (the whole window every step).
+ * Here the cache does the work, as the engine drives it: one token at a time,
+ * the window in one pass and in chunks, and greedy decoding that recomputes
+ * the window from position 0 once it moves, with caches that start full size
+ * or small and grow. With BACKEND_DIR the backend is a module from there, as
+ * `nielsgpt serve` runs it with BACKEND_DIR set: the best CPU variant for
+ * this machine, or the DEVICE named (cuda).
+ */
+#include "testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define LOGIT_TOL 1e-4
+#define ATTN_TOL  1e-5
+
+typedef struct golden {
+    int      T, L, H, V, steps, trace_layer, n_prompt;
+    double * prefill_tokens;   /* [T] */
+    double * prefill_logits;   /* [T][V] */
+    double * prefill_attn;     /* [L][H][T][T] */
+    double * prompt;           /* [n_prompt] */
+    double * greedy_tokens;    /* [steps] */
+    double * greedy_logits;    /* [steps][V] */
+    double * greedy_rows;      /* [steps][H][t], t = the window's length at that step */
+    size_t   n_greedy_rows;
+} golden;
+
+static double * numbers(const char * text, const char * section, const char * key, size_t want) {
+    size_t n;
+    double * v = golden_numbers(text, section, key, &n);
+    if (want != 0 && n != want) {
+        die("golden %s.%s: %zu numbers, want %zu", section, key, n, want);
+    }
+    return v;
+}
+
+static golden read_goldens(const char * path) {
+    char * text = read_golden(path);
+    golden g;
+    g.T = golden_int(text, "config", "T");
+    g.L = golden_int(text, "config", "L");
+    g.H = golden_int(text, "config", "H");
+    g.V = golden_int(text, "config", "V");
+    g.steps       = golden_int(text, "greedy", "steps");
+    g.trace_layer = golden_int(text, "greedy", "trace_layer");
+    const size_t T = (size_t) g.T, V = (size_t) g.V;
+    g.prefill_tokens = numbers(text, "prefill", "tokens", T);
+    g.prefill_logits = numbers(text, "prefill", "logits", T * V);
+    g.prefill_attn   = numbers(text, "prefill", "attn", (size_t) g.L * (size_t) g.H * T * T);
+    size_t n_prompt;
+    g.prompt = golden_numbers(text, "greedy", "prompt", &n_prompt);
+    g.n_prompt = (int) n_prompt;
+    g.greedy_tokens = numbers(text, "greedy", "tokens", (size_t) g.steps);
+    g.greedy_logits = numbers(text, "greedy", "logits", (size_t) g.steps * V);
+    g.greedy_rows   = golden_numbers(text, "greedy", "attn_rows", &g.n_greedy_rows);
+    free(text);
+    return g;
+}
+
+static int argmax(const float * v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++) {
+        best = v[i] > v[best] ? i : best;
+    }
+    return best;
+}
+
+/* One step of one item, or die: a failed step leaves nothing to compare. */
+static void step(ngpt_model * m, const ngpt_item * it) {
+    char err[256];
+    if (ngpt_step(m, it, 1, err, sizeof(err)) != 0) {
+        die("step at n_past %d: %s", it->n_past, err);
+    }
+}
+
+/* The whole window in one pass, once per layer and head: the full
+ * probabilities and the last logits; then in chunks of 7 tokens, each chunk
+ * attending to the cache the ones before it wrote. */
+static void test_prefill(ngpt_model * m, const golden * g) {
+    const int T = g->T, V = g->V;
+    char err[256];
+    ngpt_seq * s = ngpt_seq_new(m, T, err, sizeof(err));
+    if (s == NULL) {
+        die("seq: %s", err);
+    }
+    int32_t * tokens = malloc(sizeof(int32_t) * (size_t) T);
+    for (int i = 0; i < T; i++) {
+        tokens[i] = (int32_t) g->prefill_tokens[i];
+    }
+    float * logits = malloc(sizeof(float) * (size_t) V);
+    float * full   = malloc(sizeof(float) * (size_t) T * (size_t) T);
+    const double * last = g->prefill_logits + (size_t) (T - 1) * (size_t) V;
+    for (int l = 0; l < g->L; l++) {
+        for (int h = 0; h < g->H; h++) {
+            ngpt_item it = { .seq = s, .tokens = tokens, .n_tokens = T, .n_past = 0, .logits = logits,
+                             .trace_layer = -1, .full_layer = l, .full_head = h, .full_attn = full };
+            step(m, &it);
+            double dl = max_abs_diff(logits, last, (size_t) V);
+            CHECK(dl <= LOGIT_TOL, "prefill layer %d head %d: last logits differ by %.2e", l, h, dl);
+            const double * want = g->prefill_attn + ((size_t) l * (size_t) g->H + (size_t) h) * (size_t) T * (size_t) T;
+            double da = max_abs_diff(full, want, (size_t) T * (size_t) T);
+            CHECK(da <= ATTN_TOL, "prefill layer %d head %d: attention differs by %.2e", l, h, da);
+        }
+    }
+    for (int from = 0; from < T; from += 7) {
+        const int to = from + 7 < T ? from + 7 : T;
+        ngpt_item it = { .seq = s, .tokens = tokens + from, .n_tokens = to - from, .n_past = from,
+                         .logits = to == T ? logits : NULL, .trace_layer = -1, .full_layer = -1 };
+        step(m, &it);
+    }
+    double dl = max_abs_diff(logits, last, (size_t) V);
+    CHECK(dl <= LOGIT_TOL, "chunked prefill: last logits differ by %.2e", dl);
+    free(full);
+    free(logits);
+    free(tokens);
+    ngpt_seq_free(s);
+}
+
+/* One token at a time through the cache: every position's logits, and each
+ * layer's newest attention row, against the prefill's. */
+static void test_decode(ngpt_model * m, const golden * g) {
+    const int T = g->T, V = g->V, H = g->H;
+    char err[256];
+    ngpt_seq * s = ngpt_seq_new(m, T, err, sizeof(err));
+    if (s == NULL) {
+        die("seq: %s", err);
+    }
+    float * logits = malloc(sizeof(float) * (size_t) V);
+    float * rows   = malloc(sizeof(float) * (size_t) H * (size_t) T);
+    double worst_logit = 0, worst_attn = 0;
+    for (int pos = 0; pos < T; pos++) {
+        const int32_t token = (int32_t) g->prefill_tokens[pos];
+        for (int l = 0; l < g->L; l++) {
+            ngpt_item it = { .seq = s, .tokens = &token, .n_tokens = 1, .n_past = pos, .logits = logits,
+                             .trace_layer = l, .attn_row = rows, .full_layer = -1 };
+            step(m, &it);
+            double dl = max_abs_diff(logits, g->prefill_logits + (size_t) pos * (size_t) V, (size_t) V);
+            worst_logit = dl > worst_logit || dl != dl ? dl : worst_logit;
+            for (int h = 0; h < H; h++) {
+                /* row pos of layer l, head h, up to and including pos */
+                const double * want = g->prefill_attn +
+                    (((size_t) l * (size_t) H + (size_t) h) * (size_t) T + (size_t) pos) * (size_t) T;
+                double da = max_abs_diff(rows + (size_t) h * (size_t) (pos + 1), want, (size_t) pos + 1);
+                worst_attn = da > worst_attn || da != da ? da : worst_attn;
+            }
+        }
+    }
+    printf("decode: max |dlogit| %.2e, max |dattn| %.2e over %d positions\n", worst_logit, worst_attn, T);
+    CHECK(worst_logit <= LOGIT_TOL, "decode: logits differ by %.2e", worst_logit);
+    CHECK(worst_attn <= ATTN_TOL, "decode: attention differs by %.2e", worst_attn);
+    free(rows);
+    free(logits);
+    ngpt_seq_free(s);
+}
+
+/* Greedy decoding as the engine's scheduler does it: the window is the last
+ * T tokens; while it stays put each step feeds the new token, and once it
+ * moves every position shifted, so the cache is recomputed from position 0.
+ * grain 0: a cache of T positions from the start; otherwise the cache starts
+ * at grain positions and grows in steps of grain, keeping what it holds. */
+static void test_greedy(ngpt_model * m, const golden * g, int grain) {
+    const int T = g->T, V = g->V, H = g->H;
+    char err[256];
+    int capacity = grain > 0 && grain < T ? grain : T;
+    ngpt_seq * s = ngpt_seq_new(m, capacity, err, sizeof(err));
+    if (s == NULL) {
+        die("seq: %s", err);
+    }
+    int32_t * ids  = malloc(sizeof(int32_t) * (size_t) (g->n_prompt + g->steps));
+    float * logits = malloc(sizeof(float) * (size_t) V);
+    float * rows   = malloc(sizeof(float) * (size_t) H * (size_t) T);
+    for (int i = 0; i < g->n_prompt; i++) {
+        ids[i] = (int32_t) g->prompt[i];
+    }
+    int n = g->n_prompt, window = 0, cached = 0, slides = 0;
+    size_t row_at = 0;
+    double worst_logit = 0, worst_attn = 0;
+    for (int i = 0; i < g->steps; i++) {
+        const int start = n > T ? n - T : 0, t = n - start;
+        if (row_at + (size_t) H * (size_t) t > g->n_greedy_rows) {
+            die("golden: greedy.attn_rows ends at step %d", i);
+        }
+        if (start != window) {
+            window = start;
+            cached = 0;
+            slides++;
+        }
+        if (t > capacity) {
+            int grown = (t + grain - 1) / grain * grain;
+            grown = grown < T ? grown : T;
+            if (ngpt_seq_grow(s, grown, cached, err, sizeof(err)) != 0) {
+                die("grow to %d: %s", grown, err);
+            }
+            capacity = grown;
+        }
+        ngpt_item it = { .seq = s, .tokens = ids + start + cached, .n_tokens = t - cached, .n_past = cached,
+                         .logits = logits, .trace_layer = g->trace_layer, .attn_row = rows, .full_layer = -1 };
+        step(m, &it);
+        double dl = max_abs_diff(logits, g->greedy_logits + (size_t) i * (size_t) V, (size_t) V);
+        double da = max_abs_diff(rows, g->greedy_rows + row_at, (size_t) H * (size_t) t);
+        worst_logit = dl > worst_logit || dl != dl ? dl : worst_logit;
+        worst_attn  = da > worst_attn || da != da ? da : worst_attn;
+        row_at += (size_t) H * (size_t) t;
+        const int want = (int) g->greedy_tokens[i];
+        CHECK(argmax(logits, V) == want, "greedy step %d: token %d, PyTorch chose %d", i, argmax(logits, V), want);
+        ids[n++] = want;
+        cached = t;
+    }
+    printf("greedy (grain %d): %d steps, %d window slides, max |dlogit| %.2e, max |dattn| %.2e\n",
+           grain, g->steps, slides, worst_logit, worst_attn);
+    CHECK(slides > 0, "greedy: the window never moved; the golden must cross T");
+    CHECK(worst_logit <= LOGIT_TOL, "greedy (grain %d): logits differ by %.2e", grain, worst_logit);
+    CHECK(worst_attn <= ATTN_TOL, "greedy (grain %d): attention differs by %.2e", grain, worst_attn);
+    free(rows);
+    free(logits);
+    free(ids);
+    ngpt_seq_free(s);
+}
+
+int main(int argc, char ** argv) {
+    if (argc < 3 || argc > 5) {
+        die("usage: test_golden FIXTURE.gguf GOLDEN.json [BACKEND_DIR [DEVICE]]");
+    }
+    const char * device = argc == 5 ? argv[4] : "cpu";
+    char err[256];
+    if (argc >= 4 && ngpt_backends_load(argv[3], err, sizeof(err)) != 0) {
+        die("%s", err);
+    }
+    fixture f = load_fixture(argv[1]);
+    golden g = read_goldens(argv[2]);
+    CHECK(f.hp.n_ctx == g.T && f.hp.n_layer == g.L && f.hp.n_head == g.H && f.hp.n_vocab == g.V,
+          "the fixture (T=%d L=%d H=%d V=%d) is not the golden's model", f.hp.n_ctx, f.hp.n_layer, f.hp.n_head,
+          f.hp.n_vocab);
+    if (test_failures > 0) {
+        return 1;
+    }
+    ngpt_model * m = load_model(&f, device);
+    printf("%s on %s\n", argv[1], ngpt_model_backend(m));
+    if (argc >= 4) {
+        CHECK(strstr(ngpt_model_backend(m), "(libggml-") != NULL,
+              "backend %s: a module from %s should run, not a built-in backend", ngpt_model_backend(m), argv[3]);
+    }
+    test_prefill(m, &g);
+    test_decode(m, &g);
+    test_greedy(m, &g, 0);
+    test_greedy(m, &g, 5);
+    CHECK(ngpt_model_free(m) == 0, "the model would not free: a sequence was left alive");
+    free_fixture(&f);
+    free(g.prefill_tokens);
+    free(g.prefill_logits);
+    free(g.prefill_attn);
+    free(g.prompt);
+    free(g.greedy_tokens);
+    free(g.greedy_logits);
+    free(g.greedy_rows);
+    if (test_failures > 0) {
+        fprintf(stderr, "%d checks failed\n", test_failures);
+        return 1;
+    }
+    printf("ok\n");
+    return 0;
+}
