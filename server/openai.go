@@ -90,7 +90,7 @@ func (o *oaiCall) once() {
 	}
 	var steps []*engine.Step
 	result, err := o.eng.Generate(o.c.Request.Context(), o.req.gen, func(step *engine.Step) error {
-		steps = append(steps, step)
+		steps = append(steps, step.Clone()) // the engine reuses its Step values
 		return nil
 	})
 	if err != nil {

@@ -56,7 +56,7 @@ func TestSDKChatMatchesTheEngine(t *testing.T) {
 	direct, err := m.Generate(ctx, engine.GenerateRequest{
 		Prompt: []byte("user: hi there\nassistant: "), MaxNewTokens: 24, TraceLayer: -1,
 		Sampling: engine.Sampling{Temperature: 0}, Logprobs: true, TopLogprobs: 3,
-	}, func(s *engine.Step) error { steps = append(steps, s); return nil })
+	}, func(s *engine.Step) error { steps = append(steps, s.Clone()); return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
