@@ -3,7 +3,7 @@ package gguf
 // Generation 2's vocabulary in the GGUF, so that a file is self-contained: the server
 // needs no spm.model beside it. The keys are llama.cpp's where it has one (its token types
 // are SentencePiece's enum, as ours are); what llama.cpp has no key for lives under
-// nielsgpt.tokenizer. The writer and the reader run the same checks (checkVocabulary), so
+// nielsgpt.tokenizer. The writer and the reader run the same checks (CheckVocabulary), so
 // a file the writer accepts is one the reader accepts and the tokenizer package can build.
 
 import (
@@ -60,10 +60,11 @@ type Vocabulary struct {
 	SHA256 string // of the spm.model it was read from: 64 lowercase hex digits
 }
 
-// checkVocabulary refuses what a generation-2 file of vocab size v cannot hold: a
+// CheckVocabulary refuses what a generation-2 file of vocab size v cannot hold: a
 // vocabulary the tokenizer package refuses, one of another size than the model's, special
 // ids outside it, missing chat pieces, and text that is not UTF-8 (GGUF strings must be).
-func checkVocabulary(voc *Vocabulary, v int) error {
+// The writer and the reader run it; the converter runs it before it writes anything.
+func CheckVocabulary(voc *Vocabulary, v int) error {
 	if !isSHA256(voc.SHA256) {
 		return fmt.Errorf("tokenizer sha256 %q is not 64 lowercase hex digits", voc.SHA256)
 	}
@@ -187,7 +188,7 @@ func (f *File) vocabulary(v int) (*Vocabulary, error) {
 	if err := f.vocabularyFlags(voc); err != nil {
 		return nil, err
 	}
-	if err := checkVocabulary(voc, v); err != nil {
+	if err := CheckVocabulary(voc, v); err != nil {
 		return nil, err
 	}
 	return voc, nil

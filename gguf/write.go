@@ -124,7 +124,7 @@ func write(w io.Writer, cfg ModelConfig, weights map[string][]float32, voc *Voca
 		return fmt.Errorf("source step %d is negative", src.Step)
 	}
 	if voc != nil {
-		if err := checkVocabulary(voc, cfg.Vocab); err != nil {
+		if err := CheckVocabulary(voc, cfg.Vocab); err != nil {
 			return err
 		}
 	}
