@@ -20,9 +20,12 @@ import (
 type Config struct {
 	// Model names the model: a .gguf path, a .pt path, "demo", or "" for
 	// the checkpoint in CKPT_DIR, downloaded from the Hub when missing.
-	Model   string
-	Device  string
-	Threads int // 0: the engine default (one per core, less one for the Go side)
+	Model string
+	// Tokenizer names a generation-2 .pt checkpoint's spm.model; "" means the spm.model
+	// beside the checkpoint. A .gguf carries its own vocabulary.
+	Tokenizer string
+	Device    string
+	Threads   int // 0: the engine default (one per core, less one for the Go side)
 	// Baseline runs the original service's algorithm (no KV cache, one
 	// request at a time), so `nielsgpt bench` can measure both.
 	Baseline bool
@@ -37,6 +40,10 @@ func Settings(c *Config) []settings.Row {
 	return []settings.Row{
 		{Env: "MODEL", Flag: "model", Default: "", Usage: `model to serve: a .gguf file, a .pt checkpoint (converted once, cached beside it), "demo" (embedded), or empty for CKPT_DIR/CKPT_FILENAME, else the Hub`, Apply: func(v string) error {
 			c.Model = v
+			return nil
+		}},
+		{Env: "TOKENIZER", Flag: "tokenizer", Default: "", Usage: "SentencePiece tokenizer (spm.model) of a generation-2 .pt checkpoint (default: spm.model beside the checkpoint); its sha256 must be the one the checkpoint records", Apply: func(v string) error {
+			c.Tokenizer = v
 			return nil
 		}},
 		{Env: "DEVICE", Flag: "device", Default: defaultDevice(), Usage: "compute device: cpu, or metal/mps/gpu where built", Apply: settings.NonEmpty(&c.Device)},
