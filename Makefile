@@ -95,6 +95,13 @@ soak: build
 fixtures: check-torch
 	$(PYTHON) scripts/make_fixtures.py
 
+# Generation-2 checkpoints and goldens (testdata/models/tiny_gen2_*.pt,
+# testdata/golden/tiny_gen2_*.json.gz) for testdata/spm/tiny.model.
+.PHONY: fixtures-gen2
+fixtures-gen2: check-torch
+	@$(PYTHON) -c 'import sentencepiece' 2>/dev/null || { echo "sentencepiece is missing: apt-get install python3-sentencepiece (Debian)"; exit 1; }
+	$(PYTHON) scripts/make_fixtures_gen2.py
+
 demo: check-torch build
 	$(PYTHON) scripts/train_demo.py
 	./bin/nielsgpt convert models/demo/best.pt -o models/demo/demo.gguf

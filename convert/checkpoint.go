@@ -1,10 +1,12 @@
-// Package convert reads niels-gpt generation 1 checkpoints (`best.pt`) without Python
-// and without executing anything from the file, and converts them to the GGUF files the
-// engine loads, which package gguf writes (docs/ARCHITECTURE.md).
+// Package convert reads niels-gpt checkpoints (`best.pt`) of either generation without
+// Python and without executing anything from the file, and converts them to the GGUF files
+// the engine loads, which package gguf writes (docs/ARCHITECTURE.md). A generation-2
+// checkpoint needs its SentencePiece tokenizer (spm.model, kept beside it), whose
+// vocabulary the GGUF stores (tokenizer.go).
 //
 // This file turns an unpickled torch.save dict into a Checkpoint (config, float32
-// weights, step, best validation loss) and validates it against generation 1's table of
-// state-dict keys and shapes.
+// weights, step, best validation loss, the tokenizer's recorded sha256) and validates it
+// against its generation's table of state-dict keys and shapes.
 package convert
 
 import (
@@ -19,9 +21,9 @@ import (
 	"nielsgpt/gguf"
 )
 
-// LayerNormEps is the epsilon of every LayerNorm in niels-gpt generation 1. best.pt does
-// not record it (the training script builds each LayerNorm with eps=1e-5), so the
-// reader supplies it, and the GGUF records it for the engine.
+// LayerNormEps is the epsilon of every norm in niels-gpt: generation 1's LayerNorms and
+// generation 2's RMSNorms alike. best.pt does not record it (the training code builds
+// each norm with eps=1e-5), so the reader supplies it, and the GGUF records it.
 const LayerNormEps = 1e-5
 
 // Tensor is a contiguous row-major float32 array with PyTorch's shape.
@@ -30,15 +32,24 @@ type Tensor struct {
 	Data  []float32
 }
 
-// Checkpoint is what a niels-gpt generation 1 `best.pt` holds that inference needs.
-// Tensors holds `model_state`, with the keys of stateTable (a torch.compile
-// `_orig_mod.` or DataParallel `module.` prefix, when every key has it, is removed).
+// Checkpoint is what a niels-gpt `best.pt` holds that inference needs. Tensors holds
+// `model_state`, with the keys of stateTable (a torch.compile `_orig_mod.` or
+// DataParallel `module.` prefix, when every key has it, is removed). Config's Norm and
+// MLP say the generation, recognised from the keys.
 type Checkpoint struct {
 	Config      gguf.ModelConfig
 	Dropout     float64 // model_cfg's dropout: unused at inference, so not in the GGUF
 	Tensors     map[string]*Tensor
-	Step        int64
-	BestValLoss *float64
+	Step        int64    // 0 when the checkpoint records None
+	BestValLoss *float64 // nil when absent or None
+
+	// TokenizerSHA256 is train_cfg._settings_meta.tokenizer_sha256: the sha256 of the
+	// spm.model a generation-2 model was trained with; "" when not recorded.
+	TokenizerSHA256 string
+	// Vocab is a generation-2 model's tokenizer, attached by UseTokenizer; nil until then
+	// and for generation 1.
+	Vocab         *gguf.Vocabulary
+	tokenizerPath string // where Vocab was read from, for messages
 }
 
 // ReadCheckpoint reads and decodes a checkpoint file. It does not Validate.
@@ -108,6 +119,12 @@ func ReadCheckpointBytes(data []byte) (*Checkpoint, error) {
 		names[i] = name
 	}
 	prefix := wrapperPrefix(names)
+	if err := recogniseGeneration(&ck.Config, names, cfgV); err != nil {
+		return nil, err
+	}
+	if ck.TokenizerSHA256, err = recordedTokenizerSHA256(top); err != nil {
+		return nil, err
+	}
 
 	// Materialize only model_state; what may be allocated is bounded by what the
 	// file holds (tied weights read the same storage twice, hence the factor 2).
@@ -234,10 +251,10 @@ func stateTable(c gguf.ModelConfig) []gguf.TensorSpec {
 	return append(c.Tensors(), gguf.TensorSpec{StateKey: "lm_head.weight", Shape: []int{c.Vocab, c.Embd}})
 }
 
-// Validate checks the checkpoint against generation 1 exactly and names the first problem:
-// the hyper-parameters, every expected key present with its exact shape, no other
-// keys, the output head tied to the embedding (the GGUF stores the embedding once),
-// and finite weights.
+// Validate checks the checkpoint against its generation exactly and names the first
+// problem: the hyper-parameters, every expected key present with its exact shape, no
+// other keys, the output head tied to the embedding (the GGUF stores the embedding once),
+// finite weights, and for generation 2 a tokenizer that fits the model (checkTokenizer).
 func (c *Checkpoint) Validate() error {
 	if err := c.Config.Validate(); err != nil {
 		return fmt.Errorf("model_cfg: %w", err)
@@ -268,12 +285,12 @@ func (c *Checkpoint) Validate() error {
 	}
 	if len(unexpected) > 0 {
 		sort.Strings(unexpected)
-		return fmt.Errorf("model_state has unexpected tensor %s (not part of niels-gpt generation 1)", unexpected[0])
+		return fmt.Errorf("model_state has unexpected tensor %s (not part of niels-gpt generation %d)", unexpected[0], c.Config.Generation())
 	}
 	emb, head := c.Tensors["tok_emb.weight"].Data, c.Tensors["lm_head.weight"].Data
 	for i := range emb {
 		if math.Float32bits(emb[i]) != math.Float32bits(head[i]) {
-			return fmt.Errorf("lm_head.weight differs from tok_emb.weight (first at element %d): generation 1 ties them and the GGUF stores only the embedding", i)
+			return fmt.Errorf("lm_head.weight differs from tok_emb.weight (first at element %d): niels-gpt ties them and the GGUF stores only the embedding", i)
 		}
 	}
 	for _, row := range table {
@@ -283,7 +300,7 @@ func (c *Checkpoint) Validate() error {
 			}
 		}
 	}
-	return nil
+	return c.checkTokenizer()
 }
 
 // Params is the number of distinct parameters, counting the tied embedding once (what

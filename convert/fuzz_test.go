@@ -6,6 +6,7 @@ package convert
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +17,8 @@ func FuzzReadCheckpoint(f *testing.F) {
 	tensors := handTensors()
 	f.Add(zipCheckpoint(f, checkpointPickle(tinyCfg, tensors, false), storagesFor(tensors)))
 	f.Add(legacyCheckpoint(checkpointPickle(tinyCfg, tensors, true), distinctKeys(tensors), storagesFor(tensors), 4))
+	// Generation 2, with the train_cfg that records its tokenizer's sha256.
+	f.Add(gen2Checkpoint(f, func(p *pickleBuilder) { p.str(strings.Repeat("0a", 32)) }))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// The fuzzer reports crashes but not hangs; a panic from the watchdog turns a
 		// hang into a crasher, saved with its input.

@@ -16,8 +16,12 @@ import (
 )
 
 // Options selects the GGUF weight type: float32 by default; with F16 the
-// matrices are stored as float16 and the vectors stay float32.
-type Options struct{ F16 bool }
+// matrices are stored as float16 and the vectors stay float32. Tokenizer names a
+// generation-2 checkpoint's spm.model; "" means the one beside the checkpoint, if any.
+type Options struct {
+	F16       bool
+	Tokenizer string
+}
 
 // Summary describes a finished conversion, for the command to print.
 type Summary struct {
@@ -25,6 +29,12 @@ type Summary struct {
 	Params int64
 	SHA256 string
 	Step   int64
+	// Tokenizer and TokenizerSHA256 are the spm.model a generation-2 conversion stored and
+	// its sha256; TokenizerChecked says the checkpoint recorded that sha256 (otherwise
+	// nothing could check that it is the tokenizer the model was trained with).
+	Tokenizer        string
+	TokenizerSHA256  string
+	TokenizerChecked bool
 }
 
 // WriteGGUF validates ck and writes it as a GGUF v3 file. sourceSHA256 is the hex
@@ -39,12 +49,18 @@ func WriteGGUF(w io.Writer, ck *Checkpoint, sourceSHA256 string, opts Options) e
 		weights[spec.Name] = ck.Tensors[spec.StateKey].Data
 	}
 	src := gguf.Source{SHA256: sourceSHA256, Step: ck.Step, BestValLoss: ck.BestValLoss}
+	if ck.Config.Generation() == 2 {
+		return gguf.WriteWithVocabulary(w, ck.Config, weights, *ck.Vocab, src, gguf.WriteOptions{F16: opts.F16})
+	}
 	return gguf.Write(w, ck.Config, weights, src, gguf.WriteOptions{F16: opts.F16})
 }
 
 // ToGGUF reads, validates and converts a checkpoint, writing the GGUF atomically:
 // to a temporary file beside outPath that is synced and then renamed, so a failed or
-// interrupted conversion never leaves a partial file under the final name.
+// interrupted conversion never leaves a partial file under the final name. A
+// generation-2 checkpoint takes its tokenizer from opts.Tokenizer or, when that is "",
+// from the spm.model beside it; a generation-1 checkpoint refuses a named tokenizer and
+// ignores one that merely lies beside it.
 func ToGGUF(inPath, outPath string, opts Options) (*Summary, error) {
 	data, err := os.ReadFile(inPath)
 	if err != nil {
@@ -62,6 +78,15 @@ func ToGGUF(inPath, outPath string, opts Options) (*Summary, error) {
 		return nil, fmt.Errorf("%s: %w", inPath, err)
 	}
 	data = nil // the weights are now in ck; let the file's bytes go before writing
+	tokPath := opts.Tokenizer
+	if tokPath == "" && ck.Config.Generation() == 2 {
+		tokPath = TokenizerBeside(inPath)
+	}
+	if tokPath != "" {
+		if err := ck.UseTokenizer(tokPath); err != nil {
+			return nil, fmt.Errorf("%s: %w", inPath, err)
+		}
+	}
 	if err := ck.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", inPath, err)
 	}
@@ -97,5 +122,9 @@ func ToGGUF(inPath, outPath string, opts Options) (*Summary, error) {
 		return nil, err
 	}
 	committed = true
-	return &Summary{Config: ck.Config, Params: ck.Params(), SHA256: shaHex, Step: ck.Step}, nil
+	summary := &Summary{Config: ck.Config, Params: ck.Params(), SHA256: shaHex, Step: ck.Step}
+	if ck.Vocab != nil {
+		summary.Tokenizer, summary.TokenizerSHA256, summary.TokenizerChecked = tokPath, ck.Vocab.SHA256, ck.TokenizerSHA256 != ""
+	}
+	return summary, nil
 }

@@ -122,9 +122,12 @@ var tinyCfg = gguf.ModelConfig{Vocab: 256, Context: 4, Embd: 2, Layers: 1, Heads
 
 // handTensors lays every tensor of tinyCfg out in its own float32 storage, with
 // lm_head sharing tok_emb's, as torch.save does.
-func handTensors() []handTensor {
+func handTensors() []handTensor { return handTensorsOf(tinyCfg) }
+
+// handTensorsOf is handTensors for any shape and generation.
+func handTensorsOf(cfg gguf.ModelConfig) []handTensor {
 	var out []handTensor
-	for i, row := range stateTable(tinyCfg) {
+	for i, row := range stateTable(cfg) {
 		t := handTensor{name: row.StateKey, key: string(rune('a' + i)), storageType: "FloatStorage"}
 		if row.StateKey == "lm_head.weight" {
 			t.key = out[0].key
@@ -142,6 +145,12 @@ func handTensors() []handTensor {
 }
 
 func checkpointPickle(cfg gguf.ModelConfig, tensors []handTensor, legacy bool) []byte {
+	return checkpointPickleWith(cfg, tensors, legacy, nil)
+}
+
+// checkpointPickleWith is checkpointPickle with more top-level entries, which extra
+// writes as key-value pairs (train_cfg, say).
+func checkpointPickleWith(cfg gguf.ModelConfig, tensors []handTensor, legacy bool, extra func(*pickleBuilder)) []byte {
 	p := &pickleBuilder{}
 	p.op(0x80, 2, '}', '(')
 	p.str("model_cfg").op('}', '(')
@@ -153,6 +162,9 @@ func checkpointPickle(cfg gguf.ModelConfig, tensors []handTensor, legacy bool) [
 	}
 	p.str("rope_theta").float(cfg.RopeTheta).op('u')
 	p.str("step").int(3)
+	if extra != nil {
+		extra(p)
+	}
 	p.str("model_state").global("collections", "OrderedDict").op(')', 'R', '(')
 	for _, t := range tensors {
 		p.str(t.name).tensor(t, legacy)

@@ -83,6 +83,10 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Generation() != 1 {
+		// The C graph has no RMSNorm or SwiGLU yet, and the chat is byte-level.
+		return nil, fmt.Errorf("generation-%d models are not supported by this engine yet", cfg.Generation())
+	}
 	if opts.Threads <= 0 {
 		opts.Threads = defaultThreads()
 	}

@@ -29,6 +29,7 @@ func FuzzParseGGUF(f *testing.F) {
 			}
 		}
 		_, _ = g.ModelConfig()
+		_, _ = g.Tokenizer() // generation 2: the stored vocabulary too
 	})
 }
 
@@ -58,6 +59,11 @@ func TestWriteGGUFSeeds(t *testing.T) {
 		"kv_types": rawGGUF(t, []kv{{"u8", uint8(1)}, {"s", "x"}, {"as", []string{"a", "b"}}, {"f64", 1.5}, {"b", true}}, nil),
 	}
 	seeds["header_only"] = seeds["tiny_f32"][:24]
+	// Generation 2 with the smallest vocabulary it accepts, so mutations reach the
+	// tokenizer keys.
+	voc := handVocab()
+	gen2 := ModelConfig{Vocab: len(voc.Pieces), Context: 4, Embd: 2, Layers: 1, Heads: 1, FF: 2, RopeTheta: 10000, NormEps: 1e-5, Norm: NormRMS, MLP: MLPSwiGLU}
+	seeds["tiny_gen2"] = writeGen2(t, gen2, voc, WriteOptions{})
 	dir := filepath.Join("testdata", "fuzz", "FuzzParseGGUF")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)

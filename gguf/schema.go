@@ -3,8 +3,11 @@
 // writes and the engine loads (docs/ARCHITECTURE.md).
 package gguf
 
-// The schema: what a niels-gpt generation 1 file must hold, checked in one place so the
-// writer and the reader cannot drift apart and the C engine can trust what it is handed.
+// The schema: what a niels-gpt file of either generation must hold, checked in one place so
+// the writer and the reader cannot drift apart and the C engine can trust what it is handed.
+// Generation 1 (LayerNorm, GELU, bytes) is the format every earlier file has, unchanged;
+// generation 2 (RMSNorm, SwiGLU, a SentencePiece vocabulary stored in the file, vocab.go)
+// adds keys and changes the tensor table.
 
 import (
 	"fmt"
@@ -25,20 +28,64 @@ const (
 	keyFF                = "nielsgpt.feed_forward_length"
 	keyRopeTheta         = "nielsgpt.rope.freq_base"
 	keyNormEps           = "nielsgpt.attention.layer_norm_epsilon"
+	keyRMSNormEps        = "nielsgpt.attention.layer_norm_rms_epsilon" // generation 2: llama.cpp's name for an RMSNorm's
+	keyNormType          = "nielsgpt.norm_type"                        // generation 2 only: "rmsnorm"
+	keyMLPType           = "nielsgpt.mlp_type"                         // generation 2 only: "swiglu"
 	keyTokenizer         = "tokenizer.ggml.model"
 	keyChatFormat        = "nielsgpt.chat_format"
 	keySourceSHA256      = "nielsgpt.source.sha256"
 	keySourceStep        = "nielsgpt.source.step"
 	keySourceBestValLoss = "nielsgpt.source.best_val_loss"
 
-	architecture = "nielsgpt"
-	tokenizer    = "bytes"
-	chatFormat   = "niels-v1"
+	architecture   = "nielsgpt"
+	bytesTokenizer = "bytes"
+	chatFormat     = "niels-v1"
+	// chatFormatTokens is generation 2's token-native chat: each message is its role's
+	// special piece (system 3, user 4, assistant 5), the encoded content and end-of-turn
+	// (6); the reader checks that those ids hold those pieces (vocab.go).
+	chatFormatTokens = "niels-v2"
 )
 
+// NormType is the normalisation every block and the final norm use.
+type NormType uint8
+
+const (
+	// LayerNorm with weight and bias (generation 1). The zero value, so that a
+	// ModelConfig written before generation 2 existed still describes generation 1.
+	NormLayer NormType = iota
+	// RMSNorm with a weight and no bias: x / sqrt(mean(x²) + eps) * weight (generation 2).
+	NormRMS
+)
+
+func (n NormType) String() string {
+	if n == NormRMS {
+		return "rmsnorm"
+	}
+	return "layernorm"
+}
+
+// MLPType is the feed-forward block.
+type MLPType uint8
+
+const (
+	// MLPGELU is fc2(GELU(fc1(x))), exact erf GELU (generation 1); the zero value.
+	MLPGELU MLPType = iota
+	// MLPSwiGLU is fc_out(silu(fc_g(x)) * fc_a(x)), all three with biases (generation 2).
+	MLPSwiGLU
+)
+
+func (m MLPType) String() string {
+	if m == MLPSwiGLU {
+		return "swiglu"
+	}
+	return "gelu"
+}
+
 // ModelConfig is a niels-gpt model's hyper-parameters: the checkpoint's model_cfg plus
-// the LayerNorm epsilon, which the GGUF records and the checkpoint leaves implicit.
-// The comments give the checkpoint's names.
+// the norm epsilon, which the GGUF records and the checkpoint leaves implicit, and the
+// norm and MLP types, which the generation implies. The comments give the checkpoint's
+// names. The zero Norm and MLP are generation 1's, so a config that does not mention
+// them is a generation-1 config.
 type ModelConfig struct {
 	Vocab     int     // V
 	Context   int     // T: the window the model sees
@@ -47,11 +94,22 @@ type ModelConfig struct {
 	Heads     int     // H
 	FF        int     // d_ff
 	RopeTheta float64 // rope_theta; stored as float32
-	NormEps   float64 // every LayerNorm's epsilon; stored as float32
+	NormEps   float64 // every norm's epsilon; stored as float32
+	Norm      NormType
+	MLP       MLPType
 }
 
 // HeadDim is D = C/H.
 func (c ModelConfig) HeadDim() int { return c.Embd / c.Heads }
+
+// Generation is 2 for an RMSNorm model and 1 otherwise; Validate refuses the mixtures
+// no generation has.
+func (c ModelConfig) Generation() int {
+	if c.Norm == NormRMS {
+		return 2
+	}
+	return 1
+}
 
 // Bounds on hyper-parameters: generous for this model family, and small enough that
 // products of them (parameter counts, GGUF dims) cannot overflow.
@@ -60,14 +118,25 @@ const (
 	maxWidth   = 1 << 16
 	maxLayers  = 1 << 10
 	maxFF      = 1 << 20
+	maxVocab   = 1 << 20 // the tokenizer package's own cap on pieces
 )
 
-// Validate checks what generation 1 requires of its hyper-parameters. The converter
-// checks a checkpoint with it and the reader a file, so both refuse the same models,
-// with the checkpoint's names in the message.
+// Validate checks what the model's generation requires of its hyper-parameters. The
+// converter checks a checkpoint with it and the reader a file, so both refuse the same
+// models, with the checkpoint's names in the message.
 func (c ModelConfig) Validate() error {
-	if c.Vocab != 256 {
-		return fmt.Errorf("vocab size V=%d: generation 1 is byte-level and needs V=256", c.Vocab)
+	switch {
+	case c.Norm == NormLayer && c.MLP == MLPGELU:
+		if c.Vocab != 256 {
+			return fmt.Errorf("vocab size V=%d: generation 1 is byte-level and needs V=256", c.Vocab)
+		}
+	case c.Norm == NormRMS && c.MLP == MLPSwiGLU:
+		// The chat pieces sit at ids 3..6; the vocabulary itself is checked where it is read.
+		if c.Vocab < 7 || c.Vocab > maxVocab {
+			return fmt.Errorf("vocab size V=%d is out of range for generation 2 (7..%d)", c.Vocab, maxVocab)
+		}
+	default:
+		return fmt.Errorf("norm %s with MLP %s is not a niels-gpt generation (1: layernorm+gelu, 2: rmsnorm+swiglu)", c.Norm, c.MLP)
 	}
 	for _, f := range []struct {
 		name     string
@@ -132,30 +201,48 @@ func (s TensorSpec) allows(typ uint32) bool {
 	return false
 }
 
-// Tensors is the tensor table of a generation 1 model of this shape, in the order GGUF
-// files store them. The output head is tied to the token embedding and not stored.
+// Tensors is the tensor table of a model of this shape and generation, in the order GGUF
+// files store them. The output head is tied to the token embedding and not stored. The
+// names are llama.cpp's where one fits; in generation 2, ffn_gate is SwiGLU's silu branch
+// (fc_g), ffn_up its linear branch (fc_a) and ffn_down the projection back (fc_out).
 func (c ModelConfig) Tensors() []TensorSpec {
-	C, V, F := c.Embd, c.Vocab, c.FF
+	C, V := c.Embd, c.Vocab
 	rows := []TensorSpec{{"token_embd.weight", "tok_emb.weight", []int{V, C}}}
 	for i := 0; i < c.Layers; i++ {
 		g, p := fmt.Sprintf("blk.%d.", i), fmt.Sprintf("blocks.%d.", i)
+		rows = append(rows, c.norm(g+"attn_norm", p+"ln1")...)
 		rows = append(rows,
-			TensorSpec{g + "attn_norm.weight", p + "ln1.weight", []int{C}},
-			TensorSpec{g + "attn_norm.bias", p + "ln1.bias", []int{C}},
 			TensorSpec{g + "attn_qkv.weight", p + "attn.qkv.weight", []int{3 * C, C}},
 			TensorSpec{g + "attn_output.weight", p + "attn.proj.weight", []int{C, C}},
-			TensorSpec{g + "ffn_norm.weight", p + "ln2.weight", []int{C}},
-			TensorSpec{g + "ffn_norm.bias", p + "ln2.bias", []int{C}},
-			TensorSpec{g + "ffn_up.weight", p + "mlp.fc1.weight", []int{F, C}},
-			TensorSpec{g + "ffn_up.bias", p + "mlp.fc1.bias", []int{F}},
-			TensorSpec{g + "ffn_down.weight", p + "mlp.fc2.weight", []int{C, F}},
-			TensorSpec{g + "ffn_down.bias", p + "mlp.fc2.bias", []int{C}},
 		)
+		rows = append(rows, c.norm(g+"ffn_norm", p+"ln2")...)
+		rows = append(rows, c.mlp(g, p+"mlp.")...)
 	}
-	return append(rows,
-		TensorSpec{"output_norm.weight", "ln_f.weight", []int{C}},
-		TensorSpec{"output_norm.bias", "ln_f.bias", []int{C}},
-	)
+	return append(rows, c.norm("output_norm", "ln_f")...)
+}
+
+// norm is one norm's rows: weight and bias for LayerNorm, the weight alone for RMSNorm.
+func (c ModelConfig) norm(name, key string) []TensorSpec {
+	rows := []TensorSpec{{name + ".weight", key + ".weight", []int{c.Embd}}}
+	if c.Norm == NormLayer {
+		rows = append(rows, TensorSpec{name + ".bias", key + ".bias", []int{c.Embd}})
+	}
+	return rows
+}
+
+// mlp is one block's feed-forward rows; every Linear has a bias in both generations.
+func (c ModelConfig) mlp(g, p string) []TensorSpec {
+	C, F := c.Embd, c.FF
+	linear := func(name, key string, out, in int) []TensorSpec {
+		return []TensorSpec{
+			{g + name + ".weight", p + key + ".weight", []int{out, in}},
+			{g + name + ".bias", p + key + ".bias", []int{out}},
+		}
+	}
+	if c.MLP == MLPSwiGLU {
+		return slices.Concat(linear("ffn_gate", "fc_g", F, C), linear("ffn_up", "fc_a", F, C), linear("ffn_down", "fc_out", C, F))
+	}
+	return slices.Concat(linear("ffn_up", "fc1", F, C), linear("ffn_down", "fc2", C, F))
 }
 
 func (c ModelConfig) hasTensor(name string) bool {
@@ -175,30 +262,61 @@ func (f *File) SourceSHA256() (sum string, ok bool) {
 	return sum, ok
 }
 
-// ModelConfig checks that the file is a niels-gpt generation 1 model as Write writes it
-// (architecture, generation, every hyper-parameter key with its type, the tokenizer and
-// chat format, and exactly the expected tensors with their dims and types) and returns
-// its hyper-parameters. Every key it reads is required, the LayerNorm epsilon included:
-// the writer has written all of them since its first version, so no file needs a default.
+// ModelConfig checks that the file is a niels-gpt model as Write writes it (architecture,
+// generation, every hyper-parameter key with its type, the tokenizer and chat format, and
+// exactly the expected tensors with their dims and types) and returns its
+// hyper-parameters. Every key it reads is required, the norm epsilon included: the writer
+// has written all of them since its first version, so no file needs a default. For a
+// generation-2 file it also checks the stored vocabulary's shape (Tokenizer builds it).
 func (f *File) ModelConfig() (ModelConfig, error) {
 	cfg, err := f.hyperParameters()
-	if err != nil {
+	if err != nil || cfg.Generation() == 1 {
+		if err == nil {
+			err = f.checkGeneration1(cfg)
+		}
 		return cfg, err
 	}
-	if err := f.wantString(keyTokenizer, tokenizer); err != nil {
-		return cfg, err
+	if err := f.checkGeneration2(cfg); err != nil {
+		// Say which generation the file claims: a file that claims the wrong one fails
+		// on keys that would otherwise look merely missing.
+		return cfg, fmt.Errorf("%s is 2, but %w", keyGeneration, err)
+	}
+	return cfg, nil
+}
+
+func (f *File) checkGeneration1(cfg ModelConfig) error {
+	if err := f.wantString(keyTokenizer, bytesTokenizer); err != nil {
+		return err
 	}
 	if err := f.wantString(keyChatFormat, chatFormat); err != nil {
-		return cfg, err
+		return err
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, err
+		return err
 	}
-	return cfg, f.checkTensors(cfg)
+	return f.checkTensors(cfg)
+}
+
+func (f *File) checkGeneration2(cfg ModelConfig) error {
+	if err := f.wantString(keyTokenizer, spmTokenizer); err != nil {
+		return err
+	}
+	if err := f.wantString(keyChatFormat, chatFormatTokens); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := f.checkTensors(cfg); err != nil {
+		return err
+	}
+	_, err := f.vocabulary(cfg.Vocab)
+	return err
 }
 
 // hyperParameters reads the architecture, generation and model keys, each with the type
-// the writer gives it.
+// the writer gives it. The generation decides the norm and MLP and which epsilon key
+// holds the norm's epsilon.
 func (f *File) hyperParameters() (ModelConfig, error) {
 	var cfg ModelConfig
 	if err := f.wantString(keyArchitecture, architecture); err != nil {
@@ -208,8 +326,21 @@ func (f *File) hyperParameters() (ModelConfig, error) {
 	if err != nil {
 		return cfg, err
 	}
-	if gen != 1 {
-		return cfg, fmt.Errorf("%s is %d; this build supports generation 1", keyGeneration, gen)
+	epsKey := keyNormEps
+	switch gen {
+	case 1:
+	case 2:
+		// Generation 2 is exactly RMSNorm and SwiGLU; the keys say so for readers that
+		// do not know the generations, and must agree.
+		if err := f.wantString(keyNormType, NormRMS.String()); err != nil {
+			return cfg, fmt.Errorf("%s is 2, but %w", keyGeneration, err)
+		}
+		if err := f.wantString(keyMLPType, MLPSwiGLU.String()); err != nil {
+			return cfg, fmt.Errorf("%s is 2, but %w", keyGeneration, err)
+		}
+		cfg.Norm, cfg.MLP, epsKey = NormRMS, MLPSwiGLU, keyRMSNormEps
+	default:
+		return cfg, fmt.Errorf("%s is %d; this build supports generations 1 and 2", keyGeneration, gen)
 	}
 	for _, field := range []struct {
 		key string
@@ -227,7 +358,7 @@ func (f *File) hyperParameters() (ModelConfig, error) {
 	for _, field := range []struct {
 		key string
 		dst *float64
-	}{{keyRopeTheta, &cfg.RopeTheta}, {keyNormEps, &cfg.NormEps}} {
+	}{{keyRopeTheta, &cfg.RopeTheta}, {epsKey, &cfg.NormEps}} {
 		v, err := metadata[float32](f, field.key)
 		if err != nil {
 			return cfg, err

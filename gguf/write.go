@@ -11,9 +11,7 @@ package gguf
 
 import (
 	"bufio"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -96,26 +94,50 @@ func typeSize(typ uint32) int64 {
 // Write writes a niels-gpt generation 1 GGUF v3 file. weights holds every tensor of
 // cfg.Tensors() by its GGUF name, row-major in the tensor's PyTorch shape. Nothing is
 // written when cfg, src or weights are refused, including a matrix that does not fit
-// in float16 when opts.F16 asks for it.
+// in float16 when opts.F16 asks for it. A generation-2 model is written with
+// WriteWithVocabulary.
 func Write(w io.Writer, cfg ModelConfig, weights map[string][]float32, src Source, opts WriteOptions) error {
+	if cfg.Generation() != 1 {
+		return errors.New("a generation-2 model carries its vocabulary: write it with WriteWithVocabulary")
+	}
+	return write(w, cfg, weights, nil, src, opts)
+}
+
+// WriteWithVocabulary writes a niels-gpt generation 2 GGUF v3 file: as Write, plus the
+// tokenizer's vocabulary, which must have exactly cfg.Vocab pieces and the chat pieces
+// at ids 3..6 (vocab.go).
+func WriteWithVocabulary(w io.Writer, cfg ModelConfig, weights map[string][]float32, voc Vocabulary, src Source, opts WriteOptions) error {
+	if cfg.Generation() != 2 {
+		return errors.New("a generation-1 model is byte-level and stores no vocabulary: write it with Write")
+	}
+	return write(w, cfg, weights, &voc, src, opts)
+}
+
+func write(w io.Writer, cfg ModelConfig, weights map[string][]float32, voc *Vocabulary, src Source, opts WriteOptions) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if b, err := hex.DecodeString(src.SHA256); err != nil || len(b) != sha256.Size || hex.EncodeToString(b) != src.SHA256 {
+	if !isSHA256(src.SHA256) {
 		return fmt.Errorf("source sha256 %q is not 64 lowercase hex digits", src.SHA256)
 	}
 	if src.Step < 0 {
 		return fmt.Errorf("source step %d is negative", src.Step)
 	}
+	if voc != nil {
+		if err := CheckVocabulary(voc, cfg.Vocab); err != nil {
+			return err
+		}
+	}
 	tensors, err := tensorsToWrite(cfg, weights, opts)
 	if err != nil {
 		return err
 	}
-	return writeRaw(w, metadataOf(cfg, src, opts), tensors, defaultAlignment)
+	return writeRaw(w, metadataOf(cfg, voc, src, opts), tensors, defaultAlignment)
 }
 
-// metadataOf lists the KV pairs of a niels-gpt file, in file order.
-func metadataOf(cfg ModelConfig, src Source, opts WriteOptions) []kv {
+// metadataOf lists the KV pairs of a niels-gpt file, in file order. A generation-1 file's
+// keys are exactly those it had before generation 2 existed.
+func metadataOf(cfg ModelConfig, voc *Vocabulary, src Source, opts WriteOptions) []kv {
 	fileType := uint32(fileTypeAllF32)
 	if opts.F16 {
 		fileType = fileTypeMostlyF16
@@ -125,7 +147,7 @@ func metadataOf(cfg ModelConfig, src Source, opts WriteOptions) []kv {
 		{"general.name", "niels-gpt"},
 		{"general.alignment", uint32(defaultAlignment)},
 		{"general.file_type", fileType},
-		{keyGeneration, uint32(1)},
+		{keyGeneration, uint32(cfg.Generation())},
 		{keyVocab, uint32(cfg.Vocab)},
 		{keyContext, uint32(cfg.Context)},
 		{keyEmbd, uint32(cfg.Embd)},
@@ -133,12 +155,23 @@ func metadataOf(cfg ModelConfig, src Source, opts WriteOptions) []kv {
 		{keyHeads, uint32(cfg.Heads)},
 		{keyFF, uint32(cfg.FF)},
 		{keyRopeTheta, float32(cfg.RopeTheta)},
-		{keyNormEps, float32(cfg.NormEps)},
-		{keyTokenizer, tokenizer},
-		{keyChatFormat, chatFormat},
-		{keySourceSHA256, src.SHA256},
-		{keySourceStep, uint64(src.Step)},
 	}
+	if voc == nil {
+		kvs = append(kvs,
+			kv{keyNormEps, float32(cfg.NormEps)},
+			kv{keyTokenizer, bytesTokenizer},
+			kv{keyChatFormat, chatFormat})
+	} else {
+		kvs = append(kvs,
+			kv{keyRMSNormEps, float32(cfg.NormEps)},
+			kv{keyNormType, cfg.Norm.String()},
+			kv{keyMLPType, cfg.MLP.String()})
+		kvs = append(kvs, vocabularyKVs(voc)...)
+		kvs = append(kvs, kv{keyChatFormat, chatFormatTokens})
+	}
+	kvs = append(kvs,
+		kv{keySourceSHA256, src.SHA256},
+		kv{keySourceStep, uint64(src.Step)})
 	if src.BestValLoss != nil {
 		kvs = append(kvs, kv{keySourceBestValLoss, float32(*src.BestValLoss)})
 	}
@@ -172,7 +205,7 @@ func tensorsToWrite(cfg ModelConfig, weights map[string][]float32, opts WriteOpt
 	if len(weights) != len(specs) {
 		for name := range weights {
 			if !cfg.hasTensor(name) {
-				return nil, fmt.Errorf("weights for %s, which is not a tensor of niels-gpt generation 1", name)
+				return nil, fmt.Errorf("weights for %s, which is not a tensor of niels-gpt generation %d", name, cfg.Generation())
 			}
 		}
 	}

@@ -21,8 +21,11 @@ import (
 type Config struct {
 	// Model names the model: a .gguf path, a .pt path, "demo", or "" for
 	// the checkpoint in CKPT_DIR, downloaded from the Hub when missing.
-	Model  string
-	Device string
+	Model string
+	// Tokenizer names a generation-2 .pt checkpoint's spm.model; "" means the spm.model
+	// beside the checkpoint. A .gguf carries its own vocabulary.
+	Tokenizer string
+	Device    string
 	// BackendDir is a folder of ggml backend modules built with CMake
 	// (CPU variants, CUDA), loaded at start; "" keeps the CPU backend built
 	// into the binary.
@@ -42,6 +45,10 @@ func Settings(c *Config) []settings.Row {
 	return []settings.Row{
 		{Env: "MODEL", Flag: "model", Default: "", Usage: `model to serve: a .gguf file, a .pt checkpoint (converted once, cached beside it), "demo" (embedded), or empty for CKPT_DIR/CKPT_FILENAME, else the Hub`, Apply: func(v string) error {
 			c.Model = v
+			return nil
+		}},
+		{Env: "TOKENIZER", Flag: "tokenizer", Default: "", Usage: "SentencePiece tokenizer (spm.model) of a generation-2 .pt checkpoint (default: spm.model beside the checkpoint); its sha256 must be the one the checkpoint records", Apply: func(v string) error {
+			c.Tokenizer = v
 			return nil
 		}},
 		{Env: "DEVICE", Flag: "device", Default: defaultDevice(), Usage: "compute device: cpu, cuda (a module in BACKEND_DIR), metal/mps where built, or gpu (the first GPU)", Apply: settings.NonEmpty(&c.Device)},

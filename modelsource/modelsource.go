@@ -4,7 +4,10 @@
 // when nothing is named, the checkpoint in CKPT_DIR, downloaded from the
 // Hugging Face Hub if missing. Whatever is asked for is opened or the start
 // fails with the reason: never a different model in its place. Both commands
-// share this package so a model opens the same way in either.
+// share this package so a model opens the same way in either. A generation-2
+// checkpoint is converted with its SentencePiece tokenizer (TOKENIZER, or the
+// spm.model beside it), and a cached conversion is reused only while both files
+// are the ones it was made from.
 package modelsource
 
 import (
@@ -57,6 +60,8 @@ func Resolve(ctx context.Context, cfg Config, opts Options) (*Spec, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	switch name := cfg.Model; {
+	case name == DemoModelName && cfg.Tokenizer != "":
+		return nil, errTokenizerNotTaken(cfg.Tokenizer, name)
 	case name == DemoModelName:
 		if opts.Demo == nil || len(opts.Demo()) == 0 {
 			return nil, errors.New(`--model demo: this build has no embedded demo model; pass a .gguf or .pt file instead`)
@@ -66,7 +71,7 @@ func Resolve(ctx context.Context, cfg Config, opts Options) (*Spec, error) {
 		if _, err := os.Stat(name); err != nil {
 			return nil, fmt.Errorf("--model %s: %w", name, describeFileError(err))
 		}
-		return resolveFile(name, log)
+		return resolveFile(name, cfg.Tokenizer, log)
 	}
 
 	h := cfg.Hub
@@ -80,12 +85,18 @@ func Resolve(ctx context.Context, cfg Config, opts Options) (*Spec, error) {
 		return nil, fmt.Errorf("no --model given, so the checkpoint %s (CKPT_DIR/CKPT_FILENAME) is needed, and it could not be obtained: %w%s",
 			filepath.Join(h.Dir, h.Filename), err, hint)
 	}
-	spec, err := resolveFile(path, log)
+	spec, err := resolveFile(path, cfg.Tokenizer, log)
 	if err != nil {
 		return nil, err
 	}
 	spec.Source = fmt.Sprintf("%s/%s via %s", h.RepoID, h.Filename, spec.Source)
 	return spec, nil
+}
+
+// errTokenizerNotTaken refuses a tokenizer named for a model that carries its own
+// vocabulary: ignoring it would serve the file's vocabulary, not the one asked for.
+func errTokenizerNotTaken(tokenizer, model string) error {
+	return fmt.Errorf("--tokenizer/TOKENIZER %s: only a .pt checkpoint takes a tokenizer; %s carries its own vocabulary", tokenizer, model)
 }
 
 func describeFileError(err error) error {
@@ -95,27 +106,41 @@ func describeFileError(err error) error {
 	return err
 }
 
-// resolveFile picks the loader by extension.
-func resolveFile(path string, log *slog.Logger) (*Spec, error) {
+// resolveFile picks the loader by extension; tokenizer is the one named for a .pt.
+func resolveFile(path, tokenizer string, log *slog.Logger) (*Spec, error) {
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".gguf":
+		if tokenizer != "" {
+			return nil, errTokenizerNotTaken(tokenizer, path)
+		}
 		return &Spec{Path: path, Source: path}, nil
 	case ".pt", ".pth":
-		return convertCached(path, log)
+		return convertCached(path, tokenizer, log)
 	default:
 		return nil, fmt.Errorf("%s: not a model file this server reads (want a .gguf, a .pt checkpoint, or \"demo\")", path)
 	}
 }
 
 // convertCached returns the GGUF converted from the checkpoint at ptPath,
-// converting it only when no cached conversion of exactly these bytes
-// exists. The cache is X.gguf beside X.pt; where that name is taken by a
-// file that is not a conversion of ours, or the folder is read-only, the
-// user cache folder holds it instead, named by the checkpoint's sha256.
-func convertCached(ptPath string, log *slog.Logger) (*Spec, error) {
+// converting it only when no cached conversion of exactly these bytes (and,
+// for generation 2, of exactly this tokenizer) exists. The cache is X.gguf
+// beside X.pt; where that name is taken by a file that is not a conversion of
+// ours, or the folder is read-only, the user cache folder holds it instead,
+// named by the checkpoint's sha256. tokenizer is the spm.model named for it;
+// "" means the one beside it, if any.
+func convertCached(ptPath, tokenizer string, log *slog.Logger) (*Spec, error) {
 	sum, err := fileSHA256(ptPath)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ptPath, err)
+	}
+	tok := tokenizerKey{named: tokenizer != "", path: tokenizer}
+	if !tok.named {
+		tok.path = convert.TokenizerBeside(ptPath)
+	}
+	if tok.path != "" {
+		if tok.sha256, err = fileSHA256(tok.path); err != nil {
+			return nil, fmt.Errorf("--tokenizer %s: %w", tok.path, err)
+		}
 	}
 	beside := strings.TrimSuffix(ptPath, filepath.Ext(ptPath)) + ".gguf"
 	candidates := []string{beside}
@@ -124,7 +149,7 @@ func convertCached(ptPath string, log *slog.Logger) (*Spec, error) {
 	}
 
 	for _, out := range candidates {
-		data, state := cachedConversion(out, sum)
+		data, state := cachedConversion(out, sum, tok)
 		switch state {
 		case cacheHit:
 			log.Info("using cached conversion", "checkpoint", ptPath, "gguf", out)
@@ -138,7 +163,7 @@ func convertCached(ptPath string, log *slog.Logger) (*Spec, error) {
 			continue
 		}
 		log.Info("converting checkpoint", "checkpoint", ptPath, "gguf", out)
-		summary, err := convert.ToGGUF(ptPath, out, convert.Options{})
+		summary, err := convert.ToGGUF(ptPath, out, convert.Options{Tokenizer: tokenizer})
 		if err != nil {
 			if errors.Is(err, fs.ErrPermission) {
 				log.Warn("cannot write the converted model here", "path", out, "error", err)
@@ -146,8 +171,8 @@ func convertCached(ptPath string, log *slog.Logger) (*Spec, error) {
 			}
 			return nil, fmt.Errorf("converting %s: %w", ptPath, err)
 		}
-		if summary.SHA256 != sum {
-			return nil, fmt.Errorf("converting %s: the checkpoint changed while it was being converted", ptPath)
+		if summary.SHA256 != sum || (summary.TokenizerSHA256 != "" && summary.TokenizerSHA256 != tok.sha256) {
+			return nil, fmt.Errorf("converting %s: the checkpoint or its tokenizer changed while it was being converted", ptPath)
 		}
 		return &Spec{Path: out, Source: fmt.Sprintf("%s (converted to %s)", ptPath, out)}, nil
 	}
@@ -162,11 +187,21 @@ const (
 	cacheForeign                   // some other file that must not be overwritten
 )
 
+// tokenizerKey is the tokenizer a conversion would use: named, or found beside
+// the checkpoint (path "" when neither), and its sha256.
+type tokenizerKey struct {
+	named        bool
+	path, sha256 string
+}
+
 // cachedConversion checks whether path holds the conversion of the
-// checkpoint whose sha256 is sum. A conversion of a different checkpoint is
-// stale (the .pt was replaced) and may be overwritten; a readable GGUF
-// without our source key was put there by someone else.
-func cachedConversion(path, sum string) ([]byte, cacheState) {
+// checkpoint whose sha256 is sum, made with tokenizer tok. A conversion of a
+// different checkpoint or with a different tokenizer is stale (a file was
+// replaced) and may be overwritten; a readable GGUF without our source key
+// was put there by someone else. A generation-1 conversion stores no
+// tokenizer, so an spm.model beside its checkpoint does not matter, but one
+// named for it sends it back to the converter, which says why it refuses.
+func cachedConversion(path, sum string, tok tokenizerKey) ([]byte, cacheState) {
 	info, err := os.Lstat(path)
 	if err != nil {
 		return nil, cacheMissing
@@ -187,14 +222,14 @@ func cachedConversion(path, sum string) ([]byte, cacheState) {
 		return nil, cacheForeign
 	}
 	source, ok := g.SourceSHA256()
-	switch {
-	case !ok:
+	if !ok {
 		return nil, cacheForeign
-	case source == sum:
-		return data, cacheHit
-	default:
+	}
+	stored, gen2 := g.TokenizerSHA256()
+	if source != sum || (gen2 && stored != tok.sha256) || (!gen2 && tok.named) {
 		return nil, cacheMissing
 	}
+	return data, cacheHit
 }
 
 func fileSHA256(path string) (string, error) {

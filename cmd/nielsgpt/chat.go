@@ -109,6 +109,7 @@ func runChat(args []string) error {
 // before a model is loaded.
 type chatFlags struct {
 	model       string
+	tokenizer   string
 	system      string
 	temperature float64
 	topK        int
@@ -128,6 +129,7 @@ func parseChatFlags(args []string) (*chatFlags, error) {
 		"/reset forgets the conversation, /quit or Ctrl-D leaves, Ctrl-C stops a reply.\n"+
 		"With stdin piped, every line is one user turn.\n\nflags:\n")
 	fs.StringVar(&f.model, "model", "demo", `model to chat with, as for serve: "demo" (embedded), PATH.gguf, PATH.pt (converted once, cached beside it), or "" for CKPT_DIR/CKPT_FILENAME, else the Hub; $MODEL sets the default`)
+	fs.StringVar(&f.tokenizer, "tokenizer", "", "spm.model of a generation-2 PATH.pt, as for serve (default $TOKENIZER, else spm.model beside it)")
 	fs.StringVar(&f.system, "system", demoSystemLine, `system message opening every transcript ("" for none)`)
 	fs.Float64Var(&f.temperature, "temperature", 0.9, "sampling temperature; 0 is greedy")
 	fs.IntVar(&f.topK, "top-k", 50, "sample from the k most likely bytes; 0 means all")
@@ -174,6 +176,9 @@ func (f *chatFlags) modelConfig() (modelsource.Config, error) {
 	}
 	if f.given["device"] {
 		modelCfg.Device = f.device
+	}
+	if f.given["tokenizer"] {
+		modelCfg.Tokenizer = f.tokenizer
 	}
 	if f.given["threads"] {
 		modelCfg.Threads = f.threads

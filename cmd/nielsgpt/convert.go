@@ -1,10 +1,11 @@
 package main
 
-// `nielsgpt convert IN.pt -o OUT.gguf [--f16]`: turns a niels-gpt PyTorch checkpoint
-// into the GGUF file the engine serves, without Python and without executing anything
-// from the checkpoint. It prints what it read so a user can check the model before
-// serving it, and refuses (naming the problem) a checkpoint that is not exactly a
-// generation 1 model.
+// `nielsgpt convert IN.pt [--tokenizer spm.model] -o OUT.gguf [--f16]`: turns a niels-gpt
+// PyTorch checkpoint into the GGUF file the engine serves, without Python and without
+// executing anything from the checkpoint. It prints what it read so a user can check the
+// model before serving it, and refuses (naming the problem) a checkpoint that is not
+// exactly a niels-gpt model of either generation. A generation-2 checkpoint's tokenizer is
+// stored in the GGUF, so the GGUF is all a server needs.
 
 import (
 	"errors"
@@ -20,12 +21,16 @@ func runConvert(args []string) error {
 }
 
 func convertCommand(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("convert", stderr, "usage: nielsgpt convert IN.pt -o OUT.gguf [--f16]\n\n"+
-		"Reads a niels-gpt generation 1 checkpoint (torch.save, zip or legacy format) with a\n"+
-		"strict reader that never runs code from the file, checks every tensor against the\n"+
-		"model's shape table, and writes a GGUF file (float32 weights unless --f16).\n\n")
+	fs := newFlagSet("convert", stderr, "usage: nielsgpt convert IN.pt [--tokenizer spm.model] -o OUT.gguf [--f16]\n\n"+
+		"Reads a niels-gpt checkpoint (torch.save, zip or legacy format) with a strict reader\n"+
+		"that never runs code from the file, checks every tensor against the model's shape\n"+
+		"table, and writes a GGUF file (float32 weights unless --f16). A generation-2\n"+
+		"checkpoint (RMSNorm, SwiGLU, SentencePiece) needs the spm.model it was trained\n"+
+		"with: the one beside it, or --tokenizer; its sha256 must be the one the checkpoint\n"+
+		"records, and its vocabulary is stored in the GGUF.\n\n")
 	out := fs.String("o", "", "output GGUF `path` (required)")
 	f16 := fs.Bool("f16", false, "store weight matrices as float16 (norms and biases stay float32)")
+	tok := fs.String("tokenizer", "", "the generation-2 checkpoint's SentencePiece `model` (default: spm.model beside IN.pt)")
 
 	// The flag package stops at the first positional argument; parsing again after each
 	// one lets -o come after IN.pt, as the usage line shows.
@@ -58,7 +63,7 @@ func convertCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	in := positional[0]
 
-	sum, err := convert.ToGGUF(in, *out, convert.Options{F16: *f16})
+	sum, err := convert.ToGGUF(in, *out, convert.Options{F16: *f16, Tokenizer: *tok})
 	if err != nil {
 		return err
 	}
@@ -70,6 +75,14 @@ func convertCommand(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "read   %s\n", in)
 	fmt.Fprintf(stdout, "sha256 %s\n", sum.SHA256)
 	fmt.Fprintf(stdout, "model  V=%d T=%d C=%d L=%d H=%d d_ff=%d rope_theta=%g\n", c.Vocab, c.Context, c.Embd, c.Layers, c.Heads, c.FF, c.RopeTheta)
+	if c.Generation() == 2 {
+		check := "matches train_cfg._settings_meta.tokenizer_sha256"
+		if !sum.TokenizerChecked {
+			check = "not checked: the checkpoint records no tokenizer sha256"
+		}
+		fmt.Fprintf(stdout, "gen    2 (%s, %s, SentencePiece vocabulary stored in the GGUF)\n", c.Norm, c.MLP)
+		fmt.Fprintf(stdout, "tokenizer %s\n       sha256 %s (%s)\n", sum.Tokenizer, sum.TokenizerSHA256, check)
+	}
 	fmt.Fprintf(stdout, "params %d\n", sum.Params)
 	fmt.Fprintf(stdout, "step   %d\n", sum.Step)
 	size := ""
