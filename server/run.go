@@ -139,8 +139,8 @@ func closeEngine(e Engine) {
 	}
 }
 
-// sweepRateBuckets frees expired rate-limit buckets once a minute; tollbooth
-// only replaces them when their client comes back.
+// sweepRateBuckets frees this process's expired rate-limit buckets once a
+// minute.
 func (s *Server) sweepRateBuckets(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	tick := time.NewTicker(time.Minute)
@@ -148,7 +148,7 @@ func (s *Server) sweepRateBuckets(stop <-chan struct{}, done chan<- struct{}) {
 	for {
 		select {
 		case <-tick.C:
-			s.limiter.DeleteExpiredTokenBuckets()
+			s.local.sweep()
 		case <-stop:
 			return
 		}

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/didip/tollbooth/v7/limiter"
 	"github.com/gin-gonic/gin"
 
 	"nielsgpt/engine"
@@ -41,7 +40,8 @@ type Server struct {
 	engine atomic.Pointer[engineBox] // nil until the model is loaded
 
 	trust   proxyTrust
-	limiter *limiter.Limiter
+	limiter rateLimiter   // the buckets requests draw on
+	local   *localBuckets // this process's own buckets (the fallback when shared)
 	slots   chan struct{} // one token per generation allowed at once
 
 	// inflight counts handlers that hold a generation slot. After a drain
@@ -76,9 +76,10 @@ func New(cfg Config, m *metrics.Metrics, log *slog.Logger) (*Server, error) {
 		metrics: m,
 		log:     log,
 		trust:   proxyTrust{prefixes: cfg.TrustedProxies},
-		limiter: newRateLimiter(cfg.RateLimitPerMin, cfg.RateLimitBurst),
+		local:   newLocalBuckets(cfg.RateLimitPerMin, cfg.RateLimitBurst),
 		slots:   make(chan struct{}, cfg.MaxConcurrent),
 	}
+	s.limiter = s.local
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.router = s.routes()
 	return s, nil
