@@ -32,6 +32,9 @@ type Config struct {
 	RateLimitBurst  int
 	AllowedOrigins  []string
 	TrustedProxies  []netip.Prefix
+	// RedisURL, when set, puts the rate-limit buckets in Redis so that
+	// replicas share them. It may hold a password: never log it.
+	RedisURL string
 
 	// WriteTimeout bounds each write to a client (each SSE event, each JSON
 	// response), so a client that stops reading frees its slot.
@@ -79,6 +82,15 @@ func Settings(c *Config) []settings.Row {
 		{Env: "TRUSTED_PROXIES", Flag: "trusted-proxies", Default: "", Usage: "comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For / X-Real-IP is believed", Apply: func(v string) (err error) {
 			c.TrustedProxies, err = parsePrefixes(v)
 			return err
+		}},
+		{Env: "REDIS_URL", Flag: "redis-url", Default: "", Secret: true, Usage: "Redis for rate-limit buckets shared by every replica, redis://[[user]:password@]host[:port][/db]; empty: each process keeps its own (prefer the variable: a flag shows in the process list)", Apply: func(v string) error {
+			if v != "" {
+				if _, err := redisOptions(v); err != nil {
+					return err
+				}
+			}
+			c.RedisURL = v
+			return nil
 		}},
 		{Env: "WRITE_TIMEOUT", Flag: "write-timeout", Default: "30s", Usage: "deadline for each write to a client", Apply: settings.Duration(&c.WriteTimeout)},
 		{Env: "READ_TIMEOUT", Flag: "read-timeout", Default: "30s", Usage: "deadline for reading a request body", Apply: settings.Duration(&c.ReadTimeout)},

@@ -33,7 +33,7 @@ func TestConfigDefaults(t *testing.T) {
 		c.MaxPromptBytes != 16384 || c.RateLimitPerMin != 10 || c.RateLimitBurst != 3 ||
 		c.MaxNewTokens != 1024 || c.MaxConcurrent != 64 || c.MaxBodyBytes != 1<<20 ||
 		len(c.TrustedProxies) != 0 || c.WriteTimeout != 30*time.Second || c.ShutdownTimeout != 30*time.Second ||
-		c.LogFormat != "json" {
+		c.LogFormat != "json" || c.RedisURL != "" {
 		t.Fatalf("defaults %+v", c)
 	}
 	if want := []string{"https://nielseriknandal.com", "http://localhost:3000", "http://localhost:5173"}; !slices.Equal(c.AllowedOrigins, want) {
@@ -69,6 +69,26 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	c, err = parseConfig(nil, testkit.EnvLookup(map[string]string{"ALLOWED_ORIGINS": ""}), io.Discard)
 	if err != nil || len(c.AllowedOrigins) != 0 {
 		t.Fatalf("empty ALLOWED_ORIGINS: %v %v", c.AllowedOrigins, err)
+	}
+}
+
+// REDIS_URL takes the URL forms go-redis reads; a bad one is refused at
+// start-up without its text, which may carry a password.
+func TestConfigRedisURL(t *testing.T) {
+	for _, good := range []string{"redis://localhost:6379/0", "redis://:pw@redis.example:6380/2", "rediss://user:pw@redis.example", "unix:///run/redis.sock"} {
+		c, err := parseConfig(nil, testkit.EnvLookup(map[string]string{"REDIS_URL": good}), io.Discard)
+		if err != nil || c.RedisURL != good {
+			t.Errorf("REDIS_URL=%s: %q %v", good, c.RedisURL, err)
+		}
+	}
+	for _, bad := range []string{"http://user:s3cret@redis.example", "redis://user:s3cret@redis.example/notadb", "redis://user:s3cret@[::1", "s3cret"} {
+		_, err := parseConfig(nil, testkit.EnvLookup(map[string]string{"REDIS_URL": bad}), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "REDIS_URL") || !strings.Contains(err.Error(), "redis://") {
+			t.Errorf("REDIS_URL=%s: error %v, want one naming REDIS_URL and the form", bad, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("REDIS_URL=%s: the error shows the password: %v", bad, err)
+		}
 	}
 }
 

@@ -8,9 +8,14 @@ package server
 
 import (
 	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/didip/tollbooth/v7/limiter"
+
+	"nielsgpt/metrics"
 )
 
 // rateLimiter takes one token from a client's bucket.
@@ -51,3 +56,112 @@ func (b *localBuckets) allow(_ context.Context, key string) bool {
 // sweep frees expired buckets; tollbooth only replaces one when its client
 // comes back.
 func (b *localBuckets) sweep() { b.limiter.DeleteExpiredTokenBuckets() }
+
+// redisProbeInterval is how often a replica that fell back to its own
+// buckets asks Redis whether it is back. One small script call a second per
+// replica costs Redis nothing and ends a fallback within about a second.
+const redisProbeInterval = time.Second
+
+// failoverBuckets is the only place that decides between the shared buckets
+// and the local ones. While Redis answers, every request takes its token
+// there. The first call that fails or times out switches this replica to
+// its own buckets (a circuit breaker: no request waits on Redis again), and
+// a background probe switches back once Redis answers. Each switch is one
+// log line and a change of nielsgpt_rate_limit_backend; a request is never
+// refused because Redis failed.
+type failoverBuckets struct {
+	shared *redisBuckets
+	local  *localBuckets
+	log    *slog.Logger
+	m      *metrics.Metrics
+	where  string // Redis's address for log lines, without credentials
+
+	useShared atomic.Bool // Redis answered last time it was asked
+	probing   atomic.Bool // a probe goroutine is running
+	stop      context.Context
+	cancel    context.CancelFunc
+	probes    sync.WaitGroup
+}
+
+// newFailoverBuckets starts on the local buckets and probes Redis at once,
+// so a replica whose Redis is down at start says so in its log.
+func newFailoverBuckets(shared *redisBuckets, local *localBuckets, where string, log *slog.Logger, m *metrics.Metrics) *failoverBuckets {
+	f := &failoverBuckets{shared: shared, local: local, log: log, m: m, where: where}
+	f.stop, f.cancel = context.WithCancel(context.Background())
+	m.SetRateLimitBackend(metrics.BackendLocal)
+	f.startProbe(true)
+	return f
+}
+
+func (f *failoverBuckets) allow(ctx context.Context, key string) bool {
+	if f.useShared.Load() {
+		taken, err := f.shared.take(ctx, key)
+		if err == nil {
+			return taken
+		}
+		f.fallBack(err)
+	}
+	return f.local.allow(ctx, key)
+}
+
+// fallBack switches to the local buckets after a failed call; of several
+// requests failing at once, one switches, logs and starts the probe.
+func (f *failoverBuckets) fallBack(err error) {
+	f.m.RedisError()
+	if !f.useShared.CompareAndSwap(true, false) {
+		return
+	}
+	f.m.SetRateLimitBackend(metrics.BackendLocal)
+	f.log.Warn("rate limit: Redis failed; this replica uses its own buckets until Redis answers again",
+		"redis", f.where, "error", err.Error())
+	f.startProbe(false)
+}
+
+// startProbe starts the probe unless one runs. atStart makes it log its
+// first failure: nothing else has said yet that Redis is not in use.
+func (f *failoverBuckets) startProbe(atStart bool) {
+	if f.probing.CompareAndSwap(false, true) {
+		f.probes.Add(1)
+		go f.probe(atStart)
+	}
+}
+
+// probe asks Redis once a second until it answers, then switches back to
+// the shared buckets. It asks with the real script on a bucket of its own,
+// so a Redis that answers PING but refuses writes (a read-only replica)
+// does not count as back.
+func (f *failoverBuckets) probe(atStart bool) {
+	defer f.probes.Done()
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-f.stop.Done():
+				f.probing.Store(false)
+				return
+			case <-time.After(redisProbeInterval):
+			}
+		}
+		_, err := f.shared.take(f.stop, "probe")
+		if err == nil {
+			break
+		}
+		f.m.RedisError()
+		if attempt == 0 && atStart {
+			f.log.Warn("rate limit: Redis unreachable; this replica uses its own buckets until Redis answers",
+				"redis", f.where, "error", err.Error())
+		}
+	}
+	// probing is cleared first: a failure right after the switch must be
+	// able to start the next probe.
+	f.probing.Store(false)
+	f.useShared.Store(true)
+	f.m.SetRateLimitBackend(metrics.BackendRedis)
+	f.log.Info("rate limit: buckets shared through Redis", "redis", f.where)
+}
+
+// close stops the probe and closes the connections to Redis.
+func (f *failoverBuckets) close() {
+	f.cancel()
+	f.probes.Wait()
+	_ = f.shared.client.Close()
+}

@@ -50,6 +50,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener, load LoadFunc) error 
 	stopSweep := make(chan struct{})
 	go s.sweepRateBuckets(stopSweep, sweepDone)
 	defer func() { close(stopSweep); <-sweepDone }()
+	defer s.closeRateLimiter() // after the drain: no request needs it then
 
 	loadCtx, cancelLoad := context.WithCancel(ctx)
 	defer cancelLoad()

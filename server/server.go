@@ -9,6 +9,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -39,10 +40,11 @@ type Server struct {
 
 	engine atomic.Pointer[engineBox] // nil until the model is loaded
 
-	trust   proxyTrust
-	limiter rateLimiter   // the buckets requests draw on
-	local   *localBuckets // this process's own buckets (the fallback when shared)
-	slots   chan struct{} // one token per generation allowed at once
+	trust    proxyTrust
+	limiter  rateLimiter      // the buckets requests draw on
+	local    *localBuckets    // this process's own buckets (the fallback when shared)
+	failover *failoverBuckets // nil without REDIS_URL
+	slots    chan struct{}    // one token per generation allowed at once
 
 	// inflight counts handlers that hold a generation slot. After a drain
 	// times out, Run cancels baseCtx and waits on it, so no engine call is
@@ -80,9 +82,27 @@ func New(cfg Config, m *metrics.Metrics, log *slog.Logger) (*Server, error) {
 		slots:   make(chan struct{}, cfg.MaxConcurrent),
 	}
 	s.limiter = s.local
+	if cfg.RedisURL != "" {
+		opts, err := redisOptions(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("server: REDIS_URL: %w", err)
+		}
+		shared := newRedisBuckets(opts, cfg.RateLimitPerMin, cfg.RateLimitBurst)
+		s.failover = newFailoverBuckets(shared, s.local, where(opts), log, m)
+		s.limiter = s.failover
+	}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.router = s.routes()
 	return s, nil
+}
+
+// closeRateLimiter stops what the shared buckets run in the background.
+// Run calls it once every request has finished; tests that never Run a
+// Server with REDIS_URL call it themselves.
+func (s *Server) closeRateLimiter() {
+	if s.failover != nil {
+		s.failover.close()
+	}
 }
 
 // SetEngine makes the model available: from here on POSTs are served and
