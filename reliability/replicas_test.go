@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,5 +103,50 @@ func waitBackends(t *testing.T, replicas []*harness.Server, backend string) {
 			m, err := Scrape(s.URL)
 			return err == nil && m.Get(`nielsgpt_rate_limit_backend{backend="`+backend+`"}`) == 1
 		})
+	}
+}
+
+// A rolling update, as the process sees it: on SIGTERM with DRAIN_DELAY set,
+// /readyz turns 503 at once while new connections are still accepted and
+// served, so the load balancer can take the replica out; then the listener
+// closes and the process exits 0.
+func TestDrainDelayTakesReplicaOutBeforeClosing(t *testing.T) {
+	const delay = 2 * time.Second
+	s := startServer(t, harness.Spec{Env: []string{"DRAIN_DELAY=" + delay.String(), "SHUTDOWN_TIMEOUT=5s"}})
+	client := ClientFrom(LoopbackIP(80))
+	get := func(path string) (int, error) {
+		resp, err := client.Get(s.URL + path)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if status, err := get("/readyz"); err != nil || status != http.StatusOK {
+		t.Fatalf("/readyz with the model loaded: %d %v", status, err)
+	}
+	signalled := time.Now()
+	if err := s.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, time.Second, "/readyz to answer 503", func() bool {
+		status, err := get("/readyz")
+		return err == nil && status == http.StatusServiceUnavailable
+	})
+	if status, err := get("/livez"); err != nil || status != http.StatusOK {
+		t.Fatalf("/livez during the drain delay: %d %v", status, err)
+	}
+	if status, code, _, err := Post(t.Context(), client, s.URL+"/chat/stream", ChatBody("hi", 2, 0, 1), nil); err != nil || status != http.StatusOK {
+		t.Fatalf("a request during the drain delay: %d %s %v", status, code, err)
+	}
+	code, err := s.WaitExit(delay + 10*time.Second)
+	if err != nil || code != 0 {
+		t.Fatalf("exit %d %v", code, err)
+	}
+	if elapsed := time.Since(signalled); elapsed < delay {
+		t.Fatalf("exited %v after SIGTERM, before DRAIN_DELAY (%v)", elapsed, delay)
+	}
+	if _, err := get("/livez"); err == nil {
+		t.Fatal("still answering after exit")
 	}
 }

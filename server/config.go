@@ -41,6 +41,10 @@ type Config struct {
 	WriteTimeout time.Duration
 	// ReadTimeout bounds reading one request body.
 	ReadTimeout time.Duration
+	// DrainDelay is how long the server keeps accepting after SIGTERM, with
+	// /readyz answering 503, before it closes its listener: the time a load
+	// balancer needs to notice and stop sending new connections.
+	DrainDelay time.Duration
 	// ShutdownTimeout bounds how long SIGTERM waits for in-flight streams.
 	ShutdownTimeout time.Duration
 	LogFormat       string // "json" or "text"
@@ -95,6 +99,14 @@ func Settings(c *Config) []settings.Row {
 		{Env: "WRITE_TIMEOUT", Flag: "write-timeout", Default: "30s", Usage: "deadline for each write to a client", Apply: settings.Duration(&c.WriteTimeout)},
 		{Env: "READ_TIMEOUT", Flag: "read-timeout", Default: "30s", Usage: "deadline for reading a request body", Apply: settings.Duration(&c.ReadTimeout)},
 		{Env: "SHUTDOWN_TIMEOUT", Flag: "shutdown-timeout", Default: "30s", Usage: "how long SIGTERM waits for in-flight requests before cutting them", Apply: settings.Duration(&c.ShutdownTimeout)},
+		{Env: "DRAIN_DELAY", Flag: "drain-delay", Default: "0s", Usage: "after SIGTERM, keep accepting this long with /readyz answering 503, so load balancers stop sending before the listener closes", Apply: func(v string) error {
+			d, err := time.ParseDuration(strings.TrimSpace(v))
+			if err != nil || d < 0 || d > time.Hour {
+				return errors.New(`must be a duration from "0s" to "1h"`)
+			}
+			c.DrainDelay = d
+			return nil
+		}},
 		{Env: "LOG_FORMAT", Flag: "log-format", Default: "json", Usage: "request log format: json or text", Apply: func(v string) error {
 			if v != "json" && v != "text" {
 				return errors.New(`must be "json" or "text"`)

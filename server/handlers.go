@@ -22,6 +22,26 @@ func (s *Server) health(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"ok": true, "model_ready": s.currentEngine() != nil})
 }
 
+// livez answers while the process can answer at all: an orchestrator that
+// gets no answer restarts it. It depends on nothing (not the model, not
+// Redis), so a slow model load or a Redis outage never restarts a replica.
+func (s *Server) livez(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"ok": true})
+}
+
+// readyz says whether this replica should get traffic: 200 once the model
+// is loaded and until shutdown begins, 503 otherwise, so a load balancer
+// sends nothing to a replica still loading and stops sending to one that
+// is draining. Redis is not consulted: without it a replica still serves.
+func (s *Server) readyz(c *gin.Context) {
+	modelReady, draining := s.currentEngine() != nil, s.draining.Load()
+	status := http.StatusOK
+	if !modelReady || draining {
+		status = http.StatusServiceUnavailable
+	}
+	c.JSON(status, gin.H{"ready": status == http.StatusOK, "model_ready": modelReady, "draining": draining})
+}
+
 func (s *Server) chatStream(c *gin.Context) {
 	req, eng, release, ok := admit(s, c, parseChatRequest, func(r engine.GenerateRequest) []byte { return r.Prompt })
 	if !ok {

@@ -83,6 +83,9 @@ func (s *Server) accessLog(c *gin.Context) {
 	status := c.Writer.Status()
 	elapsed := time.Since(start)
 	s.metrics.ObserveRequest(route, status, elapsed)
+	if status < 400 && (route == "/livez" || route == "/readyz") {
+		return // an orchestrator asks every few seconds: counted, not logged
+	}
 
 	attrs := []slog.Attr{
 		slog.String("method", c.Request.Method),

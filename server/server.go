@@ -38,7 +38,8 @@ type Server struct {
 	metrics *metrics.Metrics
 	log     *slog.Logger
 
-	engine atomic.Pointer[engineBox] // nil until the model is loaded
+	engine   atomic.Pointer[engineBox] // nil until the model is loaded
+	draining atomic.Bool               // shutdown has begun: /readyz answers 503
 
 	trust    proxyTrust
 	limiter  rateLimiter      // the buckets requests draw on
@@ -141,6 +142,10 @@ func (s *Server) routes() *gin.Engine {
 
 	r.GET("/health", s.health)
 	r.HEAD("/health", s.health) // uptime probes like HEAD; gin does not derive it from GET
+	for _, register := range []func(string, ...gin.HandlerFunc) gin.IRoutes{r.GET, r.HEAD} {
+		register("/livez", s.livez)
+		register("/readyz", s.readyz)
+	}
 	r.GET("/metrics", gin.WrapH(s.metrics.Handler()))
 	generation := r.Group("", s.requireModel, s.rateLimit)
 	generation.POST("/chat/stream", s.chatStream)
