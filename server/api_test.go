@@ -304,8 +304,8 @@ func TestModelLoading(t *testing.T) {
 	ts := startServer(t, testConfig(), nil)
 	for _, path := range []string{"/chat/stream", "/inspect/full_attn"} {
 		resp := postJSON(t, ts.URL+path, helloChat)
-		if resp.Header.Get("Retry-After") == "" {
-			t.Errorf("%s: no Retry-After", path)
+		if got := resp.Header.Get("Retry-After"); got != "5" {
+			t.Errorf("%s: Retry-After %q, want 5 (seconds; a model loads in a few)", path, got)
 		}
 		wantError(t, resp, 503, "model_loading", "Model not ready yet, please retry")
 	}
