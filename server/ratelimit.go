@@ -78,6 +78,10 @@ type failoverBuckets struct {
 
 	useShared atomic.Bool // Redis answered last time it was asked
 	probing   atomic.Bool // a probe goroutine is running
+	// switching serialises the switches, so the gauge and the log lines
+	// follow the order of the switches themselves. Requests only read
+	// useShared.
+	switching sync.Mutex
 	stop      context.Context
 	cancel    context.CancelFunc
 	probes    sync.WaitGroup
@@ -108,6 +112,8 @@ func (f *failoverBuckets) allow(ctx context.Context, key string) bool {
 // requests failing at once, one switches, logs and starts the probe.
 func (f *failoverBuckets) fallBack(err error) {
 	f.m.RedisError()
+	f.switching.Lock()
+	defer f.switching.Unlock()
 	if !f.useShared.CompareAndSwap(true, false) {
 		return
 	}
@@ -151,8 +157,10 @@ func (f *failoverBuckets) probe(atStart bool) {
 				"redis", f.where, "error", err.Error())
 		}
 	}
-	// probing is cleared first: a failure right after the switch must be
-	// able to start the next probe.
+	f.switching.Lock()
+	defer f.switching.Unlock()
+	// probing is cleared first: a request that fails right after the
+	// switch must be able to start the next probe.
 	f.probing.Store(false)
 	f.useShared.Store(true)
 	f.m.SetRateLimitBackend(metrics.BackendRedis)
