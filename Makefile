@@ -21,7 +21,7 @@ export CGO_CPPFLAGS := -I$(GGML_INC)
 export CGO_CFLAGS   := -O3 $(NATIVE)
 export CGO_CXXFLAGS := -O3 $(NATIVE)
 
-.PHONY: all build run test test-c fuzz bench fixtures demo check-go check-cmake check-torch env
+.PHONY: all build run test test-c test-deploy fuzz bench fixtures demo check-go check-cmake check-torch env
 
 all: build
 
@@ -65,6 +65,13 @@ test-c: check-go check-cmake
 		cmake --build --preset $$preset --parallel $(JOBS) && \
 		ctest --preset $$preset || exit 1; \
 	done
+
+# The Helm chart (lint, template, strict decoding into Kubernetes types) and
+# the Grafana dashboard's JSON, from deploy/'s own Go module: Helm and the
+# Kubernetes libraries stay out of the server's module. The first run
+# downloads and compiles them (several minutes); later runs take seconds.
+test-deploy: check-go
+	cd deploy && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # Short coverage-guided runs of every fuzz target (CI runs this after test).
 FUZZTIME ?= 30s

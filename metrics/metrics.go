@@ -28,6 +28,12 @@ const (
 	RejectUnauthorized   = "unauthorized"
 )
 
+// Rate-limit backends: the label values of nielsgpt_rate_limit_backend.
+const (
+	BackendLocal = "local" // this process's own buckets
+	BackendRedis = "redis" // buckets shared by every replica through Redis
+)
+
 // Metrics is every collector the server updates. Create it with New; the
 // zero value is not usable. All methods are safe for concurrent use.
 type Metrics struct {
@@ -46,6 +52,8 @@ type Metrics struct {
 	modelReady       prometheus.Gauge
 	engineStep       *prometheus.HistogramVec
 	engineTokens     *prometheus.CounterVec
+	rateBackend      *prometheus.GaugeVec
+	redisErrors      prometheus.Counter
 }
 
 // Latency buckets from 1 ms to ~33 s: token steps on a small CPU model take
@@ -94,11 +102,18 @@ func New() *Metrics {
 			Name: "nielsgpt_engine_tokens_total",
 			Help: "Tokens evaluated by the engine, by phase.",
 		}, []string{"phase"}),
+		rateBackend: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nielsgpt_rate_limit_backend",
+			Help: "Where the rate-limit buckets live now: 1 for the backend in use (redis: shared by every replica; local: this process's own), 0 for the other.",
+		}, []string{"backend"}),
+		redisErrors: newCounter("nielsgpt_rate_limit_redis_errors_total",
+			"Calls to Redis for the rate limit that failed or timed out (requests and reconnection probes)."),
 	}
 	m.registry.MustRegister(
 		m.requests, m.requestDuration, m.timeToFirstToken, m.interToken,
 		m.generatedTokens, m.promptTokens, m.activeStreams, m.activeGenerate,
 		m.rejections, m.modelLoad, m.modelReady, m.engineStep, m.engineTokens,
+		m.rateBackend, m.redisErrors,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -107,6 +122,7 @@ func New() *Metrics {
 	for _, reason := range []string{RejectRateLimited, RejectPromptTooLarge, RejectBodyTooLarge, RejectBusy, RejectInvalid, RejectModelLoading, RejectUnauthorized} {
 		m.rejections.WithLabelValues(reason)
 	}
+	m.SetRateLimitBackend(BackendLocal)
 	return m
 }
 
@@ -168,6 +184,21 @@ func (m *Metrics) EngineStep(phase string, seconds float64, tokens int) {
 	}
 }
 
+// SetRateLimitBackend marks backend (BackendLocal or BackendRedis) as the
+// one in use, and the other as not.
+func (m *Metrics) SetRateLimitBackend(backend string) {
+	for _, b := range []string{BackendLocal, BackendRedis} {
+		v := 0.0
+		if b == backend {
+			v = 1
+		}
+		m.rateBackend.WithLabelValues(b).Set(v)
+	}
+}
+
+// RedisError counts one failed or timed-out Redis call.
+func (m *Metrics) RedisError() { m.redisErrors.Inc() }
+
 // Snapshot values for tests and the soak script: reading a metric back
 // without scraping and parsing the text format.
 
@@ -180,6 +211,14 @@ func (m *Metrics) ActiveGenerations() float64 { return gaugeValue(m.activeGenera
 // Rejections is how many requests were refused for reason.
 func (m *Metrics) Rejections(reason string) float64 {
 	return counterValue(m.rejections.WithLabelValues(reason))
+}
+
+// RateLimitBackend is the backend the rate limiter uses now.
+func (m *Metrics) RateLimitBackend() string {
+	if gaugeValue(m.rateBackend.WithLabelValues(BackendRedis)) == 1 {
+		return BackendRedis
+	}
+	return BackendLocal
 }
 
 // GeneratedTokens is the total of generated tokens.

@@ -40,6 +40,7 @@ func TestExposition(t *testing.T) {
 	m.EngineStep("prefill", 0.02, 40)
 	m.EngineStep("decode", 0.003, 1)
 	m.EngineStep("decode", 0.004, 0)
+	m.RedisError()
 
 	body := scrape(t, m)
 	testkit.ContainsAll(t, "exposition", body,
@@ -61,6 +62,9 @@ func TestExposition(t *testing.T) {
 		`nielsgpt_engine_step_seconds_count{phase="prefill"} 1`,
 		`nielsgpt_engine_tokens_total{phase="prefill"} 40`,
 		`nielsgpt_engine_tokens_total{phase="decode"} 1`,
+		`nielsgpt_rate_limit_backend{backend="local"} 1`,
+		`nielsgpt_rate_limit_backend{backend="redis"} 0`,
+		`nielsgpt_rate_limit_redis_errors_total 1`,
 		"go_goroutines ",
 		"go_memstats_heap_alloc_bytes ",
 		"process_cpu_seconds_total ",
@@ -91,6 +95,21 @@ func TestExposition(t *testing.T) {
 	m.GenerationEnded()
 	if m.ActiveStreams() != 0 || m.ActiveGenerations() != 0 {
 		t.Fatal("gauges did not return to zero")
+	}
+}
+
+// Exactly one rate-limit backend is marked in use, whichever was set last.
+func TestRateLimitBackend(t *testing.T) {
+	m := New()
+	for _, backend := range []string{BackendRedis, BackendLocal, BackendRedis} {
+		m.SetRateLimitBackend(backend)
+		if got := m.RateLimitBackend(); got != backend {
+			t.Fatalf("backend %q after setting %q", got, backend)
+		}
+		other := map[string]string{BackendRedis: BackendLocal, BackendLocal: BackendRedis}[backend]
+		testkit.ContainsAll(t, "exposition", scrape(t, m),
+			`nielsgpt_rate_limit_backend{backend="`+backend+`"} 1`,
+			`nielsgpt_rate_limit_backend{backend="`+other+`"} 0`)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"strings"
@@ -34,6 +35,48 @@ func TestHealth(t *testing.T) {
 	ts.SetEngine(newFakeEngine())
 	if got := get(); got != `{"model_ready":true,"ok":true}` {
 		t.Fatalf("after load: %s", got)
+	}
+}
+
+// /livez answers whatever the model does; /readyz only once the model is
+// loaded. Both answer HEAD, and a successful probe leaves no log line.
+func TestLivezReadyz(t *testing.T) {
+	logs := &syncBuffer{}
+	s, err := New(testConfig(), nil, slog.New(slog.NewJSONHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := startWith(t, s)
+	probe := func(method, path string) (int, string) {
+		req, _ := http.NewRequest(method, url+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, strings.TrimSpace(string(readAll(t, resp)))
+	}
+	for _, step := range []struct {
+		path, want string
+		status     int
+	}{
+		{"/livez", `{"ok":true}`, 200},
+		{"/readyz", `{"draining":false,"model_ready":false,"ready":false}`, 503},
+	} {
+		if status, body := probe(http.MethodGet, step.path); status != step.status || body != step.want {
+			t.Fatalf("GET %s while loading: %d %s", step.path, status, body)
+		}
+	}
+	s.SetEngine(newFakeEngine())
+	if status, body := probe(http.MethodGet, "/readyz"); status != 200 || body != `{"draining":false,"model_ready":true,"ready":true}` {
+		t.Fatalf("GET /readyz once loaded: %d %s", status, body)
+	}
+	for _, path := range []string{"/livez", "/readyz"} {
+		if status, body := probe(http.MethodHead, path); status != 200 || body != "" {
+			t.Fatalf("HEAD %s: %d %q", path, status, body)
+		}
+	}
+	if out := logs.String(); strings.Contains(out, `"route":"/livez"`) || strings.Count(out, `"route":"/readyz"`) != 1 {
+		t.Fatalf("want only the failed /readyz logged:\n%s", out)
 	}
 }
 
@@ -261,8 +304,8 @@ func TestModelLoading(t *testing.T) {
 	ts := startServer(t, testConfig(), nil)
 	for _, path := range []string{"/chat/stream", "/inspect/full_attn"} {
 		resp := postJSON(t, ts.URL+path, helloChat)
-		if resp.Header.Get("Retry-After") == "" {
-			t.Errorf("%s: no Retry-After", path)
+		if got := resp.Header.Get("Retry-After"); got != "5" {
+			t.Errorf("%s: Retry-After %q, want 5 (seconds; a model loads in a few)", path, got)
 		}
 		wantError(t, resp, 503, "model_loading", "Model not ready yet, please retry")
 	}

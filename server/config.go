@@ -32,12 +32,19 @@ type Config struct {
 	RateLimitBurst  int
 	AllowedOrigins  []string
 	TrustedProxies  []netip.Prefix
+	// RedisURL, when set, puts the rate-limit buckets in Redis so that
+	// replicas share them. It may hold a password: never log it.
+	RedisURL string
 
 	// WriteTimeout bounds each write to a client (each SSE event, each JSON
 	// response), so a client that stops reading frees its slot.
 	WriteTimeout time.Duration
 	// ReadTimeout bounds reading one request body.
 	ReadTimeout time.Duration
+	// DrainDelay is how long the server keeps accepting after SIGTERM, with
+	// /readyz answering 503, before it closes its listener: the time a load
+	// balancer needs to notice and stop sending new connections.
+	DrainDelay time.Duration
 	// ShutdownTimeout bounds how long SIGTERM waits for in-flight streams.
 	ShutdownTimeout time.Duration
 	LogFormat       string // "json" or "text"
@@ -83,9 +90,26 @@ func Settings(c *Config) []settings.Row {
 			c.TrustedProxies, err = parsePrefixes(v)
 			return err
 		}},
+		{Env: "REDIS_URL", Flag: "redis-url", Default: "", Secret: true, Usage: "Redis for rate-limit buckets shared by every replica, redis://[[user]:password@]host[:port][/db]; empty: each process keeps its own (prefer the variable: a flag shows in the process list)", Apply: func(v string) error {
+			if v != "" {
+				if _, err := redisOptions(v); err != nil {
+					return err
+				}
+			}
+			c.RedisURL = v
+			return nil
+		}},
 		{Env: "WRITE_TIMEOUT", Flag: "write-timeout", Default: "30s", Usage: "deadline for each write to a client", Apply: settings.Duration(&c.WriteTimeout)},
 		{Env: "READ_TIMEOUT", Flag: "read-timeout", Default: "30s", Usage: "deadline for reading a request body", Apply: settings.Duration(&c.ReadTimeout)},
 		{Env: "SHUTDOWN_TIMEOUT", Flag: "shutdown-timeout", Default: "30s", Usage: "how long SIGTERM waits for in-flight requests before cutting them", Apply: settings.Duration(&c.ShutdownTimeout)},
+		{Env: "DRAIN_DELAY", Flag: "drain-delay", Default: "0s", Usage: "after SIGTERM, keep accepting this long with /readyz answering 503, so load balancers stop sending before the listener closes", Apply: func(v string) error {
+			d, err := time.ParseDuration(strings.TrimSpace(v))
+			if err != nil || d < 0 || d > time.Hour {
+				return errors.New(`must be a duration from "0s" to "1h"`)
+			}
+			c.DrainDelay = d
+			return nil
+		}},
 		// API_KEYS has no flag, so the keys never show in the process list.
 		{Env: "API_KEYS", Secret: true, Apply: func(v string) (err error) {
 			c.APIKeys, err = parseAPIKeys(v)

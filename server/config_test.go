@@ -33,7 +33,7 @@ func TestConfigDefaults(t *testing.T) {
 		c.MaxPromptBytes != 16384 || c.RateLimitPerMin != 10 || c.RateLimitBurst != 3 ||
 		c.MaxNewTokens != 1024 || c.MaxConcurrent != 64 || c.MaxBodyBytes != 1<<20 ||
 		len(c.TrustedProxies) != 0 || c.WriteTimeout != 30*time.Second || c.ShutdownTimeout != 30*time.Second ||
-		c.LogFormat != "json" {
+		c.LogFormat != "json" || c.RedisURL != "" || c.DrainDelay != 0 {
 		t.Fatalf("defaults %+v", c)
 	}
 	if want := []string{"https://nielseriknandal.com", "http://localhost:3000", "http://localhost:5173"}; !slices.Equal(c.AllowedOrigins, want) {
@@ -46,7 +46,7 @@ func TestConfigEnvAndFlags(t *testing.T) {
 		"API_HOST": "127.0.0.1", "API_PORT": "9000", "MAX_PROMPT_BYTES": "100",
 		"RATE_LIMIT_PER_MIN": "2.5", "RATE_LIMIT_BURST": "7", "ALLOWED_ORIGINS": " https://a.example , http://b.example:8080 ",
 		"TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1,::1", "MAX_NEW_TOKENS": "50", "MAX_CONCURRENT": "4",
-		"MAX_BODY_BYTES": "2048", "SHUTDOWN_TIMEOUT": "5s", "LOG_FORMAT": "text",
+		"MAX_BODY_BYTES": "2048", "SHUTDOWN_TIMEOUT": "5s", "LOG_FORMAT": "text", "DRAIN_DELAY": "5s",
 	})
 	c, err := parseConfig([]string{"--port", "9100", "--max-concurrent=8", "--log-format", "json"}, env, io.Discard)
 	if err != nil {
@@ -54,7 +54,7 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	}
 	if c.Host != "127.0.0.1" || c.Port != 9100 || c.MaxConcurrent != 8 || c.LogFormat != "json" ||
 		c.MaxPromptBytes != 100 || c.RateLimitPerMin != 2.5 || c.RateLimitBurst != 7 || c.MaxNewTokens != 50 ||
-		c.MaxBodyBytes != 2048 || c.ShutdownTimeout != 5*time.Second {
+		c.MaxBodyBytes != 2048 || c.ShutdownTimeout != 5*time.Second || c.DrainDelay != 5*time.Second {
 		t.Fatalf("config %+v", c)
 	}
 	if !slices.Equal(c.AllowedOrigins, []string{"https://a.example", "http://b.example:8080"}) {
@@ -69,6 +69,26 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	c, err = parseConfig(nil, testkit.EnvLookup(map[string]string{"ALLOWED_ORIGINS": ""}), io.Discard)
 	if err != nil || len(c.AllowedOrigins) != 0 {
 		t.Fatalf("empty ALLOWED_ORIGINS: %v %v", c.AllowedOrigins, err)
+	}
+}
+
+// REDIS_URL takes the URL forms go-redis reads; a bad one is refused at
+// start-up without its text, which may carry a password.
+func TestConfigRedisURL(t *testing.T) {
+	for _, good := range []string{"redis://localhost:6379/0", "redis://:pw@redis.example:6380/2", "rediss://user:pw@redis.example", "unix:///run/redis.sock"} {
+		c, err := parseConfig(nil, testkit.EnvLookup(map[string]string{"REDIS_URL": good}), io.Discard)
+		if err != nil || c.RedisURL != good {
+			t.Errorf("REDIS_URL=%s: %q %v", good, c.RedisURL, err)
+		}
+	}
+	for _, bad := range []string{"http://user:s3cret@redis.example", "redis://user:s3cret@redis.example/notadb", "redis://user:s3cret@[::1", "s3cret"} {
+		_, err := parseConfig(nil, testkit.EnvLookup(map[string]string{"REDIS_URL": bad}), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "REDIS_URL") || !strings.Contains(err.Error(), "redis://") {
+			t.Errorf("REDIS_URL=%s: error %v, want one naming REDIS_URL and the form", bad, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("REDIS_URL=%s: the error shows the password: %v", bad, err)
+		}
 	}
 }
 
@@ -97,6 +117,9 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{map[string]string{"TRUSTED_PROXIES": "proxy.local"}, nil, "not an IP address or CIDR"},
 		{map[string]string{"SHUTDOWN_TIMEOUT": "30"}, nil, "positive duration"},
 		{map[string]string{"LOG_FORMAT": "xml"}, nil, "LOG_FORMAT"},
+		{map[string]string{"DRAIN_DELAY": "-1s"}, nil, "DRAIN_DELAY"},
+		{map[string]string{"DRAIN_DELAY": "5"}, nil, "DRAIN_DELAY"},
+		{nil, []string{"--drain-delay", "2h"}, "--drain-delay"},
 		{nil, []string{"extra"}, `unexpected argument "extra"`},
 	}
 	for _, tc := range cases {

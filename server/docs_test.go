@@ -124,6 +124,8 @@ func TestOpenAPIDocumentDescribesTheAPI(t *testing.T) {
 func checkOpenAPIRoutes(t *testing.T, doc *openapi3.T) {
 	routes := []struct{ method, path, mediaType string }{
 		{http.MethodGet, "/health", "application/json"},
+		{http.MethodGet, "/livez", "application/json"},
+		{http.MethodGet, "/readyz", "application/json"},
 		{http.MethodPost, "/chat/stream", "text/event-stream"},
 		{http.MethodPost, "/inspect/full_attn", "application/json"},
 		{http.MethodGet, "/metrics", "text/plain"},
@@ -241,6 +243,11 @@ func checkOpenAPIRequests(t *testing.T, doc *openapi3.T) {
 // Response bodies and event payloads.
 func checkOpenAPIResponses(t *testing.T, doc *openapi3.T) {
 	wantRequired(t, doc, "Health", "ok", "model_ready")
+	wantRequired(t, doc, "Liveness", "ok")
+	wantRequired(t, doc, "Readiness", "ready", "model_ready", "draining")
+	if r := doc.Paths.Value("/readyz").Get.Responses.Value("503"); r == nil || r.Value.Content.Get("application/json").Schema.Value != schemaNamed(t, doc, "Readiness") {
+		t.Errorf("GET /readyz: 503 is not a Readiness body")
+	}
 	wantRequired(t, doc, "TokenEvent", "step", "token_id", "token_text", "token_display")
 	wantRequired(t, doc, "TraceEvent", "step", "entropy", "topk", "attn")
 	wantRequired(t, doc, "TopKEntry", "token_id", "token_text", "token_display", "prob")

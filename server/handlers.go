@@ -22,6 +22,26 @@ func (s *Server) health(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"ok": true, "model_ready": s.currentEngine() != nil})
 }
 
+// livez answers while the process can answer at all: an orchestrator that
+// gets no answer restarts it. It depends on nothing (not the model, not
+// Redis), so a slow model load or a Redis outage never restarts a replica.
+func (s *Server) livez(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"ok": true})
+}
+
+// readyz says whether this replica should get traffic: 200 once the model
+// is loaded and until shutdown begins, 503 otherwise, so a load balancer
+// sends nothing to a replica still loading and stops sending to one that
+// is draining. Redis is not consulted: without it a replica still serves.
+func (s *Server) readyz(c *gin.Context) {
+	modelReady, draining := s.currentEngine() != nil, s.draining.Load()
+	status := http.StatusOK
+	if !modelReady || draining {
+		status = http.StatusServiceUnavailable
+	}
+	c.JSON(status, gin.H{"ready": status == http.StatusOK, "model_ready": modelReady, "draining": draining})
+}
+
 func (s *Server) chatStream(c *gin.Context) {
 	req, eng, release, ok := admit(s, c, parseChatRequest, func(r engine.GenerateRequest) []byte { return r.Prompt })
 	if !ok {
@@ -134,12 +154,49 @@ func clip(s string, n int) string {
 	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
+// rejectBodyTooLarge answers 413 and closes the connection once the rest of
+// the body has been drained (drainRefusedBody): the connection cannot carry
+// another request when the body was not read to its end.
 func (s *Server) rejectBodyTooLarge(c *gin.Context) {
-	// The rest of an oversized body is never read, so the connection cannot
-	// be reused: say so rather than let the client send it anyway.
 	c.Header("Connection", "close")
 	s.reject(c, http.StatusRequestEntityTooLarge, metrics.RejectBodyTooLarge,
 		fmt.Sprintf("Request body too large (max %d bytes)", s.cfg.MaxBodyBytes))
+	s.drainRefusedBody(c)
+}
+
+// How much of a refused body is read and thrown away, at most, so that its
+// client can read the 413 (drainRefusedBody).
+const (
+	drainMaxBytes = 64 << 20
+	drainMaxTime  = 10 * time.Second
+)
+
+// drainRefusedBody sends the 413 now, then reads and discards what is left
+// of the body, up to drainMaxBytes and for at most drainMaxTime (or
+// READ_TIMEOUT when shorter), before the connection closes.
+//
+// Many clients (Python's http.client and requests among them) write the
+// whole body before they read anything. Closing a connection while its
+// body is still arriving makes the kernel answer with a reset, and on the
+// client's side a reset discards the 413 waiting to be read: the client
+// reports "connection reset" instead of the answer. Reading the rest lets
+// it finish writing and find the 413. A body declared longer than the bound
+// is not drained (its client would be reset anyway, after costing us the
+// bound), nor is one whose client waits for "100 Continue" before sending:
+// it has the 413 instead and sends nothing. Reading stops at the bounds
+// whatever the client sends, so a refused body costs at most drainMaxBytes
+// of reading, never memory.
+func (s *Server) drainRefusedBody(c *gin.Context) {
+	r := c.Request
+	if r.ContentLength > drainMaxBytes || strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		return
+	}
+	rc := http.NewResponseController(unwrapWriter(c.Writer))
+	if err := rc.Flush(); err != nil {
+		return // the client is gone
+	}
+	_ = rc.SetReadDeadline(time.Now().Add(min(drainMaxTime, s.cfg.ReadTimeout)))
+	_, _ = io.CopyN(io.Discard, r.Body, drainMaxBytes)
 }
 
 // checkPromptSize applies MAX_PROMPT_BYTES to the formatted transcript.

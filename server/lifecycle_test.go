@@ -327,4 +327,46 @@ func TestShutdownWhileLoading(t *testing.T) {
 	}
 }
 
+// With DRAIN_DELAY, SIGTERM first makes /readyz answer 503 while the
+// server goes on accepting and serving, so a load balancer can take the
+// replica out before its listener closes; then the drain proceeds as usual.
+func TestDrainDelayKeepsServingWhileNotReady(t *testing.T) {
+	cfg := testConfig()
+	cfg.DrainDelay = 700 * time.Millisecond
+	addr, sigterm, result, _ := runServer(t, cfg, loadFake(newFakeEngine()))
+	readyz := func() (int, string) {
+		resp, err := http.Get(addr + "/readyz")
+		if err != nil {
+			return 0, err.Error()
+		}
+		return resp.StatusCode, string(readAll(t, resp))
+	}
+	testkit.Eventually(t, waitLimit, "ready", func() bool { status, _ := readyz(); return status == 200 })
+	signalled := time.Now()
+	sigterm()
+	testkit.Eventually(t, waitLimit, "/readyz to answer 503 draining", func() bool {
+		status, body := readyz()
+		return status == 503 && strings.Contains(body, `"draining":true`)
+	})
+	// Still serving, new connections included.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get(addr + "/livez")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/livez during the drain delay: %v %v", err, resp)
+	}
+	readAll(t, resp)
+	if events := readEvents(t, postJSON(t, addr+"/chat/stream", helloChat)); events[len(events)-1].Type != "done" {
+		t.Fatal("a stream during the drain delay did not finish")
+	}
+	if err := runReturned(t, result); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if elapsed := time.Since(signalled); elapsed < cfg.DrainDelay {
+		t.Fatalf("Run returned %v after the signal, before the drain delay of %v", elapsed, cfg.DrainDelay)
+	}
+	if _, err := client.Get(addr + "/livez"); err == nil {
+		t.Fatal("still accepting after the drain")
+	}
+}
+
 var _ Engine = (*engine.Model)(nil) // the real model satisfies the interface

@@ -176,8 +176,8 @@ func TestConcurrencyCap(t *testing.T) {
 		"/inspect/full_attn": `{"messages":[{"role":"user","content":"a"}],"trace_layer":0,"head":0}`,
 	} {
 		resp := postJSON(t, ts.URL+path, body)
-		if resp.Header.Get("Retry-After") == "" {
-			t.Errorf("%s: 503 without Retry-After", path)
+		if got := resp.Header.Get("Retry-After"); got != "1" {
+			t.Errorf("%s: 503 busy with Retry-After %q, want 1", path, got)
 		}
 		wantError(t, resp, 503, "busy", "Server busy, please retry")
 	}

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/didip/tollbooth/v7/limiter"
 	"github.com/gin-contrib/cors"
 	"github.com/gin-gonic/gin"
 
@@ -86,6 +85,9 @@ func (s *Server) accessLog(c *gin.Context) {
 	status := c.Writer.Status()
 	elapsed := time.Since(start)
 	s.metrics.ObserveRequest(route, status, elapsed)
+	if status < 400 && (route == "/livez" || route == "/readyz") {
+		return // an orchestrator asks every few seconds: counted, not logged
+	}
 
 	attrs := []slog.Attr{
 		slog.String("method", c.Request.Method),
@@ -187,28 +189,10 @@ func (s *Server) requireModel(c *gin.Context) {
 	c.Next()
 }
 
-// newRateLimiter builds the per-client token bucket: capacity burst,
-// refilled at perMin per minute.
-//
-// tollbooth forgets a bucket a fixed time after creating it, not after its
-// last use, and a forgotten bucket comes back full. The lifetime is
-// therefore kept long (an hour, or longer when refilling an empty bucket
-// takes longer), which bounds the extra allowance for a client that never
-// pauses to `burst` requests per hour; the janitor in Run frees expired
-// buckets so memory follows the number of clients seen in that window.
-func newRateLimiter(perMin float64, burst int) *limiter.Limiter {
-	refill := time.Duration(float64(burst) / perMin * float64(time.Minute))
-	ttl := max(time.Hour, 2*refill)
-	return limiter.New(&limiter.ExpirableOptions{DefaultExpirationTTL: ttl}).
-		SetMax(perMin / 60).
-		SetBurst(burst).
-		SetTokenBucketExpirationTTL(ttl)
-}
-
 // rateLimit draws one token from the client's bucket. Both generation
 // endpoints share it, since both run the model.
 func (s *Server) rateLimit(c *gin.Context) {
-	if s.limiter.LimitReached(rateKey(clientIP(c))) {
+	if !s.limiter.allow(c.Request.Context(), rateKey(clientIP(c))) {
 		// An empty bucket has one token again within 60/perMin seconds.
 		c.Header("Retry-After", strconv.Itoa(int(math.Ceil(60/s.cfg.RateLimitPerMin))))
 		s.reject(c, http.StatusTooManyRequests, metrics.RejectRateLimited, "Rate limit exceeded")

@@ -50,6 +50,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener, load LoadFunc) error 
 	stopSweep := make(chan struct{})
 	go s.sweepRateBuckets(stopSweep, sweepDone)
 	defer func() { close(stopSweep); <-sweepDone }()
+	defer s.closeRateLimiter() // after the drain: no request needs it then
 
 	loadCtx, cancelLoad := context.WithCancel(ctx)
 	defer cancelLoad()
@@ -78,6 +79,8 @@ wait:
 			s.SetEngine(r.engine)
 			s.log.Info("model ready", "load_seconds", r.elapsed.Seconds())
 		case <-ctx.Done():
+			s.draining.Store(true)
+			s.lameDuck(serveErr)
 			s.log.Info("shutting down: draining in-flight requests", "timeout", s.cfg.ShutdownTimeout.String())
 			break wait
 		}
@@ -96,6 +99,23 @@ wait:
 	}
 	closeEngine(s.currentEngine())
 	return runErr
+}
+
+// lameDuck keeps serving for DRAIN_DELAY after the signal, with /readyz
+// answering 503: a load balancer (or Kubernetes, whose endpoints lag the
+// pod's deletion by a few seconds) still sends new connections for a
+// while, and those should be served, not refused. The model may finish
+// loading meanwhile; it is not put to use, and Run closes it.
+func (s *Server) lameDuck(serveErr <-chan error) {
+	if s.cfg.DrainDelay <= 0 {
+		return
+	}
+	s.log.Info("shutting down: /readyz answers 503; still accepting until the drain delay ends", "drain_delay", s.cfg.DrainDelay.String())
+	select {
+	case <-time.After(s.cfg.DrainDelay):
+	case err := <-serveErr: // the listener failed: nothing left to wait for
+		s.log.Warn("serving HTTP ended during the drain delay", "error", err)
+	}
 }
 
 // drain stops the listener and waits for in-flight requests; after
@@ -139,8 +159,8 @@ func closeEngine(e Engine) {
 	}
 }
 
-// sweepRateBuckets frees expired rate-limit buckets once a minute; tollbooth
-// only replaces them when their client comes back.
+// sweepRateBuckets frees this process's expired rate-limit buckets once a
+// minute.
 func (s *Server) sweepRateBuckets(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	tick := time.NewTicker(time.Minute)
@@ -148,7 +168,7 @@ func (s *Server) sweepRateBuckets(stop <-chan struct{}, done chan<- struct{}) {
 	for {
 		select {
 		case <-tick.C:
-			s.limiter.DeleteExpiredTokenBuckets()
+			s.local.sweep()
 		case <-stop:
 			return
 		}

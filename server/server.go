@@ -9,13 +9,13 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/didip/tollbooth/v7/limiter"
 	"github.com/gin-gonic/gin"
 
 	"nielsgpt/engine"
@@ -40,12 +40,15 @@ type Server struct {
 	metrics *metrics.Metrics
 	log     *slog.Logger
 
-	engine atomic.Pointer[engineBox] // nil until the model is loaded
+	engine   atomic.Pointer[engineBox] // nil until the model is loaded
+	draining atomic.Bool               // shutdown has begun: /readyz answers 503
 
-	trust   proxyTrust
-	limiter *limiter.Limiter
-	slots   chan struct{} // one token per generation allowed at once
-	keys    keyDigests    // API_KEYS; empty when keys are off
+	trust    proxyTrust
+	limiter  rateLimiter      // the buckets requests draw on
+	local    *localBuckets    // this process's own buckets (the fallback when shared)
+	failover *failoverBuckets // nil without REDIS_URL
+	slots    chan struct{}    // one token per generation allowed at once
+	keys     keyDigests       // API_KEYS; empty when keys are off
 
 	// inflight counts handlers that hold a generation slot. After a drain
 	// times out, Run cancels baseCtx and waits on it, so no engine call is
@@ -80,14 +83,33 @@ func New(cfg Config, m *metrics.Metrics, log *slog.Logger) (*Server, error) {
 		metrics: m,
 		log:     log,
 		trust:   proxyTrust{prefixes: cfg.TrustedProxies},
-		limiter: newRateLimiter(cfg.RateLimitPerMin, cfg.RateLimitBurst),
+		local:   newLocalBuckets(cfg.RateLimitPerMin, cfg.RateLimitBurst),
 		slots:   make(chan struct{}, cfg.MaxConcurrent),
 		keys:    newKeyDigests(cfg.APIKeys),
+	}
+	s.limiter = s.local
+	if cfg.RedisURL != "" {
+		opts, err := redisOptions(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("server: REDIS_URL: %w", err)
+		}
+		shared := newRedisBuckets(opts, cfg.RateLimitPerMin, cfg.RateLimitBurst)
+		s.failover = newFailoverBuckets(shared, s.local, where(opts), log, m)
+		s.limiter = s.failover
 	}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.started = time.Now()
 	s.router = s.routes()
 	return s, nil
+}
+
+// closeRateLimiter stops what the shared buckets run in the background.
+// Run calls it once every request has finished; tests that never Run a
+// Server with REDIS_URL call it themselves.
+func (s *Server) closeRateLimiter() {
+	if s.failover != nil {
+		s.failover.close()
+	}
 }
 
 // SetEngine makes the model available: from here on POSTs are served and
@@ -126,6 +148,10 @@ func (s *Server) routes() *gin.Engine {
 
 	r.GET("/health", s.health)
 	r.HEAD("/health", s.health) // uptime probes like HEAD; gin does not derive it from GET
+	for _, register := range []func(string, ...gin.HandlerFunc) gin.IRoutes{r.GET, r.HEAD} {
+		register("/livez", s.livez)
+		register("/readyz", s.readyz)
+	}
 	r.GET("/metrics", gin.WrapH(s.metrics.Handler()))
 	generation := r.Group("", s.requireAPIKey, s.requireModel, s.rateLimit)
 	generation.POST("/chat/stream", s.chatStream)

@@ -5,11 +5,14 @@ package server
 // serves the next request.
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestBadInputTable(t *testing.T) {
@@ -195,4 +198,103 @@ func (r repeatByte) Read(p []byte) (int, error) {
 		p[i] = byte(r)
 	}
 	return len(p), nil
+}
+
+// A client that writes its whole body before reading anything (Python's
+// http.client and requests do) still gets the 413, not a reset: the server
+// refuses on Content-Length (or at the limit of a chunked body), answers,
+// then reads and discards the rest so the client can finish writing and
+// read the answer.
+func TestBodyTooLargeReadableByWriteFirstClient(t *testing.T) {
+	ts := startServer(t, testConfig(), newFakeEngine()) // MAX_BODY_BYTES 1 MiB, the default
+	const size = 40 << 20
+	for _, c := range []struct{ path, framing string }{
+		{"/chat/stream", fmt.Sprintf("Content-Length: %d", size)},
+		{"/inspect/full_attn", fmt.Sprintf("Content-Length: %d", size)},
+		{"/chat/stream", "Transfer-Encoding: chunked"},
+	} {
+		resp := writeWholeBodyThenRead(t, ts.URL, c.path, c.framing, size)
+		if !resp.Close {
+			t.Errorf("%s %s: no Connection: close", c.path, c.framing)
+		}
+		wantError(t, resp, 413, "body_too_large", "Request body too large (max 1048576 bytes)")
+	}
+	if events := readEvents(t, postJSON(t, ts.URL+"/chat/stream", helloChat)); events[len(events)-1].Type != "done" {
+		t.Fatal("next request not served")
+	}
+}
+
+// writeWholeBodyThenRead is such a client on a raw socket: the request
+// head, size bytes of body (in 1 MiB chunks when framing says chunked),
+// and only then a read of the response.
+func writeWholeBodyThenRead(t *testing.T, baseURL, path, framing string, size int) *http.Response {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(baseURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	w := bufio.NewWriterSize(conn, 64<<10)
+	fmt.Fprintf(w, "POST %s HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n%s\r\n\r\n", path, framing)
+	chunked := strings.Contains(framing, "chunked")
+	for sent := 0; sent < size; sent += 1 << 20 {
+		if chunked {
+			fmt.Fprintf(w, "%x\r\n", 1<<20)
+		}
+		_, _ = io.Copy(w, io.LimitReader(repeatByte('a'), 1<<20))
+		if chunked {
+			_, _ = io.WriteString(w, "\r\n")
+		}
+	}
+	if chunked {
+		_, _ = io.WriteString(w, "0\r\n\r\n")
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatalf("%s (%s): writing the %d-byte body: %v (the server closed before the client could read its answer)", path, framing, size, err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("%s (%s): reading the answer after the body: %v", path, framing, err)
+	}
+	return resp
+}
+
+// Draining a refused body is bounded: a client that stops sending is cut
+// after READ_TIMEOUT (when shorter than the drain's own bound), one that
+// waits for "100 Continue" is answered and closed at once, and in both
+// cases the 413 is already there to read.
+func TestRefusedBodyDrainIsBounded(t *testing.T) {
+	cfg := testConfig()
+	cfg.ReadTimeout = 500 * time.Millisecond
+	ts := startServer(t, cfg, newFakeEngine())
+	for _, extra := range []string{"", "Expect: 100-continue\r\n"} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(ts.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		_ = conn.SetDeadline(start.Add(10 * time.Second))
+		fmt.Fprintf(conn, "POST /chat/stream HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n%s\r\n", 40<<20, extra)
+		if extra == "" {
+			_, _ = io.Copy(conn, io.LimitReader(repeatByte('a'), 2<<20)) // then nothing more
+		}
+		reader := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(reader, nil)
+		if err != nil {
+			t.Fatalf("%q: reading the 413: %v", extra, err)
+		}
+		wantError(t, resp, 413, "body_too_large", "")
+		if _, err := reader.ReadByte(); err == nil {
+			t.Fatalf("%q: more bytes after the 413", extra)
+		}
+		elapsed := time.Since(start)
+		if limit := cfg.ReadTimeout + time.Second; elapsed > limit {
+			t.Errorf("%q: the connection closed after %v, want within %v", extra, elapsed, limit)
+		}
+		if extra != "" && elapsed > cfg.ReadTimeout {
+			t.Errorf("a client waiting for 100 Continue was held %v", elapsed)
+		}
+		conn.Close()
+	}
 }

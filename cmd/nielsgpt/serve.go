@@ -73,7 +73,8 @@ func runServe(args []string) error {
 	log.Info("starting", "model", modelName(modelCfg.Model), "device", modelCfg.Device, "backend_dir", modelCfg.BackendDir,
 		"max_concurrent", cfg.MaxConcurrent, "max_new_tokens", cfg.MaxNewTokens,
 		"rate_limit_per_min", cfg.RateLimitPerMin, "rate_limit_burst", cfg.RateLimitBurst,
-		"allowed_origins", cfg.AllowedOrigins, "trusted_proxies", len(cfg.TrustedProxies))
+		"allowed_origins", cfg.AllowedOrigins, "trusted_proxies", len(cfg.TrustedProxies),
+		"shared_rate_limit", cfg.RedisURL != "") // the URL itself may hold a password
 	load := func(ctx context.Context) (server.Engine, error) {
 		model, _, err := modelsource.Load(ctx, modelCfg, modelsource.Options{
 			Demo:     func() []byte { return demoGGUF },
