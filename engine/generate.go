@@ -81,7 +81,8 @@ func (m *Model) newSequence(ctx context.Context, prompt []byte, maxNew int, s Sa
 		cacheAt: -1, // nothing cached yet
 		logits:  make([]float32, m.cfg.Vocab),
 		attnRow: make([]float32, m.cfg.Heads*m.cfg.Context),
-		events:  make(chan event, 2),
+		// Room for every step the scheduler may run ahead, and the final event.
+		events: make(chan event, stepsAhead+1),
 	}
 }
 
@@ -117,4 +118,78 @@ func (m *Model) relay(ctx context.Context, seq *sequence, onStep func(*Step) err
 			return event{}, context.Cause(ctx)
 		}
 	}
+}
+
+// stepsAhead is how many computed steps may wait for a sequence's reader.
+const stepsAhead = 1
+
+// readerReady reports whether the scheduler may compute the sequence's next
+// step: fewer than stepsAhead steps are waiting for its reader.
+func (seq *sequence) readerReady() bool { return len(seq.events) < stepsAhead }
+
+// stepRing holds the Step values a sequence hands its reader, reused in
+// turn so that a token costs no allocation. A reader owns a Step until its
+// onStep returns and the scheduler is at most stepsAhead steps ahead, so the
+// slot written next is always one the reader has finished with.
+type stepRing struct {
+	steps [stepsAhead + 1]Step
+	cands [stepsAhead + 1][traceTopK]Candidate
+	attn  [stepsAhead + 1][]float32 // H × T each, allocated on first use
+	next  int
+}
+
+// takeStep samples the token of a step that ended at the sequence's newest
+// position (it carries its logits and trace row), appends it, notes a stop
+// tag, and returns the Step for the reader.
+func (seq *sequence) takeStep(it *stepItem, heads int) *Step {
+	token, entropy, top := seq.sampler.sample(it.logits)
+	r := &seq.ring
+	slot := r.next
+	r.next = (r.next + 1) % len(r.steps)
+	step := &r.steps[slot]
+	*step = Step{
+		Index:      len(seq.tokens) - seq.nPrompt,
+		TokenID:    token,
+		Entropy:    entropy,
+		Candidates: r.cands[slot][:copy(r.cands[slot][:], top)],
+		Attn:       step.Attn[:0],
+	}
+	if it.traceLayer >= 0 {
+		if r.attn[slot] == nil {
+			r.attn[slot] = make([]float32, len(seq.attnRow))
+			step.Attn = make([][]float32, 0, heads)
+		}
+		t := len(it.attnRow) / heads
+		rows := r.attn[slot][:copy(r.attn[slot], it.attnRow)]
+		for h := range heads {
+			step.Attn = append(step.Attn, rows[h*t:(h+1)*t:(h+1)*t])
+		}
+	} else {
+		step.Attn = nil
+	}
+	seq.tokens = append(seq.tokens, int32(token))
+	// A tag not there before can only end at the byte just appended.
+	seq.stopped = endsWithStopTag(seq.tokens[seq.nPrompt:])
+	return step
+}
+
+// endsWithStopTag reports whether the generated ids end with a stop tag.
+func endsWithStopTag(generated []int32) bool {
+	for _, tag := range StopTags {
+		if len(generated) < len(tag) {
+			continue
+		}
+		tail := generated[len(generated)-len(tag):]
+		match := true
+		for i, b := range tag {
+			if tail[i] != int32(b) {
+				match = false
+				break
+			}
+		}
+		if match {
+			return true
+		}
+	}
+	return false
 }

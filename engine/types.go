@@ -24,7 +24,9 @@ type Candidate struct {
 	Prob    float64
 }
 
-// Step is what one generated token carries back to the caller.
+// Step is what one generated token carries back to the caller. It and the
+// slices it holds belong to the caller only until its onStep returns (the
+// engine reuses them for later steps): copy what must outlive the call.
 type Step struct {
 	Index      int // 0-based step number
 	TokenID    int
@@ -32,7 +34,7 @@ type Step struct {
 	Candidates []Candidate // at most 10, by probability, highest first
 	// Attn holds the traced layer's attention probabilities for the newest
 	// query position: one row per head, each as long as the current window.
-	// Nil when TraceLayer < 0. Owned by the receiver.
+	// Nil when TraceLayer < 0.
 	Attn [][]float32
 }
 
