@@ -16,7 +16,7 @@ var errClosed = errors.New("model closed")
 // onStep (on the caller's goroutine) for each one as soon as it exists. It
 // stops within one step when ctx is done or onStep returns an error.
 func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*Step) error) (*Result, error) {
-	if err := m.check(req.Prompt, req.MaxNewTokens, req.Sampling); err != nil {
+	if err := m.check(req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop); err != nil {
 		return nil, err
 	}
 	if req.TraceLayer < -1 || req.TraceLayer >= m.cfg.Layers {
@@ -25,7 +25,7 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 	if req.MaxNewTokens == 0 {
 		return &Result{Generated: []byte{}, Reply: ExtractReply(req.Prompt), Stopped: "max_new_tokens"}, nil
 	}
-	seq := m.newSequence(ctx, req.Prompt, req.MaxNewTokens, req.Sampling)
+	seq := m.newSequence(ctx, req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop)
 	seq.trace = req.TraceLayer
 	ev, err := m.relay(ctx, seq, onStep)
 	if err != nil {
@@ -37,13 +37,13 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 // FullAttention generates req.MaxNewTokens tokens (without tracing), then
 // returns one layer and head's attention matrix over the final window.
 func (m *Model) FullAttention(ctx context.Context, req FullAttnRequest) (*FullAttn, error) {
-	if err := m.check(req.Prompt, req.MaxNewTokens, req.Sampling); err != nil {
+	if err := m.check(req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop); err != nil {
 		return nil, err
 	}
 	if req.Layer < 0 || req.Layer >= m.cfg.Layers || req.Head < 0 || req.Head >= m.cfg.Heads {
 		return nil, fmt.Errorf("layer %d head %d out of range", req.Layer, req.Head)
 	}
-	seq := m.newSequence(ctx, req.Prompt, req.MaxNewTokens, req.Sampling)
+	seq := m.newSequence(ctx, req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop)
 	seq.full = &req
 	ev, err := m.relay(ctx, seq, nil)
 	if err != nil {
@@ -52,8 +52,10 @@ func (m *Model) FullAttention(ctx context.Context, req FullAttnRequest) (*FullAt
 	return ev.full, nil
 }
 
-func (m *Model) check(prompt []byte, maxNew int, s Sampling) error {
+func (m *Model) check(prompt []byte, maxNew int, s Sampling, hop int) error {
 	switch {
+	case hop < 0 || hop >= m.cfg.Context:
+		return fmt.Errorf("window hop %d out of range [1, %d]", hop, m.cfg.Context-1)
 	case len(prompt) == 0:
 		return errors.New("empty prompt")
 	case maxNew < 0:
@@ -66,21 +68,23 @@ func (m *Model) check(prompt []byte, maxNew int, s Sampling) error {
 	return nil
 }
 
-func (m *Model) newSequence(ctx context.Context, prompt []byte, maxNew int, s Sampling) *sequence {
+func (m *Model) newSequence(ctx context.Context, prompt []byte, maxNew int, s Sampling, hop int) *sequence {
 	tokens := make([]int32, len(prompt), len(prompt)+maxNew)
 	for i, b := range prompt {
 		tokens[i] = int32(b)
 	}
 	return &sequence{
-		ctx:     ctx,
-		tokens:  tokens,
-		nPrompt: len(prompt),
-		maxNew:  maxNew,
-		sampler: newSampler(s, m.cfg.Vocab),
-		trace:   -1,
-		cacheAt: -1, // nothing cached yet
-		logits:  make([]float32, m.cfg.Vocab),
-		attnRow: make([]float32, m.cfg.Heads*m.cfg.Context),
+		ctx:      ctx,
+		tokens:   tokens,
+		nPrompt:  len(prompt),
+		maxNew:   maxNew,
+		sampler:  newSampler(s, m.cfg.Vocab),
+		trace:    -1,
+		cacheAt:  -1, // nothing cached yet
+		hop:      max(hop, 1),
+		winStart: -1, // the first window is cut when the sequence is first planned
+		logits:   make([]float32, m.cfg.Vocab),
+		attnRow:  make([]float32, m.cfg.Heads*m.cfg.Context),
 		// Room for every step the scheduler may run ahead, and the final event.
 		events: make(chan event, stepsAhead+1),
 	}

@@ -53,6 +53,10 @@ type sequence struct {
 	// sending never blocks, and a slow reader only slows itself.
 	events chan event
 	ring   stepRing // the Step values handed to the reader, reused
+	// The window rule's state (windowStart): the hop, and where the window
+	// now starts (-1 before the first).
+	hop      int
+	winStart int
 }
 
 type scheduler struct {
@@ -195,10 +199,22 @@ func (s *scheduler) dropCancelled() {
 	s.active = kept
 }
 
-// windowStart is where the part of the sequence the model sees begins: its
-// last T tokens.
-func (seq *sequence) windowStart(T int) (start int) {
-	return max(0, len(seq.tokens)-T)
+// windowStart is where the part of the sequence the model sees begins
+// (docs/API.md, window_hop). The first window is the prompt's last T tokens.
+// It then stays put while the window still fits, and when a new token makes
+// it longer than T it jumps to leave T-hop+1 tokens: with hop 1 that is the
+// last T tokens every time, the original rule; with a larger hop the model
+// reads a shorter window that the KV cache extends for hop-1 more tokens
+// before the next jump. Calling it again for the same length changes nothing.
+func (seq *sequence) windowStart(T int) int {
+	n := len(seq.tokens)
+	switch {
+	case seq.winStart < 0:
+		seq.winStart = max(0, n-T)
+	case n-seq.winStart > T:
+		seq.winStart = n - T + seq.hop - 1
+	}
+	return seq.winStart
 }
 
 // plan picks this step's work: every ready decoder, then prompt chunks. It

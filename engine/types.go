@@ -16,6 +16,11 @@ type GenerateRequest struct {
 	MaxNewTokens int
 	Sampling     Sampling
 	TraceLayer   int // layer whose attention rows are reported; -1 for none
+	// WindowHop is how the window moves once the sequence outgrows the
+	// context (docs/API.md, window_hop): 1 (or 0) re-cuts it for every token,
+	// as the original did; k > 1 jumps k tokens at a time, so the cache is
+	// rebuilt once per k tokens. At most T-1.
+	WindowHop int
 }
 
 // Candidate is one entry of a step's top-10.
@@ -53,6 +58,7 @@ type FullAttnRequest struct {
 	Sampling     Sampling
 	Layer        int
 	Head         int
+	WindowHop    int // as in GenerateRequest
 }
 
 // FullAttn is a t × t causal attention matrix over the window TokenIDs.
