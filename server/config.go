@@ -24,10 +24,13 @@ type Config struct {
 	Host string
 	Port int
 
-	MaxPromptBytes  int
-	MaxBodyBytes    int64
-	MaxNewTokens    int
-	MaxConcurrent   int
+	MaxPromptBytes int
+	MaxBodyBytes   int64
+	MaxNewTokens   int
+	MaxConcurrent  int
+	// WindowHop is window_hop for requests that leave it out (docs/API.md):
+	// how far the window jumps once a conversation outgrows the context.
+	WindowHop       int
 	RateLimitPerMin float64
 	RateLimitBurst  int
 	AllowedOrigins  []string
@@ -73,6 +76,10 @@ func Settings(c *Config) []settings.Row {
 		}},
 		{Env: "MAX_CONCURRENT", Flag: "max-concurrent", Default: "64", Usage: "generations served at once; more get 503 busy", Apply: func(v string) (err error) {
 			c.MaxConcurrent, err = settings.ParseInt(v, 1, 1<<16)
+			return err
+		}},
+		{Env: "WINDOW_HOP", Flag: "window-hop", Default: "1", Usage: "how many tokens the window jumps once a conversation outgrows the context (1: every token, as the original; larger is faster and keeps T-hop+1..T tokens); the default for window_hop, at most T-1", Apply: func(v string) (err error) {
+			c.WindowHop, err = settings.ParseInt(v, 1, 1<<20)
 			return err
 		}},
 		{Env: "RATE_LIMIT_PER_MIN", Flag: "rate-limit-per-min", Default: "10", Usage: "per-client token bucket refill, requests per minute", Apply: func(v string) error {

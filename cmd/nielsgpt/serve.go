@@ -77,7 +77,7 @@ func runServe(args []string) error {
 		progress = os.Stderr
 	}
 	log.Info("starting", "model", modelName(modelCfg.Model), "device", modelCfg.Device,
-		"max_concurrent", cfg.MaxConcurrent, "max_new_tokens", cfg.MaxNewTokens,
+		"max_concurrent", cfg.MaxConcurrent, "max_new_tokens", cfg.MaxNewTokens, "window_hop", cfg.WindowHop,
 		"rate_limit_per_min", cfg.RateLimitPerMin, "rate_limit_burst", cfg.RateLimitBurst,
 		"allowed_origins", cfg.AllowedOrigins, "trusted_proxies", len(cfg.TrustedProxies))
 	load := func(ctx context.Context) (server.Engine, error) {
