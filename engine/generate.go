@@ -104,7 +104,12 @@ func (m *Model) relay(ctx context.Context, seq *sequence, onStep func(*Step) err
 	for {
 		select {
 		case ev := <-seq.events:
-			m.sched.poke()
+			if len(seq.events) == stepsAhead-1 {
+				// The channel was full, so the scheduler may be waiting for
+				// this reader; otherwise it is not, and a poke would only
+				// cost it a spurious wake-up.
+				m.sched.poke()
+			}
 			switch {
 			case ev.err != nil:
 				return event{}, ev.err
@@ -125,7 +130,13 @@ func (m *Model) relay(ctx context.Context, seq *sequence, onStep func(*Step) err
 }
 
 // stepsAhead is how many computed steps may wait for a sequence's reader.
-const stepsAhead = 1
+// Two, not one: with one, the scheduler finishing step n+1 found the reader
+// not yet woken for it, so it blocked and had to be woken again when the
+// reader took the step — two goroutine wake-ups (and, for the scheduler's
+// locked thread, two OS thread hand-offs) per token. With two, a reader that
+// keeps up never makes the scheduler wait, and a slow one still holds at
+// most two steps' worth of memory.
+const stepsAhead = 2
 
 // readerReady reports whether the scheduler may compute the sequence's next
 // step: fewer than stepsAhead steps are waiting for its reader.

@@ -108,9 +108,15 @@ func (s *scheduler) join(ctx context.Context, seq *sequence) error {
 
 func (s *scheduler) loop() {
 	defer s.done.Done()
-	// ggml's Metal backend keeps per-thread state; one OS thread keeps it simple.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	locked := s.m.backend != "CPU"
+	if locked {
+		// ggml's Metal backend keeps per-thread state; one OS thread keeps it
+		// simple. Not on the CPU: a locked goroutine cannot wait on a channel
+		// without handing its thread's P to another thread and back, which
+		// cost several futex calls for every token.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	defer func() {
 		for _, seq := range s.active {
 			s.finish(seq, event{err: errClosed})
@@ -149,6 +155,17 @@ func (s *scheduler) loop() {
 			continue
 		}
 		s.run(items, owners)
+		if !locked {
+			// Let the readers this step woke run at once, on this P, while
+			// the loop carries on from the run queue on the other core.
+			// Otherwise a woken reader waits in this P's run-next slot
+			// while the next step's cgo call holds the P: another thread
+			// must steal it (after a 3 µs back-off) or sysmon must take the
+			// P, and a goroutine that never passes through the Go scheduler
+			// gets a preemption signal every 10 ms and keeps sysmon polling
+			// every 20 µs.
+			runtime.Gosched()
+		}
 	}
 }
 
