@@ -72,6 +72,11 @@ func TestChatStream(t *testing.T) {
 			t.Errorf("%s = %q, want %q", header, got, want)
 		}
 	}
+	// Unframed, so each step is one write: the stream ends with the connection.
+	if len(resp.TransferEncoding) != 0 || resp.ContentLength != -1 || !resp.Close {
+		t.Errorf("framing: Transfer-Encoding %v, Content-Length %d, close %v; want none, unknown, close",
+			resp.TransferEncoding, resp.ContentLength, resp.Close)
+	}
 	events := readEvents(t, resp)
 
 	reply := fake.reply
