@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -58,6 +59,10 @@ type Options struct {
 	ReadyTimeout time.Duration
 
 	Progress io.Writer // one line per phase as it finishes; nil for silence
+
+	// CPUProfileDir, when set, gets a CPU profile of each server's whole
+	// run (ours.pprof, baseline.pprof) for `go tool pprof`.
+	CPUProfileDir string
 }
 
 // The sampling the benchmark asks for: the API's defaults, a realistic chat.
@@ -272,6 +277,9 @@ func serverSpec(o Options, p plan, modelPath string) testkit.Spec {
 	}}
 	if p.baseline {
 		spec.Args = []string{"--baseline"}
+	}
+	if o.CPUProfileDir != "" {
+		spec.Env = append(spec.Env, "NIELSGPT_CPUPROFILE="+filepath.Join(o.CPUProfileDir, p.mode+".pprof"))
 	}
 	return spec
 }

@@ -57,6 +57,7 @@ flags:
 	hops := fs.String("hops", "1,32", "window_hop values of the past-T scenarios (empty: none)")
 	pastLevels := fs.String("past-t-levels", "1,4", "concurrent-stream levels of the past-T scenarios")
 	fs.IntVar(&opts.PastTTokens, "past-t-tokens", 0, "max_new_tokens per past-T stream (default 128, --quick 8)")
+	fs.StringVar(&opts.CPUProfileDir, "cpuprofile", "", "write a CPU profile of each server's run to DIR/ours.pprof and DIR/baseline.pprof")
 	fs.DurationVar(&opts.EngineTime, "engine-time", 0, "how long the engine alone is timed (default 2s, --quick 200ms; negative: skip)")
 	if err := fs.Parse(args); err != nil {
 		return err

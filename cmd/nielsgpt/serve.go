@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 
@@ -47,6 +48,19 @@ func runServe(args []string) error {
 	cfg, modelCfg, err := parseServeConfig(args, os.LookupEnv, os.Stderr)
 	if err != nil {
 		return err
+	}
+	// A CPU profile of the whole run, for `nielsgpt bench --cpuprofile`
+	// (docs/BENCHMARKS.md): written when the server stops.
+	if path := os.Getenv("NIELSGPT_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("NIELSGPT_CPUPROFILE: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("NIELSGPT_CPUPROFILE: %w", err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	log := server.NewLogger(cfg.LogFormat, os.Stderr)
 	m := metrics.New()
