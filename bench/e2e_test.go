@@ -59,7 +59,8 @@ func TestRunEndToEnd(t *testing.T) {
 	if rep.BaselineError != "" {
 		t.Errorf("baseline mode (serve --baseline) failed: %s", rep.BaselineError)
 	}
-	if e := rep.Engine; e == nil || e.Error != "" || e.StepsPerS <= 0 || e.Context < 2 || e.Context > tiny.Context {
+	if e := rep.Engine; e == nil || e.Error != "" || e.StepsPerS <= 0 || e.Context < 2 || e.Context > tiny.Context ||
+		e.PrefillShortMs <= 0 || e.PrefillTokens < 40 {
 		t.Errorf("engine alone: %+v", e)
 	}
 	for _, m := range []*ModeReport{rep.Ours, rep.Baseline} {

@@ -17,7 +17,12 @@ type EngineReport struct {
 	Steps     int     `json:"steps"`
 	Seconds   float64 `json:"seconds"`
 	StepsPerS float64 `json:"steps_per_s"`
-	Error     string  `json:"error,omitempty"`
+	// PrefillShortMs is the median prefill of the short prompt (a fresh
+	// cache, the whole prompt in one traced step, the first token sampled):
+	// what its time to first token costs the engine.
+	PrefillShortMs float64 `json:"prefill_short_ms"`
+	PrefillTokens  int     `json:"prefill_tokens"`
+	Error          string  `json:"error,omitempty"`
 }
 
 // measureEngine times traced decode steps at the single-stream phase's mean
@@ -33,5 +38,20 @@ func measureEngine(modelPath string, o Options, cfg gguf.ModelConfig) *EngineRep
 	if err != nil {
 		return &EngineReport{Context: context, Error: err.Error()}
 	}
-	return &EngineReport{Context: r.Context, Steps: r.Steps, Seconds: r.Seconds, StepsPerS: r.StepsPerS}
+	rep := &EngineReport{Context: r.Context, Steps: r.Steps, Seconds: r.Seconds, StepsPerS: r.StepsPerS}
+	// The prompt as the server formats it: the first TTFT request's.
+	prompt := []byte(fmt.Sprintf("%s: %s\nassistant: ", shortPrompt(1)[0].Role, shortPrompt(1)[0].Content))
+	if len(prompt) <= cfg.Context {
+		runs := 20
+		if o.Quick {
+			runs = 3
+		}
+		d, err := m.TracedPrefillTime(prompt, cfg.Layers-1, runs)
+		if err != nil {
+			rep.Error = err.Error()
+			return rep
+		}
+		rep.PrefillShortMs, rep.PrefillTokens = float64(d)/1e6, len(prompt)
+	}
+	return rep
 }

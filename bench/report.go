@@ -209,10 +209,15 @@ func (r *Report) engineRows() []row {
 	if e.StepsPerS > 0 && r.Ours.SingleStream.TokensPerS > 0 {
 		share = fmt.Sprintf("%.0f %%", 100*r.Ours.SingleStream.TokensPerS/e.StepsPerS)
 	}
-	return []row{
+	rows := []row{
 		{metric: name, ours: num(e.StepsPerS), ref: "n/a", ratio: "n/a"},
 		{metric: "single stream over HTTP / engine alone", ours: share, ref: "n/a", ratio: "n/a"},
 	}
+	if e.PrefillTokens > 0 {
+		rows = append(rows, row{metric: fmt.Sprintf("engine alone, short-prompt prefill (%d tokens), median ms", e.PrefillTokens),
+			ours: num(e.PrefillShortMs), ref: "n/a", ratio: "n/a"})
+	}
+	return rows
 }
 
 // costRows are the single stream's cost to the server per token.

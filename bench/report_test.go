@@ -148,7 +148,7 @@ func TestNum(t *testing.T) {
 // past-T scenarios, each against the baseline where it has one.
 func TestReportEngineCostsAndPastT(t *testing.T) {
 	r := cannedReport()
-	r.Engine = &EngineReport{Context: 156, Steps: 5000, Seconds: 2, StepsPerS: 2500}
+	r.Engine = &EngineReport{Context: 156, Steps: 5000, Seconds: 2, StepsPerS: 2500, PrefillShortMs: 3.25, PrefillTokens: 56}
 	r.Settings.PastTHops, r.Settings.PastTLevels, r.Settings.PastTTokens = []int{1, 32}, []int{1}, 128
 	r.Ours.SingleStreamCost = &PerToken{RWSyscalls: 1.5, CtxSwitches: 2, CPUms: 0.5}
 	r.Baseline.SingleStreamCost = &PerToken{RWSyscalls: 3, CtxSwitches: 4, CPUms: 40}
@@ -161,6 +161,7 @@ func TestReportEngineCostsAndPastT(t *testing.T) {
 	testkit.ContainsAll(t, "markdown", out,
 		"| engine alone, traced decode steps/s at context 156 | 2500 | n/a | n/a |",
 		"| single stream over HTTP / engine alone | 60 % | n/a | n/a |",
+		"| engine alone, short-prompt prefill (56 tokens), median ms | 3.25 | n/a | n/a |",
 		"| server CPU per token, single stream, ms | 0.5 | 40.0 | 0.013× |",
 		"| server read/write syscalls per token, single stream | 1.50 | 3.00 | 0.5× |",
 		"| server context switches per token, single stream | 2.00 | 4.00 | 0.5× |",

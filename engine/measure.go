@@ -7,6 +7,7 @@ package engine
 
 import (
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -65,4 +66,40 @@ func (m *Model) TracedDecodeRate(context, traceLayer int, d time.Duration) (Deco
 	r.StepsPerS = float64(r.Steps) / r.Seconds
 	r.MeanStepSecs = r.Seconds / float64(r.Steps)
 	return r, nil
+}
+
+// TracedPrefillTime is the median over runs of a prompt's prefill as a new
+// request has it: a fresh KV cache, the whole prompt in one step with the
+// traced row and logits of its last position, and the first token sampled.
+// Like TracedDecodeRate it runs on the calling goroutine: m must be idle.
+func (m *Model) TracedPrefillTime(prompt []byte, traceLayer, runs int) (time.Duration, error) {
+	c := m.cfg
+	n := len(prompt)
+	if n < 1 || n > min(c.Context, stepTokenBudget) || traceLayer < 0 || traceLayer >= c.Layers || runs < 1 {
+		return 0, errors.New("prompt length, trace layer or runs out of range")
+	}
+	tokens := make([]int32, n)
+	for i, b := range prompt {
+		tokens[i] = int32(b)
+	}
+	s := newSampler(Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, c.Vocab)
+	logits, row := make([]float32, c.Vocab), make([]float32, c.Heads*n)
+	times := make([]time.Duration, 0, runs)
+	for range runs + 1 { // the first pays for the graph at this shape
+		began := time.Now()
+		cache, err := m.newKVCache(roundUp(n, kvGrain))
+		if err != nil {
+			return 0, err
+		}
+		err = m.step([]stepItem{{cache: cache, tokens: tokens, logits: logits, traceLayer: traceLayer, attnRow: row, fullLayer: -1}})
+		cache.free()
+		if err != nil {
+			return 0, err
+		}
+		s.sample(logits)
+		times = append(times, time.Since(began))
+	}
+	times = times[1:]
+	slices.Sort(times)
+	return times[len(times)/2], nil
 }
