@@ -53,6 +53,12 @@ func TestPrompts(t *testing.T) {
 	if formattedLen(shortPrompt(1)) > 100 {
 		t.Error("the short prompt is not short")
 	}
+	// Past T: every token of the stream must already be past the context.
+	for _, T := range []int{24, 64, 256, 512} {
+		if n := formattedLen(pastTPrompt(T)(3)); n < T+T/2 || n > 20000 {
+			t.Errorf("past-T prompt for T=%d is %d bytes", T, n)
+		}
+	}
 }
 
 // sseServer answers /chat/stream like the real server: per step a token and

@@ -24,6 +24,7 @@ type chatRequest struct {
 	TopK         int       `json:"top_k"`
 	Seed         int64     `json:"seed"`
 	TraceLayer   int       `json:"trace_layer"`
+	WindowHop    int       `json:"window_hop,omitempty"` // 0: the server's WINDOW_HOP
 }
 
 // streamResult is what one stream delivered.

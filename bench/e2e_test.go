@@ -60,6 +60,10 @@ func TestRunEndToEnd(t *testing.T) {
 	if rep.BaselineError != "" {
 		t.Errorf("baseline mode (serve --baseline) failed: %s", rep.BaselineError)
 	}
+	if e := rep.Engine; e == nil || e.Error != "" || e.StepsPerS <= 0 || e.Context < 2 || e.Context > tiny.Context ||
+		e.PrefillShortMs <= 0 || e.PrefillTokens < 40 {
+		t.Errorf("engine alone: %+v", e)
+	}
 	for _, m := range []*ModeReport{rep.Ours, rep.Baseline} {
 		if m == nil {
 			t.Error("a mode is missing from the report")
@@ -93,9 +97,23 @@ func TestRunEndToEnd(t *testing.T) {
 		if runtime.GOOS == "linux" && (m.PeakRSSBytes == nil || *m.PeakRSSBytes < 1<<20) {
 			t.Errorf("%s: peak RSS not measured: %v", m.Mode, m.PeakRSSBytes)
 		}
+		if c := m.SingleStreamCost; runtime.GOOS == "linux" && (c == nil || c.RWSyscalls <= 0 || c.CtxSwitches <= 0) {
+			t.Errorf("%s: the single stream's cost per token not measured: %+v", m.Mode, c)
+		}
+		// Past T: hops 1 and 32 (both below T = 64) at 1 and 4 streams.
+		if len(m.PastT) != 4 {
+			t.Fatalf("%s: past-T scenarios %+v", m.Mode, m.PastT)
+		}
+		for _, pt := range m.PastT {
+			if pt.Completed != pt.Concurrency || pt.Tokens < pt.Concurrency || pt.Errors != 0 {
+				t.Errorf("%s: past T hop %d: %+v", m.Mode, pt.WindowHop, pt.Throughput)
+			}
+		}
 	}
-	if !strings.Contains(table.String(), "aggregate tokens/s, 4 concurrent") {
-		t.Errorf("table lacks the 4-stream row")
+	for _, want := range []string{"aggregate tokens/s, 4 concurrent", "single stream over HTTP / engine alone", "past T, window_hop 32, 4 streams"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks the row %q", want)
+		}
 	}
 	if left, err := os.ReadDir(filepath.Dir(model)); err != nil || len(left) != 1 {
 		t.Errorf("the test's model directory changed: %v %v", left, err)

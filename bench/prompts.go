@@ -82,3 +82,21 @@ func longPrompt(variant int) []message {
 	}
 	return msgs
 }
+
+// pastTPrompt is a transcript longer than the model's context by at least
+// half a window, so that every token of the stream is generated past T and
+// the window rule (window_hop) decides what each one costs.
+func pastTPrompt(context int) func(variant int) []message {
+	return func(variant int) []message {
+		var msgs []message
+		for turn := 0; formattedLen(msgs) < context+context/2; turn++ {
+			role := "user"
+			if turn%2 == 1 {
+				role = "assistant"
+			}
+			line := longPromptLines[(turn+variant)%len(longPromptLines)]
+			msgs = append(msgs, message{Role: role, Content: fmt.Sprintf("%s (%d.%d)", line, variant, turn)})
+		}
+		return msgs
+	}
+}

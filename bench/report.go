@@ -18,12 +18,15 @@ import (
 
 // Report is one benchmark run.
 type Report struct {
-	Started  time.Time   `json:"started"`
-	Seconds  float64     `json:"seconds"`
-	Model    ModelInfo   `json:"model"`
-	Host     HostInfo    `json:"host"`
-	Settings Settings    `json:"settings"`
-	Ours     *ModeReport `json:"ours"`
+	Started  time.Time `json:"started"`
+	Seconds  float64   `json:"seconds"`
+	Model    ModelInfo `json:"model"`
+	Host     HostInfo  `json:"host"`
+	Settings Settings  `json:"settings"`
+	// Engine is the engine alone (nil when skipped): traced decode steps in
+	// the driver's process, the ceiling for the single stream.
+	Engine *EngineReport `json:"engine,omitempty"`
+	Ours   *ModeReport   `json:"ours"`
 	// Baseline is nil when it was skipped or its server never came up;
 	// BaselineError then says why (it is empty when skipped).
 	Baseline      *ModeReport `json:"baseline,omitempty"`
@@ -67,6 +70,9 @@ type Settings struct {
 	Quick              bool    `json:"quick"`
 	CapSeconds         float64 `json:"phase_cap_seconds"`
 	BaselineCapSeconds float64 `json:"baseline_phase_cap_seconds"`
+	PastTTokens        int     `json:"past_t_max_new_tokens"`
+	PastTHops          []int   `json:"past_t_window_hops"`
+	PastTLevels        []int   `json:"past_t_levels"`
 }
 
 // ModeReport is what one server (batched or baseline) measured.
@@ -77,13 +83,43 @@ type ModeReport struct {
 	TTFTShort    Latency      `json:"ttft_short_prompt"`
 	TTFTLong     Latency      `json:"ttft_16kb_prompt"`
 	Levels       []Throughput `json:"levels"`
-	PeakRSSBytes *int64       `json:"peak_rss_bytes,omitempty"` // nil: not measurable here
+	// SingleStreamCost is what the single-stream phase cost the server per
+	// token received (nil where /proc is not readable).
+	SingleStreamCost *PerToken `json:"single_stream_cost,omitempty"`
+	PastT            []PastT   `json:"past_t,omitempty"`
+	// PeakRSSBytes is read after the concurrency levels; nil: not measurable.
+	PeakRSSBytes *int64 `json:"peak_rss_bytes,omitempty"`
 	// WallSeconds is the mode's whole run, server start to stop; the CPU
 	// times are over the same span (nil where not measurable).
 	WallSeconds      float64  `json:"wall_seconds"`
 	ServerCPUSeconds *float64 `json:"server_cpu_seconds,omitempty"`
 	DriverCPUSeconds *float64 `json:"driver_cpu_seconds,omitempty"`
 	Errors           []string `json:"errors,omitempty"` // the first few distinct failures
+}
+
+// PerToken is a server's cost per token delivered.
+type PerToken struct {
+	RWSyscalls  float64 `json:"rw_syscalls"`  // read- and write-family system calls (/proc/PID/io syscr + syscw)
+	CtxSwitches float64 `json:"ctx_switches"` // voluntary and involuntary, every thread
+	CPUms       float64 `json:"cpu_ms"`       // user + system CPU time, milliseconds
+}
+
+// PastT is one past-T scenario: streams generated with the window full.
+type PastT struct {
+	WindowHop int `json:"window_hop"`
+	Throughput
+}
+
+func (m *ModeReport) pastT(hop, level int) *Throughput {
+	if m == nil {
+		return nil
+	}
+	for i := range m.PastT {
+		if m.PastT[i].WindowHop == hop && m.PastT[i].Concurrency == level {
+			return &m.PastT[i].Throughput
+		}
+	}
+	return nil
 }
 
 func (m *ModeReport) level(n int) *Throughput {
@@ -112,11 +148,13 @@ type row struct {
 
 func (r *Report) rows() []row {
 	ref := r.Baseline
-	rows := []row{{
+	rows := r.engineRows()
+	rows = append(rows, row{
 		metric: "single stream, tokens/s",
 		ours:   rate(&r.Ours.SingleStream), ref: rate(refSingle(ref)),
 		ratio: ratio(r.Ours.SingleStream.TokensPerS, refValue(ref, func(m *ModeReport) float64 { return m.SingleStream.TokensPerS })),
-	}}
+	})
+	rows = append(rows, r.costRows()...)
 	for _, c := range []struct {
 		name string
 		get  func(*ModeReport) Latency
@@ -143,6 +181,8 @@ func (r *Report) rows() []row {
 		}
 		rows = append(rows, rw)
 	}
+	rows = append(rows, r.pastTRows()...)
+	// Read after the concurrency levels, so it covers the most streams.
 	rss := row{metric: "peak RSS of the server, MB", ours: mb(r.Ours.PeakRSSBytes), ref: "n/a", ratio: "n/a"}
 	if ref != nil {
 		rss.ref = mb(ref.PeakRSSBytes)
@@ -151,6 +191,78 @@ func (r *Report) rows() []row {
 		}
 	}
 	return append(rows, rss)
+}
+
+// engineRows set the single stream against the engine alone: the rate of
+// traced decode steps with nothing around them, and how much of it a client
+// receives over HTTP.
+func (r *Report) engineRows() []row {
+	e := r.Engine
+	if e == nil {
+		return nil
+	}
+	name := fmt.Sprintf("engine alone, traced decode steps/s at context %d", e.Context)
+	if e.Error != "" {
+		return []row{{metric: name, ours: "failed", ref: "n/a", ratio: "n/a"}}
+	}
+	share := "n/a"
+	if e.StepsPerS > 0 && r.Ours.SingleStream.TokensPerS > 0 {
+		share = fmt.Sprintf("%.0f %%", 100*r.Ours.SingleStream.TokensPerS/e.StepsPerS)
+	}
+	rows := []row{
+		{metric: name, ours: num(e.StepsPerS), ref: "n/a", ratio: "n/a"},
+		{metric: "single stream over HTTP / engine alone", ours: share, ref: "n/a", ratio: "n/a"},
+	}
+	if e.PrefillTokens > 0 {
+		rows = append(rows, row{metric: fmt.Sprintf("engine alone, short-prompt prefill (%d tokens), median ms", e.PrefillTokens),
+			ours: num(e.PrefillShortMs), ref: "n/a", ratio: "n/a"})
+	}
+	return rows
+}
+
+// costRows are the single stream's cost to the server per token.
+func (r *Report) costRows() []row {
+	var rows []row
+	for _, c := range []struct {
+		name string
+		get  func(*PerToken) float64
+	}{
+		{"server CPU per token, single stream, ms", func(p *PerToken) float64 { return p.CPUms }},
+		{"server read/write syscalls per token, single stream", func(p *PerToken) float64 { return p.RWSyscalls }},
+		{"server context switches per token, single stream", func(p *PerToken) float64 { return p.CtxSwitches }},
+	} {
+		if r.Ours.SingleStreamCost == nil {
+			return nil
+		}
+		rw := row{metric: c.name, ours: num(c.get(r.Ours.SingleStreamCost)), ref: "n/a", ratio: "n/a"}
+		if r.Baseline != nil && r.Baseline.SingleStreamCost != nil {
+			b := c.get(r.Baseline.SingleStreamCost)
+			rw.ref, rw.ratio = num(b), ratio(c.get(r.Ours.SingleStreamCost), b)
+		}
+		rows = append(rows, rw)
+	}
+	return rows
+}
+
+// pastTRows are the scenarios with the window already full.
+func (r *Report) pastTRows() []row {
+	var rows []row
+	for _, hop := range r.Settings.PastTHops {
+		for _, level := range r.Settings.PastTLevels {
+			o := r.Ours.pastT(hop, level)
+			if o == nil {
+				continue
+			}
+			rl := r.Baseline.pastT(hop, level)
+			rw := row{metric: fmt.Sprintf("past T, window_hop %d, %s, tokens/s", hop, plural(level, "stream")),
+				ours: rate(o), ref: rate(rl), ratio: "n/a"}
+			if rl != nil {
+				rw.ratio = ratio(o.TokensPerS, rl.TokensPerS)
+			}
+			rows = append(rows, rw)
+		}
+	}
+	return rows
 }
 
 func refSingle(m *ModeReport) *Throughput {
@@ -236,6 +348,9 @@ func (r *Report) header() []string {
 	s := r.Settings
 	lines = append(lines, fmt.Sprintf("requests: tracing on (trace_layer=%d), temperature %g, top_k %d, seeds varied per stream; max_new_tokens %d (baseline %d); phase caps %gs (baseline %gs)%s",
 		s.TraceLayer, s.Temperature, s.TopK, s.Tokens, s.BaselineTokens, s.CapSeconds, s.BaselineCapSeconds, map[bool]string{true: "; --quick"}[s.Quick]))
+	if len(s.PastTHops) > 0 {
+		lines = append(lines, fmt.Sprintf("past T: a prompt longer than T by half a window, so every token is generated past T; max_new_tokens %d; window_hop %v", s.PastTTokens, s.PastTHops))
+	}
 	return lines
 }
 
@@ -252,6 +367,9 @@ func (r *Report) details() []string {
 			fmt.Sprintf("ttft 16 KB %s", ttftSample(m.TTFTLong))}
 		for _, lv := range m.Levels {
 			parts = append(parts, fmt.Sprintf("@%d %s", lv.Concurrency, sample(lv)))
+		}
+		for _, pt := range m.PastT {
+			parts = append(parts, fmt.Sprintf("past T hop %d @%d %s", pt.WindowHop, pt.Concurrency, sample(pt.Throughput)))
 		}
 		out = append(out, fmt.Sprintf("%s (max_new_tokens %d): %s", m.Mode, m.Tokens, strings.Join(parts, "; ")))
 		if m.ServerCPUSeconds != nil && m.DriverCPUSeconds != nil {

@@ -143,3 +143,33 @@ func TestNum(t *testing.T) {
 		t.Error("ratios with a missing side must read n/a")
 	}
 }
+
+// The engine alone beside the single stream, the per-token costs and the
+// past-T scenarios, each against the baseline where it has one.
+func TestReportEngineCostsAndPastT(t *testing.T) {
+	r := cannedReport()
+	r.Engine = &EngineReport{Context: 156, Steps: 5000, Seconds: 2, StepsPerS: 2500, PrefillShortMs: 3.25, PrefillTokens: 56}
+	r.Settings.PastTHops, r.Settings.PastTLevels, r.Settings.PastTTokens = []int{1, 32}, []int{1}, 128
+	r.Ours.SingleStreamCost = &PerToken{RWSyscalls: 1.5, CtxSwitches: 2, CPUms: 0.5}
+	r.Baseline.SingleStreamCost = &PerToken{RWSyscalls: 3, CtxSwitches: 4, CPUms: 40}
+	r.Ours.PastT = []PastT{
+		{WindowHop: 1, Throughput: Throughput{Concurrency: 1, Streams: 1, Completed: 1, Tokens: 128, Seconds: 4, TokensPerS: 32}},
+		{WindowHop: 32, Throughput: Throughput{Concurrency: 1, Streams: 1, Completed: 1, Tokens: 128, Seconds: 0.2, TokensPerS: 640}},
+	}
+	r.Baseline.PastT = []PastT{{WindowHop: 1, Throughput: Throughput{Concurrency: 1, Streams: 1, Completed: 1, Tokens: 128, Seconds: 5, TokensPerS: 25.6}}}
+	out := render(t, r.WriteMarkdown)
+	testkit.ContainsAll(t, "markdown", out,
+		"| engine alone, traced decode steps/s at context 156 | 2500 | n/a | n/a |",
+		"| single stream over HTTP / engine alone | 60 % | n/a | n/a |",
+		"| engine alone, short-prompt prefill (56 tokens), median ms | 3.25 | n/a | n/a |",
+		"| server CPU per token, single stream, ms | 0.5 | 40.0 | 0.013× |",
+		"| server read/write syscalls per token, single stream | 1.50 | 3.00 | 0.5× |",
+		"| server context switches per token, single stream | 2.00 | 4.00 | 0.5× |",
+		"| past T, window_hop 1, 1 stream, tokens/s | 32.0 | 25.6 | 1.25× |",
+		"| past T, window_hop 32, 1 stream, tokens/s | 640 | n/a | n/a |",
+		"past T hop 32 @1 1 stream, 128 tokens in 0.2 s",
+		"window_hop [1 32]",
+	)
+	r.Engine = &EngineReport{Context: 156, Error: "no model"}
+	testkit.ContainsAll(t, "text", render(t, r.WriteText), "engine alone, traced decode steps/s at context 156", "failed")
+}

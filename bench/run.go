@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -41,10 +42,27 @@ type Options struct {
 
 	NoBaseline bool // skip the baseline mode
 
+	// Past-T scenarios: streams whose prompt is already longer than the
+	// context, so every token is generated past T, at each window_hop of
+	// PastTHops (default 1 and 32: the exact rule and a fast one) and each
+	// level of PastTLevels (default 1 and 4), PastTTokens each (default 128,
+	// quick 8). A hop of T or more for the model is skipped.
+	PastTHops   []int
+	PastTLevels []int
+	PastTTokens int
+
+	// EngineTime is how long the engine alone is timed (default 2s, quick
+	// 200ms); negative skips it.
+	EngineTime time.Duration
+
 	// ReadyTimeout bounds the server's start-up (model load). Default 60s.
 	ReadyTimeout time.Duration
 
 	Progress io.Writer // one line per phase as it finishes; nil for silence
+
+	// CPUProfileDir, when set, gets a CPU profile of each server's whole
+	// run (ours.pprof, baseline.pprof) for `go tool pprof`.
+	CPUProfileDir string
 }
 
 // The sampling the benchmark asks for: the API's defaults, a realistic chat.
@@ -86,6 +104,24 @@ func (o Options) withDefaults() Options {
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = 60 * time.Second
 	}
+	if o.PastTHops == nil {
+		o.PastTHops = []int{1, 32}
+	}
+	if o.PastTLevels == nil {
+		o.PastTLevels = []int{1, 4}
+	}
+	if o.PastTTokens == 0 {
+		o.PastTTokens = 128
+		if o.Quick {
+			o.PastTTokens = 8
+		}
+	}
+	if o.EngineTime == 0 {
+		o.EngineTime = 2 * time.Second
+		if o.Quick {
+			o.EngineTime = 200 * time.Millisecond
+		}
+	}
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
@@ -96,10 +132,18 @@ func (o Options) validate() error {
 	if o.Executable == "" {
 		return errors.New("no server executable given")
 	}
-	for _, l := range o.Levels {
+	for _, l := range append(slices.Clone(o.Levels), o.PastTLevels...) {
 		if l < 1 || l > 1024 {
 			return fmt.Errorf("concurrency level %d is out of range [1, 1024]", l)
 		}
+	}
+	for _, h := range o.PastTHops {
+		if h < 1 {
+			return fmt.Errorf("window hop %d must be at least 1", h)
+		}
+	}
+	if o.PastTTokens < 1 || o.PastTTokens > 1<<16 {
+		return fmt.Errorf("past-T tokens per stream must be in [1, 65536]")
 	}
 	if o.Tokens < 1 || o.Tokens > 1<<16 || o.BaselineTokens < 1 || o.BaselineTokens > 1<<16 {
 		return fmt.Errorf("tokens per stream must be in [1, 65536]")
@@ -169,10 +213,26 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	rep.Model.setConfig(cfg)
 	rep.Settings.TraceLayer = cfg.Layers - 1 // the deepest layer: the whole forward pass runs before it is read
+	rep.Settings.PastTTokens, rep.Settings.PastTLevels = o.PastTTokens, o.PastTLevels
+	for _, h := range o.PastTHops {
+		if h < cfg.Context {
+			rep.Settings.PastTHops = append(rep.Settings.PastTHops, h)
+		}
+	}
+
+	// The engine alone first, with the machine otherwise as quiet as the
+	// measured phases find it: the figure the single stream is held to.
+	if o.EngineTime > 0 {
+		fmt.Fprintf(o.Progress, "engine alone: timing traced decode steps\n")
+		rep.Engine = measureEngine(modelPath, o, cfg)
+		if rep.Engine.Error == "" {
+			fmt.Fprintf(o.Progress, "engine alone: %s traced steps/s at context %d\n", num(rep.Engine.StepsPerS), rep.Engine.Context)
+		}
+	}
 
 	for _, p := range plans(o) {
 		fmt.Fprintf(o.Progress, "%s: starting the server%s\n", p.mode, map[bool]string{true: " (serve --baseline)"}[p.baseline])
-		mr, err := runMode(ctx, o, p, modelPath, cfg)
+		mr, err := runMode(ctx, o, p, modelPath, cfg, rep.Settings.PastTHops)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -218,14 +278,17 @@ func serverSpec(o Options, p plan, modelPath string) harness.Spec {
 	if p.baseline {
 		spec.Args = []string{"--baseline"}
 	}
+	if o.CPUProfileDir != "" {
+		spec.Env = append(spec.Env, "NIELSGPT_CPUPROFILE="+filepath.Join(o.CPUProfileDir, p.mode+".pprof"))
+	}
 	return spec
 }
 
 // runMode starts one server and runs every phase against it. Once the
 // measured phases have begun the result is non-nil even with an error, so
 // figures measured before a failure are kept.
-func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.ModelConfig) (*ModeReport, error) {
-	maxLevel := slices.Max(o.Levels)
+func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.ModelConfig, hops []int) (*ModeReport, error) {
+	maxLevel := slices.Max(append(slices.Clone(o.Levels), o.PastTLevels...))
 	wall0 := time.Now()
 	driverCPU0, _ := selfCPU()
 	srv, err := harness.StartReady(ctx, serverSpec(o, p, modelPath), o.ReadyTimeout)
@@ -237,7 +300,7 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 	defer c.close()
 
 	mr := &ModeReport{Mode: p.mode, Tokens: p.tokens}
-	r := &modeRunner{client: c, plan: p, traceLayer: cfg.Layers - 1, report: mr}
+	r := &modeRunner{client: c, plan: p, traceLayer: cfg.Layers - 1, report: mr, pid: srv.PID()}
 	say := func(format string, args ...any) { fmt.Fprintf(o.Progress, p.mode+": "+format+"\n", args...) }
 
 	// Warm-up, not measured: the first request pays for lazy set-up (graph
@@ -247,7 +310,7 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 		return nil, fmt.Errorf("warm-up stream failed (%d tokens): %v; server output:\n%s", warm.Tokens, warm.Err, srv.OutputTail(serverOutputShown))
 	}
 
-	mr.SingleStream = r.throughput(ctx, 1, p.singleRuns, p.tokens)
+	mr.SingleStream, mr.SingleStreamCost = r.singleStream(ctx)
 	say("single stream: %s tokens/s (%s)", num(mr.SingleStream.TokensPerS), sample(mr.SingleStream))
 	mr.TTFTShort = r.ttft(ctx, shortPrompt)
 	say("time to first token, short prompt: p50 / p95 %s ms (%s)", latency(mr.TTFTShort), ttftSample(mr.TTFTShort))
@@ -261,16 +324,50 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 		mr.Levels = append(mr.Levels, t)
 		say("%d concurrent: %s tokens/s aggregate (%s)", level, num(t.TokensPerS), sample(t))
 	}
-
-	// VmHWM is the peak over the process's life, read while it still runs.
+	// VmHWM is the peak over the process's life, read while it still runs:
+	// here, after the concurrency levels (64 streams by default).
 	if _, peak, err := harness.Memory(srv.PID()); err == nil {
 		mr.PeakRSSBytes = &peak
 	}
+	r.pastT(ctx, hops, o.PastTLevels, o.PastTTokens, cfg.Context, say)
+
 	if !srv.Alive() {
 		return mr, fmt.Errorf("the server died during the benchmark; its last output:\n%s", srv.OutputTail(serverOutputShown))
 	}
 	r.recordCPU(srv, driverCPU0, wall0)
 	return mr, ctx.Err()
+}
+
+// singleStream runs the single-stream phase and reads what it cost the
+// server in system calls, context switches and CPU per token.
+func (r *modeRunner) singleStream(ctx context.Context) (Throughput, *PerToken) {
+	before, ok := readProcCounters(r.pid)
+	t := r.throughput(ctx, 1, r.plan.singleRuns, r.plan.tokens)
+	after, ok2 := readProcCounters(r.pid)
+	if !ok || !ok2 || t.Tokens == 0 {
+		return t, nil
+	}
+	n := float64(t.Tokens)
+	return t, &PerToken{
+		RWSyscalls:  float64(after.rwSyscalls-before.rwSyscalls) / n,
+		CtxSwitches: float64(after.ctxSwitch-before.ctxSwitch) / n,
+		CPUms:       float64(after.cpuTicks-before.cpuTicks) * 1000 / clockTicksPerSecond / n,
+	}
+}
+
+// pastT runs the past-T scenarios: every token generated with the window
+// already full, at each hop and level.
+func (r *modeRunner) pastT(ctx context.Context, hops, levels []int, tokens, context int, say func(string, ...any)) {
+	for _, hop := range hops {
+		for _, level := range levels {
+			if ctx.Err() != nil {
+				return
+			}
+			t := r.throughputWith(ctx, scenario{prompt: pastTPrompt(context), hop: hop}, level, r.plan.streamsPerWorker, tokens)
+			r.report.PastT = append(r.report.PastT, PastT{WindowHop: hop, Throughput: t})
+			say("past T, window_hop %d, %d concurrent: %s tokens/s (%s)", hop, level, num(t.TokensPerS), sample(t))
+		}
+	}
 }
 
 // recordCPU stops the server and notes the CPU time it and the driver used.
@@ -295,6 +392,7 @@ type modeRunner struct {
 	plan       plan
 	traceLayer int
 	report     *ModeReport
+	pid        int // the server's, for its /proc counters
 
 	mu   sync.Mutex
 	seed int64 // the last seed handed out: every stream samples differently
@@ -330,9 +428,21 @@ func (r *modeRunner) check(res streamResult) streamResult {
 	return res
 }
 
-// throughput runs `concurrency` workers, each running `perWorker` streams back
-// to back, within the phase cap; tokens are counted as received.
+// scenario is what a throughput phase asks for: the prompt of each stream
+// and its window_hop (0: the server's default).
+type scenario struct {
+	prompt func(variant int) []message
+	hop    int
+}
+
+// throughput runs short-prompt streams: the chat widget's common case.
 func (r *modeRunner) throughput(ctx context.Context, concurrency, perWorker, tokens int) Throughput {
+	return r.throughputWith(ctx, scenario{prompt: shortPrompt}, concurrency, perWorker, tokens)
+}
+
+// throughputWith runs `concurrency` workers, each running `perWorker` streams
+// back to back, within the phase cap; tokens are counted as received.
+func (r *modeRunner) throughputWith(ctx context.Context, sc scenario, concurrency, perWorker, tokens int) Throughput {
 	phase, cancel := context.WithTimeout(ctx, r.plan.cap)
 	defer cancel()
 	t := Throughput{Concurrency: concurrency}
@@ -345,7 +455,9 @@ func (r *modeRunner) throughput(ctx context.Context, concurrency, perWorker, tok
 				if phase.Err() != nil {
 					return
 				}
-				res := r.check(r.client.stream(phase, r.request(shortPrompt(w*perWorker+i), tokens)))
+				req := r.request(sc.prompt(w*perWorker+i), tokens)
+				req.WindowHop = sc.hop
+				res := r.check(r.client.stream(phase, req))
 				mu.Lock()
 				t.Streams++
 				t.Tokens += res.Tokens

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -36,7 +37,11 @@ func generate(t *testing.T, m *Model, req GenerateRequest) run {
 			return fmt.Errorf("step index %d, want %d", s.Index, len(r.tokens))
 		}
 		r.tokens = append(r.tokens, s.TokenID)
-		r.attn = append(r.attn, s.Attn)
+		rows := make([][]float32, len(s.Attn)) // the engine reuses s after the call
+		for h, row := range s.Attn {
+			rows[h] = slices.Clone(row)
+		}
+		r.attn = append(r.attn, rows)
 		return nil
 	})
 	if err != nil {

@@ -16,7 +16,7 @@ var errClosed = errors.New("model closed")
 // onStep (on the caller's goroutine) for each one as soon as it exists. It
 // stops within one step when ctx is done or onStep returns an error.
 func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*Step) error) (*Result, error) {
-	if err := m.check(req.Prompt, req.MaxNewTokens, req.Sampling); err != nil {
+	if err := m.check(req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop); err != nil {
 		return nil, err
 	}
 	if req.TraceLayer < -1 || req.TraceLayer >= m.cfg.Layers {
@@ -32,7 +32,7 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 		}
 		return res, nil
 	}
-	seq := m.newSequence(ctx, req.Prompt, req.MaxNewTokens, req.Sampling)
+	seq := m.newSequence(ctx, req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop)
 	seq.trace = req.TraceLayer
 	seq.raw = req.Raw
 	seq.stops = append(seq.stops[:0:0], req.Stop...)
@@ -52,13 +52,13 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 // FullAttention generates req.MaxNewTokens tokens (without tracing), then
 // returns one layer and head's attention matrix over the final window.
 func (m *Model) FullAttention(ctx context.Context, req FullAttnRequest) (*FullAttn, error) {
-	if err := m.check(req.Prompt, req.MaxNewTokens, req.Sampling); err != nil {
+	if err := m.check(req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop); err != nil {
 		return nil, err
 	}
 	if req.Layer < 0 || req.Layer >= m.cfg.Layers || req.Head < 0 || req.Head >= m.cfg.Heads {
 		return nil, fmt.Errorf("layer %d head %d out of range", req.Layer, req.Head)
 	}
-	seq := m.newSequence(ctx, req.Prompt, req.MaxNewTokens, req.Sampling)
+	seq := m.newSequence(ctx, req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop)
 	seq.full = &req
 	ev, err := m.relay(ctx, seq, nil)
 	if err != nil {
@@ -67,8 +67,10 @@ func (m *Model) FullAttention(ctx context.Context, req FullAttnRequest) (*FullAt
 	return ev.full, nil
 }
 
-func (m *Model) check(prompt []byte, maxNew int, s Sampling) error {
+func (m *Model) check(prompt []byte, maxNew int, s Sampling, hop int) error {
 	switch {
+	case hop < 0 || hop >= m.cfg.Context:
+		return fmt.Errorf("window hop %d out of range [1, %d]", hop, m.cfg.Context-1)
 	case len(prompt) == 0:
 		return errors.New("empty prompt")
 	case maxNew < 0:
@@ -83,7 +85,7 @@ func (m *Model) check(prompt []byte, maxNew int, s Sampling) error {
 	return nil
 }
 
-func (m *Model) newSequence(ctx context.Context, prompt []byte, maxNew int, s Sampling) *sequence {
+func (m *Model) newSequence(ctx context.Context, prompt []byte, maxNew int, s Sampling, hop int) *sequence {
 	tokens := make([]int32, len(prompt), len(prompt)+maxNew)
 	for i, b := range prompt {
 		tokens[i] = int32(b)
@@ -98,9 +100,12 @@ func (m *Model) newSequence(ctx context.Context, prompt []byte, maxNew int, s Sa
 		stops:    StopTags,
 		logprobs: -1,
 		cacheAt:  -1, // nothing cached yet
+		hop:      max(hop, 1),
+		winStart: -1, // the first window is cut when the sequence is first planned
 		logits:   make([]float32, m.cfg.Vocab),
 		attnRow:  make([]float32, m.cfg.Heads*m.cfg.Context),
-		events:   make(chan event, 2),
+		// Room for every step the scheduler may run ahead, and the final event.
+		events: make(chan event, stepsAhead+1),
 	}
 }
 
@@ -118,7 +123,12 @@ func (m *Model) relay(ctx context.Context, seq *sequence, onStep func(*Step) err
 	for {
 		select {
 		case ev := <-seq.events:
-			m.sched.poke()
+			if len(seq.events) == stepsAhead-1 {
+				// The channel was full, so the scheduler may be waiting for
+				// this reader; otherwise it is not, and a poke would only
+				// cost it a spurious wake-up.
+				m.sched.poke()
+			}
 			switch {
 			case ev.err != nil:
 				return event{}, ev.err
@@ -136,4 +146,88 @@ func (m *Model) relay(ctx context.Context, seq *sequence, onStep func(*Step) err
 			return event{}, context.Cause(ctx)
 		}
 	}
+}
+
+// stepsAhead is how many computed steps may wait for a sequence's reader.
+// Two, not one: with one, the scheduler finishing step n+1 found the reader
+// not yet woken for it, so it blocked and had to be woken again when the
+// reader took the step — two goroutine wake-ups (and, for the scheduler's
+// locked thread, two OS thread hand-offs) per token. With two, a reader that
+// keeps up never makes the scheduler wait, and a slow one still holds at
+// most two steps' worth of memory.
+const stepsAhead = 2
+
+// readerReady reports whether the scheduler may compute the sequence's next
+// step: fewer than stepsAhead steps are waiting for its reader.
+func (seq *sequence) readerReady() bool { return len(seq.events) < stepsAhead }
+
+// stepRing holds the Step values a sequence hands its reader, reused in
+// turn so that a token costs no allocation. A reader owns a Step until its
+// onStep returns and the scheduler is at most stepsAhead steps ahead, so the
+// slot written next is always one the reader has finished with.
+type stepRing struct {
+	steps [stepsAhead + 1]Step
+	cands [stepsAhead + 1][traceTopK]Candidate
+	attn  [stepsAhead + 1][]float32 // H × T each, allocated on first use
+	next  int
+}
+
+// takeStep samples the token of a step that ended at the sequence's newest
+// position (it carries its logits and trace row), appends it, notes a stop
+// tag, and returns the Step for the reader.
+func (seq *sequence) takeStep(it *stepItem, heads int) *Step {
+	token, entropy, top := seq.sampler.sample(it.logits)
+	r := &seq.ring
+	slot := r.next
+	r.next = (r.next + 1) % len(r.steps)
+	step := &r.steps[slot]
+	*step = Step{
+		Index:      len(seq.tokens) - seq.nPrompt,
+		TokenID:    token,
+		Entropy:    entropy,
+		Candidates: r.cands[slot][:copy(r.cands[slot][:], top)],
+		Attn:       step.Attn[:0],
+	}
+	if it.traceLayer >= 0 {
+		if r.attn[slot] == nil {
+			r.attn[slot] = make([]float32, len(seq.attnRow))
+			step.Attn = make([][]float32, 0, heads)
+		}
+		t := len(it.attnRow) / heads
+		rows := r.attn[slot][:copy(r.attn[slot], it.attnRow)]
+		for h := range heads {
+			step.Attn = append(step.Attn, rows[h*t:(h+1)*t:(h+1)*t])
+		}
+	} else {
+		step.Attn = nil
+	}
+	if seq.logprobs >= 0 {
+		d := newDistribution(it.logits)
+		step.Logprob, step.TopLogprobs = d.logprob(token), d.top(seq.logprobs)
+	}
+	seq.tokens = append(seq.tokens, int32(token))
+	// A stop sequence not there before can only end at the byte just appended.
+	seq.stopped = endsWithStop(seq.tokens[seq.nPrompt:], seq.stops)
+	return step
+}
+
+// endsWithStop reports whether the generated ids end with one of stops.
+func endsWithStop(generated []int32, stops [][]byte) bool {
+	for _, tag := range stops {
+		if len(generated) < len(tag) {
+			continue
+		}
+		tail := generated[len(generated)-len(tag):]
+		match := true
+		for i, b := range tag {
+			if tail[i] != int32(b) {
+				match = false
+				break
+			}
+		}
+		if match {
+			return true
+		}
+	}
+	return false
 }

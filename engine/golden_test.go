@@ -8,6 +8,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -249,5 +250,132 @@ func checkGreedy(t *testing.T, name string) {
 	t.Logf("%d identical tokens, max |Δattn| %.2e", len(got), worstAttn)
 	if worstAttn > attnTol {
 		t.Fatalf("attention rows differ by %.2e", worstAttn)
+	}
+}
+
+// hopGolden is testdata/golden/{name}_hop.json: greedy runs under window_hop
+// > 1, computed the reference way (every step re-runs its whole window).
+type hopGolden struct {
+	Prompt     []int32 `json:"prompt"`
+	Steps      int     `json:"steps"`
+	TraceLayer int     `json:"trace_layer"`
+	Runs       []struct {
+		WindowHop int           `json:"window_hop"`
+		Tokens    []int         `json:"tokens"`
+		AttnRows  [][][]float32 `json:"attn_rows"` // [step][H][t]
+	} `json:"runs"`
+}
+
+// Past T with window_hop > 1 the window jumps and is rebuilt once, then the
+// KV cache extends it: the same tokens and traces as PyTorch re-running each
+// step's window from position 0.
+func TestWindowHopMatchesPyTorch(t *testing.T) {
+	for _, name := range fixtureNames {
+		m, g := loadFixture(t, name)
+		raw, err := os.ReadFile(filepath.Join("..", "testdata", "golden", name+"_hop.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var hg hopGolden
+		if err := json.Unmarshal(raw, &hg); err != nil {
+			t.Fatal(err)
+		}
+		if len(hg.Runs) == 0 || len(hg.Prompt)+hg.Steps < g.Config.T+64 {
+			t.Fatalf("%s: hop golden too short to run 64 steps past T", name)
+		}
+		for _, run := range hg.Runs {
+			t.Run(fmt.Sprintf("%s/hop%d", name, run.WindowHop), func(t *testing.T) {
+				var got []int
+				worst := 0.0
+				_, err := m.Generate(context.Background(), GenerateRequest{
+					Prompt: int32sToBytes(hg.Prompt), MaxNewTokens: hg.Steps, Sampling: Sampling{Temperature: 0},
+					TraceLayer: hg.TraceLayer, WindowHop: run.WindowHop,
+				}, func(s *Step) error {
+					i := len(got)
+					got = append(got, s.TokenID)
+					if s.TokenID != run.Tokens[i] {
+						return fmt.Errorf("step %d: token %d, PyTorch chose %d", i, s.TokenID, run.Tokens[i])
+					}
+					if len(s.Attn) != len(run.AttnRows[i]) || len(s.Attn[0]) != len(run.AttnRows[i][0]) {
+						return fmt.Errorf("step %d: window of %d positions, PyTorch's has %d", i, len(s.Attn[0]), len(run.AttnRows[i][0]))
+					}
+					for h := range s.Attn {
+						worst = math.Max(worst, maxAbsDiff(s.Attn[h], run.AttnRows[i][h]))
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(got) != hg.Steps {
+					t.Fatalf("generated %d tokens, want %d", len(got), hg.Steps)
+				}
+				t.Logf("%d identical tokens, max |Δattn| %.2e", len(got), worst)
+				if worst > attnTol {
+					t.Fatalf("attention rows differ by %.2e", worst)
+				}
+			})
+		}
+	}
+}
+
+// The hop rule, step by step: the first window is the prompt's last T
+// tokens, it stays while it fits, and then leaves T-hop+1 tokens.
+func TestWindowStartRule(t *testing.T) {
+	const T = 10
+	for _, c := range []struct {
+		hop, prompt int
+		want        []int // window starts as the sequence grows by one token each
+	}{
+		{1, 4, []int{0, 0, 0, 0, 0, 0, 0, 1, 2, 3}},
+		{1, 12, []int{2, 3, 4, 5}},
+		{3, 8, []int{0, 0, 0, 3, 3, 3, 6, 6, 6}},
+		{3, 12, []int{2, 5, 5, 5, 8, 8}},
+		{9, 9, []int{0, 0, 9, 9, 9, 9, 9, 9, 9, 9, 9, 18}},
+	} {
+		seq := &sequence{tokens: make([]int32, c.prompt), hop: c.hop, winStart: -1}
+		var got []int
+		for range c.want {
+			got = append(got, seq.windowStart(T))
+			if again := seq.windowStart(T); again != got[len(got)-1] {
+				t.Fatalf("hop %d: a second call for the same length moved the window", c.hop)
+			}
+			if n := len(seq.tokens) - got[len(got)-1]; n > T || n < T-c.hop+1 && len(seq.tokens) > T {
+				t.Fatalf("hop %d: a window of %d tokens", c.hop, n)
+			}
+			seq.tokens = append(seq.tokens, 0)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("hop %d prompt %d: starts %v, want %v", c.hop, c.prompt, got, c.want)
+		}
+	}
+}
+
+// /inspect/full_attn takes its matrix over the window the hop rule left.
+func TestFullAttentionFollowsWindowHop(t *testing.T) {
+	m, g := loadFixture(t, "tiny_a")
+	c := m.Config()
+	prompt := int32sToBytes(g.Greedy.Prompt)
+	for _, hop := range []int{1, 8, 63} {
+		const maxNew = 70 // past tiny_a's T of 64
+		full, err := m.FullAttention(context.Background(), FullAttnRequest{
+			Prompt: prompt, MaxNewTokens: maxNew, Layer: 0, Head: 0, WindowHop: hop,
+			Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: 42},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq := &sequence{tokens: make([]int32, len(prompt)), hop: hop, winStart: -1}
+		for range maxNew {
+			seq.windowStart(c.Context)
+			seq.tokens = append(seq.tokens, 0)
+		}
+		want := len(seq.tokens) - seq.windowStart(c.Context)
+		if len(full.TokenIDs) != want || len(full.Attn) != want {
+			t.Fatalf("hop %d: a window of %d tokens, want %d", hop, len(full.TokenIDs), want)
+		}
+	}
+	if _, err := m.FullAttention(context.Background(), FullAttnRequest{Prompt: prompt, Layer: 0, Head: 0, WindowHop: c.Context}); err == nil {
+		t.Fatal("a hop of T was accepted")
 	}
 }

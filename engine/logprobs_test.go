@@ -7,23 +7,6 @@ import (
 	"testing"
 )
 
-// logSoftmax is the PyTorch golden logits' log-probabilities, in float64.
-func logSoftmax(logits []float32) []float64 {
-	maxv := math.Inf(-1)
-	for _, l := range logits {
-		maxv = math.Max(maxv, float64(l))
-	}
-	sum := 0.0
-	for _, l := range logits {
-		sum += math.Exp(float64(l) - maxv)
-	}
-	out := make([]float64, len(logits))
-	for i, l := range logits {
-		out[i] = float64(l) - maxv - math.Log(sum)
-	}
-	return out
-}
-
 const logprobTol = 1e-4
 
 // Scoring the golden window: every position's log-probability, rank and
@@ -40,7 +23,7 @@ func TestScoreMatchesPyTorch(t *testing.T) {
 		}
 		worst := 0.0
 		for i := 1; i < len(tokens); i++ {
-			want := logSoftmax(g.Prefill.Logits[i-1])
+			want := logSoftmax(g.Prefill.Logits[i-1], nil)
 			p := scores.Positions[i]
 			worst = math.Max(worst, math.Abs(p.Logprob-want[tokens[i]]))
 			if len(p.Top) != 5 || math.Abs(p.Top[0].Logprob-want[p.Top[0].TokenID]) > logprobTol {
@@ -73,7 +56,7 @@ func TestGenerateLogprobsMatchPyTorch(t *testing.T) {
 			Prompt: int32sToBytes(gr.Prompt), MaxNewTokens: gr.Steps, Sampling: Sampling{Temperature: 0},
 			TraceLayer: -1, Raw: true, Logprobs: true, TopLogprobs: 3,
 		}, func(s *Step) error {
-			want := logSoftmax(gr.Logits[i])
+			want := logSoftmax(gr.Logits[i], nil)
 			worst = math.Max(worst, math.Abs(s.Logprob-want[s.TokenID]))
 			if len(s.TopLogprobs) != 3 || s.TopLogprobs[0].TokenID != s.TokenID {
 				t.Fatalf("step %d: greedy token %d is not first in %v", i, s.TokenID, s.TopLogprobs)

@@ -59,10 +59,15 @@ type sequence struct {
 	scoreTopN int
 	logits    []float32
 	attnRow   []float32
-	// events has room for a step and the final event, and the scheduler only
-	// feeds a sequence whose caller has taken the previous step: sending never
-	// blocks, and a slow reader only slows itself.
+	// events has room for stepsAhead steps and the final event, and the
+	// scheduler only feeds a sequence with fewer steps waiting (readerReady):
+	// sending never blocks, and a slow reader only slows itself.
 	events chan event
+	ring   stepRing // the Step values handed to the reader, reused
+	// The window rule's state (windowStart): the hop, and where the window
+	// now starts (-1 before the first).
+	hop      int
+	winStart int
 }
 
 type scheduler struct {
@@ -114,9 +119,15 @@ func (s *scheduler) join(ctx context.Context, seq *sequence) error {
 
 func (s *scheduler) loop() {
 	defer s.done.Done()
-	// ggml's Metal backend keeps per-thread state; one OS thread keeps it simple.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	locked := s.m.backend != "CPU"
+	if locked {
+		// ggml's Metal backend keeps per-thread state; one OS thread keeps it
+		// simple. Not on the CPU: a locked goroutine cannot wait on a channel
+		// without handing its thread's P to another thread and back, which
+		// cost several futex calls for every token.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	defer func() {
 		for _, seq := range s.active {
 			s.finish(seq, event{err: errClosed})
@@ -155,6 +166,17 @@ func (s *scheduler) loop() {
 			continue
 		}
 		s.run(items, owners)
+		if !locked {
+			// Let the readers this step woke run at once, on this P, while
+			// the loop carries on from the run queue on the other core.
+			// Otherwise a woken reader waits in this P's run-next slot
+			// while the next step's cgo call holds the P: another thread
+			// must steal it (after a 3 µs back-off) or sysmon must take the
+			// P, and a goroutine that never passes through the Go scheduler
+			// gets a preemption signal every 10 ms and keeps sysmon polling
+			// every 20 µs.
+			runtime.Gosched()
+		}
 	}
 }
 
@@ -205,10 +227,22 @@ func (s *scheduler) dropCancelled() {
 	s.active = kept
 }
 
-// windowStart is where the part of the sequence the model sees begins: its
-// last T tokens.
-func (seq *sequence) windowStart(T int) (start int) {
-	return max(0, len(seq.tokens)-T)
+// windowStart is where the part of the sequence the model sees begins
+// (docs/API.md, window_hop). The first window is the prompt's last T tokens.
+// It then stays put while the window still fits, and when a new token makes
+// it longer than T it jumps to leave T-hop+1 tokens: with hop 1 that is the
+// last T tokens every time, the original rule; with a larger hop the model
+// reads a shorter window that the KV cache extends for hop-1 more tokens
+// before the next jump. Calling it again for the same length changes nothing.
+func (seq *sequence) windowStart(T int) int {
+	n := len(seq.tokens)
+	switch {
+	case seq.winStart < 0:
+		seq.winStart = max(0, n-T)
+	case n-seq.winStart > T:
+		seq.winStart = n - T + seq.hop - 1
+	}
+	return seq.winStart
 }
 
 // plan picks this step's work: every ready decoder, then prompt chunks. It
@@ -229,8 +263,8 @@ func (s *scheduler) plan() ([]stepItem, []*sequence) {
 	for pass := 0; pass < 2; pass++ {
 		for k := range candidates {
 			seq := candidates[(k+s.turn)%len(candidates)]
-			if len(seq.events) > 0 {
-				continue // its reader has not taken the last step yet
+			if !seq.readerReady() {
+				continue // its reader is stepsAhead steps behind
 			}
 			start, pending, whole := s.syncWindow(seq)
 			if (pass == 0) != (pending == 1) || pending == 0 {
@@ -374,29 +408,7 @@ func (s *scheduler) advance(seq *sequence, it *stepItem) {
 		s.scoreNext(seq, it.logits)
 		return
 	}
-	token, entropy, top := seq.sampler.sample(it.logits)
-	step := &Step{
-		Index:      len(seq.tokens) - seq.nPrompt,
-		TokenID:    token,
-		Entropy:    entropy,
-		Candidates: top,
-	}
-	if it.traceLayer >= 0 {
-		t := len(it.attnRow) / cfg.Heads
-		rows := make([]float32, len(it.attnRow))
-		copy(rows, it.attnRow)
-		step.Attn = make([][]float32, cfg.Heads)
-		for h := range step.Attn {
-			step.Attn[h] = rows[h*t : (h+1)*t : (h+1)*t]
-		}
-	}
-	if seq.logprobs >= 0 {
-		d := newDistribution(it.logits)
-		step.Logprob, step.TopLogprobs = d.logprob(token), d.top(seq.logprobs)
-	}
-	seq.tokens = append(seq.tokens, int32(token))
-	_, seq.stopped = cutAtStop(int32sToBytes(seq.tokens[seq.nPrompt:]), seq.stops)
-	seq.events <- event{step: step}
+	seq.events <- event{step: seq.takeStep(it, cfg.Heads)}
 	if !seq.isDone() {
 		return
 	}

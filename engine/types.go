@@ -19,6 +19,11 @@ type GenerateRequest struct {
 	MaxNewTokens int
 	Sampling     Sampling
 	TraceLayer   int // layer whose attention rows are reported; -1 for none
+	// WindowHop is how the window moves once the sequence outgrows the
+	// context (docs/API.md, window_hop): 1 (or 0) re-cuts it for every token,
+	// as the original did; k > 1 jumps k tokens at a time, so the cache is
+	// rebuilt once per k tokens. At most T-1.
+	WindowHop int
 	// Raw marks Prompt as plain text, not a chat transcript: the chat stop
 	// tags do not apply and no reply is extracted.
 	Raw bool
@@ -47,7 +52,9 @@ type Candidate struct {
 	Prob    float64
 }
 
-// Step is what one generated token carries back to the caller.
+// Step is what one generated token carries back to the caller. It and the
+// slices it holds belong to the caller only until its onStep returns (the
+// engine reuses them for later steps): copy what must outlive the call.
 type Step struct {
 	Index      int // 0-based step number
 	TokenID    int
@@ -55,7 +62,7 @@ type Step struct {
 	Candidates []Candidate // at most 10, by probability, highest first
 	// Attn holds the traced layer's attention probabilities for the newest
 	// query position: one row per head, each as long as the current window.
-	// Nil when TraceLayer < 0. Owned by the receiver.
+	// Nil when TraceLayer < 0.
 	Attn [][]float32
 	// Logprob and TopLogprobs are set when the request asked for Logprobs:
 	// the model's own distribution, whatever the sampling settings.
@@ -93,6 +100,7 @@ type FullAttnRequest struct {
 	Sampling     Sampling
 	Layer        int
 	Head         int
+	WindowHop    int // as in GenerateRequest
 }
 
 // FullAttn is a t × t causal attention matrix over the window TokenIDs.

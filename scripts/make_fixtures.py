@@ -8,7 +8,10 @@ Outputs (committed; rerunning reproduces them byte for byte on the same PyTorch)
 - testdata/models/tiny_a.pt, tiny_b.pt: `best.pt` files (docs/ARCHITECTURE.md, The model) with random weights;
 - testdata/golden/tiny_a.json, tiny_b.json: logits and attention probabilities for a
   full-window prefill, and an 80-step greedy generation computed the reference way
-  (the whole window re-run every step, the window rule of docs/API.md §8).
+  (the whole window re-run every step, the window rule of docs/API.md §8);
+- testdata/golden/tiny_a_hop.json, tiny_b_hop.json: 140-step greedy generations under
+  window_hop > 1 (docs/API.md), from the stored checkpoints. `--hop-only` writes just
+  these, reading the committed models and leaving everything else as it is.
 
 The goldens are computed in float64 from the float32 weights as saved, so they are the
 exact maths of the stored model, not one float32 implementation's rounding; an engine
@@ -36,9 +39,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # T of tiny_b is small so the 80-step generation slides its window many times.
 FIXTURES = [
-    {"name": "tiny_a", "seed": 1000, "trace_layer": 1, "best_val_loss": 1.5,
+    {"name": "tiny_a", "seed": 1000, "trace_layer": 1, "best_val_loss": 1.5, "hops": [8, 32],
      "cfg": dict(V=256, T=64, C=64, L=2, H=4, d_ff=256, rope_theta=10000.0)},
-    {"name": "tiny_b", "seed": 2000, "trace_layer": 1, "with_optimizer_state": True,
+    {"name": "tiny_b", "seed": 2000, "trace_layer": 1, "with_optimizer_state": True, "hops": [3, 4, 11, 23],
      "cfg": dict(V=256, T=24, C=48, L=3, H=2, d_ff=96, rope_theta=500.0)},
 ]
 
@@ -50,6 +53,8 @@ PREFILL_MESSAGES = [
 ]
 GREEDY_PROMPT = "user: hello\nassistant: "
 GREEDY_STEPS = 80
+# window_hop goldens: long enough that tiny_a (T=64) runs 100 steps past its window.
+HOP_STEPS = 140
 MIN_GAP = 1e-2          # smallest allowed top-1 minus top-2 logit at a greedy step
 MIN_DISTINCT = 20       # a generation stuck on a few tokens would test little
 MAX_SEED_TRIES = 200
@@ -178,16 +183,22 @@ def run_window(model64, ids):
 
 
 @torch.no_grad()
-def greedy_reference(model64, model32, prompt, steps, trace_layer):
-    """The reference greedy loop: every step re-runs the last T tokens, positions from 0.
+def greedy_reference(model64, model32, prompt, steps, trace_layer, hop=1):
+    """The reference greedy loop: every step re-runs its whole window, positions from 0.
+    With hop 1 the window is the last T tokens; otherwise it moves by the window_hop
+    rule (niels_gpt.window_start).
 
     Returns (tokens, logits per step, attn rows per step, smallest top-1/top-2 gap) and
     checks that the float32 model picks the same token at every step."""
     T = model64.cfg["T"]
     ids = list(prompt)
     tokens, step_logits, attn_rows, min_gap = [], [], [], float("inf")
+    start = None
     for _ in range(steps):
-        window = ids[-T:]
+        start = niels_gpt.window_start(start, len(ids), T, hop)
+        window = ids[start:]
+        if hop == 1 and window != ids[-T:]:
+            raise AssertionError("window_start with hop 1 must be the original rule")
         logits, attn = run_window(model64, window)
         last = logits[-1]
         top2 = np.sort(last)[-2:]
@@ -324,10 +335,56 @@ def make_fixture(fixture):
         raise AssertionError(f"{golden_path} is {size} bytes; keep goldens under 3 MB")
 
 
+def make_hop_golden(fixture):
+    """testdata/golden/{name}_hop.json: greedy generations under window_hop > 1, long
+    enough to jump the window several times, from the checkpoint as stored (so the
+    existing goldens and models are read, never rewritten, by this part)."""
+    name, T = fixture["name"], fixture["cfg"]["T"]
+    model_rel = f"testdata/models/{name}.pt"
+    model32, ckpt = niels_gpt.load_checkpoint(os.path.join(REPO, model_rel), torch.float32)
+    model64, _ = niels_gpt.load_checkpoint(os.path.join(REPO, model_rel), torch.float64)
+    prompt = list(GREEDY_PROMPT.encode("utf-8"))
+    runs = []
+    for hop in fixture["hops"]:
+        tokens, _, attn_rows, gap = greedy_reference(model64, model32, prompt, HOP_STEPS,
+                                                     fixture["trace_layer"], hop)
+        if gap < MIN_GAP:
+            raise AssertionError(f"{name} hop {hop}: greedy near-tie (gap {gap}); pick another hop")
+        jumps = (len(prompt) + HOP_STEPS - T + hop - 1) // hop
+        print(f"{name}: hop {hop}: {HOP_STEPS} steps, ~{jumps} window jumps, min gap {gap:.4f}, "
+              f"{len(set(tokens))} distinct tokens")
+        runs.append({
+            "window_hop": hop,
+            "min_top2_gap": float(np.float32(gap)),
+            "tokens": tokens,
+            "attn_rows": [to_f32(rows) for rows in attn_rows],
+        })
+    golden = {
+        "model": model_rel,
+        "config": {k: ckpt["model_cfg"][k] for k in ("V", "T", "C", "L", "H", "d_ff", "rope_theta")},
+        "prompt": prompt,
+        "steps": HOP_STEPS,
+        "trace_layer": fixture["trace_layer"],
+        "runs": runs,
+    }
+    path = os.path.join(REPO, "testdata", "golden", f"{name}_hop.json")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(dump_json(golden) + "\n")
+    with open(path, encoding="utf-8") as f:
+        json.load(f)
+    size = os.path.getsize(path)
+    print(f"wrote testdata/golden/{name}_hop.json ({size} bytes)")
+    if size > 3_000_000:
+        raise AssertionError(f"{path} is {size} bytes; keep goldens under 3 MB")
+
+
 def main():
     torch.set_num_threads(1)  # deterministic reductions, and the CPUs are shared
+    hop_only = "--hop-only" in sys.argv[1:]
     for fixture in FIXTURES:
-        make_fixture(fixture)
+        if not hop_only:
+            make_fixture(fixture)
+        make_hop_golden(fixture)
 
 
 if __name__ == "__main__":

@@ -234,7 +234,9 @@ def load_checkpoint(path, dtype=torch.float32):
 
 # ---------------------------------------------------------------------------------------
 # Chat transcript and generation (docs/API.md §8), the reference way: the whole window is
-# re-run every step, positions starting at 0 at the window's first token.
+# re-run every step, positions starting at 0 at the window's first token. A KV cache that
+# extends a window computes the same numbers, so this is also the reference for
+# window_hop > 1.
 # ---------------------------------------------------------------------------------------
 
 def format_transcript(messages):
@@ -264,17 +266,35 @@ def extract_reply(text):
         start = i + 1
 
 
+def window_start(start, n, T, hop=1):
+    """Where the window over ids[0:n] starts (docs/API.md, window_hop).
+
+    start is the previous window's start, or None before the first. The first window
+    is the last T ids (start = max(0, n - T)); it then stays put while n - start <= T,
+    and when a new id makes n - start exceed T it jumps to n - T + hop - 1. With hop 1
+    that is ids[-T:] at every step, the original rule; a larger hop leaves a shorter
+    window (T - hop + 1 ids) that the following steps extend.
+    """
+    if start is None:
+        return max(0, n - T)
+    if n - start > T:
+        return n - T + hop - 1
+    return start
+
+
 @torch.no_grad()
 def generate(model, prompt_ids, max_new_tokens, temperature=0.0, top_k=None, seed=42,
-             stop_on_tags=True):
+             stop_on_tags=True, window_hop=1):
     """Returns the generated ids (after the stop-tag cut when stop_on_tags)."""
     T = model.cfg["T"]
     device = next(model.parameters()).device
     gen = torch.Generator(device="cpu").manual_seed(seed)
     ids = list(prompt_ids)
     out = []
+    start = None
     for _ in range(max_new_tokens):
-        window = torch.tensor([ids[-T:]], dtype=torch.long, device=device)
+        start = window_start(start, len(ids), T, window_hop)
+        window = torch.tensor([ids[start:]], dtype=torch.long, device=device)
         logits = model(window)[0, -1].to("cpu", torch.float64)
         if temperature == 0:
             token = int(torch.argmax(logits))

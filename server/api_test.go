@@ -115,6 +115,11 @@ func TestChatStream(t *testing.T) {
 			t.Errorf("%s = %q, want %q", header, got, want)
 		}
 	}
+	// Unframed, so each step is one write: the stream ends with the connection.
+	if len(resp.TransferEncoding) != 0 || resp.ContentLength != -1 || !resp.Close {
+		t.Errorf("framing: Transfer-Encoding %v, Content-Length %d, close %v; want none, unknown, close",
+			resp.TransferEncoding, resp.ContentLength, resp.Close)
+	}
 	events := readEvents(t, resp)
 
 	reply := fake.reply
@@ -169,7 +174,7 @@ func TestChatStream(t *testing.T) {
 
 	// The documented defaults reach the engine.
 	got := fake.lastGenerate()
-	if string(got.Prompt) != prompt || got.MaxNewTokens != 256 || got.TraceLayer != 3 ||
+	if string(got.Prompt) != prompt || got.MaxNewTokens != 256 || got.TraceLayer != 3 || got.WindowHop != 1 ||
 		got.Sampling != (engine.Sampling{Temperature: 0.9, TopK: 50, Seed: 42}) {
 		t.Fatalf("engine request %+v", got)
 	}
@@ -203,6 +208,35 @@ func TestChatStreamFields(t *testing.T) {
 	events = readEvents(t, postJSON(t, ts.URL+"/chat/stream", `{"messages":[{"role":"user","content":"x"}],"max_new_tokens":0,"trace_layer":0}`))
 	if len(events) != 1 || events[0].Type != "done" || events[0].Data != `{"reply":""}` {
 		t.Fatalf("events %+v", events)
+	}
+}
+
+// window_hop (an extension): WINDOW_HOP when absent, the request's own value
+// when given, on both POST endpoints; a WINDOW_HOP beyond the model's T-1
+// means the largest hop it has.
+func TestWindowHopReachesTheEngine(t *testing.T) {
+	fake := newFakeEngine()
+	cfg := testConfig()
+	cfg.WindowHop = 16
+	ts := startServer(t, cfg, fake)
+	readEvents(t, postJSON(t, ts.URL+"/chat/stream", helloChat))
+	if got := fake.lastGenerate().WindowHop; got != 16 {
+		t.Fatalf("default window_hop %d, want WINDOW_HOP 16", got)
+	}
+	readEvents(t, postJSON(t, ts.URL+"/chat/stream", `{"messages":[{"role":"user","content":"x"}],"trace_layer":0,"window_hop":63}`))
+	if got := fake.lastGenerate().WindowHop; got != 63 {
+		t.Fatalf("window_hop %d, want 63", got)
+	}
+	readAll(t, postJSON(t, ts.URL+"/inspect/full_attn", `{"messages":[{"role":"user","content":"a"}],"trace_layer":0,"head":0,"window_hop":5}`))
+	if got := fake.lastFullAttn().WindowHop; got != 5 {
+		t.Fatalf("full_attn window_hop %d, want 5", got)
+	}
+
+	cfg.WindowHop = 1000 // beyond fakeConfig's T-1 = 63
+	ts = startServer(t, cfg, fake)
+	readAll(t, postJSON(t, ts.URL+"/inspect/full_attn", `{"messages":[{"role":"user","content":"a"}],"trace_layer":0,"head":0}`))
+	if got := fake.lastFullAttn().WindowHop; got != 63 {
+		t.Fatalf("WINDOW_HOP 1000 on T=64: window_hop %d, want 63", got)
 	}
 }
 

@@ -24,10 +24,13 @@ type Config struct {
 	Host string
 	Port int
 
-	MaxPromptBytes  int
-	MaxBodyBytes    int64
-	MaxNewTokens    int
-	MaxConcurrent   int
+	MaxPromptBytes int
+	MaxBodyBytes   int64
+	MaxNewTokens   int
+	MaxConcurrent  int
+	// WindowHop is window_hop for requests that leave it out (docs/API.md):
+	// how far the window jumps once a conversation outgrows the context.
+	WindowHop       int
 	RateLimitPerMin float64
 	RateLimitBurst  int
 	AllowedOrigins  []string
@@ -73,6 +76,7 @@ func Settings(c *Config) []settings.Row {
 		}},
 		{Env: "MAX_NEW_TOKENS", Flag: "max-new-tokens", Default: "1024", Usage: "largest max_new_tokens a request may ask for", Apply: settings.Int(&c.MaxNewTokens, 0, 1<<20)},
 		{Env: "MAX_CONCURRENT", Flag: "max-concurrent", Default: "64", Usage: "generations served at once; more get 503 busy", Apply: settings.Int(&c.MaxConcurrent, 1, 1<<16)},
+		{Env: "WINDOW_HOP", Flag: "window-hop", Default: "1", Usage: "how many tokens the window jumps once a conversation outgrows the context (1: every token, as the original; larger is faster and keeps T-hop+1..T tokens); the default for window_hop, at most T-1", Apply: settings.Int(&c.WindowHop, 1, 1<<20)},
 		{Env: "RATE_LIMIT_PER_MIN", Flag: "rate-limit-per-min", Default: "10", Usage: "per-client token bucket refill, requests per minute", Apply: func(v string) error {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f <= 0 || f > 1e9 {

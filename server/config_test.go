@@ -33,7 +33,7 @@ func TestConfigDefaults(t *testing.T) {
 		c.MaxPromptBytes != 16384 || c.RateLimitPerMin != 10 || c.RateLimitBurst != 3 ||
 		c.MaxNewTokens != 1024 || c.MaxConcurrent != 64 || c.MaxBodyBytes != 1<<20 ||
 		len(c.TrustedProxies) != 0 || c.WriteTimeout != 30*time.Second || c.ShutdownTimeout != 30*time.Second ||
-		c.LogFormat != "json" || c.RedisURL != "" || c.DrainDelay != 0 {
+		c.LogFormat != "json" || c.RedisURL != "" || c.DrainDelay != 0 || c.WindowHop != 1 {
 		t.Fatalf("defaults %+v", c)
 	}
 	if want := []string{"https://nielseriknandal.com", "http://localhost:3000", "http://localhost:5173"}; !slices.Equal(c.AllowedOrigins, want) {
@@ -46,15 +46,15 @@ func TestConfigEnvAndFlags(t *testing.T) {
 		"API_HOST": "127.0.0.1", "API_PORT": "9000", "MAX_PROMPT_BYTES": "100",
 		"RATE_LIMIT_PER_MIN": "2.5", "RATE_LIMIT_BURST": "7", "ALLOWED_ORIGINS": " https://a.example , http://b.example:8080 ",
 		"TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1,::1", "MAX_NEW_TOKENS": "50", "MAX_CONCURRENT": "4",
-		"MAX_BODY_BYTES": "2048", "SHUTDOWN_TIMEOUT": "5s", "LOG_FORMAT": "text", "DRAIN_DELAY": "5s",
+		"MAX_BODY_BYTES": "2048", "SHUTDOWN_TIMEOUT": "5s", "LOG_FORMAT": "text", "DRAIN_DELAY": "5s", "WINDOW_HOP": "8",
 	})
-	c, err := parseConfig([]string{"--port", "9100", "--max-concurrent=8", "--log-format", "json"}, env, io.Discard)
+	c, err := parseConfig([]string{"--port", "9100", "--max-concurrent=8", "--log-format", "json", "--window-hop", "32"}, env, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Host != "127.0.0.1" || c.Port != 9100 || c.MaxConcurrent != 8 || c.LogFormat != "json" ||
 		c.MaxPromptBytes != 100 || c.RateLimitPerMin != 2.5 || c.RateLimitBurst != 7 || c.MaxNewTokens != 50 ||
-		c.MaxBodyBytes != 2048 || c.ShutdownTimeout != 5*time.Second || c.DrainDelay != 5*time.Second {
+		c.MaxBodyBytes != 2048 || c.ShutdownTimeout != 5*time.Second || c.DrainDelay != 5*time.Second || c.WindowHop != 32 {
 		t.Fatalf("config %+v", c)
 	}
 	if !slices.Equal(c.AllowedOrigins, []string{"https://a.example", "http://b.example:8080"}) {
@@ -120,6 +120,8 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{map[string]string{"DRAIN_DELAY": "-1s"}, nil, "DRAIN_DELAY"},
 		{map[string]string{"DRAIN_DELAY": "5"}, nil, "DRAIN_DELAY"},
 		{nil, []string{"--drain-delay", "2h"}, "--drain-delay"},
+		{map[string]string{"WINDOW_HOP": "0"}, nil, "WINDOW_HOP"},
+		{nil, []string{"--window-hop", "x"}, "--window-hop"},
 		{nil, []string{"extra"}, `unexpected argument "extra"`},
 	}
 	for _, tc := range cases {

@@ -208,6 +208,7 @@ func checkOpenAPIRequests(t *testing.T, doc *openapi3.T) {
 	wantInteger(t, doc, "ChatRequest", "seed", num(42), nil, nil)
 	wantInteger(t, doc, "ChatRequest", "trace_layer", nil, num(0), nil)
 	wantInteger(t, doc, "ChatRequest", "top_k", num(50), num(1), nil)
+	wantInteger(t, doc, "ChatRequest", "window_hop", nil, num(1), nil)
 	if !property(t, doc, "ChatRequest", "top_k").Nullable {
 		t.Errorf("ChatRequest.top_k is not nullable")
 	}
@@ -226,6 +227,7 @@ func checkOpenAPIRequests(t *testing.T, doc *openapi3.T) {
 	wantInteger(t, doc, "InspectRequest", "head", nil, num(0), nil)
 	wantInteger(t, doc, "InspectRequest", "seed", num(42), nil, nil)
 	wantInteger(t, doc, "InspectRequest", "max_new_tokens", num(0), num(0), num(1024))
+	wantInteger(t, doc, "InspectRequest", "window_hop", nil, num(1), nil)
 
 	for _, request := range []string{"ChatRequest", "InspectRequest"} {
 		messages := property(t, doc, request, "messages")

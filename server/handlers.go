@@ -91,7 +91,7 @@ func admit[R any](s *Server, c *gin.Context,
 	if !ok {
 		return req, nil, nil, false
 	}
-	req, err := parse(body, limits{model: eng.Config(), maxNewTokens: s.cfg.MaxNewTokens})
+	req, err := parse(body, limits{model: eng.Config(), maxNewTokens: s.cfg.MaxNewTokens, windowHop: s.cfg.WindowHop})
 	if err != nil {
 		s.writeValidation(c, err)
 		return req, nil, nil, false

@@ -154,6 +154,10 @@ func oaiCommon(body []byte, lim limits, known []string) (map[string]json.RawMess
 	if req.gen.TraceLayer, err = oaiExtension(fields["nielsgpt"], lim.model.Layers); err != nil {
 		return nil, req, err
 	}
+	// WINDOW_HOP applies here as on the original endpoints.
+	if req.gen.WindowHop, err = windowHopField(nil, lim); err != nil {
+		return nil, req, err
+	}
 	return fields, req, nil
 }
 

@@ -55,11 +55,12 @@ func invalidf(format string, args ...any) error {
 type limits struct {
 	model        gguf.ModelConfig
 	maxNewTokens int
+	windowHop    int // WINDOW_HOP: window_hop when a request leaves it out
 }
 
 var (
-	chatFields     = []string{"messages", "max_new_tokens", "temperature", "top_k", "seed", "trace_layer"}
-	fullAttnFields = []string{"messages", "trace_layer", "head", "seed", "max_new_tokens"}
+	chatFields     = []string{"messages", "max_new_tokens", "temperature", "top_k", "seed", "trace_layer", "window_hop"}
+	fullAttnFields = []string{"messages", "trace_layer", "head", "seed", "max_new_tokens", "window_hop"}
 	messageFields  = []string{"role", "content"}
 )
 
@@ -85,11 +86,16 @@ func parseChatRequest(body []byte, lim limits) (engine.GenerateRequest, error) {
 	if err != nil {
 		return engine.GenerateRequest{}, err
 	}
+	hop, err := windowHopField(fields, lim)
+	if err != nil {
+		return engine.GenerateRequest{}, err
+	}
 	return engine.GenerateRequest{
 		Prompt:       engine.FormatTranscript(messages),
 		MaxNewTokens: int(maxNew),
 		Sampling:     sampling,
 		TraceLayer:   int(traceLayer),
+		WindowHop:    hop,
 	}, nil
 }
 
@@ -121,13 +127,26 @@ func parseFullAttnRequest(body []byte, lim limits) (engine.FullAttnRequest, erro
 	if err != nil {
 		return engine.FullAttnRequest{}, err
 	}
+	hop, err := windowHopField(fields, lim)
+	if err != nil {
+		return engine.FullAttnRequest{}, err
+	}
 	return engine.FullAttnRequest{
 		Prompt:       engine.FormatTranscript(messages),
 		MaxNewTokens: int(maxNew),
 		Sampling:     engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, lim.model.Vocab), Seed: seed},
 		Layer:        int(layer),
 		Head:         int(head),
+		WindowHop:    hop,
 	}, nil
+}
+
+// windowHopField reads window_hop (an extension, docs/API.md): 1..T-1 for the
+// loaded model, WINDOW_HOP when absent. A WINDOW_HOP beyond T-1 (the setting
+// is read before the model is known) means the largest hop this model has.
+func windowHopField(fields map[string]json.RawMessage, lim limits) (int, error) {
+	hop, err := rangeField(fields, "window_hop", false, int64(max(lim.windowHop, 1)), 1, int64(lim.model.Context-1))
+	return int(hop), err
 }
 
 // parseBody checks the raw bytes, then splits the top-level object into its

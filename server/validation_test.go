@@ -79,6 +79,12 @@ func TestBadInputTable(t *testing.T) {
 		{"full_attn sampling field", "/inspect/full_attn", `{` + msgs + `,"trace_layer":1,"head":0,"temperature":1}`, `unknown field "temperature"`},
 		{"full_attn max_new_tokens", "/inspect/full_attn", `{` + msgs + `,"trace_layer":1,"head":0,"max_new_tokens":5000}`, "max_new_tokens must be in [0, 1024]"},
 		{"full_attn empty messages", "/inspect/full_attn", `{"messages":[],"trace_layer":1,"head":0}`, "messages must not be empty"},
+		// fakeConfig has T = 64.
+		{"window_hop zero", "/chat/stream", `{` + msgs + `,"trace_layer":1,"window_hop":0}`, "window_hop must be in [1, 63]"},
+		{"window_hop T", "/chat/stream", `{` + msgs + `,"trace_layer":1,"window_hop":64}`, "window_hop must be in [1, 63]"},
+		{"window_hop fraction", "/chat/stream", `{` + msgs + `,"trace_layer":1,"window_hop":2.5}`, "window_hop must be an integer in [1, 63]"},
+		{"window_hop null", "/chat/stream", `{` + msgs + `,"trace_layer":1,"window_hop":null}`, "window_hop must be an integer in [1, 63]"},
+		{"full_attn window_hop", "/inspect/full_attn", `{` + msgs + `,"trace_layer":1,"head":0,"window_hop":-3}`, "window_hop must be in [1, 63]"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

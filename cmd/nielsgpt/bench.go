@@ -21,11 +21,14 @@ import (
 func runBench(args []string) error {
 	fs := newFlagSet("bench", os.Stderr, `usage: nielsgpt bench [flags]
 
-Starts "nielsgpt serve" on a loopback port, drives real /chat/stream SSE
-streams at it, and prints single-stream tokens/s, time to first token for a
-short and a 16 KB prompt, aggregate tokens/s per concurrency level and the
-server's peak RSS, next to the same figures for "serve --baseline" (the
-original algorithm: the whole window per token, one request at a time).
+Times the engine alone (traced decode steps, in this process), then starts
+"nielsgpt serve" on a loopback port, drives real /chat/stream SSE streams at
+it, and prints single-stream tokens/s beside the engine's rate, the
+server's CPU, system calls and context switches per token, time to first
+token for a short and a 16 KB prompt, aggregate tokens/s per concurrency
+level, streams past the context at each --hops window_hop, and the server's
+peak RSS, next to the same figures for "serve --baseline" (the original
+algorithm: the whole window per token, one request at a time).
 Without --model it benchmarks a deployed-size model (V=256 T=256 C=256 L=4
 H=4 d_ff=1024) with random weights, written to a temporary directory.
 
@@ -46,6 +49,11 @@ flags:
 	fs.DurationVar(&opts.Duration, "duration", 0, "time cap of each measured phase (default 30s, --quick 3s)")
 	fs.DurationVar(&opts.BaselineDuration, "baseline-duration", 0, "time cap of each baseline phase (default 10s, --quick 1s)")
 	fs.BoolVar(&opts.NoBaseline, "no-baseline", false, "skip the baseline mode")
+	hops := fs.String("hops", "1,32", "window_hop values of the past-T scenarios (empty: none)")
+	pastLevels := fs.String("past-t-levels", "1,4", "concurrent-stream levels of the past-T scenarios")
+	fs.IntVar(&opts.PastTTokens, "past-t-tokens", 0, "max_new_tokens per past-T stream (default 128, --quick 8)")
+	fs.StringVar(&opts.CPUProfileDir, "cpuprofile", "", "write a CPU profile of each server's run to DIR/ours.pprof and DIR/baseline.pprof")
+	fs.DurationVar(&opts.EngineTime, "engine-time", 0, "how long the engine alone is timed (default 2s, --quick 200ms; negative: skip)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -55,6 +63,15 @@ flags:
 	var err error
 	if opts.Levels, err = parseLevels(*levels); err != nil {
 		return err
+	}
+	if opts.PastTLevels, err = parseLevels(*pastLevels); err != nil {
+		return err
+	}
+	opts.PastTHops = []int{}
+	if strings.TrimSpace(*hops) != "" {
+		if opts.PastTHops, err = parseLevels(*hops); err != nil {
+			return fmt.Errorf("--hops: %w", err)
+		}
 	}
 	// The server is this binary: bench measures exactly what `serve` ships.
 	if opts.Executable, err = os.Executable(); err != nil {

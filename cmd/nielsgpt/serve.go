@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 
@@ -41,6 +42,19 @@ func runServe(args []string) error {
 	cfg, modelCfg, err := parseServeConfig(args, os.LookupEnv, os.Stderr)
 	if err != nil {
 		return err
+	}
+	// A CPU profile of the whole run, for `nielsgpt bench --cpuprofile`
+	// (docs/BENCHMARKS.md): written when the server stops.
+	if path := os.Getenv("NIELSGPT_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("NIELSGPT_CPUPROFILE: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("NIELSGPT_CPUPROFILE: %w", err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	log := server.NewLogger(cfg.LogFormat, os.Stderr)
 	m := metrics.New()
@@ -71,7 +85,7 @@ func runServe(args []string) error {
 		progress = os.Stderr
 	}
 	log.Info("starting", "model", modelName(modelCfg.Model), "device", modelCfg.Device, "backend_dir", modelCfg.BackendDir,
-		"max_concurrent", cfg.MaxConcurrent, "max_new_tokens", cfg.MaxNewTokens,
+		"max_concurrent", cfg.MaxConcurrent, "max_new_tokens", cfg.MaxNewTokens, "window_hop", cfg.WindowHop,
 		"rate_limit_per_min", cfg.RateLimitPerMin, "rate_limit_burst", cfg.RateLimitBurst,
 		"allowed_origins", cfg.AllowedOrigins, "trusted_proxies", len(cfg.TrustedProxies),
 		"shared_rate_limit", cfg.RedisURL != "") // the URL itself may hold a password
