@@ -77,15 +77,21 @@ struct ngpt_model {
 
     void * meta;       /* graph-building scratch (tensor headers only) */
     size_t meta_size;
+    void * stage;      /* one step's inputs on their way to the device */
+    size_t stage_size;
+
+    uint64_t last_seq_id;
 };
 
 struct ngpt_seq {
     ngpt_model            * model;
     int                     capacity;
+    uint64_t                id;  /* new whenever the cache memory is: cached graphs are keyed by it */
+    int                     clean;  /* positions 0..clean−1 hold finite values, see clean_caches */
     struct ggml_context   * ctx;
     ggml_backend_buffer_t   buf;
-    struct ggml_tensor   ** k;  /* [L] of [D, H, capacity], keys after rotary */
-    struct ggml_tensor   ** v;  /* [L] of [capacity, D, H]: transposed, see build_attn_item */
+    struct ggml_tensor   ** k;  /* [L] of [C, capacity]: keys after rotary, a row per position */
+    struct ggml_tensor   ** v;  /* [L] of [capacity, C]: values transposed, see build_attn_item */
 };
 
 /* ---------------------------------------------------------------- loading */
@@ -362,6 +368,7 @@ void ngpt_model_free(ngpt_model * m) {
     if (m->backend) ggml_backend_free(m->backend);
     if (m->threadpool) ggml_threadpool_free(m->threadpool);
     free(m->meta);
+    free(m->stage);
     free(m->layers);
     free(m);
 }
@@ -377,7 +384,7 @@ ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len
         set_err(err, err_len, "sequence capacity %d out of range [1, %d]", capacity, m ? m->hp.n_ctx : 0);
         return NULL;
     }
-    const int L = m->hp.n_layer, H = m->hp.n_head, D = m->hp.n_embd / m->hp.n_head;
+    const int L = m->hp.n_layer, C = m->hp.n_embd;
     ngpt_seq * s = calloc(1, sizeof(*s));
     if (s == NULL) {
         set_oom(err, err_len);
@@ -385,6 +392,7 @@ ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len
     }
     s->model    = m;
     s->capacity = capacity;
+    s->id       = ++m->last_seq_id;
     s->k = calloc((size_t) L, sizeof(*s->k));
     s->v = calloc((size_t) L, sizeof(*s->v));
     struct ggml_init_params ip = {
@@ -399,8 +407,8 @@ ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len
         return NULL;
     }
     for (int l = 0; l < L; l++) {
-        s->k[l] = ggml_new_tensor_3d(s->ctx, GGML_TYPE_F32, D, H, capacity);
-        s->v[l] = ggml_new_tensor_3d(s->ctx, GGML_TYPE_F32, capacity, D, H);
+        s->k[l] = ggml_new_tensor_2d(s->ctx, GGML_TYPE_F32, C, capacity);
+        s->v[l] = ggml_new_tensor_2d(s->ctx, GGML_TYPE_F32, capacity, C);
     }
     s->buf = ggml_backend_alloc_ctx_tensors(s->ctx, m->backend);
     if (s->buf == NULL) {
@@ -435,14 +443,14 @@ int ngpt_seq_grow(ngpt_seq * s, int capacity, int n_keep, char * err, size_t err
         return 1;
     }
     for (int l = 0; l < L && n_keep > 0; l++) {
-        /* K [D, H, cap]: the kept positions are one contiguous prefix */
-        size_t kbytes = (size_t) n_keep * s->k[l]->nb[2];
+        /* K [C, cap]: the kept positions are one contiguous prefix */
+        size_t kbytes = (size_t) n_keep * s->k[l]->nb[1];
         ggml_backend_tensor_get(s->k[l], tmp, 0, kbytes);
         ggml_backend_tensor_set(fresh->k[l], tmp, 0, kbytes);
-        /* V [cap, D, H]: a prefix of every (d, h) row, whose stride changes */
+        /* V [cap, C]: a prefix of every channel's row, whose stride changes */
         struct ggml_tensor * vo = s->v[l], * vn = fresh->v[l];
         ggml_backend_tensor_get(vo, tmp, 0, ggml_nbytes(vo));
-        int64_t rows = vo->ne[1] * vo->ne[2];
+        int64_t rows = vo->ne[1];
         for (int64_t r = 0; r < rows; r++) {
             ggml_backend_tensor_set(vn, (const char *) tmp + r * vo->nb[1], (size_t) r * vn->nb[1],
                                     (size_t) n_keep * sizeof(float));
@@ -451,7 +459,7 @@ int ngpt_seq_grow(ngpt_seq * s, int capacity, int n_keep, char * err, size_t err
     free(tmp);
     /* swap the storage so the caller's handle stays valid */
     ngpt_seq old = *s;
-    s->capacity = fresh->capacity; s->ctx = fresh->ctx; s->buf = fresh->buf; s->k = fresh->k; s->v = fresh->v;
+    s->id = fresh->id; s->clean = n_keep; s->capacity = fresh->capacity; s->ctx = fresh->ctx; s->buf = fresh->buf; s->k = fresh->k; s->v = fresh->v;
     fresh->capacity = old.capacity; fresh->ctx = old.ctx; fresh->buf = old.buf; fresh->k = old.k; fresh->v = old.v;
     ngpt_seq_free(fresh);
     return 0;
@@ -467,7 +475,6 @@ void ngpt_seq_free(ngpt_seq * s) {
     free(s->v);
     free(s);
 }
-
 /* ---------------------------------------------------------------- step: items */
 
 static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items, char * err, size_t err_len) {
@@ -508,33 +515,73 @@ static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items,
     return true;
 }
 
-/* ---------------------------------------------------------------- step: graph */
+/* ---------------------------------------------------------------- step: shape */
+
+/* Attention reads keys in runs of ATTN_PAD positions and masks the tail:
+ * ggml's fast matrix kernels (llamafile's sgemm) want lengths that are
+ * multiples of 16, and a graph whose lengths change only every ATTN_PAD
+ * tokens can be reused until they do. */
+#define ATTN_PAD 32
+
+/* What a step's graph depends on, per item. Everything else (token ids,
+ * positions, cache rows, the causal mask) is input data, so two steps with
+ * equal keys run the same graph. */
+typedef struct item_key {
+    uint64_t cache;        /* the sequence's cache (ngpt_seq.id) */
+    int32_t  n_tokens;     /* n */
+    int32_t  t_pad;        /* keys read: t = n_past + n rounded up to ATTN_PAD, within the cache */
+    int32_t  logits;       /* 1 when the item wants its last token's logits */
+    int32_t  trace_layer;
+    int32_t  full_layer;
+    int32_t  full_head;
+} item_key;
+
+static int round_up(int n, int step) {
+    return (n + step - 1) / step * step;
+}
+
+static void make_key(const ngpt_item * it, item_key * k) {
+    const int t = it->n_past + it->n_tokens;
+    memset(k, 0, sizeof(*k));
+    k->cache       = it->seq->id;
+    k->n_tokens    = it->n_tokens;
+    k->t_pad       = round_up(t, ATTN_PAD) < it->seq->capacity ? round_up(t, ATTN_PAD) : it->seq->capacity;
+    k->logits      = it->logits != NULL;
+    k->trace_layer = it->trace_layer;
+    k->full_layer  = it->full_layer;
+    k->full_head   = it->full_layer >= 0 ? it->full_head : -1;
+}
 
 /* Where one item's tensors sit inside the step's graph. */
 typedef struct item_slot {
     int                  first;      /* index of its first token among the N */
+    int                  mask_off;   /* its [t_pad, n] mask's first float in inp_mask */
     int                  logit_row;  /* its column of the logits, or -1 */
-    struct ggml_tensor * traced;     /* [t, n, H] probabilities of trace_layer, or NULL */
-    struct ggml_tensor * full;       /* [t, n, H] probabilities of full_layer, or NULL */
+    struct ggml_tensor * traced;     /* [t_pad, n, H] probabilities of trace_layer, or NULL */
+    struct ggml_tensor * full;       /* [t_pad, n, H] probabilities of full_layer, or NULL */
 } item_slot;
 
-/* One step's graph with the tensors around it: inputs to upload after
- * allocation, outputs to read after compute. Its structure depends only on
- * the batch's shape (each item's sequence, n_past, n_tokens and wanted
- * outputs); token ids and positions are input data. That is what a later
- * cache of graphs and allocations per shape would key on. */
+/* One step's graph with the tensors around it: inputs to upload, outputs to
+ * read after compute. Its structure depends only on the items' keys. */
 typedef struct step_graph {
+    int                   n_items;
+    item_key            * keys;        /* [n_items] */
+    item_slot           * slots;       /* [n_items] */
+    struct ggml_tensor ** parts;       /* [n_items] scratch: one layer's per-item attention */
     struct ggml_context * ctx;         /* tensor headers, in the model's meta buffer */
     struct ggml_cgraph  * gf;
     int                   N;           /* tokens in the step, all items */
     int                   n_logits;    /* items that want logits */
-    item_slot           * slots;       /* [n_items] */
-    struct ggml_tensor ** parts;       /* [n_items] scratch: one layer's per-item attention */
+    int                   n_mask;      /* floats of all items' masks */
     struct ggml_tensor  * inp_tokens;  /* [N] token ids */
     struct ggml_tensor  * inp_pos;     /* [N] positions */
+    struct ggml_tensor  * inp_rows;    /* [N] the cache row each new token's k and v go to */
     struct ggml_tensor  * inp_last;    /* [n_logits] rows that give logits; NULL when all or none do */
+    struct ggml_tensor  * inp_mask;    /* [n_mask] each item's causal mask, 0 or −inf */
     struct ggml_tensor  * logits;      /* [V, n_logits]; NULL when no item wants them */
 } step_graph;
+
+/* ---------------------------------------------------------------- step: graph */
 
 /* ggml_rope_ext also carries position interpolation and YaRN context
  * extension; the reference model has neither, so these values switch both
@@ -586,75 +633,95 @@ static size_t graph_size(const ngpt_hparams * hp, int n_items) {
     return 64 + (size_t) hp->n_layer * (48 + 32 * (size_t) n_items);
 }
 
-static struct ggml_tensor * new_input(struct ggml_context * ctx, int64_t n, const char * name) {
-    struct ggml_tensor * t = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
+static struct ggml_tensor * new_input(struct ggml_context * ctx, enum ggml_type type, int64_t n, const char * name) {
+    struct ggml_tensor * t = ggml_new_tensor_1d(ctx, type, n);
     ggml_set_name(t, name);
     ggml_set_input(t);
     return t;
 }
 
+/* cache[n_past : t] = k, v of item i's new tokens, at the rows inp_rows
+ * names: an input, so the graph stays the same as the sequence grows. V is
+ * stored transposed (positions fastest) so that probs · v reads it as it
+ * lies; transposing the window at every step instead was a quarter of a
+ * decode step. Its rows are then single floats, one per (position, channel).
+ * k, v: [C, N]. The writes are expanded into the graph at once: a prompt
+ * chunk that wants no outputs still fills the cache. Returns the caches as
+ * written, which the reads view, so the reads follow the writes. */
+static void write_kv_item(step_graph * sg, const ngpt_seq * seq, int il, int i, struct ggml_tensor * k,
+                          struct ggml_tensor * v, struct ggml_tensor ** k_cache, struct ggml_tensor ** v_cache) {
+    struct ggml_context * ctx = sg->ctx;
+    struct ggml_tensor * kc = seq->k[il];  /* [C, cap] */
+    struct ggml_tensor * vc = seq->v[il];  /* [cap, C] */
+    const int64_t C = kc->ne[0], cap = kc->ne[1], n = sg->keys[i].n_tokens, first = sg->slots[i].first;
+
+    struct ggml_tensor * rows  = ggml_view_1d(ctx, sg->inp_rows, n, (size_t) first * sg->inp_rows->nb[0]); /* [n] */
+    struct ggml_tensor * k_new = ggml_view_2d(ctx, k, C, n, k->nb[1], (size_t) first * k->nb[1]);         /* [C, n] */
+    *k_cache = ggml_set_rows(ctx, kc, k_new, rows);                                                        /* [C, cap] */
+    ggml_build_forward_expand(sg->gf, *k_cache);
+
+    struct ggml_tensor * v_dst = ggml_view_3d(ctx, vc, 1, cap, C, vc->nb[0], vc->nb[1], 0);  /* [1, cap, C] */
+    struct ggml_tensor * v_new = ggml_view_3d(ctx, v, 1, n, C, v->nb[1], v->nb[0],
+                                              (size_t) first * v->nb[1]);                      /* [1, n, C] */
+    *v_cache = ggml_set_rows(ctx, v_dst, v_new, rows);                                         /* [1, cap, C] */
+    ggml_build_forward_expand(sg->gf, *v_cache);
+}
+
 /* Attention of layer il for item i alone: each item attends to its own cache,
- * so only the projections are batched. q, k, v: [D, H, N] for the whole step,
- * after rotary. Returns the item's heads side by side, [C, n]. */
+ * so only the projections are batched. q: [D, H, N] after rotary; k, v:
+ * [C, N]. Returns the item's heads side by side, [C, n]. */
 static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * m, int il, const ngpt_item * it,
                                             int i, struct ggml_tensor * q, struct ggml_tensor * k,
                                             struct ggml_tensor * v) {
     struct ggml_context * ctx = sg->ctx;
-    const int    C = m->hp.n_embd, H = m->hp.n_head, D = C / H;
-    const int    n = it->n_tokens, t = it->n_past + n;
-    const size_t tok_off = (size_t) sg->slots[i].first * q->nb[2];
-    struct ggml_tensor * kc = it->seq->k[il];  /* [D, H, capacity] */
-    struct ggml_tensor * vc = it->seq->v[il];  /* [capacity, D, H] */
+    const item_key * key = &sg->keys[i];
+    item_slot      * s   = &sg->slots[i];
+    const int C = m->hp.n_embd, H = m->hp.n_head, D = C / H, n = key->n_tokens, t_pad = key->t_pad;
 
-    /* cache[n_past : t] = k, v of the new tokens (the reference recomputes
-     * the whole window instead). Expanded into the graph now so the copies
-     * run before the reads below: the reads are views of the cache, not of
-     * these copies. V is stored transposed (positions fastest) so that
-     * probs · v reads it as it lies; transposing the whole window at every
-     * step instead was a quarter of a decode step, element by element. */
-    struct ggml_tensor * k_new = ggml_view_3d(ctx, k, D, H, n, k->nb[1], k->nb[2], tok_off);      /* [D, H, n] */
-    struct ggml_tensor * v_new = ggml_view_3d(ctx, v, D, H, n, v->nb[1], v->nb[2], tok_off);      /* [D, H, n] */
-    struct ggml_tensor * k_dst = ggml_view_3d(ctx, kc, D, H, n, kc->nb[1], kc->nb[2],
-                                              (size_t) it->n_past * kc->nb[2]);                   /* [D, H, n] */
-    struct ggml_tensor * v_dst = ggml_view_3d(ctx, vc, n, D, H, vc->nb[1], vc->nb[2],
-                                              (size_t) it->n_past * vc->nb[0]);                   /* [n, D, H] */
-    ggml_build_forward_expand(sg->gf, ggml_cpy(ctx, k_new, k_dst));
-    ggml_build_forward_expand(sg->gf, ggml_cpy(ctx, ggml_permute(ctx, v_new, 1, 2, 0, 3), v_dst));
+    struct ggml_tensor * kc, * vc;
+    write_kv_item(sg, it->seq, il, i, k, v, &kc, &vc);
 
-    /* q.view(B, t, H, D).transpose(1, 2), and k likewise from the cache */
-    struct ggml_tensor * q_i = ggml_view_3d(ctx, q, D, H, n, q->nb[1], q->nb[2], tok_off);
-    q_i = ggml_permute(ctx, q_i, 0, 2, 1, 3);                                      /* [D, n, H] */
-    struct ggml_tensor * k_i = ggml_view_3d(ctx, kc, D, H, t, kc->nb[1], kc->nb[2], 0);
-    k_i = ggml_permute(ctx, k_i, 0, 2, 1, 3);                                      /* [D, t, H] */
+    /* q.view(B, t, H, D).transpose(1, 2), and k likewise from the cache.
+     * A query block is made contiguous so the scores go through sgemm. */
+    struct ggml_tensor * q_i = ggml_view_3d(ctx, q, D, H, n, q->nb[1], q->nb[2], (size_t) s->first * q->nb[2]);
+    q_i = ggml_permute(ctx, q_i, 0, 2, 1, 3);                                         /* [D, n, H] */
+    if (n > 1) {
+        q_i = ggml_cont(ctx, q_i);
+    }
+    struct ggml_tensor * k_i = ggml_view_3d(ctx, kc, D, H, t_pad, (size_t) D * kc->nb[0], it->seq->k[il]->nb[1], 0);
+    k_i = ggml_permute(ctx, k_i, 0, 2, 1, 3);                                         /* [D, t_pad, H] */
 
     /* scores = q @ k.transpose(-2, -1) / sqrt(D); masked_fill(triu(1), -inf);
-     * probs = F.softmax(scores, dim=-1) */
-    struct ggml_tensor * kq = ggml_mul_mat(ctx, k_i, q_i);                         /* [t, n, H] */
-    if (n > 1) {
-        kq = ggml_diag_mask_inf(ctx, kq, it->n_past);  /* key j > n_past + row: −inf, so p = 0 */
-    }
-    kq = ggml_soft_max_ext(ctx, kq, NULL, 1.0f / sqrtf((float) D), 0.0f);         /* scale fused in */
-    ggml_format_name(kq, "l%d.s%d.kq_softmax", il, i);
-    if (it->trace_layer == il) {
+     * probs = F.softmax(scores, dim=-1). The mask also hides the keys past t
+     * that the padding reads, so their probabilities are exactly 0. */
+    struct ggml_tensor * kq   = ggml_mul_mat(ctx, k_i, q_i);                          /* [t_pad, n, H] */
+    struct ggml_tensor * mask = ggml_view_2d(ctx, sg->inp_mask, t_pad, n, (size_t) t_pad * sizeof(float),
+                                             (size_t) s->mask_off * sizeof(float));   /* [t_pad, n] */
+    kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / sqrtf((float) D), 0.0f);             /* scale fused in */
+    if (key->trace_layer == il) {
         ggml_set_output(kq);
-        sg->slots[i].traced = kq;
+        s->traced = kq;
     }
-    if (it->full_layer == il) {
+    if (key->full_layer == il) {
         ggml_set_output(kq);
-        sg->slots[i].full = kq;
+        s->full = kq;
     }
 
     /* out = probs @ v; out.transpose(1, 2).reshape(B, t, C) */
-    struct ggml_tensor * v_i = ggml_view_3d(ctx, vc, t, D, H, vc->nb[1], vc->nb[2], 0); /* [t, D, H] */
-    struct ggml_tensor * kqv = ggml_mul_mat(ctx, v_i, kq);                          /* [D, n, H] */
-    kqv = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));                       /* [D, H, n] */
-    return ggml_reshape_2d(ctx, kqv, C, n);                                         /* [C, n] */
+    const size_t vrow = it->seq->v[il]->nb[1];
+    struct ggml_tensor * v_i = ggml_view_3d(ctx, vc, t_pad, D, H, vrow, (size_t) D * vrow, 0); /* [t_pad, D, H] */
+    struct ggml_tensor * kqv = ggml_mul_mat(ctx, v_i, kq);                                       /* [D, n, H] */
+    kqv = ggml_permute(ctx, kqv, 0, 2, 1, 3);                                                    /* [D, H, n] */
+    if (n > 1) {
+        kqv = ggml_cont(ctx, kqv);
+    }
+    return ggml_reshape_2d(ctx, kqv, C, n);                                                      /* [C, n] */
 }
 
 /* Attention.forward of layer il, up to (not including) proj. a = ln1(h): [C, N].
  * Returns [C, N]. */
 static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, const ngpt_item * items,
-                                       int n_items, int il, struct ggml_tensor * a) {
+                                       int il, struct ggml_tensor * a) {
     struct ggml_context * ctx = sg->ctx;
     const ngpt_layer * ly = &m->layers[il];
     const int C = m->hp.n_embd, H = m->hp.n_head, D = C / H, N = sg->N;
@@ -668,18 +735,16 @@ static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, co
     struct ggml_tensor * wv = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 2 * C * wrow); /* [C, C] */
     struct ggml_tensor * q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wq, a), D, H, N); /* [D, H, N] */
     struct ggml_tensor * k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wk, a), D, H, N); /* [D, H, N] */
-    struct ggml_tensor * v = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wv, a), D, H, N); /* [D, H, N] */
+    struct ggml_tensor * v = ggml_mul_mat(ctx, wv, a);                                /* [C, N] */
 
     /* q = apply_rotary(q, cos, sin); k = apply_rotary(k, cos, sin) */
-    q = rope(ctx, q, sg->inp_pos, &m->hp);                                          /* [D, H, N] */
-    k = rope(ctx, k, sg->inp_pos, &m->hp);                                          /* [D, H, N] */
-    ggml_format_name(q, "l%d.q", il);
-    ggml_format_name(k, "l%d.k", il);
+    q = rope(ctx, q, sg->inp_pos, &m->hp);                                            /* [D, H, N] */
+    k = ggml_reshape_2d(ctx, rope(ctx, k, sg->inp_pos, &m->hp), C, N);                /* [C, N] */
 
-    for (int i = 0; i < n_items; i++) {
-        sg->parts[i] = build_attn_item(sg, m, il, &items[i], i, q, k, v);          /* [C, n_i] */
+    for (int i = 0; i < sg->n_items; i++) {
+        sg->parts[i] = build_attn_item(sg, m, il, &items[i], i, q, k, v);            /* [C, n_i] */
     }
-    return concat_rows(ctx, sg->parts, n_items);                                    /* [C, N] */
+    return concat_rows(ctx, sg->parts, sg->n_items);                                  /* [C, N] */
 }
 
 /* MLP.forward: self.fc2(F.gelu(self.fc1(x), approximate="none")), GELU in its
@@ -694,15 +759,14 @@ static struct ggml_tensor * build_mlp(struct ggml_context * ctx, const ngpt_laye
  * h: [C, N] -> [C, N], or [C, n_logits] after the last layer. Returns NULL
  * when nothing past the last attention is wanted. */
 static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, const ngpt_item * items,
-                                        int n_items, int il, struct ggml_tensor * h) {
+                                        int il, struct ggml_tensor * h) {
     struct ggml_context * ctx = sg->ctx;
     const ngpt_layer * ly  = &m->layers[il];
     const float        eps = m->hp.norm_eps;
 
     /* a, probs = self.attn(self.ln1(h), cos, sin) */
     struct ggml_tensor * ln1 = layer_norm(ctx, h, ly->ln1_w, ly->ln1_b, eps);      /* [C, N] */
-    ggml_format_name(ln1, "l%d.ln1", il);
-    struct ggml_tensor * att = build_attn(sg, m, items, n_items, il, ln1);          /* [C, N] */
+    struct ggml_tensor * att = build_attn(sg, m, items, il, ln1);                   /* [C, N] */
 
     if (il == m->hp.n_layer - 1 && sg->n_logits < sg->N) {
         /* Past the last attention only the rows that give logits matter:
@@ -718,13 +782,10 @@ static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, c
 
     /* h = h + self.resid_drop(a), a = self.proj(out) */
     h = ggml_add(ctx, h, ggml_mul_mat(ctx, ly->proj_w, att));
-    ggml_format_name(h, "l%d.attn_res", il);
 
     /* h = h + self.resid_drop(self.mlp(self.ln2(h))) */
     struct ggml_tensor * ln2 = layer_norm(ctx, h, ly->ln2_w, ly->ln2_b, eps);
-    h = ggml_add(ctx, h, build_mlp(ctx, ly, ln2));
-    ggml_format_name(h, "l%d.out", il);
-    return h;
+    return ggml_add(ctx, h, build_mlp(ctx, ly, ln2));
 }
 
 /* logits = self.lm_head(self.ln_f(h)), lm_head tied to tok_emb.
@@ -753,19 +814,25 @@ static bool reserve_meta(ngpt_model * m, size_t gsize, char * err, size_t err_le
     return true;
 }
 
-/* Lay the items' tokens end to end and give a logits column to each item
- * that wants one. */
+/* Lay the items' tokens and masks end to end and give a logits column to
+ * each item that wants one. */
 static bool layout_items(step_graph * sg, const ngpt_item * items, int n_items, char * err, size_t err_len) {
+    sg->n_items = n_items;
+    sg->keys  = calloc((size_t) n_items, sizeof(*sg->keys));
     sg->slots = calloc((size_t) n_items, sizeof(*sg->slots));
     sg->parts = calloc((size_t) n_items, sizeof(*sg->parts));
-    if (sg->slots == NULL || sg->parts == NULL) {
+    if (sg->keys == NULL || sg->slots == NULL || sg->parts == NULL) {
         set_oom(err, err_len);
         return false;
     }
     for (int i = 0; i < n_items; i++) {
-        sg->slots[i].first     = sg->N;
-        sg->N                 += items[i].n_tokens;
-        sg->slots[i].logit_row = items[i].logits ? sg->n_logits++ : -1;
+        make_key(&items[i], &sg->keys[i]);
+        item_slot * s = &sg->slots[i];
+        s->first     = sg->N;
+        s->mask_off  = sg->n_mask;
+        s->logit_row = sg->keys[i].logits ? sg->n_logits++ : -1;
+        sg->N       += sg->keys[i].n_tokens;
+        sg->n_mask  += sg->keys[i].t_pad * sg->keys[i].n_tokens;
     }
     return true;
 }
@@ -786,24 +853,25 @@ static bool build_step_graph(ngpt_model * m, const ngpt_item * items, int n_item
     }
     sg->gf = ggml_new_graph_custom(sg->ctx, gsize, false);
 
-    sg->inp_tokens = new_input(sg->ctx, sg->N, "inp_tokens");
-    sg->inp_pos    = new_input(sg->ctx, sg->N, "inp_pos");
+    sg->inp_tokens = new_input(sg->ctx, GGML_TYPE_I32, sg->N, "inp_tokens");
+    sg->inp_pos    = new_input(sg->ctx, GGML_TYPE_I32, sg->N, "inp_pos");
+    sg->inp_rows   = new_input(sg->ctx, GGML_TYPE_I32, sg->N, "inp_rows");
+    sg->inp_mask   = new_input(sg->ctx, GGML_TYPE_F32, sg->n_mask, "inp_mask");
     if (sg->n_logits > 0 && sg->n_logits < sg->N) {
-        sg->inp_last = new_input(sg->ctx, sg->n_logits, "inp_last");
+        sg->inp_last = new_input(sg->ctx, GGML_TYPE_I32, sg->n_logits, "inp_last");
     }
 
     /* h = self.tok_emb(idx) */
     struct ggml_tensor * h = ggml_get_rows(sg->ctx, m->tok_emb, sg->inp_tokens);   /* [C, N] */
     for (int il = 0; il < m->hp.n_layer && h != NULL; il++) {
-        h = build_block(sg, m, items, n_items, il, h);
+        h = build_block(sg, m, items, il, h);
     }
     if (sg->n_logits > 0) {
         sg->logits = build_logits(sg->ctx, m, h);                                   /* [V, n_logits] */
         ggml_build_forward_expand(sg->gf, sg->logits);
     }
     /* The probabilities are outputs too; without logits they are the graph's
-     * only ends. A step with no outputs at all (a prefill chunk) still writes
-     * the caches: those copies were expanded as the layers were built. */
+     * only ends besides the cache writes (a prompt chunk has neither). */
     for (int i = 0; i < n_items; i++) {
         if (sg->slots[i].traced) ggml_build_forward_expand(sg->gf, sg->slots[i].traced);
         if (sg->slots[i].full) ggml_build_forward_expand(sg->gf, sg->slots[i].full);
@@ -813,6 +881,7 @@ static bool build_step_graph(ngpt_model * m, const ngpt_item * items, int n_item
 
 static void free_step_graph(step_graph * sg) {
     if (sg->ctx) ggml_free(sg->ctx);  /* headers only: the meta buffer stays the model's */
+    free(sg->keys);
     free(sg->slots);
     free(sg->parts);
     memset(sg, 0, sizeof(*sg));
@@ -820,10 +889,10 @@ static void free_step_graph(step_graph * sg) {
 
 /* ---------------------------------------------------------------- step: evaluation */
 
-/* Plan the memory afresh for every graph: the allocator's cached plan is only
- * re-made when sizes change, and two graphs of the same shape can differ in
- * which probabilities are outputs (a traced layer must not be reused as
- * scratch). Planning is cheap next to the maths. */
+/* Plan the memory afresh for every new graph: the allocator's cached plan is
+ * only re-made when sizes change, and two graphs of the same size can differ
+ * in which probabilities are outputs (a traced layer must not be reused as
+ * scratch). */
 static bool alloc_step_graph(ngpt_model * m, step_graph * sg, char * err, size_t err_len) {
     if (!ggml_gallocr_reserve(m->galloc, sg->gf) || !ggml_gallocr_alloc_graph(m->galloc, sg->gf)) {
         set_err(err, err_len, "cannot allocate compute memory for %d tokens", sg->N);
@@ -832,35 +901,90 @@ static bool alloc_step_graph(ngpt_model * m, step_graph * sg, char * err, size_t
     return true;
 }
 
-/* idx, the positions each item's new tokens take (n_past onwards), and the
- * row of each item's last token. */
-static bool set_step_inputs(const step_graph * sg, const ngpt_item * items, int n_items,
-                            char * err, size_t err_len) {
-    const int N = sg->N;
-    int32_t * buf = malloc(sizeof(int32_t) * (size_t) (2 * N + sg->n_logits));
-    if (buf == NULL) {
+/* Grow the model's staging buffer for the inputs of one step. */
+static bool reserve_stage(ngpt_model * m, size_t size, char * err, size_t err_len) {
+    if (size <= m->stage_size) {
+        return true;
+    }
+    free(m->stage);
+    m->stage      = malloc(size);
+    m->stage_size = m->stage ? size : 0;
+    if (m->stage == NULL) {
         set_oom(err, err_len);
         return false;
     }
-    int32_t * tok = buf, * pos = buf + N, * last = buf + 2 * N;
-    for (int i = 0; i < n_items; i++) {
+    return true;
+}
+
+/* Item i's causal mask, [t_pad, n]: query r (at position n_past + r) sees
+ * keys 0 .. n_past + r; later keys, and the padding past t, get −inf. */
+static void fill_mask(float * mask, int n_past, int n, int t_pad) {
+    for (int r = 0; r < n; r++) {
+        float * row  = mask + (size_t) r * t_pad;
+        const int seen = n_past + r + 1;
+        for (int j = 0; j < t_pad; j++) {
+            row[j] = j < seen ? 0.0f : -INFINITY;
+        }
+    }
+}
+
+/* idx, the positions each item's new tokens take (n_past onwards), the cache
+ * rows they are written to, the row of each item's last token, and the
+ * masks; staged in the model's buffer and uploaded. */
+static bool set_step_inputs(ngpt_model * m, const step_graph * sg, const ngpt_item * items,
+                            char * err, size_t err_len) {
+    const size_t N = (size_t) sg->N;
+    const size_t n_ints = 3 * N + (size_t) sg->n_logits;
+    if (!reserve_stage(m, sizeof(int32_t) * n_ints + sizeof(float) * (size_t) sg->n_mask, err, err_len)) {
+        return false;
+    }
+    int32_t * tok = m->stage, * pos = tok + N, * rows = pos + N, * last = rows + N;
+    float   * mask = (float *) (tok + n_ints);
+    for (int i = 0; i < sg->n_items; i++) {
         const ngpt_item * it = &items[i];
         const item_slot * s  = &sg->slots[i];
         for (int j = 0; j < it->n_tokens; j++) {
-            tok[s->first + j] = it->tokens[j];
-            pos[s->first + j] = it->n_past + j;
+            tok[s->first + j]  = it->tokens[j];
+            pos[s->first + j]  = it->n_past + j;
+            rows[s->first + j] = it->n_past + j;
         }
         if (s->logit_row >= 0) {
             last[s->logit_row] = s->first + it->n_tokens - 1;
         }
+        fill_mask(mask + s->mask_off, it->n_past, it->n_tokens, sg->keys[i].t_pad);
     }
-    ggml_backend_tensor_set(sg->inp_tokens, tok, 0, sizeof(int32_t) * (size_t) N);
-    ggml_backend_tensor_set(sg->inp_pos, pos, 0, sizeof(int32_t) * (size_t) N);
+    ggml_backend_tensor_set(sg->inp_tokens, tok, 0, sizeof(int32_t) * N);
+    ggml_backend_tensor_set(sg->inp_pos, pos, 0, sizeof(int32_t) * N);
+    ggml_backend_tensor_set(sg->inp_rows, rows, 0, sizeof(int32_t) * N);
+    ggml_backend_tensor_set(sg->inp_mask, mask, 0, sizeof(float) * (size_t) sg->n_mask);
     if (sg->inp_last) {
         ggml_backend_tensor_set(sg->inp_last, last, 0, sizeof(int32_t) * (size_t) sg->n_logits);
     }
-    free(buf);
     return true;
+}
+
+/* Attention reads each cache up to t_pad, past the positions written so far;
+ * the mask gives those keys probability 0, but 0 · NaN is NaN, and fresh
+ * memory can hold any bits. So before a step reads new positions they are
+ * zeroed, once per ATTN_PAD positions of a sequence's growth. */
+static void clean_caches(const ngpt_model * m, const step_graph * sg, const ngpt_item * items) {
+    for (int i = 0; i < sg->n_items; i++) {
+        ngpt_seq * seq = items[i].seq;
+        const int from = seq->clean, to = sg->keys[i].t_pad;
+        if (to <= from) {
+            continue;
+        }
+        for (int l = 0; l < m->hp.n_layer; l++) {
+            struct ggml_tensor * kc = seq->k[l];  /* [C, cap] */
+            struct ggml_tensor * vc = seq->v[l];  /* [cap, C] */
+            ggml_backend_tensor_memset(kc, 0, (size_t) from * kc->nb[1], (size_t) (to - from) * kc->nb[1]);
+            for (int64_t c = 0; c < vc->ne[1]; c++) {
+                ggml_backend_tensor_memset(vc, 0, (size_t) c * vc->nb[1] + (size_t) from * vc->nb[0],
+                                           (size_t) (to - from) * vc->nb[0]);
+            }
+        }
+        seq->clean = to;
+    }
 }
 
 static bool compute_step_graph(ngpt_model * m, step_graph * sg, char * err, size_t err_len) {
@@ -872,10 +996,11 @@ static bool compute_step_graph(ngpt_model * m, step_graph * sg, char * err, size
     return true;
 }
 
-/* Copy each item's logits and probabilities into the caller's buffers. */
-static void read_step_outputs(const ngpt_model * m, const step_graph * sg, const ngpt_item * items, int n_items) {
+/* Copy each item's logits and probabilities into the caller's buffers. The
+ * probabilities are [t_pad, n, H]: each row's first t entries are the keys. */
+static void read_step_outputs(const ngpt_model * m, const step_graph * sg, const ngpt_item * items) {
     const int H = m->hp.n_head, V = m->hp.n_vocab;
-    for (int i = 0; i < n_items; i++) {
+    for (int i = 0; i < sg->n_items; i++) {
         const ngpt_item * it = &items[i];
         const item_slot * s  = &sg->slots[i];
         const int n = it->n_tokens, t = it->n_past + n;
@@ -884,7 +1009,7 @@ static void read_step_outputs(const ngpt_model * m, const step_graph * sg, const
                                     sizeof(float) * (size_t) V);
         }
         if (s->traced) {
-            /* the newest query's row, for every head: [t, n, H] at row n−1 */
+            /* the newest query's row, for every head: row n−1 */
             const struct ggml_tensor * p = s->traced;
             for (int h = 0; h < H; h++) {
                 ggml_backend_tensor_get(p, it->attn_row + (size_t) h * t,
@@ -894,8 +1019,11 @@ static void read_step_outputs(const ngpt_model * m, const step_graph * sg, const
         }
         if (s->full) {
             const struct ggml_tensor * p = s->full;
-            ggml_backend_tensor_get(p, it->full_attn, (size_t) it->full_head * p->nb[2],
-                                    sizeof(float) * (size_t) n * (size_t) t);
+            for (int r = 0; r < n; r++) {
+                ggml_backend_tensor_get(p, it->full_attn + (size_t) r * t,
+                                        (size_t) it->full_head * p->nb[2] + (size_t) r * p->nb[1],
+                                        sizeof(float) * (size_t) t);
+            }
         }
     }
 }
@@ -911,10 +1039,13 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
     step_graph sg;
     bool ok = build_step_graph(m, items, n_items, &sg, err, err_len) &&
               alloc_step_graph(m, &sg, err, err_len) &&
-              set_step_inputs(&sg, items, n_items, err, err_len) &&
-              compute_step_graph(m, &sg, err, err_len);
+              set_step_inputs(m, &sg, items, err, err_len);
     if (ok) {
-        read_step_outputs(m, &sg, items, n_items);
+        clean_caches(m, &sg, items);
+        ok = compute_step_graph(m, &sg, err, err_len);
+    }
+    if (ok) {
+        read_step_outputs(m, &sg, items);
     }
     free_step_graph(&sg);
     return ok ? 0 : 1;
