@@ -48,6 +48,16 @@ static void set_oom(char * err, size_t err_len) {
 
 /* ---------------------------------------------------------------- model */
 
+/* Step graphs kept for reuse: a decode batch keeps its shape for ATTN_PAD
+ * tokens, and a few shapes alternate (decode steps, steps with a prompt
+ * chunk, a window being recomputed). */
+#define N_GRAPHS 4
+
+struct step_graph;
+struct item_key;
+static struct step_graph * new_graphs(void);
+static void free_graphs(struct ngpt_model * m);
+
 typedef struct ngpt_layer {
     struct ggml_tensor * ln1_w;   /* [C]      blocks.i.ln1.weight */
     struct ggml_tensor * ln1_b;   /* [C]      blocks.i.ln1.bias */
@@ -75,8 +85,16 @@ struct ngpt_model {
     ggml_backend_buffer_t   weights_buf;
     ggml_gallocr_t          galloc;       /* compute memory, reused across steps */
 
-    void * meta;       /* graph-building scratch (tensor headers only) */
-    size_t meta_size;
+    /* Step graphs kept for reuse (see find_graph). A graph's memory plan
+     * stays valid while the compute buffer is not reallocated: plan_gen
+     * counts reallocations, plan_size is the buffer's size after the last. */
+    struct step_graph * graphs;      /* [N_GRAPHS] */
+    struct item_key   * keys;        /* [keys_cap] the current step's keys */
+    int                 keys_cap;
+    uint64_t            n_steps;
+    uint64_t            plan_gen;
+    size_t              plan_size;
+
     void * stage;      /* one step's inputs on their way to the device */
     size_t stage_size;
 
@@ -343,10 +361,12 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t 
         goto fail;
     }
     m->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(m->backend));
-    if (m->galloc == NULL) {
+    m->graphs = new_graphs();
+    if (m->galloc == NULL || m->graphs == NULL) {
         set_err(err, err_len, "cannot create the graph allocator");
         goto fail;
     }
+    m->plan_gen = 1;
     free(found);
     free(specs);
     return m;
@@ -367,7 +387,8 @@ void ngpt_model_free(ngpt_model * m) {
     if (m->weights_ctx) ggml_free(m->weights_ctx);
     if (m->backend) ggml_backend_free(m->backend);
     if (m->threadpool) ggml_threadpool_free(m->threadpool);
-    free(m->meta);
+    free_graphs(m);
+    free(m->keys);
     free(m->stage);
     free(m->layers);
     free(m);
@@ -562,13 +583,20 @@ typedef struct item_slot {
 } item_slot;
 
 /* One step's graph with the tensors around it: inputs to upload, outputs to
- * read after compute. Its structure depends only on the items' keys. */
+ * read after compute. Its structure depends only on the items' keys, so it
+ * is kept and run again for every later step with the same keys. */
 typedef struct step_graph {
+    int                   cap_items;   /* room in keys, slots and parts */
+    void                * meta;        /* this graph's tensor headers */
+    size_t                meta_size;
+    uint64_t              plan;        /* the model's plan_gen its memory plan belongs to; 0: none */
+    uint64_t              used;        /* the step that last ran it */
+
     int                   n_items;
     item_key            * keys;        /* [n_items] */
     item_slot           * slots;       /* [n_items] */
     struct ggml_tensor ** parts;       /* [n_items] scratch: one layer's per-item attention */
-    struct ggml_context * ctx;         /* tensor headers, in the model's meta buffer */
+    struct ggml_context * ctx;         /* tensor headers, in meta */
     struct ggml_cgraph  * gf;
     int                   N;           /* tokens in the step, all items */
     int                   n_logits;    /* items that want logits */
@@ -798,54 +826,88 @@ static struct ggml_tensor * build_logits(struct ggml_context * ctx, const ngpt_m
     return logits;
 }
 
-/* Grow the model's header scratch to hold a graph of gsize nodes. */
-static bool reserve_meta(ngpt_model * m, size_t gsize, char * err, size_t err_len) {
-    const size_t size = ggml_tensor_overhead() * gsize + ggml_graph_overhead_custom(gsize, false);
-    if (size <= m->meta_size) {
-        return true;
+/* Make room in g for a graph of n_items items; what it held is gone. */
+static bool graph_room(step_graph * g, const ngpt_hparams * hp, int n_items, char * err, size_t err_len) {
+    if (n_items > g->cap_items) {
+        free(g->keys);
+        free(g->slots);
+        free(g->parts);
+        g->keys      = calloc((size_t) n_items, sizeof(*g->keys));
+        g->slots     = calloc((size_t) n_items, sizeof(*g->slots));
+        g->parts     = calloc((size_t) n_items, sizeof(*g->parts));
+        g->cap_items = (g->keys && g->slots && g->parts) ? n_items : 0;
+        if (g->cap_items == 0) {
+            set_oom(err, err_len);
+            return false;
+        }
     }
-    free(m->meta);
-    m->meta      = malloc(size);
-    m->meta_size = m->meta ? size : 0;
-    if (m->meta == NULL) {
-        set_oom(err, err_len);
-        return false;
+    const size_t gsize = graph_size(hp, n_items);
+    const size_t size  = ggml_tensor_overhead() * gsize + ggml_graph_overhead_custom(gsize, false);
+    if (size > g->meta_size) {
+        free(g->meta);
+        g->meta      = malloc(size);
+        g->meta_size = g->meta ? size : 0;
+        if (g->meta == NULL) {
+            set_oom(err, err_len);
+            return false;
+        }
     }
     return true;
+}
+
+/* Forget g's graph, keeping its memory for the next. */
+static void reset_step_graph(step_graph * g) {
+    if (g->ctx) ggml_free(g->ctx);  /* headers only: meta stays g's */
+    g->ctx = NULL;
+    g->gf = NULL;
+    g->plan = 0;
+    g->n_items = g->N = g->n_logits = g->n_mask = 0;
+    g->inp_tokens = g->inp_pos = g->inp_rows = g->inp_last = g->inp_mask = g->logits = NULL;
+}
+
+static step_graph * new_graphs(void) {
+    return calloc(N_GRAPHS, sizeof(step_graph));
+}
+
+static void free_graphs(ngpt_model * m) {
+    for (int i = 0; m->graphs && i < N_GRAPHS; i++) {
+        step_graph * g = &m->graphs[i];
+        reset_step_graph(g);
+        free(g->keys);
+        free(g->slots);
+        free(g->parts);
+        free(g->meta);
+    }
+    free(m->graphs);
+    m->graphs = NULL;
 }
 
 /* Lay the items' tokens and masks end to end and give a logits column to
- * each item that wants one. */
-static bool layout_items(step_graph * sg, const ngpt_item * items, int n_items, char * err, size_t err_len) {
+ * each item that wants one. keys: the items' keys, copied into sg. */
+static void layout_items(step_graph * sg, const item_key * keys, int n_items) {
     sg->n_items = n_items;
-    sg->keys  = calloc((size_t) n_items, sizeof(*sg->keys));
-    sg->slots = calloc((size_t) n_items, sizeof(*sg->slots));
-    sg->parts = calloc((size_t) n_items, sizeof(*sg->parts));
-    if (sg->keys == NULL || sg->slots == NULL || sg->parts == NULL) {
-        set_oom(err, err_len);
-        return false;
-    }
+    memcpy(sg->keys, keys, sizeof(*keys) * (size_t) n_items);
+    memset(sg->slots, 0, sizeof(*sg->slots) * (size_t) n_items);
     for (int i = 0; i < n_items; i++) {
-        make_key(&items[i], &sg->keys[i]);
         item_slot * s = &sg->slots[i];
         s->first     = sg->N;
         s->mask_off  = sg->n_mask;
-        s->logit_row = sg->keys[i].logits ? sg->n_logits++ : -1;
-        sg->N       += sg->keys[i].n_tokens;
-        sg->n_mask  += sg->keys[i].t_pad * sg->keys[i].n_tokens;
+        s->logit_row = keys[i].logits ? sg->n_logits++ : -1;
+        sg->N       += keys[i].n_tokens;
+        sg->n_mask  += keys[i].t_pad * keys[i].n_tokens;
     }
-    return true;
 }
 
-/* NielsGPT.forward for every item at once. On failure sg can still be freed. */
+/* NielsGPT.forward for every item at once, into the reset graph sg, for the
+ * keys in m->keys. */
 static bool build_step_graph(ngpt_model * m, const ngpt_item * items, int n_items, step_graph * sg,
                              char * err, size_t err_len) {
-    memset(sg, 0, sizeof(*sg));
     const size_t gsize = graph_size(&m->hp, n_items);
-    if (!layout_items(sg, items, n_items, err, err_len) || !reserve_meta(m, gsize, err, err_len)) {
+    if (!graph_room(sg, &m->hp, n_items, err, err_len)) {
         return false;
     }
-    struct ggml_init_params ip = { .mem_size = m->meta_size, .mem_buffer = m->meta, .no_alloc = true };
+    layout_items(sg, m->keys, n_items);
+    struct ggml_init_params ip = { .mem_size = sg->meta_size, .mem_buffer = sg->meta, .no_alloc = true };
     sg->ctx = ggml_init(ip);
     if (sg->ctx == NULL) {
         set_oom(err, err_len);
@@ -879,26 +941,74 @@ static bool build_step_graph(ngpt_model * m, const ngpt_item * items, int n_item
     return true;
 }
 
-static void free_step_graph(step_graph * sg) {
-    if (sg->ctx) ggml_free(sg->ctx);  /* headers only: the meta buffer stays the model's */
-    free(sg->keys);
-    free(sg->slots);
-    free(sg->parts);
-    memset(sg, 0, sizeof(*sg));
-}
-
 /* ---------------------------------------------------------------- step: evaluation */
 
-/* Plan the memory afresh for every new graph: the allocator's cached plan is
- * only re-made when sizes change, and two graphs of the same size can differ
- * in which probabilities are outputs (a traced layer must not be reused as
- * scratch). */
-static bool alloc_step_graph(ngpt_model * m, step_graph * sg, char * err, size_t err_len) {
+/* Plan a new graph's memory in the shared compute buffer. Always afresh:
+ * the allocator's own check only notices changed sizes, and two graphs of
+ * the same size can differ in which probabilities are outputs (a traced
+ * layer must not be reused as scratch). The tensors keep the addresses
+ * planned here, so the graph can run again without planning, while the
+ * buffer stays where it is; when this plan grows the buffer, every other
+ * kept graph's plan points into freed memory and is dropped. */
+static bool plan_step_graph(ngpt_model * m, step_graph * sg, char * err, size_t err_len) {
     if (!ggml_gallocr_reserve(m->galloc, sg->gf) || !ggml_gallocr_alloc_graph(m->galloc, sg->gf)) {
         set_err(err, err_len, "cannot allocate compute memory for %d tokens", sg->N);
         return false;
     }
+    const size_t size = ggml_gallocr_get_buffer_size(m->galloc, 0);
+    if (size != m->plan_size) {
+        m->plan_size = size;
+        m->plan_gen++;
+    }
+    sg->plan = m->plan_gen;
     return true;
+}
+
+/* The step's keys, in m->keys. */
+static bool make_keys(ngpt_model * m, const ngpt_item * items, int n_items, char * err, size_t err_len) {
+    if (n_items > m->keys_cap) {
+        free(m->keys);
+        m->keys     = calloc((size_t) n_items, sizeof(*m->keys));
+        m->keys_cap = m->keys ? n_items : 0;
+        if (m->keys == NULL) {
+            set_oom(err, err_len);
+            return false;
+        }
+    }
+    for (int i = 0; i < n_items; i++) {
+        make_key(&items[i], &m->keys[i]);
+    }
+    return true;
+}
+
+/* A kept graph for the keys in m->keys, or NULL. */
+static step_graph * find_graph(ngpt_model * m, int n_items) {
+    for (int i = 0; i < N_GRAPHS; i++) {
+        step_graph * g = &m->graphs[i];
+        if (g->plan == m->plan_gen && g->n_items == n_items &&
+            memcmp(g->keys, m->keys, sizeof(*m->keys) * (size_t) n_items) == 0) {
+            return g;
+        }
+    }
+    return NULL;
+}
+
+/* The graph to build the next one in: one never used or no longer valid,
+ * else the least recently run. */
+static step_graph * evict_graph(ngpt_model * m) {
+    step_graph * victim = &m->graphs[0];
+    for (int i = 0; i < N_GRAPHS; i++) {
+        step_graph * g = &m->graphs[i];
+        if (g->plan != m->plan_gen) {
+            victim = g;
+            break;
+        }
+        if (g->used < victim->used) {
+            victim = g;
+        }
+    }
+    reset_step_graph(victim);
+    return victim;
 }
 
 /* Grow the model's staging buffer for the inputs of one step. */
@@ -1036,17 +1146,25 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
     if (!items_ok(m, items, n_items, err, err_len)) {
         return 1;
     }
-    step_graph sg;
-    bool ok = build_step_graph(m, items, n_items, &sg, err, err_len) &&
-              alloc_step_graph(m, &sg, err, err_len) &&
-              set_step_inputs(m, &sg, items, err, err_len);
-    if (ok) {
-        clean_caches(m, &sg, items);
-        ok = compute_step_graph(m, &sg, err, err_len);
+    if (!make_keys(m, items, n_items, err, err_len)) {
+        return 1;
     }
-    if (ok) {
-        read_step_outputs(m, &sg, items);
+    step_graph * g = find_graph(m, n_items);
+    if (g == NULL) {
+        g = evict_graph(m);
+        if (!build_step_graph(m, items, n_items, g, err, err_len) || !plan_step_graph(m, g, err, err_len)) {
+            reset_step_graph(g);
+            return 1;
+        }
     }
-    free_step_graph(&sg);
-    return ok ? 0 : 1;
+    g->used = ++m->n_steps;
+    if (!set_step_inputs(m, g, items, err, err_len)) {
+        return 1;
+    }
+    clean_caches(m, g, items);
+    if (!compute_step_graph(m, g, err, err_len)) {
+        return 1;
+    }
+    read_step_outputs(m, g, items);
+    return 0;
 }

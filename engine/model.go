@@ -43,6 +43,7 @@ type Model struct {
 	c       *C.ngpt_model
 	backend string
 	sched   *scheduler
+	scratch stepScratch // only the goroutine running steps touches it
 }
 
 const errLen = 512
@@ -147,6 +148,7 @@ func (m *Model) Close() {
 	m.sched.stop()
 	C.ngpt_model_free(m.c)
 	m.c = nil
+	m.scratch.free()
 }
 
 // kvCache is one sequence's cache on the C side.
@@ -197,40 +199,101 @@ type stepItem struct {
 	fullAttn   []float32 // n × t when requested
 }
 
-// step runs one batched forward pass: the only cgo call on the hot path. The
-// outputs are written straight into the items' Go slices, pinned for the call.
+// stepScratch is the C memory a step's items, tokens and outputs pass
+// through. Go memory handed to C may hold Go pointers only when they are
+// pinned, and pinning allocates on every step; memory C owns holds what it
+// likes. It grows when a step needs more and is then reused, so a step
+// allocates nothing.
+type stepScratch struct {
+	items    *C.ngpt_item
+	capItems int
+	words    unsafe.Pointer // 4-byte words: tokens in, logits and probabilities out
+	capWords int
+	errBuf   [errLen]C.char
+}
+
+func (s *stepScratch) reserve(nItems, nWords int) error {
+	if nItems > s.capItems {
+		C.free(unsafe.Pointer(s.items))
+		s.items = (*C.ngpt_item)(C.calloc(C.size_t(nItems), C.size_t(unsafe.Sizeof(C.ngpt_item{}))))
+		s.capItems = nItems
+	}
+	if nWords > s.capWords {
+		C.free(s.words)
+		s.words = C.malloc(C.size_t(nWords) * 4)
+		s.capWords = nWords
+	}
+	if s.items == nil || s.words == nil {
+		s.free()
+		return errors.New("out of memory for a step")
+	}
+	return nil
+}
+
+func (s *stepScratch) free() {
+	C.free(unsafe.Pointer(s.items))
+	C.free(s.words)
+	*s = stepScratch{}
+}
+
+// words returns the next n words of the scratch after *off, and moves *off on.
+func (s *stepScratch) take(off *int, n int) unsafe.Pointer {
+	p := unsafe.Add(s.words, *off*4)
+	*off += n
+	return p
+}
+
+// words counts the scratch words an item needs: its tokens and its outputs.
+func (it *stepItem) words() int {
+	return len(it.tokens) + len(it.logits) + len(it.attnRow) + len(it.fullAttn)
+}
+
+// step runs one batched forward pass: the only cgo call on the hot path.
+// Tokens go to C and the outputs come back through the model's scratch.
 func (m *Model) step(items []stepItem) error {
-	var pin runtime.Pinner
-	defer pin.Unpin()
-	citems := make([]C.ngpt_item, len(items))
+	words := 0
+	for i := range items {
+		words += items[i].words()
+	}
+	s := &m.scratch
+	if err := s.reserve(len(items), words); err != nil {
+		return err
+	}
+	citems := unsafe.Slice(s.items, len(items))
+	off := 0
 	for i := range items {
 		it := &items[i]
 		ci := &citems[i]
-		ci.seq = it.cache.c
-		pin.Pin(&it.tokens[0])
-		ci.tokens = (*C.int32_t)(unsafe.Pointer(&it.tokens[0]))
-		ci.n_tokens = C.int32_t(len(it.tokens))
-		ci.n_past = C.int32_t(it.nPast)
-		ci.trace_layer, ci.full_layer, ci.full_head = -1, -1, -1
+		*ci = C.ngpt_item{seq: it.cache.c, n_tokens: C.int32_t(len(it.tokens)), n_past: C.int32_t(it.nPast),
+			trace_layer: -1, full_layer: -1, full_head: -1}
+		ci.tokens = (*C.int32_t)(s.take(&off, len(it.tokens)))
+		copy(unsafe.Slice((*int32)(unsafe.Pointer(ci.tokens)), len(it.tokens)), it.tokens)
 		if it.logits != nil {
-			pin.Pin(&it.logits[0])
-			ci.logits = (*C.float)(unsafe.Pointer(&it.logits[0]))
+			ci.logits = (*C.float)(s.take(&off, len(it.logits)))
 		}
 		if it.traceLayer >= 0 {
-			pin.Pin(&it.attnRow[0])
 			ci.trace_layer = C.int32_t(it.traceLayer)
-			ci.attn_row = (*C.float)(unsafe.Pointer(&it.attnRow[0]))
+			ci.attn_row = (*C.float)(s.take(&off, len(it.attnRow)))
 		}
 		if it.fullLayer >= 0 {
-			pin.Pin(&it.fullAttn[0])
-			ci.full_layer = C.int32_t(it.fullLayer)
-			ci.full_head = C.int32_t(it.fullHead)
-			ci.full_attn = (*C.float)(unsafe.Pointer(&it.fullAttn[0]))
+			ci.full_layer, ci.full_head = C.int32_t(it.fullLayer), C.int32_t(it.fullHead)
+			ci.full_attn = (*C.float)(s.take(&off, len(it.fullAttn)))
 		}
 	}
-	var errBuf [errLen]C.char
-	if rc := C.ngpt_step(m.c, &citems[0], C.int(len(citems)), &errBuf[0], errLen); rc != 0 {
-		return errors.New(C.GoString(&errBuf[0]))
+	if rc := C.ngpt_step(m.c, s.items, C.int(len(items)), &s.errBuf[0], errLen); rc != 0 {
+		return errors.New(C.GoString(&s.errBuf[0]))
+	}
+	for i := range items {
+		it, ci := &items[i], &citems[i]
+		if it.logits != nil {
+			copy(it.logits, unsafe.Slice((*float32)(unsafe.Pointer(ci.logits)), len(it.logits)))
+		}
+		if it.traceLayer >= 0 {
+			copy(it.attnRow, unsafe.Slice((*float32)(unsafe.Pointer(ci.attn_row)), len(it.attnRow)))
+		}
+		if it.fullLayer >= 0 {
+			copy(it.fullAttn, unsafe.Slice((*float32)(unsafe.Pointer(ci.full_attn)), len(it.fullAttn)))
+		}
 	}
 	return nil
 }

@@ -62,6 +62,10 @@ type scheduler struct {
 	done   sync.WaitGroup
 	active []*sequence
 	turn   int // rotates who goes first in each step's plan
+	// items and owners hold each step's plan; kept between steps so that
+	// planning allocates nothing once they have grown to the batch.
+	items  []stepItem
+	owners []*sequence
 }
 
 func newScheduler(m *Model) *scheduler {
@@ -204,8 +208,10 @@ func (seq *sequence) windowStart(T int) (start int) {
 // only chooses; syncWindow and reserve keep each chosen sequence's cache in
 // step with what it is about to be fed.
 func (s *scheduler) plan() ([]stepItem, []*sequence) {
-	var items []stepItem
-	var owners []*sequence
+	clear(s.items)
+	clear(s.owners)
+	items, owners := s.items[:0], s.owners[:0]
+	defer func() { s.items, s.owners = items, owners }()
 	budget := stepTokenBudget
 	candidates := s.active
 	if s.m.opts.Baseline && len(candidates) > 1 {
