@@ -1,6 +1,7 @@
 /*
- * nielsgpt.c — niels-gpt generation 1 on ggml: weights, per-sequence KV
- * caches, and one batched forward graph per step.
+ * nielsgpt.c — niels-gpt generation 1 on ggml: weights, a pool of KV blocks
+ * that every sequence's cache comes from, and one batched forward graph per
+ * step, kept and run again while the batch keeps its shape.
  *
  * The maths mirrors the PyTorch reference model (scripts/niels_gpt.py; see
  * docs/ARCHITECTURE.md) line by line: the PyTorch statement is in the comment
@@ -20,9 +21,6 @@
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -56,6 +54,7 @@ static void set_oom(char * err, size_t err_len) {
 struct step_graph;
 struct item_key;
 static struct step_graph * new_graphs(void);
+static bool init_kv_pool(struct ngpt_model * m, int64_t n_blocks, char * err, size_t err_len);
 static void free_graphs(struct ngpt_model * m);
 
 typedef struct ngpt_layer {
@@ -85,6 +84,15 @@ struct ngpt_model {
     ggml_backend_buffer_t   weights_buf;
     ggml_gallocr_t          galloc;       /* compute memory, reused across steps */
 
+    /* The KV pool (see the KV pool section). */
+    int64_t                 kv_blocks;
+    int64_t                 kv_free;
+    uint8_t               * kv_used;      /* [kv_blocks] 1 where a sequence holds the block */
+    struct ggml_context   * kv_ctx;
+    ggml_backend_buffer_t   kv_buf;
+    struct ggml_tensor   ** kv_k;         /* [L] of [C, P]: keys after rotary, a row per position */
+    struct ggml_tensor   ** kv_v;         /* [L] of [P, C]: values transposed, positions fastest */
+
     /* Step graphs kept for reuse (see find_graph). A graph's memory plan
      * stays valid while the compute buffer is not reallocated: plan_gen
      * counts reallocations, plan_size is the buffer's size after the last. */
@@ -97,19 +105,17 @@ struct ngpt_model {
 
     void * stage;      /* one step's inputs on their way to the device */
     size_t stage_size;
-
-    uint64_t last_seq_id;
 };
 
+/* A sequence's cache is the run of pool blocks it holds: pool positions
+ * first .. first + capacity − 1, its positions 0 .. capacity − 1. */
 struct ngpt_seq {
-    ngpt_model            * model;
-    int                     capacity;
-    uint64_t                id;  /* new whenever the cache memory is: cached graphs are keyed by it */
-    int                     clean;  /* positions 0..clean−1 hold finite values, see clean_caches */
-    struct ggml_context   * ctx;
-    ggml_backend_buffer_t   buf;
-    struct ggml_tensor   ** k;  /* [L] of [C, capacity]: keys after rotary, a row per position */
-    struct ggml_tensor   ** v;  /* [L] of [capacity, C]: values transposed, see build_attn_item */
+    ngpt_model * model;
+    int64_t      first_block;
+    int          n_blocks;
+    int64_t      first;     /* first_block · NGPT_KV_BLOCK */
+    int          capacity;  /* n_blocks · NGPT_KV_BLOCK */
+    int          clean;     /* positions 0 .. clean − 1 hold finite values, see clean_caches */
 };
 
 /* ---------------------------------------------------------------- loading */
@@ -310,7 +316,7 @@ static ggml_backend_t init_backend(const char * device, int n_threads, struct gg
 
 ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t blob_len,
                              const ngpt_tensor_ref * refs, int n_refs, const char * device,
-                             int n_threads, char * err, size_t err_len) {
+                             int n_threads, int64_t kv_blocks, char * err, size_t err_len) {
     if (hp == NULL || blob == NULL || refs == NULL || n_refs <= 0) {
         set_err(err, err_len, "nothing to load");
         return NULL;
@@ -322,14 +328,6 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t 
         set_err(err, err_len, "thread count %d out of range", n_threads);
         return NULL;
     }
-#ifdef __GLIBC__
-    /* KV caches come and go in pieces of a few hundred KiB. glibc serves
-     * those with mmap until the first is freed, then raises its threshold and
-     * serves them from the heap, where freed caches fragment and never go
-     * back to the OS (peak RSS doubled under 64 streams). A fixed threshold
-     * keeps every cache its own mapping. */
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-#endif
     const int n_specs = n_weights(hp);
     weight_spec * specs = NULL;
     const ngpt_tensor_ref ** found = NULL;
@@ -357,7 +355,8 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t 
     if (m->backend == NULL) {
         goto fail;
     }
-    if (!load_weights(m, specs, n_specs, found, blob, err, err_len)) {
+    if (!load_weights(m, specs, n_specs, found, blob, err, err_len) ||
+        !init_kv_pool(m, kv_blocks, err, err_len)) {
         goto fail;
     }
     m->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(m->backend));
@@ -383,6 +382,11 @@ void ngpt_model_free(ngpt_model * m) {
         return;
     }
     if (m->galloc) ggml_gallocr_free(m->galloc);
+    if (m->kv_buf) ggml_backend_buffer_free(m->kv_buf);
+    if (m->kv_ctx) ggml_free(m->kv_ctx);
+    free(m->kv_used);
+    free(m->kv_k);
+    free(m->kv_v);
     if (m->weights_buf) ggml_backend_buffer_free(m->weights_buf);
     if (m->weights_ctx) ggml_free(m->weights_ctx);
     if (m->backend) ggml_backend_free(m->backend);
@@ -398,104 +402,130 @@ const char * ngpt_model_backend(const ngpt_model * m) {
     return m && m->backend ? ggml_backend_name(m->backend) : "";
 }
 
-/* ---------------------------------------------------------------- sequences */
+/* ---------------------------------------------------------------- KV pool */
 
-ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len) {
-    if (m == NULL || capacity < 1 || capacity > m->hp.n_ctx) {
-        set_err(err, err_len, "sequence capacity %d out of range [1, %d]", capacity, m ? m->hp.n_ctx : 0);
-        return NULL;
-    }
+/* The keys and values of every sequence, for every layer, live in one device
+ * buffer the model owns, handed out in blocks of NGPT_KV_BLOCK positions.
+ * Per layer, K is [C, P] (a row per position) and V is [P, C]: transposed,
+ * each channel's row holding that channel for every position of the pool,
+ * so probs · v reads a sequence's values as a matrix whose rows are P apart.
+ *
+ * A sequence takes all its blocks when it starts, as one run of adjacent
+ * blocks, first fit from the lowest. Adjacent, because its keys and values
+ * are then plain views of the pool that ggml's matmuls read in place; with
+ * scattered blocks each step would first gather every sequence's cache into
+ * one tensor, copying as much data again as attention reads. Lowest first,
+ * because a page of the pool only becomes resident when first written: the
+ * pool's resident size follows the most blocks ever in use at once, and a
+ * freed block is reused rather than returned to the OS and faulted in again. */
+
+size_t ngpt_kv_block_bytes(const ngpt_hparams * hp) {
+    /* K and V, every layer, F32 */
+    return hp == NULL ? 0 : (size_t) NGPT_KV_BLOCK * 2 * (size_t) hp->n_layer * (size_t) hp->n_embd * sizeof(float);
+}
+
+static bool init_kv_pool(ngpt_model * m, int64_t n_blocks, char * err, size_t err_len) {
     const int L = m->hp.n_layer, C = m->hp.n_embd;
-    ngpt_seq * s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        set_oom(err, err_len);
-        return NULL;
+    const int64_t window = (m->hp.n_ctx + NGPT_KV_BLOCK - 1) / NGPT_KV_BLOCK;
+    /* positions are int32 row indices for ggml_set_rows */
+    if (n_blocks < window || n_blocks > INT32_MAX / NGPT_KV_BLOCK) {
+        set_err(err, err_len, "a KV pool of %lld blocks is out of range [%lld, %d] (one window of %d positions)",
+                (long long) n_blocks, (long long) window, INT32_MAX / NGPT_KV_BLOCK, m->hp.n_ctx);
+        return false;
     }
-    s->model    = m;
-    s->capacity = capacity;
-    s->id       = ++m->last_seq_id;
-    s->k = calloc((size_t) L, sizeof(*s->k));
-    s->v = calloc((size_t) L, sizeof(*s->v));
+    const int64_t P = n_blocks * NGPT_KV_BLOCK;
+    m->kv_used = calloc((size_t) n_blocks, 1);
+    m->kv_k    = calloc((size_t) L, sizeof(*m->kv_k));
+    m->kv_v    = calloc((size_t) L, sizeof(*m->kv_v));
     struct ggml_init_params ip = {
         .mem_size   = ggml_tensor_overhead() * (size_t) (2 * L),
         .mem_buffer = NULL,
         .no_alloc   = true,
     };
-    s->ctx = (s->k && s->v) ? ggml_init(ip) : NULL;
-    if (s->ctx == NULL) {
+    m->kv_ctx = (m->kv_used && m->kv_k && m->kv_v) ? ggml_init(ip) : NULL;
+    if (m->kv_ctx == NULL) {
         set_oom(err, err_len);
-        ngpt_seq_free(s);
-        return NULL;
+        return false;
     }
     for (int l = 0; l < L; l++) {
-        s->k[l] = ggml_new_tensor_2d(s->ctx, GGML_TYPE_F32, C, capacity);
-        s->v[l] = ggml_new_tensor_2d(s->ctx, GGML_TYPE_F32, capacity, C);
+        m->kv_k[l] = ggml_new_tensor_2d(m->kv_ctx, GGML_TYPE_F32, C, P);
+        m->kv_v[l] = ggml_new_tensor_2d(m->kv_ctx, GGML_TYPE_F32, P, C);
     }
-    s->buf = ggml_backend_alloc_ctx_tensors(s->ctx, m->backend);
-    if (s->buf == NULL) {
-        set_err(err, err_len, "cannot allocate a KV cache of %d positions", capacity);
-        ngpt_seq_free(s);
-        return NULL;
+    m->kv_buf = ggml_backend_alloc_ctx_tensors(m->kv_ctx, m->backend);
+    if (m->kv_buf == NULL) {
+        set_err(err, err_len, "cannot allocate a KV pool of %lld blocks (%.0f MiB)", (long long) n_blocks,
+                (double) n_blocks * (double) ngpt_kv_block_bytes(&m->hp) / (1 << 20));
+        return false;
     }
-    return s;
+    m->kv_blocks = n_blocks;
+    m->kv_free   = n_blocks;
+    return true;
 }
 
-int ngpt_seq_grow(ngpt_seq * s, int capacity, int n_keep, char * err, size_t err_len) {
-    if (s == NULL || n_keep < 0 || n_keep > s->capacity) {
-        set_err(err, err_len, "cannot keep %d positions", n_keep);
-        return 1;
+void ngpt_kv_stats_get(const ngpt_model * m, ngpt_kv_stats * st) {
+    if (st == NULL) {
+        return;
     }
-    if (capacity <= s->capacity) {
-        return 0;
-    }
-    ngpt_seq * fresh = ngpt_seq_new(s->model, capacity, err, err_len);
-    if (fresh == NULL) {
-        return 1;
-    }
-    const int L = s->model->hp.n_layer;
-    size_t most = 0;
-    for (int l = 0; l < L; l++) {
-        most = ggml_nbytes(s->v[l]) > most ? ggml_nbytes(s->v[l]) : most;
-    }
-    float * tmp = n_keep > 0 ? malloc(most) : NULL;
-    if (n_keep > 0 && tmp == NULL) {
-        ngpt_seq_free(fresh);
-        set_oom(err, err_len);
-        return 1;
-    }
-    for (int l = 0; l < L && n_keep > 0; l++) {
-        /* K [C, cap]: the kept positions are one contiguous prefix */
-        size_t kbytes = (size_t) n_keep * s->k[l]->nb[1];
-        ggml_backend_tensor_get(s->k[l], tmp, 0, kbytes);
-        ggml_backend_tensor_set(fresh->k[l], tmp, 0, kbytes);
-        /* V [cap, C]: a prefix of every channel's row, whose stride changes */
-        struct ggml_tensor * vo = s->v[l], * vn = fresh->v[l];
-        ggml_backend_tensor_get(vo, tmp, 0, ggml_nbytes(vo));
-        int64_t rows = vo->ne[1];
-        for (int64_t r = 0; r < rows; r++) {
-            ggml_backend_tensor_set(vn, (const char *) tmp + r * vo->nb[1], (size_t) r * vn->nb[1],
-                                    (size_t) n_keep * sizeof(float));
+    st->blocks      = m ? m->kv_blocks : 0;
+    st->free_blocks = m ? m->kv_free : 0;
+}
+
+/* The first block of a run of n free ones, lowest first, or −1. */
+static int64_t find_free_run(const ngpt_model * m, int n) {
+    int64_t run = 0;
+    for (int64_t b = 0; b < m->kv_blocks; b++) {
+        run = m->kv_used[b] ? 0 : run + 1;
+        if (run == n) {
+            return b - n + 1;
         }
     }
-    free(tmp);
-    /* swap the storage so the caller's handle stays valid */
-    ngpt_seq old = *s;
-    s->id = fresh->id; s->clean = n_keep; s->capacity = fresh->capacity; s->ctx = fresh->ctx; s->buf = fresh->buf; s->k = fresh->k; s->v = fresh->v;
-    fresh->capacity = old.capacity; fresh->ctx = old.ctx; fresh->buf = old.buf; fresh->k = old.k; fresh->v = old.v;
-    ngpt_seq_free(fresh);
-    return 0;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- sequences */
+
+int ngpt_seq_new(ngpt_model * m, int capacity, ngpt_seq ** out, char * err, size_t err_len) {
+    if (out == NULL) {
+        set_err(err, err_len, "nowhere to put the sequence");
+        return NGPT_ERROR;
+    }
+    *out = NULL;
+    if (m == NULL || capacity < 1 || capacity > m->hp.n_ctx) {
+        set_err(err, err_len, "sequence capacity %d out of range [1, %d]", capacity, m ? m->hp.n_ctx : 0);
+        return NGPT_ERROR;
+    }
+    const int n = (capacity + NGPT_KV_BLOCK - 1) / NGPT_KV_BLOCK;
+    const int64_t first = n <= m->kv_free ? find_free_run(m, n) : -1;
+    if (first < 0) {
+        set_err(err, err_len, "the KV pool has no run of %d free blocks (%lld of %lld free)", n,
+                (long long) m->kv_free, (long long) m->kv_blocks);
+        return NGPT_KV_FULL;
+    }
+    ngpt_seq * s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        set_oom(err, err_len);
+        return NGPT_ERROR;
+    }
+    s->model       = m;
+    s->first_block = first;
+    s->n_blocks    = n;
+    s->first       = first * NGPT_KV_BLOCK;
+    s->capacity    = n * NGPT_KV_BLOCK;
+    memset(m->kv_used + first, 1, (size_t) n);
+    m->kv_free -= n;
+    *out = s;
+    return NGPT_OK;
 }
 
 void ngpt_seq_free(ngpt_seq * s) {
     if (s == NULL) {
         return;
     }
-    if (s->buf) ggml_backend_buffer_free(s->buf);
-    if (s->ctx) ggml_free(s->ctx);
-    free(s->k);
-    free(s->v);
+    memset(s->model->kv_used + s->first_block, 0, (size_t) s->n_blocks);
+    s->model->kv_free += s->n_blocks;
     free(s);
 }
+
 /* ---------------------------------------------------------------- step: items */
 
 static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items, char * err, size_t err_len) {
@@ -548,7 +578,7 @@ static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items,
  * positions, cache rows, the causal mask) is input data, so two steps with
  * equal keys run the same graph. */
 typedef struct item_key {
-    uint64_t cache;        /* the sequence's cache (ngpt_seq.id) */
+    int64_t  first;        /* where the sequence's cache starts in the pool (ngpt_seq.first) */
     int32_t  n_tokens;     /* n */
     int32_t  t_pad;        /* keys read: t = n_past + n rounded up to ATTN_PAD, within the cache */
     int32_t  logits;       /* 1 when the item wants its last token's logits */
@@ -564,7 +594,7 @@ static int round_up(int n, int step) {
 static void make_key(const ngpt_item * it, item_key * k) {
     const int t = it->n_past + it->n_tokens;
     memset(k, 0, sizeof(*k));
-    k->cache       = it->seq->id;
+    k->first       = it->seq->first;
     k->n_tokens    = it->n_tokens;
     k->t_pad       = round_up(t, ATTN_PAD) < it->seq->capacity ? round_up(t, ATTN_PAD) : it->seq->capacity;
     k->logits      = it->logits != NULL;
@@ -668,46 +698,42 @@ static struct ggml_tensor * new_input(struct ggml_context * ctx, enum ggml_type 
     return t;
 }
 
-/* cache[n_past : t] = k, v of item i's new tokens, at the rows inp_rows
- * names: an input, so the graph stays the same as the sequence grows. V is
- * stored transposed (positions fastest) so that probs · v reads it as it
- * lies; transposing the window at every step instead was a quarter of a
- * decode step. Its rows are then single floats, one per (position, channel).
- * k, v: [C, N]. The writes are expanded into the graph at once: a prompt
- * chunk that wants no outputs still fills the cache. Returns the caches as
- * written, which the reads view, so the reads follow the writes. */
-static void write_kv_item(step_graph * sg, const ngpt_seq * seq, int il, int i, struct ggml_tensor * k,
-                          struct ggml_tensor * v, struct ggml_tensor ** k_cache, struct ggml_tensor ** v_cache) {
+/* cache[n_past : t] = k, v for every item's new tokens at once, at the pool
+ * rows inp_rows names: an input, so the graph stays the same as sequences
+ * grow. V is stored transposed (positions fastest) so that probs · v reads
+ * it as it lies; transposing the window at every step instead was a quarter
+ * of a decode step. Its rows are then single floats, one per (position,
+ * channel). k, v: [C, N]. The writes are expanded into the graph at once: a
+ * prompt chunk that wants no outputs still fills the cache. Returns the
+ * pool's K and V as written, which the reads view, so reads follow writes. */
+static void write_kv(step_graph * sg, const ngpt_model * m, int il, struct ggml_tensor * k, struct ggml_tensor * v,
+                     struct ggml_tensor ** k_pool, struct ggml_tensor ** v_pool) {
     struct ggml_context * ctx = sg->ctx;
-    struct ggml_tensor * kc = seq->k[il];  /* [C, cap] */
-    struct ggml_tensor * vc = seq->v[il];  /* [cap, C] */
-    const int64_t C = kc->ne[0], cap = kc->ne[1], n = sg->keys[i].n_tokens, first = sg->slots[i].first;
+    struct ggml_tensor * kc = m->kv_k[il];  /* [C, P] */
+    struct ggml_tensor * vc = m->kv_v[il];  /* [P, C] */
+    const int64_t C = kc->ne[0], P = kc->ne[1], N = sg->N;
 
-    struct ggml_tensor * rows  = ggml_view_1d(ctx, sg->inp_rows, n, (size_t) first * sg->inp_rows->nb[0]); /* [n] */
-    struct ggml_tensor * k_new = ggml_view_2d(ctx, k, C, n, k->nb[1], (size_t) first * k->nb[1]);         /* [C, n] */
-    *k_cache = ggml_set_rows(ctx, kc, k_new, rows);                                                        /* [C, cap] */
-    ggml_build_forward_expand(sg->gf, *k_cache);
+    *k_pool = ggml_set_rows(ctx, kc, k, sg->inp_rows);                                 /* [C, P] */
+    ggml_build_forward_expand(sg->gf, *k_pool);
 
-    struct ggml_tensor * v_dst = ggml_view_3d(ctx, vc, 1, cap, C, vc->nb[0], vc->nb[1], 0);  /* [1, cap, C] */
-    struct ggml_tensor * v_new = ggml_view_3d(ctx, v, 1, n, C, v->nb[1], v->nb[0],
-                                              (size_t) first * v->nb[1]);                      /* [1, n, C] */
-    *v_cache = ggml_set_rows(ctx, v_dst, v_new, rows);                                         /* [1, cap, C] */
-    ggml_build_forward_expand(sg->gf, *v_cache);
+    struct ggml_tensor * v_dst = ggml_view_3d(ctx, vc, 1, P, C, vc->nb[0], vc->nb[1], 0);  /* [1, P, C] */
+    struct ggml_tensor * v_new = ggml_view_3d(ctx, v, 1, N, C, v->nb[1], v->nb[0], 0);     /* [1, N, C] */
+    *v_pool = ggml_set_rows(ctx, v_dst, v_new, sg->inp_rows);                              /* [1, P, C] */
+    ggml_build_forward_expand(sg->gf, *v_pool);
 }
 
 /* Attention of layer il for item i alone: each item attends to its own cache,
- * so only the projections are batched. q: [D, H, N] after rotary; k, v:
- * [C, N]. Returns the item's heads side by side, [C, n]. */
-static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * m, int il, const ngpt_item * it,
-                                            int i, struct ggml_tensor * q, struct ggml_tensor * k,
-                                            struct ggml_tensor * v) {
+ * so only the projections are batched. q: [D, H, N] after rotary; kp, vp: the
+ * pool's K [C, P] and V [1, P, C] as written this step. Returns the item's
+ * heads side by side, [C, n]. */
+static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * m, int il, int i,
+                                            struct ggml_tensor * q, struct ggml_tensor * kp,
+                                            struct ggml_tensor * vp) {
     struct ggml_context * ctx = sg->ctx;
     const item_key * key = &sg->keys[i];
     item_slot      * s   = &sg->slots[i];
     const int C = m->hp.n_embd, H = m->hp.n_head, D = C / H, n = key->n_tokens, t_pad = key->t_pad;
-
-    struct ggml_tensor * kc, * vc;
-    write_kv_item(sg, it->seq, il, i, k, v, &kc, &vc);
+    const size_t krow = m->kv_k[il]->nb[1], vrow = m->kv_v[il]->nb[1];
 
     /* q.view(B, t, H, D).transpose(1, 2), and k likewise from the cache.
      * A query block is made contiguous so the scores go through sgemm. */
@@ -716,7 +742,8 @@ static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * 
     if (n > 1) {
         q_i = ggml_cont(ctx, q_i);
     }
-    struct ggml_tensor * k_i = ggml_view_3d(ctx, kc, D, H, t_pad, (size_t) D * kc->nb[0], it->seq->k[il]->nb[1], 0);
+    struct ggml_tensor * k_i = ggml_view_3d(ctx, kp, D, H, t_pad, (size_t) D * sizeof(float), krow,
+                                            (size_t) key->first * krow);              /* [D, H, t_pad] */
     k_i = ggml_permute(ctx, k_i, 0, 2, 1, 3);                                         /* [D, t_pad, H] */
 
     /* scores = q @ k.transpose(-2, -1) / sqrt(D); masked_fill(triu(1), -inf);
@@ -736,8 +763,8 @@ static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * 
     }
 
     /* out = probs @ v; out.transpose(1, 2).reshape(B, t, C) */
-    const size_t vrow = it->seq->v[il]->nb[1];
-    struct ggml_tensor * v_i = ggml_view_3d(ctx, vc, t_pad, D, H, vrow, (size_t) D * vrow, 0); /* [t_pad, D, H] */
+    struct ggml_tensor * v_i = ggml_view_3d(ctx, vp, t_pad, D, H, vrow, (size_t) D * vrow,
+                                            (size_t) key->first * sizeof(float));                /* [t_pad, D, H] */
     struct ggml_tensor * kqv = ggml_mul_mat(ctx, v_i, kq);                                       /* [D, n, H] */
     kqv = ggml_permute(ctx, kqv, 0, 2, 1, 3);                                                    /* [D, H, n] */
     if (n > 1) {
@@ -769,8 +796,10 @@ static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, co
     q = rope(ctx, q, sg->inp_pos, &m->hp);                                            /* [D, H, N] */
     k = ggml_reshape_2d(ctx, rope(ctx, k, sg->inp_pos, &m->hp), C, N);                /* [C, N] */
 
+    struct ggml_tensor * kp, * vp;
+    write_kv(sg, m, il, k, v, &kp, &vp);
     for (int i = 0; i < sg->n_items; i++) {
-        sg->parts[i] = build_attn_item(sg, m, il, &items[i], i, q, k, v);            /* [C, n_i] */
+        sg->parts[i] = build_attn_item(sg, m, il, i, q, kp, vp);                      /* [C, n_i] */
     }
     return concat_rows(ctx, sg->parts, sg->n_items);                                  /* [C, N] */
 }
@@ -1056,7 +1085,7 @@ static bool set_step_inputs(ngpt_model * m, const step_graph * sg, const ngpt_it
         for (int j = 0; j < it->n_tokens; j++) {
             tok[s->first + j]  = it->tokens[j];
             pos[s->first + j]  = it->n_past + j;
-            rows[s->first + j] = it->n_past + j;
+            rows[s->first + j] = (int32_t) (it->seq->first + it->n_past + j);
         }
         if (s->logit_row >= 0) {
             last[s->logit_row] = s->first + it->n_tokens - 1;
@@ -1074,9 +1103,10 @@ static bool set_step_inputs(ngpt_model * m, const step_graph * sg, const ngpt_it
 }
 
 /* Attention reads each cache up to t_pad, past the positions written so far;
- * the mask gives those keys probability 0, but 0 · NaN is NaN, and fresh
- * memory can hold any bits. So before a step reads new positions they are
- * zeroed, once per ATTN_PAD positions of a sequence's growth. */
+ * the mask gives those keys probability 0, but 0 · NaN is NaN, and a block
+ * holds whatever its last holder left there (or nothing ever written). So
+ * before a step reads new positions they are zeroed, once per ATTN_PAD
+ * positions of a sequence's growth. */
 static void clean_caches(const ngpt_model * m, const step_graph * sg, const ngpt_item * items) {
     for (int i = 0; i < sg->n_items; i++) {
         ngpt_seq * seq = items[i].seq;
@@ -1084,13 +1114,13 @@ static void clean_caches(const ngpt_model * m, const step_graph * sg, const ngpt
         if (to <= from) {
             continue;
         }
+        const size_t p0 = (size_t) (seq->first + from), np = (size_t) (to - from);
         for (int l = 0; l < m->hp.n_layer; l++) {
-            struct ggml_tensor * kc = seq->k[l];  /* [C, cap] */
-            struct ggml_tensor * vc = seq->v[l];  /* [cap, C] */
-            ggml_backend_tensor_memset(kc, 0, (size_t) from * kc->nb[1], (size_t) (to - from) * kc->nb[1]);
+            struct ggml_tensor * kc = m->kv_k[l];  /* [C, P] */
+            struct ggml_tensor * vc = m->kv_v[l];  /* [P, C] */
+            ggml_backend_tensor_memset(kc, 0, p0 * kc->nb[1], np * kc->nb[1]);
             for (int64_t c = 0; c < vc->ne[1]; c++) {
-                ggml_backend_tensor_memset(vc, 0, (size_t) c * vc->nb[1] + (size_t) from * vc->nb[0],
-                                           (size_t) (to - from) * vc->nb[0]);
+                ggml_backend_tensor_memset(vc, 0, (size_t) c * vc->nb[1] + p0 * vc->nb[0], np * vc->nb[0]);
             }
         }
         seq->clean = to;

@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"time"
 	"unsafe"
 
 	"nielsgpt/gguf"
@@ -33,7 +34,26 @@ type Options struct {
 	// OnStep, when set, hears how long each engine step took: phase is
 	// "prefill", "decode" or "mixed", tokens the tokens fed in that step.
 	OnStep func(phase string, seconds float64, tokens int)
+	// KVCacheMB bounds the KV pool, the memory every sequence's cache comes
+	// from (MiB, at least one full window). 0 sizes it for KVWindows full
+	// windows of the model.
+	KVCacheMB int
+	// KVWindows is how many sequences of a full window (T positions) the
+	// pool holds when KVCacheMB is 0; 0 means defaultKVWindows.
+	KVWindows int
+	// KVWait bounds how long a new sequence waits for room in a full pool
+	// before Generate fails with ErrKVFull; 0 means defaultKVWait.
+	KVWait time.Duration
 }
+
+// defaultKVWindows sizes a default pool: the server's default concurrency
+// cap (MAX_CONCURRENT), so that by default the cap is what limits.
+const defaultKVWindows = 64
+
+// defaultKVWait is long enough to ride out a burst (a reply finishes, its
+// blocks come back) and short enough that a client is told to retry rather
+// than left hanging.
+const defaultKVWait = 5 * time.Second
 
 // Model is a loaded niels-gpt with its batching scheduler. It is safe for
 // concurrent use: every Generate joins the same stream of batched steps.
@@ -85,6 +105,12 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	if opts.PrefillChunk <= 0 {
 		opts.PrefillChunk = defaultPrefillChunk
 	}
+	if opts.KVWindows <= 0 {
+		opts.KVWindows = defaultKVWindows
+	}
+	if opts.KVWait <= 0 {
+		opts.KVWait = defaultKVWait
+	}
 	opts.PrefillChunk = min(opts.PrefillChunk, cfg.Context, stepTokenBudget)
 
 	hp := C.ngpt_hparams{
@@ -111,17 +137,36 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	if len(refs) == 0 || len(data) == 0 {
 		return nil, errors.New("no tensors")
 	}
+	kvBlocks, err := poolBlocks(&hp, opts)
+	if err != nil {
+		return nil, err
+	}
 	device := C.CString(opts.Device)
 	defer C.free(unsafe.Pointer(device))
 	var errBuf [errLen]C.char
 	c := C.ngpt_model_load(&hp, unsafe.Pointer(&data[0]), C.size_t(len(data)), &refs[0], C.int(len(refs)),
-		device, C.int(opts.Threads), &errBuf[0], errLen)
+		device, C.int(opts.Threads), C.int64_t(kvBlocks), &errBuf[0], errLen)
 	if c == nil {
 		return nil, fmt.Errorf("loading model: %s", C.GoString(&errBuf[0]))
 	}
 	m := &Model{cfg: cfg, opts: opts, c: c, backend: C.GoString(C.ngpt_model_backend(c))}
 	m.sched = newScheduler(m)
 	return m, nil
+}
+
+// poolBlocks sizes the KV pool in blocks of C.NGPT_KV_BLOCK positions.
+func poolBlocks(hp *C.ngpt_hparams, opts Options) (int64, error) {
+	blockBytes := int64(C.ngpt_kv_block_bytes(hp))
+	window := (int64(hp.n_ctx) + C.NGPT_KV_BLOCK - 1) / C.NGPT_KV_BLOCK // blocks
+	if opts.KVCacheMB == 0 {
+		return int64(opts.KVWindows) * window, nil
+	}
+	blocks := int64(opts.KVCacheMB) << 20 / blockBytes
+	if blocks < window {
+		return 0, fmt.Errorf("a KV cache of %d MiB cannot hold one window of %d positions (%.1f MiB)",
+			opts.KVCacheMB, hp.n_ctx, float64(window*blockBytes)/(1<<20))
+	}
+	return blocks, nil
 }
 
 // defaultThreads leaves one core to the Go side. ggml's workers meet at a
@@ -151,32 +196,28 @@ func (m *Model) Close() {
 	m.scratch.free()
 }
 
-// kvCache is one sequence's cache on the C side.
+// kvCache is one sequence's cache: a run of blocks of the model's KV pool,
+// for capacity positions, held from admission to the end.
 type kvCache struct {
 	c        *C.ngpt_seq
 	capacity int
 }
 
+// errNoRoom says the pool cannot hold another cache now; the scheduler
+// waits for room, and only then fails with ErrKVFull.
+var errNoRoom = errors.New("no room in the KV pool")
+
 func (m *Model) newKVCache(capacity int) (*kvCache, error) {
-	var errBuf [errLen]C.char
-	c := C.ngpt_seq_new(m.c, C.int(capacity), &errBuf[0], errLen)
-	if c == nil {
+	var c *C.ngpt_seq
+	errBuf := &m.scratch.errBuf
+	switch C.ngpt_seq_new(m.c, C.int(capacity), &c, &errBuf[0], errLen) {
+	case C.NGPT_OK:
+		return &kvCache{c: c, capacity: capacity}, nil
+	case C.NGPT_KV_FULL:
+		return nil, errNoRoom
+	default:
 		return nil, errors.New(C.GoString(&errBuf[0]))
 	}
-	return &kvCache{c: c, capacity: capacity}, nil
-}
-
-// grow enlarges the cache to capacity positions, keeping the first keep.
-func (k *kvCache) grow(capacity, keep int) error {
-	if capacity <= k.capacity {
-		return nil
-	}
-	var errBuf [errLen]C.char
-	if C.ngpt_seq_grow(k.c, C.int(capacity), C.int(keep), &errBuf[0], errLen) != 0 {
-		return errors.New(C.GoString(&errBuf[0]))
-	}
-	k.capacity = capacity
-	return nil
 }
 
 func (k *kvCache) free() {
@@ -184,6 +225,14 @@ func (k *kvCache) free() {
 		C.ngpt_seq_free(k.c)
 		k.c = nil
 	}
+}
+
+// kvPositions is how many positions the KV pool holds in all, and how many
+// are free.
+func (m *Model) kvPositions() (total, free int) {
+	var st C.ngpt_kv_stats
+	C.ngpt_kv_stats_get(m.c, &st)
+	return int(st.blocks) * C.NGPT_KV_BLOCK, int(st.free_blocks) * C.NGPT_KV_BLOCK
 }
 
 // stepItem is one sequence's share of a step, with Go-owned outputs.
