@@ -26,6 +26,13 @@ type Config struct {
 	// Baseline runs the original service's algorithm (no KV cache, one
 	// request at a time), so `nielsgpt bench` can measure both.
 	Baseline bool
+	// KVCacheMB bounds the engine's KV pool; 0 sizes it for KVWindows full
+	// windows of the model.
+	KVCacheMB int
+	// KVWindows is not a setting: serve fills it with MAX_CONCURRENT, so a
+	// default pool never holds back a request the concurrency cap admitted.
+	// 0 leaves the engine's default.
+	KVWindows int
 
 	// Hub holds CKPT_REPO_ID, CKPT_FILENAME, CKPT_DIR, HF_TOKEN, HF_ENDPOINT
 	// and HF_HUB_OFFLINE. Progress and Client are left to the caller.
@@ -48,6 +55,10 @@ func Settings(c *Config) []settings.Row {
 		}},
 		{Env: "THREADS", Flag: "threads", Default: "0", Usage: "CPU threads for the engine (0: one per core less one, at least 1)", Apply: func(v string) (err error) {
 			c.Threads, err = settings.ParseInt(v, 0, 1024)
+			return err
+		}},
+		{Env: "KV_CACHE_MB", Flag: "kv-cache-mb", Default: "0", Usage: "memory for the KV caches of all streams, in MiB (0: enough for MAX_CONCURRENT full windows)", Apply: func(v string) (err error) {
+			c.KVCacheMB, err = settings.ParseInt(v, 0, 1<<24)
 			return err
 		}},
 		{Env: "BASELINE", Flag: "baseline", Default: "0", Switch: true, Usage: "run the original algorithm: whole window per token, one request at a time (for benchmarks)", Apply: func(v string) (err error) {

@@ -222,7 +222,8 @@ func Load(ctx context.Context, cfg Config, opts Options) (model *engine.Model, s
 	if err := ctx.Err(); err != nil {
 		return nil, "", err
 	}
-	engineOpts := engine.Options{Device: cfg.Device, Threads: cfg.Threads, Baseline: cfg.Baseline, OnStep: opts.OnStep}
+	engineOpts := engine.Options{Device: cfg.Device, Threads: cfg.Threads, Baseline: cfg.Baseline, OnStep: opts.OnStep,
+		KVCacheMB: cfg.KVCacheMB, KVWindows: cfg.KVWindows}
 	if spec.Data != nil {
 		model, err = engine.LoadBytes(spec.Data, engineOpts)
 	} else {
