@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---------------------------------------------------------------- errors */
 
@@ -44,6 +45,12 @@ static void set_oom(char * err, size_t err_len) {
     set_err(err, err_len, "out of memory");
 }
 
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
+}
+
 /* ---------------------------------------------------------------- model */
 
 /* Step graphs kept for reuse: a decode batch keeps its shape for ATTN_PAD
@@ -53,6 +60,7 @@ static void set_oom(char * err, size_t err_len) {
 
 struct step_graph;
 struct item_key;
+struct thread_choice;
 static struct step_graph * new_graphs(void);
 static bool init_kv_pool(struct ngpt_model * m, int64_t n_blocks, char * err, size_t err_len);
 static void free_graphs(struct ngpt_model * m);
@@ -79,7 +87,13 @@ struct ngpt_model {
     ngpt_layer         * layers;   /* [L] */
 
     ggml_backend_t          backend;
-    struct ggml_threadpool * threadpool;  /* CPU only: persistent, pinned size */
+    /* CPU only: two persistent threadpools, one chosen per step (see
+     * choose_threads); NULL on other devices. */
+    struct ggml_threadpool * tp_one;      /* the calling thread alone */
+    struct ggml_threadpool * tp_all;      /* n_threads; NULL when that is 1 */
+    int                      n_threads;
+    int                      threads_now; /* what the backend is set to use */
+    struct thread_choice   * choice;      /* how fast shared steps ran on each pool */
     struct ggml_context   * weights_ctx;
     ggml_backend_buffer_t   weights_buf;
     ggml_gallocr_t          galloc;       /* compute memory, reused across steps */
@@ -91,7 +105,7 @@ struct ngpt_model {
     struct ggml_context   * kv_ctx;
     ggml_backend_buffer_t   kv_buf;
     struct ggml_tensor   ** kv_k;         /* [L] of [C, P]: keys after rotary, a row per position */
-    struct ggml_tensor   ** kv_v;         /* [L] of [P, C]: values transposed, positions fastest */
+    struct ggml_tensor   ** kv_v;         /* [L] of [P·C]: each run's values, transposed within the run */
 
     /* Step graphs kept for reuse (see find_graph). A graph's memory plan
      * stays valid while the compute buffer is not reallocated: plan_gen
@@ -274,28 +288,12 @@ static bool hparams_ok(const ngpt_hparams * hp, char * err, size_t err_len) {
     return true;
 }
 
-static ggml_backend_t init_backend(const char * device, int n_threads, struct ggml_threadpool ** tp,
-                                   char * err, size_t err_len) {
+static ggml_backend_t init_backend(const char * device, char * err, size_t err_len) {
     if (device == NULL || strcmp(device, "") == 0 || strcmp(device, "cpu") == 0) {
         ggml_backend_t be = ggml_backend_cpu_init();
         if (be == NULL) {
             set_err(err, err_len, "cannot start ggml's CPU backend");
-            return NULL;
         }
-        /* ggml's default is 4 threads and a fresh pool per graph; on a small
-         * machine that oversubscribes the cores and costs more than the maths.
-         * poll = 0: idle workers sleep between steps instead of spinning on
-         * the cores the Go side needs for sampling and streaming. */
-        struct ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
-        tpp.poll = 0;
-        *tp = ggml_threadpool_new(&tpp);
-        if (*tp == NULL) {
-            ggml_backend_free(be);
-            set_err(err, err_len, "cannot start a CPU threadpool of %d threads", n_threads);
-            return NULL;
-        }
-        ggml_backend_cpu_set_n_threads(be, n_threads);
-        ggml_backend_cpu_set_threadpool(be, *tp);
         return be;
     }
     if (strcmp(device, "metal") == 0 || strcmp(device, "mps") == 0 || strcmp(device, "gpu") == 0) {
@@ -312,6 +310,111 @@ static ggml_backend_t init_backend(const char * device, int n_threads, struct gg
     }
     set_err(err, err_len, "unknown device %s (want cpu, metal, mps or gpu)", device);
     return NULL;
+}
+
+/* ---------------------------------------------------------------- threads */
+
+/* ggml's CPU workers meet at a spinning barrier after every op. On two cores
+ * shared with the Go side (sampling, encoding, writing to sockets) or with
+ * other processes, a worker that is descheduled makes the others spin for a
+ * whole time slice, so a pool that always claims every core collapses under
+ * load (a 40 ms window step took 600 ms on a machine with load 6). So each
+ * step chooses. Decode steps (short ops, a barrier each) run on the calling
+ * thread alone. Steps that feed prompt chunks or recompute a window (long
+ * matmuls, few ops) run on every thread while that is faster: the model
+ * times both choices on such steps as they run (see choose_threads), and
+ * keeps to one thread while the machine is too busy for two to help.
+ * Switching pools pauses the one left, so its workers sleep (poll = 0)
+ * until a shared step wakes them. */
+
+/* Seconds per token of shared steps on one thread ([0]) and on every
+ * thread ([1]), averaged as they run; 0 while not yet measured. The choice
+ * not taken is tried again now and then, less often each time it loses, so
+ * a busy spell costs a few slow steps rather than many. */
+typedef struct thread_choice {
+    double   cost[2];
+    uint64_t n_shared;    /* shared steps so far */
+    uint64_t next_probe;  /* the shared step on which to try the other choice */
+    uint64_t probe_gap;
+    int      probing;     /* the choice being tried, or −1 */
+} thread_choice;
+
+#define PROBE_GAP_MIN  16
+#define PROBE_GAP_MAX  4096
+#define COST_WEIGHT    0.25   /* of each new measurement in the average */
+static struct ggml_threadpool * new_threadpool(int n_threads) {
+    struct ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
+    tpp.poll = 0;  /* idle workers sleep instead of spinning on the Go side's cores */
+    return ggml_threadpool_new(&tpp);
+}
+
+static bool init_threads(ngpt_model * m, int n_threads, char * err, size_t err_len) {
+    if (!ggml_backend_is_cpu(m->backend)) {
+        return true;
+    }
+    m->choice = calloc(1, sizeof(*m->choice));
+    if (m->choice == NULL) {
+        set_oom(err, err_len);
+        return false;
+    }
+    m->choice->probe_gap = PROBE_GAP_MIN;
+    m->choice->probing   = -1;
+    m->n_threads = n_threads;
+    m->tp_one = new_threadpool(1);
+    m->tp_all = n_threads > 1 ? new_threadpool(n_threads) : NULL;
+    if (m->tp_one == NULL || (n_threads > 1 && m->tp_all == NULL)) {
+        set_err(err, err_len, "cannot start a CPU threadpool of %d threads", n_threads);
+        return false;
+    }
+    ggml_backend_cpu_set_threadpool(m->backend, m->tp_one);
+    ggml_backend_cpu_set_n_threads(m->backend, 1);
+    m->threads_now = 1;
+    return true;
+}
+
+/* Run the next step on n threads (at most n_threads). */
+static void use_threads(ngpt_model * m, int n) {
+    n = n < m->n_threads ? n : m->n_threads;
+    if (m->tp_one == NULL || n == m->threads_now) {
+        return;
+    }
+    ggml_backend_cpu_set_threadpool(m->backend, n > 1 ? m->tp_all : m->tp_one);
+    ggml_backend_cpu_set_n_threads(m->backend, n);
+    m->threads_now = n;
+}
+
+/* Threads for a step: 1 unless it is shared (see layout_items); a shared
+ * step takes the faster choice so far, or the other one when it is due a
+ * try. A choice never measured is tried first. */
+static int choose_threads(ngpt_model * m, bool shared) {
+    thread_choice * tc = m->choice;
+    if (!shared || tc == NULL || m->n_threads < 2) {
+        return 1;
+    }
+    tc->n_shared++;
+    int best = tc->cost[1] == 0 ? 1 : tc->cost[0] == 0 ? 0 : tc->cost[1] <= tc->cost[0] ? 1 : 0;
+    tc->probing = -1;
+    if (tc->cost[0] > 0 && tc->cost[1] > 0 && tc->n_shared >= tc->next_probe) {
+        best = 1 - best;
+        tc->probing = best;
+    }
+    return best == 1 ? m->n_threads : 1;
+}
+
+/* A shared step of n_tokens took seconds on the threads choose_threads gave. */
+static void record_threads(ngpt_model * m, int n_tokens, double seconds) {
+    thread_choice * tc = m->choice;
+    const int c = m->threads_now > 1 ? 1 : 0;
+    const double cost = seconds / n_tokens;
+    tc->cost[c] = tc->cost[c] == 0 ? cost : (1 - COST_WEIGHT) * tc->cost[c] + COST_WEIGHT * cost;
+    if (tc->probing == c) {
+        /* the other choice still wins: try it less often; it won: as often as ever */
+        const bool lost = tc->cost[c] > tc->cost[1 - c];
+        tc->probe_gap = lost ? (tc->probe_gap * 2 < PROBE_GAP_MAX ? tc->probe_gap * 2 : PROBE_GAP_MAX) : PROBE_GAP_MIN;
+        tc->next_probe = tc->n_shared + tc->probe_gap;
+    } else if (tc->next_probe == 0) {
+        tc->next_probe = tc->n_shared + tc->probe_gap;
+    }
 }
 
 ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t blob_len,
@@ -351,8 +454,8 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t 
     if (!match_refs(specs, n_specs, refs, n_refs, blob_len, found, err, err_len)) {
         goto fail;
     }
-    m->backend = init_backend(device, n_threads, &m->threadpool, err, err_len);
-    if (m->backend == NULL) {
+    m->backend = init_backend(device, err, err_len);
+    if (m->backend == NULL || !init_threads(m, n_threads, err, err_len)) {
         goto fail;
     }
     if (!load_weights(m, specs, n_specs, found, blob, err, err_len) ||
@@ -390,7 +493,9 @@ void ngpt_model_free(ngpt_model * m) {
     if (m->weights_buf) ggml_backend_buffer_free(m->weights_buf);
     if (m->weights_ctx) ggml_free(m->weights_ctx);
     if (m->backend) ggml_backend_free(m->backend);
-    if (m->threadpool) ggml_threadpool_free(m->threadpool);
+    free(m->choice);
+    if (m->tp_one) ggml_threadpool_free(m->tp_one);
+    if (m->tp_all) ggml_threadpool_free(m->tp_all);
     free_graphs(m);
     free(m->keys);
     free(m->stage);
@@ -406,9 +511,14 @@ const char * ngpt_model_backend(const ngpt_model * m) {
 
 /* The keys and values of every sequence, for every layer, live in one device
  * buffer the model owns, handed out in blocks of NGPT_KV_BLOCK positions.
- * Per layer, K is [C, P] (a row per position) and V is [P, C]: transposed,
- * each channel's row holding that channel for every position of the pool,
- * so probs · v reads a sequence's values as a matrix whose rows are P apart.
+ * Per layer, K is [C, P], a row per position. V has the same P·C floats, and
+ * a run of positions first .. first + cap − 1 owns the same span of them as
+ * in K, laid out [cap, C]: transposed (positions fastest), so that probs · v
+ * reads a sequence's values as they lie, in rows cap apart. Transposed
+ * within the run rather than across the whole pool, so a sequence's values
+ * stay on its own pages: rows a pool apart put every row on a page of its
+ * own (a TLB miss per row in every decode step) and, with transparent huge
+ * pages, made the first sequence fault in the whole V pool.
  *
  * A sequence takes all its blocks when it starts, as one run of adjacent
  * blocks, first fit from the lowest. Adjacent, because its keys and values
@@ -427,10 +537,11 @@ size_t ngpt_kv_block_bytes(const ngpt_hparams * hp) {
 static bool init_kv_pool(ngpt_model * m, int64_t n_blocks, char * err, size_t err_len) {
     const int L = m->hp.n_layer, C = m->hp.n_embd;
     const int64_t window = (m->hp.n_ctx + NGPT_KV_BLOCK - 1) / NGPT_KV_BLOCK;
-    /* positions are int32 row indices for ggml_set_rows */
-    if (n_blocks < window || n_blocks > INT32_MAX / NGPT_KV_BLOCK) {
-        set_err(err, err_len, "a KV pool of %lld blocks is out of range [%lld, %d] (one window of %d positions)",
-                (long long) n_blocks, (long long) window, INT32_MAX / NGPT_KV_BLOCK, m->hp.n_ctx);
+    /* values are addressed one float at a time by int32 row indices (ggml_set_rows) */
+    const int64_t most = INT32_MAX / ((int64_t) NGPT_KV_BLOCK * C);
+    if (n_blocks < window || n_blocks > most) {
+        set_err(err, err_len, "a KV pool of %lld blocks is out of range [%lld, %lld] (one window of %d positions)",
+                (long long) n_blocks, (long long) window, (long long) most, m->hp.n_ctx);
         return false;
     }
     const int64_t P = n_blocks * NGPT_KV_BLOCK;
@@ -449,7 +560,7 @@ static bool init_kv_pool(ngpt_model * m, int64_t n_blocks, char * err, size_t er
     }
     for (int l = 0; l < L; l++) {
         m->kv_k[l] = ggml_new_tensor_2d(m->kv_ctx, GGML_TYPE_F32, C, P);
-        m->kv_v[l] = ggml_new_tensor_2d(m->kv_ctx, GGML_TYPE_F32, P, C);
+        m->kv_v[l] = ggml_new_tensor_1d(m->kv_ctx, GGML_TYPE_F32, P * C);
     }
     m->kv_buf = ggml_backend_alloc_ctx_tensors(m->kv_ctx, m->backend);
     if (m->kv_buf == NULL) {
@@ -579,6 +690,8 @@ static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items,
  * equal keys run the same graph. */
 typedef struct item_key {
     int64_t  first;        /* where the sequence's cache starts in the pool (ngpt_seq.first) */
+    int32_t  cap;          /* and how many positions it holds (ngpt_seq.capacity) */
+    int32_t  unused;       /* keeps the struct free of padding, so memcmp compares keys */
     int32_t  n_tokens;     /* n */
     int32_t  t_pad;        /* keys read: t = n_past + n rounded up to ATTN_PAD, within the cache */
     int32_t  logits;       /* 1 when the item wants its last token's logits */
@@ -595,6 +708,7 @@ static void make_key(const ngpt_item * it, item_key * k) {
     const int t = it->n_past + it->n_tokens;
     memset(k, 0, sizeof(*k));
     k->first       = it->seq->first;
+    k->cap         = it->seq->capacity;
     k->n_tokens    = it->n_tokens;
     k->t_pad       = round_up(t, ATTN_PAD) < it->seq->capacity ? round_up(t, ATTN_PAD) : it->seq->capacity;
     k->logits      = it->logits != NULL;
@@ -631,9 +745,11 @@ typedef struct step_graph {
     int                   N;           /* tokens in the step, all items */
     int                   n_logits;    /* items that want logits */
     int                   n_mask;      /* floats of all items' masks */
+    int                   threads;     /* how many threads to run it on, see layout_items */
     struct ggml_tensor  * inp_tokens;  /* [N] token ids */
     struct ggml_tensor  * inp_pos;     /* [N] positions */
-    struct ggml_tensor  * inp_rows;    /* [N] the cache row each new token's k and v go to */
+    struct ggml_tensor  * inp_rows;    /* [N] the pool row each new token's k goes to */
+    struct ggml_tensor  * inp_vrows;   /* [C·N] the pool float each new token's v goes to, per channel */
     struct ggml_tensor  * inp_last;    /* [n_logits] rows that give logits; NULL when all or none do */
     struct ggml_tensor  * inp_mask;    /* [n_mask] each item's causal mask, 0 or −inf */
     struct ggml_tensor  * logits;      /* [V, n_logits]; NULL when no item wants them */
@@ -699,32 +815,33 @@ static struct ggml_tensor * new_input(struct ggml_context * ctx, enum ggml_type 
 }
 
 /* cache[n_past : t] = k, v for every item's new tokens at once, at the pool
- * rows inp_rows names: an input, so the graph stays the same as sequences
- * grow. V is stored transposed (positions fastest) so that probs · v reads
- * it as it lies; transposing the window at every step instead was a quarter
- * of a decode step. Its rows are then single floats, one per (position,
- * channel). k, v: [C, N]. The writes are expanded into the graph at once: a
- * prompt chunk that wants no outputs still fills the cache. Returns the
- * pool's K and V as written, which the reads view, so reads follow writes. */
+ * rows inp_rows and inp_vrows name: inputs, so the graph stays the same as
+ * sequences grow. V is stored transposed (positions fastest) so that
+ * probs · v reads it as it lies; transposing the window at every step
+ * instead was a quarter of a decode step. Its rows are then single floats,
+ * one per (channel, token). k, v: [C, N]. The writes are expanded into the
+ * graph at once: a prompt chunk that wants no outputs still fills the
+ * cache. Returns the pool's K and V as written, which the reads view, so
+ * reads follow writes. */
 static void write_kv(step_graph * sg, const ngpt_model * m, int il, struct ggml_tensor * k, struct ggml_tensor * v,
                      struct ggml_tensor ** k_pool, struct ggml_tensor ** v_pool) {
     struct ggml_context * ctx = sg->ctx;
     struct ggml_tensor * kc = m->kv_k[il];  /* [C, P] */
-    struct ggml_tensor * vc = m->kv_v[il];  /* [P, C] */
-    const int64_t C = kc->ne[0], P = kc->ne[1], N = sg->N;
+    struct ggml_tensor * vc = m->kv_v[il];  /* [P·C] */
+    const int64_t C = kc->ne[0], N = sg->N;
 
-    *k_pool = ggml_set_rows(ctx, kc, k, sg->inp_rows);                                 /* [C, P] */
+    *k_pool = ggml_set_rows(ctx, kc, k, sg->inp_rows);                                  /* [C, P] */
     ggml_build_forward_expand(sg->gf, *k_pool);
 
-    struct ggml_tensor * v_dst = ggml_view_3d(ctx, vc, 1, P, C, vc->nb[0], vc->nb[1], 0);  /* [1, P, C] */
-    struct ggml_tensor * v_new = ggml_view_3d(ctx, v, 1, N, C, v->nb[1], v->nb[0], 0);     /* [1, N, C] */
-    *v_pool = ggml_set_rows(ctx, v_dst, v_new, sg->inp_rows);                              /* [1, P, C] */
+    struct ggml_tensor * v_dst = ggml_reshape_2d(ctx, vc, 1, ggml_nelements(vc));        /* [1, P·C] */
+    struct ggml_tensor * v_new = ggml_reshape_2d(ctx, v, 1, C * N);                      /* [1, C·N] */
+    *v_pool = ggml_set_rows(ctx, v_dst, v_new, sg->inp_vrows);                           /* [1, P·C] */
     ggml_build_forward_expand(sg->gf, *v_pool);
 }
 
 /* Attention of layer il for item i alone: each item attends to its own cache,
  * so only the projections are batched. q: [D, H, N] after rotary; kp, vp: the
- * pool's K [C, P] and V [1, P, C] as written this step. Returns the item's
+ * pool's K [C, P] and V [1, P·C] as written this step. Returns the item's
  * heads side by side, [C, n]. */
 static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * m, int il, int i,
                                             struct ggml_tensor * q, struct ggml_tensor * kp,
@@ -733,7 +850,7 @@ static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * 
     const item_key * key = &sg->keys[i];
     item_slot      * s   = &sg->slots[i];
     const int C = m->hp.n_embd, H = m->hp.n_head, D = C / H, n = key->n_tokens, t_pad = key->t_pad;
-    const size_t krow = m->kv_k[il]->nb[1], vrow = m->kv_v[il]->nb[1];
+    const size_t krow = m->kv_k[il]->nb[1], vrow = (size_t) key->cap * sizeof(float);
 
     /* q.view(B, t, H, D).transpose(1, 2), and k likewise from the cache.
      * A query block is made contiguous so the scores go through sgemm. */
@@ -764,7 +881,7 @@ static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * 
 
     /* out = probs @ v; out.transpose(1, 2).reshape(B, t, C) */
     struct ggml_tensor * v_i = ggml_view_3d(ctx, vp, t_pad, D, H, vrow, (size_t) D * vrow,
-                                            (size_t) key->first * sizeof(float));                /* [t_pad, D, H] */
+                                            (size_t) key->first * krow);                         /* [t_pad, D, H] */
     struct ggml_tensor * kqv = ggml_mul_mat(ctx, v_i, kq);                                       /* [D, n, H] */
     kqv = ggml_permute(ctx, kqv, 0, 2, 1, 3);                                                    /* [D, H, n] */
     if (n > 1) {
@@ -890,8 +1007,8 @@ static void reset_step_graph(step_graph * g) {
     g->ctx = NULL;
     g->gf = NULL;
     g->plan = 0;
-    g->n_items = g->N = g->n_logits = g->n_mask = 0;
-    g->inp_tokens = g->inp_pos = g->inp_rows = g->inp_last = g->inp_mask = g->logits = NULL;
+    g->n_items = g->N = g->n_logits = g->n_mask = g->threads = 0;
+    g->inp_tokens = g->inp_pos = g->inp_rows = g->inp_vrows = g->inp_last = g->inp_mask = g->logits = NULL;
 }
 
 static step_graph * new_graphs(void) {
@@ -911,13 +1028,22 @@ static void free_graphs(ngpt_model * m) {
     m->graphs = NULL;
 }
 
-/* Lay the items' tokens and masks end to end and give a logits column to
- * each item that wants one. keys: the items' keys, copied into sg. */
+/* A step whose prompt chunks and windows (items of more than one token)
+ * hold at least this many tokens runs on every thread: its matmuls are long
+ * enough to share. Decodes alone, and decodes with a short chunk, run on
+ * one (see the threads section). */
+#define SHARED_STEP_TOKENS 32
+
+/* Lay the items' tokens and masks end to end, give a logits column to each
+ * item that wants one, and choose the step's threads. keys: the items'
+ * keys, copied into sg. */
 static void layout_items(step_graph * sg, const item_key * keys, int n_items) {
     sg->n_items = n_items;
     memcpy(sg->keys, keys, sizeof(*keys) * (size_t) n_items);
     memset(sg->slots, 0, sizeof(*sg->slots) * (size_t) n_items);
+    int chunk_tokens = 0;
     for (int i = 0; i < n_items; i++) {
+        chunk_tokens += keys[i].n_tokens > 1 ? keys[i].n_tokens : 0;
         item_slot * s = &sg->slots[i];
         s->first     = sg->N;
         s->mask_off  = sg->n_mask;
@@ -925,6 +1051,7 @@ static void layout_items(step_graph * sg, const item_key * keys, int n_items) {
         sg->N       += keys[i].n_tokens;
         sg->n_mask  += keys[i].t_pad * keys[i].n_tokens;
     }
+    sg->threads = chunk_tokens >= SHARED_STEP_TOKENS ? INT32_MAX : 1;
 }
 
 /* NielsGPT.forward for every item at once, into the reset graph sg, for the
@@ -947,6 +1074,7 @@ static bool build_step_graph(ngpt_model * m, const ngpt_item * items, int n_item
     sg->inp_tokens = new_input(sg->ctx, GGML_TYPE_I32, sg->N, "inp_tokens");
     sg->inp_pos    = new_input(sg->ctx, GGML_TYPE_I32, sg->N, "inp_pos");
     sg->inp_rows   = new_input(sg->ctx, GGML_TYPE_I32, sg->N, "inp_rows");
+    sg->inp_vrows  = new_input(sg->ctx, GGML_TYPE_I32, (int64_t) m->hp.n_embd * sg->N, "inp_vrows");
     sg->inp_mask   = new_input(sg->ctx, GGML_TYPE_F32, sg->n_mask, "inp_mask");
     if (sg->n_logits > 0 && sg->n_logits < sg->N) {
         sg->inp_last = new_input(sg->ctx, GGML_TYPE_I32, sg->n_logits, "inp_last");
@@ -1067,17 +1195,29 @@ static void fill_mask(float * mask, int n_past, int n, int t_pad) {
     }
 }
 
-/* idx, the positions each item's new tokens take (n_past onwards), the cache
- * rows they are written to, the row of each item's last token, and the
- * masks; staged in the model's buffer and uploaded. */
+/* Where item i's new values go: for its token j (position p = n_past + j)
+ * and channel c, the float c·cap + p of its run's span, vrows[j·C + c]. */
+static void fill_vrows(int32_t * vrows, const ngpt_item * it, int C) {
+    const int64_t base = it->seq->first * C, cap = it->seq->capacity;
+    for (int j = 0; j < it->n_tokens; j++) {
+        const int64_t p = it->n_past + j;
+        for (int c = 0; c < C; c++) {
+            vrows[(size_t) j * C + c] = (int32_t) (base + c * cap + p);
+        }
+    }
+}
+
+/* idx, the positions each item's new tokens take (n_past onwards), the pool
+ * rows their keys and values go to, the row of each item's last token, and
+ * the masks; staged in the model's buffer and uploaded. */
 static bool set_step_inputs(ngpt_model * m, const step_graph * sg, const ngpt_item * items,
                             char * err, size_t err_len) {
-    const size_t N = (size_t) sg->N;
-    const size_t n_ints = 3 * N + (size_t) sg->n_logits;
+    const size_t N = (size_t) sg->N, C = (size_t) m->hp.n_embd;
+    const size_t n_ints = (3 + C) * N + (size_t) sg->n_logits;
     if (!reserve_stage(m, sizeof(int32_t) * n_ints + sizeof(float) * (size_t) sg->n_mask, err, err_len)) {
         return false;
     }
-    int32_t * tok = m->stage, * pos = tok + N, * rows = pos + N, * last = rows + N;
+    int32_t * tok = m->stage, * pos = tok + N, * rows = pos + N, * vrows = rows + N, * last = vrows + C * N;
     float   * mask = (float *) (tok + n_ints);
     for (int i = 0; i < sg->n_items; i++) {
         const ngpt_item * it = &items[i];
@@ -1087,6 +1227,7 @@ static bool set_step_inputs(ngpt_model * m, const step_graph * sg, const ngpt_it
             pos[s->first + j]  = it->n_past + j;
             rows[s->first + j] = (int32_t) (it->seq->first + it->n_past + j);
         }
+        fill_vrows(vrows + (size_t) s->first * C, it, (int) C);
         if (s->logit_row >= 0) {
             last[s->logit_row] = s->first + it->n_tokens - 1;
         }
@@ -1095,6 +1236,7 @@ static bool set_step_inputs(ngpt_model * m, const step_graph * sg, const ngpt_it
     ggml_backend_tensor_set(sg->inp_tokens, tok, 0, sizeof(int32_t) * N);
     ggml_backend_tensor_set(sg->inp_pos, pos, 0, sizeof(int32_t) * N);
     ggml_backend_tensor_set(sg->inp_rows, rows, 0, sizeof(int32_t) * N);
+    ggml_backend_tensor_set(sg->inp_vrows, vrows, 0, sizeof(int32_t) * C * N);
     ggml_backend_tensor_set(sg->inp_mask, mask, 0, sizeof(float) * (size_t) sg->n_mask);
     if (sg->inp_last) {
         ggml_backend_tensor_set(sg->inp_last, last, 0, sizeof(int32_t) * (size_t) sg->n_logits);
@@ -1114,13 +1256,14 @@ static void clean_caches(const ngpt_model * m, const step_graph * sg, const ngpt
         if (to <= from) {
             continue;
         }
-        const size_t p0 = (size_t) (seq->first + from), np = (size_t) (to - from);
+        const size_t C = (size_t) m->hp.n_embd, cap = (size_t) seq->capacity, np = (size_t) (to - from);
+        const size_t f = sizeof(float);
         for (int l = 0; l < m->hp.n_layer; l++) {
             struct ggml_tensor * kc = m->kv_k[l];  /* [C, P] */
-            struct ggml_tensor * vc = m->kv_v[l];  /* [P, C] */
-            ggml_backend_tensor_memset(kc, 0, p0 * kc->nb[1], np * kc->nb[1]);
-            for (int64_t c = 0; c < vc->ne[1]; c++) {
-                ggml_backend_tensor_memset(vc, 0, (size_t) c * vc->nb[1] + p0 * vc->nb[0], np * vc->nb[0]);
+            struct ggml_tensor * vc = m->kv_v[l];  /* [P·C], the run's span [cap, C] */
+            ggml_backend_tensor_memset(kc, 0, (size_t) (seq->first + from) * kc->nb[1], np * kc->nb[1]);
+            for (size_t c = 0; c < C; c++) {
+                ggml_backend_tensor_memset(vc, 0, ((size_t) seq->first * C + c * cap + (size_t) from) * f, np * f);
             }
         }
         seq->clean = to;
@@ -1192,8 +1335,14 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
         return 1;
     }
     clean_caches(m, g, items);
+    const bool shared = g->threads > 1;
+    use_threads(m, choose_threads(m, shared));
+    const double began = now_seconds();
     if (!compute_step_graph(m, g, err, err_len)) {
         return 1;
+    }
+    if (shared && m->choice != NULL && m->n_threads > 1) {
+        record_threads(m, g->N, now_seconds() - began);
     }
     read_step_outputs(m, g, items);
     return 0;

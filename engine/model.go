@@ -23,7 +23,7 @@ import (
 // Options configure a loaded model.
 type Options struct {
 	Device  string // "cpu" (default), or "metal"/"mps"/"gpu" where ggml has one
-	Threads int    // CPU threads for ggml's persistent pool; 0 means defaultThreads()
+	Threads int    // the most CPU threads a step uses; 0 means defaultThreads()
 	// PrefillChunk caps the prompt tokens one sequence feeds per step, so a
 	// long prompt shares steps with running streams. 0 means 128.
 	PrefillChunk int
@@ -169,13 +169,14 @@ func poolBlocks(hp *C.ngpt_hparams, opts Options) (int64, error) {
 	return blocks, nil
 }
 
-// defaultThreads leaves one core to the Go side. ggml's workers meet at a
-// spinning barrier after every op; when one of them is descheduled (because
-// the HTTP handlers, JSON encoding or another process want the core) the rest
-// spin for a whole time slice. On two busy cores that made a 3 ms request
-// take 800 ms, so the pool never claims every core by default.
+// defaultThreads is one per core. Only steps with long matmuls (prompt
+// chunks, windows) use them all; decode steps run on one thread, because
+// ggml's workers meet at a spinning barrier after every op, and with every
+// core claimed for short ops a worker descheduled by the Go side made the
+// others spin for a time slice (a 3 ms request took 800 ms). See csrc's
+// threads section.
 func defaultThreads() int {
-	return max(1, runtime.NumCPU()-1)
+	return max(1, runtime.NumCPU())
 }
 
 // Config reports the model's hyper-parameters.

@@ -22,7 +22,7 @@ type Config struct {
 	// the checkpoint in CKPT_DIR, downloaded from the Hub when missing.
 	Model   string
 	Device  string
-	Threads int // 0: the engine default (one per core, less one for the Go side)
+	Threads int // 0: the engine default (one per core; decode steps use one)
 	// Baseline runs the original service's algorithm (no KV cache, one
 	// request at a time), so `nielsgpt bench` can measure both.
 	Baseline bool
@@ -53,7 +53,7 @@ func Settings(c *Config) []settings.Row {
 			c.Device = v
 			return nil
 		}},
-		{Env: "THREADS", Flag: "threads", Default: "0", Usage: "CPU threads for the engine (0: one per core less one, at least 1)", Apply: func(v string) (err error) {
+		{Env: "THREADS", Flag: "threads", Default: "0", Usage: "the most CPU threads an engine step uses (0: one per core; decode steps use one)", Apply: func(v string) (err error) {
 			c.Threads, err = settings.ParseInt(v, 0, 1024)
 			return err
 		}},
