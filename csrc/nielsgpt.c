@@ -1207,6 +1207,15 @@ static void fill_vrows(int32_t * vrows, const ngpt_item * it, int C) {
     }
 }
 
+/* Upload an input. One that no op reads has no memory (the allocator skips
+ * what the graph does not reach): the mask of a one-layer model's prompt
+ * chunk, whose only attention nothing needs. */
+static void set_input(struct ggml_tensor * t, const void * data, size_t size) {
+    if (t != NULL && t->buffer != NULL) {
+        ggml_backend_tensor_set(t, data, 0, size);
+    }
+}
+
 /* idx, the positions each item's new tokens take (n_past onwards), the pool
  * rows their keys and values go to, the row of each item's last token, and
  * the masks; staged in the model's buffer and uploaded. */
@@ -1233,14 +1242,12 @@ static bool set_step_inputs(ngpt_model * m, const step_graph * sg, const ngpt_it
         }
         fill_mask(mask + s->mask_off, it->n_past, it->n_tokens, sg->keys[i].t_pad);
     }
-    ggml_backend_tensor_set(sg->inp_tokens, tok, 0, sizeof(int32_t) * N);
-    ggml_backend_tensor_set(sg->inp_pos, pos, 0, sizeof(int32_t) * N);
-    ggml_backend_tensor_set(sg->inp_rows, rows, 0, sizeof(int32_t) * N);
-    ggml_backend_tensor_set(sg->inp_vrows, vrows, 0, sizeof(int32_t) * C * N);
-    ggml_backend_tensor_set(sg->inp_mask, mask, 0, sizeof(float) * (size_t) sg->n_mask);
-    if (sg->inp_last) {
-        ggml_backend_tensor_set(sg->inp_last, last, 0, sizeof(int32_t) * (size_t) sg->n_logits);
-    }
+    set_input(sg->inp_tokens, tok, sizeof(int32_t) * N);
+    set_input(sg->inp_pos, pos, sizeof(int32_t) * N);
+    set_input(sg->inp_rows, rows, sizeof(int32_t) * N);
+    set_input(sg->inp_vrows, vrows, sizeof(int32_t) * C * N);
+    set_input(sg->inp_mask, mask, sizeof(float) * (size_t) sg->n_mask);
+    set_input(sg->inp_last, last, sizeof(int32_t) * (size_t) sg->n_logits);
     return true;
 }
 
