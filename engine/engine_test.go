@@ -20,8 +20,6 @@ import (
 	"nielsgpt/internal/testkit"
 )
 
-func TestMain(m *testing.M) { testkit.Main(m) }
-
 type run struct {
 	tokens []int
 	attn   [][][]float32
