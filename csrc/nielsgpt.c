@@ -1,6 +1,7 @@
 /*
- * nielsgpt.c — niels-gpt generation 1 on ggml: weights, per-sequence KV
- * caches, and one batched forward graph per step.
+ * nielsgpt.c — niels-gpt generation 1 on ggml: weights, a pool of KV blocks
+ * that every sequence's cache comes from, and one batched forward graph per
+ * step, kept and run again while the batch keeps its shape.
  *
  * The maths mirrors the PyTorch reference model (scripts/niels_gpt.py; see
  * docs/ARCHITECTURE.md) line by line: the PyTorch statement is in the comment
@@ -22,9 +23,6 @@
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
@@ -35,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 /* AddressSanitizer, under gcc or clang: the handle checks ask it whether
  * memory was freed before reading it. */
@@ -65,7 +64,25 @@ static void set_oom(char * err, size_t err_len) {
     set_err(err, err_len, "out of memory");
 }
 
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
+}
+
 /* ---------------------------------------------------------------- model */
+
+/* Step graphs kept for reuse: a decode batch keeps its shape for ATTN_PAD
+ * tokens, and a few shapes alternate (decode steps, steps with a prompt
+ * chunk, a window being recomputed). */
+#define N_GRAPHS 4
+
+struct step_graph;
+struct item_key;
+struct thread_choice;
+static struct step_graph * new_graphs(void);
+static bool init_kv_pool(struct ngpt_model * m, int64_t n_blocks, char * err, size_t err_len);
+static void free_graphs(struct ngpt_model * m);
 
 typedef struct ngpt_layer {
     struct ggml_tensor * ln1_w;   /* [C]      blocks.i.ln1.weight */
@@ -96,24 +113,55 @@ struct ngpt_model {
 
     ggml_backend_t          backend;
     char                    backend_desc[128];  /* ngpt_model_backend */
-    struct ggml_threadpool * threadpool;        /* CPU only: persistent, pinned size */
-    void                 (* threadpool_free)(struct ggml_threadpool *);  /* from the same backend */
+    /* CPU only: two persistent threadpools, one chosen per step (see
+     * choose_threads); NULL on other devices. The functions that drive them
+     * come from the device's own registry entry (see init_threads). */
+    struct ggml_threadpool * tp_one;      /* the calling thread alone */
+    struct ggml_threadpool * tp_all;      /* n_threads; NULL when that is 1 */
+    int                      n_threads;
+    int                      threads_now; /* what the backend is set to use */
+    struct thread_choice   * choice;      /* how fast shared steps ran on each pool */
+    ggml_backend_set_n_threads_t set_n_threads;
+    void (* set_threadpool)(ggml_backend_t, struct ggml_threadpool *);
+    void (* threadpool_free)(struct ggml_threadpool *);
     struct ggml_context   * weights_ctx;
     ggml_backend_buffer_t   weights_buf;
     ggml_gallocr_t          galloc;       /* compute memory, reused across steps */
 
-    void * meta;       /* graph-building scratch (tensor headers only) */
-    size_t meta_size;
+    /* The KV pool (see the KV pool section). */
+    int64_t                 kv_blocks;
+    int64_t                 kv_free;
+    uint8_t               * kv_used;      /* [kv_blocks] 1 where a sequence holds the block */
+    struct ggml_context   * kv_ctx;
+    ggml_backend_buffer_t   kv_buf;
+    struct ggml_tensor   ** kv_k;         /* [L] of [C, P]: keys after rotary, a row per position */
+    struct ggml_tensor   ** kv_v;         /* [L] of [P·C]: each run's values, transposed within the run */
+
+    /* Step graphs kept for reuse (see find_graph). A graph's memory plan
+     * stays valid while the compute buffer is not reallocated: plan_gen
+     * counts reallocations, plan_size is the buffer's size after the last. */
+    struct step_graph * graphs;      /* [N_GRAPHS] */
+    struct item_key   * keys;        /* [keys_cap] the current step's keys */
+    int                 keys_cap;
+    uint64_t            n_steps;
+    uint64_t            plan_gen;
+    size_t              plan_size;
+
+    void * stage;      /* one step's inputs on their way to the device */
+    size_t stage_size;
 };
 
+/* A sequence's cache is the run of pool blocks it holds: pool positions
+ * first .. first + capacity − 1, its positions 0 .. capacity − 1. */
 struct ngpt_seq {
-    uint64_t                magic;
-    ngpt_model            * model;
-    int                     capacity;
-    struct ggml_context   * ctx;
-    ggml_backend_buffer_t   buf;
-    struct ggml_tensor   ** k;  /* [L] of [D, H, capacity], keys after rotary */
-    struct ggml_tensor   ** v;  /* [L] of [capacity, D, H]: transposed, see build_attn_item */
+    uint64_t     magic;
+    ngpt_model * model;
+    int64_t      first_block;
+    int          n_blocks;
+    int64_t      first;      /* first_block · NGPT_KV_BLOCK */
+    int          capacity;   /* n_blocks · NGPT_KV_BLOCK: the run's length, its V rows' stride */
+    int          positions;  /* what ngpt_seq_new was asked for (≤ capacity): the positions items may use */
+    int          clean;      /* positions 0 .. clean − 1 hold finite values, see clean_caches */
 };
 
 /* ---------------------------------------------------------------- handles */
@@ -404,38 +452,128 @@ static ggml_backend_dev_t pick_device(const char * device, char * err, size_t er
     return dev;
 }
 
-/* Give a CPU backend its persistent threadpool. The functions come from the
+/* ---------------------------------------------------------------- threads */
+
+/* ggml's CPU workers meet at a spinning barrier after every op. On two cores
+ * shared with the Go side (sampling, encoding, writing to sockets) or with
+ * other processes, a worker that is descheduled makes the others spin for a
+ * whole time slice, so a pool that always claims every core collapses under
+ * load (a 40 ms window step took 600 ms on a machine with load 6). So each
+ * step chooses. Decode steps (short ops, a barrier each) run on the calling
+ * thread alone. Steps that feed prompt chunks or recompute a window (long
+ * matmuls, few ops) run on every thread while that is faster: the model
+ * times both choices on such steps as they run (see choose_threads), and
+ * keeps to one thread while the machine is too busy for two to help.
+ * Switching pools pauses the one left, so its workers sleep (poll = 0)
+ * until a shared step wakes them. */
+
+/* Seconds per token of shared steps on one thread ([0]) and on every
+ * thread ([1]), averaged as they run; 0 while not yet measured. The choice
+ * not taken is tried again now and then, less often each time it loses, so
+ * a busy spell costs a few slow steps rather than many. */
+typedef struct thread_choice {
+    double   cost[2];
+    uint64_t n_shared;    /* shared steps so far */
+    uint64_t next_probe;  /* the shared step on which to try the other choice */
+    uint64_t probe_gap;
+    int      probing;     /* the choice being tried, or −1 */
+} thread_choice;
+
+#define PROBE_GAP_MIN  16
+#define PROBE_GAP_MAX  4096
+#define COST_WEIGHT    0.25   /* of each new measurement in the average */
+typedef struct ggml_threadpool * (*threadpool_new_t)(struct ggml_threadpool_params *);
+
+static struct ggml_threadpool * new_threadpool(threadpool_new_t threadpool_new, int n_threads) {
+    struct ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
+    tpp.poll = 0;  /* idle workers sleep instead of spinning on the Go side's cores */
+    return threadpool_new(&tpp);
+}
+
+/* Give a CPU backend its two threadpools. The functions come from the
  * device's own registry entry, never from ggml-cpu.h: when a CPU module was
  * loaded, the built-in backend's functions would start the built-in
  * backend's threads, running its kernels instead of the module's. */
-static bool start_threadpool(ngpt_model * m, ggml_backend_dev_t dev, int n_threads, char * err, size_t err_len) {
-    typedef struct ggml_threadpool * (*threadpool_new_t)(struct ggml_threadpool_params *);
+static bool init_threads(ngpt_model * m, ggml_backend_dev_t dev, int n_threads, char * err, size_t err_len) {
+    if (ggml_backend_dev_type(dev) != GGML_BACKEND_DEVICE_TYPE_CPU) {
+        return true;
+    }
     typedef void (*set_threadpool_t)(ggml_backend_t, struct ggml_threadpool *);
+    typedef void (*threadpool_free_t)(struct ggml_threadpool *);
     ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
-    ggml_backend_set_n_threads_t set_n_threads =
-        (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
     threadpool_new_t threadpool_new = (threadpool_new_t) ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new");
-    set_threadpool_t set_threadpool =
+    m->set_n_threads =
+        (ggml_backend_set_n_threads_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads");
+    m->set_threadpool =
         (set_threadpool_t) ggml_backend_reg_get_proc_address(reg, "ggml_backend_cpu_set_threadpool");
-    m->threadpool_free = (void (*)(struct ggml_threadpool *)) ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_free");
-    if (set_n_threads == NULL || threadpool_new == NULL || set_threadpool == NULL || m->threadpool_free == NULL) {
+    m->threadpool_free = (threadpool_free_t) ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_free");
+    if (threadpool_new == NULL || m->set_n_threads == NULL || m->set_threadpool == NULL || m->threadpool_free == NULL) {
         set_err(err, err_len, "the CPU backend %s has no threadpool functions", ggml_backend_reg_name(reg));
         return false;
     }
-    /* ggml's default is 4 threads and a fresh pool per graph; on a small
-     * machine that oversubscribes the cores and costs more than the maths.
-     * poll = 0: idle workers sleep between steps instead of spinning on
-     * the cores the Go side needs for sampling and streaming. */
-    struct ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
-    tpp.poll = 0;
-    m->threadpool = threadpool_new(&tpp);
-    if (m->threadpool == NULL) {
+    m->choice = calloc(1, sizeof(*m->choice));
+    if (m->choice == NULL) {
+        set_oom(err, err_len);
+        return false;
+    }
+    m->choice->probe_gap = PROBE_GAP_MIN;
+    m->choice->probing   = -1;
+    m->n_threads = n_threads;
+    m->tp_one = new_threadpool(threadpool_new, 1);
+    m->tp_all = n_threads > 1 ? new_threadpool(threadpool_new, n_threads) : NULL;
+    if (m->tp_one == NULL || (n_threads > 1 && m->tp_all == NULL)) {
         set_err(err, err_len, "cannot start a CPU threadpool of %d threads", n_threads);
         return false;
     }
-    set_n_threads(m->backend, n_threads);
-    set_threadpool(m->backend, m->threadpool);
+    m->set_threadpool(m->backend, m->tp_one);
+    m->set_n_threads(m->backend, 1);
+    m->threads_now = 1;
     return true;
+}
+
+/* Run the next step on n threads (at most n_threads). */
+static void use_threads(ngpt_model * m, int n) {
+    n = n < m->n_threads ? n : m->n_threads;
+    if (m->tp_one == NULL || n == m->threads_now) {
+        return;
+    }
+    m->set_threadpool(m->backend, n > 1 ? m->tp_all : m->tp_one);
+    m->set_n_threads(m->backend, n);
+    m->threads_now = n;
+}
+
+/* Threads for a step: 1 unless it is shared (see layout_items); a shared
+ * step takes the faster choice so far, or the other one when it is due a
+ * try. A choice never measured is tried first. */
+static int choose_threads(ngpt_model * m, bool shared) {
+    thread_choice * tc = m->choice;
+    if (!shared || tc == NULL || m->n_threads < 2) {
+        return 1;
+    }
+    tc->n_shared++;
+    int best = tc->cost[1] == 0 ? 1 : tc->cost[0] == 0 ? 0 : tc->cost[1] <= tc->cost[0] ? 1 : 0;
+    tc->probing = -1;
+    if (tc->cost[0] > 0 && tc->cost[1] > 0 && tc->n_shared >= tc->next_probe) {
+        best = 1 - best;
+        tc->probing = best;
+    }
+    return best == 1 ? m->n_threads : 1;
+}
+
+/* A shared step of n_tokens took seconds on the threads choose_threads gave. */
+static void record_threads(ngpt_model * m, int n_tokens, double seconds) {
+    thread_choice * tc = m->choice;
+    const int c = m->threads_now > 1 ? 1 : 0;
+    const double cost = seconds / n_tokens;
+    tc->cost[c] = tc->cost[c] == 0 ? cost : (1 - COST_WEIGHT) * tc->cost[c] + COST_WEIGHT * cost;
+    if (tc->probing == c) {
+        /* the other choice still wins: try it less often; it won: as often as ever */
+        const bool lost = tc->cost[c] > tc->cost[1 - c];
+        tc->probe_gap = lost ? (tc->probe_gap * 2 < PROBE_GAP_MAX ? tc->probe_gap * 2 : PROBE_GAP_MAX) : PROBE_GAP_MIN;
+        tc->next_probe = tc->n_shared + tc->probe_gap;
+    } else if (tc->next_probe == 0) {
+        tc->next_probe = tc->n_shared + tc->probe_gap;
+    }
 }
 
 /* Start the device's backend, and note which one it is for
@@ -458,17 +596,14 @@ static bool init_backend(ngpt_model * m, const char * device, int n_threads, cha
     } else {
         snprintf(m->backend_desc, sizeof(m->backend_desc), "%s", ggml_backend_name(m->backend));
     }
-    if (ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU) {
-        return start_threadpool(m, dev, n_threads, err, err_len);
-    }
-    return true;
+    return init_threads(m, dev, n_threads, err, err_len);
 }
 
 /* ---------------------------------------------------------------- loading: the model */
 
 ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t blob_len,
                              const ngpt_tensor_ref * refs, int n_refs, const char * device,
-                             int n_threads, char * err, size_t err_len) {
+                             int n_threads, int64_t kv_blocks, char * err, size_t err_len) {
     if (hp == NULL || blob == NULL || refs == NULL || n_refs <= 0) {
         set_err(err, err_len, "nothing to load");
         return NULL;
@@ -480,14 +615,6 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t 
         set_err(err, err_len, "thread count %d out of range", n_threads);
         return NULL;
     }
-#ifdef __GLIBC__
-    /* KV caches come and go in pieces of a few hundred KiB. glibc serves
-     * those with mmap until the first is freed, then raises its threshold and
-     * serves them from the heap, where freed caches fragment and never go
-     * back to the OS (peak RSS doubled under 64 streams). A fixed threshold
-     * keeps every cache its own mapping. */
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-#endif
     const int n_specs = n_weights(hp);
     weight_spec * specs = NULL;
     const ngpt_tensor_ref ** found = NULL;
@@ -515,14 +642,17 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t 
     if (!init_backend(m, device, n_threads, err, err_len)) {
         goto fail;
     }
-    if (!load_weights(m, specs, n_specs, found, blob, err, err_len)) {
+    if (!load_weights(m, specs, n_specs, found, blob, err, err_len) ||
+        !init_kv_pool(m, kv_blocks, err, err_len)) {
         goto fail;
     }
     m->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(m->backend));
-    if (m->galloc == NULL) {
+    m->graphs = new_graphs();
+    if (m->galloc == NULL || m->graphs == NULL) {
         set_err(err, err_len, "cannot create the graph allocator");
         goto fail;
     }
+    m->plan_gen = 1;
     free(found);
     free(specs);
     return m;
@@ -543,11 +673,20 @@ int ngpt_model_free(ngpt_model * m) {
     }
     m->magic = 0;
     if (m->galloc) ggml_gallocr_free(m->galloc);
+    if (m->kv_buf) ggml_backend_buffer_free(m->kv_buf);
+    if (m->kv_ctx) ggml_free(m->kv_ctx);
+    free(m->kv_used);
+    free(m->kv_k);
+    free(m->kv_v);
     if (m->weights_buf) ggml_backend_buffer_free(m->weights_buf);
     if (m->weights_ctx) ggml_free(m->weights_ctx);
     if (m->backend) ggml_backend_free(m->backend);
-    if (m->threadpool) m->threadpool_free(m->threadpool);
-    free(m->meta);
+    free(m->choice);
+    if (m->tp_one) m->threadpool_free(m->tp_one);
+    if (m->tp_all) m->threadpool_free(m->tp_all);
+    free_graphs(m);
+    free(m->keys);
+    free(m->stage);
     free(m->layers);
     free(m);
     return 0;
@@ -557,101 +696,136 @@ const char * ngpt_model_backend(const ngpt_model * m) {
     return model_live(m) ? m->backend_desc : "";
 }
 
-/* ---------------------------------------------------------------- sequences */
+/* ---------------------------------------------------------------- KV pool */
 
-ngpt_seq * ngpt_seq_new(ngpt_model * m, int capacity, char * err, size_t err_len) {
-    if (!model_live(m)) {
-        set_err(err, err_len, "not a live model");
-        return NULL;
+/* The keys and values of every sequence, for every layer, live in one device
+ * buffer the model owns, handed out in blocks of NGPT_KV_BLOCK positions.
+ * Per layer, K is [C, P], a row per position. V has the same P·C floats, and
+ * a run of positions first .. first + cap − 1 owns the same span of them as
+ * in K, laid out [cap, C]: transposed (positions fastest), so that probs · v
+ * reads a sequence's values as they lie, in rows cap apart. Transposed
+ * within the run rather than across the whole pool, so a sequence's values
+ * stay on its own pages: rows a pool apart put every row on a page of its
+ * own (a TLB miss per row in every decode step) and, with transparent huge
+ * pages, made the first sequence fault in the whole V pool.
+ *
+ * A sequence takes all its blocks when it starts, as one run of adjacent
+ * blocks, first fit from the lowest. Adjacent, because its keys and values
+ * are then plain views of the pool that ggml's matmuls read in place; with
+ * scattered blocks each step would first gather every sequence's cache into
+ * one tensor, copying as much data again as attention reads. Lowest first,
+ * because a page of the pool only becomes resident when first written: the
+ * pool's resident size follows the most blocks ever in use at once, and a
+ * freed block is reused rather than returned to the OS and faulted in again. */
+
+size_t ngpt_kv_block_bytes(const ngpt_hparams * hp) {
+    if (hp == NULL || !hparams_ok(hp, NULL, 0)) {
+        return 0;
     }
-    if (capacity < 1 || capacity > m->hp.n_ctx) {
-        set_err(err, err_len, "sequence capacity %d out of range [1, %d]", capacity, m->hp.n_ctx);
-        return NULL;
+    /* K and V, every layer, F32 */
+    return (size_t) NGPT_KV_BLOCK * 2 * (size_t) hp->n_layer * (size_t) hp->n_embd * sizeof(float);
+}
+
+static bool init_kv_pool(ngpt_model * m, int64_t n_blocks, char * err, size_t err_len) {
+    const int L = m->hp.n_layer, C = m->hp.n_embd;
+    const int64_t window = (m->hp.n_ctx + NGPT_KV_BLOCK - 1) / NGPT_KV_BLOCK;
+    /* values are addressed one float at a time by int32 row indices (ggml_set_rows) */
+    const int64_t most = INT32_MAX / ((int64_t) NGPT_KV_BLOCK * C);
+    if (n_blocks < window || n_blocks > most) {
+        set_err(err, err_len, "a KV pool of %lld blocks is out of range [%lld, %lld] (one window of %d positions)",
+                (long long) n_blocks, (long long) window, (long long) most, m->hp.n_ctx);
+        return false;
     }
-    const int L = m->hp.n_layer, H = m->hp.n_head, D = m->hp.n_embd / m->hp.n_head;
-    ngpt_seq * s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        set_oom(err, err_len);
-        return NULL;
-    }
-    s->magic    = SEQ_MAGIC;
-    s->model    = m;
-    s->capacity = capacity;
-    m->n_seqs++;
-    s->k = calloc((size_t) L, sizeof(*s->k));
-    s->v = calloc((size_t) L, sizeof(*s->v));
+    const int64_t P = n_blocks * NGPT_KV_BLOCK;
+    m->kv_used = calloc((size_t) n_blocks, 1);
+    m->kv_k    = calloc((size_t) L, sizeof(*m->kv_k));
+    m->kv_v    = calloc((size_t) L, sizeof(*m->kv_v));
     struct ggml_init_params ip = {
         .mem_size   = ggml_tensor_overhead() * (size_t) (2 * L),
         .mem_buffer = NULL,
         .no_alloc   = true,
     };
-    s->ctx = (s->k && s->v) ? ggml_init(ip) : NULL;
-    if (s->ctx == NULL) {
+    m->kv_ctx = (m->kv_used && m->kv_k && m->kv_v) ? ggml_init(ip) : NULL;
+    if (m->kv_ctx == NULL) {
         set_oom(err, err_len);
-        ngpt_seq_free(s);
-        return NULL;
+        return false;
     }
     for (int l = 0; l < L; l++) {
-        s->k[l] = ggml_new_tensor_3d(s->ctx, GGML_TYPE_F32, D, H, capacity);
-        s->v[l] = ggml_new_tensor_3d(s->ctx, GGML_TYPE_F32, capacity, D, H);
+        m->kv_k[l] = ggml_new_tensor_2d(m->kv_ctx, GGML_TYPE_F32, C, P);
+        m->kv_v[l] = ggml_new_tensor_1d(m->kv_ctx, GGML_TYPE_F32, P * C);
     }
-    s->buf = ggml_backend_alloc_ctx_tensors(s->ctx, m->backend);
-    if (s->buf == NULL) {
-        set_err(err, err_len, "cannot allocate a KV cache of %d positions", capacity);
-        ngpt_seq_free(s);
-        return NULL;
+    m->kv_buf = ggml_backend_alloc_ctx_tensors(m->kv_ctx, m->backend);
+    if (m->kv_buf == NULL) {
+        set_err(err, err_len, "cannot allocate a KV pool of %lld blocks (%.0f MiB)", (long long) n_blocks,
+                (double) n_blocks * (double) ngpt_kv_block_bytes(&m->hp) / (1 << 20));
+        return false;
     }
-    return s;
+    m->kv_blocks = n_blocks;
+    m->kv_free   = n_blocks;
+    return true;
 }
 
-int ngpt_seq_grow(ngpt_seq * s, int capacity, int n_keep, char * err, size_t err_len) {
-    if (!seq_live(s)) {
-        set_err(err, err_len, "not a live sequence");
-        return 1;
+void ngpt_kv_stats_get(const ngpt_model * m, ngpt_kv_stats * st) {
+    if (st == NULL) {
+        return;
     }
-    if (n_keep < 0 || n_keep > s->capacity) {
-        set_err(err, err_len, "cannot keep %d positions", n_keep);
-        return 1;
-    }
-    if (capacity <= s->capacity) {
-        return 0;
-    }
-    ngpt_seq * fresh = ngpt_seq_new(s->model, capacity, err, err_len);
-    if (fresh == NULL) {
-        return 1;
-    }
-    const int L = s->model->hp.n_layer;
-    size_t most = 0;
-    for (int l = 0; l < L; l++) {
-        most = ggml_nbytes(s->v[l]) > most ? ggml_nbytes(s->v[l]) : most;
-    }
-    float * tmp = n_keep > 0 ? malloc(most) : NULL;
-    if (n_keep > 0 && tmp == NULL) {
-        ngpt_seq_free(fresh);
-        set_oom(err, err_len);
-        return 1;
-    }
-    for (int l = 0; l < L && n_keep > 0; l++) {
-        /* K [D, H, cap]: the kept positions are one contiguous prefix */
-        size_t kbytes = (size_t) n_keep * s->k[l]->nb[2];
-        ggml_backend_tensor_get(s->k[l], tmp, 0, kbytes);
-        ggml_backend_tensor_set(fresh->k[l], tmp, 0, kbytes);
-        /* V [cap, D, H]: a prefix of every (d, h) row, whose stride changes */
-        struct ggml_tensor * vo = s->v[l], * vn = fresh->v[l];
-        ggml_backend_tensor_get(vo, tmp, 0, ggml_nbytes(vo));
-        int64_t rows = vo->ne[1] * vo->ne[2];
-        for (int64_t r = 0; r < rows; r++) {
-            ggml_backend_tensor_set(vn, (const char *) tmp + r * vo->nb[1], (size_t) r * vn->nb[1],
-                                    (size_t) n_keep * sizeof(float));
+    const bool live = model_live(m);
+    st->blocks      = live ? m->kv_blocks : 0;
+    st->free_blocks = live ? m->kv_free : 0;
+}
+
+/* The first block of a run of n free ones, lowest first, or −1. */
+static int64_t find_free_run(const ngpt_model * m, int n) {
+    int64_t run = 0;
+    for (int64_t b = 0; b < m->kv_blocks; b++) {
+        run = m->kv_used[b] ? 0 : run + 1;
+        if (run == n) {
+            return b - n + 1;
         }
     }
-    free(tmp);
-    /* swap the storage so the caller's handle stays valid */
-    ngpt_seq old = *s;
-    s->capacity = fresh->capacity; s->ctx = fresh->ctx; s->buf = fresh->buf; s->k = fresh->k; s->v = fresh->v;
-    fresh->capacity = old.capacity; fresh->ctx = old.ctx; fresh->buf = old.buf; fresh->k = old.k; fresh->v = old.v;
-    ngpt_seq_free(fresh);
-    return 0;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- sequences */
+
+int ngpt_seq_new(ngpt_model * m, int capacity, ngpt_seq ** out, char * err, size_t err_len) {
+    if (out == NULL) {
+        set_err(err, err_len, "nowhere to put the sequence");
+        return NGPT_ERROR;
+    }
+    *out = NULL;
+    if (!model_live(m)) {
+        set_err(err, err_len, "not a live model");
+        return NGPT_ERROR;
+    }
+    if (capacity < 1 || capacity > m->hp.n_ctx) {
+        set_err(err, err_len, "sequence capacity %d out of range [1, %d]", capacity, m->hp.n_ctx);
+        return NGPT_ERROR;
+    }
+    const int n = (capacity + NGPT_KV_BLOCK - 1) / NGPT_KV_BLOCK;
+    const int64_t first = n <= m->kv_free ? find_free_run(m, n) : -1;
+    if (first < 0) {
+        set_err(err, err_len, "the KV pool has no run of %d free blocks (%lld of %lld free)", n,
+                (long long) m->kv_free, (long long) m->kv_blocks);
+        return NGPT_KV_FULL;
+    }
+    ngpt_seq * s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        set_oom(err, err_len);
+        return NGPT_ERROR;
+    }
+    s->magic       = SEQ_MAGIC;
+    s->model       = m;
+    s->first_block = first;
+    s->n_blocks    = n;
+    s->first       = first * NGPT_KV_BLOCK;
+    s->capacity    = n * NGPT_KV_BLOCK;
+    s->positions   = capacity;
+    memset(m->kv_used + first, 1, (size_t) n);
+    m->kv_free -= n;
+    m->n_seqs++;
+    *out = s;
+    return NGPT_OK;
 }
 
 int ngpt_seq_free(ngpt_seq * s) {
@@ -662,11 +836,9 @@ int ngpt_seq_free(ngpt_seq * s) {
         return 1;
     }
     s->magic = 0;
+    memset(s->model->kv_used + s->first_block, 0, (size_t) s->n_blocks);
+    s->model->kv_free += s->n_blocks;
     s->model->n_seqs--;
-    if (s->buf) ggml_backend_buffer_free(s->buf);
-    if (s->ctx) ggml_free(s->ctx);
-    free(s->k);
-    free(s->v);
     free(s);
     return 0;
 }
@@ -686,9 +858,10 @@ static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items,
             return false;
         }
         /* n_past + n_tokens could overflow: compare against what is left */
-        if (it->n_past < 0 || it->n_past > it->seq->capacity || it->n_tokens > it->seq->capacity - it->n_past) {
+        const int cap = it->seq->positions;
+        if (it->n_past < 0 || it->n_past > cap || it->n_tokens > cap - it->n_past) {
             set_err(err, err_len, "item %d: positions %d..%lld exceed the cache of %d", i, it->n_past,
-                    (long long) it->n_past + it->n_tokens, it->seq->capacity);
+                    (long long) it->n_past + it->n_tokens, cap);
             return false;
         }
         for (int j = 0; j < it->n_tokens; j++) {
@@ -716,33 +889,85 @@ static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items,
     return true;
 }
 
-/* ---------------------------------------------------------------- step: graph */
+/* ---------------------------------------------------------------- step: shape */
+
+/* Attention reads keys in runs of ATTN_PAD positions and masks the tail:
+ * ggml's fast matrix kernels (llamafile's sgemm) want lengths that are
+ * multiples of 16, and a graph whose lengths change only every ATTN_PAD
+ * tokens can be reused until they do. */
+#define ATTN_PAD 32
+
+/* What a step's graph depends on, per item. Everything else (token ids,
+ * positions, cache rows, the causal mask) is input data, so two steps with
+ * equal keys run the same graph. */
+typedef struct item_key {
+    int64_t  first;        /* where the sequence's cache starts in the pool (ngpt_seq.first) */
+    int32_t  cap;          /* and how many positions it holds (ngpt_seq.capacity) */
+    int32_t  unused;       /* keeps the struct free of padding, so memcmp compares keys */
+    int32_t  n_tokens;     /* n */
+    int32_t  t_pad;        /* keys read: t = n_past + n rounded up to ATTN_PAD, within the cache */
+    int32_t  logits;       /* 1 when the item wants its last token's logits */
+    int32_t  trace_layer;
+    int32_t  full_layer;
+    int32_t  full_head;
+} item_key;
+
+static int round_up(int n, int step) {
+    return (n + step - 1) / step * step;
+}
+
+static void make_key(const ngpt_item * it, item_key * k) {
+    const int t = it->n_past + it->n_tokens;
+    memset(k, 0, sizeof(*k));
+    k->first       = it->seq->first;
+    k->cap         = it->seq->capacity;
+    k->n_tokens    = it->n_tokens;
+    k->t_pad       = round_up(t, ATTN_PAD) < it->seq->capacity ? round_up(t, ATTN_PAD) : it->seq->capacity;
+    k->logits      = it->logits != NULL;
+    k->trace_layer = it->trace_layer;
+    k->full_layer  = it->full_layer;
+    k->full_head   = it->full_layer >= 0 ? it->full_head : -1;
+}
 
 /* Where one item's tensors sit inside the step's graph. */
 typedef struct item_slot {
     int                  first;      /* index of its first token among the N */
+    int                  mask_off;   /* its [t_pad, n] mask's first float in inp_mask */
     int                  logit_row;  /* its column of the logits, or -1 */
-    struct ggml_tensor * traced;     /* [t, n, H] probabilities of trace_layer, or NULL */
-    struct ggml_tensor * full;       /* [t, n, H] probabilities of full_layer, or NULL */
+    struct ggml_tensor * traced;     /* [t_pad, n, H] probabilities of trace_layer, or NULL */
+    struct ggml_tensor * full;       /* [t_pad, n, H] probabilities of full_layer, or NULL */
 } item_slot;
 
-/* One step's graph with the tensors around it: inputs to upload after
- * allocation, outputs to read after compute. Its structure depends only on
- * the batch's shape (each item's sequence, n_past, n_tokens and wanted
- * outputs); token ids and positions are input data. That is what a later
- * cache of graphs and allocations per shape would key on. */
+/* One step's graph with the tensors around it: inputs to upload, outputs to
+ * read after compute. Its structure depends only on the items' keys, so it
+ * is kept and run again for every later step with the same keys. */
 typedef struct step_graph {
-    struct ggml_context * ctx;         /* tensor headers, in the model's meta buffer */
+    int                   cap_items;   /* room in keys, slots and parts */
+    void                * meta;        /* this graph's tensor headers */
+    size_t                meta_size;
+    uint64_t              plan;        /* the model's plan_gen its memory plan belongs to; 0: none */
+    uint64_t              used;        /* the step that last ran it */
+
+    int                   n_items;
+    item_key            * keys;        /* [n_items] */
+    item_slot           * slots;       /* [n_items] */
+    struct ggml_tensor ** parts;       /* [n_items] scratch: one layer's per-item attention */
+    struct ggml_context * ctx;         /* tensor headers, in meta */
     struct ggml_cgraph  * gf;
     int                   N;           /* tokens in the step, all items */
     int                   n_logits;    /* items that want logits */
-    item_slot           * slots;       /* [n_items] */
-    struct ggml_tensor ** parts;       /* [n_items] scratch: one layer's per-item attention */
+    int                   n_mask;      /* floats of all items' masks */
+    int                   threads;     /* how many threads to run it on, see layout_items */
     struct ggml_tensor  * inp_tokens;  /* [N] token ids */
     struct ggml_tensor  * inp_pos;     /* [N] positions */
+    struct ggml_tensor  * inp_rows;    /* [N] the pool row each new token's k goes to */
+    struct ggml_tensor  * inp_vrows;   /* [C·N] the pool float each new token's v goes to, per channel */
     struct ggml_tensor  * inp_last;    /* [n_logits] rows that give logits; NULL when all or none do */
+    struct ggml_tensor  * inp_mask;    /* [n_mask] each item's causal mask, 0 or −inf */
     struct ggml_tensor  * logits;      /* [V, n_logits]; NULL when no item wants them */
 } step_graph;
+
+/* ---------------------------------------------------------------- step: graph */
 
 /* ggml_rope_ext also carries position interpolation and YaRN context
  * extension; the reference model has neither, so these values switch both
@@ -794,75 +1019,93 @@ static size_t graph_size(const ngpt_hparams * hp, int n_items) {
     return 64 + (size_t) hp->n_layer * (48 + 32 * (size_t) n_items);
 }
 
-static struct ggml_tensor * new_input(struct ggml_context * ctx, int64_t n, const char * name) {
-    struct ggml_tensor * t = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n);
+static struct ggml_tensor * new_input(struct ggml_context * ctx, enum ggml_type type, int64_t n, const char * name) {
+    struct ggml_tensor * t = ggml_new_tensor_1d(ctx, type, n);
     ggml_set_name(t, name);
     ggml_set_input(t);
     return t;
 }
 
-/* Attention of layer il for item i alone: each item attends to its own cache,
- * so only the projections are batched. q, k, v: [D, H, N] for the whole step,
- * after rotary. Returns the item's heads side by side, [C, n]. */
-static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * m, int il, const ngpt_item * it,
-                                            int i, struct ggml_tensor * q, struct ggml_tensor * k,
-                                            struct ggml_tensor * v) {
+/* cache[n_past : t] = k, v for every item's new tokens at once, at the pool
+ * rows inp_rows and inp_vrows name: inputs, so the graph stays the same as
+ * sequences grow. V is stored transposed (positions fastest) so that
+ * probs · v reads it as it lies; transposing the window at every step
+ * instead was a quarter of a decode step. Its rows are then single floats,
+ * one per (channel, token). k, v: [C, N]. The writes are expanded into the
+ * graph at once: a prompt chunk that wants no outputs still fills the
+ * cache. Returns the pool's K and V as written, which the reads view, so
+ * reads follow writes. */
+static void write_kv(step_graph * sg, const ngpt_model * m, int il, struct ggml_tensor * k, struct ggml_tensor * v,
+                     struct ggml_tensor ** k_pool, struct ggml_tensor ** v_pool) {
     struct ggml_context * ctx = sg->ctx;
-    const int    C = m->hp.n_embd, H = m->hp.n_head, D = C / H;
-    const int    n = it->n_tokens, t = it->n_past + n;
-    const size_t tok_off = (size_t) sg->slots[i].first * q->nb[2];
-    struct ggml_tensor * kc = it->seq->k[il];  /* [D, H, capacity] */
-    struct ggml_tensor * vc = it->seq->v[il];  /* [capacity, D, H] */
+    struct ggml_tensor * kc = m->kv_k[il];  /* [C, P] */
+    struct ggml_tensor * vc = m->kv_v[il];  /* [P·C] */
+    const int64_t C = kc->ne[0], N = sg->N;
 
-    /* cache[n_past : t] = k, v of the new tokens (the reference recomputes
-     * the whole window instead). Expanded into the graph now so the copies
-     * run before the reads below: the reads are views of the cache, not of
-     * these copies. V is stored transposed (positions fastest) so that
-     * probs · v reads it as it lies; transposing the whole window at every
-     * step instead was a quarter of a decode step, element by element. */
-    struct ggml_tensor * k_new = ggml_view_3d(ctx, k, D, H, n, k->nb[1], k->nb[2], tok_off);      /* [D, H, n] */
-    struct ggml_tensor * v_new = ggml_view_3d(ctx, v, D, H, n, v->nb[1], v->nb[2], tok_off);      /* [D, H, n] */
-    struct ggml_tensor * k_dst = ggml_view_3d(ctx, kc, D, H, n, kc->nb[1], kc->nb[2],
-                                              (size_t) it->n_past * kc->nb[2]);                   /* [D, H, n] */
-    struct ggml_tensor * v_dst = ggml_view_3d(ctx, vc, n, D, H, vc->nb[1], vc->nb[2],
-                                              (size_t) it->n_past * vc->nb[0]);                   /* [n, D, H] */
-    ggml_build_forward_expand(sg->gf, ggml_cpy(ctx, k_new, k_dst));
-    ggml_build_forward_expand(sg->gf, ggml_cpy(ctx, ggml_permute(ctx, v_new, 1, 2, 0, 3), v_dst));
+    *k_pool = ggml_set_rows(ctx, kc, k, sg->inp_rows);                                  /* [C, P] */
+    ggml_build_forward_expand(sg->gf, *k_pool);
 
-    /* q.view(B, t, H, D).transpose(1, 2), and k likewise from the cache */
-    struct ggml_tensor * q_i = ggml_view_3d(ctx, q, D, H, n, q->nb[1], q->nb[2], tok_off);
-    q_i = ggml_permute(ctx, q_i, 0, 2, 1, 3);                                      /* [D, n, H] */
-    struct ggml_tensor * k_i = ggml_view_3d(ctx, kc, D, H, t, kc->nb[1], kc->nb[2], 0);
-    k_i = ggml_permute(ctx, k_i, 0, 2, 1, 3);                                      /* [D, t, H] */
+    struct ggml_tensor * v_dst = ggml_reshape_2d(ctx, vc, 1, ggml_nelements(vc));        /* [1, P·C] */
+    struct ggml_tensor * v_new = ggml_reshape_2d(ctx, v, 1, C * N);                      /* [1, C·N] */
+    *v_pool = ggml_set_rows(ctx, v_dst, v_new, sg->inp_vrows);                           /* [1, P·C] */
+    ggml_build_forward_expand(sg->gf, *v_pool);
+}
+
+/* Attention of layer il for item i alone: each item attends to its own cache,
+ * so only the projections are batched. q: [D, H, N] after rotary; kp, vp: the
+ * pool's K [C, P] and V [1, P·C] as written this step. Returns the item's
+ * heads side by side, [C, n]. */
+static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * m, int il, int i,
+                                            struct ggml_tensor * q, struct ggml_tensor * kp,
+                                            struct ggml_tensor * vp) {
+    struct ggml_context * ctx = sg->ctx;
+    const item_key * key = &sg->keys[i];
+    item_slot      * s   = &sg->slots[i];
+    const int C = m->hp.n_embd, H = m->hp.n_head, D = C / H, n = key->n_tokens, t_pad = key->t_pad;
+    const size_t krow = m->kv_k[il]->nb[1], vrow = (size_t) key->cap * sizeof(float);
+
+    /* q.view(B, t, H, D).transpose(1, 2), and k likewise from the cache.
+     * A query block is made contiguous so the scores go through sgemm. */
+    struct ggml_tensor * q_i = ggml_view_3d(ctx, q, D, H, n, q->nb[1], q->nb[2], (size_t) s->first * q->nb[2]);
+    q_i = ggml_permute(ctx, q_i, 0, 2, 1, 3);                                         /* [D, n, H] */
+    if (n > 1) {
+        q_i = ggml_cont(ctx, q_i);
+    }
+    struct ggml_tensor * k_i = ggml_view_3d(ctx, kp, D, H, t_pad, (size_t) D * sizeof(float), krow,
+                                            (size_t) key->first * krow);              /* [D, H, t_pad] */
+    k_i = ggml_permute(ctx, k_i, 0, 2, 1, 3);                                         /* [D, t_pad, H] */
 
     /* scores = q @ k.transpose(-2, -1) / sqrt(D); masked_fill(triu(1), -inf);
-     * probs = F.softmax(scores, dim=-1) */
-    struct ggml_tensor * kq = ggml_mul_mat(ctx, k_i, q_i);                         /* [t, n, H] */
-    if (n > 1) {
-        kq = ggml_diag_mask_inf(ctx, kq, it->n_past);  /* key j > n_past + row: −inf, so p = 0 */
-    }
-    kq = ggml_soft_max_ext(ctx, kq, NULL, 1.0f / sqrtf((float) D), 0.0f);         /* scale fused in */
-    ggml_format_name(kq, "l%d.s%d.kq_softmax", il, i);
-    if (it->trace_layer == il) {
+     * probs = F.softmax(scores, dim=-1). The mask also hides the keys past t
+     * that the padding reads, so their probabilities are exactly 0. */
+    struct ggml_tensor * kq   = ggml_mul_mat(ctx, k_i, q_i);                          /* [t_pad, n, H] */
+    struct ggml_tensor * mask = ggml_view_2d(ctx, sg->inp_mask, t_pad, n, (size_t) t_pad * sizeof(float),
+                                             (size_t) s->mask_off * sizeof(float));   /* [t_pad, n] */
+    kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / sqrtf((float) D), 0.0f);             /* scale fused in */
+    if (key->trace_layer == il) {
         ggml_set_output(kq);
-        sg->slots[i].traced = kq;
+        s->traced = kq;
     }
-    if (it->full_layer == il) {
+    if (key->full_layer == il) {
         ggml_set_output(kq);
-        sg->slots[i].full = kq;
+        s->full = kq;
     }
 
     /* out = probs @ v; out.transpose(1, 2).reshape(B, t, C) */
-    struct ggml_tensor * v_i = ggml_view_3d(ctx, vc, t, D, H, vc->nb[1], vc->nb[2], 0); /* [t, D, H] */
-    struct ggml_tensor * kqv = ggml_mul_mat(ctx, v_i, kq);                          /* [D, n, H] */
-    kqv = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));                       /* [D, H, n] */
-    return ggml_reshape_2d(ctx, kqv, C, n);                                         /* [C, n] */
+    struct ggml_tensor * v_i = ggml_view_3d(ctx, vp, t_pad, D, H, vrow, (size_t) D * vrow,
+                                            (size_t) key->first * krow);                         /* [t_pad, D, H] */
+    struct ggml_tensor * kqv = ggml_mul_mat(ctx, v_i, kq);                                       /* [D, n, H] */
+    kqv = ggml_permute(ctx, kqv, 0, 2, 1, 3);                                                    /* [D, H, n] */
+    if (n > 1) {
+        kqv = ggml_cont(ctx, kqv);
+    }
+    return ggml_reshape_2d(ctx, kqv, C, n);                                                      /* [C, n] */
 }
 
 /* Attention.forward of layer il, up to (not including) proj. a = ln1(h): [C, N].
  * Returns [C, N]. */
 static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, const ngpt_item * items,
-                                       int n_items, int il, struct ggml_tensor * a) {
+                                       int il, struct ggml_tensor * a) {
     struct ggml_context * ctx = sg->ctx;
     const ngpt_layer * ly = &m->layers[il];
     const int C = m->hp.n_embd, H = m->hp.n_head, D = C / H, N = sg->N;
@@ -876,18 +1119,18 @@ static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, co
     struct ggml_tensor * wv = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 2 * C * wrow); /* [C, C] */
     struct ggml_tensor * q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wq, a), D, H, N); /* [D, H, N] */
     struct ggml_tensor * k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wk, a), D, H, N); /* [D, H, N] */
-    struct ggml_tensor * v = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wv, a), D, H, N); /* [D, H, N] */
+    struct ggml_tensor * v = ggml_mul_mat(ctx, wv, a);                                /* [C, N] */
 
     /* q = apply_rotary(q, cos, sin); k = apply_rotary(k, cos, sin) */
-    q = rope(ctx, q, sg->inp_pos, &m->hp);                                          /* [D, H, N] */
-    k = rope(ctx, k, sg->inp_pos, &m->hp);                                          /* [D, H, N] */
-    ggml_format_name(q, "l%d.q", il);
-    ggml_format_name(k, "l%d.k", il);
+    q = rope(ctx, q, sg->inp_pos, &m->hp);                                            /* [D, H, N] */
+    k = ggml_reshape_2d(ctx, rope(ctx, k, sg->inp_pos, &m->hp), C, N);                /* [C, N] */
 
-    for (int i = 0; i < n_items; i++) {
-        sg->parts[i] = build_attn_item(sg, m, il, &items[i], i, q, k, v);          /* [C, n_i] */
+    struct ggml_tensor * kp, * vp;
+    write_kv(sg, m, il, k, v, &kp, &vp);
+    for (int i = 0; i < sg->n_items; i++) {
+        sg->parts[i] = build_attn_item(sg, m, il, i, q, kp, vp);                      /* [C, n_i] */
     }
-    return concat_rows(ctx, sg->parts, n_items);                                    /* [C, N] */
+    return concat_rows(ctx, sg->parts, sg->n_items);                                  /* [C, N] */
 }
 
 /* MLP.forward: self.fc2(F.gelu(self.fc1(x), approximate="none")), GELU in its
@@ -902,15 +1145,14 @@ static struct ggml_tensor * build_mlp(struct ggml_context * ctx, const ngpt_laye
  * h: [C, N] -> [C, N], or [C, n_logits] after the last layer. Returns NULL
  * when nothing past the last attention is wanted. */
 static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, const ngpt_item * items,
-                                        int n_items, int il, struct ggml_tensor * h) {
+                                        int il, struct ggml_tensor * h) {
     struct ggml_context * ctx = sg->ctx;
     const ngpt_layer * ly  = &m->layers[il];
     const float        eps = m->hp.norm_eps;
 
     /* a, probs = self.attn(self.ln1(h), cos, sin) */
     struct ggml_tensor * ln1 = layer_norm(ctx, h, ly->ln1_w, ly->ln1_b, eps);      /* [C, N] */
-    ggml_format_name(ln1, "l%d.ln1", il);
-    struct ggml_tensor * att = build_attn(sg, m, items, n_items, il, ln1);          /* [C, N] */
+    struct ggml_tensor * att = build_attn(sg, m, items, il, ln1);                   /* [C, N] */
 
     if (il == m->hp.n_layer - 1 && sg->n_logits < sg->N) {
         /* Past the last attention only the rows that give logits matter:
@@ -926,13 +1168,10 @@ static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, c
 
     /* h = h + self.resid_drop(a), a = self.proj(out) */
     h = ggml_add(ctx, h, ggml_mul_mat(ctx, ly->proj_w, att));
-    ggml_format_name(h, "l%d.attn_res", il);
 
     /* h = h + self.resid_drop(self.mlp(self.ln2(h))) */
     struct ggml_tensor * ln2 = layer_norm(ctx, h, ly->ln2_w, ly->ln2_b, eps);
-    h = ggml_add(ctx, h, build_mlp(ctx, ly, ln2));
-    ggml_format_name(h, "l%d.out", il);
-    return h;
+    return ggml_add(ctx, h, build_mlp(ctx, ly, ln2));
 }
 
 /* logits = self.lm_head(self.ln_f(h)), lm_head tied to tok_emb.
@@ -945,48 +1184,98 @@ static struct ggml_tensor * build_logits(struct ggml_context * ctx, const ngpt_m
     return logits;
 }
 
-/* Grow the model's header scratch to hold a graph of gsize nodes. */
-static bool reserve_meta(ngpt_model * m, size_t gsize, char * err, size_t err_len) {
-    const size_t size = ggml_tensor_overhead() * gsize + ggml_graph_overhead_custom(gsize, false);
-    if (size <= m->meta_size) {
-        return true;
+/* Make room in g for a graph of n_items items; what it held is gone. */
+static bool graph_room(step_graph * g, const ngpt_hparams * hp, int n_items, char * err, size_t err_len) {
+    if (n_items > g->cap_items) {
+        free(g->keys);
+        free(g->slots);
+        free(g->parts);
+        g->keys      = calloc((size_t) n_items, sizeof(*g->keys));
+        g->slots     = calloc((size_t) n_items, sizeof(*g->slots));
+        g->parts     = calloc((size_t) n_items, sizeof(*g->parts));
+        g->cap_items = (g->keys && g->slots && g->parts) ? n_items : 0;
+        if (g->cap_items == 0) {
+            set_oom(err, err_len);
+            return false;
+        }
     }
-    free(m->meta);
-    m->meta      = malloc(size);
-    m->meta_size = m->meta ? size : 0;
-    if (m->meta == NULL) {
-        set_oom(err, err_len);
-        return false;
+    const size_t gsize = graph_size(hp, n_items);
+    const size_t size  = ggml_tensor_overhead() * gsize + ggml_graph_overhead_custom(gsize, false);
+    if (size > g->meta_size) {
+        free(g->meta);
+        g->meta      = malloc(size);
+        g->meta_size = g->meta ? size : 0;
+        if (g->meta == NULL) {
+            set_oom(err, err_len);
+            return false;
+        }
     }
     return true;
 }
 
-/* Lay the items' tokens end to end and give a logits column to each item
- * that wants one. */
-static bool layout_items(step_graph * sg, const ngpt_item * items, int n_items, char * err, size_t err_len) {
-    sg->slots = calloc((size_t) n_items, sizeof(*sg->slots));
-    sg->parts = calloc((size_t) n_items, sizeof(*sg->parts));
-    if (sg->slots == NULL || sg->parts == NULL) {
-        set_oom(err, err_len);
-        return false;
+/* Forget g's graph, keeping its memory for the next. */
+static void reset_step_graph(step_graph * g) {
+    if (g->ctx) ggml_free(g->ctx);  /* headers only: meta stays g's */
+    g->ctx = NULL;
+    g->gf = NULL;
+    g->plan = 0;
+    g->n_items = g->N = g->n_logits = g->n_mask = g->threads = 0;
+    g->inp_tokens = g->inp_pos = g->inp_rows = g->inp_vrows = g->inp_last = g->inp_mask = g->logits = NULL;
+}
+
+static step_graph * new_graphs(void) {
+    return calloc(N_GRAPHS, sizeof(step_graph));
+}
+
+static void free_graphs(ngpt_model * m) {
+    for (int i = 0; m->graphs && i < N_GRAPHS; i++) {
+        step_graph * g = &m->graphs[i];
+        reset_step_graph(g);
+        free(g->keys);
+        free(g->slots);
+        free(g->parts);
+        free(g->meta);
     }
+    free(m->graphs);
+    m->graphs = NULL;
+}
+
+/* A step whose prompt chunks and windows (items of more than one token)
+ * hold at least this many tokens runs on every thread: its matmuls are long
+ * enough to share. Decodes alone, and decodes with a short chunk, run on
+ * one (see the threads section). */
+#define SHARED_STEP_TOKENS 32
+
+/* Lay the items' tokens and masks end to end, give a logits column to each
+ * item that wants one, and choose the step's threads. keys: the items'
+ * keys, copied into sg. */
+static void layout_items(step_graph * sg, const item_key * keys, int n_items) {
+    sg->n_items = n_items;
+    memcpy(sg->keys, keys, sizeof(*keys) * (size_t) n_items);
+    memset(sg->slots, 0, sizeof(*sg->slots) * (size_t) n_items);
+    int chunk_tokens = 0;
     for (int i = 0; i < n_items; i++) {
-        sg->slots[i].first     = sg->N;
-        sg->N                 += items[i].n_tokens;
-        sg->slots[i].logit_row = items[i].logits ? sg->n_logits++ : -1;
+        chunk_tokens += keys[i].n_tokens > 1 ? keys[i].n_tokens : 0;
+        item_slot * s = &sg->slots[i];
+        s->first     = sg->N;
+        s->mask_off  = sg->n_mask;
+        s->logit_row = keys[i].logits ? sg->n_logits++ : -1;
+        sg->N       += keys[i].n_tokens;
+        sg->n_mask  += keys[i].t_pad * keys[i].n_tokens;
     }
-    return true;
+    sg->threads = chunk_tokens >= SHARED_STEP_TOKENS ? INT32_MAX : 1;
 }
 
-/* NielsGPT.forward for every item at once. On failure sg can still be freed. */
+/* NielsGPT.forward for every item at once, into the reset graph sg, for the
+ * keys in m->keys. */
 static bool build_step_graph(ngpt_model * m, const ngpt_item * items, int n_items, step_graph * sg,
                              char * err, size_t err_len) {
-    memset(sg, 0, sizeof(*sg));
     const size_t gsize = graph_size(&m->hp, n_items);
-    if (!layout_items(sg, items, n_items, err, err_len) || !reserve_meta(m, gsize, err, err_len)) {
+    if (!graph_room(sg, &m->hp, n_items, err, err_len)) {
         return false;
     }
-    struct ggml_init_params ip = { .mem_size = m->meta_size, .mem_buffer = m->meta, .no_alloc = true };
+    layout_items(sg, m->keys, n_items);
+    struct ggml_init_params ip = { .mem_size = sg->meta_size, .mem_buffer = sg->meta, .no_alloc = true };
     sg->ctx = ggml_init(ip);
     if (sg->ctx == NULL) {
         set_oom(err, err_len);
@@ -994,24 +1283,26 @@ static bool build_step_graph(ngpt_model * m, const ngpt_item * items, int n_item
     }
     sg->gf = ggml_new_graph_custom(sg->ctx, gsize, false);
 
-    sg->inp_tokens = new_input(sg->ctx, sg->N, "inp_tokens");
-    sg->inp_pos    = new_input(sg->ctx, sg->N, "inp_pos");
+    sg->inp_tokens = new_input(sg->ctx, GGML_TYPE_I32, sg->N, "inp_tokens");
+    sg->inp_pos    = new_input(sg->ctx, GGML_TYPE_I32, sg->N, "inp_pos");
+    sg->inp_rows   = new_input(sg->ctx, GGML_TYPE_I32, sg->N, "inp_rows");
+    sg->inp_vrows  = new_input(sg->ctx, GGML_TYPE_I32, (int64_t) m->hp.n_embd * sg->N, "inp_vrows");
+    sg->inp_mask   = new_input(sg->ctx, GGML_TYPE_F32, sg->n_mask, "inp_mask");
     if (sg->n_logits > 0 && sg->n_logits < sg->N) {
-        sg->inp_last = new_input(sg->ctx, sg->n_logits, "inp_last");
+        sg->inp_last = new_input(sg->ctx, GGML_TYPE_I32, sg->n_logits, "inp_last");
     }
 
     /* h = self.tok_emb(idx) */
     struct ggml_tensor * h = ggml_get_rows(sg->ctx, m->tok_emb, sg->inp_tokens);   /* [C, N] */
     for (int il = 0; il < m->hp.n_layer && h != NULL; il++) {
-        h = build_block(sg, m, items, n_items, il, h);
+        h = build_block(sg, m, items, il, h);
     }
     if (sg->n_logits > 0) {
         sg->logits = build_logits(sg->ctx, m, h);                                   /* [V, n_logits] */
         ggml_build_forward_expand(sg->gf, sg->logits);
     }
     /* The probabilities are outputs too; without logits they are the graph's
-     * only ends. A step with no outputs at all (a prefill chunk) still writes
-     * the caches: those copies were expanded as the layers were built. */
+     * only ends besides the cache writes (a prompt chunk has neither). */
     for (int i = 0; i < n_items; i++) {
         if (sg->slots[i].traced) ggml_build_forward_expand(sg->gf, sg->slots[i].traced);
         if (sg->slots[i].full) ggml_build_forward_expand(sg->gf, sg->slots[i].full);
@@ -1019,56 +1310,183 @@ static bool build_step_graph(ngpt_model * m, const ngpt_item * items, int n_item
     return true;
 }
 
-static void free_step_graph(step_graph * sg) {
-    if (sg->ctx) ggml_free(sg->ctx);  /* headers only: the meta buffer stays the model's */
-    free(sg->slots);
-    free(sg->parts);
-    memset(sg, 0, sizeof(*sg));
-}
-
 /* ---------------------------------------------------------------- step: evaluation */
 
-/* Plan the memory afresh for every graph: the allocator's cached plan is only
- * re-made when sizes change, and two graphs of the same shape can differ in
- * which probabilities are outputs (a traced layer must not be reused as
- * scratch). Planning is cheap next to the maths. */
-static bool alloc_step_graph(ngpt_model * m, step_graph * sg, char * err, size_t err_len) {
+/* Plan a new graph's memory in the shared compute buffer. Always afresh:
+ * the allocator's own check only notices changed sizes, and two graphs of
+ * the same size can differ in which probabilities are outputs (a traced
+ * layer must not be reused as scratch). The tensors keep the addresses
+ * planned here, so the graph can run again without planning, while the
+ * buffer stays where it is; when this plan grows the buffer, every other
+ * kept graph's plan points into freed memory and is dropped. */
+static bool plan_step_graph(ngpt_model * m, step_graph * sg, char * err, size_t err_len) {
     if (!ggml_gallocr_reserve(m->galloc, sg->gf) || !ggml_gallocr_alloc_graph(m->galloc, sg->gf)) {
         set_err(err, err_len, "cannot allocate compute memory for %d tokens", sg->N);
         return false;
     }
+    const size_t size = ggml_gallocr_get_buffer_size(m->galloc, 0);
+    if (size != m->plan_size) {
+        m->plan_size = size;
+        m->plan_gen++;
+    }
+    sg->plan = m->plan_gen;
     return true;
 }
 
-/* idx, the positions each item's new tokens take (n_past onwards), and the
- * row of each item's last token. */
-static bool set_step_inputs(const step_graph * sg, const ngpt_item * items, int n_items,
-                            char * err, size_t err_len) {
-    const int N = sg->N;
-    int32_t * buf = malloc(sizeof(int32_t) * (size_t) (2 * N + sg->n_logits));
-    if (buf == NULL) {
+/* The step's keys, in m->keys. */
+static bool make_keys(ngpt_model * m, const ngpt_item * items, int n_items, char * err, size_t err_len) {
+    if (n_items > m->keys_cap) {
+        free(m->keys);
+        m->keys     = calloc((size_t) n_items, sizeof(*m->keys));
+        m->keys_cap = m->keys ? n_items : 0;
+        if (m->keys == NULL) {
+            set_oom(err, err_len);
+            return false;
+        }
+    }
+    for (int i = 0; i < n_items; i++) {
+        make_key(&items[i], &m->keys[i]);
+    }
+    return true;
+}
+
+/* A kept graph for the keys in m->keys, or NULL. */
+static step_graph * find_graph(ngpt_model * m, int n_items) {
+    for (int i = 0; i < N_GRAPHS; i++) {
+        step_graph * g = &m->graphs[i];
+        if (g->plan == m->plan_gen && g->n_items == n_items &&
+            memcmp(g->keys, m->keys, sizeof(*m->keys) * (size_t) n_items) == 0) {
+            return g;
+        }
+    }
+    return NULL;
+}
+
+/* The graph to build the next one in: one never used or no longer valid,
+ * else the least recently run. */
+static step_graph * evict_graph(ngpt_model * m) {
+    step_graph * victim = &m->graphs[0];
+    for (int i = 0; i < N_GRAPHS; i++) {
+        step_graph * g = &m->graphs[i];
+        if (g->plan != m->plan_gen) {
+            victim = g;
+            break;
+        }
+        if (g->used < victim->used) {
+            victim = g;
+        }
+    }
+    reset_step_graph(victim);
+    return victim;
+}
+
+/* Grow the model's staging buffer for the inputs of one step. */
+static bool reserve_stage(ngpt_model * m, size_t size, char * err, size_t err_len) {
+    if (size <= m->stage_size) {
+        return true;
+    }
+    free(m->stage);
+    m->stage      = malloc(size);
+    m->stage_size = m->stage ? size : 0;
+    if (m->stage == NULL) {
         set_oom(err, err_len);
         return false;
     }
-    int32_t * tok = buf, * pos = buf + N, * last = buf + 2 * N;
-    for (int i = 0; i < n_items; i++) {
+    return true;
+}
+
+/* Item i's causal mask, [t_pad, n]: query r (at position n_past + r) sees
+ * keys 0 .. n_past + r; later keys, and the padding past t, get −inf. */
+static void fill_mask(float * mask, int n_past, int n, int t_pad) {
+    for (int r = 0; r < n; r++) {
+        float * row  = mask + (size_t) r * t_pad;
+        const int seen = n_past + r + 1;
+        for (int j = 0; j < t_pad; j++) {
+            row[j] = j < seen ? 0.0f : -INFINITY;
+        }
+    }
+}
+
+/* Where item i's new values go: for its token j (position p = n_past + j)
+ * and channel c, the float c·cap + p of its run's span, vrows[j·C + c]. */
+static void fill_vrows(int32_t * vrows, const ngpt_item * it, int C) {
+    const int64_t base = it->seq->first * C, cap = it->seq->capacity;
+    for (int j = 0; j < it->n_tokens; j++) {
+        const int64_t p = it->n_past + j;
+        for (int c = 0; c < C; c++) {
+            vrows[(size_t) j * C + c] = (int32_t) (base + c * cap + p);
+        }
+    }
+}
+
+/* Upload an input. One that no op reads has no memory (the allocator skips
+ * what the graph does not reach): the mask of a one-layer model's prompt
+ * chunk, whose only attention nothing needs. */
+static void set_input(struct ggml_tensor * t, const void * data, size_t size) {
+    if (t != NULL && t->buffer != NULL) {
+        ggml_backend_tensor_set(t, data, 0, size);
+    }
+}
+
+/* idx, the positions each item's new tokens take (n_past onwards), the pool
+ * rows their keys and values go to, the row of each item's last token, and
+ * the masks; staged in the model's buffer and uploaded. */
+static bool set_step_inputs(ngpt_model * m, const step_graph * sg, const ngpt_item * items,
+                            char * err, size_t err_len) {
+    const size_t N = (size_t) sg->N, C = (size_t) m->hp.n_embd;
+    const size_t n_ints = (3 + C) * N + (size_t) sg->n_logits;
+    if (!reserve_stage(m, sizeof(int32_t) * n_ints + sizeof(float) * (size_t) sg->n_mask, err, err_len)) {
+        return false;
+    }
+    int32_t * tok = m->stage, * pos = tok + N, * rows = pos + N, * vrows = rows + N, * last = vrows + C * N;
+    float   * mask = (float *) (tok + n_ints);
+    for (int i = 0; i < sg->n_items; i++) {
         const ngpt_item * it = &items[i];
         const item_slot * s  = &sg->slots[i];
         for (int j = 0; j < it->n_tokens; j++) {
-            tok[s->first + j] = it->tokens[j];
-            pos[s->first + j] = it->n_past + j;
+            tok[s->first + j]  = it->tokens[j];
+            pos[s->first + j]  = it->n_past + j;
+            rows[s->first + j] = (int32_t) (it->seq->first + it->n_past + j);
         }
+        fill_vrows(vrows + (size_t) s->first * C, it, (int) C);
         if (s->logit_row >= 0) {
             last[s->logit_row] = s->first + it->n_tokens - 1;
         }
+        fill_mask(mask + s->mask_off, it->n_past, it->n_tokens, sg->keys[i].t_pad);
     }
-    ggml_backend_tensor_set(sg->inp_tokens, tok, 0, sizeof(int32_t) * (size_t) N);
-    ggml_backend_tensor_set(sg->inp_pos, pos, 0, sizeof(int32_t) * (size_t) N);
-    if (sg->inp_last) {
-        ggml_backend_tensor_set(sg->inp_last, last, 0, sizeof(int32_t) * (size_t) sg->n_logits);
-    }
-    free(buf);
+    set_input(sg->inp_tokens, tok, sizeof(int32_t) * N);
+    set_input(sg->inp_pos, pos, sizeof(int32_t) * N);
+    set_input(sg->inp_rows, rows, sizeof(int32_t) * N);
+    set_input(sg->inp_vrows, vrows, sizeof(int32_t) * C * N);
+    set_input(sg->inp_mask, mask, sizeof(float) * (size_t) sg->n_mask);
+    set_input(sg->inp_last, last, sizeof(int32_t) * (size_t) sg->n_logits);
     return true;
+}
+
+/* Attention reads each cache up to t_pad, past the positions written so far;
+ * the mask gives those keys probability 0, but 0 · NaN is NaN, and a block
+ * holds whatever its last holder left there (or nothing ever written). So
+ * before a step reads new positions they are zeroed, once per ATTN_PAD
+ * positions of a sequence's growth. */
+static void clean_caches(const ngpt_model * m, const step_graph * sg, const ngpt_item * items) {
+    for (int i = 0; i < sg->n_items; i++) {
+        ngpt_seq * seq = items[i].seq;
+        const int from = seq->clean, to = sg->keys[i].t_pad;
+        if (to <= from) {
+            continue;
+        }
+        const size_t C = (size_t) m->hp.n_embd, cap = (size_t) seq->capacity, np = (size_t) (to - from);
+        const size_t f = sizeof(float);
+        for (int l = 0; l < m->hp.n_layer; l++) {
+            struct ggml_tensor * kc = m->kv_k[l];  /* [C, P] */
+            struct ggml_tensor * vc = m->kv_v[l];  /* [P·C], the run's span [cap, C] */
+            ggml_backend_tensor_memset(kc, 0, (size_t) (seq->first + from) * kc->nb[1], np * kc->nb[1]);
+            for (size_t c = 0; c < C; c++) {
+                ggml_backend_tensor_memset(vc, 0, ((size_t) seq->first * C + c * cap + (size_t) from) * f, np * f);
+            }
+        }
+        seq->clean = to;
+    }
 }
 
 static bool compute_step_graph(ngpt_model * m, step_graph * sg, char * err, size_t err_len) {
@@ -1080,10 +1498,11 @@ static bool compute_step_graph(ngpt_model * m, step_graph * sg, char * err, size
     return true;
 }
 
-/* Copy each item's logits and probabilities into the caller's buffers. */
-static void read_step_outputs(const ngpt_model * m, const step_graph * sg, const ngpt_item * items, int n_items) {
+/* Copy each item's logits and probabilities into the caller's buffers. The
+ * probabilities are [t_pad, n, H]: each row's first t entries are the keys. */
+static void read_step_outputs(const ngpt_model * m, const step_graph * sg, const ngpt_item * items) {
     const int H = m->hp.n_head, V = m->hp.n_vocab;
-    for (int i = 0; i < n_items; i++) {
+    for (int i = 0; i < sg->n_items; i++) {
         const ngpt_item * it = &items[i];
         const item_slot * s  = &sg->slots[i];
         const int n = it->n_tokens, t = it->n_past + n;
@@ -1092,7 +1511,7 @@ static void read_step_outputs(const ngpt_model * m, const step_graph * sg, const
                                     sizeof(float) * (size_t) V);
         }
         if (s->traced) {
-            /* the newest query's row, for every head: [t, n, H] at row n−1 */
+            /* the newest query's row, for every head: row n−1 */
             const struct ggml_tensor * p = s->traced;
             for (int h = 0; h < H; h++) {
                 ggml_backend_tensor_get(p, it->attn_row + (size_t) h * t,
@@ -1102,8 +1521,11 @@ static void read_step_outputs(const ngpt_model * m, const step_graph * sg, const
         }
         if (s->full) {
             const struct ggml_tensor * p = s->full;
-            ggml_backend_tensor_get(p, it->full_attn, (size_t) it->full_head * p->nb[2],
-                                    sizeof(float) * (size_t) n * (size_t) t);
+            for (int r = 0; r < n; r++) {
+                ggml_backend_tensor_get(p, it->full_attn + (size_t) r * t,
+                                        (size_t) it->full_head * p->nb[2] + (size_t) r * p->nb[1],
+                                        sizeof(float) * (size_t) t);
+            }
         }
     }
 }
@@ -1120,14 +1542,31 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
     if (!items_ok(m, items, n_items, err, err_len)) {
         return 1;
     }
-    step_graph sg;
-    bool ok = build_step_graph(m, items, n_items, &sg, err, err_len) &&
-              alloc_step_graph(m, &sg, err, err_len) &&
-              set_step_inputs(&sg, items, n_items, err, err_len) &&
-              compute_step_graph(m, &sg, err, err_len);
-    if (ok) {
-        read_step_outputs(m, &sg, items, n_items);
+    if (!make_keys(m, items, n_items, err, err_len)) {
+        return 1;
     }
-    free_step_graph(&sg);
-    return ok ? 0 : 1;
+    step_graph * g = find_graph(m, n_items);
+    if (g == NULL) {
+        g = evict_graph(m);
+        if (!build_step_graph(m, items, n_items, g, err, err_len) || !plan_step_graph(m, g, err, err_len)) {
+            reset_step_graph(g);
+            return 1;
+        }
+    }
+    g->used = ++m->n_steps;
+    if (!set_step_inputs(m, g, items, err, err_len)) {
+        return 1;
+    }
+    clean_caches(m, g, items);
+    const bool shared = g->threads > 1;
+    use_threads(m, choose_threads(m, shared));
+    const double began = now_seconds();
+    if (!compute_step_graph(m, g, err, err_len)) {
+        return 1;
+    }
+    if (shared && m->choice != NULL && m->n_threads > 1) {
+        record_threads(m, g->N, now_seconds() - began);
+    }
+    read_step_outputs(m, g, items);
+    return 0;
 }

@@ -3,10 +3,11 @@
  *
  * The model is a small byte-level GPT (docs/ARCHITECTURE.md): pre-norm blocks
  * with LayerNorm, rotary attention and a GELU MLP, and an LM head tied to the
- * token embedding. This library keeps the weights in ggml backend buffers, one
- * KV cache per sequence, and runs one ggml graph per step for a whole batch of
- * sequences. Results (logits, attention probabilities) are copied into buffers
- * the caller owns before ngpt_step returns.
+ * token embedding. This library keeps the weights in ggml backend buffers and
+ * every sequence's KV cache in one pool of fixed-size blocks that the model
+ * owns, and runs one ggml graph per step for a whole batch of sequences.
+ * Results (logits, attention probabilities) are copied into buffers the
+ * caller owns before ngpt_step returns.
  *
  * Ownership: the caller owns every pointer it passes in; the library reads or
  * writes them only during the call and keeps none. Models and sequences are
@@ -15,7 +16,8 @@
  * ngpt_backends_load runs before any model is loaded, on one thread.
  * Errors: functions that can fail write a message into err (err_len bytes,
  * always NUL-terminated; err may be NULL) and return NULL or a non-zero
- * status. Nothing here exits or aborts on bad input that the caller passes in.
+ * status (NGPT_ERROR, or NGPT_KV_FULL where the pool is the reason). Nothing
+ * here exits or aborts on bad input that the caller passes in.
  * Handles: models and sequences carry a magic number that every function
  * checks and that freeing clears, so a NULL, foreign or freed handle is
  * refused with an error. A freed handle is still the caller's bug: its
@@ -31,6 +33,13 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#define NGPT_OK      0
+#define NGPT_ERROR   1
+#define NGPT_KV_FULL 2  /* the KV pool has no room now; it may have later */
+
+/* Positions per KV block: the pool's unit of allocation. */
+#define NGPT_KV_BLOCK 32
 
 /* Hyper-parameters, as read from the GGUF metadata. */
 typedef struct ngpt_hparams {
@@ -75,12 +84,18 @@ int ngpt_backends_load(const char * dir, char * err, size_t err_len);
  * ref is checked against blob_len before ggml sees it.
  * device: "cpu", "cuda", "metal" (or "mps"), or "gpu" for the first GPU ggml
  * has; a device from a loaded module before a built-in one.
- * n_threads: CPU threads in the persistent threadpool (1..512).
+ * n_threads: the most CPU threads a step uses (1..512): decode steps run on
+ * the calling thread alone, steps with long prompt chunks on every thread
+ * while that measures faster.
+ * kv_blocks: blocks in the KV pool (see ngpt_kv_block_bytes); at least enough
+ * for one sequence of n_ctx positions. The pool's memory is reserved once
+ * and taken from the OS as blocks are first used; it is never given back
+ * while the model lives.
  * Returns the model, or NULL with a message in err. */
 ngpt_model * ngpt_model_load(const ngpt_hparams * hp,
                              const void * blob, size_t blob_len,
                              const ngpt_tensor_ref * refs, int n_refs,
-                             const char * device, int n_threads,
+                             const char * device, int n_threads, int64_t kv_blocks,
                              char * err, size_t err_len);
 /* Free a model and everything it holds on the device. Returns 0; NULL is a
  * no-op. Returns non-zero and frees nothing when the handle is not a live
@@ -92,19 +107,31 @@ int          ngpt_model_free(ngpt_model * model);
  * "" for a handle that is not a live model. Valid while the model is. */
 const char * ngpt_model_backend(const ngpt_model * model);
 
-/* A sequence owns a KV cache for up to capacity positions (1..n_ctx), on the
- * model's device; its contents start undefined. Returns the sequence, or NULL
- * with a message in err. */
-ngpt_seq * ngpt_seq_new(ngpt_model * model, int capacity, char * err, size_t err_len);
-/* Grow a sequence's cache to capacity positions (never shrinks), keeping the
- * first n_keep. Caches start small and grow as the sequence does, so memory
- * follows the tokens actually held rather than the most a request may take.
- * The handle stays valid. Returns 0, or non-zero with a message in err and the
- * sequence as it was. */
-int        ngpt_seq_grow(ngpt_seq * seq, int capacity, int n_keep, char * err, size_t err_len);
-/* Free a sequence and its cache. Returns 0; NULL is a no-op. Returns
- * non-zero and frees nothing when the handle is not a live sequence. */
-int        ngpt_seq_free(ngpt_seq * seq);
+/* Bytes of one KV block (NGPT_KV_BLOCK positions, keys and values of every
+ * layer), so the caller can size the pool; 0 when hp is NULL or its
+ * hyper-parameters are ones ngpt_model_load refuses. */
+size_t ngpt_kv_block_bytes(const ngpt_hparams * hp);
+
+/* The pool's size and what is free now, in blocks; both 0 for a handle that
+ * is not a live model. stats NULL is a no-op. */
+typedef struct ngpt_kv_stats {
+    int64_t blocks;
+    int64_t free_blocks;
+} ngpt_kv_stats;
+void ngpt_kv_stats_get(const ngpt_model * model, ngpt_kv_stats * stats);
+
+/* A sequence holds a KV cache for up to capacity positions (1..n_ctx): the
+ * blocks for all of them are taken from the pool now, so a sequence never
+ * grows, never copies its cache and never finds the pool full later. Its
+ * contents start undefined. On success *seq is the sequence and the result
+ * NGPT_OK; NGPT_KV_FULL when the pool has no room for it now (freeing other
+ * sequences makes room); NGPT_ERROR otherwise (seq NULL, not a live model,
+ * capacity out of range), with a message in err. *seq is NULL on failure. */
+int ngpt_seq_new(ngpt_model * model, int capacity, ngpt_seq ** seq, char * err, size_t err_len);
+/* Free a sequence: its blocks go back to the pool. Returns 0; NULL is a
+ * no-op. Returns non-zero and frees nothing when the handle is not a live
+ * sequence. */
+int ngpt_seq_free(ngpt_seq * seq);
 
 /* One sequence's share of a step: n_tokens tokens placed at positions
  * n_past .. n_past+n_tokens-1 of its cache, attending to the n_past tokens

@@ -21,8 +21,6 @@ import (
 	"nielsgpt/internal/testkit"
 )
 
-func TestMain(m *testing.M) { testkit.Main(m) }
-
 type run struct {
 	tokens []int
 	attn   [][][]float32
@@ -248,6 +246,7 @@ func benchThreads() int {
 // graph for one new token attending to 127 cached ones, the trace row and
 // logits copied out, and the token sampled.
 func BenchmarkDecodeStepTraced(b *testing.B) {
+	b.ReportAllocs()
 	m := syntheticModel(b, harness.Deployed, Options{Threads: benchThreads()})
 	c := m.Config()
 	const ctxLen = 128
@@ -275,6 +274,7 @@ func BenchmarkDecodeStepTraced(b *testing.B) {
 
 // Whole generations through the scheduler, traced, one stream.
 func BenchmarkGenerateTraced(b *testing.B) {
+	b.ReportAllocs()
 	m := syntheticModel(b, harness.Deployed, Options{Threads: benchThreads()})
 	prompt := []byte("user: tell me about niels\nassistant: ")
 	tokens := 0
@@ -295,6 +295,7 @@ func BenchmarkGenerateTraced(b *testing.B) {
 // A full window of prompt (what a 16 KB transcript becomes) in one step, with
 // the logits and trace row the first token needs: time to first token.
 func BenchmarkPrefillWindowTraced(b *testing.B) {
+	b.ReportAllocs()
 	m := syntheticModel(b, harness.Deployed, Options{Threads: benchThreads()})
 	c := m.Config()
 	cache := newCache(b, m, c.Context)
@@ -313,6 +314,7 @@ func BenchmarkPrefillWindowTraced(b *testing.B) {
 
 // One step decoding a token for each of 16 sequences at context 128, traced.
 func BenchmarkDecodeStep16Traced(b *testing.B) {
+	b.ReportAllocs()
 	m := syntheticModel(b, harness.Deployed, Options{Threads: benchThreads()})
 	c := m.Config()
 	const streams, ctxLen = 16, 128

@@ -31,7 +31,7 @@ func (m *Model) TracedDecodeRate(context, traceLayer int, d time.Duration) (Deco
 	if context < 2 || context > c.Context || traceLayer < 0 || traceLayer >= c.Layers {
 		return DecodeRate{}, errors.New("context or trace layer out of range")
 	}
-	cache, err := m.newKVCache(roundUp(context, kvGrain))
+	cache, err := m.newKVCache(context)
 	if err != nil {
 		return DecodeRate{}, err
 	}
@@ -87,7 +87,7 @@ func (m *Model) TracedPrefillTime(prompt []byte, traceLayer, runs int) (time.Dur
 	times := make([]time.Duration, 0, runs)
 	for range runs + 1 { // the first pays for the graph at this shape
 		began := time.Now()
-		cache, err := m.newKVCache(roundUp(n, kvGrain))
+		cache, err := m.newKVCache(n)
 		if err != nil {
 			return 0, err
 		}

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"time"
 	"unsafe"
 
 	"nielsgpt/gguf"
@@ -30,7 +31,7 @@ type Options struct {
 	// variant that suits this machine best then runs instead of the CPU
 	// backend built into the binary, and Device "cuda" finds CUDA there.
 	BackendDir string
-	Threads    int // CPU threads for ggml's persistent pool; 0 means defaultThreads()
+	Threads    int // the most CPU threads a step uses; 0 means defaultThreads()
 	// PrefillChunk caps the prompt tokens one sequence feeds per step, so a
 	// long prompt shares steps with running streams. 0 means 128.
 	PrefillChunk int
@@ -41,7 +42,26 @@ type Options struct {
 	// OnStep, when set, hears how long each engine step took: phase is
 	// "prefill", "decode" or "mixed", tokens the tokens fed in that step.
 	OnStep func(phase string, seconds float64, tokens int)
+	// KVCacheMB bounds the KV pool, the memory every sequence's cache comes
+	// from (MiB, at least one full window). 0 sizes it for KVWindows full
+	// windows of the model.
+	KVCacheMB int
+	// KVWindows is how many sequences of a full window (T positions) the
+	// pool holds when KVCacheMB is 0; 0 means defaultKVWindows.
+	KVWindows int
+	// KVWait bounds how long a new sequence waits for room in a full pool
+	// before Generate fails with ErrKVFull; 0 means defaultKVWait.
+	KVWait time.Duration
 }
+
+// defaultKVWindows sizes a default pool: the server's default concurrency
+// cap (MAX_CONCURRENT), so that by default the cap is what limits.
+const defaultKVWindows = 64
+
+// defaultKVWait is long enough to ride out a burst (a reply finishes, its
+// blocks come back) and short enough that a client is told to retry rather
+// than left hanging.
+const defaultKVWait = 5 * time.Second
 
 // Model is a loaded niels-gpt with its batching scheduler. It is safe for
 // concurrent use: every Generate joins the same stream of batched steps.
@@ -51,6 +71,7 @@ type Model struct {
 	c       *C.ngpt_model
 	backend string
 	sched   *scheduler
+	scratch stepScratch // only the goroutine running steps touches it
 }
 
 const errLen = 512
@@ -96,6 +117,12 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	if opts.PrefillChunk <= 0 {
 		opts.PrefillChunk = defaultPrefillChunk
 	}
+	if opts.KVWindows <= 0 {
+		opts.KVWindows = defaultKVWindows
+	}
+	if opts.KVWait <= 0 {
+		opts.KVWait = defaultKVWait
+	}
 	opts.PrefillChunk = min(opts.PrefillChunk, cfg.Context, stepTokenBudget)
 
 	hp := C.ngpt_hparams{
@@ -122,6 +149,10 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	if len(refs) == 0 || len(data) == 0 {
 		return nil, errors.New("no tensors")
 	}
+	kvBlocks, err := poolBlocks(&hp, opts)
+	if err != nil {
+		return nil, err
+	}
 	device := C.CString(opts.Device)
 	defer C.free(unsafe.Pointer(device))
 	var errBuf [errLen]C.char
@@ -133,7 +164,7 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 		}
 	}
 	c := C.ngpt_model_load(&hp, unsafe.Pointer(&data[0]), C.size_t(len(data)), &refs[0], C.int(len(refs)),
-		device, C.int(opts.Threads), &errBuf[0], errLen)
+		device, C.int(opts.Threads), C.int64_t(kvBlocks), &errBuf[0], errLen)
 	if c == nil {
 		return nil, fmt.Errorf("loading model: %s", C.GoString(&errBuf[0]))
 	}
@@ -158,13 +189,33 @@ func loadBackends(dir string) error {
 	return nil
 }
 
-// defaultThreads leaves one core to the Go side. ggml's workers meet at a
-// spinning barrier after every op; when one of them is descheduled (because
-// the HTTP handlers, JSON encoding or another process want the core) the rest
-// spin for a whole time slice. On two busy cores that made a 3 ms request
-// take 800 ms, so the pool never claims every core by default.
+// poolBlocks sizes the KV pool in blocks of C.NGPT_KV_BLOCK positions.
+func poolBlocks(hp *C.ngpt_hparams, opts Options) (int64, error) {
+	blockBytes := int64(C.ngpt_kv_block_bytes(hp))
+	if blockBytes == 0 {
+		// hyper-parameters ngpt_model_load refuses, with its own message
+		return 0, nil
+	}
+	window := (int64(hp.n_ctx) + C.NGPT_KV_BLOCK - 1) / C.NGPT_KV_BLOCK // blocks
+	if opts.KVCacheMB == 0 {
+		return int64(opts.KVWindows) * window, nil
+	}
+	blocks := int64(opts.KVCacheMB) << 20 / blockBytes
+	if blocks < window {
+		return 0, fmt.Errorf("a KV cache of %d MiB cannot hold one window of %d positions (%.1f MiB)",
+			opts.KVCacheMB, hp.n_ctx, float64(window*blockBytes)/(1<<20))
+	}
+	return blocks, nil
+}
+
+// defaultThreads is one per core. Only steps with long matmuls (prompt
+// chunks, windows) use them all; decode steps run on one thread, because
+// ggml's workers meet at a spinning barrier after every op, and with every
+// core claimed for short ops a worker descheduled by the Go side made the
+// others spin for a time slice (a 3 ms request took 800 ms). See csrc's
+// threads section.
 func defaultThreads() int {
-	return max(1, runtime.NumCPU()-1)
+	return max(1, runtime.NumCPU())
 }
 
 // Config reports the model's hyper-parameters.
@@ -184,34 +235,31 @@ func (m *Model) Close() {
 	m.sched.stop()
 	C.ngpt_model_free(m.c)
 	m.c = nil
+	m.scratch.free()
 }
 
-// kvCache is one sequence's cache on the C side.
+// kvCache is one sequence's cache: a run of blocks of the model's KV pool,
+// for capacity positions, held from admission to the end.
 type kvCache struct {
 	c        *C.ngpt_seq
 	capacity int
 }
 
+// errNoRoom says the pool cannot hold another cache now; the scheduler
+// waits for room, and only then fails with ErrKVFull.
+var errNoRoom = errors.New("no room in the KV pool")
+
 func (m *Model) newKVCache(capacity int) (*kvCache, error) {
-	var errBuf [errLen]C.char
-	c := C.ngpt_seq_new(m.c, C.int(capacity), &errBuf[0], errLen)
-	if c == nil {
+	var c *C.ngpt_seq
+	errBuf := &m.scratch.errBuf
+	switch C.ngpt_seq_new(m.c, C.int(capacity), &c, &errBuf[0], errLen) {
+	case C.NGPT_OK:
+		return &kvCache{c: c, capacity: capacity}, nil
+	case C.NGPT_KV_FULL:
+		return nil, errNoRoom
+	default:
 		return nil, errors.New(C.GoString(&errBuf[0]))
 	}
-	return &kvCache{c: c, capacity: capacity}, nil
-}
-
-// grow enlarges the cache to capacity positions, keeping the first keep.
-func (k *kvCache) grow(capacity, keep int) error {
-	if capacity <= k.capacity {
-		return nil
-	}
-	var errBuf [errLen]C.char
-	if C.ngpt_seq_grow(k.c, C.int(capacity), C.int(keep), &errBuf[0], errLen) != 0 {
-		return errors.New(C.GoString(&errBuf[0]))
-	}
-	k.capacity = capacity
-	return nil
 }
 
 func (k *kvCache) free() {
@@ -219,6 +267,14 @@ func (k *kvCache) free() {
 		C.ngpt_seq_free(k.c)
 		k.c = nil
 	}
+}
+
+// kvPositions is how many positions the KV pool holds in all, and how many
+// are free.
+func (m *Model) kvPositions() (total, free int) {
+	var st C.ngpt_kv_stats
+	C.ngpt_kv_stats_get(m.c, &st)
+	return int(st.blocks) * C.NGPT_KV_BLOCK, int(st.free_blocks) * C.NGPT_KV_BLOCK
 }
 
 // stepItem is one sequence's share of a step, with Go-owned outputs.
@@ -234,40 +290,101 @@ type stepItem struct {
 	fullAttn   []float32 // n × t when requested
 }
 
-// step runs one batched forward pass: the only cgo call on the hot path. The
-// outputs are written straight into the items' Go slices, pinned for the call.
+// stepScratch is the C memory a step's items, tokens and outputs pass
+// through. Go memory handed to C may hold Go pointers only when they are
+// pinned, and pinning allocates on every step; memory C owns holds what it
+// likes. It grows when a step needs more and is then reused, so a step
+// allocates nothing.
+type stepScratch struct {
+	items    *C.ngpt_item
+	capItems int
+	words    unsafe.Pointer // 4-byte words: tokens in, logits and probabilities out
+	capWords int
+	errBuf   [errLen]C.char
+}
+
+func (s *stepScratch) reserve(nItems, nWords int) error {
+	if nItems > s.capItems {
+		C.free(unsafe.Pointer(s.items))
+		s.items = (*C.ngpt_item)(C.calloc(C.size_t(nItems), C.size_t(unsafe.Sizeof(C.ngpt_item{}))))
+		s.capItems = nItems
+	}
+	if nWords > s.capWords {
+		C.free(s.words)
+		s.words = C.malloc(C.size_t(nWords) * 4)
+		s.capWords = nWords
+	}
+	if s.items == nil || s.words == nil {
+		s.free()
+		return errors.New("out of memory for a step")
+	}
+	return nil
+}
+
+func (s *stepScratch) free() {
+	C.free(unsafe.Pointer(s.items))
+	C.free(s.words)
+	*s = stepScratch{}
+}
+
+// words returns the next n words of the scratch after *off, and moves *off on.
+func (s *stepScratch) take(off *int, n int) unsafe.Pointer {
+	p := unsafe.Add(s.words, *off*4)
+	*off += n
+	return p
+}
+
+// words counts the scratch words an item needs: its tokens and its outputs.
+func (it *stepItem) words() int {
+	return len(it.tokens) + len(it.logits) + len(it.attnRow) + len(it.fullAttn)
+}
+
+// step runs one batched forward pass: the only cgo call on the hot path.
+// Tokens go to C and the outputs come back through the model's scratch.
 func (m *Model) step(items []stepItem) error {
-	var pin runtime.Pinner
-	defer pin.Unpin()
-	citems := make([]C.ngpt_item, len(items))
+	words := 0
+	for i := range items {
+		words += items[i].words()
+	}
+	s := &m.scratch
+	if err := s.reserve(len(items), words); err != nil {
+		return err
+	}
+	citems := unsafe.Slice(s.items, len(items))
+	off := 0
 	for i := range items {
 		it := &items[i]
 		ci := &citems[i]
-		ci.seq = it.cache.c
-		pin.Pin(&it.tokens[0])
-		ci.tokens = (*C.int32_t)(unsafe.Pointer(&it.tokens[0]))
-		ci.n_tokens = C.int32_t(len(it.tokens))
-		ci.n_past = C.int32_t(it.nPast)
-		ci.trace_layer, ci.full_layer, ci.full_head = -1, -1, -1
+		*ci = C.ngpt_item{seq: it.cache.c, n_tokens: C.int32_t(len(it.tokens)), n_past: C.int32_t(it.nPast),
+			trace_layer: -1, full_layer: -1, full_head: -1}
+		ci.tokens = (*C.int32_t)(s.take(&off, len(it.tokens)))
+		copy(unsafe.Slice((*int32)(unsafe.Pointer(ci.tokens)), len(it.tokens)), it.tokens)
 		if it.logits != nil {
-			pin.Pin(&it.logits[0])
-			ci.logits = (*C.float)(unsafe.Pointer(&it.logits[0]))
+			ci.logits = (*C.float)(s.take(&off, len(it.logits)))
 		}
 		if it.traceLayer >= 0 {
-			pin.Pin(&it.attnRow[0])
 			ci.trace_layer = C.int32_t(it.traceLayer)
-			ci.attn_row = (*C.float)(unsafe.Pointer(&it.attnRow[0]))
+			ci.attn_row = (*C.float)(s.take(&off, len(it.attnRow)))
 		}
 		if it.fullLayer >= 0 {
-			pin.Pin(&it.fullAttn[0])
-			ci.full_layer = C.int32_t(it.fullLayer)
-			ci.full_head = C.int32_t(it.fullHead)
-			ci.full_attn = (*C.float)(unsafe.Pointer(&it.fullAttn[0]))
+			ci.full_layer, ci.full_head = C.int32_t(it.fullLayer), C.int32_t(it.fullHead)
+			ci.full_attn = (*C.float)(s.take(&off, len(it.fullAttn)))
 		}
 	}
-	var errBuf [errLen]C.char
-	if rc := C.ngpt_step(m.c, &citems[0], C.int(len(citems)), &errBuf[0], errLen); rc != 0 {
-		return errors.New(C.GoString(&errBuf[0]))
+	if rc := C.ngpt_step(m.c, s.items, C.int(len(items)), &s.errBuf[0], errLen); rc != 0 {
+		return errors.New(C.GoString(&s.errBuf[0]))
+	}
+	for i := range items {
+		it, ci := &items[i], &citems[i]
+		if it.logits != nil {
+			copy(it.logits, unsafe.Slice((*float32)(unsafe.Pointer(ci.logits)), len(it.logits)))
+		}
+		if it.traceLayer >= 0 {
+			copy(it.attnRow, unsafe.Slice((*float32)(unsafe.Pointer(ci.attn_row)), len(it.attnRow)))
+		}
+		if it.fullLayer >= 0 {
+			copy(it.fullAttn, unsafe.Slice((*float32)(unsafe.Pointer(ci.full_attn)), len(it.fullAttn)))
+		}
 	}
 	return nil
 }

@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"nielsgpt/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -29,7 +31,7 @@ func TestMain(m *testing.M) {
 	if device := os.Getenv("NIELSGPT_TEST_DEVICE"); device != "" {
 		fixtureOptions.Device = device
 	}
-	os.Exit(m.Run())
+	testkit.Main(m)
 }
 
 // loadTestModules loads the modules before any test loads a model, so every

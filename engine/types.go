@@ -3,6 +3,13 @@ package engine
 // The engine's public vocabulary: what callers (the server, the terminal chat,
 // the benchmarks) ask for and what they get back. Nothing here touches C.
 
+import "errors"
+
+// ErrKVFull: the KV pool had no room for a new sequence's window (prompt +
+// max_new_tokens, at most T positions) within Options.KVWait. Nothing has
+// been generated; retrying later can succeed.
+var ErrKVFull = errors.New("engine busy: no room in the KV cache")
+
 // Sampling selects how each next token is drawn (docs/API.md, Generation).
 type Sampling struct {
 	Temperature float64 // 0 means greedy

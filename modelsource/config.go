@@ -30,10 +30,17 @@ type Config struct {
 	// (CPU variants, CUDA), loaded at start; "" keeps the CPU backend built
 	// into the binary.
 	BackendDir string
-	Threads    int // 0: the engine default (one per core, less one for the Go side)
+	Threads    int // 0: the engine default (one per core; decode steps use one)
 	// Baseline runs the original service's algorithm (no KV cache, one
 	// request at a time), so `nielsgpt bench` can measure both.
 	Baseline bool
+	// KVCacheMB bounds the engine's KV pool; 0 sizes it for KVWindows full
+	// windows of the model.
+	KVCacheMB int
+	// KVWindows is not a setting: serve fills it with MAX_CONCURRENT, so a
+	// default pool never holds back a request the concurrency cap admitted.
+	// 0 leaves the engine's default.
+	KVWindows int
 
 	// Hub holds CKPT_REPO_ID, CKPT_FILENAME, CKPT_DIR, HF_TOKEN, HF_ENDPOINT
 	// and HF_HUB_OFFLINE. Progress and Client are left to the caller.
@@ -65,7 +72,8 @@ func Settings(c *Config) []settings.Row {
 			c.BackendDir = v
 			return nil
 		}},
-		{Env: "THREADS", Flag: "threads", Default: "0", Usage: "CPU threads for the engine (0: one per core less one, at least 1)", Apply: settings.Int(&c.Threads, 0, 1024)},
+		{Env: "THREADS", Flag: "threads", Default: "0", Usage: "the most CPU threads an engine step uses (0: one per core; decode steps use one)", Apply: settings.Int(&c.Threads, 0, 1024)},
+		{Env: "KV_CACHE_MB", Flag: "kv-cache-mb", Default: "0", Usage: "memory for the KV caches of all streams, in MiB (0: enough for MAX_CONCURRENT full windows)", Apply: settings.Int(&c.KVCacheMB, 0, 1<<24)},
 		{Env: "BASELINE", Flag: "baseline", Default: "0", Switch: true, Usage: "run the original algorithm: whole window per token, one request at a time (for benchmarks)", Apply: settings.Bool(&c.Baseline)},
 		{Env: "CKPT_REPO_ID", Flag: "ckpt-repo-id", Default: hub.DefaultRepoID, Usage: "Hugging Face Hub model repository", Apply: settings.NonEmpty(&c.Hub.RepoID)},
 		{Env: "CKPT_FILENAME", Flag: "ckpt-filename", Default: hub.DefaultFilename, Usage: "checkpoint file name in the repository and in CKPT_DIR", Apply: func(v string) error {

@@ -56,13 +56,13 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	env := map[string]string{
 		"MODEL": "env.gguf", "HF_TOKEN": " hf_abc\n", "HF_HUB_OFFLINE": "1", "CKPT_DIR": "/tmp/ck",
 		"CKPT_REPO_ID": "me/model", "CKPT_FILENAME": "m.pt", "THREADS": "2", "DEVICE": "gpu",
-		"HF_ENDPOINT": "http://hub.local:8080/",
+		"HF_ENDPOINT": "http://hub.local:8080/", "KV_CACHE_MB": "48",
 	}
-	c, err := parseFlags([]string{"--model", "demo", "--baseline", "--device=cpu"}, env, io.Discard)
+	c, err := parseFlags([]string{"--model", "demo", "--baseline", "--device=cpu", "--kv-cache-mb", "96"}, env, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Model != "demo" || c.Device != "cpu" || c.Threads != 2 || !c.Baseline ||
+	if c.Model != "demo" || c.Device != "cpu" || c.Threads != 2 || !c.Baseline || c.KVCacheMB != 96 ||
 		c.Hub.Token != "hf_abc" || !c.Hub.Offline || c.Hub.Dir != "/tmp/ck" || c.Hub.RepoID != "me/model" ||
 		c.Hub.Filename != "m.pt" || c.Hub.Endpoint != "http://hub.local:8080" {
 		t.Fatalf("config %+v", c)
@@ -70,7 +70,7 @@ func TestConfigEnvAndFlags(t *testing.T) {
 
 	// The environment alone, as chat reads it.
 	c, err = FromEnv(testkit.EnvLookup(env))
-	if err != nil || c.Model != "env.gguf" || c.Device != "gpu" || c.Threads != 2 || c.Hub.Token != "hf_abc" {
+	if err != nil || c.Model != "env.gguf" || c.Device != "gpu" || c.Threads != 2 || c.Hub.Token != "hf_abc" || c.KVCacheMB != 48 {
 		t.Fatalf("from the environment: %+v %v", c, err)
 	}
 	// A switch flag given a value keeps the boolean spellings.

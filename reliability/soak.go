@@ -111,7 +111,10 @@ type soakRun struct {
 	// layers and heads of the served model bound the trace layer and head
 	// the workers ask for.
 	layers, heads int
-	logf          func(format string, args ...any)
+	// kvPool is the server's KV pool (KV_CACHE_MB's default for its
+	// MAX_CONCURRENT), which by design stays resident once used.
+	kvPool int64
+	logf   func(format string, args ...any)
 
 	mu         sync.Mutex
 	outcomes   map[string]int
@@ -150,6 +153,9 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 		return nil, err
 	}
 	r.layers, r.heads = cfg.Layers, cfg.Heads
+	// A full window of keys and values (positions in blocks of 32, F32) for
+	// each slot: docs/API.md §11, KV_CACHE_MB.
+	r.kvPool = int64(o.MaxConcurrent) * int64((cfg.Context+31)/32*32) * 2 * int64(cfg.Layers) * int64(cfg.Embd) * 4
 	s, err := harness.StartReady(ctx, harness.Spec{Exe: o.Exe, Model: model, Env: o.mainServerEnv()}, soakStartTimeout)
 	if err != nil {
 		return nil, err

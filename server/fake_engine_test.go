@@ -25,6 +25,7 @@ type fakeEngine struct {
 	reply  string        // the bytes generated, in order; generation stops at its end
 	delay  time.Duration // before each step
 	failAt int           // step index at which Generate fails; -1 for never
+	refuse error         // when set, what Generate and FullAttention return before any step
 
 	steps   atomic.Int64 // steps run, over all requests
 	running atomic.Int64 // Generate/FullAttention calls in progress
@@ -79,6 +80,9 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.GenerateRequest, o
 	f.mu.Lock()
 	f.lastGen = req
 	f.mu.Unlock()
+	if f.refuse != nil {
+		return nil, f.refuse
+	}
 	var generated []byte
 	for i := 0; i < req.MaxNewTokens && i < len(f.reply); i++ {
 		if err := f.wait(ctx); err != nil {
@@ -176,6 +180,9 @@ func (f *fakeEngine) FullAttention(ctx context.Context, req engine.FullAttnReque
 	f.mu.Lock()
 	f.lastFull = req
 	f.mu.Unlock()
+	if f.refuse != nil {
+		return nil, f.refuse
+	}
 	tokens := append([]byte{}, req.Prompt...)
 	for i := 0; i < req.MaxNewTokens && i < len(f.reply); i++ {
 		if err := f.wait(ctx); err != nil {

@@ -60,6 +60,10 @@ func (s *Server) fullAttn(c *gin.Context) {
 
 	full, err := eng.FullAttention(c.Request.Context(), req)
 	if err != nil {
+		if errors.Is(err, engine.ErrKVFull) {
+			s.rejectBusy(c)
+			return
+		}
 		if s.baseCtx.Err() != nil {
 			// SHUTDOWN_TIMEOUT cut the work short; the client is still there.
 			writeError(c, s, http.StatusServiceUnavailable, "shutting_down", "Server is shutting down")

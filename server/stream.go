@@ -29,23 +29,25 @@ func (s *Server) streamChat(c *gin.Context, eng Engine, req engine.GenerateReque
 	// Flush through the net/http writer itself: gin's Flush drops the error,
 	// and a failed flush is how a vanished client shows itself.
 	rc := http.NewResponseController(unwrapWriter(c.Writer))
-	h := c.Writer.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	// No chunked framing: net/http writes a chunk's header, body and trailer
-	// through a 4 KiB buffer, which cut each step's events (~12 KiB at the
-	// deployed size) into three write(2)s and three wake-ups of the client.
-	// Unframed, each step is one write. The stream then ends when the
-	// connection closes after `done`, as the Server-Sent Events
-	// recommendation suggests for HTTP/1.1; the next request opens a new
-	// connection (HTTP/2 frames as before).
-	h.Set("Transfer-Encoding", "identity")
-	c.Status(http.StatusOK)
-	_ = rc.SetWriteDeadline(s.writeDeadline())
-	c.Writer.WriteHeaderNow()
-	if err := rc.Flush(); err != nil {
-		return
+	// The stream's headers go out with its first event: until then the
+	// engine may still turn the request away (engine.ErrKVFull, §10.4),
+	// and that is a 503, not a stream.
+	started := false
+	start200 := func() {
+		started = true
+		h := c.Writer.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no")
+		// No chunked framing: net/http writes a chunk's header, body and
+		// trailer through a 4 KiB buffer, which cut each step's events (~12 KiB
+		// at the deployed size) into three write(2)s and three wake-ups of the
+		// client. Unframed, each step is one write. The stream then ends when
+		// the connection closes after `done`, as the Server-Sent Events
+		// recommendation suggests for HTTP/1.1; the next request opens a new
+		// connection (HTTP/2 frames as before).
+		h.Set("Transfer-Encoding", "identity")
+		c.Status(http.StatusOK)
 	}
 
 	// One buffer serves every step of this stream: a trace event for the
@@ -55,6 +57,9 @@ func (s *Server) streamChat(c *gin.Context, eng Engine, req engine.GenerateReque
 	written, failed := 0, false
 	var lastToken time.Time
 	result, genErr := eng.Generate(c.Request.Context(), req, func(step *engine.Step) error {
+		if !started {
+			start200()
+		}
 		buf = appendTraceEvent(appendTokenEvent(buf[:0], step), step)
 		if err := s.writeEvent(c, rc, buf); err != nil {
 			failed = true
@@ -73,6 +78,10 @@ func (s *Server) streamChat(c *gin.Context, eng Engine, req engine.GenerateReque
 	s.metrics.AddGeneratedTokens(written)
 	c.Set(ctxTokens, written)
 
+	if !started && errors.Is(genErr, engine.ErrKVFull) {
+		s.rejectBusy(c)
+		return
+	}
 	var final []byte
 	switch {
 	case failed:
@@ -89,6 +98,9 @@ func (s *Server) streamChat(c *gin.Context, eng Engine, req engine.GenerateReque
 		s.log.Error("generation failed", "error", genErr)
 		c.Set(ctxErrorCode, "engine_error")
 		final = appendJSONEvent(buf[:0], "error", errorBody{Error: "Generation failed", Code: "engine_error"})
+	}
+	if !started {
+		start200()
 	}
 	_ = s.writeEvent(c, rc, final)
 }

@@ -35,6 +35,9 @@ func parseServeConfig(args []string, lookupEnv func(string) (string, bool), usag
 	if err := settings.Parse(fs, args, lookupEnv, rows); err != nil {
 		return server.Config{}, modelsource.Config{}, err
 	}
+	// KV_CACHE_MB=0: room for a full window per generation slot, so that by
+	// default MAX_CONCURRENT is the only limit.
+	modelCfg.KVWindows = cfg.MaxConcurrent
 	return cfg, modelCfg, nil
 }
 

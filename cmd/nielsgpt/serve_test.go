@@ -15,13 +15,18 @@ import (
 )
 
 func TestServeConfigBothTables(t *testing.T) {
-	env := testkit.EnvLookup(map[string]string{"API_PORT": "9000", "MODEL": "env.gguf", "THREADS": "2", "HF_TOKEN": "hf_abc"})
+	env := testkit.EnvLookup(map[string]string{"API_PORT": "9000", "MODEL": "env.gguf", "THREADS": "2", "HF_TOKEN": "hf_abc",
+		"MAX_CONCURRENT": "12"})
 	cfg, modelCfg, err := parseServeConfig([]string{"--port", "9100", "--model", "demo", "--offline"}, env, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Port != 9100 || modelCfg.Model != "demo" || modelCfg.Threads != 2 || !modelCfg.Hub.Offline || modelCfg.Hub.Token != "hf_abc" {
 		t.Fatalf("server %+v, model %+v", cfg, modelCfg)
+	}
+	// The default KV pool holds a full window per generation slot.
+	if modelCfg.KVCacheMB != 0 || modelCfg.KVWindows != 12 {
+		t.Fatalf("KV pool: %d MiB, %d windows; want the default, sized for MAX_CONCURRENT=12", modelCfg.KVCacheMB, modelCfg.KVWindows)
 	}
 
 	_, _, err = parseServeConfig(nil, testkit.EnvLookup(map[string]string{"API_PORT": "x", "CKPT_FILENAME": "../x"}), io.Discard)

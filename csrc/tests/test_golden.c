@@ -9,18 +9,27 @@
  * window past T, computed the reference way (the whole window every step).
  * Here the cache does the work, as the engine drives it: one token at a time,
  * the window in one pass and in chunks, and greedy decoding that recomputes
- * the window from position 0 once it moves, with caches that start full size
- * or small and grow. With BACKEND_DIR the backend is a module from there, as
+ * the window from position 0 once it moves, in one cache for the whole run,
+ * or in a new cache at each move that lands on other blocks of a KV pool
+ * every block of which holds what earlier sequences left there. With
+ * BACKEND_DIR the backend is a module from there, as
  * `nielsgpt serve` runs it with BACKEND_DIR set: the best CPU variant for
  * this machine, or the DEVICE named (cuda).
  */
 #include "testutil.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define LOGIT_TOL 1e-4
 #define ATTN_TOL  1e-5
+
+/* The KV pool of the model under test, in windows (plus a few blocks, so a
+ * moving cache lands at every offset): small, so the moving greedy run goes
+ * round it several times. */
+#define POOL_WINDOWS 3
+#define POOL_EXTRA   2
 
 typedef struct golden {
     int      T, L, H, V, steps, trace_layer, n_prompt;
@@ -87,11 +96,7 @@ static void step(ngpt_model * m, const ngpt_item * it) {
  * attending to the cache the ones before it wrote. */
 static void test_prefill(ngpt_model * m, const golden * g) {
     const int T = g->T, V = g->V;
-    char err[256];
-    ngpt_seq * s = ngpt_seq_new(m, T, err, sizeof(err));
-    if (s == NULL) {
-        die("seq: %s", err);
-    }
+    ngpt_seq * s = new_seq(m, T);
     int32_t * tokens = malloc(sizeof(int32_t) * (size_t) T);
     for (int i = 0; i < T; i++) {
         tokens[i] = (int32_t) g->prefill_tokens[i];
@@ -129,11 +134,7 @@ static void test_prefill(ngpt_model * m, const golden * g) {
  * layer's newest attention row, against the prefill's. */
 static void test_decode(ngpt_model * m, const golden * g) {
     const int T = g->T, V = g->V, H = g->H;
-    char err[256];
-    ngpt_seq * s = ngpt_seq_new(m, T, err, sizeof(err));
-    if (s == NULL) {
-        die("seq: %s", err);
-    }
+    ngpt_seq * s = new_seq(m, T);
     float * logits = malloc(sizeof(float) * (size_t) V);
     float * rows   = malloc(sizeof(float) * (size_t) H * (size_t) T);
     double worst_logit = 0, worst_attn = 0;
@@ -162,19 +163,81 @@ static void test_decode(ngpt_model * m, const golden * g) {
     ngpt_seq_free(s);
 }
 
+/* Fill every block of the pool with what a sequence leaves behind: one-block
+ * sequences until the pool has no room (exactly its blocks, or the pool
+ * hands out what it does not have), each fed a block of tokens; then give
+ * them all back. A cache taken later starts on these stale keys and values,
+ * which the padded attention reads and must mask. */
+static void dirty_pool(ngpt_model * m, const golden * g) {
+    ngpt_kv_stats st;
+    ngpt_kv_stats_get(m, &st);
+    const int n = g->T < NGPT_KV_BLOCK ? g->T : NGPT_KV_BLOCK;
+    ngpt_seq ** seqs = calloc((size_t) st.blocks + 1, sizeof(*seqs));
+    int32_t * tokens = malloc(sizeof(int32_t) * (size_t) n);
+    char err[256];
+    int64_t held = 0;
+    int rc = NGPT_OK;
+    while (held <= st.blocks && (rc = ngpt_seq_new(m, n, &seqs[held], err, sizeof(err))) == NGPT_OK) {
+        for (int j = 0; j < n; j++) {
+            tokens[j] = (int32_t) ((held * 31 + j * 7) % g->V);
+        }
+        ngpt_item it = { .seq = seqs[held], .tokens = tokens, .n_tokens = n, .n_past = 0, .trace_layer = -1,
+                         .full_layer = -1 };
+        step(m, &it);
+        held++;
+    }
+    CHECK(rc == NGPT_KV_FULL && held == st.blocks, "a pool of %lld blocks held %lld one-block sequences (rc %d)",
+          (long long) st.blocks, (long long) held, rc);
+    for (int64_t i = 0; i < held; i++) {
+        CHECK(ngpt_seq_free(seqs[i]) == 0, "free a one-block sequence");
+    }
+    ngpt_kv_stats_get(m, &st);
+    CHECK(st.free_blocks == st.blocks, "%lld of %lld blocks free after every sequence ended",
+          (long long) st.free_blocks, (long long) st.blocks);
+    free(tokens);
+    free(seqs);
+}
+
+/* A cache of T positions on other blocks than the last one's: a one-block
+ * spacer is taken first, so the cache lands at least one block further on;
+ * when the pool has no room left, the spacers go back and it starts again
+ * from the lowest block. *wraps counts the times it went round. */
+static ngpt_seq * moved_seq(ngpt_model * m, int T, ngpt_seq ** spacers, int * n_spacers, int * wraps) {
+    char err[256];
+    for (;;) {
+        ngpt_seq * spacer = NULL, * s = NULL;
+        int rc = ngpt_seq_new(m, 1, &spacer, err, sizeof(err));
+        if (rc == NGPT_OK) {
+            spacers[(*n_spacers)++] = spacer;
+            rc = ngpt_seq_new(m, T, &s, err, sizeof(err));
+        }
+        if (rc == NGPT_OK) {
+            return s;
+        }
+        if (rc != NGPT_KV_FULL || *n_spacers == 0) {
+            die("a cache of %d positions (rc %d): %s", T, rc, err);
+        }
+        CHECK(s == NULL, "a refused sequence came back as a handle");
+        for (int i = 0; i < *n_spacers; i++) {
+            CHECK(ngpt_seq_free(spacers[i]) == 0, "free a spacer");
+        }
+        *n_spacers = 0;
+        (*wraps)++;
+    }
+}
+
 /* Greedy decoding as the engine's scheduler does it: the window is the last
  * T tokens; while it stays put each step feeds the new token, and once it
  * moves every position shifted, so the cache is recomputed from position 0.
- * grain 0: a cache of T positions from the start; otherwise the cache starts
- * at grain positions and grows in steps of grain, keeping what it holds. */
-static void test_greedy(ngpt_model * m, const golden * g, int grain) {
+ * moving false: one cache of T positions for the whole run; true: a new
+ * cache at every move, somewhere else in the pool (see moved_seq). */
+static void test_greedy(ngpt_model * m, const golden * g, bool moving) {
     const int T = g->T, V = g->V, H = g->H;
-    char err[256];
-    int capacity = grain > 0 && grain < T ? grain : T;
-    ngpt_seq * s = ngpt_seq_new(m, capacity, err, sizeof(err));
-    if (s == NULL) {
-        die("seq: %s", err);
-    }
+    ngpt_kv_stats st;
+    ngpt_kv_stats_get(m, &st);
+    ngpt_seq ** spacers = calloc((size_t) st.blocks, sizeof(*spacers));
+    int n_spacers = 0, wraps = 0;
+    ngpt_seq * s = moving ? moved_seq(m, T, spacers, &n_spacers, &wraps) : new_seq(m, T);
     int32_t * ids  = malloc(sizeof(int32_t) * (size_t) (g->n_prompt + g->steps));
     float * logits = malloc(sizeof(float) * (size_t) V);
     float * rows   = malloc(sizeof(float) * (size_t) H * (size_t) T);
@@ -193,14 +256,10 @@ static void test_greedy(ngpt_model * m, const golden * g, int grain) {
             window = start;
             cached = 0;
             slides++;
-        }
-        if (t > capacity) {
-            int grown = (t + grain - 1) / grain * grain;
-            grown = grown < T ? grown : T;
-            if (ngpt_seq_grow(s, grown, cached, err, sizeof(err)) != 0) {
-                die("grow to %d: %s", grown, err);
+            if (moving) {
+                CHECK(ngpt_seq_free(s) == 0, "free the cache the window left");
+                s = moved_seq(m, T, spacers, &n_spacers, &wraps);
             }
-            capacity = grown;
         }
         ngpt_item it = { .seq = s, .tokens = ids + start + cached, .n_tokens = t - cached, .n_past = cached,
                          .logits = logits, .trace_layer = g->trace_layer, .attn_row = rows, .full_layer = -1 };
@@ -215,15 +274,25 @@ static void test_greedy(ngpt_model * m, const golden * g, int grain) {
         ids[n++] = want;
         cached = t;
     }
-    printf("greedy (grain %d): %d steps, %d window slides, max |dlogit| %.2e, max |dattn| %.2e\n",
-           grain, g->steps, slides, worst_logit, worst_attn);
+    const char * how = moving ? "moving cache" : "one cache";
+    printf("greedy (%s): %d steps, %d window slides, %d times round a pool of %lld blocks, "
+           "max |dlogit| %.2e, max |dattn| %.2e\n", how, g->steps, slides, wraps, (long long) st.blocks,
+           worst_logit, worst_attn);
     CHECK(slides > 0, "greedy: the window never moved; the golden must cross T");
-    CHECK(worst_logit <= LOGIT_TOL, "greedy (grain %d): logits differ by %.2e", grain, worst_logit);
-    CHECK(worst_attn <= ATTN_TOL, "greedy (grain %d): attention differs by %.2e", grain, worst_attn);
+    CHECK(!moving || wraps > 0, "greedy (%s): the cache never went round the pool", how);
+    CHECK(worst_logit <= LOGIT_TOL, "greedy (%s): logits differ by %.2e", how, worst_logit);
+    CHECK(worst_attn <= ATTN_TOL, "greedy (%s): attention differs by %.2e", how, worst_attn);
+    for (int i = 0; i < n_spacers; i++) {
+        CHECK(ngpt_seq_free(spacers[i]) == 0, "free a spacer");
+    }
+    CHECK(ngpt_seq_free(s) == 0, "free the greedy cache");
+    ngpt_kv_stats_get(m, &st);
+    CHECK(st.free_blocks == st.blocks, "greedy (%s): %lld of %lld blocks free at the end", how,
+          (long long) st.free_blocks, (long long) st.blocks);
+    free(spacers);
     free(rows);
     free(logits);
     free(ids);
-    ngpt_seq_free(s);
 }
 
 int main(int argc, char ** argv) {
@@ -243,16 +312,17 @@ int main(int argc, char ** argv) {
     if (test_failures > 0) {
         return 1;
     }
-    ngpt_model * m = load_model(&f, device);
+    ngpt_model * m = load_model(&f, device, POOL_WINDOWS * window_blocks(&f.hp) + POOL_EXTRA);
     printf("%s on %s\n", argv[1], ngpt_model_backend(m));
     if (argc >= 4) {
         CHECK(strstr(ngpt_model_backend(m), "(libggml-") != NULL,
               "backend %s: a module from %s should run, not a built-in backend", ngpt_model_backend(m), argv[3]);
     }
+    dirty_pool(m, &g);
     test_prefill(m, &g);
     test_decode(m, &g);
-    test_greedy(m, &g, 0);
-    test_greedy(m, &g, 5);
+    test_greedy(m, &g, false);
+    test_greedy(m, &g, true);
     CHECK(ngpt_model_free(m) == 0, "the model would not free: a sequence was left alive");
     free_fixture(&f);
     free(g.prefill_tokens);

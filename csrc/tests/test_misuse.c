@@ -5,9 +5,10 @@
  *
  * What nielsgpt.h promises, call by call: NULL, foreign and freed handles
  * are refused; sizes, ids, positions, layers and heads out of range are
- * refused with a message; a failed step writes no output; a second free is
- * reported, not done; and after all of it the model still computes exactly
- * what it did before. Run under the asan preset, a crash or a read of freed
+ * refused with a message; a KV pool with no room says NGPT_KV_FULL, hands
+ * out nothing and has room again once sequences go; a failed step writes no
+ * output; a second free is reported, not done; and after all of it the
+ * model still computes exactly what it did before. Run under the asan preset, a crash or a read of freed
  * memory anywhere in this file fails the test.
  */
 #define _XOPEN_SOURCE 700  /* mkdtemp */
@@ -23,6 +24,9 @@
 
 static char err[256];
 
+/* The KV pool the tests below load: one window and two blocks more. */
+static int64_t pool_blocks;
+
 /* A call that must fail: it returned failed, and left a message. */
 static void expect_error(bool failed, const char * what, const char * want) {
     CHECK(failed, "%s: accepted", what);
@@ -32,13 +36,20 @@ static void expect_error(bool failed, const char * what, const char * want) {
 
 /* ---------------------------------------------------------------- loading */
 
+static void expect_load_fails_pool(const char * what, const char * want, const fixture * f, const ngpt_hparams * hp,
+                                   size_t blob_len, const ngpt_tensor_ref * refs, int n_refs, const char * device,
+                                   int n_threads, int64_t kv_blocks) {
+    err[0] = '\0';
+    ngpt_model * m = ngpt_model_load(hp, f->blob, blob_len, refs, n_refs, device, n_threads, kv_blocks, err,
+                                     sizeof(err));
+    expect_error(m == NULL, what, want);
+    ngpt_model_free(m);
+}
+
 static void expect_load_fails(const char * what, const char * want, const fixture * f, const ngpt_hparams * hp,
                               size_t blob_len, const ngpt_tensor_ref * refs, int n_refs, const char * device,
                               int n_threads) {
-    err[0] = '\0';
-    ngpt_model * m = ngpt_model_load(hp, f->blob, blob_len, refs, n_refs, device, n_threads, err, sizeof(err));
-    expect_error(m == NULL, what, want);
-    ngpt_model_free(m);
+    expect_load_fails_pool(what, want, f, hp, blob_len, refs, n_refs, device, n_threads, pool_blocks);
 }
 
 static int ref_index(const fixture * f, const char * name) {
@@ -104,8 +115,8 @@ static void misuse_refs(const fixture * f) {
 static void misuse_load(const fixture * f) {
     expect_load_fails("no hparams", NULL, f, NULL, f->blob_len, f->refs, f->n_refs, "cpu", 1);
     err[0] = '\0';
-    expect_error(ngpt_model_load(&f->hp, NULL, f->blob_len, f->refs, f->n_refs, "cpu", 1, err, sizeof(err)) == NULL,
-                 "no blob", NULL);
+    expect_error(ngpt_model_load(&f->hp, NULL, f->blob_len, f->refs, f->n_refs, "cpu", 1, pool_blocks, err,
+                                 sizeof(err)) == NULL, "no blob", NULL);
     expect_load_fails("no refs", NULL, f, &f->hp, f->blob_len, NULL, f->n_refs, "cpu", 1);
     expect_load_fails("0 refs", NULL, f, &f->hp, f->blob_len, f->refs, 0, "cpu", 1);
     expect_load_fails("-1 refs", NULL, f, &f->hp, f->blob_len, f->refs, -1, "cpu", 1);
@@ -116,53 +127,144 @@ static void misuse_load(const fixture * f) {
     if (ggml_backend_reg_by_name("CUDA") == NULL) {
         expect_load_fails("device cuda without CUDA", "cuda", f, &f->hp, f->blob_len, f->refs, f->n_refs, "cuda", 1);
     }
+    /* the pool holds at least one window, and no more blocks than int32
+     * indices reach (the cache writes' row indices) */
+    const int64_t too_many = INT32_MAX / ((int64_t) NGPT_KV_BLOCK * f->hp.n_embd) + 1;
+    const int64_t bad_blocks[] = { 0, -1, window_blocks(&f->hp) - 1, too_many, INT64_MAX, INT64_MIN };
+    for (size_t i = 0; i < sizeof(bad_blocks) / sizeof(bad_blocks[0]); i++) {
+        char what[64];
+        snprintf(what, sizeof(what), "a KV pool of %lld blocks", (long long) bad_blocks[i]);
+        expect_load_fails_pool(what, "KV pool", f, &f->hp, f->blob_len, f->refs, f->n_refs, "cpu", 1, bad_blocks[i]);
+    }
     misuse_hparams(f);
     misuse_refs(f);
 
     /* err may be NULL or short: the call still fails cleanly, and a short
      * message is cut and NUL-terminated */
-    CHECK(ngpt_model_load(&f->hp, f->blob, f->blob_len, f->refs, f->n_refs, "tpu", 1, NULL, 0) == NULL, "err NULL");
+    CHECK(ngpt_model_load(&f->hp, f->blob, f->blob_len, f->refs, f->n_refs, "tpu", 1, pool_blocks, NULL, 0) == NULL,
+          "err NULL");
     char tiny[8] = "xxxxxxx";
-    CHECK(ngpt_model_load(&f->hp, f->blob, f->blob_len, f->refs, f->n_refs, "tpu", 1, tiny, 1) == NULL &&
+    CHECK(ngpt_model_load(&f->hp, f->blob, f->blob_len, f->refs, f->n_refs, "tpu", 1, pool_blocks, tiny, 1) == NULL &&
           tiny[0] == '\0', "err_len 1: \"%s\"", tiny);
     memset(tiny, 'x', sizeof(tiny));
-    CHECK(ngpt_model_load(&f->hp, f->blob, f->blob_len, f->refs, f->n_refs, "tpu", 1, tiny, sizeof(tiny)) == NULL &&
-          strlen(tiny) == sizeof(tiny) - 1, "err_len 8: not cut to 7 characters");
+    CHECK(ngpt_model_load(&f->hp, f->blob, f->blob_len, f->refs, f->n_refs, "tpu", 1, pool_blocks, tiny,
+                          sizeof(tiny)) == NULL && strlen(tiny) == sizeof(tiny) - 1,
+          "err_len 8: not cut to 7 characters");
 }
 
 /* ---------------------------------------------------------------- sequences */
 
-static void misuse_seqs(ngpt_model * m, const fixture * f) {
-    const int T = f->hp.n_ctx;
-    const int bad_capacity[] = { 0, -1, T + 1, INT_MAX };
-    for (size_t i = 0; i < sizeof(bad_capacity) / sizeof(bad_capacity[0]); i++) {
-        err[0] = '\0';
-        ngpt_seq * s = ngpt_seq_new(m, bad_capacity[i], err, sizeof(err));
-        expect_error(s == NULL, "sequence capacity", "out of range");
+/* A call to ngpt_seq_new that must fail with status want, hand out no
+ * sequence and leave a message. */
+static void expect_seq_fails(ngpt_model * m, int capacity, int want_rc, const char * what, const char * want) {
+    ngpt_seq * s = (ngpt_seq *) &err;  /* not NULL, so the call must clear it */
+    err[0] = '\0';
+    const int rc = ngpt_seq_new(m, capacity, &s, err, sizeof(err));
+    expect_error(rc != NGPT_OK, what, want);
+    CHECK(rc == want_rc, "%s: status %d, want %d", what, rc, want_rc);
+    CHECK(s == NULL, "%s: a sequence was handed out", what);
+    if (rc == NGPT_OK) {
         ngpt_seq_free(s);
     }
-    err[0] = '\0';
-    expect_error(ngpt_seq_new(NULL, 4, err, sizeof(err)) == NULL, "a sequence of no model", "not a live model");
+}
 
-    ngpt_seq * s = ngpt_seq_new(m, 4, err, sizeof(err));
-    if (s == NULL) {
-        die("seq: %s", err);
+static void free_blocks_are(const ngpt_model * m, int64_t want, const char * when) {
+    ngpt_kv_stats st = { -1, -1 };
+    ngpt_kv_stats_get(m, &st);
+    CHECK(st.blocks == pool_blocks && st.free_blocks == want, "%s: %lld of %lld blocks free, want %lld of %lld",
+          when, (long long) st.free_blocks, (long long) st.blocks, (long long) want, (long long) pool_blocks);
+}
+
+static void misuse_seqs(ngpt_model * m, const fixture * f) {
+    const int T = f->hp.n_ctx;
+    const int bad_capacity[] = { 0, -1, T + 1, INT_MAX, INT_MIN };
+    for (size_t i = 0; i < sizeof(bad_capacity) / sizeof(bad_capacity[0]); i++) {
+        expect_seq_fails(m, bad_capacity[i], NGPT_ERROR, "sequence capacity", "out of range");
     }
+    expect_seq_fails(NULL, 4, NGPT_ERROR, "a sequence of no model", "not a live model");
     err[0] = '\0';
-    expect_error(ngpt_seq_new((ngpt_model *) s, 4, err, sizeof(err)) == NULL, "a sequence passed as a model",
-                 "not a live model");
-    err[0] = '\0';
-    expect_error(ngpt_seq_grow(NULL, 8, 0, err, sizeof(err)) != 0, "grow no sequence", "not a live sequence");
-    err[0] = '\0';
-    expect_error(ngpt_seq_grow((ngpt_seq *) m, 8, 0, err, sizeof(err)) != 0, "grow a model", "not a live sequence");
-    err[0] = '\0';
-    expect_error(ngpt_seq_grow(s, 8, -1, err, sizeof(err)) != 0, "keep -1", "keep");
-    err[0] = '\0';
-    expect_error(ngpt_seq_grow(s, 8, 5, err, sizeof(err)) != 0, "keep more than the cache holds", "keep");
-    err[0] = '\0';
-    expect_error(ngpt_seq_grow(s, T + 1, 0, err, sizeof(err)) != 0, "grow past n_ctx", "out of range");
-    CHECK(ngpt_seq_grow(s, 2, 0, err, sizeof(err)) == 0, "shrinking is a no-op, not an error: %s", err);
+    expect_error(ngpt_seq_new(m, 4, NULL, err, sizeof(err)) == NGPT_ERROR, "nowhere to put the sequence", "nowhere");
+    free_blocks_are(m, pool_blocks, "after the refused sequences");
+
+    ngpt_seq * s = new_seq(m, 4);
+    expect_seq_fails((ngpt_model *) s, 4, NGPT_ERROR, "a sequence passed as a model", "not a live model");
     CHECK(ngpt_seq_free(s) == 0, "free a live sequence");
+}
+
+/* The pool: sequences take whole blocks, one adjacent run each, and a pool
+ * without such a run says NGPT_KV_FULL, hands out nothing, and has room
+ * again once a sequence goes. */
+static void misuse_pool(ngpt_model * m, const fixture * f) {
+    const int T = f->hp.n_ctx;
+    const int64_t window = window_blocks(&f->hp);
+    const size_t want_bytes = (size_t) NGPT_KV_BLOCK * 2 * (size_t) f->hp.n_layer * (size_t) f->hp.n_embd * sizeof(float);
+    CHECK(ngpt_kv_block_bytes(&f->hp) == want_bytes, "a block of %zu bytes, want %zu", ngpt_kv_block_bytes(&f->hp),
+          want_bytes);
+    CHECK(ngpt_kv_block_bytes(NULL) == 0, "the block size of no hyper-parameters");
+    ngpt_hparams bad = f->hp;
+    bad.n_layer = -1;
+    CHECK(ngpt_kv_block_bytes(&bad) == 0, "the block size of a negative layer count");
+    bad = f->hp;
+    bad.n_head = 3;
+    CHECK(ngpt_kv_block_bytes(&bad) == 0, "the block size of hyper-parameters the load refuses");
+
+    ngpt_kv_stats st = { -1, -1 };
+    ngpt_kv_stats_get(NULL, &st);
+    CHECK(st.blocks == 0 && st.free_blocks == 0, "stats of no model: %lld, %lld", (long long) st.blocks,
+          (long long) st.free_blocks);
+    ngpt_seq * probe = new_seq(m, 1);
+    st.blocks = st.free_blocks = -1;
+    ngpt_kv_stats_get((const ngpt_model *) probe, &st);
+    CHECK(st.blocks == 0 && st.free_blocks == 0, "stats of a sequence passed as a model");
+    ngpt_kv_stats_get(m, NULL);  /* nowhere to put them: nothing happens */
+    CHECK(ngpt_seq_free(probe) == 0, "free the probe");
+
+    /* A window, then sequences of one position until the pool is full: one
+     * block each, so exactly the blocks the window left. Then nothing fits,
+     * not one position, until something goes. */
+    free_blocks_are(m, pool_blocks, "an empty pool");
+    ngpt_seq * whole = new_seq(m, T);
+    free_blocks_are(m, pool_blocks - window, "one window taken");
+    ngpt_seq ** ones = calloc((size_t) pool_blocks, sizeof(*ones));
+    for (int64_t i = 0; i < pool_blocks - window; i++) {
+        ones[i] = new_seq(m, 1);
+    }
+    free_blocks_are(m, 0, "the pool filled");
+    expect_seq_fails(m, 1, NGPT_KV_FULL, "one position in a full pool", "no run");
+    expect_seq_fails(m, T, NGPT_KV_FULL, "a window in a full pool", "no run");
+    CHECK(ngpt_seq_free(ones[0]) == 0, "free a one-block sequence");
+    ones[0] = new_seq(m, 1);
+    CHECK(ngpt_seq_free(whole) == 0, "free the window");
+    whole = new_seq(m, T);
+    CHECK(ngpt_seq_free(whole) == 0, "free the window again");
+    for (int64_t i = 0; i < pool_blocks - window; i++) {
+        CHECK(ngpt_seq_free(ones[i]) == 0, "free a one-block sequence");
+    }
+    free_blocks_are(m, pool_blocks, "after every sequence went");
+
+    /* pool_blocks sequences of one position fill it. Every other one freed
+     * leaves free blocks enough but no two adjacent: a sequence needing two
+     * blocks is refused, one needing one is not. */
+    for (int64_t i = 0; i < pool_blocks; i++) {
+        ones[i] = new_seq(m, 1);
+    }
+    expect_seq_fails(m, 1, NGPT_KV_FULL, "one position in a pool of one-position sequences", "no run");
+    for (int64_t i = 0; i < pool_blocks; i += 2) {
+        CHECK(ngpt_seq_free(ones[i]) == 0, "free a one-block sequence");
+        ones[i] = NULL;
+    }
+    free_blocks_are(m, (pool_blocks + 1) / 2, "every other block freed");
+    if (T > NGPT_KV_BLOCK) {
+        expect_seq_fails(m, NGPT_KV_BLOCK + 1, NGPT_KV_FULL, "two blocks where no two free blocks are adjacent",
+                         "no run");
+    }
+    ngpt_seq * hole = new_seq(m, NGPT_KV_BLOCK < T ? NGPT_KV_BLOCK : T);
+    CHECK(ngpt_seq_free(hole) == 0, "free a sequence in a hole");
+    for (int64_t i = 0; i < pool_blocks; i++) {
+        CHECK(ngpt_seq_free(ones[i]) == 0, "free a one-block sequence");
+    }
+    free(ones);
+    free_blocks_are(m, pool_blocks, "after every sequence went");
 }
 
 /* ---------------------------------------------------------------- steps */
@@ -186,11 +288,8 @@ static void expect_step_fails(ngpt_model * m, const ngpt_item * items, int n_ite
 
 static void misuse_step(ngpt_model * m, ngpt_model * other, const fixture * f) {
     const int V = f->hp.n_vocab, L = f->hp.n_layer, H = f->hp.n_head;
-    ngpt_seq * s = ngpt_seq_new(m, 4, err, sizeof(err));
-    ngpt_seq * foreign = ngpt_seq_new(other, 4, err, sizeof(err));
-    if (s == NULL || foreign == NULL) {
-        die("seq: %s", err);
-    }
+    ngpt_seq * s = new_seq(m, 4);
+    ngpt_seq * foreign = new_seq(other, 4);
     float * logits = malloc(sizeof(float) * (size_t) V);
     float rows[64 * 8];
     int32_t tokens[2] = { 65, 66 };
@@ -238,11 +337,11 @@ static void misuse_step(ngpt_model * m, ngpt_model * other, const fixture * f) {
 /* The same step before and after all the misuse: exactly the same logits,
  * so nothing refused left a mark on the model. */
 static void one_step(ngpt_model * m, float * logits) {
-    ngpt_seq * s = ngpt_seq_new(m, 4, err, sizeof(err));
+    ngpt_seq * s = new_seq(m, 4);
     const int32_t tokens[3] = { 104, 105, 33 };
     ngpt_item it = { .seq = s, .tokens = tokens, .n_tokens = 3, .n_past = 0, .logits = logits,
                      .trace_layer = -1, .full_layer = -1 };
-    if (s == NULL || ngpt_step(m, &it, 1, err, sizeof(err)) != 0) {
+    if (ngpt_step(m, &it, 1, err, sizeof(err)) != 0) {
         die("a good step: %s", err);
     }
     ngpt_seq_free(s);
@@ -255,10 +354,7 @@ static void misuse_free(ngpt_model * m) {
     CHECK(ngpt_seq_free(NULL) == 0, "freeing a NULL sequence is a no-op");
     CHECK(ngpt_model_free((ngpt_model *) &err) != 0, "freeing what is not a model");
 
-    ngpt_seq * s = ngpt_seq_new(m, 4, err, sizeof(err));
-    if (s == NULL) {
-        die("seq: %s", err);
-    }
+    ngpt_seq * s = new_seq(m, 4);
     CHECK(ngpt_model_free(m) != 0, "a model with a live sequence was freed");
     CHECK(ngpt_seq_free((ngpt_seq *) m) != 0, "a model freed as a sequence");
     CHECK(ngpt_seq_free(s) == 0, "free a sequence");
@@ -266,8 +362,7 @@ static void misuse_free(ngpt_model * m) {
      * double free would. ASan's quarantine keeps its memory unused, and the
      * library asks ASan before reading it. */
     CHECK(ngpt_seq_free(s) != 0, "a second free of a sequence was not reported");
-    err[0] = '\0';
-    expect_error(ngpt_seq_grow(s, 8, 0, err, sizeof(err)) != 0, "grow a freed sequence", "not a live sequence");
+    free_blocks_are(m, pool_blocks, "after a second free of a sequence");  /* its blocks went back once */
     const int32_t token = 65;
     ngpt_item it = { .seq = s, .tokens = &token, .n_tokens = 1, .trace_layer = -1, .full_layer = -1 };
     err[0] = '\0';
@@ -276,8 +371,10 @@ static void misuse_free(ngpt_model * m) {
     CHECK(ngpt_model_free(m) == 0, "free the model once its sequences are gone");
     CHECK(ngpt_model_free(m) != 0, "a second free of a model was not reported");
     CHECK(strcmp(ngpt_model_backend(m), "") == 0, "a freed model still names a backend");
-    err[0] = '\0';
-    expect_error(ngpt_seq_new(m, 4, err, sizeof(err)) == NULL, "a sequence of a freed model", "not a live model");
+    expect_seq_fails(m, 4, NGPT_ERROR, "a sequence of a freed model", "not a live model");
+    ngpt_kv_stats st = { -1, -1 };
+    ngpt_kv_stats_get(m, &st);
+    CHECK(st.blocks == 0 && st.free_blocks == 0, "stats of a freed model");
     err[0] = '\0';
     expect_error(ngpt_step(m, &it, 1, err, sizeof(err)) != 0, "step a freed model", "not a live model");
 }
@@ -319,14 +416,16 @@ int main(int argc, char ** argv) {
         die("usage: test_misuse FIXTURE.gguf [BACKEND_DIR]");
     }
     fixture f = load_fixture(argv[1]);
+    pool_blocks = window_blocks(&f.hp) + 2;
     misuse_backends(argv[1], argc == 3 ? argv[2] : NULL, &f);
     misuse_load(&f);
 
-    ngpt_model * m = load_model(&f, "cpu"), * other = load_model(&f, "cpu");
+    ngpt_model * m = load_model(&f, "cpu", pool_blocks), * other = load_model(&f, "cpu", pool_blocks);
     float * before = malloc(sizeof(float) * (size_t) f.hp.n_vocab);
     float * after  = malloc(sizeof(float) * (size_t) f.hp.n_vocab);
     one_step(m, before);
     misuse_seqs(m, &f);
+    misuse_pool(m, &f);
     misuse_step(m, other, &f);
     one_step(m, after);
     CHECK(memcmp(before, after, sizeof(float) * (size_t) f.hp.n_vocab) == 0,

@@ -105,13 +105,27 @@ void free_fixture(fixture * f) {
     f->blob = NULL;
 }
 
-ngpt_model * load_model(const fixture * f, const char * device) {
+int64_t window_blocks(const ngpt_hparams * hp) {
+    return (hp->n_ctx + NGPT_KV_BLOCK - 1) / NGPT_KV_BLOCK;
+}
+
+ngpt_model * load_model(const fixture * f, const char * device, int64_t kv_blocks) {
     char err[256];
-    ngpt_model * m = ngpt_model_load(&f->hp, f->blob, f->blob_len, f->refs, f->n_refs, device, 1, err, sizeof(err));
+    ngpt_model * m = ngpt_model_load(&f->hp, f->blob, f->blob_len, f->refs, f->n_refs, device, 1, kv_blocks, err,
+                                     sizeof(err));
     if (m == NULL) {
         die("loading the fixture: %s", err);
     }
     return m;
+}
+
+ngpt_seq * new_seq(ngpt_model * m, int capacity) {
+    char err[256];
+    ngpt_seq * s = NULL;
+    if (ngpt_seq_new(m, capacity, &s, err, sizeof(err)) != NGPT_OK) {
+        die("a sequence of %d positions: %s", capacity, err);
+    }
+    return s;
 }
 
 /* ---------------------------------------------------------------- goldens */

@@ -43,8 +43,13 @@ typedef struct fixture {
 
 fixture load_fixture(const char * gguf_path);
 void    free_fixture(fixture * f);
-/* The model, or die: a test of its outputs cannot start without one. */
-ngpt_model * load_model(const fixture * f, const char * device);
+/* Blocks of the KV pool one sequence of n_ctx positions takes. */
+int64_t      window_blocks(const ngpt_hparams * hp);
+/* The model with a KV pool of kv_blocks, or die: a test of its outputs
+ * cannot start without one. */
+ngpt_model * load_model(const fixture * f, const char * device, int64_t kv_blocks);
+/* A sequence of capacity positions, or die. */
+ngpt_seq *   new_seq(ngpt_model * m, int capacity);
 
 /* A golden file of scripts/make_fixtures.py, as text. */
 char * read_golden(const char * path);

@@ -1,0 +1,40 @@
+package engine
+
+import (
+	"testing"
+)
+
+// A decode step allocates nothing on the Go side once the model's scratch
+// has grown to the batch: the items, tokens and outputs pass through C
+// memory, and the C side keeps its graphs, their memory plans and its input
+// staging between steps (docs/BENCHMARKS.md, "Reuse between steps").
+func TestDecodeStepAllocatesNothing(t *testing.T) {
+	m, _ := loadFixture(t, "tiny_a")
+	c := m.Config()
+	prompt := make([]int32, 40)
+	for i := range prompt {
+		const text = "user: hello there\nassistant: "
+		prompt[i] = int32(text[i%len(text)])
+	}
+	items := make([]stepItem, 3)
+	for i := range items {
+		cache := newCache(t, m, c.Context)
+		runStep(t, m, stepItem{cache: cache, tokens: prompt[:39-i], traceLayer: -1, fullLayer: -1})
+		items[i] = stepItem{cache: cache, tokens: prompt[39-i : 40-i], nPast: 39 - i,
+			logits: make([]float32, c.Vocab), traceLayer: i % c.Layers, attnRow: make([]float32, c.Heads*(40-i)),
+			fullLayer: -1}
+	}
+	items[2].traceLayer = -1 // one untraced stream in the batch
+	items[2].attnRow = nil
+	if err := m.step(items); err != nil { // grows the scratch and builds the graph
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(50, func() {
+		if err := m.step(items); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("a decode step made %v heap allocations, want 0", allocs)
+	}
+}
