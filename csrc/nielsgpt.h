@@ -67,7 +67,9 @@ typedef struct ngpt_seq   ngpt_seq;
  * biases) must be F32, matrices F32 or F16. Nothing in blob is trusted: every
  * ref is checked against blob_len before ggml sees it.
  * device: "cpu", or "metal"/"mps"/"gpu" for the first GPU backend ggml has.
- * n_threads: CPU threads in the persistent threadpool (1..512).
+ * n_threads: the most CPU threads one step uses (1..512). Decode steps run on
+ * the calling thread alone; steps that feed prompt chunks or windows use all
+ * n_threads while that measures faster than one (see nielsgpt.c, threads).
  * kv_blocks: blocks in the KV pool (see ngpt_kv_block_bytes); at least enough
  * for one sequence of n_ctx positions. The pool's memory is reserved once
  * and taken from the OS as blocks are first used; it is never given back
@@ -124,7 +126,11 @@ typedef struct ngpt_item {
 
 /* Run one forward pass over all items (each sequence at most once): write
  * every item's new keys and values into its cache and fill the outputs it
- * asked for. Returns 0, or non-zero with a message in err. On failure no
+ * asked for. The graph of a step is kept and run again for later steps of
+ * the same shape (each item's sequence, token count, and n_past + n_tokens
+ * rounded up to 32); once the model has seen a shape, this library
+ * allocates nothing for a step (ggml's CPU compute still makes and frees one
+ * small context per call, in ggml_cpu_init). Returns 0, or non-zero with a message in err. On failure no
  * output buffer has been written, and each item's cache positions n_past ..
  * n_past+n_tokens-1 hold unspecified values (earlier positions are never
  * touched): the caller treats them as unwritten, e.g. by retrying from the
