@@ -31,6 +31,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef __linux__
+#include <fcntl.h>
+#endif
+#include <unistd.h>
 
 /* ---------------------------------------------------------------- errors */
 
@@ -328,7 +332,9 @@ static ggml_backend_t init_backend(const char * device, char * err, size_t err_l
  * times both choices on such steps as they run (see choose_threads), and
  * keeps to one thread while the machine is too busy for two to help.
  * Switching pools pauses the one left, so its workers sleep (poll = 0)
- * until a shared step wakes them. */
+ * until a shared step wakes them. And while the machine is busy (its load
+ * average at least its cores) shared steps run on one thread without
+ * trying more: one step on two threads there can take a second. */
 
 /* Seconds per token of shared steps on one thread ([0]) and on every
  * thread ([1]), averaged as they run; 0 while not yet measured. The choice
@@ -336,6 +342,9 @@ static ggml_backend_t init_backend(const char * device, char * err, size_t err_l
  * a busy spell costs a few slow steps rather than many. */
 typedef struct thread_choice {
     double   cost[2];
+    double   load;        /* the machine's 1-minute load average, see machine_load */
+    double   load_at;     /* when it was read */
+    int      n_cpus;      /* online cores */
     uint64_t n_shared;    /* shared steps so far */
     uint64_t next_probe;  /* the shared step on which to try the other choice */
     uint64_t probe_gap;
@@ -351,6 +360,40 @@ static struct ggml_threadpool * new_threadpool(int n_threads) {
     return ggml_threadpool_new(&tpp);
 }
 
+static int online_cpus(void) {
+#ifdef _SC_NPROCESSORS_ONLN
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 && n < 1 << 16 ? (int) n : 1;
+#else
+    return 1;
+#endif
+}
+
+/* The machine's 1-minute load average (threads running or waiting for a
+ * core, this process's included), from /proc/loadavg, read at most once a
+ * second without allocating; 0 where there is none, which holds nothing
+ * back. */
+static double machine_load(thread_choice * tc) {
+    const double now = now_seconds();
+    if (now - tc->load_at < 1.0) {
+        return tc->load;
+    }
+    tc->load_at = now;
+#ifdef __linux__
+    char buf[64];
+    const int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        const ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n > 0) {
+            buf[n] = '\0';
+            tc->load = strtod(buf, NULL);
+        }
+    }
+#endif
+    return tc->load;
+}
+
 static bool init_threads(ngpt_model * m, int n_threads, char * err, size_t err_len) {
     if (!ggml_backend_is_cpu(m->backend)) {
         return true;
@@ -362,6 +405,7 @@ static bool init_threads(ngpt_model * m, int n_threads, char * err, size_t err_l
     }
     m->choice->probe_gap = PROBE_GAP_MIN;
     m->choice->probing   = -1;
+    m->choice->n_cpus    = online_cpus();
     m->n_threads = n_threads;
     m->tp_one = new_threadpool(1);
     m->tp_all = n_threads > 1 ? new_threadpool(n_threads) : NULL;
@@ -386,17 +430,20 @@ static void use_threads(ngpt_model * m, int n) {
     m->threads_now = n;
 }
 
-/* Threads for a step: 1 unless it is shared (see layout_items); a shared
- * step takes the faster choice so far, or the other one when it is due a
- * try. A choice never measured is tried first. */
+/* Threads for a step: 1 unless it is shared (see layout_items) and the
+ * machine has a core to spare; then the faster choice so far, or the other
+ * one when it is due a try. One thread is measured first, then all. */
 static int choose_threads(ngpt_model * m, bool shared) {
     thread_choice * tc = m->choice;
-    if (!shared || tc == NULL || m->n_threads < 2) {
+    if (tc == NULL) {
+        return 1;
+    }
+    tc->probing = -1;
+    if (!shared || m->n_threads < 2 || machine_load(tc) >= tc->n_cpus) {
         return 1;
     }
     tc->n_shared++;
-    int best = tc->cost[1] == 0 ? 1 : tc->cost[0] == 0 ? 0 : tc->cost[1] <= tc->cost[0] ? 1 : 0;
-    tc->probing = -1;
+    int best = tc->cost[0] == 0 ? 0 : tc->cost[1] == 0 ? 1 : tc->cost[1] <= tc->cost[0] ? 1 : 0;
     if (tc->cost[0] > 0 && tc->cost[1] > 0 && tc->n_shared >= tc->next_probe) {
         best = 1 - best;
         tc->probing = best;
