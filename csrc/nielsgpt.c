@@ -26,6 +26,9 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -34,6 +37,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#ifdef __linux__
+#include <fcntl.h>
+#endif
+#include <unistd.h>
 
 /* AddressSanitizer, under gcc or clang: the handle checks ask it whether
  * memory was freed before reading it. */
@@ -465,7 +472,9 @@ static ggml_backend_dev_t pick_device(const char * device, char * err, size_t er
  * times both choices on such steps as they run (see choose_threads), and
  * keeps to one thread while the machine is too busy for two to help.
  * Switching pools pauses the one left, so its workers sleep (poll = 0)
- * until a shared step wakes them. */
+ * until a shared step wakes them. And while the machine is busy (its load
+ * average at least its cores) shared steps run on one thread without
+ * trying more: one step on two threads there can take a second. */
 
 /* Seconds per token of shared steps on one thread ([0]) and on every
  * thread ([1]), averaged as they run; 0 while not yet measured. The choice
@@ -473,6 +482,9 @@ static ggml_backend_dev_t pick_device(const char * device, char * err, size_t er
  * a busy spell costs a few slow steps rather than many. */
 typedef struct thread_choice {
     double   cost[2];
+    double   load;        /* the machine's 1-minute load average, see machine_load */
+    double   load_at;     /* when it was read */
+    int      n_cpus;      /* online cores */
     uint64_t n_shared;    /* shared steps so far */
     uint64_t next_probe;  /* the shared step on which to try the other choice */
     uint64_t probe_gap;
@@ -488,6 +500,40 @@ static struct ggml_threadpool * new_threadpool(threadpool_new_t threadpool_new, 
     struct ggml_threadpool_params tpp = ggml_threadpool_params_default(n_threads);
     tpp.poll = 0;  /* idle workers sleep instead of spinning on the Go side's cores */
     return threadpool_new(&tpp);
+}
+
+static int online_cpus(void) {
+#ifdef _SC_NPROCESSORS_ONLN
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 && n < 1 << 16 ? (int) n : 1;
+#else
+    return 1;
+#endif
+}
+
+/* The machine's 1-minute load average (threads running or waiting for a
+ * core, this process's included), from /proc/loadavg, read at most once a
+ * second without allocating; 0 where there is none, which holds nothing
+ * back. */
+static double machine_load(thread_choice * tc) {
+    const double now = now_seconds();
+    if (now - tc->load_at < 1.0) {
+        return tc->load;
+    }
+    tc->load_at = now;
+#ifdef __linux__
+    char buf[64];
+    const int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        const ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n > 0) {
+            buf[n] = '\0';
+            tc->load = strtod(buf, NULL);
+        }
+    }
+#endif
+    return tc->load;
 }
 
 /* Give a CPU backend its two threadpools. The functions come from the
@@ -518,6 +564,7 @@ static bool init_threads(ngpt_model * m, ggml_backend_dev_t dev, int n_threads, 
     }
     m->choice->probe_gap = PROBE_GAP_MIN;
     m->choice->probing   = -1;
+    m->choice->n_cpus    = online_cpus();
     m->n_threads = n_threads;
     m->tp_one = new_threadpool(threadpool_new, 1);
     m->tp_all = n_threads > 1 ? new_threadpool(threadpool_new, n_threads) : NULL;
@@ -542,17 +589,20 @@ static void use_threads(ngpt_model * m, int n) {
     m->threads_now = n;
 }
 
-/* Threads for a step: 1 unless it is shared (see layout_items); a shared
- * step takes the faster choice so far, or the other one when it is due a
- * try. A choice never measured is tried first. */
+/* Threads for a step: 1 unless it is shared (see layout_items) and the
+ * machine has a core to spare; then the faster choice so far, or the other
+ * one when it is due a try. One thread is measured first, then all. */
 static int choose_threads(ngpt_model * m, bool shared) {
     thread_choice * tc = m->choice;
-    if (!shared || tc == NULL || m->n_threads < 2) {
+    if (tc == NULL) {
+        return 1;
+    }
+    tc->probing = -1;
+    if (!shared || m->n_threads < 2 || machine_load(tc) >= tc->n_cpus) {
         return 1;
     }
     tc->n_shared++;
-    int best = tc->cost[1] == 0 ? 1 : tc->cost[0] == 0 ? 0 : tc->cost[1] <= tc->cost[0] ? 1 : 0;
-    tc->probing = -1;
+    int best = tc->cost[0] == 0 ? 0 : tc->cost[1] == 0 ? 1 : tc->cost[1] <= tc->cost[0] ? 1 : 0;
     if (tc->cost[0] > 0 && tc->cost[1] > 0 && tc->n_shared >= tc->next_probe) {
         best = 1 - best;
         tc->probing = best;
@@ -615,6 +665,15 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t 
         set_err(err, err_len, "thread count %d out of range", n_threads);
         return NULL;
     }
+#ifdef __GLIBC__
+    /* Graph headers and input staging grow with the batch, to a few MiB at
+     * 64 streams, and are freed as they grow. glibc serves such sizes with
+     * mmap only until the first is freed, then raises its threshold and
+     * keeps them in the scheduler thread's arena, where every outgrown
+     * buffer stays resident (11 MiB at 64 streams). A fixed threshold keeps
+     * each its own mapping, returned to the OS when freed. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
     const int n_specs = n_weights(hp);
     weight_spec * specs = NULL;
     const ngpt_tensor_ref ** found = NULL;
@@ -1064,16 +1123,17 @@ static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * 
     const int C = m->hp.n_embd, H = m->hp.n_head, D = C / H, n = key->n_tokens, t_pad = key->t_pad;
     const size_t krow = m->kv_k[il]->nb[1], vrow = (size_t) key->cap * sizeof(float);
 
-    /* q.view(B, t, H, D).transpose(1, 2), and k likewise from the cache.
-     * A query block is made contiguous so the scores go through sgemm. */
-    struct ggml_tensor * q_i = ggml_view_3d(ctx, q, D, H, n, q->nb[1], q->nb[2], (size_t) s->first * q->nb[2]);
-    q_i = ggml_permute(ctx, q_i, 0, 2, 1, 3);                                         /* [D, n, H] */
+    /* q.view(B, t, H, D).transpose(1, 2), and k likewise from the cache: views
+     * with the heads' and tokens' strides swapped, one tensor each (a
+     * cached graph keeps every tensor's header, for every item). A query
+     * block is made contiguous so the scores go through sgemm. */
+    struct ggml_tensor * q_i = ggml_view_3d(ctx, q, D, n, H, q->nb[2], q->nb[1],
+                                            (size_t) s->first * q->nb[2]);            /* [D, n, H] */
     if (n > 1) {
         q_i = ggml_cont(ctx, q_i);
     }
-    struct ggml_tensor * k_i = ggml_view_3d(ctx, kp, D, H, t_pad, (size_t) D * sizeof(float), krow,
-                                            (size_t) key->first * krow);              /* [D, H, t_pad] */
-    k_i = ggml_permute(ctx, k_i, 0, 2, 1, 3);                                         /* [D, t_pad, H] */
+    struct ggml_tensor * k_i = ggml_view_3d(ctx, kp, D, t_pad, H, krow, (size_t) D * sizeof(float),
+                                            (size_t) key->first * krow);              /* [D, t_pad, H] */
 
     /* scores = q @ k.transpose(-2, -1) / sqrt(D); masked_fill(triu(1), -inf);
      * probs = F.softmax(scores, dim=-1). The mask also hides the keys past t
@@ -1095,10 +1155,10 @@ static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * 
     struct ggml_tensor * v_i = ggml_view_3d(ctx, vp, t_pad, D, H, vrow, (size_t) D * vrow,
                                             (size_t) key->first * krow);                         /* [t_pad, D, H] */
     struct ggml_tensor * kqv = ggml_mul_mat(ctx, v_i, kq);                                       /* [D, n, H] */
-    kqv = ggml_permute(ctx, kqv, 0, 2, 1, 3);                                                    /* [D, H, n] */
-    if (n > 1) {
-        kqv = ggml_cont(ctx, kqv);
+    if (n == 1) {
+        return ggml_view_2d(ctx, kqv, C, 1, kqv->nb[2] * H, 0);  /* [C, 1]: one token's heads already lie in a row */
     }
+    kqv = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));                                    /* [D, H, n] */
     return ggml_reshape_2d(ctx, kqv, C, n);                                                      /* [C, n] */
 }
 
@@ -1200,8 +1260,11 @@ static bool graph_room(step_graph * g, const ngpt_hparams * hp, int n_items, cha
         }
     }
     const size_t gsize = graph_size(hp, n_items);
-    const size_t size  = ggml_tensor_overhead() * gsize + ggml_graph_overhead_custom(gsize, false);
-    if (size > g->meta_size) {
+    const size_t need  = ggml_tensor_overhead() * gsize + ggml_graph_overhead_custom(gsize, false);
+    if (need > g->meta_size) {
+        /* half again, so a batch that grows stream by stream reallocates
+         * a few times rather than at every new stream */
+        const size_t size = need > g->meta_size / 2 * 3 ? need : g->meta_size / 2 * 3;
         free(g->meta);
         g->meta      = malloc(size);
         g->meta_size = g->meta ? size : 0;
@@ -1362,10 +1425,24 @@ static step_graph * find_graph(ngpt_model * m, int n_items) {
     return NULL;
 }
 
-/* The graph to build the next one in: one never used or no longer valid,
- * else the least recently run. */
-static step_graph * evict_graph(ngpt_model * m) {
+/* A graph of more than this many items is built in the one place that has
+ * held such a graph before, if any: graphs of big batches rarely repeat (in
+ * a batch of 64 streams, one crosses a multiple of ATTN_PAD nearly every
+ * step) and each keeps some 20 KiB of headers per item, so at most one is
+ * worth its memory. */
+#define BIG_GRAPH_ITEMS 16
+
+/* The graph to build the next one, of n_items items, in: for a big one,
+ * the one place for big graphs; else one never used or no longer valid, or
+ * the least recently run. */
+static step_graph * evict_graph(ngpt_model * m, int n_items) {
     step_graph * victim = &m->graphs[0];
+    for (int i = 0; i < N_GRAPHS && n_items > BIG_GRAPH_ITEMS; i++) {
+        if (m->graphs[i].cap_items > BIG_GRAPH_ITEMS) {
+            reset_step_graph(&m->graphs[i]);
+            return &m->graphs[i];
+        }
+    }
     for (int i = 0; i < N_GRAPHS; i++) {
         step_graph * g = &m->graphs[i];
         if (g->plan != m->plan_gen) {
@@ -1547,7 +1624,7 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
     }
     step_graph * g = find_graph(m, n_items);
     if (g == NULL) {
-        g = evict_graph(m);
+        g = evict_graph(m, n_items);
         if (!build_step_graph(m, items, n_items, g, err, err_len) || !plan_step_graph(m, g, err, err_len)) {
             reset_step_graph(g);
             return 1;

@@ -151,7 +151,11 @@ typedef struct ngpt_item {
 
 /* Run one forward pass over all items (each sequence at most once): write
  * every item's new keys and values into its cache and fill the outputs it
- * asked for. Returns 0, or non-zero with a message in err. On failure no
+ * asked for. The graph of a step is kept and run again for later steps of
+ * the same shape (each item's sequence, token count, and n_past + n_tokens
+ * rounded up to 32); once the model has seen a shape, this library
+ * allocates nothing for a step (ggml's CPU compute still makes and frees one
+ * small context per call, in ggml_cpu_init). Returns 0, or non-zero with a message in err. On failure no
  * output buffer has been written, and each item's cache positions n_past ..
  * n_past+n_tokens-1 hold unspecified values (earlier positions are never
  * touched): the caller treats them as unwritten, e.g. by retrying from the
