@@ -29,8 +29,16 @@ func TestKVFullIsBusy(t *testing.T) {
 		}
 		wantError(t, resp, 503, "busy", "Server busy, please retry")
 	}
-	if got := ts.Metrics().Rejections("busy"); got != 2 {
-		t.Fatalf("busy rejections %v, want 2", got)
+	// An OpenAI answer in one body is refused the same way, in OpenAI's shape.
+	resp := postJSON(t, ts.URL+"/v1/chat/completions", chatHi+`}`)
+	if got := resp.Header.Get("Retry-After"); got != "1" {
+		t.Errorf("/v1/chat/completions: Retry-After %q, want 1", got)
+	}
+	if e := decodeBody(t, resp, 503)["error"].(map[string]any); e["code"] != "busy" {
+		t.Errorf("/v1/chat/completions: error %v, want code busy", e)
+	}
+	if got := ts.Metrics().Rejections("busy"); got != 3 {
+		t.Fatalf("busy rejections %v, want 3", got)
 	}
 
 	// Any other failure before the first token is still an error event in a

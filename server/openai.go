@@ -10,6 +10,7 @@ package server
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"time"
 
@@ -114,6 +115,8 @@ func (o *oaiCall) once() {
 // fail answers an engine failure before anything was written.
 func (o *oaiCall) fail(err error) {
 	switch {
+	case errors.Is(err, engine.ErrKVFull):
+		o.s.rejectBusy(o.c) // as on /chat/stream (docs/API.md §10.4)
 	case o.s.baseCtx.Err() != nil:
 		writeError(o.c, o.s, http.StatusServiceUnavailable, "shutting_down", "Server is shutting down")
 	case o.c.Request.Context().Err() != nil:
