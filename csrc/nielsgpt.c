@@ -472,9 +472,9 @@ static ggml_backend_dev_t pick_device(const char * device, char * err, size_t er
  * times both choices on such steps as they run (see choose_threads), and
  * keeps to one thread while the machine is too busy for two to help.
  * Switching pools pauses the one left, so its workers sleep (poll = 0)
- * until a shared step wakes them. And while the machine is busy (its load
- * average at least its cores) shared steps run on one thread without
- * trying more: one step on two threads there can take a second. */
+ * until a shared step wakes them. And while other processes keep the
+ * cores busy, shared steps run on one thread without trying more: one
+ * step on two threads there can take a second. */
 
 /* Seconds per token of shared steps on one thread ([0]) and on every
  * thread ([1]), averaged as they run; 0 while not yet measured. The choice
@@ -482,8 +482,10 @@ static ggml_backend_dev_t pick_device(const char * device, char * err, size_t er
  * a busy spell costs a few slow steps rather than many. */
 typedef struct thread_choice {
     double   cost[2];
-    double   load;        /* the machine's 1-minute load average, see machine_load */
-    double   load_at;     /* when it was read */
+    double   others;      /* cores other processes kept busy lately, see others_busy */
+    double   seen_at;     /* when the busy times below were read; 0: never */
+    double   seen_busy;   /* the machine's busy time then, seconds, all cores */
+    double   seen_mine;   /* this process's CPU time then */
     int      n_cpus;      /* online cores */
     uint64_t n_shared;    /* shared steps so far */
     uint64_t next_probe;  /* the shared step on which to try the other choice */
@@ -494,6 +496,11 @@ typedef struct thread_choice {
 #define PROBE_GAP_MIN  16
 #define PROBE_GAP_MAX  4096
 #define COST_WEIGHT    0.25   /* of each new measurement in the average */
+
+/* Other processes may use this much of the cores a shared step does not
+ * claim before it keeps to one thread. */
+#define OTHERS_SLACK   0.25
+
 typedef struct ggml_threadpool * (*threadpool_new_t)(struct ggml_threadpool_params *);
 
 static struct ggml_threadpool * new_threadpool(threadpool_new_t threadpool_new, int n_threads) {
@@ -511,29 +518,68 @@ static int online_cpus(void) {
 #endif
 }
 
-/* The machine's 1-minute load average (threads running or waiting for a
- * core, this process's included), from /proc/loadavg, read at most once a
- * second without allocating; 0 where there is none, which holds nothing
- * back. */
-static double machine_load(thread_choice * tc) {
-    const double now = now_seconds();
-    if (now - tc->load_at < 1.0) {
-        return tc->load;
-    }
-    tc->load_at = now;
+/* The machine's busy time so far, all cores, in seconds: /proc/stat's first
+ * line (user, nice, system, irq, softirq and steal: a hypervisor's other
+ * guests are busy too), read without allocating. False where there is no
+ * /proc/stat. */
+static bool machine_busy(double * seconds) {
 #ifdef __linux__
-    char buf[64];
-    const int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        const ssize_t n = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (n > 0) {
-            buf[n] = '\0';
-            tc->load = strtod(buf, NULL);
-        }
+    char buf[256];
+    const int fd = open("/proc/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return false;
     }
+    const ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n < 5 || strncmp(buf, "cpu ", 4) != 0) {
+        return false;
+    }
+    buf[n] = '\0';
+    /* cpu user nice system idle iowait irq softirq steal */
+    unsigned long long v[8] = { 0 };
+    char * p = buf + 4;
+    for (int i = 0; i < 8; i++) {
+        v[i] = strtoull(p, &p, 10);
+    }
+    const long tick = sysconf(_SC_CLK_TCK);
+    *seconds = (double) (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double) (tick > 0 ? tick : 100);
+    return true;
+#else
+    (void) seconds;
+    return false;
 #endif
-    return tc->load;
+}
+
+static double process_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double) ts.tv_sec + 1e-9 * (double) ts.tv_nsec;
+}
+
+/* How many cores other processes kept busy lately: the machine's busy time
+ * less this process's CPU time, over the wall time since the last reading
+ * (at least half a second ago). This process's own threads (the Go side
+ * writing streams, ggml's workers) do not count: they are what the choice
+ * is about. 0 where the machine's busy time cannot be read; every core
+ * until there are two readings. */
+static double others_busy(thread_choice * tc) {
+    const double now = now_seconds();
+    if (now - tc->seen_at < 0.5) {
+        return tc->others;
+    }
+    double busy;
+    if (!machine_busy(&busy)) {
+        return 0;
+    }
+    const double mine = process_seconds();
+    if (tc->seen_at > 0) {
+        const double others = ((busy - tc->seen_busy) - (mine - tc->seen_mine)) / (now - tc->seen_at);
+        tc->others = others > 0 ? others : 0;
+    }
+    tc->seen_at   = now;
+    tc->seen_busy = busy;
+    tc->seen_mine = mine;
+    return tc->others;
 }
 
 /* Give a CPU backend its two threadpools. The functions come from the
@@ -565,6 +611,10 @@ static bool init_threads(ngpt_model * m, ggml_backend_dev_t dev, int n_threads, 
     m->choice->probe_gap = PROBE_GAP_MIN;
     m->choice->probing   = -1;
     m->choice->n_cpus    = online_cpus();
+    /* busy until measured otherwise: the first reading has nothing to
+     * compare with, and a step on two threads of a busy machine stalls */
+    m->choice->others    = m->choice->n_cpus;
+    others_busy(m->choice);
     m->n_threads = n_threads;
     m->tp_one = new_threadpool(threadpool_new, 1);
     m->tp_all = n_threads > 1 ? new_threadpool(threadpool_new, n_threads) : NULL;
@@ -598,7 +648,7 @@ static int choose_threads(ngpt_model * m, bool shared) {
         return 1;
     }
     tc->probing = -1;
-    if (!shared || m->n_threads < 2 || machine_load(tc) >= tc->n_cpus) {
+    if (!shared || m->n_threads < 2 || others_busy(tc) > tc->n_cpus - m->n_threads + OTHERS_SLACK) {
         return 1;
     }
     tc->n_shared++;
