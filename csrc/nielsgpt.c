@@ -483,6 +483,7 @@ static ggml_backend_dev_t pick_device(const char * device, char * err, size_t er
 typedef struct thread_choice {
     double   cost[2];
     double   others;      /* cores other processes kept busy lately, see others_busy */
+    double   others_avg;  /* the same, averaged over some seconds */
     double   seen_at;     /* when the busy times below were read; 0: never */
     double   seen_busy;   /* the machine's busy time then, seconds, all cores */
     double   seen_mine;   /* this process's CPU time then */
@@ -558,14 +559,17 @@ static double process_seconds(void) {
 
 /* How many cores other processes kept busy lately: the machine's busy time
  * less this process's CPU time, over the wall time since the last reading
- * (at least half a second ago). This process's own threads (the Go side
- * writing streams, ggml's workers) do not count: they are what the choice
- * is about. 0 where the machine's busy time cannot be read; every core
- * until there are two readings. */
+ * (at least half a second ago), and the most of that and its average over
+ * the last few seconds: a neighbour that works in bursts (a compiler, a
+ * test run) is busy even in its pauses, which last less than a step takes
+ * to collapse. This process's own threads (the Go side writing streams,
+ * ggml's workers) do not count: they are what the choice is about. 0 where
+ * the machine's busy time cannot be read; every core until there are two
+ * readings. */
 static double others_busy(thread_choice * tc) {
     const double now = now_seconds();
     if (now - tc->seen_at < 0.5) {
-        return tc->others;
+        return tc->others > tc->others_avg ? tc->others : tc->others_avg;
     }
     double busy;
     if (!machine_busy(&busy)) {
@@ -574,12 +578,13 @@ static double others_busy(thread_choice * tc) {
     const double mine = process_seconds();
     if (tc->seen_at > 0) {
         const double others = ((busy - tc->seen_busy) - (mine - tc->seen_mine)) / (now - tc->seen_at);
-        tc->others = others > 0 ? others : 0;
+        tc->others     = others > 0 ? others : 0;
+        tc->others_avg = 0.8 * tc->others_avg + 0.2 * tc->others;  /* ~2.5 s at one reading per 0.5 s */
     }
     tc->seen_at   = now;
     tc->seen_busy = busy;
     tc->seen_mine = mine;
-    return tc->others;
+    return tc->others > tc->others_avg ? tc->others : tc->others_avg;
 }
 
 /* Give a CPU backend its two threadpools. The functions come from the
@@ -614,6 +619,7 @@ static bool init_threads(ngpt_model * m, ggml_backend_dev_t dev, int n_threads, 
     /* busy until measured otherwise: the first reading has nothing to
      * compare with, and a step on two threads of a busy machine stalls */
     m->choice->others    = m->choice->n_cpus;
+    m->choice->others_avg = m->choice->n_cpus;
     others_busy(m->choice);
     m->n_threads = n_threads;
     m->tp_one = new_threadpool(threadpool_new, 1);
