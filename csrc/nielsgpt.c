@@ -11,8 +11,10 @@
  * t = n_past + n (the keys one sequence attends to).
  *
  * A step runs the way ggml's own examples split graph from evaluation: check
- * the items, build the graph, allocate it, upload the inputs, compute, read
- * the outputs back.
+ * the items, find the step's graph among those kept (or build one and plan
+ * its memory), upload the inputs, choose the threads, compute, read the
+ * outputs back. Sections: loading, threads, model, KV pool, sequences,
+ * step (items, shape, graph, evaluation).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE  /* dladdr */
@@ -705,7 +707,7 @@ static bool init_backend(ngpt_model * m, const char * device, int n_threads, cha
     return init_threads(m, dev, n_threads, err, err_len);
 }
 
-/* ---------------------------------------------------------------- loading: the model */
+/* ---------------------------------------------------------------- model: load and free */
 
 ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t blob_len,
                              const ngpt_tensor_ref * refs, int n_refs, const char * device,
