@@ -41,7 +41,7 @@ func TestHealth(t *testing.T) {
 // /livez answers whatever the model does; /readyz only once the model is
 // loaded. Both answer HEAD, and a successful probe leaves no log line.
 func TestLivezReadyz(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	s, err := New(testConfig(), nil, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -395,7 +395,7 @@ func TestMetricsEndpoint(t *testing.T) {
 // The access log carries one structured line per request with the client,
 // the route and, for streams, the tokens; and never a query string.
 func TestAccessLog(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	s, err := New(testConfig(), nil, NewLogger("json", &logs))
 	if err != nil {
 		t.Fatal(err)

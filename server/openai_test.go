@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"nielsgpt/internal/testkit"
 )
 
 const chatHi = `{"model":"anything","messages":[{"role":"user","content":"hello"}]`
@@ -192,7 +194,7 @@ func TestOpenAIErrors(t *testing.T) {
 func TestAPIKeys(t *testing.T) {
 	cfg := testConfig()
 	cfg.APIKeys = []string{"k-one", "k-two"}
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	s, err := New(cfg, nil, NewLogger("json", logs))
 	if err != nil {
 		t.Fatal(err)

@@ -21,10 +21,10 @@ import (
 // startRedisServer is startServer with its buckets in Redis and its log
 // kept, once the server uses Redis (or, with wantShared false, without
 // waiting for that).
-func startRedisServer(t *testing.T, cfg Config, redisURL string, wantShared bool) (*testServer, *syncBuffer) {
+func startRedisServer(t *testing.T, cfg Config, redisURL string, wantShared bool) (*testServer, *testkit.SyncBuffer) {
 	t.Helper()
 	cfg.RedisURL = redisURL
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	s, err := New(cfg, metrics.New(), slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)

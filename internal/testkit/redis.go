@@ -33,7 +33,7 @@ type Redis struct {
 	exe    string
 	dir    string
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *SyncBuffer
 	exited chan struct{}
 }
 
@@ -76,7 +76,7 @@ func freeLoopbackAddr(t testing.TB) string {
 
 func (r *Redis) start() error {
 	_, port, _ := net.SplitHostPort(r.Addr)
-	r.out = &syncBuffer{}
+	r.out = &SyncBuffer{}
 	r.cmd = exec.Command(r.exe, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", r.dir, "--logfile", "", "--daemonize", "no")
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
@@ -156,20 +156,20 @@ func (r *Redis) signal(sig syscall.Signal) {
 	}
 }
 
-// syncBuffer is redis-server's output, written by the process's pipe
-// copier while a failing test may read it.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer one goroutine writes while another reads: a
+// server's log or redis-server's output while a test inspects it.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
