@@ -65,16 +65,7 @@ func TestBatchedEqualsAlone(t *testing.T) {
 			TraceLayer:   i % c.Layers,
 		}
 	}
-	alone := make([]run, len(reqs))
-	for i, req := range reqs {
-		alone[i] = generate(t, m, req)
-	}
-	together := make([]run, len(reqs))
-	var wg sync.WaitGroup
-	for i, req := range reqs {
-		wg.Go(func() { together[i] = generate(t, m, req) })
-	}
-	wg.Wait()
+	alone, together := aloneAndTogether(t, m, reqs)
 	for i := range reqs {
 		a, b := alone[i], together[i]
 		if fmt.Sprint(a.tokens) != fmt.Sprint(b.tokens) {
@@ -337,4 +328,20 @@ func BenchmarkDecodeStep16Traced(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*streams)/b.Elapsed().Seconds(), "tokens/s")
+}
+
+// aloneAndTogether runs each request by itself, then all of them at once
+// (batched in the same steps), for tests that want the two to agree.
+func aloneAndTogether(t *testing.T, m *Model, reqs []GenerateRequest) (alone, together []run) {
+	alone = make([]run, len(reqs))
+	for i, req := range reqs {
+		alone[i] = generate(t, m, req)
+	}
+	together = make([]run, len(reqs))
+	var wg sync.WaitGroup
+	for i, req := range reqs {
+		wg.Go(func() { together[i] = generate(t, m, req) })
+	}
+	wg.Wait()
+	return alone, together
 }

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 )
@@ -103,16 +102,7 @@ func TestKVPoolQueuesWithoutDeadlock(t *testing.T) {
 		reqs[i] = GenerateRequest{Prompt: prompt, MaxNewTokens: 3 + 5*i,
 			Sampling: Sampling{Temperature: 0.9, TopK: 20, Seed: int64(i)}, TraceLayer: i % 3}
 	}
-	alone := make([]run, len(reqs))
-	for i, req := range reqs {
-		alone[i] = generate(t, m, req)
-	}
-	together := make([]run, len(reqs))
-	var wg sync.WaitGroup
-	for i, req := range reqs {
-		wg.Go(func() { together[i] = generate(t, m, req) })
-	}
-	wg.Wait()
+	alone, together := aloneAndTogether(t, m, reqs)
 	for i := range reqs {
 		if fmt.Sprint(alone[i].tokens) != fmt.Sprint(together[i].tokens) {
 			t.Fatalf("request %d: tokens alone %v, queued %v", i, alone[i].tokens, together[i].tokens)
