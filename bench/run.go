@@ -341,17 +341,17 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 // singleStream runs the single-stream phase and reads what it cost the
 // server in system calls, context switches and CPU per token.
 func (r *modeRunner) singleStream(ctx context.Context) (Throughput, *PerToken) {
-	before, ok := readProcCounters(r.pid)
+	before, ok := harness.ReadCounters(r.pid)
 	t := r.throughput(ctx, 1, r.plan.singleRuns, r.plan.tokens)
-	after, ok2 := readProcCounters(r.pid)
+	after, ok2 := harness.ReadCounters(r.pid)
 	if !ok || !ok2 || t.Tokens == 0 {
 		return t, nil
 	}
 	n := float64(t.Tokens)
 	return t, &PerToken{
-		RWSyscalls:  float64(after.rwSyscalls-before.rwSyscalls) / n,
-		CtxSwitches: float64(after.ctxSwitch-before.ctxSwitch) / n,
-		CPUms:       float64(after.cpuTicks-before.cpuTicks) * 1000 / clockTicksPerSecond / n,
+		RWSyscalls:  float64(after.RWSyscalls-before.RWSyscalls) / n,
+		CtxSwitches: float64(after.CtxSwitches-before.CtxSwitches) / n,
+		CPUms:       float64(after.CPUTicks-before.CPUTicks) * 1000 / harness.ClockTicksPerSecond / n,
 	}
 }
 

@@ -1,8 +1,8 @@
-package bench
+package harness
 
-// The server's system calls and context switches, from /proc: what a token
-// costs outside the engine's arithmetic, in a figure that does not depend on
-// how busy the machine was.
+// A process's system calls, context switches and CPU ticks, from /proc,
+// beside Memory in proc_linux.go: what a token costs outside the engine's
+// arithmetic, in figures that depend little on how busy the machine was.
 
 import (
 	"fmt"
@@ -12,15 +12,16 @@ import (
 	"strings"
 )
 
-// procCounters is a snapshot of a process's counters.
-type procCounters struct {
-	rwSyscalls int64 // read- and write-family system calls (syscr + syscw)
-	ctxSwitch  int64 // voluntary + involuntary context switches, all threads
-	cpuTicks   int64 // user + system time, in clock ticks
+// Counters is a snapshot of a process's counters.
+type Counters struct {
+	RWSyscalls  int64 // read- and write-family system calls (syscr + syscw)
+	CtxSwitches int64 // voluntary + involuntary context switches, all threads
+	CPUTicks    int64 // user + system time, in clock ticks
 }
 
-func readProcCounters(pid int) (procCounters, bool) {
-	var c procCounters
+// ReadCounters reads pid's counters; false where /proc does not have them.
+func ReadCounters(pid int) (Counters, bool) {
+	var c Counters
 	io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
 	if err != nil {
 		return c, false
@@ -29,7 +30,7 @@ func readProcCounters(pid int) (procCounters, bool) {
 		key, value, _ := strings.Cut(line, ":")
 		if key == "syscr" || key == "syscw" {
 			n, _ := strconv.ParseInt(strings.TrimSpace(value), 10, 64)
-			c.rwSyscalls += n
+			c.RWSyscalls += n
 		}
 	}
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
@@ -42,7 +43,7 @@ func readProcCounters(pid int) (procCounters, bool) {
 			key, value, _ := strings.Cut(line, ":")
 			if key == "voluntary_ctxt_switches" || key == "nonvoluntary_ctxt_switches" {
 				n, _ := strconv.ParseInt(strings.TrimSpace(value), 10, 64)
-				c.ctxSwitch += n
+				c.CtxSwitches += n
 			}
 		}
 	}
@@ -55,10 +56,10 @@ func readProcCounters(pid int) (procCounters, bool) {
 	if len(fields) > 12 {
 		utime, _ := strconv.ParseInt(fields[11], 10, 64)
 		stime, _ := strconv.ParseInt(fields[12], 10, 64)
-		c.cpuTicks = utime + stime
+		c.CPUTicks = utime + stime
 	}
 	return c, true
 }
 
-// clockTicksPerSecond is USER_HZ, 100 on every Linux this runs on.
-const clockTicksPerSecond = 100
+// ClockTicksPerSecond is USER_HZ, 100 on every Linux this runs on.
+const ClockTicksPerSecond = 100
