@@ -187,15 +187,7 @@ func TestTensorContract(t *testing.T) {
 		"output_norm.weight":       {64},
 		"output_norm.bias":         {64},
 	}
-	have := map[string][]uint64{}
-	for _, tt := range g.Tensors {
-		have[tt.Name] = tt.Dims
-	}
-	for name, dims := range want {
-		if got := have[name]; !reflect.DeepEqual(got, dims) {
-			t.Errorf("%s dims %v, want %v", name, got, dims)
-		}
-	}
+	have := wantTensorDims(t, g, want)
 	if _, ok := have["output.weight"]; ok {
 		t.Error("lm_head must not be stored: it is tied to token_embd")
 	}
@@ -469,4 +461,20 @@ func TestParseCorrupt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// wantTensorDims checks the dims of every tensor named in want, and returns
+// the dims of all the file's tensors by name.
+func wantTensorDims(t *testing.T, g *File, want map[string][]uint64) map[string][]uint64 {
+	t.Helper()
+	have := map[string][]uint64{}
+	for _, tt := range g.Tensors {
+		have[tt.Name] = tt.Dims
+	}
+	for name, dims := range want {
+		if got := have[name]; !reflect.DeepEqual(got, dims) {
+			t.Errorf("%s dims %v, want %v", name, got, dims)
+		}
+	}
+	return have
 }

@@ -172,15 +172,7 @@ func TestTensorContractGen2(t *testing.T) {
 		"blk.1.ffn_down.bias":      {8},
 		"output_norm.weight":       {8},
 	}
-	have := map[string][]uint64{}
-	for _, tt := range g.Tensors {
-		have[tt.Name] = tt.Dims
-	}
-	for name, dims := range want {
-		if got := have[name]; !reflect.DeepEqual(got, dims) {
-			t.Errorf("%s dims %v, want %v", name, got, dims)
-		}
-	}
+	have := wantTensorDims(t, g, want)
 	if len(have) != 2+2*10 {
 		t.Errorf("%d tensors, want 22", len(have))
 	}
