@@ -25,6 +25,9 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 	if req.TopLogprobs < 0 || req.TopLogprobs > MaxTopLogprobs {
 		return nil, fmt.Errorf("top logprobs %d out of range [0, %d]", req.TopLogprobs, MaxTopLogprobs)
 	}
+	if len(req.TraceLayers) > 0 || req.LogitLens || len(req.Ablate) > 0 {
+		return nil, errors.New("trace_layers, logit_lens and ablate are not supported by this engine yet")
+	}
 	if req.MaxNewTokens == 0 {
 		res := &Result{Generated: []byte{}, Stopped: "max_new_tokens"}
 		if !req.Raw {
@@ -77,6 +80,8 @@ func (m *Model) check(prompt []byte, maxNew int, s Sampling, hop int) error {
 		return errors.New("max_new_tokens must not be negative")
 	case math.IsNaN(s.Temperature) || math.IsInf(s.Temperature, 0) || s.Temperature < 0:
 		return errors.New("temperature must be finite and >= 0")
+	case s.RepetitionPenalty != 0 && s.RepetitionPenalty != 1:
+		return errors.New("repetition_penalty is not supported by this engine yet")
 	case s.TopK < 0:
 		return errors.New("top_k must not be negative")
 	case math.IsNaN(s.TopP) || s.TopP < 0 || s.TopP > 1:

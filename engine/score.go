@@ -18,6 +18,9 @@ func (m *Model) Score(ctx context.Context, req ScoreRequest) (*Scores, error) {
 	if len(req.Tokens) == 0 {
 		return nil, errors.New("nothing to score")
 	}
+	if len(req.Ablate) > 0 {
+		return nil, errors.New("ablate is not supported by this engine yet")
+	}
 	if req.TopN < 0 || req.TopN > MaxTopLogprobs {
 		return nil, fmt.Errorf("top_n %d out of range [0, %d]", req.TopN, MaxTopLogprobs)
 	}

@@ -17,8 +17,18 @@ type Sampling struct {
 	// TopP keeps the smallest set of most likely tokens whose probability
 	// reaches it (after TopK); 0 or 1 means no nucleus filtering.
 	TopP float64
-	Seed int64
+	// RepetitionPenalty divides the logit of every distinct token already in
+	// the prompt or generated (whatever its sign), before temperature; 0 or 1
+	// means off.
+	RepetitionPenalty float64
+	Seed              int64
 }
+
+// Head names one attention head.
+type Head struct{ Layer, Head int }
+
+// LensTop is how many candidates each layer of the logit lens reports.
+const LensTop = 5
 
 // GenerateRequest asks for up to MaxNewTokens tokens after Prompt.
 type GenerateRequest struct {
@@ -26,6 +36,15 @@ type GenerateRequest struct {
 	MaxNewTokens int
 	Sampling     Sampling
 	TraceLayer   int // layer whose attention rows are reported; -1 for none
+	// TraceLayers are more layers (distinct, any order) whose attention rows
+	// every Step reports in Step.Layers, in this order.
+	TraceLayers []int
+	// LogitLens asks every Step for Step.Lens: what each layer's residual
+	// stream would predict through the final norm and the LM head.
+	LogitLens bool
+	// Ablate zeroes these heads' attention outputs (before the projection)
+	// at every position, prompt included. Distinct, at most L·H.
+	Ablate []Head
 	// WindowHop is how the window moves once the sequence outgrows the
 	// context (docs/API.md, window_hop): 1 (or 0) re-cuts it for every token,
 	// as the original did; k > 1 jumps k tokens at a time, so the cache is
@@ -75,6 +94,26 @@ type Step struct {
 	// the model's own distribution, whatever the sampling settings.
 	Logprob     float64
 	TopLogprobs []TokenLogprob
+	// Layers holds one entry per GenerateRequest.TraceLayers, in its order.
+	Layers []LayerAttn
+	// Lens holds one entry per layer (0..L-1) when the request asked for
+	// LogitLens; the last is the model's own distribution (temperature 1).
+	Lens []LensLayer
+}
+
+// LayerAttn is one layer's attention probabilities for the newest query
+// position: Attn[head] is as long as the current window.
+type LayerAttn struct {
+	Layer int
+	Attn  [][]float32
+}
+
+// LensLayer is the logit lens at one layer: the distribution
+// softmax(LN_f(h_l) · tok_embᵀ) at the newest position.
+type LensLayer struct {
+	Layer      int
+	Entropy    float64     // nats
+	Candidates []Candidate // at most LensTop, highest first
 }
 
 // Clone is a deep copy of the step, for callers that keep steps beyond
@@ -120,7 +159,8 @@ type FullAttn struct {
 // prefix, in one pass over the window (the last T tokens).
 type ScoreRequest struct {
 	Tokens []byte
-	TopN   int // candidates per position, 0..MaxTopLogprobs
+	TopN   int    // candidates per position, 0..MaxTopLogprobs
+	Ablate []Head // as in GenerateRequest
 }
 
 // PositionScore is the model's distribution (temperature 1, no filtering)
