@@ -10,10 +10,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"nielsgpt/internal/harness"
 )
@@ -366,9 +368,12 @@ func TestGraphReusedAcrossMasksAndLayers(t *testing.T) {
 }
 
 // One decode step at context 128 of the deployed model, as a stream with
-// trace_layer alone runs it, against one with trace_layers "all", the logit
-// lens and a head ablated: the step, the sampled token, and (deep) the
-// lens's entropies and top 5 for every layer.
+// trace_layer alone runs it, against one with more: another layer traced,
+// trace_layers "all", the logit lens, a head ablated. Each iteration runs one
+// step of each, alternating, so both see the same load on a noisy machine;
+// the deep stream's rate relative to the plain one is rate_ratio. A step is
+// the engine step, the sampled token, and (lens) every layer's entropy and
+// top 5.
 func BenchmarkDecodeStepDeep(b *testing.B) {
 	m := syntheticModel(b, harness.Deployed, Options{Threads: benchThreads()})
 	c := m.Config()
@@ -386,45 +391,114 @@ func BenchmarkDecodeStepDeep(b *testing.B) {
 		mask[i] = 1
 	}
 	mask[1] = 0
-	cases := []struct {
-		name   string
+	type stream struct {
 		layers []int32
 		lens   bool
 		mask   []float32
+	}
+	// a decoding stream at context 128, and what one step of it does
+	prepare := func(b *testing.B, st stream) func() {
+		cache := newCache(b, m, ctxLen)
+		if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1], headMask: st.mask}}); err != nil {
+			b.Fatal(err)
+		}
+		s := newSampler(Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, c.Vocab)
+		it := stepItem{cache: cache, tokens: prompt[ctxLen-1:], nPast: ctxLen - 1,
+			logits: make([]float32, c.Vocab), traceLayers: st.layers,
+			attnRows: make([]float32, len(st.layers)*c.Heads*ctxLen), headMask: st.mask}
+		var lens []LensLayer
+		if st.lens {
+			it.lens = make([]float32, c.Layers*c.Vocab)
+			lens = newLensLayers(c.Layers)
+		}
+		return func() {
+			if err := m.step([]stepItem{it}); err != nil {
+				b.Fatal(err)
+			}
+			s.sample(it.logits)
+			if st.lens {
+				describeLens(lens, it.lens, c.Vocab)
+			}
+		}
+	}
+	cases := []struct {
+		name string
+		deep stream
 	}{
-		{"trace_layer", []int32{2}, false, nil},
-		{"ablated", []int32{2}, false, mask},
-		{"all_layers", all, false, nil},
-		{"all_layers+lens", all, true, nil},
-		{"all_layers+lens+ablated", all, true, mask},
+		{"two_layers", stream{layers: []int32{2, 0}}},
+		{"ablated", stream{layers: []int32{2}, mask: mask}},
+		{"all_layers", stream{layers: all}},
+		{"all_layers+lens", stream{layers: all, lens: true}},
+		{"all_layers+lens+ablated", stream{layers: all, lens: true, mask: mask}},
 	}
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
-			cache := newCache(b, m, ctxLen)
-			if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1], headMask: tc.mask}}); err != nil {
-				b.Fatal(err)
-			}
-			s := newSampler(Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, c.Vocab)
-			it := stepItem{cache: cache, tokens: prompt[ctxLen-1:], nPast: ctxLen - 1,
-				logits: make([]float32, c.Vocab), traceLayers: tc.layers,
-				attnRows: make([]float32, len(tc.layers)*c.Heads*ctxLen), headMask: tc.mask}
-			var lens []LensLayer
-			if tc.lens {
-				it.lens = make([]float32, c.Layers*c.Vocab)
-				lens = newLensLayers(c.Layers)
-			}
+			plain, deep := prepare(b, stream{layers: []int32{2}}), prepare(b, tc.deep)
+			plain() // each pays for its graph before the clock starts
+			deep()
+			var plainTime, deepTime time.Duration
 			b.ResetTimer()
 			for b.Loop() {
-				if err := m.step([]stepItem{it}); err != nil {
-					b.Fatal(err)
-				}
-				s.sample(it.logits)
-				if tc.lens {
-					describeLens(lens, it.lens, c.Vocab)
-				}
+				began := time.Now()
+				plain()
+				mid := time.Now()
+				deep()
+				plainTime += mid.Sub(began)
+				deepTime += time.Since(mid)
 			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "steps/s")
+			n := float64(b.N)
+			b.ReportMetric(plainTime.Seconds()/n*1e6, "plain-µs/step")
+			b.ReportMetric(deepTime.Seconds()/n*1e6, "deep-µs/step")
+			b.ReportMetric(plainTime.Seconds()/deepTime.Seconds(), "rate_ratio")
 		})
 	}
+}
+
+// The Go side of the lens for one step of the deployed model: every layer's
+// softmax, entropy and top 5.
+func BenchmarkDescribeLens(b *testing.B) {
+	c := harness.Deployed
+	rng := rand.New(rand.NewPCG(3, 4))
+	logits := make([]float32, c.Layers*c.Vocab)
+	for i := range logits {
+		logits[i] = float32(rng.NormFloat64() * 3)
+	}
+	lens := newLensLayers(c.Layers)
+	b.ReportAllocs()
+	for b.Loop() {
+		describeLens(lens, logits, c.Vocab)
+	}
+}
+
+// Whole generations through the scheduler, one stream, 128 tokens from a
+// short prompt: trace_layer alone against trace_layers "all" with the logit
+// lens, alternating as in BenchmarkDecodeStepDeep.
+func BenchmarkGenerateDeep(b *testing.B) {
+	m := syntheticModel(b, harness.Deployed, Options{Threads: benchThreads()})
+	c := m.Config()
+	prompt := []byte("user: tell me about niels\nassistant: ")
+	run := func(req GenerateRequest) time.Duration {
+		req.Prompt, req.MaxNewTokens, req.TraceLayer = prompt, 128, 3
+		req.Sampling = Sampling{Temperature: 0.9, TopK: 50, Seed: 42}
+		began := time.Now()
+		if _, err := m.Generate(context.Background(), req, func(*Step) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(began)
+	}
+	deep := GenerateRequest{TraceLayers: allLayers(c.Layers), LogitLens: true}
+	run(GenerateRequest{})
+	run(deep)
+	var plainTime, deepTime time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		plainTime += run(GenerateRequest{})
+		deepTime += run(deep)
+	}
+	tokens := float64(128 * b.N)
+	b.ReportMetric(tokens/plainTime.Seconds(), "plain-tokens/s")
+	b.ReportMetric(tokens/deepTime.Seconds(), "deep-tokens/s")
+	b.ReportMetric(plainTime.Seconds()/deepTime.Seconds(), "rate_ratio")
 }
