@@ -118,7 +118,8 @@ func admit[R any](s *Server, c *gin.Context,
 	if !ok {
 		return req, nil, nil, false
 	}
-	req, ignored, err := parse(body, limits{model: eng.Config(), maxNewTokens: s.cfg.MaxNewTokens, windowHop: s.cfg.WindowHop})
+	req, ignored, err := parse(body, limits{model: eng.Config(), maxNewTokens: s.cfg.MaxNewTokens, windowHop: s.cfg.WindowHop,
+		maxAttentionFloats: s.cfg.MaxAttentionFloats})
 	if err != nil {
 		s.writeValidation(c, err)
 		return req, nil, nil, false

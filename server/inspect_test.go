@@ -10,6 +10,9 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -297,6 +300,7 @@ func TestInspectEndpointsShareLimits(t *testing.T) {
 	score := `{"text":"abc"}`
 
 	wantError(t, postJSON(t, ts.URL+"/inspect/score", score), 401, "unauthorized", "")
+	wantError(t, postJSON(t, ts.URL+"/inspect/attention", `{"messages":[{"role":"user","content":"a"}]}`), 401, "unauthorized", "")
 	resp := postJSON(t, ts.URL+"/inspect/score", score, "Authorization", "Bearer k")
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("with the key: %d", resp.StatusCode)
@@ -322,4 +326,107 @@ func TestInspectEndpointsShareLimits(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+	if want := `nielsgpt_http_requests_total{route="/inspect/attention",status="401"} 1`; !strings.Contains(text, want) {
+		t.Errorf("/metrics lacks %s", want)
+	}
+}
+
+type attentionJSON struct {
+	Layers        []int           `json:"layers"`
+	TokenIDs      []int           `json:"token_ids"`
+	Tokens        []string        `json:"tokens"`
+	TokensDisplay []string        `json:"tokens_display"`
+	Attn          [][][][]float64 `json:"attn"`
+}
+
+func TestAttention(t *testing.T) {
+	fake := newFakeEngine()
+	ts := startServer(t, testConfig(), fake)
+	msgs := `"messages":[{"role":"user","content":"hi"}]`
+	window := []byte("user: hi\nassistant: ")
+
+	resp := postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"layers":[3,1],"seed":5}`)
+	data := readAll(t, resp)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/json; charset=utf-8" {
+		t.Fatalf("status %d %q: %s", resp.StatusCode, resp.Header.Get("Content-Type"), data)
+	}
+	var out attentionJSON
+	decodeStrict(t, string(data), &out)
+	if !slices.Equal(out.Layers, []int{3, 1}) || len(out.TokenIDs) != len(window) || len(out.Attn) != 2 {
+		t.Fatalf("answer %+v", out)
+	}
+	for i, id := range out.TokenIDs {
+		if id != int(window[i]) || out.Tokens[i] != engine.TokenText(id) || out.TokensDisplay[i] != engine.TokenDisplay(id) {
+			t.Fatalf("token %d: %d", i, id)
+		}
+	}
+	for l := range out.Attn {
+		if len(out.Attn[l]) != fakeConfig.Heads {
+			t.Fatalf("layer %d: %d heads", l, len(out.Attn[l]))
+		}
+		for h := range out.Attn[l] {
+			wantCausalRows(t, out.Attn[l][h], 1e-6)
+		}
+	}
+	if got := fake.lastFullAttn(); got.Sampling.Seed != 5 || got.MaxNewTokens != 0 || string(got.Prompt) != string(window) {
+		t.Fatalf("engine request %+v", got)
+	}
+
+	// Defaults: every layer. Generated tokens join the window.
+	resp = postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"max_new_tokens":2}`)
+	decodeStrict(t, string(readAll(t, resp)), &out)
+	if !slices.Equal(out.Layers, []int{0, 1, 2, 3}) || len(out.TokenIDs) != len(window)+2 || len(out.Attn[3][1]) != len(window)+2 {
+		t.Fatalf("defaults: layers %v, %d tokens", out.Layers, len(out.TokenIDs))
+	}
+
+	// The archive, read back by numpy.
+	python := python3WithNumpy(t)
+	resp = postJSON(t, ts.URL+"/inspect/attention?format=npz", `{`+msgs+`,"layers":[2]}`)
+	archive := readAll(t, resp)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/zip" ||
+		!strings.Contains(resp.Header.Get("Content-Disposition"), `filename="attention.npz"`) {
+		t.Fatalf("npz: status %d, headers %v", resp.StatusCode, resp.Header)
+	}
+	path := filepath.Join(t.TempDir(), "a.npz")
+	if err := os.WriteFile(path, archive, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := exec.Command(python, "-c", `import sys, numpy as np
+z = np.load(sys.argv[1])
+print(z["attn"].dtype, z["attn"].shape, z["layers"].tolist(), z["token_ids"].tolist() == list(sys.argv[2].encode()), float(z["attn"][0, 1, 3].sum()))`,
+		path, string(window)).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(got)) != fmt.Sprintf("float32 (1, 2, %d, %d) [2] True 1.0", len(window), len(window)) {
+		t.Fatalf("numpy read %q (%v)", got, err)
+	}
+}
+
+func TestAttentionRefusals(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxAttentionFloats = 2 * 2 * 20 * 20 // two layers over the 20-token "hi" window
+	fake := newFakeEngine()
+	ts := startServer(t, cfg, fake)
+	msgs := `"messages":[{"role":"user","content":"hi"}]`
+	resp := postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"layers":[0,1]}`)
+	if readAll(t, resp); resp.StatusCode != http.StatusOK {
+		t.Fatalf("at the bound: %d", resp.StatusCode)
+	}
+	wantDetail(t, postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"layers":[0,1,2]}`),
+		"the answer would hold 3 layers × 2 heads × 20 × 20 tokens = 2400 attention probabilities, more than this server's limit of 1600 (MAX_ATTENTION_FLOATS)")
+	// The bound counts the tokens still to be generated.
+	wantDetail(t, postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"layers":[0],"max_new_tokens":9}`), "1 layers × 2 heads × 29 × 29 tokens")
+	wantDetail(t, postJSON(t, ts.URL+"/inspect/attention?format=csv", `{`+msgs+`}`), `format must be "json" or "npz", not "csv"`)
+	wantDetail(t, postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"layers":[]}`), "layers must not be empty")
+	wantDetail(t, postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"layers":[1,1]}`), "layers lists layer 1 twice")
+	wantDetail(t, postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"layers":"every"}`), `layers must be "all" or a list`)
+	wantDetail(t, postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"ablate":[{"layer":0,"head":5}]}`), "ablate[0].head must be in [0, 1]")
+	wantDetail(t, postJSON(t, ts.URL+"/inspect/attention", `{"layers":[0]}`), "messages is required")
+
+	fake.refuse = fmt.Errorf("attention: %w", engine.ErrKVFull)
+	resp = postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"layers":[0]}`)
+	if resp.Header.Get("Retry-After") != "1" {
+		t.Errorf("busy without Retry-After")
+	}
+	wantError(t, resp, 503, "busy", "Server busy, please retry")
+	fake.refuse = errFakeEngine
+	wantError(t, postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"layers":[0]}`), 500, "engine_error", "Attention inspection failed")
 }

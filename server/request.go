@@ -59,6 +59,9 @@ type limits struct {
 	model        gguf.ModelConfig
 	maxNewTokens int
 	windowHop    int // WINDOW_HOP: window_hop when a request leaves it out
+	// maxAttentionFloats is MAX_ATTENTION_FLOATS: the most probabilities
+	// one /inspect/attention answer may hold.
+	maxAttentionFloats int
 }
 
 var (

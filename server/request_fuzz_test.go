@@ -26,7 +26,7 @@ var fuzzSeeds = []string{
 	`null`, ``, `[`, `{"a":1}`,
 }
 
-var fuzzLimits = limits{model: fakeConfig, maxNewTokens: 1024}
+var fuzzLimits = limits{model: fakeConfig, maxNewTokens: 1024, maxAttentionFloats: 1 << 22}
 
 // checkAccepted holds an accepted request's prompt against the messages as
 // encoding/json reads them from the same body: an independent decoder, so a

@@ -204,8 +204,17 @@ func parseAttentionRequest(body []byte, lim limits) (attentionRequest, []string,
 	if err != nil {
 		return attentionRequest{}, nil, err
 	}
+	// The window holds at most the prompt and the new tokens, and at most T:
+	// the bound is known before any work for a byte-level model. A tokenizer
+	// almost always makes fewer tokens than bytes; the handler checks the
+	// window the engine really used again.
+	prompt := engine.FormatTranscript(messages)
+	window := min(len(prompt)+int(maxNew), lim.model.Context)
+	if err := checkAttentionSize(len(layers), lim.model.Heads, window, lim.maxAttentionFloats); err != nil {
+		return attentionRequest{}, nil, err
+	}
 	return attentionRequest{
-		Prompt:       engine.FormatTranscript(messages),
+		Prompt:       prompt,
 		MaxNewTokens: int(maxNew),
 		Sampling:     engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, lim.model.Vocab), Seed: seed},
 		Layers:       layers,
@@ -268,4 +277,16 @@ func scoreTranscript(messages []engine.Message) []byte {
 		return transcript
 	}
 	return bytes.TrimSuffix(transcript, []byte("assistant: "))
+}
+
+// checkAttentionSize refuses an /inspect/attention answer of more than
+// most probabilities (MAX_ATTENTION_FLOATS), naming what makes it that big.
+func checkAttentionSize(layers, heads, window, most int) error {
+	n := int64(layers) * int64(heads) * int64(window) * int64(window)
+	if n <= int64(most) {
+		return nil
+	}
+	return invalidParam("layers", "the answer would hold %d layers × %d heads × %d × %d tokens = %d attention probabilities, "+
+		"more than this server's limit of %d (MAX_ATTENTION_FLOATS): ask for fewer layers, or a shorter transcript or fewer new tokens",
+		layers, heads, window, window, n, most)
 }
