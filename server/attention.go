@@ -7,8 +7,6 @@ package server
 // WRITE_TIMEOUT, rather than built whole in memory.
 
 import (
-	"context"
-	"errors"
 	"io"
 	"net/http"
 
@@ -16,13 +14,6 @@ import (
 
 	"nielsgpt/engine"
 )
-
-// attentionAnswer is the window and, for each requested layer (in the
-// request's order), each head's t × t matrix.
-type attentionAnswer struct {
-	TokenIDs []int
-	Attn     [][][][]float32
-}
 
 func (s *Server) attention(c *gin.Context) {
 	npz := false
@@ -34,13 +25,13 @@ func (s *Server) attention(c *gin.Context) {
 		s.writeValidation(c, invalidParam("format", `format must be "json" or "npz", not %q`, clip(format, 20)))
 		return
 	}
-	req, eng, release, ok := admit(s, c, parseAttentionRequest, func(r attentionRequest) []byte { return r.Prompt })
+	req, eng, release, ok := admit(s, c, parseAttentionRequest, func(r engine.FullAttnRequest) []byte { return r.Prompt })
 	if !ok {
 		return
 	}
 	defer release()
 
-	answer, err := attentionMatrices(c.Request.Context(), eng, req)
+	answer, err := eng.FullAttention(c.Request.Context(), req)
 	if err != nil {
 		s.engineFailed(c, err, "Attention inspection failed")
 		return
@@ -73,30 +64,6 @@ func (s *Server) attention(c *gin.Context) {
 		// The status is sent; a client that stopped reading only loses its answer.
 		c.Set(ctxErrorCode, "write_failed")
 	}
-}
-
-// attentionMatrices asks the engine for the matrices of every head of the
-// requested layers.
-func attentionMatrices(ctx context.Context, eng Engine, req attentionRequest) (*attentionAnswer, error) {
-	if len(req.Ablate) > 0 {
-		return nil, errors.New("ablate needs the engine's many-layer attention pass")
-	}
-	heads := eng.Config().Heads
-	answer := &attentionAnswer{Attn: make([][][][]float32, len(req.Layers))}
-	for i, layer := range req.Layers {
-		answer.Attn[i] = make([][][]float32, heads)
-		for h := range heads {
-			full, err := eng.FullAttention(ctx, engine.FullAttnRequest{
-				Prompt: req.Prompt, MaxNewTokens: req.MaxNewTokens, Sampling: req.Sampling,
-				Layer: layer, Head: h, WindowHop: req.WindowHop,
-			})
-			if err != nil {
-				return nil, err
-			}
-			answer.TokenIDs, answer.Attn[i][h] = full.TokenIDs, full.Attn
-		}
-	}
-	return answer, nil
 }
 
 // deadlineWriter gives every write of a long answer its own WRITE_TIMEOUT,

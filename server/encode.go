@@ -218,34 +218,16 @@ func appendJSONEvent(b []byte, name string, v any) []byte {
 	return append(b, "\n\n"...)
 }
 
-// appendFullAttn writes the /inspect/full_attn response body.
+// appendFullAttn writes the /inspect/full_attn response body: the matrix of
+// head of the one layer asked for.
 func appendFullAttn(b []byte, layer, head int, full *engine.FullAttn) []byte {
 	b = append(b, `{"layer":`...)
 	b = strconv.AppendInt(b, int64(layer), 10)
 	b = append(b, `,"head":`...)
 	b = strconv.AppendInt(b, int64(head), 10)
-	b = append(b, `,"token_ids":[`...)
-	for i, id := range full.TokenIDs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, int64(id), 10)
-	}
-	b = append(b, `],"tokens":[`...)
-	for i, id := range full.TokenIDs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendString(b, engine.TokenText(id))
-	}
-	b = append(b, `],"tokens_display":[`...)
-	for i, id := range full.TokenIDs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendString(b, engine.TokenDisplay(id))
-	}
-	b = append(b, `],"attn":`...)
-	b = appendMatrix(b, full.Attn)
+	b = append(b, ',')
+	b = appendTokenLists(b, full.TokenIDs)
+	b = append(b, `,"attn":`...)
+	b = appendMatrix(b, full.Attn[0][head])
 	return append(b, '}')
 }

@@ -372,6 +372,16 @@ func TestAttention(t *testing.T) {
 		t.Fatalf("engine request %+v", got)
 	}
 
+	// ablate reaches the engine, here and on /inspect/full_attn.
+	readAll(t, postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"layers":[0],"ablate":[{"layer":1,"head":1}]}`))
+	if got := fake.lastFullAttn(); !slices.Equal(got.Ablate, []engine.Head{{Layer: 1, Head: 1}}) || !slices.Equal(got.Layers, []int{0}) {
+		t.Fatalf("engine request %+v", got)
+	}
+	readAll(t, postJSON(t, ts.URL+"/inspect/full_attn", `{`+msgs+`,"trace_layer":2,"head":0,"ablate":[{"layer":0,"head":1}]}`))
+	if got := fake.lastFullAttn(); !slices.Equal(got.Ablate, []engine.Head{{Layer: 0, Head: 1}}) || !slices.Equal(got.Layers, []int{2}) {
+		t.Fatalf("/inspect/full_attn: engine request %+v", got)
+	}
+
 	// Defaults: every layer. Generated tokens join the window.
 	resp = postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"max_new_tokens":2}`)
 	decodeStrict(t, string(readAll(t, resp)), &out)

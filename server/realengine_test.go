@@ -230,3 +230,78 @@ func TestRealEngineAttention(t *testing.T) {
 		}
 	}
 }
+
+// Deeper traces over the real model: the stream carries exactly the layers,
+// lens and (ablated) tokens the engine computes for the same request, and
+// ablating heads changes what is generated.
+func TestRealEngineDeeperTraces(t *testing.T) {
+	eng := loadTinyModel(t)
+	ts := startServer(t, testConfig(), eng)
+	mc := eng.Config()
+	prompt := []byte("user: hi\nassistant: ")
+	greedy := func(ablate []engine.Head) ([]*engine.Step, error) {
+		var steps []*engine.Step
+		_, err := eng.Generate(context.Background(), engine.GenerateRequest{
+			Prompt: prompt, MaxNewTokens: 12, TraceLayer: 0, TraceLayers: []int{1, 0}, LogitLens: true, Ablate: ablate,
+		}, func(s *engine.Step) error {
+			steps = append(steps, s.Clone())
+			return nil
+		})
+		return steps, err
+	}
+	ablate := []engine.Head{{Layer: 0, Head: 0}, {Layer: 1, Head: 1}}
+	direct, err := greedy(ablate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := greedy(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	differs := false
+	for i := range min(len(direct), len(plain)) {
+		differs = differs || direct[i].TokenID != plain[i].TokenID || direct[i].Entropy != plain[i].Entropy
+	}
+	if !differs {
+		t.Fatal("ablating two heads changed nothing: the test cannot tell whether ablate reaches the engine")
+	}
+
+	body := `{"messages":[{"role":"user","content":"hi"}],"max_new_tokens":12,"temperature":0,"trace_layer":0,
+		"trace_layers":[1,0],"logit_lens":true,"ablate":[{"layer":0,"head":0},{"layer":1,"head":1}]}`
+	events := readEvents(t, postJSON(t, ts.URL+"/chat/stream", body))
+	if len(events) != 2*len(direct)+1 {
+		t.Fatalf("%d events for %d steps", len(events), len(direct))
+	}
+	for i, want := range direct {
+		var tok tokenEvent
+		decodeStrict(t, events[2*i].Data, &tok)
+		var tr deepTraceEvent
+		decodeStrict(t, events[2*i+1].Data, &tr)
+		if *tok.TokenID != want.TokenID || float32(tr.Entropy) != float32(want.Entropy) {
+			t.Fatalf("step %d: token %d entropy %v, engine %d %v", i, *tok.TokenID, tr.Entropy, want.TokenID, want.Entropy)
+		}
+		if len(tr.Layers) != 2 || *tr.Layers[0].Layer != 1 || *tr.Layers[1].Layer != 0 || len(tr.Lens) != mc.Layers {
+			t.Fatalf("step %d: %s", i, events[2*i+1].Data)
+		}
+		for j, l := range want.Layers {
+			for h, row := range l.Attn {
+				for k, p := range row {
+					if float32(tr.Layers[j].Attn[h][k]) != p {
+						t.Fatalf("step %d layer %d head %d [%d]: %v, engine %v", i, l.Layer, h, k, tr.Layers[j].Attn[h][k], p)
+					}
+				}
+			}
+		}
+		for l, lens := range want.Lens {
+			got := tr.Lens[l]
+			if *got.Layer != lens.Layer || float32(*got.Entropy) != float32(lens.Entropy) || len(got.TopK) != len(lens.Candidates) || len(got.TopK) > engine.LensTop {
+				t.Fatalf("step %d lens %d: %+v, engine %+v", i, l, got, lens)
+			}
+			for k, c := range lens.Candidates {
+				if got.TopK[k].TokenID != c.TokenID || float32(got.TopK[k].Prob) != float32(c.Prob) {
+					t.Fatalf("step %d lens %d topk %d: %+v, engine %+v", i, l, k, got.TopK[k], c)
+				}
+			}
+		}
+	}
+}

@@ -67,7 +67,7 @@ type limits struct {
 var (
 	chatFields = []string{"messages", "max_new_tokens", "temperature", "top_k", "seed", "trace_layer", "window_hop",
 		"trace_layers", "logit_lens", "ablate"}
-	fullAttnFields = []string{"messages", "trace_layer", "head", "seed", "max_new_tokens", "window_hop"}
+	fullAttnFields = []string{"messages", "trace_layer", "head", "seed", "max_new_tokens", "window_hop", "ablate"}
 	messageFields  = []string{"role", "content"}
 	headFields     = []string{"layer", "head"}
 )
@@ -127,46 +127,57 @@ func parseTraceExtras(fields map[string]json.RawMessage, prefix string, model gg
 	return err
 }
 
+// fullAttnRequest is a POST /inspect/full_attn body: the engine's request
+// for its one layer, and the head whose matrix the answer holds.
+type fullAttnRequest struct {
+	engine.FullAttnRequest
+	head int
+}
+
 // parseFullAttnRequest validates a POST /inspect/full_attn body. Tokens
 // generated before the matrix is taken use the default sampling settings with
 // the request's seed.
-func parseFullAttnRequest(body []byte, lim limits) (engine.FullAttnRequest, []string, error) {
+func parseFullAttnRequest(body []byte, lim limits) (fullAttnRequest, []string, error) {
 	fields, ignored, err := parseBody(body, fullAttnFields)
 	if err != nil {
-		return engine.FullAttnRequest{}, nil, err
+		return fullAttnRequest{}, nil, err
 	}
 	messages, err := parseMessages(fields["messages"], &ignored)
 	if err != nil {
-		return engine.FullAttnRequest{}, nil, err
+		return fullAttnRequest{}, nil, err
 	}
 	layer, err := rangeField(fields, "trace_layer", true, 0, 0, int64(lim.model.Layers-1))
 	if err != nil {
-		return engine.FullAttnRequest{}, nil, err
+		return fullAttnRequest{}, nil, err
 	}
 	head, err := rangeField(fields, "head", true, 0, 0, int64(lim.model.Heads-1))
 	if err != nil {
-		return engine.FullAttnRequest{}, nil, err
+		return fullAttnRequest{}, nil, err
 	}
 	seed, err := seedField(fields)
 	if err != nil {
-		return engine.FullAttnRequest{}, nil, err
+		return fullAttnRequest{}, nil, err
 	}
 	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultFullAttnNewToken, 0, int64(lim.maxNewTokens))
 	if err != nil {
-		return engine.FullAttnRequest{}, nil, err
+		return fullAttnRequest{}, nil, err
 	}
 	hop, err := windowHopField(fields, lim)
 	if err != nil {
-		return engine.FullAttnRequest{}, nil, err
+		return fullAttnRequest{}, nil, err
 	}
-	return engine.FullAttnRequest{
+	ablate, err := parseAblate(fields["ablate"], "ablate", lim.model, &ignored)
+	if err != nil {
+		return fullAttnRequest{}, nil, err
+	}
+	return fullAttnRequest{FullAttnRequest: engine.FullAttnRequest{
 		Prompt:       engine.FormatTranscript(messages),
 		MaxNewTokens: int(maxNew),
 		Sampling:     engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, lim.model.Vocab), Seed: seed},
-		Layer:        int(layer),
-		Head:         int(head),
+		Layers:       []int{int(layer)},
+		Ablate:       ablate,
 		WindowHop:    hop,
-	}, ignored, nil
+	}, head: int(head)}, ignored, nil
 }
 
 // windowHopField reads window_hop (an extension, docs/API.md): 1..T-1 for the

@@ -92,8 +92,8 @@ func FuzzParseChatRequest(f *testing.F) {
 
 func FuzzParseAttentionRequest(f *testing.F) {
 	fuzzParser(f, parseAttentionRequest,
-		func(r attentionRequest) ([]byte, int) { return r.Prompt, r.MaxNewTokens },
-		func(r attentionRequest) bool {
+		func(r engine.FullAttnRequest) ([]byte, int) { return r.Prompt, r.MaxNewTokens },
+		func(r engine.FullAttnRequest) bool {
 			return len(r.Layers) > 0 && layersInBounds(r.Layers) && ablateInBounds(r.Ablate)
 		})
 }
@@ -156,9 +156,10 @@ func ablateInBounds(heads []engine.Head) bool {
 
 func FuzzParseFullAttnRequest(f *testing.F) {
 	fuzzParser(f, parseFullAttnRequest,
-		func(r engine.FullAttnRequest) ([]byte, int) { return r.Prompt, r.MaxNewTokens },
-		func(r engine.FullAttnRequest) bool {
-			return r.Layer >= 0 && r.Layer < fakeConfig.Layers && r.Head >= 0 && r.Head < fakeConfig.Heads
+		func(r fullAttnRequest) ([]byte, int) { return r.Prompt, r.MaxNewTokens },
+		func(r fullAttnRequest) bool {
+			return len(r.Layers) == 1 && r.Layers[0] >= 0 && r.Layers[0] < fakeConfig.Layers && r.head >= 0 && r.head < fakeConfig.Heads &&
+				ablateInBounds(r.Ablate)
 		})
 }
 

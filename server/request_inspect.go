@@ -157,52 +157,44 @@ func boolField(fields map[string]json.RawMessage, key, name string) (bool, error
 	return false, invalidParam(name, "%s must be a boolean (true or false)", name)
 }
 
-// attentionRequest is a validated POST /inspect/attention body: the tokens
-// to generate first (default sampling with the request's seed, as on
-// /inspect/full_attn), then every head of Layers over the window.
-type attentionRequest struct {
-	Prompt       []byte
-	MaxNewTokens int
-	Sampling     engine.Sampling
-	Layers       []int
-	Ablate       []engine.Head
-	WindowHop    int
-}
-
-func parseAttentionRequest(body []byte, lim limits) (attentionRequest, []string, error) {
+// parseAttentionRequest validates a POST /inspect/attention body: the
+// tokens to generate first (default sampling with the request's seed, as on
+// /inspect/full_attn), then every head of the requested layers over the
+// window.
+func parseAttentionRequest(body []byte, lim limits) (engine.FullAttnRequest, []string, error) {
 	fields, ignored, err := parseBody(body, attentionFields)
 	if err != nil {
-		return attentionRequest{}, nil, err
+		return engine.FullAttnRequest{}, nil, err
 	}
 	messages, err := parseMessages(fields["messages"], &ignored)
 	if err != nil {
-		return attentionRequest{}, nil, err
+		return engine.FullAttnRequest{}, nil, err
 	}
 	layers, err := parseLayers(json.RawMessage(`"all"`), "layers", lim.model.Layers)
 	if raw, ok := fields["layers"]; ok {
 		layers, err = parseLayers(raw, "layers", lim.model.Layers)
 	}
 	if err != nil {
-		return attentionRequest{}, nil, err
+		return engine.FullAttnRequest{}, nil, err
 	}
 	if len(layers) == 0 {
-		return attentionRequest{}, nil, invalidParam("layers", `layers must not be empty: list at least one layer, or "all"`)
+		return engine.FullAttnRequest{}, nil, invalidParam("layers", `layers must not be empty: list at least one layer, or "all"`)
 	}
 	seed, err := seedField(fields)
 	if err != nil {
-		return attentionRequest{}, nil, err
+		return engine.FullAttnRequest{}, nil, err
 	}
 	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultFullAttnNewToken, 0, int64(lim.maxNewTokens))
 	if err != nil {
-		return attentionRequest{}, nil, err
+		return engine.FullAttnRequest{}, nil, err
 	}
 	ablate, err := parseAblate(fields["ablate"], "ablate", lim.model, &ignored)
 	if err != nil {
-		return attentionRequest{}, nil, err
+		return engine.FullAttnRequest{}, nil, err
 	}
 	hop, err := windowHopField(fields, lim)
 	if err != nil {
-		return attentionRequest{}, nil, err
+		return engine.FullAttnRequest{}, nil, err
 	}
 	// The window holds at most the prompt and the new tokens, and at most T:
 	// the bound is known before any work for a byte-level model. A tokenizer
@@ -211,9 +203,9 @@ func parseAttentionRequest(body []byte, lim limits) (attentionRequest, []string,
 	prompt := engine.FormatTranscript(messages)
 	window := min(len(prompt)+int(maxNew), lim.model.Context)
 	if err := checkAttentionSize(len(layers), lim.model.Heads, window, lim.maxAttentionFloats); err != nil {
-		return attentionRequest{}, nil, err
+		return engine.FullAttnRequest{}, nil, err
 	}
-	return attentionRequest{
+	return engine.FullAttnRequest{
 		Prompt:       prompt,
 		MaxNewTokens: int(maxNew),
 		Sampling:     engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, lim.model.Vocab), Seed: seed},
