@@ -233,9 +233,12 @@ func checkOpenAPIRequests(t *testing.T, doc *openapi3.T) {
 	wantInteger(t, doc, "InspectRequest", "window_hop", nil, num(1), nil)
 
 	// The extensions.
-	for field, schema := range map[string]string{"trace_layers": "LayerList", "ablate": "Ablate"} {
-		if p := schemaNamed(t, doc, "ChatRequest").Properties[field]; p == nil || !strings.HasSuffix(p.Ref+refOfAllOf(p.Value), schema) {
-			t.Errorf("ChatRequest.%s is not a %s", field, schema)
+	for _, f := range []struct{ request, field, schema string }{
+		{"ChatRequest", "trace_layers", "LayerList"}, {"ChatRequest", "ablate", "Ablate"},
+		{"InspectRequest", "ablate", "Ablate"}, {"AttentionRequest", "ablate", "Ablate"}, {"ScoreRequest", "ablate", "Ablate"},
+	} {
+		if p := schemaNamed(t, doc, f.request).Properties[f.field]; p == nil || !strings.HasSuffix(p.Ref+refOfAllOf(p.Value), "/"+f.schema) {
+			t.Errorf("%s.%s is not a %s", f.request, f.field, f.schema)
 		}
 	}
 	if lens := property(t, doc, "ChatRequest", "logit_lens"); !lens.Type.Is("boolean") || lens.Default != false {
