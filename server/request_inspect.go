@@ -3,8 +3,8 @@ package server
 // The fields that look inside the model (deeper traces, the logit lens,
 // head ablation) and the bodies of the two inspection endpoints that take
 // them, POST /inspect/attention and POST /inspect/score. Lists are read
-// element by element with a bound on their length, so a body of a million
-// list items costs no more than the first few past the bound.
+// element by element with a bound on their length: a list of a million
+// items is refused at the first item past the bound, none of them held.
 
 import (
 	"bytes"
