@@ -26,6 +26,9 @@ type fakeEngine struct {
 	delay  time.Duration // before each step
 	failAt int           // step index at which Generate fails; -1 for never
 	refuse error         // when set, what Generate and FullAttention return before any step
+	// splitPrompt makes FullAttention read each prompt byte as two tokens,
+	// as a tokenizer that makes more tokens than bytes would.
+	splitPrompt bool
 
 	steps   atomic.Int64 // steps run, over all requests
 	running atomic.Int64 // Generate/FullAttention calls in progress
@@ -245,6 +248,9 @@ func (f *fakeEngine) FullAttention(ctx context.Context, req engine.FullAttnReque
 		return nil, f.refuse
 	}
 	tokens := append([]byte{}, req.Prompt...)
+	if f.splitPrompt {
+		tokens = append(tokens, req.Prompt...)
+	}
 	for i := 0; i < req.MaxNewTokens && i < len(f.reply); i++ {
 		if err := f.wait(ctx); err != nil {
 			return nil, err

@@ -431,6 +431,11 @@ func TestAttentionRefusals(t *testing.T) {
 	wantDetail(t, postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"ablate":[{"layer":0,"head":5}]}`), "ablate[0].head must be in [0, 1]")
 	wantDetail(t, postJSON(t, ts.URL+"/inspect/attention", `{"layers":[0]}`), "messages is required")
 
+	// A window longer than the bytes (a tokenizer's) is caught once known.
+	fake.splitPrompt = true
+	wantDetail(t, postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"layers":[0]}`), "1 layers × 2 heads × 40 × 40 tokens = 3200")
+	fake.splitPrompt = false
+
 	fake.refuse = fmt.Errorf("attention: %w", engine.ErrKVFull)
 	resp = postJSON(t, ts.URL+"/inspect/attention", `{`+msgs+`,"layers":[0]}`)
 	if resp.Header.Get("Retry-After") != "1" {
