@@ -502,3 +502,26 @@ func BenchmarkGenerateDeep(b *testing.B) {
 	b.ReportMetric(tokens/deepTime.Seconds(), "deep-tokens/s")
 	b.ReportMetric(plainTime.Seconds()/deepTime.Seconds(), "rate_ratio")
 }
+
+// The lens's description of a distribution: ties go to the lower id, tokens
+// of probability 0 are never candidates, and the entropy is §3's.
+func TestDescribeLogits(t *testing.T) {
+	top := make([]Candidate, 0, LensTop)
+	entropy, got := describeLogits([]float32{2, 2, 2, 2, 2, 2, 2, 2}, top)
+	if math.Abs(entropy-math.Log(8)) > 1e-12 || len(got) != LensTop {
+		t.Fatalf("uniform: entropy %v, %d candidates", entropy, len(got))
+	}
+	for k, c := range got {
+		if c.TokenID != k || math.Abs(c.Prob-0.125) > 1e-15 {
+			t.Fatalf("uniform: candidate %d is %+v", k, c)
+		}
+	}
+	entropy, got = describeLogits([]float32{0, 1000, 0, 3, 1000}, top)
+	if math.Abs(entropy-math.Log(2)) > 1e-12 || len(got) != 2 || got[0].TokenID != 1 || got[1].TokenID != 4 {
+		t.Fatalf("two certain tokens: entropy %v, candidates %+v", entropy, got)
+	}
+	_, got = describeLogits([]float32{1, 5, 3, 4, 2, 6, 0}, top)
+	if ids := []int{got[0].TokenID, got[1].TokenID, got[2].TokenID, got[3].TokenID, got[4].TokenID}; !slices.Equal(ids, []int{5, 1, 3, 2, 4}) {
+		t.Fatalf("order %v", ids)
+	}
+}
