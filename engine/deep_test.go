@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -523,5 +524,37 @@ func TestDescribeLogits(t *testing.T) {
 	_, got = describeLogits([]float32{1, 5, 3, 4, 2, 6, 0}, top)
 	if ids := []int{got[0].TokenID, got[1].TokenID, got[2].TokenID, got[3].TokenID, got[4].TokenID}; !slices.Equal(ids, []int{5, 1, 3, 2, 4}) {
 		t.Fatalf("order %v", ids)
+	}
+}
+
+// Ablation reaches the prompt: a prompt fed in two chunks with a head
+// ablated leaves the model with the distribution one ablated pass over the
+// same bytes gives (Score), and not the plain one.
+func TestAblationCoversChunkedPrompt(t *testing.T) {
+	m := syntheticModel(t, harness.Deployed, Options{Threads: 1})
+	prompt := []byte(strings.Repeat("user: the prompt is long enough for two chunks.\n", 6))[:250]
+	ablate := []Head{{Layer: 0, Head: 1}, {Layer: 2, Head: 3}}
+	var first *Step
+	_, err := m.Generate(context.Background(), GenerateRequest{Prompt: prompt, MaxNewTokens: 1, TraceLayer: -1,
+		Ablate: ablate, Raw: true, Logprobs: true, Sampling: Sampling{Temperature: 0}}, func(s *Step) error {
+		first = s.Clone()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := append(slices.Clone(prompt), byte(first.TokenID))
+	for _, tc := range []struct {
+		ablate []Head
+		same   bool
+	}{{ablate, true}, {nil, false}} {
+		sc, err := m.Score(context.Background(), ScoreRequest{Tokens: text, Ablate: tc.ablate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := math.Abs(sc.Positions[len(text)-1].Logprob - first.Logprob)
+		if tc.same && d > 1e-5 || !tc.same && d < 1e-6 {
+			t.Fatalf("ablate %v: the one-pass log-probability differs from the chunked one by %.2e", tc.ablate, d)
+		}
 	}
 }
