@@ -558,3 +558,33 @@ func TestAblationCoversChunkedPrompt(t *testing.T) {
 		}
 	}
 }
+
+// FullAttention honours Ablate: ablating a head of layer 0 leaves layer 0's
+// probabilities as they were (the traced softmax is the head's own) and
+// changes every later layer's, through the prompt's one pass.
+func TestFullAttentionAblated(t *testing.T) {
+	m, g := loadFixture(t, "tiny_b")
+	c := m.Config()
+	layers := allLayers(c.Layers)
+	req := FullAttnRequest{Prompt: int32sToBytes(g.Prefill.Tokens), Layers: layers}
+	plain, err := m.FullAttention(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Ablate = []Head{{Layer: 0, Head: 1}}
+	ablated, err := m.FullAttention(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, layer := range layers {
+		worst := 0.0
+		for h := range c.Heads {
+			for r := range plain.Attn[k][h] {
+				worst = math.Max(worst, maxAbsDiff(ablated.Attn[k][h][r], plain.Attn[k][h][r]))
+			}
+		}
+		if layer == 0 && worst != 0 || layer > 0 && worst < 1e-4 {
+			t.Fatalf("layer %d: ablating a head of layer 0 moved its probabilities by %.2e", layer, worst)
+		}
+	}
+}
