@@ -505,7 +505,7 @@ func BenchmarkGenerateDeep(b *testing.B) {
 }
 
 // The lens's description of a distribution: ties go to the lower id, tokens
-// of probability 0 are never candidates, and the entropy is §3's.
+// of probability 0 are never candidates, and the entropy is the sampler's.
 func TestDescribeLogits(t *testing.T) {
 	top := make([]Candidate, 0, LensTop)
 	entropy, got := describeLogits([]float32{2, 2, 2, 2, 2, 2, 2, 2}, top)
