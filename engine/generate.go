@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"nielsgpt/gguf"
 )
 
 var errClosed = errors.New("model closed")
@@ -16,7 +18,11 @@ var errClosed = errors.New("model closed")
 // onStep (on the caller's goroutine) for each one as soon as it exists. It
 // stops within one step when ctx is done or onStep returns an error.
 func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*Step) error) (*Result, error) {
-	if err := m.check(req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop); err != nil {
+	prompt, chat, err := m.promptIDs(req.Messages, req.Prompt, req.Raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.check(prompt, req.MaxNewTokens, req.Sampling, req.WindowHop); err != nil {
 		return nil, err
 	}
 	if req.TraceLayer < -1 || req.TraceLayer >= m.cfg.Layers {
@@ -30,18 +36,14 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 	}
 	if req.MaxNewTokens == 0 {
 		res := &Result{Generated: []byte{}, Stopped: "max_new_tokens"}
-		if !req.Raw {
-			res.Reply = ExtractReply(req.Prompt)
+		if chat {
+			res.Reply = m.reply(prompt)
 		}
 		return res, nil
 	}
-	seq := m.newSequence(ctx, req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop)
+	seq := m.newSequence(ctx, prompt, chat, req.MaxNewTokens, req.Sampling, req.WindowHop)
 	seq.trace = req.TraceLayer
-	seq.raw = req.Raw
-	seq.stops = append(seq.stops[:0:0], req.Stop...)
-	if !req.Raw {
-		seq.stops = append(seq.stops, StopTags...)
-	}
+	seq.stops = append(seq.stops, req.Stop...)
 	if req.Logprobs {
 		seq.logprobs = req.TopLogprobs
 	}
@@ -55,13 +57,17 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 // FullAttention generates req.MaxNewTokens tokens (without tracing), then
 // returns one layer and head's attention matrix over the final window.
 func (m *Model) FullAttention(ctx context.Context, req FullAttnRequest) (*FullAttn, error) {
-	if err := m.check(req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop); err != nil {
+	prompt, chat, err := m.promptIDs(req.Messages, req.Prompt, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.check(prompt, req.MaxNewTokens, req.Sampling, req.WindowHop); err != nil {
 		return nil, err
 	}
 	if req.Layer < 0 || req.Layer >= m.cfg.Layers || req.Head < 0 || req.Head >= m.cfg.Heads {
 		return nil, fmt.Errorf("layer %d head %d out of range", req.Layer, req.Head)
 	}
-	seq := m.newSequence(ctx, req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop)
+	seq := m.newSequence(ctx, prompt, chat, req.MaxNewTokens, req.Sampling, req.WindowHop)
 	seq.full = &req
 	ev, err := m.relay(ctx, seq, nil)
 	if err != nil {
@@ -70,7 +76,30 @@ func (m *Model) FullAttention(ctx context.Context, req FullAttnRequest) (*FullAt
 	return ev.full, nil
 }
 
-func (m *Model) check(prompt []byte, maxNew int, s Sampling, hop int) error {
+// promptIDs is a request's prompt as token ids, and whether the chat's rules
+// apply to what follows it (GenerateRequest.Messages and Prompt).
+func (m *Model) promptIDs(messages []Message, prompt []byte, raw bool) (ids []int32, chat bool, err error) {
+	switch {
+	case len(messages) > 0 && (len(prompt) > 0 || raw):
+		return nil, false, errors.New("a request has messages or a prompt, not both")
+	case len(messages) > 0:
+		ids, err = m.FormatChat(messages)
+		return ids, true, err
+	case !raw && m.cfg.Generation() != 1:
+		return nil, false, errors.New("a generation-2 chat is given as messages, not as a transcript")
+	}
+	return m.Encode(prompt), !raw, nil
+}
+
+// reply is the assistant's answer in a chat transcript of ids.
+func (m *Model) reply(ids []int32) string {
+	if m.cfg.Generation() == 1 {
+		return ExtractReply(int32sToBytes(ids))
+	}
+	return m.gen2Reply(ids)
+}
+
+func (m *Model) check(prompt []int32, maxNew int, s Sampling, hop int) error {
 	switch {
 	case hop < 0 || hop >= m.cfg.Context:
 		return fmt.Errorf("window hop %d out of range [1, %d]", hop, m.cfg.Context-1)
@@ -80,8 +109,8 @@ func (m *Model) check(prompt []byte, maxNew int, s Sampling, hop int) error {
 		return errors.New("max_new_tokens must not be negative")
 	case math.IsNaN(s.Temperature) || math.IsInf(s.Temperature, 0) || s.Temperature < 0:
 		return errors.New("temperature must be finite and >= 0")
-	case s.RepetitionPenalty != 0 && s.RepetitionPenalty != 1:
-		return errors.New("repetition_penalty is not supported by this engine yet")
+	case math.IsNaN(s.RepetitionPenalty) || math.IsInf(s.RepetitionPenalty, 0) || s.RepetitionPenalty < 0:
+		return errors.New("repetition_penalty must be finite and > 0 (0 means off)")
 	case s.TopK < 0:
 		return errors.New("top_k must not be negative")
 	case math.IsNaN(s.TopP) || s.TopP < 0 || s.TopP > 1:
@@ -90,19 +119,36 @@ func (m *Model) check(prompt []byte, maxNew int, s Sampling, hop int) error {
 	return nil
 }
 
-func (m *Model) newSequence(ctx context.Context, prompt []byte, maxNew int, s Sampling, hop int) *sequence {
+// newSequence makes the sequence that continues prompt. A chat follows its
+// generation's rules: generation 1 stops at a chat stop tag, generation 2 at
+// end-of-turn and never draws a role piece.
+func (m *Model) newSequence(ctx context.Context, prompt []int32, chat bool, maxNew int, s Sampling, hop int) *sequence {
 	tokens := make([]int32, len(prompt), len(prompt)+maxNew)
-	for i, b := range prompt {
-		tokens[i] = int32(b)
+	copy(tokens, prompt)
+	var banned []int
+	var stops [][]byte
+	eot := int32(-1)
+	switch {
+	case chat && m.cfg.Generation() == 1:
+		stops = StopTags
+	case chat:
+		banned, eot = gen2RoleIDs, gguf.ChatEndOfTurnID
+	}
+	smp := newSampler(s, m.cfg.Vocab, banned...)
+	for _, id := range prompt {
+		smp.observe(int(id))
 	}
 	return &sequence{
 		ctx:      ctx,
+		model:    m,
 		tokens:   tokens,
 		nPrompt:  len(prompt),
 		maxNew:   maxNew,
-		sampler:  newSampler(s, m.cfg.Vocab),
+		sampler:  smp,
 		trace:    -1,
-		stops:    StopTags,
+		raw:      !chat,
+		stops:    stops,
+		eot:      eot,
 		logprobs: -1,
 		cacheAt:  -1, // nothing cached yet
 		hop:      max(hop, 1),
@@ -211,9 +257,25 @@ func (seq *sequence) takeStep(it *stepItem, heads int) *Step {
 		step.Logprob, step.TopLogprobs = d.logprob(token), d.top(seq.logprobs)
 	}
 	seq.tokens = append(seq.tokens, int32(token))
-	// A stop sequence not there before can only end at the byte just appended.
-	seq.stopped = endsWithStop(seq.tokens[seq.nPrompt:], seq.stops)
+	seq.sampler.observe(token)
+	seq.stopped = int32(token) == seq.eot || seq.hasStop()
 	return step
+}
+
+// hasStop reports whether the generated text holds one of seq.stops.
+func (seq *sequence) hasStop() bool {
+	if len(seq.stops) == 0 {
+		return false
+	}
+	generated := seq.tokens[seq.nPrompt:]
+	if seq.model.cfg.Generation() == 1 {
+		// A stop sequence not there before can only end at the byte just appended.
+		return endsWithStop(generated, seq.stops)
+	}
+	// A piece is many bytes and decoding may join it to the one before, so
+	// look at the whole text (only requests with stop strings pay for it).
+	_, cut := cutAtStop([]byte(seq.model.Decode(generated)), seq.stops)
+	return cut
 }
 
 // endsWithStop reports whether the generated ids end with one of stops.

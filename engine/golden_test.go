@@ -137,73 +137,77 @@ func runStep(t testing.TB, m *Model, it stepItem) {
 // One token at a time through the KV cache: every position's logits and
 // every layer's newest attention row against the golden prefill.
 func TestDecodeMatchesPyTorch(t *testing.T) {
-	forEachFixture(t, func(t *testing.T, m *Model, g *golden) {
-		c := m.Config()
-		tokens := g.Prefill.Tokens
-		cache := newCache(t, m, len(tokens))
-		worstLogit, worstAttn := 0.0, 0.0
-		for pos := range tokens {
-			for layer := 0; layer < c.Layers; layer++ {
-				it := stepItem{
-					cache: cache, tokens: tokens[pos : pos+1], nPast: pos,
-					logits: make([]float32, c.Vocab), traceLayer: layer,
-					attnRow: make([]float32, c.Heads*(pos+1)), fullLayer: -1,
-				}
-				runStep(t, m, it)
-				worstLogit = math.Max(worstLogit, maxAbsDiff(it.logits, g.Prefill.Logits[pos]))
-				for h := 0; h < c.Heads; h++ {
-					want := g.Prefill.Attn[layer][h][pos][:pos+1]
-					worstAttn = math.Max(worstAttn, maxAbsDiff(it.attnRow[h*(pos+1):(h+1)*(pos+1)], want))
-				}
+	forEachFixture(t, checkDecode)
+}
+
+func checkDecode(t *testing.T, m *Model, g *golden) {
+	c := m.Config()
+	tokens := g.Prefill.Tokens
+	cache := newCache(t, m, len(tokens))
+	worstLogit, worstAttn := 0.0, 0.0
+	for pos := range tokens {
+		for layer := 0; layer < c.Layers; layer++ {
+			it := stepItem{
+				cache: cache, tokens: tokens[pos : pos+1], nPast: pos,
+				logits: make([]float32, c.Vocab), traceLayer: layer,
+				attnRow: make([]float32, c.Heads*(pos+1)), fullLayer: -1,
+			}
+			runStep(t, m, it)
+			worstLogit = math.Max(worstLogit, maxAbsDiff(it.logits, g.Prefill.Logits[pos]))
+			for h := 0; h < c.Heads; h++ {
+				want := g.Prefill.Attn[layer][h][pos][:pos+1]
+				worstAttn = math.Max(worstAttn, maxAbsDiff(it.attnRow[h*(pos+1):(h+1)*(pos+1)], want))
 			}
 		}
-		t.Logf("max |Δlogit| %.2e, max |Δattn| %.2e over %d positions", worstLogit, worstAttn, len(tokens))
-		if worstLogit > logitTol || worstAttn > attnTol {
-			t.Fatalf("max |Δlogit| %.2e (tol %.0e), max |Δattn| %.2e (tol %.0e)", worstLogit, logitTol, worstAttn, attnTol)
-		}
-	})
+	}
+	t.Logf("max |Δlogit| %.2e, max |Δattn| %.2e over %d positions", worstLogit, worstAttn, len(tokens))
+	if worstLogit > logitTol || worstAttn > attnTol {
+		t.Fatalf("max |Δlogit| %.2e (tol %.0e), max |Δattn| %.2e (tol %.0e)", worstLogit, logitTol, worstAttn, attnTol)
+	}
 }
 
 // The whole window in one pass, and in uneven chunks: the full matrices of
 // every layer and head, and the last position's logits.
 func TestPrefillMatchesPyTorch(t *testing.T) {
-	forEachFixture(t, func(t *testing.T, m *Model, g *golden) {
-		c := m.Config()
-		tokens := g.Prefill.Tokens
-		n := len(tokens)
-		cache := newCache(t, m, n)
-		for layer := 0; layer < c.Layers; layer++ {
-			for head := 0; head < c.Heads; head++ {
-				it := stepItem{
-					cache: cache, tokens: tokens, logits: make([]float32, c.Vocab),
-					traceLayer: -1, fullLayer: layer, fullHead: head, fullAttn: make([]float32, n*n),
-				}
-				runStep(t, m, it)
-				if d := maxAbsDiff(it.logits, g.Prefill.Logits[n-1]); d > logitTol {
-					t.Fatalf("last logits differ by %.2e", d)
-				}
-				for r := 0; r < n; r++ {
-					row := it.fullAttn[r*n : (r+1)*n]
-					if d := maxAbsDiff(row, g.Prefill.Attn[layer][head][r]); d > attnTol {
-						t.Fatalf("layer %d head %d row %d differs by %.2e", layer, head, r, d)
-					}
-				}
-			}
-		}
-		// chunks of 7: each attends to the cache of the ones before
-		logits := make([]float32, c.Vocab)
-		for from := 0; from < n; from += 7 {
-			to := min(from+7, n)
-			it := stepItem{cache: cache, tokens: tokens[from:to], nPast: from, traceLayer: -1, fullLayer: -1}
-			if to == n {
-				it.logits = logits
+	forEachFixture(t, checkPrefill)
+}
+
+func checkPrefill(t *testing.T, m *Model, g *golden) {
+	c := m.Config()
+	tokens := g.Prefill.Tokens
+	n := len(tokens)
+	cache := newCache(t, m, n)
+	for layer := 0; layer < c.Layers; layer++ {
+		for head := 0; head < c.Heads; head++ {
+			it := stepItem{
+				cache: cache, tokens: tokens, logits: make([]float32, c.Vocab),
+				traceLayer: -1, fullLayer: layer, fullHead: head, fullAttn: make([]float32, n*n),
 			}
 			runStep(t, m, it)
+			if d := maxAbsDiff(it.logits, g.Prefill.Logits[n-1]); d > logitTol {
+				t.Fatalf("last logits differ by %.2e", d)
+			}
+			for r := 0; r < n; r++ {
+				row := it.fullAttn[r*n : (r+1)*n]
+				if d := maxAbsDiff(row, g.Prefill.Attn[layer][head][r]); d > attnTol {
+					t.Fatalf("layer %d head %d row %d differs by %.2e", layer, head, r, d)
+				}
+			}
 		}
-		if d := maxAbsDiff(logits, g.Prefill.Logits[n-1]); d > logitTol {
-			t.Fatalf("chunked prefill: last logits differ by %.2e", d)
+	}
+	// chunks of 7: each attends to the cache of the ones before
+	logits := make([]float32, c.Vocab)
+	for from := 0; from < n; from += 7 {
+		to := min(from+7, n)
+		it := stepItem{cache: cache, tokens: tokens[from:to], nPast: from, traceLayer: -1, fullLayer: -1}
+		if to == n {
+			it.logits = logits
 		}
-	})
+		runStep(t, m, it)
+	}
+	if d := maxAbsDiff(logits, g.Prefill.Logits[n-1]); d > logitTol {
+		t.Fatalf("chunked prefill: last logits differ by %.2e", d)
+	}
 }
 
 // Greedy generation through the public API, across window slides: the same

@@ -35,7 +35,7 @@ func (m *Model) Score(ctx context.Context, req ScoreRequest) (*Scores, error) {
 	if len(window) == 1 {
 		return scores, nil // nothing precedes the only token
 	}
-	seq := m.newSequence(ctx, window[:1], len(window)-1, Sampling{}, 1) // the window never outgrows T
+	seq := m.newSequence(ctx, forced[:1], false, len(window)-1, Sampling{}, 1) // the window never outgrows T
 	seq.forced, seq.scores, seq.scoreTopN = forced, scores, req.TopN
 	ev, err := m.relay(ctx, seq, nil)
 	if err != nil {
