@@ -59,8 +59,8 @@ type limits struct {
 }
 
 var (
-	chatFields     = []string{"messages", "max_new_tokens", "temperature", "top_k", "seed", "trace_layer", "window_hop"}
-	fullAttnFields = []string{"messages", "trace_layer", "head", "seed", "max_new_tokens", "window_hop"}
+	chatFields     = []string{"messages", "max_new_tokens", "temperature", "top_k", "seed", "trace_layer", "window_hop", "top_p", "repetition_penalty"}
+	fullAttnFields = []string{"messages", "trace_layer", "head", "seed", "max_new_tokens", "window_hop", "top_p", "repetition_penalty"}
 	messageFields  = []string{"role", "content"}
 )
 
@@ -123,6 +123,10 @@ func parseFullAttnRequest(body []byte, lim limits) (engine.FullAttnRequest, erro
 	if err != nil {
 		return engine.FullAttnRequest{}, err
 	}
+	sampling := engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, lim.model.Vocab), Seed: seed}
+	if err := parseNucleusAndPenalty(fields, &sampling); err != nil {
+		return engine.FullAttnRequest{}, err
+	}
 	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultFullAttnNewToken, 0, int64(lim.maxNewTokens))
 	if err != nil {
 		return engine.FullAttnRequest{}, err
@@ -134,7 +138,7 @@ func parseFullAttnRequest(body []byte, lim limits) (engine.FullAttnRequest, erro
 	return engine.FullAttnRequest{
 		Prompt:       engine.FormatTranscript(messages),
 		MaxNewTokens: int(maxNew),
-		Sampling:     engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, lim.model.Vocab), Seed: seed},
+		Sampling:     sampling,
 		Layer:        int(layer),
 		Head:         int(head),
 		WindowHop:    hop,
@@ -376,8 +380,9 @@ func seedField(fields map[string]json.RawMessage) (int64, error) {
 	return n, nil
 }
 
-// parseSampling reads temperature, top_k and seed. top_k above the vocabulary
-// keeps every token, so it is clamped to the vocabulary rather than refused.
+// parseSampling reads temperature, top_k, top_p, repetition_penalty and seed.
+// top_k above the vocabulary keeps every token, so it is clamped to the
+// vocabulary rather than refused.
 func parseSampling(fields map[string]json.RawMessage, vocab int) (engine.Sampling, error) {
 	s := engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, vocab), Seed: defaultSeed}
 	if raw, present := fields["temperature"]; present {
@@ -398,10 +403,33 @@ func parseSampling(fields map[string]json.RawMessage, vocab int) (engine.Samplin
 			s.TopK = int(min(k, int64(vocab)))
 		}
 	}
+	if err := parseNucleusAndPenalty(fields, &s); err != nil {
+		return s, err
+	}
 	seed, err := seedField(fields)
 	if err != nil {
 		return s, err
 	}
 	s.Seed = seed
 	return s, nil
+}
+
+// parseNucleusAndPenalty reads top_p (0 < p <= 1; absent or null: off) and
+// repetition_penalty (a finite number > 0; absent or null: off) into s.
+func parseNucleusAndPenalty(fields map[string]json.RawMessage, s *engine.Sampling) error {
+	if raw, present := fields["top_p"]; present && string(raw) != "null" {
+		p, err := strconv.ParseFloat(string(raw), 64)
+		if !isJSONNumber(raw) || err != nil || !(p > 0 && p <= 1) {
+			return invalidf("top_p must be a number in (0, 1]")
+		}
+		s.TopP = p
+	}
+	if raw, present := fields["repetition_penalty"]; present && string(raw) != "null" {
+		r, err := strconv.ParseFloat(string(raw), 64)
+		if !isJSONNumber(raw) || err != nil || !(r > 0) || math.IsInf(r, 0) {
+			return invalidf("repetition_penalty must be a finite number > 0 (1 is off)")
+		}
+		s.RepetitionPenalty = r
+	}
+	return nil
 }
