@@ -285,10 +285,16 @@ func (m *Model) TokenDisplay(id int) string {
 	return m.tok.Display(id)
 }
 
-// TokenBytes is the token's share of the text: its byte (generation 1), or its piece's
-// text with U+2581 as a space, a byte piece's byte (generation 2).
+// TokenBytes is the token's share of the text (tokenizer.Tokenizer's TokenBytes): its
+// byte (generation 1), or its piece's text with U+2581 as a space, a byte piece's byte
+// (generation 2). Joined over a generation, they are the text a stream shows, which for
+// generation 2 is DecodeIds' except that a leading space is kept. The slice is the
+// model's own: read it, do not change it. Nil for an id outside the vocabulary.
 func (m *Model) TokenBytes(id int) []byte {
-	return m.tok.TokenBytes(id)
+	if id < 0 || id >= len(m.tokenBytes) {
+		return nil
+	}
+	return m.tokenBytes[id]
 }
 
 // gen2Reply is the reply of a generation-2 transcript: the ids after the last

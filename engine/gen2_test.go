@@ -229,14 +229,23 @@ func checkGen2Greedy(t *testing.T, m *Model, g *gen2Golden, gr gen2Greedy) {
 		t.Errorf("generated %d tokens (%s), want %d", len(got), res.Stopped, gr.Steps)
 		return
 	}
-	// No eot came, so the reply is everything generated, decoded.
-	if want := m.Decode(int32sOf(gr.Tokens)); res.Reply != want || string(res.Generated) != want {
-		t.Errorf("reply %q, generated %q; want %q", res.Reply, res.Generated, want)
+	// No eot came, so the reply is everything generated, decoded, and the text is the
+	// tokens' bytes.
+	if want, text := m.Decode(int32sOf(gr.Tokens)), joinTokenBytes(m, int32sOf(gr.Tokens)); res.Reply != want || !bytes.Equal(res.Generated, text) {
+		t.Errorf("reply %q, generated %q; want %q and %q", res.Reply, res.Generated, want, text)
 	}
 	t.Logf("%d identical tokens, max |Δattn| %.2e", len(got), worstAttn)
 	if worstAttn > attnTol {
 		t.Errorf("attention rows differ by %.2e", worstAttn)
 	}
+}
+
+func joinTokenBytes(m *Model, ids []int32) []byte {
+	var b []byte
+	for _, id := range ids {
+		b = append(b, m.TokenBytes(int(id))...)
+	}
+	return b
 }
 
 func int32sOf(ids []int) []int32 {
@@ -373,7 +382,7 @@ func TestGen2StopsAtEndOfTurn(t *testing.T) {
 			t.Fatalf("seed %d: stopped, but the ids are %v", seed, ids)
 		}
 		want := m.Decode(ids[:len(ids)-1])
-		if res.Reply != want || string(res.Generated) != want {
+		if res.Reply != want || !bytes.Equal(res.Generated, joinTokenBytes(m, ids[:len(ids)-1])) {
 			t.Fatalf("seed %d: reply %q generated %q, want %q", seed, res.Reply, res.Generated, want)
 		}
 		return

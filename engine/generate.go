@@ -4,6 +4,7 @@ package engine
 // relay its steps to the caller's callback until the end.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,7 +36,7 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 		return nil, errors.New("trace_layers, logit_lens and ablate are not supported by this engine yet")
 	}
 	if req.MaxNewTokens == 0 {
-		res := &Result{Generated: []byte{}, Stopped: "max_new_tokens"}
+		res := &Result{Generated: []byte{}, Stopped: "max_new_tokens", PromptTokens: len(prompt)}
 		if chat {
 			res.Reply = m.reply(prompt)
 		}
@@ -141,6 +142,7 @@ func (m *Model) newSequence(ctx context.Context, prompt []int32, chat bool, maxN
 	return &sequence{
 		ctx:      ctx,
 		model:    m,
+		text:     make([]byte, 0, maxNew),
 		tokens:   tokens,
 		nPrompt:  len(prompt),
 		maxNew:   maxNew,
@@ -258,41 +260,23 @@ func (seq *sequence) takeStep(it *stepItem, heads int) *Step {
 	}
 	seq.tokens = append(seq.tokens, int32(token))
 	seq.sampler.observe(token)
-	seq.stopped = int32(token) == seq.eot || seq.hasStop()
+	if int32(token) == seq.eot {
+		seq.stopped = true // the reply's end, not a part of its text
+	} else {
+		seq.stopped = seq.appendText(token)
+	}
 	return step
 }
 
-// hasStop reports whether the generated text holds one of seq.stops.
-func (seq *sequence) hasStop() bool {
-	if len(seq.stops) == 0 {
-		return false
-	}
-	generated := seq.tokens[seq.nPrompt:]
-	if seq.model.cfg.Generation() == 1 {
-		// A stop sequence not there before can only end at the byte just appended.
-		return endsWithStop(generated, seq.stops)
-	}
-	// A piece is many bytes and decoding may join it to the one before, so
-	// look at the whole text (only requests with stop strings pay for it).
-	_, cut := cutAtStop([]byte(seq.model.Decode(generated)), seq.stops)
-	return cut
-}
-
-// endsWithStop reports whether the generated ids end with one of stops.
-func endsWithStop(generated []int32, stops [][]byte) bool {
-	for _, tag := range stops {
-		if len(generated) < len(tag) {
-			continue
-		}
-		tail := generated[len(generated)-len(tag):]
-		match := true
-		for i, b := range tag {
-			if tail[i] != int32(b) {
-				match = false
-				break
-			}
-		}
-		if match {
+// appendText adds the token's bytes to the generated text and reports
+// whether the text now holds one of seq.stops. A stop not there before can
+// only end within the bytes just added.
+func (seq *sequence) appendText(token int) bool {
+	before := len(seq.text)
+	seq.text = append(seq.text, seq.model.TokenBytes(token)...)
+	for _, stop := range seq.stops {
+		from := max(0, before-len(stop)+1)
+		if bytes.Contains(seq.text[from:], stop) {
 			return true
 		}
 	}

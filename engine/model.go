@@ -67,13 +67,16 @@ const defaultKVWait = 5 * time.Second
 // Model is a loaded niels-gpt with its batching scheduler. It is safe for
 // concurrent use: every Generate joins the same stream of batched steps.
 type Model struct {
-	cfg     gguf.ModelConfig
-	tok     tokenizer.Tokenizer // the model's vocabulary: bytes, or its SentencePiece
-	opts    Options
-	c       *C.ngpt_model
-	backend string
-	sched   *scheduler
-	scratch stepScratch // only the goroutine running steps touches it
+	cfg gguf.ModelConfig
+	tok tokenizer.Tokenizer // the model's vocabulary: bytes, or its SentencePiece
+	// tokenBytes is each id's TokenBytes, made once so that a step's text
+	// grows without an allocation per token.
+	tokenBytes [][]byte
+	opts       Options
+	c          *C.ngpt_model
+	backend    string
+	sched      *scheduler
+	scratch    stepScratch // only the goroutine running steps touches it
 }
 
 const errLen = 512
@@ -177,7 +180,10 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	if c == nil {
 		return nil, fmt.Errorf("loading model: %s", C.GoString(&errBuf[0]))
 	}
-	m := &Model{cfg: cfg, tok: tok, opts: opts, c: c, backend: C.GoString(C.ngpt_model_backend(c))}
+	m := &Model{cfg: cfg, tok: tok, tokenBytes: make([][]byte, tok.VocabSize()), opts: opts, c: c, backend: C.GoString(C.ngpt_model_backend(c))}
+	for id := range m.tokenBytes {
+		m.tokenBytes[id] = tok.TokenBytes(id)
+	}
 	m.sched = newScheduler(m)
 	return m, nil
 }

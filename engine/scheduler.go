@@ -49,7 +49,8 @@ type sequence struct {
 	cacheAt  int       // index in tokens of the cache's position 0
 	cached   int       // cache positions already written
 	finished bool
-	stopped  bool // the generated text holds a stop sequence, or ends at eot
+	stopped  bool   // the generated text holds a stop sequence, or ends at eot
+	text     []byte // the generated tokens' bytes (Model.TokenBytes), eot left out
 	stops    [][]byte
 	eot      int32 // the id that ends a chat's reply (generation 2), or -1
 	raw      bool  // the prompt is plain text: no reply to extract
@@ -476,25 +477,22 @@ func (s *scheduler) advance(seq *sequence, it *stepItem) {
 	s.finish(seq, event{result: seq.result()})
 }
 
+// result is the generation's end: its text cut before any stop (a chat
+// stop tag or a request's stop string), or before eot; the reply read from
+// the chat's transcript of ids.
 func (seq *sequence) result() *Result {
-	m := seq.model
-	if m.cfg.Generation() == 1 {
-		generated, cut := cutAtStop(int32sToBytes(seq.tokens[seq.nPrompt:]), seq.stops)
-		res := &Result{Generated: generated, Stopped: stopReason(cut)}
-		if !seq.raw {
-			res.Reply = ExtractReply(append(int32sToBytes(seq.tokens[:seq.nPrompt]), generated...))
-		}
-		return res
-	}
+	generated, cut := cutAtStop(seq.text, seq.stops)
 	ids := seq.tokens
 	atEOT := seq.eot >= 0 && len(ids) > seq.nPrompt && ids[len(ids)-1] == seq.eot
-	if atEOT {
-		ids = ids[:len(ids)-1] // generation stopped at the first one
+	res := &Result{Generated: generated, Stopped: stopReason(cut || atEOT), PromptTokens: seq.nPrompt}
+	if seq.raw {
+		return res
 	}
-	generated, cut := cutAtStop([]byte(m.Decode(ids[seq.nPrompt:])), seq.stops)
-	res := &Result{Generated: generated, Stopped: stopReason(cut || atEOT)}
-	if !seq.raw {
-		res.Reply = m.reply(ids)
+	if seq.model.cfg.Generation() == 1 {
+		// The reply is read from the text, which the stop tag cut.
+		res.Reply = ExtractReply(append(int32sToBytes(ids[:seq.nPrompt]), generated...))
+	} else {
+		res.Reply = seq.model.reply(ids)
 	}
 	return res
 }

@@ -141,9 +141,15 @@ func (s *Step) Clone() *Step {
 
 // Result is the end of a generation.
 type Result struct {
-	Generated []byte // the generated text (decoded for generation 2), cut before any stop
+	// Generated is the generated tokens' bytes (Model.TokenBytes) joined, cut
+	// before any stop (a chat stop tag, a Stop string, generation 2's eot):
+	// raw bytes, which may end inside a character.
+	Generated []byte
 	Reply     string // the reply extracted (docs/API.md) over prompt + generated
-	Stopped   string // "stop_tag" (a chat stop tag or a Stop string) or "max_new_tokens"
+	Stopped   string // "stop_tag" (a chat stop tag, a Stop string or eot) or "max_new_tokens"
+	// PromptTokens is how many token ids the prompt (the transcript, or the
+	// encoded text) has.
+	PromptTokens int
 }
 
 // FullAttnRequest asks for one layer and head's full attention matrix over the

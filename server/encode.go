@@ -15,32 +15,60 @@ import (
 	"unicode/utf8"
 
 	"nielsgpt/engine"
+	"nielsgpt/tokenizer"
 )
 
-// tokenFields holds, for each byte token, the JSON members
-// `"token_id":N,"token_text":"…","token_display":"…"` ready to copy.
-var tokenFields = func() [256][]byte {
-	var table [256][]byte
-	for id := range table {
-		table[id] = formatTokenFields(nil, id)
-	}
-	return table
-}()
-
-func appendTokenFields(b []byte, id int) []byte {
-	if id >= 0 && id < len(tokenFields) {
-		return append(b, tokenFields[id]...)
-	}
-	return formatTokenFields(b, id) // a larger vocabulary (a later model generation)
+// tokenTable is the loaded model's tokens as responses show them, made once
+// per model: for each id its text (the token decoded alone: a byte as UTF-8
+// with replacement, a SentencePiece piece as DecodeIds gives it), its display
+// (printable as itself, bytes as \xNN, U+2581 as a space) and the JSON
+// members `"token_id":N,"token_text":"…","token_display":"…"` ready to copy.
+type tokenTable struct {
+	text    []string
+	display []string
+	fields  [][]byte
 }
 
-func formatTokenFields(b []byte, id int) []byte {
+func newTokenTable(tok tokenizer.Tokenizer) *tokenTable {
+	n := tok.VocabSize()
+	t := &tokenTable{text: make([]string, n), display: make([]string, n), fields: make([][]byte, n)}
+	for id := range n {
+		t.text[id], t.display[id] = tok.Decode([]int{id}), tok.Display(id)
+		b := append([]byte(`"token_id":`), strconv.Itoa(id)...)
+		b = append(b, `,"token_text":`...)
+		b = appendString(b, t.text[id])
+		b = append(b, `,"token_display":`...)
+		t.fields[id] = appendString(b, t.display[id])
+	}
+	return t
+}
+
+// byteTokens is generation 1's table, the byte vocabulary.
+var byteTokens = newTokenTable(tokenizer.Bytes{})
+
+// The engine only reports ids of the model's vocabulary; an id outside it
+// would be an engine bug, shown as an empty text rather than a crash.
+func (t *tokenTable) textOf(id int) string {
+	if id < 0 || id >= len(t.text) {
+		return ""
+	}
+	return t.text[id]
+}
+
+func (t *tokenTable) displayOf(id int) string {
+	if id < 0 || id >= len(t.display) {
+		return ""
+	}
+	return t.display[id]
+}
+
+func (t *tokenTable) appendTokenFields(b []byte, id int) []byte {
+	if id >= 0 && id < len(t.fields) {
+		return append(b, t.fields[id]...)
+	}
 	b = append(b, `"token_id":`...)
 	b = strconv.AppendInt(b, int64(id), 10)
-	b = append(b, `,"token_text":`...)
-	b = appendString(b, engine.TokenText(id))
-	b = append(b, `,"token_display":`...)
-	return appendString(b, engine.TokenDisplay(id))
+	return append(b, `,"token_text":"","token_display":""`...)
 }
 
 // appendString writes s as a JSON string. s is valid UTF-8 here (token texts
@@ -116,16 +144,16 @@ func appendMatrix(b []byte, rows [][]float32) []byte {
 }
 
 // appendTokenEvent writes one SSE `token` event.
-func appendTokenEvent(b []byte, step *engine.Step) []byte {
+func (t *tokenTable) appendTokenEvent(b []byte, step *engine.Step) []byte {
 	b = append(b, "event: token\ndata: {\"step\":"...)
 	b = strconv.AppendInt(b, int64(step.Index), 10)
 	b = append(b, ',')
-	b = appendTokenFields(b, step.TokenID)
+	b = t.appendTokenFields(b, step.TokenID)
 	return append(b, "}\n\n"...)
 }
 
 // appendTraceEvent writes one SSE `trace` event.
-func appendTraceEvent(b []byte, step *engine.Step) []byte {
+func (t *tokenTable) appendTraceEvent(b []byte, step *engine.Step) []byte {
 	b = append(b, "event: trace\ndata: {\"step\":"...)
 	b = strconv.AppendInt(b, int64(step.Index), 10)
 	b = append(b, `,"entropy":`...)
@@ -136,7 +164,7 @@ func appendTraceEvent(b []byte, step *engine.Step) []byte {
 			b = append(b, ',')
 		}
 		b = append(b, '{')
-		b = appendTokenFields(b, cand.TokenID)
+		b = t.appendTokenFields(b, cand.TokenID)
 		b = append(b, `,"prob":`...)
 		b = appendFloat(b, cand.Prob)
 		b = append(b, '}')
@@ -167,7 +195,7 @@ func appendJSONEvent(b []byte, name string, v any) []byte {
 }
 
 // appendFullAttn writes the /inspect/full_attn response body.
-func appendFullAttn(b []byte, layer, head int, full *engine.FullAttn) []byte {
+func (t *tokenTable) appendFullAttn(b []byte, layer, head int, full *engine.FullAttn) []byte {
 	b = append(b, `{"layer":`...)
 	b = strconv.AppendInt(b, int64(layer), 10)
 	b = append(b, `,"head":`...)
@@ -184,14 +212,14 @@ func appendFullAttn(b []byte, layer, head int, full *engine.FullAttn) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, engine.TokenText(id))
+		b = appendString(b, t.textOf(id))
 	}
 	b = append(b, `],"tokens_display":[`...)
 	for i, id := range full.TokenIDs {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, engine.TokenDisplay(id))
+		b = appendString(b, t.displayOf(id))
 	}
 	b = append(b, `],"attn":`...)
 	b = appendMatrix(b, full.Attn)

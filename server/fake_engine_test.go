@@ -16,6 +16,7 @@ import (
 
 	"nielsgpt/engine"
 	"nielsgpt/gguf"
+	"nielsgpt/tokenizer"
 )
 
 var fakeConfig = gguf.ModelConfig{Vocab: 256, Context: 64, Embd: 16, Layers: 4, Heads: 2, FF: 64, RopeTheta: 10000}
@@ -45,6 +46,17 @@ func newFakeEngine() *fakeEngine {
 }
 
 func (f *fakeEngine) Config() gguf.ModelConfig { return f.cfg }
+
+func (f *fakeEngine) Tokenizer() tokenizer.Tokenizer { return tokenizer.Bytes{} }
+
+// transcript is the request's prompt as the byte engine reads it: its
+// messages formatted, or its text.
+func transcript(messages []engine.Message, prompt []byte) []byte {
+	if len(messages) > 0 {
+		return engine.FormatTranscript(messages)
+	}
+	return prompt
+}
 
 func (f *fakeEngine) lastGenerate() engine.GenerateRequest {
 	f.mu.Lock()
@@ -99,7 +111,7 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.GenerateRequest, o
 			}
 		}
 		tok := f.reply[i]
-		window := min(len(req.Prompt)+i, f.cfg.Context) // the newest query sees the prompt and the tokens so far
+		window := min(len(transcript(req.Messages, req.Prompt))+i, f.cfg.Context) // the newest query sees the prompt and the tokens so far
 		attn := make([][]float32, f.cfg.Heads)
 		for h := range attn {
 			attn[h] = make([]float32, window)
@@ -152,7 +164,7 @@ func fakeCut(generated []byte, req engine.GenerateRequest) ([]byte, bool) {
 func (f *fakeEngine) result(req engine.GenerateRequest, generated []byte, stopped string) *engine.Result {
 	res := &engine.Result{Generated: generated, Stopped: stopped}
 	if !req.Raw {
-		res.Reply = engine.ExtractReply(append(append([]byte{}, req.Prompt...), generated...))
+		res.Reply = engine.ExtractReply(append(transcript(req.Messages, req.Prompt), generated...))
 	}
 	return res
 }
@@ -183,7 +195,7 @@ func (f *fakeEngine) FullAttention(ctx context.Context, req engine.FullAttnReque
 	if f.refuse != nil {
 		return nil, f.refuse
 	}
-	tokens := append([]byte{}, req.Prompt...)
+	tokens := transcript(req.Messages, req.Prompt)
 	for i := 0; i < req.MaxNewTokens && i < len(f.reply); i++ {
 		if err := f.wait(ctx); err != nil {
 			return nil, err

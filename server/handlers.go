@@ -43,7 +43,7 @@ func (s *Server) readyz(c *gin.Context) {
 }
 
 func (s *Server) chatStream(c *gin.Context) {
-	req, eng, release, ok := admit(s, c, parseChatRequest, func(r engine.GenerateRequest) []byte { return r.Prompt })
+	req, eng, release, ok := admit(s, c, parseChatRequest, func(r engine.GenerateRequest) []byte { return engine.FormatTranscript(r.Messages) })
 	if !ok {
 		return
 	}
@@ -52,7 +52,7 @@ func (s *Server) chatStream(c *gin.Context) {
 }
 
 func (s *Server) fullAttn(c *gin.Context) {
-	req, eng, release, ok := admit(s, c, parseFullAttnRequest, func(r engine.FullAttnRequest) []byte { return r.Prompt })
+	req, eng, release, ok := admit(s, c, parseFullAttnRequest, func(r engine.FullAttnRequest) []byte { return engine.FormatTranscript(r.Messages) })
 	if !ok {
 		return
 	}
@@ -79,7 +79,7 @@ func (s *Server) fullAttn(c *gin.Context) {
 	// Generated tokens are not counted here: the engine may stop before
 	// max_new_tokens at a stop tag and does not say where, and a guess
 	// would skew nielsgpt_generated_tokens_total.
-	out := appendFullAttn(make([]byte, 0, 64+len(full.Attn)*len(full.Attn)*8), req.Layer, req.Head, full)
+	out := s.currentTokens().appendFullAttn(make([]byte, 0, 64+len(full.Attn)*len(full.Attn)*8), req.Layer, req.Head, full)
 	_ = http.NewResponseController(c.Writer).SetWriteDeadline(s.writeDeadline())
 	c.Data(http.StatusOK, "application/json; charset=utf-8", out)
 }

@@ -91,7 +91,7 @@ func parseChatRequest(body []byte, lim limits) (engine.GenerateRequest, error) {
 		return engine.GenerateRequest{}, err
 	}
 	return engine.GenerateRequest{
-		Prompt:       engine.FormatTranscript(messages),
+		Messages:     messages,
 		MaxNewTokens: int(maxNew),
 		Sampling:     sampling,
 		TraceLayer:   int(traceLayer),
@@ -136,7 +136,7 @@ func parseFullAttnRequest(body []byte, lim limits) (engine.FullAttnRequest, erro
 		return engine.FullAttnRequest{}, err
 	}
 	return engine.FullAttnRequest{
-		Prompt:       engine.FormatTranscript(messages),
+		Messages:     messages,
 		MaxNewTokens: int(maxNew),
 		Sampling:     sampling,
 		Layer:        int(layer),

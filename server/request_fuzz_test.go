@@ -81,7 +81,9 @@ func fuzzParser[R any](f *testing.F, parse func([]byte, limits) (R, error), prom
 
 func FuzzParseChatRequest(f *testing.F) {
 	fuzzParser(f, parseChatRequest,
-		func(r engine.GenerateRequest) ([]byte, int) { return r.Prompt, r.MaxNewTokens },
+		func(r engine.GenerateRequest) ([]byte, int) {
+			return engine.FormatTranscript(r.Messages), r.MaxNewTokens
+		},
 		func(r engine.GenerateRequest) bool {
 			s := r.Sampling
 			return r.TraceLayer >= 0 && r.TraceLayer < fakeConfig.Layers && !math.IsNaN(s.Temperature) &&
@@ -91,7 +93,9 @@ func FuzzParseChatRequest(f *testing.F) {
 
 func FuzzParseFullAttnRequest(f *testing.F) {
 	fuzzParser(f, parseFullAttnRequest,
-		func(r engine.FullAttnRequest) ([]byte, int) { return r.Prompt, r.MaxNewTokens },
+		func(r engine.FullAttnRequest) ([]byte, int) {
+			return engine.FormatTranscript(r.Messages), r.MaxNewTokens
+		},
 		func(r engine.FullAttnRequest) bool {
 			return r.Layer >= 0 && r.Layer < fakeConfig.Layers && r.Head >= 0 && r.Head < fakeConfig.Heads
 		})

@@ -1,0 +1,195 @@
+package server
+
+// A generation-2 checkpoint served end to end: the tiny fixture best.pt with its spm.model
+// beside it, loaded the way `nielsgpt serve --model best.pt` loads it (converted with that
+// tokenizer), streaming a chat whose tokens must be the ones PyTorch chose
+// (testdata/golden/tiny_gen2_a.json.gz), with generation 2's token fields.
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"nielsgpt/engine"
+	"nielsgpt/modelsource"
+)
+
+type gen2GreedyGolden struct {
+	Prompt            []int   `json:"prompt"`
+	Steps             int     `json:"steps"`
+	RepetitionPenalty float64 `json:"repetition_penalty"`
+	Tokens            []int   `json:"tokens"`
+	TraceLayer        int     `json:"trace_layer"`
+}
+
+func readGen2Greedy(t *testing.T) (plain, penalty gen2GreedyGolden) {
+	t.Helper()
+	f, err := os.Open("../testdata/golden/tiny_gen2_a.json.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g struct {
+		Greedy        gen2GreedyGolden `json:"greedy"`
+		GreedyPenalty gen2GreedyGolden `json:"greedy_penalty"`
+	}
+	if err := json.NewDecoder(zr).Decode(&g); err != nil {
+		t.Fatal(err)
+	}
+	return g.Greedy, g.GreedyPenalty
+}
+
+// loadGen2Model puts the fixture checkpoint and its tokenizer in one folder, as niels-gpt
+// leaves them, and loads the checkpoint through modelsource.
+func loadGen2Model(t *testing.T) *engine.Model {
+	t.Helper()
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	dir := t.TempDir()
+	for src, dst := range map[string]string{
+		"../testdata/models/tiny_gen2_a.pt": "best.pt",
+		"../testdata/spm/tiny.model":        "spm.model",
+	} {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, dst), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := modelsource.DefaultConfig()
+	cfg.Model = filepath.Join(dir, "best.pt")
+	cfg.Threads = 1
+	model, _, err := modelsource.Load(context.Background(), cfg, modelsource.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(model.Close)
+	if model.Config().Generation() != 2 {
+		t.Fatalf("loaded a generation-%d model", model.Config().Generation())
+	}
+	return model
+}
+
+func TestGen2ChatStreamMatchesPyTorch(t *testing.T) {
+	model := loadGen2Model(t)
+	ts := startServer(t, testConfig(), model)
+	tok := model.Tokenizer()
+	plain, penalty := readGen2Greedy(t)
+	for _, gr := range []gen2GreedyGolden{plain, penalty} {
+		t.Run(fmt.Sprintf("penalty%v", gr.RepetitionPenalty), func(t *testing.T) {
+			prompt, err := model.FormatChat([]engine.Message{{Role: "user", Content: "hello there"}})
+			if err != nil || !slices.Equal(int32sToInts(prompt), gr.Prompt) {
+				t.Fatalf("prompt %v (%v), golden %v", prompt, err, gr.Prompt)
+			}
+			body := fmt.Sprintf(`{"messages":[{"role":"user","content":"hello there"}],"max_new_tokens":%d,"temperature":0,`+
+				`"trace_layer":%d,"repetition_penalty":%v}`, gr.Steps, gr.TraceLayer, gr.RepetitionPenalty)
+			events := readEvents(t, postJSON(t, ts.URL+"/chat/stream", body))
+			if len(events) != 2*gr.Steps+1 || events[len(events)-1].Type != "done" {
+				t.Fatalf("%d events, last %+v", len(events), events[len(events)-1])
+			}
+			T := model.Config().Context
+			for i := range gr.Steps {
+				var te tokenEvent
+				decodeStrict(t, events[2*i].Data, &te)
+				id := *te.TokenID
+				if id != gr.Tokens[i] {
+					t.Fatalf("step %d: token %d, PyTorch chose %d", i, id, gr.Tokens[i])
+				}
+				if *te.TokenText != tok.Decode([]int{id}) || *te.TokenDisplay != tok.Display(id) {
+					t.Fatalf("step %d: token_text %q token_display %q for piece %q", i, *te.TokenText, *te.TokenDisplay, tok.Piece(id))
+				}
+				var tr traceEvent
+				decodeStrict(t, events[2*i+1].Data, &tr)
+				window := min(len(gr.Prompt)+i, T)
+				if len(tr.TopK) != 1 || tr.TopK[0].TokenID != id || tr.TopK[0].TokenDisplay != tok.Display(id) ||
+					len(tr.Attn) != model.Config().Heads || len(tr.Attn[0]) != window {
+					t.Fatalf("step %d: trace %s", i, events[2*i+1].Data)
+				}
+				sum := 0.0
+				for _, p := range tr.Attn[0] {
+					sum += p
+				}
+				if math.Abs(sum-1) > 1e-4 {
+					t.Fatalf("step %d: attention sums to %v", i, sum)
+				}
+			}
+			var done struct{ Reply string }
+			decodeStrict(t, events[len(events)-1].Data, &done)
+			if want := tok.Decode(gr.Tokens); done.Reply != want {
+				t.Fatalf("reply %q, want %q", done.Reply, want)
+			}
+		})
+	}
+
+	// Byte pieces show as \xNN, and a piece's U+2581 as a space.
+	for id := range tok.VocabSize() {
+		if piece := tok.Piece(id); piece == "<0x0A>" {
+			if got := string(model.TokenBytes(id)); got != "\n" || tok.Display(id) != `\x0a` {
+				t.Fatalf("byte piece %q: bytes %q display %q", piece, got, tok.Display(id))
+			}
+		}
+	}
+}
+
+// /inspect/full_attn works on ids: the window is the token-native transcript and what
+// followed it, shown as pieces.
+func TestGen2FullAttn(t *testing.T) {
+	model := loadGen2Model(t)
+	ts := startServer(t, testConfig(), model)
+	tok := model.Tokenizer()
+	resp := postJSON(t, ts.URL+"/inspect/full_attn", `{"messages":[{"role":"system","content":"be terse"},`+
+		`{"role":"user","content":"hello there"}],"trace_layer":1,"head":1,"max_new_tokens":4,"seed":5,"top_p":0.9}`)
+	body := readAll(t, resp)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	var out struct {
+		TokenIDs      []int    `json:"token_ids"`
+		Tokens        []string `json:"tokens"`
+		TokensDisplay []string `json:"tokens_display"`
+		Attn          [][]float64
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		t.Fatal(err)
+	}
+	prompt, _ := model.FormatChat([]engine.Message{{Role: "system", Content: "be terse"}, {Role: "user", Content: "hello there"}})
+	var generated []int
+	if _, err := model.Generate(context.Background(), engine.GenerateRequest{
+		Messages:     []engine.Message{{Role: "system", Content: "be terse"}, {Role: "user", Content: "hello there"}},
+		MaxNewTokens: 4, TraceLayer: -1, Sampling: engine.Sampling{Temperature: 0.9, TopK: 50, TopP: 0.9, Seed: 5},
+	}, func(s *engine.Step) error { generated = append(generated, s.TokenID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	// An eot that ended the reply is in the window too, as generation 1's stop tags are.
+	want := append(int32sToInts(prompt), generated...)
+	if !slices.Equal(out.TokenIDs, want) || len(out.Attn) != len(want) {
+		t.Fatalf("window %v, want %v", out.TokenIDs, want)
+	}
+	for i, id := range out.TokenIDs {
+		if out.Tokens[i] != tok.Decode([]int{id}) || out.TokensDisplay[i] != tok.Display(id) {
+			t.Fatalf("token %d (%d): %q %q", i, id, out.Tokens[i], out.TokensDisplay[i])
+		}
+	}
+	if out.TokensDisplay[0] != tok.Piece(3) {
+		t.Fatalf("the transcript starts with %q, not the system piece", out.TokensDisplay[0])
+	}
+}
+
+func int32sToInts(ids []int32) []int {
+	out := make([]int, len(ids))
+	for i, id := range ids {
+		out[i] = int(id)
+	}
+	return out
+}
