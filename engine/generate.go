@@ -260,11 +260,15 @@ func (seq *sequence) takeStep(it *stepItem, heads int) *Step {
 	}
 	seq.tokens = append(seq.tokens, int32(token))
 	seq.sampler.observe(token)
+	before := len(seq.text)
 	if int32(token) == seq.eot {
 		seq.stopped = true // the reply's end, not a part of its text
 	} else {
 		seq.stopped = seq.appendText(token)
 	}
+	// Later appends never change these bytes, so the slice stays valid for
+	// the reader even when the text moves.
+	step.Text = seq.text[before:len(seq.text):len(seq.text)]
 	return step
 }
 

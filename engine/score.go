@@ -24,18 +24,20 @@ func (m *Model) Score(ctx context.Context, req ScoreRequest) (*Scores, error) {
 	if req.TopN < 0 || req.TopN > MaxTopLogprobs {
 		return nil, fmt.Errorf("top_n %d out of range [0, %d]", req.TopN, MaxTopLogprobs)
 	}
-	offset := max(0, len(req.Tokens)-m.cfg.Context)
-	window := req.Tokens[offset:]
-	scores := &Scores{Offset: offset, TokenIDs: make([]int, len(window)), Positions: make([]PositionScore, 1, len(window))}
-	forced := make([]int32, len(window))
-	for i, b := range window {
-		scores.TokenIDs[i] = int(b)
-		forced[i] = int32(b)
+	ids := m.Encode(req.Tokens)
+	if len(ids) == 0 {
+		return nil, errors.New("nothing to score: the text encodes to no tokens")
 	}
-	if len(window) == 1 {
+	offset := max(0, len(ids)-m.cfg.Context)
+	forced := ids[offset:]
+	scores := &Scores{Offset: offset, TokenIDs: make([]int, len(forced)), Positions: make([]PositionScore, 1, len(forced))}
+	for i, id := range forced {
+		scores.TokenIDs[i] = int(id)
+	}
+	if len(forced) == 1 {
 		return scores, nil // nothing precedes the only token
 	}
-	seq := m.newSequence(ctx, forced[:1], false, len(window)-1, Sampling{}, 1) // the window never outgrows T
+	seq := m.newSequence(ctx, forced[:1], false, len(forced)-1, Sampling{}, 1) // the window never outgrows T
 	seq.forced, seq.scores, seq.scoreTopN = forced, scores, req.TopN
 	ev, err := m.relay(ctx, seq, nil)
 	if err != nil {

@@ -90,8 +90,12 @@ type Candidate struct {
 // slices it holds belong to the caller only until its onStep returns (the
 // engine reuses them for later steps): copy what must outlive the call.
 type Step struct {
-	Index      int // 0-based step number
-	TokenID    int
+	Index   int // 0-based step number
+	TokenID int
+	// Text is the bytes the token added to the generated text
+	// (Result.Generated before any cut): Model.TokenBytes, or nothing for the
+	// eot that ends a generation-2 reply.
+	Text       []byte
 	Entropy    float64     // nats, of the sampling distribution
 	Candidates []Candidate // at most 10, by probability, highest first
 	// Attn holds the traced layer's attention probabilities for the newest
@@ -129,6 +133,7 @@ type LensLayer struct {
 func (s *Step) Clone() *Step {
 	c := *s
 	c.Candidates = append([]Candidate(nil), s.Candidates...)
+	c.Text = append([]byte(nil), s.Text...)
 	c.TopLogprobs = append([]TokenLogprob(nil), s.TopLogprobs...)
 	if s.Attn != nil {
 		c.Attn = make([][]float32, len(s.Attn))
@@ -173,7 +178,7 @@ type FullAttn struct {
 // ScoreRequest asks how the model reads Tokens: the distribution after each
 // prefix, in one pass over the window (the last T tokens).
 type ScoreRequest struct {
-	Tokens []byte
+	Tokens []byte // the text to score, as the model's tokenizer encodes it (bytes for generation 1)
 	TopN   int    // candidates per position, 0..MaxTopLogprobs
 	Ablate []Head // as in GenerateRequest
 }

@@ -24,16 +24,18 @@ import (
 // (printable as itself, bytes as \xNN, U+2581 as a space) and the JSON
 // members `"token_id":N,"token_text":"…","token_display":"…"` ready to copy.
 type tokenTable struct {
+	tok     tokenizer.Tokenizer
 	text    []string
 	display []string
 	fields  [][]byte
+	bytes   [][]byte // each token's share of the text (TokenBytes)
 }
 
 func newTokenTable(tok tokenizer.Tokenizer) *tokenTable {
 	n := tok.VocabSize()
-	t := &tokenTable{text: make([]string, n), display: make([]string, n), fields: make([][]byte, n)}
+	t := &tokenTable{tok: tok, text: make([]string, n), display: make([]string, n), fields: make([][]byte, n), bytes: make([][]byte, n)}
 	for id := range n {
-		t.text[id], t.display[id] = tok.Decode([]int{id}), tok.Display(id)
+		t.text[id], t.display[id], t.bytes[id] = tok.Decode([]int{id}), tok.Display(id), tok.TokenBytes(id)
 		b := append([]byte(`"token_id":`), strconv.Itoa(id)...)
 		b = append(b, `,"token_text":`...)
 		b = appendString(b, t.text[id])

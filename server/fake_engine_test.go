@@ -122,6 +122,7 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.GenerateRequest, o
 		step := &engine.Step{
 			Index:      i,
 			TokenID:    int(tok),
+			Text:       []byte{tok},
 			Entropy:    0.5623351446188083,
 			Candidates: []engine.Candidate{{TokenID: int(tok), Prob: 0.75}, {TokenID: 0xff, Prob: 0.25}},
 			Attn:       attn,
@@ -162,7 +163,7 @@ func fakeCut(generated []byte, req engine.GenerateRequest) ([]byte, bool) {
 }
 
 func (f *fakeEngine) result(req engine.GenerateRequest, generated []byte, stopped string) *engine.Result {
-	res := &engine.Result{Generated: generated, Stopped: stopped}
+	res := &engine.Result{Generated: generated, Stopped: stopped, PromptTokens: len(transcript(req.Messages, req.Prompt))}
 	if !req.Raw {
 		res.Reply = engine.ExtractReply(append(transcript(req.Messages, req.Prompt), generated...))
 	}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"nielsgpt/engine"
@@ -192,4 +193,90 @@ func int32sToInts(ids []int32) []int {
 		out[i] = int(id)
 	}
 	return out
+}
+
+// The OpenAI routes on a generation-2 model: the greedy reply PyTorch chose, with each
+// token's logprobs carrying the piece's bytes; the same text streamed; stop strings on
+// the text; the prompt counted in ids; an echoed prompt scored piece by piece.
+func TestGen2OpenAI(t *testing.T) {
+	model := loadGen2Model(t)
+	ts := startServer(t, testConfig(), model)
+	tok := model.Tokenizer()
+	gr, _ := readGen2Greedy(t)
+	var text []byte
+	for _, id := range gr.Tokens {
+		text = append(text, tok.TokenBytes(id)...)
+	}
+	content := engine.DecodeBytes(text)
+	chat := fmt.Sprintf(`{"messages":[{"role":"user","content":"hello there"}],"max_tokens":%d,"temperature":0`, gr.Steps)
+
+	v := decodeBody(t, postJSON(t, ts.URL+"/v1/chat/completions", chat+`,"logprobs":true,"top_logprobs":2}`), 200)
+	choice := v["choices"].([]any)[0].(map[string]any)
+	if got := choice["message"].(map[string]any)["content"]; got != content || choice["finish_reason"] != "length" {
+		t.Fatalf("content %q (%v), want %q", got, choice["finish_reason"], content)
+	}
+	lps := choice["logprobs"].(map[string]any)["content"].([]any)
+	if len(lps) != gr.Steps {
+		t.Fatalf("%d logprobs for %d tokens", len(lps), gr.Steps)
+	}
+	for i, lp := range lps {
+		var got []byte
+		for _, b := range lp.(map[string]any)["bytes"].([]any) {
+			got = append(got, byte(b.(float64)))
+		}
+		if string(got) != string(tok.TokenBytes(gr.Tokens[i])) {
+			t.Fatalf("token %d: bytes %q, piece %q", i, got, tok.Piece(gr.Tokens[i]))
+		}
+	}
+	if usage := v["usage"].(map[string]any); usage["prompt_tokens"] != float64(len(gr.Prompt)) {
+		t.Fatalf("usage %v, the prompt has %d ids", usage, len(gr.Prompt))
+	}
+
+	streamed := ""
+	for _, chunk := range readChunks(t, postJSON(t, ts.URL+"/v1/chat/completions", chat+`,"stream":true}`)) {
+		for _, c := range chunk["choices"].([]any) {
+			if delta, ok := c.(map[string]any)["delta"].(map[string]any)["content"].(string); ok {
+				streamed += delta
+			}
+		}
+	}
+	if streamed != content {
+		t.Fatalf("streamed %q, want %q", streamed, content)
+	}
+
+	// A stop string that spans pieces cuts the text before it.
+	runes := []rune(content)
+	stop := string(runes[len(runes)/2 : len(runes)/2+3])
+	want := content[:strings.Index(content, stop)]
+	if stop == "" || len(want) == 0 || len(want) >= len(content) {
+		t.Fatalf("no stop string to test with in %q", content)
+	}
+	stopBody := chat + fmt.Sprintf(`,"stop":[%q]}`, stop)
+	v = decodeBody(t, postJSON(t, ts.URL+"/v1/chat/completions", stopBody), 200)
+	choice = v["choices"].([]any)[0].(map[string]any)
+	if got := choice["message"].(map[string]any)["content"]; got != want || choice["finish_reason"] != "stop" {
+		t.Fatalf("stop %q: content %q (%v), want %q", stop, got, choice["finish_reason"], want)
+	}
+
+	// Scoring the prompt: one entry per piece, offsets in bytes.
+	v = decodeBody(t, postJSON(t, ts.URL+"/v1/completions",
+		`{"prompt":"hello there, how are you","max_tokens":0,"echo":true,"logprobs":1}`), 200)
+	lp := v["choices"].([]any)[0].(map[string]any)["logprobs"].(map[string]any)
+	ids := tok.Encode("hello there, how are you")
+	tokens, offsets := lp["tokens"].([]any), lp["text_offset"].([]any)
+	if len(tokens) != len(ids) || lp["token_logprobs"].([]any)[0] != nil || lp["token_logprobs"].([]any)[1] == nil {
+		t.Fatalf("echo logprobs %v for ids %v", lp, ids)
+	}
+	at := 0
+	for i, id := range ids {
+		if tokens[i] != string(tok.TokenBytes(id)) || offsets[i] != float64(at) {
+			t.Fatalf("token %d: %v at %v, want %q at %d", i, tokens[i], offsets[i], tok.TokenBytes(id), at)
+		}
+		at += len(tok.TokenBytes(id))
+	}
+	// Token ids are bytes only for a byte-level model.
+	resp := postJSON(t, ts.URL+"/v1/completions", `{"prompt":[1,2,3],"max_tokens":1}`)
+	if body := readAll(t, resp); resp.StatusCode != 400 || !strings.Contains(string(body), "generation-1") {
+		t.Fatalf("token-id prompt: %d %s", resp.StatusCode, body)
+	}
 }

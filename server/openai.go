@@ -17,6 +17,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"nielsgpt/engine"
+	"nielsgpt/gguf"
 )
 
 // modelID is the one model this server serves, as /v1/models lists it.
@@ -55,7 +56,7 @@ func (s *Server) serveOpenAI(c *gin.Context, parse func([]byte, limits) (oaiRequ
 	if len(req.ignored) > 0 {
 		c.Set(ctxIgnoredFields, req.ignored)
 	}
-	call := &oaiCall{s: s, c: c, eng: eng, req: req, id: newCompletionID(req.chat), created: time.Now().Unix()}
+	call := &oaiCall{s: s, c: c, eng: eng, tokens: s.currentTokens(), req: req, id: newCompletionID(req.chat), created: time.Now().Unix()}
 	if req.stream {
 		call.stream()
 	} else {
@@ -68,6 +69,7 @@ type oaiCall struct {
 	s       *Server
 	c       *gin.Context
 	eng     Engine
+	tokens  *tokenTable // the model's tokens
 	req     oaiRequest
 	id      string
 	created int64
@@ -101,7 +103,7 @@ func (o *oaiCall) once() {
 	o.steps = len(steps)
 	o.s.metrics.AddGeneratedTokens(len(steps))
 	o.c.Set(ctxTokens, len(steps))
-	kept := steps[:min(len(steps), len(result.Generated))] // tokens of a stop sequence are not returned
+	kept := o.keptSteps(steps, result)
 	var body any
 	if o.req.chat {
 		body = o.chatBody(result, kept)
@@ -127,8 +129,28 @@ func (o *oaiCall) fail(err error) {
 	}
 }
 
-func (o *oaiCall) usage() oaiUsage {
-	return oaiUsage{PromptTokens: len(o.req.gen.Prompt), CompletionTokens: o.steps, TotalTokens: len(o.req.gen.Prompt) + o.steps}
+// keptSteps are the steps whose tokens the answer returns: those whose text
+// lies within result.Generated (the tokens of a stop sequence are not
+// returned), and never the eot that ended a generation-2 reply.
+func (o *oaiCall) keptSteps(steps []*engine.Step, result *engine.Result) []*engine.Step {
+	n := 0
+	for i, st := range steps {
+		n += len(st.Text)
+		if n > len(result.Generated) || o.endsTurn(st) {
+			return steps[:i]
+		}
+	}
+	return steps
+}
+
+// endsTurn reports whether the step is the end-of-turn piece that ended a
+// generation-2 chat reply: it is no part of the answer.
+func (o *oaiCall) endsTurn(step *engine.Step) bool {
+	return o.req.chat && o.eng.Config().Generation() == 2 && step.TokenID == gguf.ChatEndOfTurnID
+}
+
+func (o *oaiCall) usage(result *engine.Result) oaiUsage {
+	return oaiUsage{PromptTokens: result.PromptTokens, CompletionTokens: o.steps, TotalTokens: result.PromptTokens + o.steps}
 }
 
 func finishReason(result *engine.Result) string {
