@@ -18,13 +18,14 @@ import (
 type referenceSampler struct {
 	temperature float64
 	topK        int
+	topP        float64 // applied as the sampler before this one did: a sort of the kept tokens
 	rng         *rand.Rand
 	probs       []float64
 	order       []int
 }
 
 func newReferenceSampler(s Sampling, vocab int) *referenceSampler {
-	return &referenceSampler{temperature: s.Temperature, topK: s.TopK,
+	return &referenceSampler{temperature: s.Temperature, topK: s.TopK, topP: s.TopP,
 		rng:   rand.New(rand.NewPCG(uint64(s.Seed), 0x6e69656c73677074)),
 		probs: make([]float64, vocab), order: make([]int, vocab)}
 }
@@ -62,6 +63,22 @@ func (s *referenceSampler) sample(logits []float32) (int, float64, []Candidate) 
 		}
 		for i := range p {
 			p[i] /= sum
+		}
+		if s.topP > 0 && s.topP < 1 {
+			kept := sortedNucleus(p, s.topP)
+			sum = 0
+			for _, i := range kept {
+				sum += p[i]
+			}
+			next := 0
+			for i := range p {
+				if next < len(kept) && kept[next] == i {
+					p[i] /= sum
+					next++
+				} else {
+					p[i] = 0
+				}
+			}
 		}
 		u := s.rng.Float64()
 		cum, last, chosen := 0.0, 0, -1
@@ -316,7 +333,7 @@ func BenchmarkSample(b *testing.B) {
 					s.sample(logits)
 				}
 			})
-			if vocab == 256 && c.s.TopP == 0 && c.s.RepetitionPenalty == 0 && c.s.Temperature > 0 {
+			if c.s.RepetitionPenalty == 0 && c.s.Temperature > 0 {
 				b.Run(fmt.Sprintf("V%d/%s-reference", vocab, c.name), func(b *testing.B) {
 					s := newReferenceSampler(c.s, vocab)
 					for b.Loop() {
