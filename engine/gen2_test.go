@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -425,4 +426,80 @@ func TestModelTokenForms(t *testing.T) {
 		string(m2.TokenBytes(last)) != m2.TokenDisplay(last) {
 		t.Fatalf("piece %q shows as %q, bytes %q", piece, m2.TokenDisplay(last), m2.TokenBytes(last))
 	}
+}
+
+// gen2Typical is the size SPEC gives as typical for generation 2.
+var gen2Typical = gguf.ModelConfig{Vocab: 16000, Context: 512, Embd: 384, Layers: 8, Heads: 6, FF: 1152, RopeTheta: 10000,
+	NormEps: 1e-5, Norm: gguf.NormRMS, MLP: gguf.MLPSwiGLU}
+
+// syntheticGen2Model is a generation-2 model of shape cfg with random weights and the
+// fixture tokenizer's vocabulary grown to cfg.Vocab with pieces of its own.
+func syntheticGen2Model(tb testing.TB, cfg gguf.ModelConfig, opts Options) *Model {
+	tb.Helper()
+	sp, err := tokenizer.LoadModel(filepath.Join("..", "testdata", "spm", "tiny.model"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	voc := sp.Export()
+	for i := len(voc.Pieces); i < cfg.Vocab; i++ {
+		voc.Pieces = append(voc.Pieces, tokenizer.Piece{Text: fmt.Sprintf("\u2581p%05d", i), Score: -20, Type: tokenizer.PieceNormal})
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	weights := map[string][]float32{}
+	for _, spec := range cfg.Tensors() {
+		n := 1
+		for _, d := range spec.Shape {
+			n *= d
+		}
+		w := make([]float32, n)
+		for i := range w {
+			if strings.HasSuffix(spec.StateKey, "ln1.weight") || strings.HasSuffix(spec.StateKey, "ln2.weight") || spec.StateKey == "ln_f.weight" {
+				w[i] = 1
+			} else {
+				w[i] = float32(rng.NormFloat64() * 0.05)
+			}
+		}
+		weights[spec.Name] = w
+	}
+	var buf bytes.Buffer
+	if err := gguf.WriteWithVocabulary(&buf, cfg, weights, gguf.Vocabulary{Vocab: voc, SHA256: strings.Repeat("ab", 32)},
+		gguf.Source{SHA256: strings.Repeat("cd", 32)}, gguf.WriteOptions{F16: os.Getenv("NIELSGPT_BENCH_F16") == "1"}); err != nil {
+		tb.Fatal(err)
+	}
+	m, err := LoadBytes(buf.Bytes(), opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(m.Close)
+	return m
+}
+
+// One traced decode step of a typical generation-2 model at context 128, the token sampled
+// with repetition_penalty and top_p: BenchmarkDecodeStepTraced's measure for generation 2.
+func BenchmarkGen2DecodeStepTraced(b *testing.B) {
+	b.ReportAllocs()
+	m := syntheticGen2Model(b, gen2Typical, Options{Threads: benchThreads()})
+	c := m.Config()
+	const ctxLen = 128
+	cache := newCache(b, m, ctxLen)
+	prompt := make([]int32, ctxLen)
+	for i := range prompt {
+		prompt[i] = int32(7 + (i*131)%(c.Vocab-7))
+	}
+	if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1], traceLayer: -1, fullLayer: -1}}); err != nil {
+		b.Fatal(err)
+	}
+	s := newSampler(Sampling{Temperature: 0.8, TopK: 50, TopP: 0.9, RepetitionPenalty: 1.2, Seed: 42}, c.Vocab, gen2RoleIDs...)
+	for _, id := range prompt {
+		s.observe(int(id))
+	}
+	it := stepItem{cache: cache, tokens: prompt[ctxLen-1:], nPast: ctxLen - 1,
+		logits: make([]float32, c.Vocab), traceLayer: 2, attnRow: make([]float32, c.Heads*ctxLen), fullLayer: -1}
+	for b.Loop() {
+		if err := m.step([]stepItem{it}); err != nil {
+			b.Fatal(err)
+		}
+		s.sample(it.logits)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "steps/s")
 }
