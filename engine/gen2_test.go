@@ -486,7 +486,7 @@ func BenchmarkGen2DecodeStepTraced(b *testing.B) {
 	for i := range prompt {
 		prompt[i] = int32(7 + (i*131)%(c.Vocab-7))
 	}
-	if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1], traceLayer: -1, fullLayer: -1}}); err != nil {
+	if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1]}}); err != nil {
 		b.Fatal(err)
 	}
 	s := newSampler(Sampling{Temperature: 0.8, TopK: 50, TopP: 0.9, RepetitionPenalty: 1.2, Seed: 42}, c.Vocab, gen2RoleIDs...)
@@ -494,7 +494,7 @@ func BenchmarkGen2DecodeStepTraced(b *testing.B) {
 		s.observe(int(id))
 	}
 	it := stepItem{cache: cache, tokens: prompt[ctxLen-1:], nPast: ctxLen - 1,
-		logits: make([]float32, c.Vocab), traceLayer: 2, attnRow: make([]float32, c.Heads*ctxLen), fullLayer: -1}
+		logits: make([]float32, c.Vocab), traceLayers: []int32{2}, attnRows: make([]float32, c.Heads*ctxLen)}
 	for b.Loop() {
 		if err := m.step([]stepItem{it}); err != nil {
 			b.Fatal(err)
@@ -502,4 +502,51 @@ func BenchmarkGen2DecodeStepTraced(b *testing.B) {
 		s.sample(it.logits)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "steps/s")
+}
+
+// The deeper traces on a generation-2 model: extra layers' rows are the traced layer's
+// where they coincide, the logit lens's last layer is the model's own distribution (the
+// final RMSNorm applied), and ablating heads changes what the model computes.
+func TestGen2DeeperTraces(t *testing.T) {
+	m, g := loadGen2Fixture(t, "tiny_gen2_a", fixtureOptions)
+	c := m.Config()
+	gr := g.Greedy
+	const steps = 12
+	var got []int
+	_, err := m.Generate(context.Background(), GenerateRequest{
+		Messages: gen2GreedyMessages, MaxNewTokens: steps, TraceLayer: gr.TraceLayer,
+		TraceLayers: []int{1, 0}, LogitLens: true, Logprobs: true, TopLogprobs: 1,
+	}, func(s *Step) error {
+		got = append(got, s.TokenID)
+		if len(s.Layers) != 2 || s.Layers[0].Layer != 1 || s.Layers[1].Layer != 0 || len(s.Lens) != c.Layers {
+			return fmt.Errorf("step %d: layers %d, lens %d", s.Index, len(s.Layers), len(s.Lens))
+		}
+		for h := range s.Attn {
+			if d := maxAbsDiff(s.Layers[0].Attn[h], gr.AttnRows[s.Index][h]); d > attnTol {
+				return fmt.Errorf("step %d head %d: trace_layers row differs from PyTorch by %.2e", s.Index, h, d)
+			}
+		}
+		own := s.Lens[c.Layers-1].Candidates[0]
+		if own.TokenID != s.TopLogprobs[0].TokenID || math.Abs(own.Prob-math.Exp(s.TopLogprobs[0].Logprob)) > 1e-5 {
+			return fmt.Errorf("step %d: the lens's last layer %+v is not the model's own %+v", s.Index, own, s.TopLogprobs[0])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, gr.Tokens[:steps]) {
+		t.Fatalf("traced greedy tokens %v, PyTorch %v", got, gr.Tokens[:steps])
+	}
+	var ablated []int
+	_, err = m.Generate(context.Background(), GenerateRequest{
+		Messages: gen2GreedyMessages, MaxNewTokens: steps, TraceLayer: -1,
+		Ablate: []Head{{Layer: 0, Head: 0}, {Layer: 0, Head: 1}, {Layer: 1, Head: 0}, {Layer: 1, Head: 1}},
+	}, func(s *Step) error { ablated = append(ablated, s.TokenID); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Equal(ablated, got) {
+		t.Fatalf("ablating every head changed nothing: %v", ablated)
+	}
 }

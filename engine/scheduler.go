@@ -35,35 +35,43 @@ type event struct {
 // sequence is one generation in flight. Only the scheduler goroutine touches
 // its fields after submission, except events, which the caller reads.
 type sequence struct {
-	ctx      context.Context
-	model    *Model
-	tokens   []int32 // prompt + generated so far
-	nPrompt  int
-	maxNew   int
-	sampler  *sampler
-	trace    int // traced layer or -1
-	full     *FullAttnRequest
-	cache    *kvCache
-	maxCache int       // the most positions its window can reach
-	waitEnds time.Time // while it waits for room in the KV pool: when it gives up
-	cacheAt  int       // index in tokens of the cache's position 0
-	cached   int       // cache positions already written
-	finished bool
-	stopped  bool   // the generated text holds a stop sequence, or ends at eot
-	text     []byte // the generated tokens' bytes (Model.TokenBytes), eot left out
-	stops    [][]byte
-	eot      int32 // the id that ends a chat's reply (generation 2), or -1
-	raw      bool  // the prompt is plain text: no reply to extract
+	ctx     context.Context
+	model   *Model
+	tokens  []int32 // prompt + generated so far
+	nPrompt int
+	maxNew  int
+	sampler *sampler
+	trace   int // GenerateRequest.TraceLayer, or -1
+	// traceLayers lists the distinct layers whose newest attention rows each
+	// step reads: trace (when >= 0) first, then GenerateRequest.TraceLayers.
+	// layerAt[k] is where TraceLayers[k] lies in it.
+	traceLayers []int32
+	layerAt     []int
+	attnRows    []float32 // len(traceLayers) × H × T
+	lens        []float32 // L × V when the request asked for the logit lens
+	headMask    []float32 // L × H when it ablates heads
+	full        *FullAttnRequest
+	fullLayers  []int32 // full.Layers, read in the last pass only
+	cache       *kvCache
+	maxCache    int       // the most positions its window can reach
+	waitEnds    time.Time // while it waits for room in the KV pool: when it gives up
+	cacheAt     int       // index in tokens of the cache's position 0
+	cached      int       // cache positions already written
+	finished    bool
+	stopped     bool   // the generated text holds a stop sequence, or ends at eot
+	text        []byte // the generated tokens' bytes (Model.TokenBytes), eot left out
+	stops       [][]byte
+	eot         int32 // the id that ends a chat's reply (generation 2), or -1
+	raw         bool  // the prompt is plain text: no reply to extract
 	// logprobs is how many top log-probabilities each step reports, or -1
 	// when the request asked for none.
 	logprobs int
-	// forced, scores and scoreTopN make the sequence a scoring pass: it reads
-	// forced instead of sampling, and fills scores (see score.go).
-	forced    []int32
+	// scoring makes the sequence one pass over its window that fills scores
+	// (see score.go) instead of generating.
+	scoring   bool
 	scores    *Scores
 	scoreTopN int
 	logits    []float32
-	attnRow   []float32
 	// events has room for stepsAhead steps and the final event, and the
 	// scheduler only feeds a sequence with fewer steps waiting (readerReady):
 	// sending never blocks, and a slow reader only slows itself.
@@ -357,9 +365,9 @@ func (s *scheduler) plan() ([]stepItem, []*sequence) {
 func (s *scheduler) syncWindow(seq *sequence) (start, pending int, whole bool) {
 	start = seq.windowStart(s.m.cfg.Context)
 	// The baseline mode forgets the cache for every token, and the
-	// full-attention matrix wants one pass over the whole window: both start
-	// again from position 0.
-	whole = s.m.opts.Baseline || (seq.full != nil && seq.isDone())
+	// full-attention matrices and scores want one pass over the whole
+	// window: they start again from position 0.
+	whole = s.m.opts.Baseline || seq.scoring || (seq.full != nil && seq.isDone())
 	if whole {
 		seq.cached = 0
 	}
@@ -389,25 +397,27 @@ func (seq *sequence) isDone() bool {
 
 func (s *scheduler) item(seq *sequence, start, n int) stepItem {
 	cfg := s.m.cfg
-	if seq.full != nil && seq.isDone() {
-		t := len(seq.tokens) - start // plan started this pass from position 0
-		return stepItem{
-			cache: seq.cache, tokens: seq.tokens[start:], nPast: 0,
-			traceLayer: -1, fullLayer: seq.full.Layer, fullHead: seq.full.Head,
-			fullAttn: make([]float32, t*t),
+	if seq.scoring || (seq.full != nil && seq.isDone()) {
+		// plan started this pass from position 0
+		t := len(seq.tokens) - start
+		it := stepItem{cache: seq.cache, tokens: seq.tokens[start:], headMask: seq.headMask}
+		if seq.scoring {
+			it.allLogits = make([]float32, t*cfg.Vocab)
+		} else {
+			it.fullLayers = seq.fullLayers
+			it.fullAttn = make([]float32, len(it.fullLayers)*cfg.Heads*t*t)
 		}
+		return it
 	}
 	from := start + seq.cached
-	it := stepItem{
-		cache: seq.cache, tokens: seq.tokens[from : from+n], nPast: seq.cached,
-		traceLayer: -1, fullLayer: -1,
-	}
+	it := stepItem{cache: seq.cache, tokens: seq.tokens[from : from+n], nPast: seq.cached, headMask: seq.headMask}
 	if from+n == len(seq.tokens) {
 		// The chunk reaches the newest token: this step yields the next one.
 		it.logits = seq.logits
-		if seq.trace >= 0 {
-			it.traceLayer = seq.trace
-			it.attnRow = seq.attnRow[:cfg.Heads*(seq.cached+n)]
+		it.lens = seq.lens
+		if len(seq.traceLayers) > 0 {
+			it.traceLayers = seq.traceLayers
+			it.attnRows = seq.attnRows[:len(seq.traceLayers)*cfg.Heads*(seq.cached+n)]
 		}
 	}
 	return it
@@ -444,37 +454,50 @@ func (s *scheduler) dropFinished() {
 }
 
 // advance takes one sequence's step outputs: cache bookkeeping, then either
-// the next token or, for a full-attention request, the matrix.
+// the next token or, for a full-attention or scoring pass, its answer.
 func (s *scheduler) advance(seq *sequence, it *stepItem) {
 	cfg := s.m.cfg
-	if it.fullLayer >= 0 {
-		t := len(it.tokens)
-		full := &FullAttn{TokenIDs: make([]int, t), Attn: make([][]float32, t)}
-		for i, tok := range it.tokens {
-			full.TokenIDs[i] = int(tok)
-		}
-		for r := range t {
-			full.Attn[r] = it.fullAttn[r*t : (r+1)*t : (r+1)*t]
-		}
-		s.finish(seq, event{full: full})
+	switch {
+	case it.fullLayers != nil:
+		s.finish(seq, event{full: fullAttn(it, cfg.Heads)})
+		return
+	case it.allLogits != nil:
+		s.finish(seq, event{scores: seq.score(it.allLogits, cfg.Vocab)})
 		return
 	}
 	seq.cached += len(it.tokens)
 	if it.logits == nil {
 		return // a prompt chunk; the next one follows in a later step
 	}
-	if seq.forced != nil {
-		s.scoreNext(seq, it.logits)
-		return
-	}
-	seq.events <- event{step: seq.takeStep(it, cfg.Heads)}
+	seq.events <- event{step: seq.takeStep(it, &cfg)}
 	if !seq.isDone() {
 		return
 	}
 	if seq.full != nil {
-		return // one more pass takes the matrix
+		return // one more pass takes the matrices
 	}
 	s.finish(seq, event{result: seq.result()})
+}
+
+// fullAttn slices a full-attention pass's probabilities into matrices.
+func fullAttn(it *stepItem, heads int) *FullAttn {
+	t := len(it.tokens)
+	full := &FullAttn{TokenIDs: make([]int, t), Attn: make([][][][]float32, len(it.fullLayers))}
+	for i, tok := range it.tokens {
+		full.TokenIDs[i] = int(tok)
+	}
+	for k := range it.fullLayers {
+		full.Attn[k] = make([][][]float32, heads)
+		for h := range heads {
+			rows := make([][]float32, t)
+			at := (k*heads + h) * t * t
+			for r := range t {
+				rows[r] = it.fullAttn[at+r*t : at+(r+1)*t : at+(r+1)*t]
+			}
+			full.Attn[k][h] = rows
+		}
+	}
+	return full
 }
 
 // result is the generation's end: its text cut before any stop (a chat

@@ -196,7 +196,8 @@ func appendJSONEvent(b []byte, name string, v any) []byte {
 	return append(b, "\n\n"...)
 }
 
-// appendFullAttn writes the /inspect/full_attn response body.
+// appendFullAttn writes the /inspect/full_attn response body: the matrix of
+// head of the one layer asked for.
 func (t *tokenTable) appendFullAttn(b []byte, layer, head int, full *engine.FullAttn) []byte {
 	b = append(b, `{"layer":`...)
 	b = strconv.AppendInt(b, int64(layer), 10)
@@ -224,6 +225,6 @@ func (t *tokenTable) appendFullAttn(b []byte, layer, head int, full *engine.Full
 		b = appendString(b, t.displayOf(id))
 	}
 	b = append(b, `],"attn":`...)
-	b = appendMatrix(b, full.Attn)
+	b = appendMatrix(b, full.Attn[0][head])
 	return append(b, '}')
 }

@@ -93,11 +93,11 @@ func FuzzParseChatRequest(f *testing.F) {
 
 func FuzzParseFullAttnRequest(f *testing.F) {
 	fuzzParser(f, parseFullAttnRequest,
-		func(r engine.FullAttnRequest) ([]byte, int) {
+		func(r fullAttnRequest) ([]byte, int) {
 			return engine.FormatTranscript(r.Messages), r.MaxNewTokens
 		},
-		func(r engine.FullAttnRequest) bool {
-			return r.Layer >= 0 && r.Layer < fakeConfig.Layers && r.Head >= 0 && r.Head < fakeConfig.Heads
+		func(r fullAttnRequest) bool {
+			return len(r.Layers) == 1 && r.Layers[0] >= 0 && r.Layers[0] < fakeConfig.Layers && r.head >= 0 && r.head < fakeConfig.Heads
 		})
 }
 
