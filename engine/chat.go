@@ -1,8 +1,9 @@
 package engine
 
 // Chat transcript, stop tags and reply extraction (docs/API.md, Generation), plus the byte
-// tokenizer's text forms. Pure functions: the server and the terminal chat
-// share them so both render a conversation exactly as the model was trained.
+// tokenizer's text forms: pure functions for generation 1, which the server and the
+// terminal chat share so both render a conversation exactly as the model was trained. The
+// Model's methods at the end give the same for either generation, on token ids.
 
 import (
 	"bytes"

@@ -11,9 +11,10 @@ package engine
 // (ties go to the lower token id, as a stable sort by probability would give),
 // top-p a selection of the probability at which the nucleus ends, the penalty
 // touches only the ids seen so far, and one pass over the normalised
-// distribution yields the entropy and the top-10. The arithmetic that decides the drawn token (scaling, exp, the sum
-// in token order, the cumulative walk) is kept operation for operation, so a
-// seed draws the same tokens as it always has.
+// distribution yields the entropy and the top-10. The arithmetic that decides
+// the drawn token (scaling, exp, the sum in token order, the cumulative walk)
+// is kept operation for operation, so a seed draws the same tokens as it
+// always has.
 
 import (
 	"math"
@@ -73,7 +74,7 @@ func (s *sampler) adjusts() bool { return len(s.banned) > 0 || len(s.distinct) >
 // adjust applies the bans and the repetition penalty to the scaled logits
 // in s.probs (logit / scale each) and returns their new maximum. A
 // penalised logit is divided by the penalty before the scale, whatever its
-// sign, as the reference does.
+// sign, as niels-gpt's own sampler does.
 func (s *sampler) adjust(logits []float32, scale float64) (maxv float64) {
 	p := s.probs
 	for _, id := range s.distinct {
