@@ -280,3 +280,57 @@ func TestGen2OpenAI(t *testing.T) {
 		t.Fatalf("token-id prompt: %d %s", resp.StatusCode, body)
 	}
 }
+
+// A generation-2 reply that ends at end-of-turn: the OpenAI answer stops there with
+// finish_reason "stop", and neither the text, the logprobs nor the stream carry the eot.
+func TestGen2OpenAIEndOfTurn(t *testing.T) {
+	model := loadGen2Model(t)
+	ts := startServer(t, testConfig(), model)
+	msgs := []engine.Message{{Role: "user", Content: "hello there"}}
+	// A seed whose reply the model ends itself, found through the engine.
+	seed, steps := -1, 0
+	var res *engine.Result
+	for s := range 300 {
+		n := 0
+		r, err := model.Generate(context.Background(), engine.GenerateRequest{Messages: msgs, MaxNewTokens: 40, TraceLayer: -1,
+			Sampling: engine.Sampling{Temperature: 1.8, TopP: 1, Seed: int64(s)}}, func(*engine.Step) error { n++; return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Stopped == "stop_tag" && n > 1 {
+			seed, steps, res = s, n, r
+			break
+		}
+	}
+	if seed < 0 {
+		t.Fatal("no seed of 300 ended its reply with end-of-turn")
+	}
+	body := fmt.Sprintf(`{"messages":[{"role":"user","content":"hello there"}],"max_tokens":40,"temperature":1.8,"seed":%d`, seed)
+	v := decodeBody(t, postJSON(t, ts.URL+"/v1/chat/completions", body+`,"logprobs":true}`), 200)
+	choice := v["choices"].([]any)[0].(map[string]any)
+	content := engine.DecodeBytes(res.Generated)
+	if got := choice["message"].(map[string]any)["content"]; got != content || choice["finish_reason"] != "stop" {
+		t.Fatalf("content %q (%v), want %q (stop)", got, choice["finish_reason"], content)
+	}
+	if n := len(choice["logprobs"].(map[string]any)["content"].([]any)); n != steps-1 {
+		t.Fatalf("%d logprobs for %d tokens before eot", n, steps-1)
+	}
+	if usage := v["usage"].(map[string]any); usage["completion_tokens"] != float64(steps) {
+		t.Fatalf("usage %v, the model generated %d tokens (eot included)", usage, steps)
+	}
+	streamed, reasons := "", 0
+	for _, chunk := range readChunks(t, postJSON(t, ts.URL+"/v1/chat/completions", body+`,"stream":true}`)) {
+		for _, c := range chunk["choices"].([]any) {
+			c := c.(map[string]any)
+			if delta, ok := c["delta"].(map[string]any)["content"].(string); ok {
+				streamed += delta
+			}
+			if c["finish_reason"] == "stop" {
+				reasons++
+			}
+		}
+	}
+	if streamed != content || reasons != 1 {
+		t.Fatalf("streamed %q (%d stops), want %q", streamed, reasons, content)
+	}
+}
