@@ -550,3 +550,43 @@ func TestGen2DeeperTraces(t *testing.T) {
 		t.Fatalf("ablating every head changed nothing: %v", ablated)
 	}
 }
+
+// window_hop on a generation-2 model: greedy chats past T with hops of 1, 5 and T-1 choose
+// the tokens that recomputing each step's window from position 0 (the hop rule's window,
+// the role pieces banned) chooses.
+func TestGen2WindowHopMatchesRecompute(t *testing.T) {
+	m, _ := loadGen2Fixture(t, "tiny_gen2_b", fixtureOptions)
+	c := m.Config()
+	prompt, err := m.FormatChat(gen2GreedyMessages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const steps = 60 // T = 20: the window moves many times
+	for _, hop := range []int{1, 5, c.Context - 1} {
+		var got []int
+		if _, err := m.Generate(context.Background(), GenerateRequest{Messages: gen2GreedyMessages, MaxNewTokens: steps,
+			TraceLayer: -1, WindowHop: hop}, func(s *Step) error { got = append(got, s.TokenID); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		seq := &sequence{tokens: slices.Clone(prompt), hop: hop, winStart: -1}
+		logits := make([]float32, c.Vocab)
+		cache := newCache(t, m, c.Context) // rewritten from position 0 for every window
+		for i := range got {
+			window := seq.tokens[seq.windowStart(c.Context):]
+			runStep(t, m, stepItem{cache: cache, tokens: window, logits: logits})
+			for _, id := range gen2RoleIDs {
+				logits[id] = float32(math.Inf(-1))
+			}
+			if want := argmax(logits); got[i] != want {
+				t.Fatalf("hop %d step %d: token %d, the recomputed window's %d", hop, i, got[i], want)
+			}
+			seq.tokens = append(seq.tokens, int32(got[i]))
+			if got[i] == gguf.ChatEndOfTurnID {
+				break
+			}
+		}
+		if len(prompt)+len(got) < c.Context+hop {
+			t.Fatalf("hop %d: %d tokens never moved the window", hop, len(got))
+		}
+	}
+}
