@@ -200,30 +200,30 @@ func gen2RoleID(role string) (int32, error) {
 	return 0, fmt.Errorf("role %q is not system, user or assistant", role)
 }
 
+// FormatMessages is the conversation as it stands, for scoring: FormatChat without the
+// generation prompt it appends. A last assistant message with empty content is that
+// prompt, and a message of the conversation, so it stays.
+func (m *Model) FormatMessages(messages []Message) ([]int32, error) {
+	ids, err := m.FormatChat(messages)
+	if err != nil || len(messages) == 0 {
+		return ids, err
+	}
+	if last := messages[len(messages)-1]; last.Role == "assistant" && last.Content == "" {
+		return ids, nil
+	}
+	prompt := len(generationPrompt) // generation 1's "assistant: "
+	if m.cfg.Generation() != 1 {
+		prompt = 1 // the assistant piece
+	}
+	return ids[:len(ids)-prompt], nil
+}
+
 // FormatChat is the model's transcript of messages as token ids, ending with the
 // generation prompt. As in FormatTranscript, a trailing assistant message with empty
 // content is that prompt itself.
 func (m *Model) FormatChat(messages []Message) ([]int32, error) {
-	return m.formatChat(messages, true)
-}
-
-// FormatMessages is the transcript of messages without the generation prompt: the
-// conversation as it stands, for scoring.
-func (m *Model) FormatMessages(messages []Message) ([]int32, error) {
-	return m.formatChat(messages, false)
-}
-
-func (m *Model) formatChat(messages []Message, prompt bool) ([]int32, error) {
 	if m.cfg.Generation() == 1 {
-		var text []byte
-		if prompt {
-			text = FormatTranscript(messages)
-		} else {
-			for _, msg := range messages {
-				text = fmt.Appendf(text, "%s: %s\n", msg.Role, msg.Content)
-			}
-		}
-		return bytesToInt32s(text), nil
+		return bytesToInt32s(FormatTranscript(messages)), nil
 	}
 	var ids []int32
 	for i, msg := range messages {
@@ -231,7 +231,7 @@ func (m *Model) formatChat(messages []Message, prompt bool) ([]int32, error) {
 		if err != nil {
 			return nil, err
 		}
-		if prompt && i == len(messages)-1 && role == gguf.ChatAssistantID && msg.Content == "" {
+		if i == len(messages)-1 && role == gguf.ChatAssistantID && msg.Content == "" {
 			return append(ids, gguf.ChatAssistantID), nil
 		}
 		ids = append(ids, role)
@@ -240,10 +240,7 @@ func (m *Model) formatChat(messages []Message, prompt bool) ([]int32, error) {
 		}
 		ids = append(ids, gguf.ChatEndOfTurnID)
 	}
-	if prompt {
-		ids = append(ids, gguf.ChatAssistantID)
-	}
-	return ids, nil
+	return append(ids, gguf.ChatAssistantID), nil
 }
 
 // Encode is text as the model's token ids (its bytes for generation 1).

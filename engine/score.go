@@ -13,7 +13,7 @@ import (
 
 // Score reads req.Tokens' window and scores every position after the first.
 func (m *Model) Score(ctx context.Context, req ScoreRequest) (*Scores, error) {
-	if len(req.Tokens) == 0 {
+	if len(req.Tokens) == 0 && len(req.Messages) == 0 {
 		return nil, errors.New("nothing to score")
 	}
 	if req.TopN < 0 || req.TopN > MaxTopLogprobs {
@@ -23,7 +23,17 @@ func (m *Model) Score(ctx context.Context, req ScoreRequest) (*Scores, error) {
 	if err != nil {
 		return nil, err
 	}
-	ids := m.Encode(req.Tokens)
+	var ids []int32
+	switch {
+	case len(req.Messages) > 0 && len(req.Tokens) > 0:
+		return nil, errors.New("score text or messages, not both")
+	case len(req.Messages) > 0:
+		if ids, err = m.FormatMessages(req.Messages); err != nil {
+			return nil, err
+		}
+	default:
+		ids = m.Encode(req.Tokens)
+	}
 	if len(ids) == 0 {
 		return nil, errors.New("nothing to score: the text encodes to no tokens")
 	}

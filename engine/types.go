@@ -199,8 +199,11 @@ type FullAttn struct {
 // prefix, in one pass over the window (the last T tokens).
 type ScoreRequest struct {
 	Tokens []byte // the text to score, as the model's tokenizer encodes it (bytes for generation 1)
-	TopN   int    // candidates per position, 0..MaxTopLogprobs
-	Ablate []Head // as in GenerateRequest
+	// Messages, instead of Tokens, scores a conversation as it stands
+	// (Model.FormatMessages: its transcript without the generation prompt).
+	Messages []Message
+	TopN     int    // candidates per position, 0..MaxTopLogprobs
+	Ablate   []Head // as in GenerateRequest
 }
 
 // PositionScore is the model's distribution (temperature 1, no filtering)

@@ -334,3 +334,64 @@ func TestGen2OpenAIEndOfTurn(t *testing.T) {
 		t.Fatalf("streamed %q (%d stops), want %q", streamed, reasons, content)
 	}
 }
+
+// /inspect/attention and /inspect/score on a generation-2 model: the windows are pieces of
+// the token-native transcript, or of the encoded text.
+func TestGen2InspectAttentionAndScore(t *testing.T) {
+	model := loadGen2Model(t)
+	ts := startServer(t, testConfig(), model)
+	tok := model.Tokenizer()
+	msgs := []engine.Message{{Role: "system", Content: "be terse"}, {Role: "user", Content: "hello there"}}
+	chat, _ := model.FormatChat(msgs)
+
+	resp := postJSON(t, ts.URL+"/inspect/attention", `{"messages":[{"role":"system","content":"be terse"},`+
+		`{"role":"user","content":"hello there"}],"layers":[1,0]}`)
+	body := readAll(t, resp)
+	if resp.StatusCode != 200 {
+		t.Fatalf("attention: %d %s", resp.StatusCode, body)
+	}
+	var att struct {
+		Layers        []int      `json:"layers"`
+		TokenIDs      []int      `json:"token_ids"`
+		TokensDisplay []string   `json:"tokens_display"`
+		Attn          [][][][]float64
+	}
+	if err := json.Unmarshal(body, &att); err != nil {
+		t.Fatal(err)
+	}
+	t0 := len(chat)
+	if !slices.Equal(att.TokenIDs, int32sToInts(chat)) || len(att.Attn) != 2 || len(att.Attn[0]) != model.Config().Heads ||
+		len(att.Attn[0][0]) != t0 || att.TokensDisplay[0] != tok.Display(3) {
+		t.Fatalf("attention over %v (%d layers), want the transcript %v", att.TokenIDs, len(att.Attn), chat)
+	}
+
+	var sc struct {
+		Offset   int      `json:"offset"`
+		TokenIDs []int    `json:"token_ids"`
+		Tokens   []string `json:"tokens"`
+		Scores   []*struct {
+			Logprob float64 `json:"logprob"`
+			Rank    int     `json:"rank"`
+		} `json:"scores"`
+	}
+	for _, c := range []struct {
+		body string
+		want []int
+	}{
+		{`{"text":"hello there, how are you"}`, tok.Encode("hello there, how are you")},
+		{`{"messages":[{"role":"system","content":"be terse"},{"role":"user","content":"hello there"}]}`, int32sToInts(chat[:len(chat)-1])},
+	} {
+		resp := postJSON(t, ts.URL+"/inspect/score", c.body)
+		body := readAll(t, resp)
+		if resp.StatusCode != 200 {
+			t.Fatalf("score %s: %d %s", c.body, resp.StatusCode, body)
+		}
+		if err := json.Unmarshal(body, &sc); err != nil {
+			t.Fatal(err)
+		}
+		if sc.Offset != 0 || !slices.Equal(sc.TokenIDs, c.want) || len(sc.Scores) != len(c.want) || sc.Scores[0] != nil ||
+			sc.Scores[1] == nil || sc.Scores[1].Rank < 1 || sc.Tokens[1] != tok.Decode([]int{c.want[1]}) {
+			t.Fatalf("score %s: %s; want the ids %v", c.body, body, c.want)
+		}
+	}
+}

@@ -21,11 +21,11 @@ func TestNucleusAndPenaltyFields(t *testing.T) {
 		{`,"top_p":0.9,"repetition_penalty":1.3`, 0.9, 1.3},
 		{`,"top_p":1e-9,"repetition_penalty":0.5`, 1e-9, 0.5},
 	} {
-		chat, err := parseChatRequest([]byte(`{`+msgs+c.extra+`}`), lim)
+		chat, _, err := parseChatRequest([]byte(`{`+msgs+c.extra+`}`), lim)
 		if err != nil {
 			t.Fatalf("%s: %v", c.extra, err)
 		}
-		full, err := parseFullAttnRequest([]byte(`{`+msgs+`,"head":0`+c.extra+`}`), lim)
+		full, _, err := parseFullAttnRequest([]byte(`{`+msgs+`,"head":0`+c.extra+`}`), lim)
 		if err != nil {
 			t.Fatalf("full_attn %s: %v", c.extra, err)
 		}
