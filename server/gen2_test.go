@@ -351,9 +351,9 @@ func TestGen2InspectAttentionAndScore(t *testing.T) {
 		t.Fatalf("attention: %d %s", resp.StatusCode, body)
 	}
 	var att struct {
-		Layers        []int      `json:"layers"`
-		TokenIDs      []int      `json:"token_ids"`
-		TokensDisplay []string   `json:"tokens_display"`
+		Layers        []int    `json:"layers"`
+		TokenIDs      []int    `json:"token_ids"`
+		TokensDisplay []string `json:"tokens_display"`
 		Attn          [][][][]float64
 	}
 	if err := json.Unmarshal(body, &att); err != nil {
