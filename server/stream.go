@@ -54,13 +54,14 @@ func (s *Server) streamChat(c *gin.Context, eng Engine, req engine.GenerateReque
 	// deployed model is around 12 KiB, and each is written before the next
 	// is encoded.
 	buf := make([]byte, 0, 16<<10)
+	tokens := s.currentTokens()
 	written, failed := 0, false
 	var lastToken time.Time
 	result, genErr := eng.Generate(c.Request.Context(), req, func(step *engine.Step) error {
 		if !started {
 			start200()
 		}
-		buf = appendTraceEvent(appendTokenEvent(buf[:0], step), step)
+		buf = tokens.appendTraceEvent(tokens.appendTokenEvent(buf[:0], step), step)
 		if err := s.writeEvent(c, rc, buf); err != nil {
 			failed = true
 			return err // the engine stops this sequence at its next step
