@@ -93,6 +93,7 @@ struct item_key;
 struct thread_choice;
 static struct step_graph * new_graphs(void);
 static bool init_kv_pool(struct ngpt_model * m, int64_t n_blocks, char * err, size_t err_len);
+static bool init_panels(struct ngpt_model * m, char * err, size_t err_len);
 static void free_graphs(struct ngpt_model * m);
 
 /* The MLP's weights are named by role: generation 1's fc1 and fc2 are up
@@ -165,6 +166,12 @@ struct ngpt_model {
 
     void * stage;      /* one step's inputs on their way to the device */
     size_t stage_size;
+
+    /* CPU only: each thread's packed panel of activations for panel_mul_mat
+     * ([n_threads] of [panel_k · PANEL_COLS] floats); NULL where ggml's
+     * product is used for everything. */
+    float * panels;
+    int     panel_k;   /* the longest reduction a panel holds */
 };
 
 /* A sequence's cache is the run of pool blocks it holds: pool positions
@@ -796,7 +803,7 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t 
         goto fail;
     }
     if (!load_weights(m, specs, n_specs, found, blob, err, err_len) ||
-        !init_kv_pool(m, kv_blocks, err, err_len)) {
+        !init_kv_pool(m, kv_blocks, err, err_len) || !init_panels(m, err, err_len)) {
         goto fail;
     }
     m->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(m->backend));
@@ -840,6 +847,7 @@ int ngpt_model_free(ngpt_model * m) {
     free_graphs(m);
     free(m->keys);
     free(m->stage);
+    free(m->panels);
     free(m->layers);
     free(m);
     return 0;
@@ -1165,6 +1173,146 @@ typedef struct step_graph {
     struct ggml_tensor  * lens;        /* [V, n_lens · (L − 1)]: layer l's rows at l · n_lens; NULL if none */
 } step_graph;
 
+/* ---------------------------------------------------------------- step: matrix products of many tokens */
+
+/* ggml's F32 product for many tokens (llamafile's tinyBLAS) keeps, for each
+ * output, a vector of partial sums along the reduction and adds it up at
+ * the end; with this model's short reductions (64 to 1,024) that sum and
+ * its loads cost as much as the multiplications, and it ran at a third of
+ * this machine's FMA peak. panel_mul_mat computes the same products the
+ * other way round: a panel of PANEL_COLS tokens is copied transposed, so
+ * that one vector holds one input feature of every token in the panel,
+ * and each weight is broadcast against it. Every output is then one plain
+ * chain of fused multiply-adds in the order of the reduction, with no
+ * horizontal sums (measured 2-3× ggml's speed on the window's shapes).
+ * Built only where the compiler targets 512-bit vectors, where it was
+ * measured: elsewhere 16-float vectors would be emulated and spill. */
+#if defined(__AVX512F__)
+#define PANEL_PRODUCT 1
+#else
+#define PANEL_PRODUCT 0
+#endif
+
+typedef float vec16 __attribute__((vector_size(64)));
+
+enum {
+    PANEL_LANES = 16,                 /* floats per vector */
+    PANEL_COLS  = 2 * PANEL_LANES,    /* tokens per panel: two vectors */
+    PANEL_ROWS  = 8,                  /* weight rows per tile: 16 accumulators */
+    PANEL_MIN_TOKENS = 32,            /* fewer: ggml's product, which wastes no padding */
+};
+
+/* Room for every thread's panel; also where the CPU path is switched on. */
+static bool init_panels(ngpt_model * m, char * err, size_t err_len) {
+    if (!PANEL_PRODUCT || m->tp_one == NULL) {
+        return true;
+    }
+    const ngpt_hparams * hp = &m->hp;
+    int k = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff;
+    k = k > hp->n_ctx ? k : hp->n_ctx;
+    m->panels = aligned_alloc(64, (size_t) m->n_threads * PANEL_COLS * (size_t) k * sizeof(float));
+    if (m->panels == NULL) {
+        set_oom(err, err_len);
+        return false;
+    }
+    m->panel_k = k;
+    return true;
+}
+
+/* rows outputs of tokens in the panel: out[r · PANEL_COLS + j] =
+ * Σ_k w[r · w_row + k] · panel[k · PANEL_COLS + j]. Inlined with a constant
+ * rows, the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void panel_tile(const float * w, size_t w_row, const float * panel,
+                                                              int K, int rows, float * out) {
+    vec16 lo[PANEL_ROWS], hi[PANEL_ROWS];
+    for (int r = 0; r < PANEL_ROWS; r++) {
+        lo[r] = (vec16){ 0 };
+        hi[r] = (vec16){ 0 };
+    }
+    for (int k = 0; k < K; k++) {
+        const vec16 x0 = *(const vec16 *) (panel + (size_t) k * PANEL_COLS);
+        const vec16 x1 = *(const vec16 *) (panel + (size_t) k * PANEL_COLS + PANEL_LANES);
+        for (int r = 0; r < rows; r++) {
+            /* w − 0 broadcasts w (0 + w would not: it turns −0 into +0, so
+             * the compiler keeps an add), folded into the FMA's operand */
+            const vec16 b = w[(size_t) r * w_row + k] - (vec16){ 0 };
+            lo[r] += b * x0;   /* contracted to one FMA: -ffp-contract=fast is gcc's default */
+            hi[r] += b * x1;
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        *(vec16 *) (out + (size_t) r * PANEL_COLS)               = lo[r];
+        *(vec16 *) (out + (size_t) r * PANEL_COLS + PANEL_LANES) = hi[r];
+    }
+}
+
+/* dst = ggml_mul_mat(w, x) for F32 w: [K, M, B], x: [K, N, B] with
+ * contiguous rows; dst: [M, N, B] contiguous. Thread ith of nth takes every
+ * nth tile of PANEL_ROWS weight rows, packing each panel it needs itself. */
+static void panel_mul_mat(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const ngpt_model * m = userdata;
+    const struct ggml_tensor * w = dst->src[0];
+    const struct ggml_tensor * x = dst->src[1];
+    const int K = (int) w->ne[0], M = (int) w->ne[1], N = (int) x->ne[1], B = (int) x->ne[2];
+    const size_t w_row = w->nb[1] / sizeof(float), x_row = x->nb[1] / sizeof(float);
+    float * panel = m->panels + (size_t) ith * PANEL_COLS * (size_t) m->panel_k;
+    const int tiles = (M + PANEL_ROWS - 1) / PANEL_ROWS;
+    float out[PANEL_ROWS * PANEL_COLS] __attribute__((aligned(64)));
+
+    for (int b = 0; b < B; b++) {
+        const float * wb = (const float *) ((const char *) w->data + (size_t) b * w->nb[2]);
+        const float * xb = (const float *) ((const char *) x->data + (size_t) b * x->nb[2]);
+        float       * db = (float *) ((char *) dst->data + (size_t) b * dst->nb[2]);
+        for (int n0 = 0; n0 < N; n0 += PANEL_COLS) {
+            const int cols = N - n0 < PANEL_COLS ? N - n0 : PANEL_COLS;
+            if (ith >= tiles) {
+                break;
+            }
+            for (int j = 0; j < PANEL_COLS; j++) {
+                const float * xj = xb + (size_t) (n0 + j) * x_row;
+                for (int k = 0; k < K; k++) {
+                    panel[(size_t) k * PANEL_COLS + j] = j < cols ? xj[k] : 0.0f;
+                }
+            }
+            for (int t = ith; t < tiles; t += nth) {
+                const int m0 = t * PANEL_ROWS, rows = M - m0 < PANEL_ROWS ? M - m0 : PANEL_ROWS;
+                if (rows == PANEL_ROWS) {
+                    panel_tile(wb + (size_t) m0 * w_row, w_row, panel, K, PANEL_ROWS, out);
+                } else {
+                    panel_tile(wb + (size_t) m0 * w_row, w_row, panel, K, rows, out);
+                }
+                for (int j = 0; j < cols; j++) {
+                    float * d = db + (size_t) (n0 + j) * (dst->nb[1] / sizeof(float)) + m0;
+                    for (int r = 0; r < rows; r++) {
+                        d[r] = out[r * PANEL_COLS + j];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Whether ggml_mul_mat(w, x) can go through panel_mul_mat: the CPU, F32,
+ * a reduction a panel holds, n tokens (x's rows) enough to fill panels. */
+static bool panel_fits(const ngpt_model * m, const struct ggml_tensor * w, const struct ggml_tensor * x, int64_t n) {
+    return m->panels != NULL && w->type == GGML_TYPE_F32 && x->type == GGML_TYPE_F32 && n >= PANEL_MIN_TOKENS &&
+           w->ne[0] <= m->panel_k && w->ne[3] == 1 && x->ne[3] == 1 && w->ne[2] == x->ne[2] &&
+           w->nb[0] == sizeof(float) && x->nb[0] == sizeof(float);
+}
+
+/* ggml_mul_mat(w, x) = x @ w.T per batch, for one item's rows: which
+ * product runs depends on that item alone, so its results are the same
+ * bits whatever else shares the step. */
+static struct ggml_tensor * mul_mat(struct ggml_context * ctx, const ngpt_model * m, struct ggml_tensor * w,
+                                    struct ggml_tensor * x) {
+    if (!panel_fits(m, w, x, x->ne[1])) {
+        return ggml_mul_mat(ctx, w, x);
+    }
+    struct ggml_tensor * args[2] = { w, x };
+    return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], x->ne[2], 1, args, 2, panel_mul_mat,
+                          GGML_N_TASKS_MAX, (void *) m);
+}
+
 /* ---------------------------------------------------------------- step: graph */
 
 /* ggml_rope_ext also carries position interpolation and YaRN context
@@ -1220,6 +1368,44 @@ static struct ggml_tensor * concat_rows(struct ggml_context * ctx, struct ggml_t
         n = out;
     }
     return parts[0];
+}
+
+/* How many of x's rows item i owns: its tokens, or after the last layer's
+ * selection (selected) the rows that give its logits. */
+static int item_rows(const step_graph * sg, int i, bool selected) {
+    const item_key * k = &sg->keys[i];
+    if (!selected) {
+        return k->n_tokens;
+    }
+    return k->logits == LOGITS_ALL ? k->n_tokens : k->logits == LOGITS_LAST ? 1 : 0;
+}
+
+/* A weight product over the step's rows, x: [K, rows of all items] ->
+ * [M, rows]. An item's product must not depend on its neighbours in the
+ * step (a stream's tokens are the same alone and in a batch), so the choice
+ * between panel_mul_mat and ggml's is made per item: consecutive items with
+ * the same choice share one product, and the parts are joined. */
+static struct ggml_tensor * linear(step_graph * sg, const ngpt_model * m, struct ggml_tensor * w,
+                                   struct ggml_tensor * x, bool selected) {
+    struct ggml_context * ctx = sg->ctx;
+    int n_parts = 0, first = 0;
+    for (int i = 0; i < sg->n_items;) {
+        const bool panel = panel_fits(m, w, x, item_rows(sg, i, selected));
+        int rows = 0;
+        for (; i < sg->n_items && panel_fits(m, w, x, item_rows(sg, i, selected)) == panel; i++) {
+            rows += item_rows(sg, i, selected);
+        }
+        if (rows == 0) {
+            continue;
+        }
+        struct ggml_tensor * part = x;   /* one kind of item: the whole product at once */
+        if (first > 0 || rows < x->ne[1]) {
+            part = ggml_view_2d(ctx, x, x->ne[0], rows, x->nb[1], (size_t) first * x->nb[1]);
+        }
+        sg->parts[n_parts++] = panel ? mul_mat(ctx, m, w, part) : ggml_mul_mat(ctx, w, part);   /* [M, rows] */
+        first += rows;
+    }
+    return concat_rows(ctx, sg->parts, n_parts);
 }
 
 /* Room for the graph of one step; generous, since it only holds headers. */
@@ -1287,7 +1473,7 @@ static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * 
     /* scores = q @ k.transpose(-2, -1) / sqrt(D); masked_fill(triu(1), -inf);
      * probs = F.softmax(scores, dim=-1). The mask also hides the keys past t
      * that the padding reads, so their probabilities are exactly 0. */
-    struct ggml_tensor * kq   = ggml_mul_mat(ctx, k_i, q_i);                          /* [t_pad, n, H] */
+    struct ggml_tensor * kq   = mul_mat(ctx, m, k_i, q_i);                          /* [t_pad, n, H] */
     struct ggml_tensor * mask = ggml_view_2d(ctx, sg->inp_mask, t_pad, n, (size_t) t_pad * sizeof(float),
                                              (size_t) s->mask_off * sizeof(float));   /* [t_pad, n] */
     kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / sqrtf((float) D), 0.0f);             /* scale fused in */
@@ -1299,7 +1485,7 @@ static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * 
     /* out = probs @ v; out.transpose(1, 2).reshape(B, t, C) */
     struct ggml_tensor * v_i = ggml_view_3d(ctx, vp, t_pad, D, H, vrow, (size_t) D * vrow,
                                             (size_t) key->first * krow);                         /* [t_pad, D, H] */
-    struct ggml_tensor * kqv = ggml_mul_mat(ctx, v_i, kq);                                       /* [D, n, H] */
+    struct ggml_tensor * kqv = mul_mat(ctx, m, v_i, kq);                                       /* [D, n, H] */
     if (key->masked) {
         /* out[:, h] *= keep[l, h]: an ablated head's output is exactly 0
          * (its probabilities and v are finite), a kept one's untouched. */
@@ -1329,9 +1515,9 @@ static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, co
     struct ggml_tensor * wq = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 0 * C * wrow); /* [C, C] */
     struct ggml_tensor * wk = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 1 * C * wrow); /* [C, C] */
     struct ggml_tensor * wv = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 2 * C * wrow); /* [C, C] */
-    struct ggml_tensor * q = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wq, a), D, H, N); /* [D, H, N] */
-    struct ggml_tensor * k = ggml_reshape_3d(ctx, ggml_mul_mat(ctx, wk, a), D, H, N); /* [D, H, N] */
-    struct ggml_tensor * v = ggml_mul_mat(ctx, wv, a);                                /* [C, N] */
+    struct ggml_tensor * q = ggml_reshape_3d(ctx, linear(sg, m, wq, a, false), D, H, N); /* [D, H, N] */
+    struct ggml_tensor * k = ggml_reshape_3d(ctx, linear(sg, m, wk, a, false), D, H, N); /* [D, H, N] */
+    struct ggml_tensor * v = linear(sg, m, wv, a, false);                                /* [C, N] */
 
     /* q = apply_rotary(q, cos, sin); k = apply_rotary(k, cos, sin) */
     q = rope(ctx, q, sg->inp_pos, &m->hp);                                            /* [D, H, N] */
@@ -1348,13 +1534,14 @@ static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, co
 /* MLP.forward of the model's kind. x: [C, n] -> [C, n]
  *   GELU:   self.fc2(F.gelu(self.fc1(x), approximate="none")), exact erf GELU
  *   SwiGLU: self.fc_out(F.silu(self.fc_g(x)) * self.fc_a(x)) */
-static struct ggml_tensor * build_mlp(struct ggml_context * ctx, const ngpt_model * m, const ngpt_layer * ly,
-                                      struct ggml_tensor * x) {
-    struct ggml_tensor * up = ggml_add(ctx, ggml_mul_mat(ctx, ly->up_w, x), ly->up_b);         /* [F, n] */
+static struct ggml_tensor * build_mlp(step_graph * sg, const ngpt_model * m, const ngpt_layer * ly,
+                                      struct ggml_tensor * x, bool selected) {
+    struct ggml_context * ctx = sg->ctx;
+    struct ggml_tensor * up = ggml_add(ctx, linear(sg, m, ly->up_w, x, selected), ly->up_b);         /* [F, n] */
     struct ggml_tensor * act;
     switch (m->hp.mlp_type) {
     case NGPT_MLP_SWIGLU: {
-        struct ggml_tensor * gate = ggml_add(ctx, ggml_mul_mat(ctx, ly->gate_w, x), ly->gate_b); /* [F, n] */
+        struct ggml_tensor * gate = ggml_add(ctx, linear(sg, m, ly->gate_w, x, selected), ly->gate_b); /* [F, n] */
         act = ggml_swiglu_split(ctx, gate, up);                                                  /* silu(gate) * up */
         break;
     }
@@ -1362,7 +1549,7 @@ static struct ggml_tensor * build_mlp(struct ggml_context * ctx, const ngpt_mode
         act = ggml_gelu_erf(ctx, up);                                                            /* [F, n] */
         break;
     }
-    return ggml_add(ctx, ggml_mul_mat(ctx, ly->down_w, act), ly->down_b);                      /* [C, n] */
+    return ggml_add(ctx, linear(sg, m, ly->down_w, act, selected), ly->down_b);                      /* [C, n] */
 }
 
 /* Block.forward of layer il; dropout is the identity at inference.
@@ -1377,7 +1564,8 @@ static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, c
     struct ggml_tensor * ln1 = build_norm(ctx, m, h, ly->ln1_w, ly->ln1_b);        /* [C, N] */
     struct ggml_tensor * att = build_attn(sg, m, items, il, ln1);                   /* [C, N] */
 
-    if (il == m->hp.n_layer - 1 && sg->n_logits < sg->N) {
+    const bool selected = il == m->hp.n_layer - 1 && sg->n_logits < sg->N;
+    if (selected) {
         /* Past the last attention only the rows that give logits matter:
          * every other token's keys and values are cached already, and its
          * last-layer output feeds nothing. For a prompt that is most of
@@ -1390,11 +1578,11 @@ static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, c
     }
 
     /* h = h + self.resid_drop(a), a = self.proj(out) */
-    h = ggml_add(ctx, h, ggml_mul_mat(ctx, ly->proj_w, att));
+    h = ggml_add(ctx, h, linear(sg, m, ly->proj_w, att, selected));
 
     /* h = h + self.resid_drop(self.mlp(self.ln2(h))) */
     struct ggml_tensor * ln2 = build_norm(ctx, m, h, ly->ln2_w, ly->ln2_b);
-    h = ggml_add(ctx, h, build_mlp(ctx, m, ly, ln2));
+    h = ggml_add(ctx, h, build_mlp(sg, m, ly, ln2, selected));
     if (sg->n_lens > 0 && il < m->hp.n_layer - 1) {
         /* the residual stream after this block at each lens item's last
          * token, for the lens (the last block's is the logits' own) */
