@@ -158,6 +158,7 @@ func (s *Server) routes() *gin.Engine {
 	generation.POST("/inspect/full_attn", s.fullAttn)
 	s.openAIRoutes(r)
 	RegisterDocs(r)
+	s.registerPage(r)
 	return r
 }
 
