@@ -962,6 +962,32 @@ int ngpt_seq_free(ngpt_seq * s) {
 
 /* ---------------------------------------------------------------- step: items */
 
+/* A list of n distinct layers with a buffer for their outputs. */
+static bool layers_ok(const ngpt_hparams * hp, int n, const int32_t * layers, const float * out, int i,
+                      const char * what, char * err, size_t err_len) {
+    if (n == 0) {
+        return true;
+    }
+    if (n < 0 || n > hp->n_layer || layers == NULL || out == NULL) {
+        set_err(err, err_len, "item %d: bad %s layers: %d of them, list %s, buffer %s", i, what, n,
+                layers ? "given" : "NULL", out ? "given" : "NULL");
+        return false;
+    }
+    for (int k = 0; k < n; k++) {
+        if (layers[k] < 0 || layers[k] >= hp->n_layer) {
+            set_err(err, err_len, "item %d: %s layer %d out of range [0, %d)", i, what, layers[k], hp->n_layer);
+            return false;
+        }
+        for (int j = 0; j < k; j++) {
+            if (layers[j] == layers[k]) {
+                set_err(err, err_len, "item %d: %s layer %d listed twice", i, what, layers[k]);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
 static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items, char * err, size_t err_len) {
     const ngpt_hparams * hp = &m->hp;
     for (int i = 0; i < n_items; i++) {
@@ -987,14 +1013,19 @@ static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items,
                 return false;
             }
         }
-        if (it->trace_layer < -1 || it->trace_layer >= hp->n_layer || (it->trace_layer >= 0 && it->attn_row == NULL)) {
-            set_err(err, err_len, "item %d: bad trace layer %d", i, it->trace_layer);
+        if (!layers_ok(hp, it->n_trace, it->trace_layers, it->attn_rows, i, "traced", err, err_len) ||
+            !layers_ok(hp, it->n_full, it->full_layers, it->full_attn, i, "full-attention", err, err_len)) {
             return false;
         }
-        if (it->full_layer < -1 || it->full_layer >= hp->n_layer ||
-            (it->full_layer >= 0 && (it->full_head < 0 || it->full_head >= hp->n_head || it->full_attn == NULL))) {
-            set_err(err, err_len, "item %d: bad full-attention layer %d head %d", i, it->full_layer, it->full_head);
+        if (it->lens != NULL && it->logits == NULL && it->all_logits == NULL) {
+            set_err(err, err_len, "item %d: the logit lens needs logits or all_logits", i);
             return false;
+        }
+        for (int j = 0; it->head_mask != NULL && j < hp->n_layer * hp->n_head; j++) {
+            if (it->head_mask[j] != 0.0f && it->head_mask[j] != 1.0f) {
+                set_err(err, err_len, "item %d: head mask entry %d is not 0 or 1", i, j);
+                return false;
+            }
         }
         for (int j = 0; j < i; j++) {
             if (items[j].seq == it->seq) {
@@ -1020,14 +1051,20 @@ static bool items_ok(const ngpt_model * m, const ngpt_item * items, int n_items,
 typedef struct item_key {
     int64_t  first;        /* where the sequence's cache starts in the pool (ngpt_seq.first) */
     int32_t  cap;          /* and how many positions it holds (ngpt_seq.capacity) */
-    int32_t  unused;       /* keeps the struct free of padding, so memcmp compares keys */
     int32_t  n_tokens;     /* n */
     int32_t  t_pad;        /* keys read: t = n_past + n rounded up to ATTN_PAD, within the cache */
-    int32_t  logits;       /* 1 when the item wants its last token's logits */
-    int32_t  trace_layer;
-    int32_t  full_layer;
-    int32_t  full_head;
+    int32_t  logits;       /* LOGITS_NONE, LOGITS_LAST or LOGITS_ALL */
+    /* 1 when the item reads attention of any layer. Every layer's
+     * probabilities are then outputs, so which layers a stream traces is
+     * read-back data and never a new graph: a client that changes its
+     * layers between requests reuses the graphs kept. */
+    int32_t  probs;
+    int32_t  lens;         /* 1 when the item wants the logit lens */
+    int32_t  masked;       /* 1 when a head mask multiplies its heads' outputs; the mask is an input */
+    int32_t  unused;       /* keeps the struct free of padding, so memcmp compares keys */
 } item_key;
+
+enum { LOGITS_NONE, LOGITS_LAST, LOGITS_ALL };
 
 static int round_up(int n, int step) {
     return (n + step - 1) / step * step;
@@ -1036,23 +1073,24 @@ static int round_up(int n, int step) {
 static void make_key(const ngpt_item * it, item_key * k) {
     const int t = it->n_past + it->n_tokens;
     memset(k, 0, sizeof(*k));
-    k->first       = it->seq->first;
-    k->cap         = it->seq->capacity;
-    k->n_tokens    = it->n_tokens;
-    k->t_pad       = round_up(t, ATTN_PAD) < it->seq->capacity ? round_up(t, ATTN_PAD) : it->seq->capacity;
-    k->logits      = it->logits != NULL;
-    k->trace_layer = it->trace_layer;
-    k->full_layer  = it->full_layer;
-    k->full_head   = it->full_layer >= 0 ? it->full_head : -1;
+    k->first    = it->seq->first;
+    k->cap      = it->seq->capacity;
+    k->n_tokens = it->n_tokens;
+    k->t_pad    = round_up(t, ATTN_PAD) < it->seq->capacity ? round_up(t, ATTN_PAD) : it->seq->capacity;
+    k->logits   = it->all_logits ? LOGITS_ALL : it->logits ? LOGITS_LAST : LOGITS_NONE;
+    k->probs    = it->n_trace > 0 || it->n_full > 0;
+    k->lens     = it->lens != NULL;
+    k->masked   = it->head_mask != NULL;
 }
 
 /* Where one item's tensors sit inside the step's graph. */
 typedef struct item_slot {
-    int                  first;      /* index of its first token among the N */
-    int                  mask_off;   /* its [t_pad, n] mask's first float in inp_mask */
-    int                  logit_row;  /* its column of the logits, or -1 */
-    struct ggml_tensor * traced;     /* [t_pad, n, H] probabilities of trace_layer, or NULL */
-    struct ggml_tensor * full;       /* [t_pad, n, H] probabilities of full_layer, or NULL */
+    int                   first;      /* index of its first token among the N */
+    int                   mask_off;   /* its [t_pad, n] mask's first float in inp_mask */
+    int                   logit_row;  /* its first column of the logits (1 or n of them), or -1 */
+    int                   lens_col;   /* its column in each layer's block of lens, or -1 */
+    int                   heads_off;  /* its [H, L] head mask's first float in inp_heads, or -1 */
+    struct ggml_tensor ** probs;      /* [L] of [t_pad, n, H] probabilities when key.probs, else NULL */
 } item_slot;
 
 /* One step's graph with the tensors around it: inputs to upload, outputs to
@@ -1069,11 +1107,15 @@ typedef struct step_graph {
     item_key            * keys;        /* [n_items] */
     item_slot           * slots;       /* [n_items] */
     struct ggml_tensor ** parts;       /* [n_items] scratch: one layer's per-item attention */
+    struct ggml_tensor ** probs;       /* [n_items · L] where slots' probs point */
+    struct ggml_tensor ** lens_parts;  /* [L] scratch: each layer's lens rows */
     struct ggml_context * ctx;         /* tensor headers, in meta */
     struct ggml_cgraph  * gf;
     int                   N;           /* tokens in the step, all items */
-    int                   n_logits;    /* items that want logits */
+    int                   n_logits;    /* rows of logits: 1 per item that wants the last, n per one that wants all */
     int                   n_mask;      /* floats of all items' masks */
+    int                   n_lens;      /* items that want the lens */
+    int                   n_heads;     /* floats of all items' head masks */
     int                   threads;     /* how many threads to run it on, see layout_items */
     struct ggml_tensor  * inp_tokens;  /* [N] token ids */
     struct ggml_tensor  * inp_pos;     /* [N] positions */
@@ -1081,7 +1123,10 @@ typedef struct step_graph {
     struct ggml_tensor  * inp_vrows;   /* [C·N] the pool float each new token's v goes to, per channel */
     struct ggml_tensor  * inp_last;    /* [n_logits] rows that give logits; NULL when all or none do */
     struct ggml_tensor  * inp_mask;    /* [n_mask] each item's causal mask, 0 or −inf */
+    struct ggml_tensor  * inp_lens;    /* [n_lens] the last row of each item that wants the lens */
+    struct ggml_tensor  * inp_heads;   /* [n_heads] the head masks, 1 or 0 */
     struct ggml_tensor  * logits;      /* [V, n_logits]; NULL when no item wants them */
+    struct ggml_tensor  * lens;        /* [V, n_lens · (L − 1)]: layer l's rows at l · n_lens; NULL if none */
 } step_graph;
 
 /* ---------------------------------------------------------------- step: graph */
@@ -1133,7 +1178,7 @@ static struct ggml_tensor * concat_rows(struct ggml_context * ctx, struct ggml_t
 
 /* Room for the graph of one step; generous, since it only holds headers. */
 static size_t graph_size(const ngpt_hparams * hp, int n_items) {
-    return 64 + (size_t) hp->n_layer * (48 + 32 * (size_t) n_items);
+    return 64 + (size_t) hp->n_layer * (64 + 40 * (size_t) n_items);
 }
 
 static struct ggml_tensor * new_input(struct ggml_context * ctx, enum ggml_type type, int64_t n, const char * name) {
@@ -1200,19 +1245,22 @@ static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * 
     struct ggml_tensor * mask = ggml_view_2d(ctx, sg->inp_mask, t_pad, n, (size_t) t_pad * sizeof(float),
                                              (size_t) s->mask_off * sizeof(float));   /* [t_pad, n] */
     kq = ggml_soft_max_ext(ctx, kq, mask, 1.0f / sqrtf((float) D), 0.0f);             /* scale fused in */
-    if (key->trace_layer == il) {
+    if (key->probs) {
         ggml_set_output(kq);
-        s->traced = kq;
-    }
-    if (key->full_layer == il) {
-        ggml_set_output(kq);
-        s->full = kq;
+        s->probs[il] = kq;
     }
 
     /* out = probs @ v; out.transpose(1, 2).reshape(B, t, C) */
     struct ggml_tensor * v_i = ggml_view_3d(ctx, vp, t_pad, D, H, vrow, (size_t) D * vrow,
                                             (size_t) key->first * krow);                         /* [t_pad, D, H] */
     struct ggml_tensor * kqv = ggml_mul_mat(ctx, v_i, kq);                                       /* [D, n, H] */
+    if (key->masked) {
+        /* out[:, h] *= keep[l, h]: an ablated head's output is exactly 0
+         * (its probabilities and v are finite), a kept one's untouched. */
+        struct ggml_tensor * keep = ggml_view_3d(ctx, sg->inp_heads, 1, 1, H, sizeof(float), sizeof(float),
+                                                 (size_t) (s->heads_off + il * H) * sizeof(float)); /* [1, 1, H] */
+        kqv = ggml_mul(ctx, kqv, keep);                                                          /* [D, n, H] */
+    }
     if (n == 1) {
         return ggml_view_2d(ctx, kqv, C, 1, kqv->nb[2] * H, 0);  /* [C, 1]: one token's heads already lie in a row */
     }
@@ -1289,29 +1337,46 @@ static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, c
 
     /* h = h + self.resid_drop(self.mlp(self.ln2(h))) */
     struct ggml_tensor * ln2 = layer_norm(ctx, h, ly->ln2_w, ly->ln2_b, eps);
-    return ggml_add(ctx, h, build_mlp(ctx, ly, ln2));
+    h = ggml_add(ctx, h, build_mlp(ctx, ly, ln2));
+    if (sg->n_lens > 0 && il < m->hp.n_layer - 1) {
+        /* the residual stream after this block at each lens item's last
+         * token, for the lens (the last block's is the logits' own) */
+        sg->lens_parts[il] = ggml_get_rows(ctx, h, sg->inp_lens);                   /* [C, n_lens] */
+    }
+    return h;
 }
 
-/* logits = self.lm_head(self.ln_f(h)), lm_head tied to tok_emb.
- * h: [C, n_logits] (only the rows that want logits) -> [V, n_logits] */
-static struct ggml_tensor * build_logits(struct ggml_context * ctx, const ngpt_model * m, struct ggml_tensor * h) {
-    struct ggml_tensor * lnf = layer_norm(ctx, h, m->lnf_w, m->lnf_b, m->hp.norm_eps); /* [C, n_logits] */
-    struct ggml_tensor * logits = ggml_mul_mat(ctx, m->tok_emb, lnf);                  /* [V, n_logits] */
-    ggml_set_name(logits, "logits");
+/* logits = self.lm_head(self.ln_f(h)), lm_head tied to tok_emb. Also the
+ * logit lens, which reads earlier layers' residual streams the same way.
+ * h: [C, n] (only the rows wanted) -> [V, n] */
+static struct ggml_tensor * build_logits(struct ggml_context * ctx, const ngpt_model * m, struct ggml_tensor * h,
+                                         const char * name) {
+    struct ggml_tensor * lnf = layer_norm(ctx, h, m->lnf_w, m->lnf_b, m->hp.norm_eps); /* [C, n] */
+    struct ggml_tensor * logits = ggml_mul_mat(ctx, m->tok_emb, lnf);                  /* [V, n] */
+    ggml_set_name(logits, name);
     ggml_set_output(logits);
     return logits;
 }
 
 /* Make room in g for a graph of n_items items; what it held is gone. */
 static bool graph_room(step_graph * g, const ngpt_hparams * hp, int n_items, char * err, size_t err_len) {
+    if (g->lens_parts == NULL) {
+        g->lens_parts = calloc((size_t) hp->n_layer, sizeof(*g->lens_parts));
+        if (g->lens_parts == NULL) {
+            set_oom(err, err_len);
+            return false;
+        }
+    }
     if (n_items > g->cap_items) {
         free(g->keys);
         free(g->slots);
         free(g->parts);
+        free(g->probs);
         g->keys      = calloc((size_t) n_items, sizeof(*g->keys));
         g->slots     = calloc((size_t) n_items, sizeof(*g->slots));
         g->parts     = calloc((size_t) n_items, sizeof(*g->parts));
-        g->cap_items = (g->keys && g->slots && g->parts) ? n_items : 0;
+        g->probs     = calloc((size_t) n_items * (size_t) hp->n_layer, sizeof(*g->probs));
+        g->cap_items = (g->keys && g->slots && g->parts && g->probs) ? n_items : 0;
         if (g->cap_items == 0) {
             set_oom(err, err_len);
             return false;
@@ -1340,8 +1405,9 @@ static void reset_step_graph(step_graph * g) {
     g->ctx = NULL;
     g->gf = NULL;
     g->plan = 0;
-    g->n_items = g->N = g->n_logits = g->n_mask = g->threads = 0;
+    g->n_items = g->N = g->n_logits = g->n_mask = g->n_lens = g->n_heads = g->threads = 0;
     g->inp_tokens = g->inp_pos = g->inp_rows = g->inp_vrows = g->inp_last = g->inp_mask = g->logits = NULL;
+    g->inp_lens = g->inp_heads = g->lens = NULL;
 }
 
 static step_graph * new_graphs(void) {
@@ -1355,6 +1421,8 @@ static void free_graphs(ngpt_model * m) {
         free(g->keys);
         free(g->slots);
         free(g->parts);
+        free(g->probs);
+        free(g->lens_parts);
         free(g->meta);
     }
     free(m->graphs);
@@ -1370,19 +1438,28 @@ static void free_graphs(ngpt_model * m) {
 /* Lay the items' tokens and masks end to end, give a logits column to each
  * item that wants one, and choose the step's threads. keys: the items'
  * keys, copied into sg. */
-static void layout_items(step_graph * sg, const item_key * keys, int n_items) {
+static void layout_items(step_graph * sg, const ngpt_hparams * hp, const item_key * keys, int n_items) {
+    const int L = hp->n_layer, H = hp->n_head;
     sg->n_items = n_items;
     memcpy(sg->keys, keys, sizeof(*keys) * (size_t) n_items);
     memset(sg->slots, 0, sizeof(*sg->slots) * (size_t) n_items);
+    memset(sg->probs, 0, sizeof(*sg->probs) * (size_t) n_items * (size_t) L);
+    memset(sg->lens_parts, 0, sizeof(*sg->lens_parts) * (size_t) L);
     int chunk_tokens = 0;
     for (int i = 0; i < n_items; i++) {
-        chunk_tokens += keys[i].n_tokens > 1 ? keys[i].n_tokens : 0;
+        const item_key * k = &keys[i];
+        chunk_tokens += k->n_tokens > 1 ? k->n_tokens : 0;
         item_slot * s = &sg->slots[i];
         s->first     = sg->N;
         s->mask_off  = sg->n_mask;
-        s->logit_row = keys[i].logits ? sg->n_logits++ : -1;
-        sg->N       += keys[i].n_tokens;
-        sg->n_mask  += keys[i].t_pad * keys[i].n_tokens;
+        s->logit_row = k->logits != LOGITS_NONE ? sg->n_logits : -1;
+        s->lens_col  = k->lens ? sg->n_lens++ : -1;
+        s->heads_off = k->masked ? sg->n_heads : -1;
+        s->probs     = k->probs ? sg->probs + (size_t) i * (size_t) L : NULL;
+        sg->n_logits += k->logits == LOGITS_ALL ? k->n_tokens : k->logits == LOGITS_LAST ? 1 : 0;
+        sg->n_heads  += k->masked ? L * H : 0;
+        sg->N        += k->n_tokens;
+        sg->n_mask   += k->t_pad * k->n_tokens;
     }
     sg->threads = chunk_tokens >= SHARED_STEP_TOKENS ? INT32_MAX : 1;
 }
@@ -1395,7 +1472,7 @@ static bool build_step_graph(ngpt_model * m, const ngpt_item * items, int n_item
     if (!graph_room(sg, &m->hp, n_items, err, err_len)) {
         return false;
     }
-    layout_items(sg, m->keys, n_items);
+    layout_items(sg, &m->hp, m->keys, n_items);
     struct ggml_init_params ip = { .mem_size = sg->meta_size, .mem_buffer = sg->meta, .no_alloc = true };
     sg->ctx = ggml_init(ip);
     if (sg->ctx == NULL) {
@@ -1412,6 +1489,12 @@ static bool build_step_graph(ngpt_model * m, const ngpt_item * items, int n_item
     if (sg->n_logits > 0 && sg->n_logits < sg->N) {
         sg->inp_last = new_input(sg->ctx, GGML_TYPE_I32, sg->n_logits, "inp_last");
     }
+    if (sg->n_lens > 0) {
+        sg->inp_lens = new_input(sg->ctx, GGML_TYPE_I32, sg->n_lens, "inp_lens");
+    }
+    if (sg->n_heads > 0) {
+        sg->inp_heads = new_input(sg->ctx, GGML_TYPE_F32, sg->n_heads, "inp_heads");
+    }
 
     /* h = self.tok_emb(idx) */
     struct ggml_tensor * h = ggml_get_rows(sg->ctx, m->tok_emb, sg->inp_tokens);   /* [C, N] */
@@ -1419,14 +1502,24 @@ static bool build_step_graph(ngpt_model * m, const ngpt_item * items, int n_item
         h = build_block(sg, m, items, il, h);
     }
     if (sg->n_logits > 0) {
-        sg->logits = build_logits(sg->ctx, m, h);                                   /* [V, n_logits] */
+        sg->logits = build_logits(sg->ctx, m, h, "logits");                         /* [V, n_logits] */
         ggml_build_forward_expand(sg->gf, sg->logits);
+    }
+    if (sg->n_lens > 0 && m->hp.n_layer > 1) {
+        /* every earlier layer's rows through ln_f and lm_head in one product */
+        struct ggml_tensor * rows = sg->lens_parts[0];
+        for (int il = 1; il < m->hp.n_layer - 1; il++) {
+            rows = ggml_concat(sg->ctx, rows, sg->lens_parts[il], 1);                /* [C, n_lens · il] */
+        }
+        sg->lens = build_logits(sg->ctx, m, rows, "lens");                         /* [V, n_lens · (L − 1)] */
+        ggml_build_forward_expand(sg->gf, sg->lens);
     }
     /* The probabilities are outputs too; without logits they are the graph's
      * only ends besides the cache writes (a prompt chunk has neither). */
     for (int i = 0; i < n_items; i++) {
-        if (sg->slots[i].traced) ggml_build_forward_expand(sg->gf, sg->slots[i].traced);
-        if (sg->slots[i].full) ggml_build_forward_expand(sg->gf, sg->slots[i].full);
+        for (int il = 0; sg->slots[i].probs != NULL && il < m->hp.n_layer; il++) {
+            ggml_build_forward_expand(sg->gf, sg->slots[i].probs[il]);
+        }
     }
     return true;
 }
@@ -1569,12 +1662,15 @@ static void set_input(struct ggml_tensor * t, const void * data, size_t size) {
 static bool set_step_inputs(ngpt_model * m, const step_graph * sg, const ngpt_item * items,
                             char * err, size_t err_len) {
     const size_t N = (size_t) sg->N, C = (size_t) m->hp.n_embd;
-    const size_t n_ints = (3 + C) * N + (size_t) sg->n_logits;
-    if (!reserve_stage(m, sizeof(int32_t) * n_ints + sizeof(float) * (size_t) sg->n_mask, err, err_len)) {
+    const size_t n_ints = (3 + C) * N + (size_t) sg->n_logits + (size_t) sg->n_lens;
+    const size_t n_floats = (size_t) sg->n_mask + (size_t) sg->n_heads;
+    if (!reserve_stage(m, sizeof(int32_t) * n_ints + sizeof(float) * n_floats, err, err_len)) {
         return false;
     }
     int32_t * tok = m->stage, * pos = tok + N, * rows = pos + N, * vrows = rows + N, * last = vrows + C * N;
-    float   * mask = (float *) (tok + n_ints);
+    int32_t * lens = last + sg->n_logits;
+    float   * mask = (float *) (tok + n_ints), * heads = mask + sg->n_mask;
+    const size_t head_floats = (size_t) m->hp.n_layer * (size_t) m->hp.n_head;
     for (int i = 0; i < sg->n_items; i++) {
         const ngpt_item * it = &items[i];
         const item_slot * s  = &sg->slots[i];
@@ -1584,8 +1680,18 @@ static bool set_step_inputs(ngpt_model * m, const step_graph * sg, const ngpt_it
             rows[s->first + j] = (int32_t) (it->seq->first + it->n_past + j);
         }
         fill_vrows(vrows + (size_t) s->first * C, it, (int) C);
-        if (s->logit_row >= 0) {
+        if (sg->keys[i].logits == LOGITS_ALL) {
+            for (int j = 0; j < it->n_tokens; j++) {
+                last[s->logit_row + j] = s->first + j;
+            }
+        } else if (s->logit_row >= 0) {
             last[s->logit_row] = s->first + it->n_tokens - 1;
+        }
+        if (s->lens_col >= 0) {
+            lens[s->lens_col] = s->first + it->n_tokens - 1;
+        }
+        if (s->heads_off >= 0) {
+            memcpy(heads + s->heads_off, it->head_mask, sizeof(float) * head_floats);
         }
         fill_mask(mask + s->mask_off, it->n_past, it->n_tokens, sg->keys[i].t_pad);
     }
@@ -1595,6 +1701,8 @@ static bool set_step_inputs(ngpt_model * m, const step_graph * sg, const ngpt_it
     set_input(sg->inp_vrows, vrows, sizeof(int32_t) * C * N);
     set_input(sg->inp_mask, mask, sizeof(float) * (size_t) sg->n_mask);
     set_input(sg->inp_last, last, sizeof(int32_t) * (size_t) sg->n_logits);
+    set_input(sg->inp_lens, lens, sizeof(int32_t) * (size_t) sg->n_lens);
+    set_input(sg->inp_heads, heads, sizeof(float) * (size_t) sg->n_heads);
     return true;
 }
 
@@ -1633,34 +1741,52 @@ static bool compute_step_graph(ngpt_model * m, step_graph * sg, char * err, size
     return true;
 }
 
-/* Copy each item's logits and probabilities into the caller's buffers. The
- * probabilities are [t_pad, n, H]: each row's first t entries are the keys. */
+/* Copy each item's logits, probabilities and lens into the caller's
+ * buffers. The probabilities are [t_pad, n, H]: each row's first t entries
+ * are the keys. */
 static void read_step_outputs(const ngpt_model * m, const step_graph * sg, const ngpt_item * items) {
-    const int H = m->hp.n_head, V = m->hp.n_vocab;
+    const int H = m->hp.n_head, V = m->hp.n_vocab, L = m->hp.n_layer;
+    const size_t vsize = sizeof(float) * (size_t) V;
     for (int i = 0; i < sg->n_items; i++) {
         const ngpt_item * it = &items[i];
         const item_slot * s  = &sg->slots[i];
         const int n = it->n_tokens, t = it->n_past + n;
-        if (s->logit_row >= 0) {
-            ggml_backend_tensor_get(sg->logits, it->logits, (size_t) s->logit_row * sg->logits->nb[1],
-                                    sizeof(float) * (size_t) V);
+        /* the column of the item's last token */
+        const int last_row = sg->keys[i].logits == LOGITS_ALL ? s->logit_row + n - 1 : s->logit_row;
+        if (it->all_logits) {
+            ggml_backend_tensor_get(sg->logits, it->all_logits, (size_t) s->logit_row * sg->logits->nb[1],
+                                    vsize * (size_t) n);
         }
-        if (s->traced) {
+        if (it->logits) {
+            ggml_backend_tensor_get(sg->logits, it->logits, (size_t) last_row * sg->logits->nb[1], vsize);
+        }
+        for (int k = 0; k < it->n_trace; k++) {
             /* the newest query's row, for every head: row n−1 */
-            const struct ggml_tensor * p = s->traced;
+            const struct ggml_tensor * p = s->probs[it->trace_layers[k]];
+            float * out = it->attn_rows + (size_t) k * (size_t) H * (size_t) t;
             for (int h = 0; h < H; h++) {
-                ggml_backend_tensor_get(p, it->attn_row + (size_t) h * t,
-                                        (size_t) h * p->nb[2] + (size_t) (n - 1) * p->nb[1],
+                ggml_backend_tensor_get(p, out + (size_t) h * t, (size_t) h * p->nb[2] + (size_t) (n - 1) * p->nb[1],
                                         sizeof(float) * (size_t) t);
             }
         }
-        if (s->full) {
-            const struct ggml_tensor * p = s->full;
-            for (int r = 0; r < n; r++) {
-                ggml_backend_tensor_get(p, it->full_attn + (size_t) r * t,
-                                        (size_t) it->full_head * p->nb[2] + (size_t) r * p->nb[1],
-                                        sizeof(float) * (size_t) t);
+        for (int k = 0; k < it->n_full; k++) {
+            const struct ggml_tensor * p = s->probs[it->full_layers[k]];
+            float * out = it->full_attn + (size_t) k * (size_t) H * (size_t) n * (size_t) t;
+            for (int h = 0; h < H; h++) {
+                for (int r = 0; r < n; r++) {
+                    ggml_backend_tensor_get(p, out + ((size_t) h * n + (size_t) r) * (size_t) t,
+                                            (size_t) h * p->nb[2] + (size_t) r * p->nb[1], sizeof(float) * (size_t) t);
+                }
             }
+        }
+        if (it->lens) {
+            for (int l = 0; l < L - 1; l++) {
+                ggml_backend_tensor_get(sg->lens, it->lens + (size_t) l * V,
+                                        ((size_t) l * (size_t) sg->n_lens + (size_t) s->lens_col) * sg->lens->nb[1],
+                                        vsize);
+            }
+            ggml_backend_tensor_get(sg->logits, it->lens + (size_t) (L - 1) * V,
+                                    (size_t) last_row * sg->logits->nb[1], vsize);
         }
     }
 }

@@ -135,25 +135,46 @@ int ngpt_seq_free(ngpt_seq * seq);
 
 /* One sequence's share of a step: n_tokens tokens placed at positions
  * n_past .. n_past+n_tokens-1 of its cache, attending to the n_past tokens
- * already cached and to each other (causally). t = n_past + n_tokens. */
+ * already cached and to each other (causally). t = n_past + n_tokens.
+ * Every output is optional: a zeroed item (but for seq, tokens, n_tokens
+ * and n_past) asks for nothing and only fills the cache. Layer lists hold
+ * distinct layers in [0, n_layer), in any order; outputs follow that order.
+ * All buffers are the caller's, read or written only during ngpt_step. */
 typedef struct ngpt_item {
     ngpt_seq      * seq;
     const int32_t * tokens;       /* [n_tokens] token ids in [0, n_vocab) */
     int32_t         n_tokens;
     int32_t         n_past;
-    float         * logits;       /* [n_vocab]: last token's logits, or NULL */
-    int32_t         trace_layer;  /* -1, or a layer in [0, n_layer) whose last-row probabilities... */
-    float         * attn_row;     /* ...are copied here: [n_head][t] */
-    int32_t         full_layer;   /* -1, or a layer and a head in [0, n_head) whose probabilities... */
-    int32_t         full_head;
-    float         * full_attn;    /* ...are copied here: [n_tokens][t] */
+    float         * logits;       /* [n_vocab]: the last token's logits, or NULL */
+    float         * all_logits;   /* [n_tokens][n_vocab]: every new token's logits, or NULL */
+    /* The newest query row of every head, for each of n_trace layers
+     * (0..n_layer): attn_rows[k][h][0..t) is head h of trace_layers[k]. */
+    int32_t         n_trace;
+    const int32_t * trace_layers; /* [n_trace] */
+    float         * attn_rows;    /* [n_trace][n_head][t] */
+    /* Every new query's row of every head, for each of n_full layers:
+     * full_attn[k][h][r][0..t) is query n_past + r of head h of full_layers[k]. */
+    int32_t         n_full;
+    const int32_t * full_layers;  /* [n_full] */
+    float         * full_attn;    /* [n_full][n_head][n_tokens][t] */
+    /* The logit lens at the last token: lens[l] = LN_f(h_l) · tok_embᵀ, h_l
+     * the residual stream after block l; lens[n_layer - 1] equals the
+     * logits. Needs logits or all_logits. */
+    float         * lens;         /* [n_layer][n_vocab], or NULL */
+    /* Per head, 1 keeps its attention output and 0 ablates it: probs · v of
+     * that head is zero before the projection, for every new token. The
+     * traced probabilities are still its softmax. NULL keeps every head;
+     * other values than 0 and 1 are refused. */
+    const float   * head_mask;    /* [n_layer][n_head], or NULL */
 } ngpt_item;
 
 /* Run one forward pass over all items (each sequence at most once): write
  * every item's new keys and values into its cache and fill the outputs it
  * asked for. The graph of a step is kept and run again for later steps of
- * the same shape (each item's sequence, token count, and n_past + n_tokens
- * rounded up to 32); once the model has seen a shape, this library
+ * the same shape (each item's sequence, token count, n_past + n_tokens
+ * rounded up to 32, and which kinds of output it asks for: logits, all
+ * logits, attention of any layers, the lens, a head mask; not which layers
+ * or heads, nor the mask's values); once the model has seen a shape, this library
  * allocates nothing for a step (ggml's CPU compute still makes and frees one
  * small context per call, in ggml_cpu_init). Returns 0, or non-zero with a message in err. On failure no
  * output buffer has been written, and each item's cache positions n_past ..

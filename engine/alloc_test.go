@@ -19,13 +19,12 @@ func TestDecodeStepAllocatesNothing(t *testing.T) {
 	items := make([]stepItem, 3)
 	for i := range items {
 		cache := newCache(t, m, c.Context)
-		runStep(t, m, stepItem{cache: cache, tokens: prompt[:39-i], traceLayer: -1, fullLayer: -1})
+		runStep(t, m, stepItem{cache: cache, tokens: prompt[:39-i]})
 		items[i] = stepItem{cache: cache, tokens: prompt[39-i : 40-i], nPast: 39 - i,
-			logits: make([]float32, c.Vocab), traceLayer: i % c.Layers, attnRow: make([]float32, c.Heads*(40-i)),
-			fullLayer: -1}
+			logits: make([]float32, c.Vocab), traceLayers: []int32{int32(i % c.Layers)}, attnRows: make([]float32, c.Heads*(40-i))}
 	}
-	items[2].traceLayer = -1 // one untraced stream in the batch
-	items[2].attnRow = nil
+	items[2].traceLayers = nil // one untraced stream in the batch
+	items[2].attnRows = nil
 	if err := m.step(items); err != nil { // grows the scratch and builds the graph
 		t.Fatal(err)
 	}

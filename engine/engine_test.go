@@ -90,39 +90,50 @@ func TestFullAttentionIsCausal(t *testing.T) {
 	prompt := int32sToBytes(g.Greedy.Prompt)
 	for _, maxNew := range []int{0, 5, 70} { // 70 slides tiny_a's window of 64
 		full, err := m.FullAttention(context.Background(), FullAttnRequest{
-			Prompt: prompt, MaxNewTokens: maxNew, Layer: c.Layers - 1, Head: c.Heads - 1,
+			Prompt: prompt, MaxNewTokens: maxNew, Layers: []int{c.Layers - 1, 0},
 			Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: 42},
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 		tlen := min(len(prompt)+maxNew, c.Context)
-		if len(full.TokenIDs) != tlen || len(full.Attn) != tlen {
-			t.Fatalf("max_new %d: window %d tokens, %d rows; want %d", maxNew, len(full.TokenIDs), len(full.Attn), tlen)
+		if len(full.TokenIDs) != tlen || len(full.Attn) != 2 || len(full.Attn[0]) != c.Heads {
+			t.Fatalf("max_new %d: window %d tokens, %d layers; want %d, 2", maxNew, len(full.TokenIDs), len(full.Attn), tlen)
 		}
-		for i, row := range full.Attn {
-			sum := 0.0
-			for j, p := range row {
-				if j > i && p != 0 {
-					t.Fatalf("row %d attends to future position %d (%v)", i, j, p)
+		for l, heads := range full.Attn {
+			for h, matrix := range heads {
+				if len(matrix) != tlen {
+					t.Fatalf("layer %d head %d: %d rows, want %d", l, h, len(matrix), tlen)
 				}
-				sum += float64(p)
-			}
-			if math.Abs(sum-1) > 1e-5 {
-				t.Fatalf("row %d sums to %v", i, sum)
+				for i, row := range matrix {
+					sum := 0.0
+					for j, p := range row {
+						if j > i && p != 0 {
+							t.Fatalf("layer %d head %d row %d attends to future position %d (%v)", l, h, i, j, p)
+						}
+						sum += float64(p)
+					}
+					if math.Abs(sum-1) > 1e-5 {
+						t.Fatalf("layer %d head %d row %d sums to %v", l, h, i, sum)
+					}
+				}
 			}
 		}
 	}
-	// with no generation, the matrix is the golden prefill's
+	// with no generation, the matrices are the golden prefill's
 	full, err := m.FullAttention(context.Background(), FullAttnRequest{
-		Prompt: int32sToBytes(g.Prefill.Tokens), Layer: 1, Head: 2,
+		Prompt: int32sToBytes(g.Prefill.Tokens), Layers: []int{1, 0},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for r, row := range full.Attn {
-		if d := maxAbsDiff(row, g.Prefill.Attn[1][2][r]); d > attnTol {
-			t.Fatalf("row %d differs from PyTorch by %.2e", r, d)
+	for k, layer := range []int{1, 0} {
+		for h := range c.Heads {
+			for r, row := range full.Attn[k][h] {
+				if d := maxAbsDiff(row, g.Prefill.Attn[layer][h][r]); d > attnTol {
+					t.Fatalf("layer %d head %d row %d differs from PyTorch by %.2e", layer, h, r, d)
+				}
+			}
 		}
 	}
 }
@@ -176,8 +187,10 @@ func TestRejectsBadRequests(t *testing.T) {
 			t.Errorf("request %+v accepted", req)
 		}
 	}
-	if _, err := m.FullAttention(context.Background(), FullAttnRequest{Prompt: []byte("x"), Layer: 0, Head: 99}); err == nil {
-		t.Error("head 99 accepted")
+	for _, layers := range [][]int{nil, {99}, {-1}, {0, 0}} {
+		if _, err := m.FullAttention(context.Background(), FullAttnRequest{Prompt: []byte("x"), Layers: layers}); err == nil {
+			t.Errorf("layers %v accepted", layers)
+		}
 	}
 }
 
@@ -246,12 +259,12 @@ func BenchmarkDecodeStepTraced(b *testing.B) {
 	for i := range prompt {
 		prompt[i] = int32("user: tell me about niels\nassistant: "[i%37])
 	}
-	if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1], traceLayer: -1, fullLayer: -1}}); err != nil {
+	if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1]}}); err != nil {
 		b.Fatal(err)
 	}
 	s := newSampler(Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, c.Vocab)
 	it := stepItem{cache: cache, tokens: prompt[ctxLen-1:], nPast: ctxLen - 1,
-		logits: make([]float32, c.Vocab), traceLayer: 2, attnRow: make([]float32, c.Heads*ctxLen), fullLayer: -1}
+		logits: make([]float32, c.Vocab), traceLayers: []int32{int32(2)}, attnRows: make([]float32, c.Heads*ctxLen)}
 	b.ResetTimer()
 	for b.Loop() {
 		// the same position each time: the context stays at 128
@@ -294,8 +307,8 @@ func BenchmarkPrefillWindowTraced(b *testing.B) {
 	for i := range prompt {
 		prompt[i] = int32("user: tell me about niels\nassistant: "[i%37])
 	}
-	it := stepItem{cache: cache, tokens: prompt, logits: make([]float32, c.Vocab), traceLayer: 3,
-		attnRow: make([]float32, c.Heads*c.Context), fullLayer: -1}
+	it := stepItem{cache: cache, tokens: prompt, logits: make([]float32, c.Vocab), traceLayers: []int32{int32(3)},
+		attnRows: make([]float32, c.Heads*c.Context)}
 	for b.Loop() {
 		if err := m.step([]stepItem{it}); err != nil {
 			b.Fatal(err)
@@ -316,11 +329,11 @@ func BenchmarkDecodeStep16Traced(b *testing.B) {
 	items := make([]stepItem, streams)
 	for i := range items {
 		cache := newCache(b, m, ctxLen)
-		if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1], traceLayer: -1, fullLayer: -1}}); err != nil {
+		if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1]}}); err != nil {
 			b.Fatal(err)
 		}
 		items[i] = stepItem{cache: cache, tokens: prompt[ctxLen-1:], nPast: ctxLen - 1,
-			logits: make([]float32, c.Vocab), traceLayer: i % c.Layers, attnRow: make([]float32, c.Heads*ctxLen), fullLayer: -1}
+			logits: make([]float32, c.Vocab), traceLayers: []int32{int32(i % c.Layers)}, attnRows: make([]float32, c.Heads*ctxLen)}
 	}
 	for b.Loop() {
 		if err := m.step(items); err != nil {

@@ -62,9 +62,9 @@ func forcedWalk(t *testing.T, m *Model, prompt []int32, steps, hop int, next fun
 		began := time.Now()
 		for from := start + cached; from < n; {
 			to := min(n, from+defaultPrefillChunk)
-			it := stepItem{cache: cache, tokens: seq.tokens[from:to], nPast: from - start, traceLayer: -1, fullLayer: -1}
+			it := stepItem{cache: cache, tokens: seq.tokens[from:to], nPast: from - start}
 			if to == n {
-				it.logits, it.traceLayer, it.attnRow = logits, c.Layers-1, row[:c.Heads*(n-start)]
+				it.logits, it.traceLayers, it.attnRows = logits, []int32{int32(c.Layers - 1)}, row[:c.Heads*(n-start)]
 			}
 			runStep(t, m, it)
 			from = to

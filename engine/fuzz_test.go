@@ -109,9 +109,9 @@ func FuzzLoadBytes(f *testing.F) {
 			t.Fatalf("a model that loads failed to generate: %v", err)
 		}
 		full, err := m.FullAttention(context.Background(), FullAttnRequest{
-			Prompt: prompt, Layer: 0, Head: c.Heads - 1, Sampling: Sampling{Temperature: 0},
+			Prompt: prompt, Layers: []int{0}, Sampling: Sampling{Temperature: 0},
 		})
-		if err != nil || len(full.Attn) != len(full.TokenIDs) {
+		if err != nil || len(full.Attn[0][c.Heads-1]) != len(full.TokenIDs) {
 			t.Fatalf("a model that loads failed the full attention: %v", err)
 		}
 	})

@@ -8,6 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+
+	"nielsgpt/gguf"
 )
 
 var errClosed = errors.New("model closed")
@@ -25,8 +28,12 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 	if req.TopLogprobs < 0 || req.TopLogprobs > MaxTopLogprobs {
 		return nil, fmt.Errorf("top logprobs %d out of range [0, %d]", req.TopLogprobs, MaxTopLogprobs)
 	}
-	if len(req.TraceLayers) > 0 || req.LogitLens || len(req.Ablate) > 0 {
-		return nil, errors.New("trace_layers, logit_lens and ablate are not supported by this engine yet")
+	if err := m.checkLayers("trace layers", req.TraceLayers); err != nil {
+		return nil, err
+	}
+	mask, err := m.headMask(req.Ablate)
+	if err != nil {
+		return nil, err
 	}
 	if req.MaxNewTokens == 0 {
 		res := &Result{Generated: []byte{}, Stopped: "max_new_tokens"}
@@ -37,6 +44,14 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 	}
 	seq := m.newSequence(ctx, req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop)
 	seq.trace = req.TraceLayer
+	seq.traceLayers, seq.layerAt = traceList(req.TraceLayer, req.TraceLayers)
+	if len(seq.traceLayers) > 0 {
+		seq.attnRows = make([]float32, len(seq.traceLayers)*m.cfg.Heads*m.cfg.Context)
+	}
+	if req.LogitLens {
+		seq.lens = make([]float32, m.cfg.Layers*m.cfg.Vocab)
+	}
+	seq.headMask = mask
 	seq.raw = req.Raw
 	seq.stops = append(seq.stops[:0:0], req.Stop...)
 	if !req.Raw {
@@ -53,21 +68,90 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 }
 
 // FullAttention generates req.MaxNewTokens tokens (without tracing), then
-// returns one layer and head's attention matrix over the final window.
+// returns every head's attention matrices of req.Layers over the final window.
 func (m *Model) FullAttention(ctx context.Context, req FullAttnRequest) (*FullAttn, error) {
 	if err := m.check(req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop); err != nil {
 		return nil, err
 	}
-	if req.Layer < 0 || req.Layer >= m.cfg.Layers || req.Head < 0 || req.Head >= m.cfg.Heads {
-		return nil, fmt.Errorf("layer %d head %d out of range", req.Layer, req.Head)
+	if len(req.Layers) == 0 {
+		return nil, errors.New("no layers asked for")
+	}
+	if err := m.checkLayers("layers", req.Layers); err != nil {
+		return nil, err
+	}
+	mask, err := m.headMask(req.Ablate)
+	if err != nil {
+		return nil, err
 	}
 	seq := m.newSequence(ctx, req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop)
 	seq.full = &req
+	seq.fullLayers, _ = traceList(-1, req.Layers)
+	seq.headMask = mask
 	ev, err := m.relay(ctx, seq, nil)
 	if err != nil {
 		return nil, err
 	}
 	return ev.full, nil
+}
+
+// checkLayers refuses a list of layers with one out of range or twice.
+func (m *Model) checkLayers(what string, layers []int) error {
+	if len(layers) > m.cfg.Layers {
+		return fmt.Errorf("%s: %d of them, the model has %d", what, len(layers), m.cfg.Layers)
+	}
+	for i, l := range layers {
+		if l < 0 || l >= m.cfg.Layers {
+			return fmt.Errorf("%s: layer %d out of range [0, %d]", what, l, m.cfg.Layers-1)
+		}
+		if slices.Contains(layers[:i], l) {
+			return fmt.Errorf("%s: layer %d listed twice", what, l)
+		}
+	}
+	return nil
+}
+
+// headMask turns a list of ablated heads into the C side's mask (1 keeps a
+// head, 0 ablates it, layer-major), or nil when nothing is ablated.
+func (m *Model) headMask(ablate []Head) ([]float32, error) {
+	if len(ablate) == 0 {
+		return nil, nil
+	}
+	L, H := m.cfg.Layers, m.cfg.Heads
+	if len(ablate) > L*H {
+		return nil, fmt.Errorf("ablate: %d heads, the model has %d", len(ablate), L*H)
+	}
+	mask := make([]float32, L*H)
+	for i := range mask {
+		mask[i] = 1
+	}
+	for _, a := range ablate {
+		if a.Layer < 0 || a.Layer >= L || a.Head < 0 || a.Head >= H {
+			return nil, fmt.Errorf("ablate: layer %d head %d out of range (layers 0..%d, heads 0..%d)",
+				a.Layer, a.Head, L-1, H-1)
+		}
+		if mask[a.Layer*H+a.Head] == 0 {
+			return nil, fmt.Errorf("ablate: layer %d head %d listed twice", a.Layer, a.Head)
+		}
+		mask[a.Layer*H+a.Head] = 0
+	}
+	return mask, nil
+}
+
+// traceList is the distinct layers a sequence reads attention rows of: trace
+// first (when >= 0), then layers; at[k] is where layers[k] lies in it.
+func traceList(trace int, layers []int) (list []int32, at []int) {
+	if trace >= 0 {
+		list = append(list, int32(trace))
+	}
+	for _, l := range layers {
+		k := slices.Index(list, int32(l))
+		if k < 0 {
+			k = len(list)
+			list = append(list, int32(l))
+		}
+		at = append(at, k)
+	}
+	return list, at
 }
 
 func (m *Model) check(prompt []byte, maxNew int, s Sampling, hop int) error {
@@ -108,7 +192,6 @@ func (m *Model) newSequence(ctx context.Context, prompt []byte, maxNew int, s Sa
 		hop:      max(hop, 1),
 		winStart: -1, // the first window is cut when the sequence is first planned
 		logits:   make([]float32, m.cfg.Vocab),
-		attnRow:  make([]float32, m.cfg.Heads*m.cfg.Context),
 		// Room for every step the scheduler may run ahead, and the final event.
 		events: make(chan event, stepsAhead+1),
 	}
@@ -173,14 +256,19 @@ func (seq *sequence) readerReady() bool { return len(seq.events) < stepsAhead }
 type stepRing struct {
 	steps [stepsAhead + 1]Step
 	cands [stepsAhead + 1][traceTopK]Candidate
-	attn  [stepsAhead + 1][]float32 // H × T each, allocated on first use
-	next  int
+	// Each slot's attention rows (len(traceLayers) × H × T) and the row
+	// headers over them, the layers' and the lens's: allocated on first use.
+	attn   [stepsAhead + 1][]float32
+	rows   [stepsAhead + 1][][]float32
+	layers [stepsAhead + 1][]LayerAttn
+	lens   [stepsAhead + 1][]LensLayer
+	next   int
 }
 
 // takeStep samples the token of a step that ended at the sequence's newest
-// position (it carries its logits and trace row), appends it, notes a stop
+// position (it carries its logits and trace rows), appends it, notes a stop
 // tag, and returns the Step for the reader.
-func (seq *sequence) takeStep(it *stepItem, heads int) *Step {
+func (seq *sequence) takeStep(it *stepItem, cfg *gguf.ModelConfig) *Step {
 	token, entropy, top := seq.sampler.sample(it.logits)
 	r := &seq.ring
 	slot := r.next
@@ -191,20 +279,28 @@ func (seq *sequence) takeStep(it *stepItem, heads int) *Step {
 		TokenID:    token,
 		Entropy:    entropy,
 		Candidates: r.cands[slot][:copy(r.cands[slot][:], top)],
-		Attn:       step.Attn[:0],
 	}
-	if it.traceLayer >= 0 {
-		if r.attn[slot] == nil {
-			r.attn[slot] = make([]float32, len(seq.attnRow))
-			step.Attn = make([][]float32, 0, heads)
+	if len(it.traceLayers) > 0 {
+		rows := r.traceRows(slot, it.attnRows, len(it.traceLayers), cfg.Heads)
+		if seq.trace >= 0 {
+			step.Attn = rows[:cfg.Heads:cfg.Heads] // traceList put it first
 		}
-		t := len(it.attnRow) / heads
-		rows := r.attn[slot][:copy(r.attn[slot], it.attnRow)]
-		for h := range heads {
-			step.Attn = append(step.Attn, rows[h*t:(h+1)*t:(h+1)*t])
+		if len(seq.layerAt) > 0 {
+			if r.layers[slot] == nil {
+				r.layers[slot] = make([]LayerAttn, len(seq.layerAt))
+			}
+			for k, at := range seq.layerAt {
+				r.layers[slot][k] = LayerAttn{Layer: int(it.traceLayers[at]), Attn: rows[at*cfg.Heads : (at+1)*cfg.Heads : (at+1)*cfg.Heads]}
+			}
+			step.Layers = r.layers[slot]
 		}
-	} else {
-		step.Attn = nil
+	}
+	if it.lens != nil {
+		if r.lens[slot] == nil {
+			r.lens[slot] = newLensLayers(cfg.Layers)
+		}
+		step.Lens = r.lens[slot]
+		describeLens(step.Lens, it.lens, cfg.Vocab)
 	}
 	if seq.logprobs >= 0 {
 		d := newDistribution(it.logits)
@@ -214,6 +310,26 @@ func (seq *sequence) takeStep(it *stepItem, heads int) *Step {
 	// A stop sequence not there before can only end at the byte just appended.
 	seq.stopped = endsWithStop(seq.tokens[seq.nPrompt:], seq.stops)
 	return step
+}
+
+// traceRows copies a step's attention rows (layers × heads rows of equal
+// length) into the slot's storage and returns one row header per layer and
+// head, over that copy.
+func (r *stepRing) traceRows(slot int, attnRows []float32, layers, heads int) [][]float32 {
+	if len(r.attn[slot]) < len(attnRows) {
+		// the first step of a window is its longest until it moves: room
+		// for a whole window at once
+		r.attn[slot] = make([]float32, cap(attnRows))
+	}
+	if r.rows[slot] == nil {
+		r.rows[slot] = make([][]float32, layers*heads)
+	}
+	data := r.attn[slot][:copy(r.attn[slot], attnRows)]
+	t := len(attnRows) / (layers * heads)
+	for i := range r.rows[slot] {
+		r.rows[slot][i] = data[i*t : (i+1)*t : (i+1)*t]
+	}
+	return r.rows[slot]
 }
 
 // endsWithStop reports whether the generated ids end with one of stops.

@@ -142,18 +142,21 @@ func TestDecodeMatchesPyTorch(t *testing.T) {
 		tokens := g.Prefill.Tokens
 		cache := newCache(t, m, len(tokens))
 		worstLogit, worstAttn := 0.0, 0.0
+		layers := reversedLayers(c.Layers) // any order: the rows follow the list
 		for pos := range tokens {
-			for layer := 0; layer < c.Layers; layer++ {
-				it := stepItem{
-					cache: cache, tokens: tokens[pos : pos+1], nPast: pos,
-					logits: make([]float32, c.Vocab), traceLayer: layer,
-					attnRow: make([]float32, c.Heads*(pos+1)), fullLayer: -1,
-				}
-				runStep(t, m, it)
-				worstLogit = math.Max(worstLogit, maxAbsDiff(it.logits, g.Prefill.Logits[pos]))
+			tl := pos + 1
+			it := stepItem{
+				cache: cache, tokens: tokens[pos : pos+1], nPast: pos,
+				logits: make([]float32, c.Vocab), traceLayers: layers,
+				attnRows: make([]float32, len(layers)*c.Heads*tl),
+			}
+			runStep(t, m, it)
+			worstLogit = math.Max(worstLogit, maxAbsDiff(it.logits, g.Prefill.Logits[pos]))
+			for k, layer := range layers {
 				for h := 0; h < c.Heads; h++ {
-					want := g.Prefill.Attn[layer][h][pos][:pos+1]
-					worstAttn = math.Max(worstAttn, maxAbsDiff(it.attnRow[h*(pos+1):(h+1)*(pos+1)], want))
+					want := g.Prefill.Attn[layer][h][pos][:tl]
+					at := (k*c.Heads + h) * tl
+					worstAttn = math.Max(worstAttn, maxAbsDiff(it.attnRows[at:at+tl], want))
 				}
 			}
 		}
@@ -172,19 +175,20 @@ func TestPrefillMatchesPyTorch(t *testing.T) {
 		tokens := g.Prefill.Tokens
 		n := len(tokens)
 		cache := newCache(t, m, n)
-		for layer := 0; layer < c.Layers; layer++ {
+		layers := reversedLayers(c.Layers)
+		it := stepItem{
+			cache: cache, tokens: tokens, logits: make([]float32, c.Vocab),
+			fullLayers: layers, fullAttn: make([]float32, len(layers)*c.Heads*n*n),
+		}
+		runStep(t, m, it)
+		if d := maxAbsDiff(it.logits, g.Prefill.Logits[n-1]); d > logitTol {
+			t.Fatalf("last logits differ by %.2e", d)
+		}
+		for k, layer := range layers {
 			for head := 0; head < c.Heads; head++ {
-				it := stepItem{
-					cache: cache, tokens: tokens, logits: make([]float32, c.Vocab),
-					traceLayer: -1, fullLayer: layer, fullHead: head, fullAttn: make([]float32, n*n),
-				}
-				runStep(t, m, it)
-				if d := maxAbsDiff(it.logits, g.Prefill.Logits[n-1]); d > logitTol {
-					t.Fatalf("last logits differ by %.2e", d)
-				}
 				for r := 0; r < n; r++ {
-					row := it.fullAttn[r*n : (r+1)*n]
-					if d := maxAbsDiff(row, g.Prefill.Attn[layer][head][r]); d > attnTol {
+					at := ((k*c.Heads+head)*n + r) * n
+					if d := maxAbsDiff(it.fullAttn[at:at+n], g.Prefill.Attn[layer][head][r]); d > attnTol {
 						t.Fatalf("layer %d head %d row %d differs by %.2e", layer, head, r, d)
 					}
 				}
@@ -194,7 +198,7 @@ func TestPrefillMatchesPyTorch(t *testing.T) {
 		logits := make([]float32, c.Vocab)
 		for from := 0; from < n; from += 7 {
 			to := min(from+7, n)
-			it := stepItem{cache: cache, tokens: tokens[from:to], nPast: from, traceLayer: -1, fullLayer: -1}
+			it := stepItem{cache: cache, tokens: tokens[from:to], nPast: from}
 			if to == n {
 				it.logits = logits
 			}
@@ -389,7 +393,7 @@ func TestFullAttentionFollowsWindowHop(t *testing.T) {
 	for _, hop := range []int{1, 8, 63} {
 		const maxNew = 70 // past tiny_a's T of 64
 		full, err := m.FullAttention(context.Background(), FullAttnRequest{
-			Prompt: prompt, MaxNewTokens: maxNew, Layer: 0, Head: 0, WindowHop: hop,
+			Prompt: prompt, MaxNewTokens: maxNew, Layers: []int{0}, WindowHop: hop,
 			Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: 42},
 		})
 		if err != nil {
@@ -401,11 +405,21 @@ func TestFullAttentionFollowsWindowHop(t *testing.T) {
 			seq.tokens = append(seq.tokens, 0)
 		}
 		want := len(seq.tokens) - seq.windowStart(c.Context)
-		if len(full.TokenIDs) != want || len(full.Attn) != want {
+		if len(full.TokenIDs) != want || len(full.Attn[0][0]) != want {
 			t.Fatalf("hop %d: a window of %d tokens, want %d", hop, len(full.TokenIDs), want)
 		}
 	}
-	if _, err := m.FullAttention(context.Background(), FullAttnRequest{Prompt: prompt, Layer: 0, Head: 0, WindowHop: c.Context}); err == nil {
+	if _, err := m.FullAttention(context.Background(), FullAttnRequest{Prompt: prompt, Layers: []int{0}, WindowHop: c.Context}); err == nil {
 		t.Fatal("a hop of T was accepted")
 	}
+}
+
+// reversedLayers lists every layer, last first: outputs must follow the
+// list's order, not the model's.
+func reversedLayers(n int) []int32 {
+	layers := make([]int32, n)
+	for i := range layers {
+		layers[i] = int32(n - 1 - i)
+	}
+	return layers
 }

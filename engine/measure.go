@@ -41,13 +41,13 @@ func (m *Model) TracedDecodeRate(context, traceLayer int, d time.Duration) (Deco
 	for i := range tokens {
 		tokens[i] = int32(text[i%len(text)])
 	}
-	if err := m.step([]stepItem{{cache: cache, tokens: tokens[:context-1], traceLayer: -1, fullLayer: -1}}); err != nil {
+	if err := m.step([]stepItem{{cache: cache, tokens: tokens[:context-1]}}); err != nil {
 		return DecodeRate{}, err
 	}
 	s := newSampler(Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, c.Vocab)
 	it := stepItem{cache: cache, tokens: tokens[context-1:], nPast: context - 1,
-		logits: make([]float32, c.Vocab), traceLayer: traceLayer,
-		attnRow: make([]float32, c.Heads*context), fullLayer: -1}
+		logits: make([]float32, c.Vocab), traceLayers: []int32{int32(traceLayer)},
+		attnRows: make([]float32, c.Heads*context)}
 	// One step untimed: the first pays for the graph and buffers at this shape.
 	if err := m.step([]stepItem{it}); err != nil {
 		return DecodeRate{}, err
@@ -91,7 +91,7 @@ func (m *Model) TracedPrefillTime(prompt []byte, traceLayer, runs int) (time.Dur
 		if err != nil {
 			return 0, err
 		}
-		err = m.step([]stepItem{{cache: cache, tokens: tokens, logits: logits, traceLayer: traceLayer, attnRow: row, fullLayer: -1}})
+		err = m.step([]stepItem{{cache: cache, tokens: tokens, logits: logits, traceLayers: []int32{int32(traceLayer)}, attnRows: row}})
 		cache.free()
 		if err != nil {
 			return 0, err

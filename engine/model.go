@@ -277,17 +277,20 @@ func (m *Model) kvPositions() (total, free int) {
 	return int(st.blocks) * C.NGPT_KV_BLOCK, int(st.free_blocks) * C.NGPT_KV_BLOCK
 }
 
-// stepItem is one sequence's share of a step, with Go-owned outputs.
+// stepItem is one sequence's share of a step, with Go-owned outputs (see
+// ngpt_item in csrc/nielsgpt.h for their shapes). Nil asks for nothing.
 type stepItem struct {
-	cache      *kvCache
-	tokens     []int32
-	nPast      int
-	logits     []float32 // len V, or nil
-	traceLayer int       // -1 for none
-	attnRow    []float32 // H × t when traced
-	fullLayer  int       // -1 for none
-	fullHead   int
-	fullAttn   []float32 // n × t when requested
+	cache       *kvCache
+	tokens      []int32
+	nPast       int
+	logits      []float32 // V: the last token's, or nil
+	allLogits   []float32 // n × V: every new token's, or nil
+	traceLayers []int32   // layers whose newest attention rows are read
+	attnRows    []float32 // len(traceLayers) × H × t
+	fullLayers  []int32   // layers whose whole attention is read
+	fullAttn    []float32 // len(fullLayers) × H × n × t
+	lens        []float32 // L × V: the logit lens at the last token, or nil
+	headMask    []float32 // L × H: 1 keeps a head, 0 ablates it; nil keeps all
 }
 
 // stepScratch is the C memory a step's items, tokens and outputs pass
@@ -334,13 +337,41 @@ func (s *stepScratch) take(off *int, n int) unsafe.Pointer {
 	return p
 }
 
-// words counts the scratch words an item needs: its tokens and its outputs.
+// words counts the scratch words an item needs: its inputs and its outputs.
 func (it *stepItem) words() int {
-	return len(it.tokens) + len(it.logits) + len(it.attnRow) + len(it.fullAttn)
+	return len(it.tokens) + len(it.logits) + len(it.allLogits) + len(it.traceLayers) + len(it.attnRows) +
+		len(it.fullLayers) + len(it.fullAttn) + len(it.lens) + len(it.headMask)
+}
+
+// in copies src into the next words of the scratch and returns where they
+// went; nil for an empty src.
+func in[T int32 | float32](s *stepScratch, off *int, src []T) *T {
+	if len(src) == 0 {
+		return nil
+	}
+	p := (*T)(s.take(off, len(src)))
+	copy(unsafe.Slice(p, len(src)), src)
+	return p
+}
+
+// out reserves the next words of the scratch for an output of len(dst)
+// floats; nil when dst is.
+func out(s *stepScratch, off *int, dst []float32) *C.float {
+	if dst == nil {
+		return nil
+	}
+	return (*C.float)(s.take(off, len(dst)))
+}
+
+// back copies an output from the scratch into dst.
+func back(dst []float32, src *C.float) {
+	if dst != nil {
+		copy(dst, unsafe.Slice((*float32)(unsafe.Pointer(src)), len(dst)))
+	}
 }
 
 // step runs one batched forward pass: the only cgo call on the hot path.
-// Tokens go to C and the outputs come back through the model's scratch.
+// Inputs go to C and the outputs come back through the model's scratch.
 func (m *Model) step(items []stepItem) error {
 	words := 0
 	for i := range items {
@@ -354,21 +385,21 @@ func (m *Model) step(items []stepItem) error {
 	off := 0
 	for i := range items {
 		it := &items[i]
-		ci := &citems[i]
-		*ci = C.ngpt_item{seq: it.cache.c, n_tokens: C.int32_t(len(it.tokens)), n_past: C.int32_t(it.nPast),
-			trace_layer: -1, full_layer: -1, full_head: -1}
-		ci.tokens = (*C.int32_t)(s.take(&off, len(it.tokens)))
-		copy(unsafe.Slice((*int32)(unsafe.Pointer(ci.tokens)), len(it.tokens)), it.tokens)
-		if it.logits != nil {
-			ci.logits = (*C.float)(s.take(&off, len(it.logits)))
-		}
-		if it.traceLayer >= 0 {
-			ci.trace_layer = C.int32_t(it.traceLayer)
-			ci.attn_row = (*C.float)(s.take(&off, len(it.attnRow)))
-		}
-		if it.fullLayer >= 0 {
-			ci.full_layer, ci.full_head = C.int32_t(it.fullLayer), C.int32_t(it.fullHead)
-			ci.full_attn = (*C.float)(s.take(&off, len(it.fullAttn)))
+		citems[i] = C.ngpt_item{
+			seq:          it.cache.c,
+			tokens:       (*C.int32_t)(unsafe.Pointer(in(s, &off, it.tokens))),
+			n_tokens:     C.int32_t(len(it.tokens)),
+			n_past:       C.int32_t(it.nPast),
+			logits:       out(s, &off, it.logits),
+			all_logits:   out(s, &off, it.allLogits),
+			n_trace:      C.int32_t(len(it.traceLayers)),
+			trace_layers: (*C.int32_t)(unsafe.Pointer(in(s, &off, it.traceLayers))),
+			attn_rows:    out(s, &off, it.attnRows),
+			n_full:       C.int32_t(len(it.fullLayers)),
+			full_layers:  (*C.int32_t)(unsafe.Pointer(in(s, &off, it.fullLayers))),
+			full_attn:    out(s, &off, it.fullAttn),
+			lens:         out(s, &off, it.lens),
+			head_mask:    (*C.float)(unsafe.Pointer(in(s, &off, it.headMask))),
 		}
 	}
 	if rc := C.ngpt_step(m.c, s.items, C.int(len(items)), &s.errBuf[0], errLen); rc != 0 {
@@ -376,15 +407,11 @@ func (m *Model) step(items []stepItem) error {
 	}
 	for i := range items {
 		it, ci := &items[i], &citems[i]
-		if it.logits != nil {
-			copy(it.logits, unsafe.Slice((*float32)(unsafe.Pointer(ci.logits)), len(it.logits)))
-		}
-		if it.traceLayer >= 0 {
-			copy(it.attnRow, unsafe.Slice((*float32)(unsafe.Pointer(ci.attn_row)), len(it.attnRow)))
-		}
-		if it.fullLayer >= 0 {
-			copy(it.fullAttn, unsafe.Slice((*float32)(unsafe.Pointer(ci.full_attn)), len(it.fullAttn)))
-		}
+		back(it.logits, ci.logits)
+		back(it.allLogits, ci.all_logits)
+		back(it.attnRows, ci.attn_rows)
+		back(it.fullAttn, ci.full_attn)
+		back(it.lens, ci.lens)
 	}
 	return nil
 }

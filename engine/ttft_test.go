@@ -26,8 +26,8 @@ func BenchmarkPrefillShortTraced(b *testing.B) {
 	s := newSampler(Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, c.Vocab)
 	for b.Loop() {
 		cache := newCache(b, m, len(tokens))
-		it := stepItem{cache: cache, tokens: tokens, logits: make([]float32, c.Vocab), traceLayer: c.Layers - 1,
-			attnRow: make([]float32, c.Heads*len(tokens)), fullLayer: -1}
+		it := stepItem{cache: cache, tokens: tokens, logits: make([]float32, c.Vocab), traceLayers: []int32{int32(c.Layers - 1)},
+			attnRows: make([]float32, c.Heads*len(tokens))}
 		if err := m.step([]stepItem{it}); err != nil {
 			b.Fatal(err)
 		}

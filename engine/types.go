@@ -122,13 +122,31 @@ func (s *Step) Clone() *Step {
 	c := *s
 	c.Candidates = append([]Candidate(nil), s.Candidates...)
 	c.TopLogprobs = append([]TokenLogprob(nil), s.TopLogprobs...)
-	if s.Attn != nil {
-		c.Attn = make([][]float32, len(s.Attn))
-		for h, row := range s.Attn {
-			c.Attn[h] = append([]float32(nil), row...)
+	c.Attn = cloneRows(s.Attn)
+	if s.Layers != nil {
+		c.Layers = make([]LayerAttn, len(s.Layers))
+		for i, l := range s.Layers {
+			c.Layers[i] = LayerAttn{Layer: l.Layer, Attn: cloneRows(l.Attn)}
+		}
+	}
+	if s.Lens != nil {
+		c.Lens = make([]LensLayer, len(s.Lens))
+		for i, l := range s.Lens {
+			c.Lens[i] = LensLayer{Layer: l.Layer, Entropy: l.Entropy, Candidates: append([]Candidate(nil), l.Candidates...)}
 		}
 	}
 	return &c
+}
+
+func cloneRows(rows [][]float32) [][]float32 {
+	if rows == nil {
+		return nil
+	}
+	c := make([][]float32, len(rows))
+	for i, row := range rows {
+		c[i] = append([]float32(nil), row...)
+	}
+	return c
 }
 
 // Result is the end of a generation.
@@ -138,21 +156,23 @@ type Result struct {
 	Stopped   string // "stop_tag" (a chat stop tag or a Stop string) or "max_new_tokens"
 }
 
-// FullAttnRequest asks for one layer and head's full attention matrix over the
-// window after generating MaxNewTokens tokens with Sampling.
+// FullAttnRequest asks for every head's full attention matrix of Layers
+// (distinct, any order) over the window after generating MaxNewTokens tokens
+// with Sampling (and Ablate, as in GenerateRequest).
 type FullAttnRequest struct {
 	Prompt       []byte
 	MaxNewTokens int
 	Sampling     Sampling
-	Layer        int
-	Head         int
+	Layers       []int
+	Ablate       []Head
 	WindowHop    int // as in GenerateRequest
 }
 
-// FullAttn is a t × t causal attention matrix over the window TokenIDs.
+// FullAttn holds causal attention matrices over the window TokenIDs:
+// Attn[i][h] is the t × t matrix of head h of the request's Layers[i].
 type FullAttn struct {
 	TokenIDs []int
-	Attn     [][]float32
+	Attn     [][][][]float32
 }
 
 // ScoreRequest asks how the model reads Tokens: the distribution after each

@@ -288,7 +288,7 @@ func TestFullAttn(t *testing.T) {
 	}
 	wantCausalRows(t, out.Attn, 1e-5)
 	got := fake.lastFullAttn()
-	if got.Layer != 2 || got.Head != 1 || got.MaxNewTokens != 2 ||
+	if fmt.Sprint(got.Layers) != "[2]" || got.MaxNewTokens != 2 ||
 		got.Sampling != (engine.Sampling{Temperature: 0.9, TopK: 50, Seed: 9}) {
 		t.Fatalf("engine request %+v", got)
 	}

@@ -166,7 +166,8 @@ func appendJSONEvent(b []byte, name string, v any) []byte {
 	return append(b, "\n\n"...)
 }
 
-// appendFullAttn writes the /inspect/full_attn response body.
+// appendFullAttn writes the /inspect/full_attn response body: the matrix of
+// head of the one layer asked for.
 func appendFullAttn(b []byte, layer, head int, full *engine.FullAttn) []byte {
 	b = append(b, `{"layer":`...)
 	b = strconv.AppendInt(b, int64(layer), 10)
@@ -194,6 +195,6 @@ func appendFullAttn(b []byte, layer, head int, full *engine.FullAttn) []byte {
 		b = appendString(b, engine.TokenDisplay(id))
 	}
 	b = append(b, `],"attn":`...)
-	b = appendMatrix(b, full.Attn)
+	b = appendMatrix(b, full.Attn[0][head])
 	return append(b, '}')
 }

@@ -78,7 +78,8 @@ func TestNonFiniteBecomesNull(t *testing.T) {
 }
 
 func TestFullAttnEncoding(t *testing.T) {
-	full := &engine.FullAttn{TokenIDs: []int{'a', 0xc3, '\n'}, Attn: [][]float32{{1, 0, 0}, {0.25, 0.75, 0}, {0.125, 0.375, 0.5}}}
+	matrix := [][]float32{{1, 0, 0}, {0.25, 0.75, 0}, {0.125, 0.375, 0.5}}
+	full := &engine.FullAttn{TokenIDs: []int{'a', 0xc3, '\n'}, Attn: [][][][]float32{{nil, nil, matrix}}}
 	got := string(appendFullAttn(nil, 1, 2, full))
 	want := `{"layer":1,"head":2,"token_ids":[97,195,10],"tokens":["a","` + "\ufffd" + `","\n"],"tokens_display":["a","\\xc3","\\x0a"],"attn":[[1,0,0],[0.25,0.75,0],[0.125,0.375,0.5]]}`
 	if got != want {

@@ -195,12 +195,19 @@ func (f *fakeEngine) FullAttention(ctx context.Context, req engine.FullAttnReque
 		tokens = tokens[len(tokens)-f.cfg.Context:]
 	}
 	ids := make([]int, len(tokens))
-	attn := make([][]float32, len(tokens))
+	matrix := make([][]float32, len(tokens))
 	for i, b := range tokens {
 		ids[i] = int(b)
-		attn[i] = make([]float32, len(tokens))
+		matrix[i] = make([]float32, len(tokens))
 		for j := 0; j <= i; j++ {
-			attn[i][j] = 1 / float32(i+1)
+			matrix[i][j] = 1 / float32(i+1)
+		}
+	}
+	attn := make([][][][]float32, len(req.Layers))
+	for l := range attn {
+		attn[l] = make([][][]float32, f.cfg.Heads)
+		for h := range attn[l] {
+			attn[l][h] = matrix
 		}
 	}
 	return &engine.FullAttn{TokenIDs: ids, Attn: attn}, nil

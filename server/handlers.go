@@ -52,13 +52,13 @@ func (s *Server) chatStream(c *gin.Context) {
 }
 
 func (s *Server) fullAttn(c *gin.Context) {
-	req, eng, release, ok := admit(s, c, parseFullAttnRequest, func(r engine.FullAttnRequest) []byte { return r.Prompt })
+	req, eng, release, ok := admit(s, c, parseFullAttnRequest, func(r fullAttnRequest) []byte { return r.Prompt })
 	if !ok {
 		return
 	}
 	defer release()
 
-	full, err := eng.FullAttention(c.Request.Context(), req)
+	full, err := eng.FullAttention(c.Request.Context(), req.FullAttnRequest)
 	if err != nil {
 		if errors.Is(err, engine.ErrKVFull) {
 			s.rejectBusy(c)
@@ -79,7 +79,8 @@ func (s *Server) fullAttn(c *gin.Context) {
 	// Generated tokens are not counted here: the engine may stop before
 	// max_new_tokens at a stop tag and does not say where, and a guess
 	// would skew nielsgpt_generated_tokens_total.
-	out := appendFullAttn(make([]byte, 0, 64+len(full.Attn)*len(full.Attn)*8), req.Layer, req.Head, full)
+	t := len(full.TokenIDs)
+	out := appendFullAttn(make([]byte, 0, 64+t*t*8), req.Layers[0], req.head, full)
 	_ = http.NewResponseController(c.Writer).SetWriteDeadline(s.writeDeadline())
 	c.Data(http.StatusOK, "application/json; charset=utf-8", out)
 }

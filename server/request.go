@@ -99,46 +99,52 @@ func parseChatRequest(body []byte, lim limits) (engine.GenerateRequest, error) {
 	}, nil
 }
 
+// fullAttnRequest is a POST /inspect/full_attn body: the engine's request
+// for its one layer, and the head whose matrix the answer holds.
+type fullAttnRequest struct {
+	engine.FullAttnRequest
+	head int
+}
+
 // parseFullAttnRequest validates a POST /inspect/full_attn body. Tokens
 // generated before the matrix is taken use the default sampling settings with
 // the request's seed.
-func parseFullAttnRequest(body []byte, lim limits) (engine.FullAttnRequest, error) {
+func parseFullAttnRequest(body []byte, lim limits) (fullAttnRequest, error) {
 	fields, err := parseBody(body, fullAttnFields)
 	if err != nil {
-		return engine.FullAttnRequest{}, err
+		return fullAttnRequest{}, err
 	}
 	messages, err := parseMessages(fields["messages"])
 	if err != nil {
-		return engine.FullAttnRequest{}, err
+		return fullAttnRequest{}, err
 	}
 	layer, err := rangeField(fields, "trace_layer", true, 0, 0, int64(lim.model.Layers-1))
 	if err != nil {
-		return engine.FullAttnRequest{}, err
+		return fullAttnRequest{}, err
 	}
 	head, err := rangeField(fields, "head", true, 0, 0, int64(lim.model.Heads-1))
 	if err != nil {
-		return engine.FullAttnRequest{}, err
+		return fullAttnRequest{}, err
 	}
 	seed, err := seedField(fields)
 	if err != nil {
-		return engine.FullAttnRequest{}, err
+		return fullAttnRequest{}, err
 	}
 	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultFullAttnNewToken, 0, int64(lim.maxNewTokens))
 	if err != nil {
-		return engine.FullAttnRequest{}, err
+		return fullAttnRequest{}, err
 	}
 	hop, err := windowHopField(fields, lim)
 	if err != nil {
-		return engine.FullAttnRequest{}, err
+		return fullAttnRequest{}, err
 	}
-	return engine.FullAttnRequest{
+	return fullAttnRequest{FullAttnRequest: engine.FullAttnRequest{
 		Prompt:       engine.FormatTranscript(messages),
 		MaxNewTokens: int(maxNew),
 		Sampling:     engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, lim.model.Vocab), Seed: seed},
-		Layer:        int(layer),
-		Head:         int(head),
+		Layers:       []int{int(layer)},
 		WindowHop:    hop,
-	}, nil
+	}, head: int(head)}, nil
 }
 
 // windowHopField reads window_hop (an extension, docs/API.md): 1..T-1 for the

@@ -91,9 +91,9 @@ func FuzzParseChatRequest(f *testing.F) {
 
 func FuzzParseFullAttnRequest(f *testing.F) {
 	fuzzParser(f, parseFullAttnRequest,
-		func(r engine.FullAttnRequest) ([]byte, int) { return r.Prompt, r.MaxNewTokens },
-		func(r engine.FullAttnRequest) bool {
-			return r.Layer >= 0 && r.Layer < fakeConfig.Layers && r.Head >= 0 && r.Head < fakeConfig.Heads
+		func(r fullAttnRequest) ([]byte, int) { return r.Prompt, r.MaxNewTokens },
+		func(r fullAttnRequest) bool {
+			return len(r.Layers) == 1 && r.Layers[0] >= 0 && r.Layers[0] < fakeConfig.Layers && r.head >= 0 && r.head < fakeConfig.Heads
 		})
 }
 

@@ -102,27 +102,34 @@ static void test_prefill(ngpt_model * m, const golden * g) {
         tokens[i] = (int32_t) g->prefill_tokens[i];
     }
     float * logits = malloc(sizeof(float) * (size_t) V);
-    float * full   = malloc(sizeof(float) * (size_t) T * (size_t) T);
+    const size_t matrix = (size_t) T * (size_t) T;
+    float * full   = malloc(sizeof(float) * (size_t) g->L * (size_t) g->H * matrix);
+    int32_t * layers = malloc(sizeof(int32_t) * (size_t) g->L);
+    for (int k = 0; k < g->L; k++) {
+        layers[k] = g->L - 1 - k;  /* last first: the output follows the list */
+    }
     const double * last = g->prefill_logits + (size_t) (T - 1) * (size_t) V;
-    for (int l = 0; l < g->L; l++) {
+    ngpt_item it = { .seq = s, .tokens = tokens, .n_tokens = T, .n_past = 0, .logits = logits,
+                     .n_full = g->L, .full_layers = layers, .full_attn = full };
+    step(m, &it);
+    double dl = max_abs_diff(logits, last, (size_t) V);
+    CHECK(dl <= LOGIT_TOL, "prefill: last logits differ by %.2e", dl);
+    for (int k = 0; k < g->L; k++) {
         for (int h = 0; h < g->H; h++) {
-            ngpt_item it = { .seq = s, .tokens = tokens, .n_tokens = T, .n_past = 0, .logits = logits,
-                             .trace_layer = -1, .full_layer = l, .full_head = h, .full_attn = full };
-            step(m, &it);
-            double dl = max_abs_diff(logits, last, (size_t) V);
-            CHECK(dl <= LOGIT_TOL, "prefill layer %d head %d: last logits differ by %.2e", l, h, dl);
-            const double * want = g->prefill_attn + ((size_t) l * (size_t) g->H + (size_t) h) * (size_t) T * (size_t) T;
-            double da = max_abs_diff(full, want, (size_t) T * (size_t) T);
+            const int l = layers[k];
+            const double * want = g->prefill_attn + ((size_t) l * (size_t) g->H + (size_t) h) * matrix;
+            double da = max_abs_diff(full + ((size_t) k * (size_t) g->H + (size_t) h) * matrix, want, matrix);
             CHECK(da <= ATTN_TOL, "prefill layer %d head %d: attention differs by %.2e", l, h, da);
         }
     }
+    free(layers);
     for (int from = 0; from < T; from += 7) {
         const int to = from + 7 < T ? from + 7 : T;
-        ngpt_item it = { .seq = s, .tokens = tokens + from, .n_tokens = to - from, .n_past = from,
-                         .logits = to == T ? logits : NULL, .trace_layer = -1, .full_layer = -1 };
-        step(m, &it);
+        ngpt_item chunk = { .seq = s, .tokens = tokens + from, .n_tokens = to - from, .n_past = from,
+                            .logits = to == T ? logits : NULL };
+        step(m, &chunk);
     }
-    double dl = max_abs_diff(logits, last, (size_t) V);
+    dl = max_abs_diff(logits, last, (size_t) V);
     CHECK(dl <= LOGIT_TOL, "chunked prefill: last logits differ by %.2e", dl);
     free(full);
     free(logits);
@@ -141,8 +148,9 @@ static void test_decode(ngpt_model * m, const golden * g) {
     for (int pos = 0; pos < T; pos++) {
         const int32_t token = (int32_t) g->prefill_tokens[pos];
         for (int l = 0; l < g->L; l++) {
+            const int32_t layer = l;
             ngpt_item it = { .seq = s, .tokens = &token, .n_tokens = 1, .n_past = pos, .logits = logits,
-                             .trace_layer = l, .attn_row = rows, .full_layer = -1 };
+                             .n_trace = 1, .trace_layers = &layer, .attn_rows = rows };
             step(m, &it);
             double dl = max_abs_diff(logits, g->prefill_logits + (size_t) pos * (size_t) V, (size_t) V);
             worst_logit = dl > worst_logit || dl != dl ? dl : worst_logit;
@@ -181,8 +189,7 @@ static void dirty_pool(ngpt_model * m, const golden * g) {
         for (int j = 0; j < n; j++) {
             tokens[j] = (int32_t) ((held * 31 + j * 7) % g->V);
         }
-        ngpt_item it = { .seq = seqs[held], .tokens = tokens, .n_tokens = n, .n_past = 0, .trace_layer = -1,
-                         .full_layer = -1 };
+        ngpt_item it = { .seq = seqs[held], .tokens = tokens, .n_tokens = n, .n_past = 0 };
         step(m, &it);
         held++;
     }
@@ -261,8 +268,9 @@ static void test_greedy(ngpt_model * m, const golden * g, bool moving) {
                 s = moved_seq(m, T, spacers, &n_spacers, &wraps);
             }
         }
+        const int32_t layer = g->trace_layer;
         ngpt_item it = { .seq = s, .tokens = ids + start + cached, .n_tokens = t - cached, .n_past = cached,
-                         .logits = logits, .trace_layer = g->trace_layer, .attn_row = rows, .full_layer = -1 };
+                         .logits = logits, .n_trace = 1, .trace_layers = &layer, .attn_rows = rows };
         step(m, &it);
         double dl = max_abs_diff(logits, g->greedy_logits + (size_t) i * (size_t) V, (size_t) V);
         double da = max_abs_diff(rows, g->greedy_rows + row_at, (size_t) H * (size_t) t);

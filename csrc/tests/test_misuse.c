@@ -293,16 +293,21 @@ static void misuse_step(ngpt_model * m, ngpt_model * other, const fixture * f) {
     float * logits = malloc(sizeof(float) * (size_t) V);
     float rows[64 * 8];
     int32_t tokens[2] = { 65, 66 };
-    const ngpt_item good = { .seq = s, .tokens = tokens, .n_tokens = 2, .n_past = 0, .logits = logits,
-                             .trace_layer = -1, .full_layer = -1 };
+    const ngpt_item good = { .seq = s, .tokens = tokens, .n_tokens = 2, .n_past = 0, .logits = logits };
     expect_step_fails(NULL, &good, 1, "no model", "not a live model", logits, V);
     expect_step_fails((ngpt_model *) s, &good, 1, "a sequence as the model", "not a live model", logits, V);
     expect_step_fails(m, NULL, 1, "no items", "empty", logits, V);
     expect_step_fails(m, &good, 0, "0 items", "empty", logits, V);
     expect_step_fails(m, &good, -1, "-1 items", "empty", logits, V);
-    for (int c = 0; c < 18; c++) {
+    int32_t layers[64 + 1] = { 0 };  /* zeroes: layer 0, listed as often as a case says */
+    float mask[64 * 8];
+    for (int j = 0; j < L * H; j++) {
+        mask[j] = 1.0f;
+    }
+    for (int c = 0; c < 26; c++) {
         ngpt_item it = good;
         const char * what = "", * want = NULL;
+        int32_t one = 0;
         switch (c) {
         case 0: it.seq = NULL; what = "no sequence"; want = "not a live sequence"; break;
         case 1: it.seq = foreign; what = "another model's sequence"; want = "of this model"; break;
@@ -316,15 +321,33 @@ static void misuse_step(ngpt_model * m, ngpt_model * other, const fixture * f) {
         case 9: it.n_past = 1; it.n_tokens = INT_MAX; what = "n_tokens INT_MAX"; want = "exceed the cache"; break;
         case 10: tokens[1] = -1; what = "token -1"; want = "token -1 out of range"; break;
         case 11: tokens[1] = V; what = "token n_vocab"; want = "out of range"; break;
-        case 12: it.trace_layer = L; it.attn_row = rows; what = "trace layer n_layer"; want = "trace layer"; break;
-        case 13: it.trace_layer = -2; it.attn_row = rows; what = "trace layer -2"; want = "trace layer"; break;
-        case 14: it.trace_layer = 0; what = "trace without a buffer"; want = "trace layer"; break;
-        case 15: it.full_layer = 0; it.full_head = H; it.full_attn = rows; what = "head n_head"; want = "full-attention"; break;
-        case 16: it.full_layer = -2; it.full_attn = rows; what = "full layer -2"; want = "full-attention"; break;
-        case 17: it.full_layer = L; it.full_head = 0; it.full_attn = rows; what = "full layer n_layer"; want = "full-attention"; break;
+        case 12: one = L; it.n_trace = 1; it.trace_layers = &one; it.attn_rows = rows;
+                 what = "trace layer n_layer"; want = "traced layer"; break;
+        case 13: one = -1; it.n_trace = 1; it.trace_layers = &one; it.attn_rows = rows;
+                 what = "trace layer -1"; want = "traced layer -1 out of range"; break;
+        case 14: it.n_trace = 1; it.trace_layers = layers; what = "trace without a buffer"; want = "buffer NULL"; break;
+        case 15: it.n_trace = 1; it.attn_rows = rows; what = "trace without a list"; want = "list NULL"; break;
+        case 16: it.n_trace = 2; it.trace_layers = layers; it.attn_rows = rows;
+                 what = "a traced layer twice"; want = "listed twice"; break;
+        case 17: it.n_trace = L + 1; it.trace_layers = layers; it.attn_rows = rows;
+                 what = "more traced layers than the model has"; want = "bad traced layers"; break;
+        case 18: it.n_trace = -1; it.trace_layers = layers; it.attn_rows = rows;
+                 what = "-1 traced layers"; want = "bad traced layers"; break;
+        case 19: one = L; it.n_full = 1; it.full_layers = &one; it.full_attn = rows;
+                 what = "full layer n_layer"; want = "full-attention layer"; break;
+        case 20: it.n_full = 2; it.full_layers = layers; it.full_attn = rows;
+                 what = "a full layer twice"; want = "listed twice"; break;
+        case 21: it.n_full = 1; it.full_layers = layers; what = "full attention without a buffer"; want = "buffer NULL"; break;
+        case 22: it.logits = NULL; it.lens = rows; what = "the lens without logits"; want = "needs logits"; break;
+        case 23: mask[1] = 0.5f; it.head_mask = mask; what = "a head mask of 0.5"; want = "head mask entry 1"; break;
+        case 24: mask[L * H - 1] = NAN; it.head_mask = mask; what = "a NaN head mask"; want = "is not 0 or 1"; break;
+        case 25: mask[0] = -0.0f; mask[1] = 2.0f; it.head_mask = mask; what = "a head mask of 2"; want = "head mask entry 1"; break;
         }
         expect_step_fails(m, &it, 1, what, want, logits, V);
         tokens[1] = 66;
+        for (int j = 0; j < L * H; j++) {
+            mask[j] = 1.0f;
+        }
     }
     ngpt_item twice[2] = { good, good };
     twice[1].logits = NULL;
@@ -339,8 +362,7 @@ static void misuse_step(ngpt_model * m, ngpt_model * other, const fixture * f) {
 static void one_step(ngpt_model * m, float * logits) {
     ngpt_seq * s = new_seq(m, 4);
     const int32_t tokens[3] = { 104, 105, 33 };
-    ngpt_item it = { .seq = s, .tokens = tokens, .n_tokens = 3, .n_past = 0, .logits = logits,
-                     .trace_layer = -1, .full_layer = -1 };
+    ngpt_item it = { .seq = s, .tokens = tokens, .n_tokens = 3, .n_past = 0, .logits = logits };
     if (ngpt_step(m, &it, 1, err, sizeof(err)) != 0) {
         die("a good step: %s", err);
     }
@@ -364,7 +386,7 @@ static void misuse_free(ngpt_model * m) {
     CHECK(ngpt_seq_free(s) != 0, "a second free of a sequence was not reported");
     free_blocks_are(m, pool_blocks, "after a second free of a sequence");  /* its blocks went back once */
     const int32_t token = 65;
-    ngpt_item it = { .seq = s, .tokens = &token, .n_tokens = 1, .trace_layer = -1, .full_layer = -1 };
+    ngpt_item it = { .seq = s, .tokens = &token, .n_tokens = 1 };
     err[0] = '\0';
     expect_error(ngpt_step(m, &it, 1, err, sizeof(err)) != 0, "step a freed sequence", "not a live sequence");
 
