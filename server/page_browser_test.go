@@ -226,7 +226,9 @@ func startBrowser(t *testing.T, origins ...string) *browser {
 
 func (b *browser) run(t *testing.T, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	if err := chromedp.Do(b.ctx, actions...); err != nil {
+	ctx, cancel := context.WithTimeout(b.ctx, actionTimeout)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -251,10 +253,16 @@ func (b *browser) clean(t *testing.T) {
 	b.errors, b.foreign, b.allowed = nil, nil, nil
 }
 
+// actionTimeout bounds one browser action: a click on an element that
+// never appears fails here, not at the test binary's deadline.
+const actionTimeout = 30 * time.Second
+
 // eval runs a JavaScript expression in the page and decodes its value.
 func (b *browser) eval(t *testing.T, js string, out any) {
 	t.Helper()
-	raw, err := chromedp.Run(b.ctx, chromedp.Evaluate[json.RawMessage](js))
+	ctx, cancel := context.WithTimeout(b.ctx, actionTimeout)
+	defer cancel()
+	raw, err := chromedp.Run(ctx, chromedp.Evaluate[json.RawMessage](js))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,15 +271,21 @@ func (b *browser) eval(t *testing.T, js string, out any) {
 	}
 }
 
-// waitFor polls a JavaScript condition until it is true.
+// waitFor polls a JavaScript condition until it is true. An error shown
+// by the page ends the wait at once, unless the test waits for one.
 func (b *browser) waitFor(t *testing.T, what, js string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		var ok bool
-		b.eval(t, js, &ok)
-		if ok {
+		var state struct{ OK, Error bool }
+		b.eval(t, fmt.Sprintf(`({OK: !!(%s), Error: !document.getElementById('error').hidden})`, js), &state)
+		if state.OK {
 			return
+		}
+		if state.Error && what != "an error" {
+			var errText string
+			b.eval(t, `document.getElementById('error').textContent`, &errText)
+			t.Fatalf("waiting for %s, the page shows an error: %q", what, errText)
 		}
 		if time.Now().After(deadline) {
 			var errText string
@@ -459,7 +473,15 @@ func TestPageInBrowser(t *testing.T) {
 	strictTS := httptest.NewServer(strictRec.wrap(strict.Handler()))
 	t.Cleanup(strictTS.Close)
 
-	b := startBrowser(t, ts.URL, strictTS.URL)
+	// A third over the fake engine, which writes steps as fast as the
+	// server can send them: the page must draw all of them, at speed.
+	fast := newFakeEngine()
+	fast.reply = strings.Repeat("the quick brown fox jumps over the lazy dog\n", 100)[:4000]
+	fastCfg := testConfig()
+	fastCfg.MaxNewTokens = len(fast.reply)
+	fastTS := startServer(t, fastCfg, fast)
+
+	b := startBrowser(t, ts.URL, strictTS.URL, fastTS.URL)
 	t.Cleanup(func() { b.clean(t) })
 	// Each part answers for the errors the browser logged during it.
 	part := func(name string, f func(t *testing.T)) {
@@ -680,6 +702,31 @@ func TestPageInBrowser(t *testing.T) {
 		b.screenshot(t, "inspector-score.png")
 	})
 
+	part("thousands of tokens a second, none dropped", func(t *testing.T) {
+		open(t, fastTS.URL)
+		b.run(t, setField("#max-tokens", "4000"), setChecked("#all-layers", false), setChecked("#logit-lens", false),
+			setField("#prompt", "go"))
+		began := time.Now()
+		b.run(t, click("#send"))
+		b.waitFor(t, "the reply", `!document.getElementById('send').disabled && document.querySelectorAll('.reply-text').length > 0`)
+		took := time.Since(began)
+		var boxes []string
+		b.eval(t, `[...document.querySelectorAll('#transcript .reply .tok')].map(b => b.textContent)`, &boxes)
+		if len(boxes) != len(fast.reply) {
+			t.Fatalf("%d boxes for %d steps", len(boxes), len(fast.reply))
+		}
+		for i := range boxes {
+			if want := tokenDisplayOf(fast.reply[i]); boxes[i] != want {
+				t.Fatalf("box %d shows %q, want %q", i, boxes[i], want)
+			}
+		}
+		rate := float64(len(boxes)) / took.Seconds()
+		t.Logf("%d tokens streamed and drawn in %v: %.0f tokens/s", len(boxes), took, rate)
+		if rate < 1000 {
+			t.Fatalf("the page drew %.0f tokens/s, want at least 1000", rate)
+		}
+	})
+
 	part("stop and the server's refusals", func(t *testing.T) {
 		open(t, strictTS.URL)
 		b.run(t, setField("#temperature", "1.5"), setField("#top-k", ""), setField("#seed", fmt.Sprint(seed)),
@@ -755,6 +802,14 @@ func TestPageInBrowser(t *testing.T) {
 		}
 		b.screenshot(t, "inspector-phone.png")
 	})
+}
+
+// tokenDisplayOf is token_display for a byte (docs/API.md).
+func tokenDisplayOf(b byte) string {
+	if b >= 32 && b <= 126 {
+		return string(rune(b))
+	}
+	return fmt.Sprintf("\\x%02x", b)
 }
 
 // checkTokenPanel compares the token view with step pick of the stream.
