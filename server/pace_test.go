@@ -216,3 +216,68 @@ func TestStreamPaceDisconnectStopsGeneration(t *testing.T) {
 		t.Fatalf("the writer was handed %d steps after a client that read 2 left", got)
 	}
 }
+
+// BenchmarkStreamBesidePacedStream measures what a paced stream costs the
+// others: one unpaced 128-token stream at a time, alone and while another
+// stream on the same engine is paced at 33 ms (about two frames), on the
+// demo model. The ratio of the two tokens/s is what docs/BENCHMARKS.md
+// records.
+func BenchmarkStreamBesidePacedStream(b *testing.B) {
+	eng := loadDemoModel(b)
+	serve := func(cfg Config) string {
+		s, err := New(cfg, nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.SetEngine(eng)
+		ts := httptest.NewServer(s.Handler())
+		b.Cleanup(ts.Close)
+		return ts.URL
+	}
+	pacedCfg := testConfig()
+	pacedCfg.StreamPace = 33 * time.Millisecond
+	paced, unpaced := serve(pacedCfg), serve(testConfig())
+	const body = `{"messages":[{"role":"user","content":"tell me about niels"}],"max_new_tokens":128,"temperature":1.5,"top_k":null,"seed":14,"trace_layer":0}`
+
+	stream := func(ctx context.Context, url string) int {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/chat/stream", strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0 // the paced stream, cancelled
+		}
+		defer resp.Body.Close()
+		n := 0
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			if sc.Text() == "event: token" {
+				n++
+			}
+		}
+		return n
+	}
+	measure := func(b *testing.B) {
+		tokens := 0
+		for b.Loop() {
+			tokens += stream(context.Background(), unpaced)
+		}
+		b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tokens/s")
+	}
+	stream(context.Background(), unpaced) // warm: graphs built, pages touched
+	b.Run("alone", measure)
+	b.Run("beside_paced", func(b *testing.B) {
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				stream(ctx, paced) // about 4 s each, one after another
+			}
+		})
+		defer func() { cancel(); wg.Wait() }()
+		time.Sleep(100 * time.Millisecond) // the paced stream is under way
+		measure(b)
+	})
+}

@@ -59,7 +59,7 @@ func chromiumPath(t *testing.T) string {
 	return ""
 }
 
-func loadDemoModel(t *testing.T) *engine.Model {
+func loadDemoModel(t testing.TB) *engine.Model {
 	t.Helper()
 	cfg := modelsource.DefaultConfig()
 	cfg.Model = modelsource.DemoModelName
@@ -672,7 +672,7 @@ func TestPageInBrowser(t *testing.T) {
 		var got struct {
 			TokensDisplay []string `json:"tokens_display"`
 			Scores        []*struct {
-				Logprob float64 `json:"logprob"`
+				Logprob *float64 `json:"logprob"` // null: probability 0
 			} `json:"scores"`
 			BitsPerByte float64 `json:"bits_per_byte"`
 		}
@@ -695,7 +695,11 @@ func TestPageInBrowser(t *testing.T) {
 			if sc == nil {
 				continue
 			}
-			if want := fmt.Sprintf("%.4f", -sc.Logprob/math.Ln2); shown.Bits[i] != want {
+			want := "Infinity"
+			if sc.Logprob != nil {
+				want = fmt.Sprintf("%.4f", -*sc.Logprob/math.Ln2)
+			}
+			if shown.Bits[i] != want {
 				t.Fatalf("byte %d: %s bits shown, want %s", i, shown.Bits[i], want)
 			}
 		}

@@ -612,7 +612,8 @@
       const span = document.createElement('span');
       span.textContent = d;
       if (s) {
-        const bits = -s.logprob / Math.LN2;
+        // A null log-probability is a byte the model gave probability 0.
+        const bits = s.logprob === null ? Infinity : -s.logprob / Math.LN2;
         span.dataset.bits = bits.toFixed(4);
         span.style.backgroundColor = `rgba(214, 48, 49, ${Math.min(1, bits / 8).toFixed(3)})`;
         const top = s.topk.map((c) => `${c.token_display} ${Math.exp(c.logprob).toFixed(3)}`).join('  ');
@@ -624,8 +625,11 @@
       if (d === '\\x0a') nodes.push(document.createElement('br'));
     });
     $('score-bytes').replaceChildren(...nodes);
-    $('score-summary').textContent = `${r.bits_per_byte.toFixed(3)} bits per byte (mean log-probability ${r.mean_logprob.toFixed(3)} over ${r.scores.length - 1} bytes` +
-      (r.offset ? `; the first ${r.offset} bytes fell outside the window)` : ')') + '. Redder bytes surprised the model more.';
+    const outside = r.offset ? `; the first ${r.offset} bytes fell outside the window` : '';
+    $('score-summary').textContent = r.bits_per_byte === null
+      ? `nothing to score: the model needs a byte before the one it predicts${outside}.`
+      : `${r.bits_per_byte.toFixed(3)} bits per byte (mean log-probability ${r.mean_logprob.toFixed(3)} over ` +
+        `${r.scores.length - 1} bytes${outside}). Redder bytes surprised the model more.`;
   }
 
   // ---- wiring ---------------------------------------------------------------
