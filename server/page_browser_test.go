@@ -315,6 +315,16 @@ func (b *browser) screenshot(t *testing.T, name string) {
 	t.Logf("wrote %s", path)
 }
 
+// fitsWidth fails the test when the page is wider than the window.
+func (b *browser) fitsWidth(t *testing.T) {
+	t.Helper()
+	var got struct{ Overflow, Width int }
+	b.eval(t, `({Overflow: document.documentElement.scrollWidth - window.innerWidth, Width: window.innerWidth})`, &got)
+	if got.Overflow > 0 {
+		t.Fatalf("at %d px the page is %d px too wide", got.Width, got.Overflow)
+	}
+}
+
 // setField replaces an input's (or a select's) value.
 func setField(sel, value string) chromedp.Action[chromedp.Void] {
 	return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector(%q).value = %q, undefined`, sel, value))
@@ -546,6 +556,7 @@ func TestPageInBrowser(t *testing.T) {
 		// The arrow keys move the selection within the focused reply.
 		b.run(t, chromedp.Focus(chromedp.CSS(`#transcript .reply`)), chromedp.KeyEvent(kb.ArrowRight))
 		checkTokenPanel(t, b, steps, pick+1, false)
+		b.fitsWidth(t)
 		b.screenshot(t, "inspector-token.png")
 	})
 
@@ -796,14 +807,36 @@ func TestPageInBrowser(t *testing.T) {
 		b.foreign = nil // refused by the policy: it never left
 	})
 
+	part("every control is labelled and reachable by keyboard", func(t *testing.T) {
+		open(t, ts.URL)
+		var unlabelled []string
+		b.eval(t, `[...document.querySelectorAll('input, select, textarea, button, [role=tab]')].filter(el => {
+			const name = (el.getAttribute('aria-label') || (el.labels && [...el.labels].map(l => l.textContent).join('')) || el.textContent || '').trim();
+			return name === '' || el.tabIndex < -1;
+		}).map(el => el.outerHTML.slice(0, 80))`, &unlabelled)
+		if len(unlabelled) > 0 {
+			t.Fatalf("controls without a name: %v", unlabelled)
+		}
+		// Tab moves through the composer: the message box, then Send.
+		b.run(t, chromedp.Focus(chromedp.CSS("#prompt")), setField("#prompt", "hi"), chromedp.KeyEvent(kb.Tab))
+		var focused string
+		b.eval(t, `document.activeElement.id`, &focused)
+		if focused != "send" {
+			t.Fatalf("Tab from the message box went to %q, want the Send button", focused)
+		}
+		// The tabs follow the arrow keys.
+		b.run(t, chromedp.Focus(chromedp.CSS("#tab-token")), chromedp.KeyEvent(kb.ArrowRight))
+		b.eval(t, `document.activeElement.id + (document.getElementById('view-ablate').hidden ? ' hidden' : ' shown')`, &focused)
+		if focused != "tab-ablate shown" {
+			t.Fatalf("ArrowRight on the first tab: %q, want the ablation tab shown", focused)
+		}
+	})
+
 	part("phone width", func(t *testing.T) {
 		b.run(t, chromedp.EmulateViewport(390, 844))
 		open(t, ts.URL)
-		var overflow int
-		b.eval(t, `document.documentElement.scrollWidth - window.innerWidth`, &overflow)
-		if overflow > 0 {
-			t.Fatalf("at 390 px the page is %d px too wide", overflow)
-		}
+		chat(t, question, false)
+		b.fitsWidth(t)
 		b.screenshot(t, "inspector-phone.png")
 	})
 }
