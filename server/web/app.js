@@ -190,6 +190,7 @@
       index: state.turns.length, kind, messages, body,
       promptBytes: enc.encode(transcript(messages, true)),
       steps: [], reply: null, stopped: false,
+      picked: false, // the user chose a step: stop following the newest
     };
     state.turns.push(turn);
     return turn;
@@ -277,12 +278,9 @@
     msg.appendChild(replyEl);
 
     const turn = newTurn(state.history.slice(), chatBody(state.history.slice()), 'chat');
-    let follow = true; // show the newest step until the user picks one
-    replyEl.addEventListener('pointerdown', () => { follow = false; }, {once: true});
+    // The token view follows the newest step until the user picks one.
     const view = new TokenView(replyEl, turn, () => {
-      if (follow && turn.steps.length && (!state.selected || state.selected.turn === turn)) {
-        select(turn, turn.steps.length - 1, false);
-      }
+      if (!turn.picked && turn.steps.length) select(turn, turn.steps.length - 1, false);
       const t = $('transcript');
       t.scrollTop = t.scrollHeight;
     });
@@ -696,7 +694,9 @@
       const box = e.target.closest && e.target.closest('.tok');
       if (!box) return;
       const turn = turnOf(box);
-      if (turn) select(turn, Number(box.dataset.step), false);
+      if (!turn) return;
+      turn.picked = true;
+      select(turn, Number(box.dataset.step), false);
     });
     // Arrow keys within a focused reply.
     document.addEventListener('keydown', (e) => {
@@ -707,6 +707,7 @@
       const cur = state.selected && state.selected.turn === turn ? state.selected.step : -1;
       const next = {ArrowLeft: cur - 1, ArrowRight: cur + 1, Home: 0, End: turn.steps.length - 1}[e.key];
       e.preventDefault();
+      turn.picked = true;
       select(turn, Math.max(0, Math.min(turn.steps.length - 1, next)), true);
     });
 
