@@ -153,6 +153,7 @@ struct ngpt_model {
     struct item_key   * keys;        /* [keys_cap] the current step's keys */
     int                 keys_cap;
     uint64_t            n_steps;
+    uint64_t            graphs_built;  /* ngpt_graphs_built */
     uint64_t            plan_gen;
     size_t              plan_size;
 
@@ -1791,6 +1792,10 @@ static void read_step_outputs(const ngpt_model * m, const step_graph * sg, const
     }
 }
 
+uint64_t ngpt_graphs_built(const ngpt_model * m) {
+    return model_live(m) ? m->graphs_built : 0;
+}
+
 int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, size_t err_len) {
     if (!model_live(m)) {
         set_err(err, err_len, "not a live model");
@@ -1813,6 +1818,7 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
             reset_step_graph(g);
             return 1;
         }
+        m->graphs_built++;
     }
     g->used = ++m->n_steps;
     if (!set_step_inputs(m, g, items, err, err_len)) {

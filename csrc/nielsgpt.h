@@ -168,6 +168,10 @@ typedef struct ngpt_item {
     const float   * head_mask;    /* [n_layer][n_head], or NULL */
 } ngpt_item;
 
+/* How many step graphs the model has built: a step of a shape it has kept
+ * (see ngpt_step) builds none. 0 for a handle that is not a live model. */
+uint64_t ngpt_graphs_built(const ngpt_model * model);
+
 /* Run one forward pass over all items (each sequence at most once): write
  * every item's new keys and values into its cache and fill the outputs it
  * asked for. The graph of a step is kept and run again for later steps of

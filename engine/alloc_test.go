@@ -25,6 +25,11 @@ func TestDecodeStepAllocatesNothing(t *testing.T) {
 	}
 	items[2].traceLayers = nil // one untraced stream in the batch
 	items[2].attnRows = nil
+	// one deep stream: every layer traced, the lens, a head ablated
+	items[1].traceLayers = []int32{1, 0}
+	items[1].attnRows = make([]float32, 2*c.Heads*39)
+	items[1].lens = make([]float32, c.Layers*c.Vocab)
+	items[1].headMask = []float32{1, 0, 1, 1, 1, 1, 1, 1}
 	if err := m.step(items); err != nil { // grows the scratch and builds the graph
 		t.Fatal(err)
 	}

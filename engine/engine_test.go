@@ -24,6 +24,7 @@ import (
 type run struct {
 	tokens []int
 	attn   [][][]float32
+	steps  []*Step // every step, cloned
 	result *Result
 }
 
@@ -40,6 +41,7 @@ func generate(t *testing.T, m *Model, req GenerateRequest) run {
 			rows[h] = slices.Clone(row)
 		}
 		r.attn = append(r.attn, rows)
+		r.steps = append(r.steps, s.Clone())
 		return nil
 	})
 	if err != nil {

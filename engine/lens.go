@@ -8,6 +8,9 @@ package engine
 
 import "math"
 
+// logFloor is ln 1e-12, the floor on p in the entropy (as the sampler's).
+var logFloor = math.Log(1e-12)
+
 // newLensLayers makes a step's lens entries, each with room for LensTop
 // candidates, so that later steps refill them without allocating.
 func newLensLayers(layers int) []LensLayer {
@@ -31,15 +34,17 @@ func describeLens(out []LensLayer, lens []float32, vocab int) {
 // describeLogits returns the entropy of softmax(logits) and its most likely
 // tokens, appended to top (up to cap(top) of them, most likely first, ties
 // by lower id). Two passes over the logits: the normaliser, then each
-// probability once.
+// probability once. ln max(p, 1e-12) is taken as max(ln p, ln 1e-12) from
+// the log-probability itself, which saves a logarithm per token.
 func describeLogits(logits []float32, top []Candidate) (entropy float64, _ []Candidate) {
 	d := newDistribution(logits)
 	for i := range logits {
-		p := math.Exp(d.logprob(i))
+		logp := d.logprob(i)
+		p := math.Exp(logp)
 		if p == 0 {
 			continue
 		}
-		entropy -= p * math.Log(max(p, 1e-12))
+		entropy -= p * max(logp, logFloor)
 		if len(top) < cap(top) || p > top[len(top)-1].Prob {
 			top = insertTop(top, Candidate{TokenID: i, Prob: p})
 		}

@@ -277,6 +277,10 @@ func (m *Model) kvPositions() (total, free int) {
 	return int(st.blocks) * C.NGPT_KV_BLOCK, int(st.free_blocks) * C.NGPT_KV_BLOCK
 }
 
+// graphsBuilt is how many step graphs the C side has built: a step of a
+// shape it has kept builds none.
+func (m *Model) graphsBuilt() uint64 { return uint64(C.ngpt_graphs_built(m.c)) }
+
 // stepItem is one sequence's share of a step, with Go-owned outputs (see
 // ngpt_item in csrc/nielsgpt.h for their shapes). Nil asks for nothing.
 type stepItem struct {

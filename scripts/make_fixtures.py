@@ -12,6 +12,12 @@ Outputs (committed; rerunning reproduces them byte for byte on the same PyTorch)
 - testdata/golden/tiny_a_hop.json, tiny_b_hop.json: 140-step greedy generations under
   window_hop > 1 (docs/API.md), from the stored checkpoints. `--hop-only` writes just
   these, reading the committed models and leaving everything else as it is.
+- testdata/golden/tiny_a_deep.json, tiny_b_deep.json: the deeper traces, from the stored
+  checkpoints: every layer's attention row at each greedy step, the logit lens
+  (softmax(LN_f(h_l) · tok_embᵀ) after every block l) for the first steps, a greedy run
+  with heads ablated (their attention output zeroed before proj, at every position),
+  and a text scored in one pass with those heads ablated. `--deep-only` writes just
+  these.
 
 The goldens are computed in float64 from the float32 weights as saved, so they are the
 exact maths of the stored model, not one float32 implementation's rounding; an engine
@@ -55,6 +61,10 @@ GREEDY_PROMPT = "user: hello\nassistant: "
 GREEDY_STEPS = 80
 # window_hop goldens: long enough that tiny_a (T=64) runs 100 steps past its window.
 HOP_STEPS = 140
+# deep goldens: the lens for the first LENS_STEPS steps (a V-wide distribution per
+# layer is large); ablation sets tried in order until one changes the greedy tokens.
+LENS_STEPS = 12
+ABLATIONS = [[(0, 0)], [(0, 1)], [(1, 0)], [(0, 0), (1, 1)], [(1, 1)], [(0, 1), (1, 0)]]
 MIN_GAP = 1e-2          # smallest allowed top-1 minus top-2 logit at a greedy step
 MIN_DISTINCT = 20       # a generation stuck on a few tokens would test little
 MAX_SEED_TRIES = 200
@@ -119,8 +129,10 @@ def optimizer_state_for(model, seed):
 # Independent NumPy float64 reference (docs/ARCHITECTURE.md, The model, step by step)
 # ---------------------------------------------------------------------------------------
 
-def numpy_forward(state, cfg, ids):
-    """Returns (logits [t, V], attn [L][H][t, t]) for ids, positions 0..t-1."""
+def numpy_forward(state, cfg, ids, ablate=(), lens=None):
+    """Returns (logits [t, V], attn [L][H][t, t]) for ids, positions 0..t-1. Heads
+    (layer, head) in ablate contribute zeros before proj; lens, a list, gets each
+    layer's LN_f(h_l) · tok_embᵀ [t, V]."""
     W = {k: v.detach().numpy().astype(np.float64) for k, v in state.items()}
     C, H, L = cfg["C"], cfg["H"], cfg["L"]
     D = C // H
@@ -161,12 +173,14 @@ def numpy_forward(state, cfg, ids):
                 row = np.exp(scores[i, :i + 1] - scores[i, :i + 1].max())
                 probs[i, :i + 1] = row / row.sum()
             probs_l.append(probs)
-            heads.append(probs @ v[:, cols])
+            heads.append(np.zeros((t, D)) if (l, hd) in ablate else probs @ v[:, cols])
         all_attn.append(probs_l)
         h = h + np.concatenate(heads, axis=1) @ W[p + "attn.proj.weight"].T
         x = layer_norm(h, W[p + "ln2.weight"], W[p + "ln2.bias"])
         m = gelu(x @ W[p + "mlp.fc1.weight"].T + W[p + "mlp.fc1.bias"])
         h = h + m @ W[p + "mlp.fc2.weight"].T + W[p + "mlp.fc2.bias"]
+        if lens is not None:
+            lens.append(layer_norm(h, W["ln_f.weight"], W["ln_f.bias"]) @ W["tok_emb.weight"].T)
     h = layer_norm(h, W["ln_f.weight"], W["ln_f.bias"])
     return h @ W["tok_emb.weight"].T, all_attn
 
@@ -212,6 +226,143 @@ def greedy_reference(model64, model32, prompt, steps, trace_layer, hop=1):
         attn_rows.append(attn[trace_layer][:, -1, :])                # [H, t]
         ids.append(token)
     return tokens, step_logits, attn_rows, min_gap
+
+
+def ablate_heads(model, heads):
+    """Zero the attention output of each (layer, head) in heads before proj, at every
+    position: a pre-hook on proj, so the model's own forward does the rest. Returns the
+    hook handles (remove them to undo)."""
+    D = model.cfg["C"] // model.cfg["H"]
+    handles = []
+    for layer in sorted({l for l, _ in heads}):
+        cols = [h for l, h in heads if l == layer]
+
+        def zero(_module, args, cols=cols):
+            x = args[0].clone()
+            for h in cols:
+                x[..., h * D:(h + 1) * D] = 0
+            return (x,)
+        handles.append(model.blocks[layer].attn.proj.register_forward_pre_hook(zero))
+    return handles
+
+
+@torch.no_grad()
+def lens_probs(model64, ids):
+    """softmax(LN_f(h_l) · tok_embᵀ) at the last position after every block l: [L, V]."""
+    seen = []
+    handles = [b.register_forward_hook(lambda _m, _a, out: seen.append(out[0][0, -1]))
+               for b in model64.blocks]
+    try:
+        model64(torch.tensor([ids]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    logits = torch.stack([model64.lm_head(model64.ln_f(h)) for h in seen])
+    return torch.softmax(logits, dim=-1).numpy()
+
+
+@torch.no_grad()
+def deep_greedy(model64, prompt, steps):
+    """The reference greedy loop (hop 1) keeping every layer's newest attention row
+    [L][H][t] per step, and the lens for the first LENS_STEPS steps."""
+    T = model64.cfg["T"]
+    ids = list(prompt)
+    tokens, rows, lens = [], [], []
+    for i in range(steps):
+        window = ids[-T:]
+        logits, attn = run_window(model64, window)
+        rows.append([a[:, -1, :] for a in attn])
+        if i < LENS_STEPS:
+            lens.append(lens_probs(model64, window))
+            final = torch.softmax(torch.tensor(logits[-1]), dim=-1).numpy()
+            if np.abs(lens[-1][-1] - final).max() > 1e-12:
+                raise AssertionError("the last layer's lens is not the model's distribution")
+        tokens.append(int(np.argmax(logits[-1])))
+        ids.append(tokens[-1])
+    return tokens, rows, lens
+
+
+@torch.no_grad()
+def score_window(model64, ids):
+    """Per position i >= 1 of the window: log p(ids[i]) and the entropy of the
+    distribution after ids[:i], temperature 1."""
+    logp = torch.log_softmax(model64(torch.tensor([ids]))[0], dim=-1).numpy()
+    logprobs = [float(logp[i - 1][ids[i]]) for i in range(1, len(ids))]
+    entropy = [float(-(np.exp(lp) * np.maximum(lp, math.log(1e-12))).sum()) for lp in logp[:-1]]
+    return logprobs, entropy
+
+
+def make_deep_golden(fixture):
+    """testdata/golden/{name}_deep.json: every layer's attention rows, the logit lens,
+    an ablated greedy run that differs from the plain one, and one-pass scores with
+    those heads ablated; from the checkpoint as stored."""
+    name, cfg = fixture["name"], fixture["cfg"]
+    model_rel = f"testdata/models/{name}.pt"
+    model32, ckpt = niels_gpt.load_checkpoint(os.path.join(REPO, model_rel), torch.float32)
+    model64, _ = niels_gpt.load_checkpoint(os.path.join(REPO, model_rel), torch.float64)
+    state = ckpt["model_state"]
+    prompt = list(GREEDY_PROMPT.encode("utf-8"))
+    tokens, rows, lens = deep_greedy(model64, prompt, GREEDY_STEPS)
+
+    # The NumPy reference agrees on the lens and on ablation (one window, every head).
+    window = (prompt + tokens)[-cfg["T"]:]
+    ref_lens = []
+    numpy_forward(state, ckpt["model_cfg"], window, lens=ref_lens)
+    ref = np.array([layer[-1] for layer in ref_lens])
+    ref = np.exp(ref - ref.max(-1, keepdims=True))
+    ref /= ref.sum(-1, keepdims=True)
+    err = np.abs(lens_probs(model64, window) - ref).max()
+    if err > 1e-9:
+        raise AssertionError(f"{name}: PyTorch and NumPy lens differ by {err}")
+
+    chosen = None
+    for heads in ABLATIONS:
+        heads = [(l, h) for l, h in heads if l < cfg["L"] and h < cfg["H"]]
+        handles = ablate_heads(model64, heads) + ablate_heads(model32, heads)
+        try:
+            ref_logits, _ = numpy_forward(state, ckpt["model_cfg"], window, ablate=set(heads))
+            err = np.abs(run_window(model64, window)[0] - ref_logits).max()
+            if err > 1e-9:
+                raise AssertionError(f"{name}: PyTorch and NumPy ablation differ by {err}")
+            ablated, _, _, gap = greedy_reference(model64, model32, prompt, GREEDY_STEPS, 0)
+            text = niels_gpt.format_transcript(PREFILL_MESSAGES).encode("utf-8")
+            logprobs, entropy = score_window(model64, list(text[-cfg["T"]:]))
+        finally:
+            for handle in handles:
+                handle.remove()
+        differs = [i for i, (a, b) in enumerate(zip(ablated, tokens)) if a != b]
+        print(f"{name}: ablating {heads}: min gap {gap:.4f}, "
+              f"{len(differs)} of {GREEDY_STEPS} tokens differ")
+        if gap >= MIN_GAP and differs:
+            chosen = {"heads": [list(h) for h in heads], "tokens": ablated,
+                      "min_top2_gap": float(np.float32(gap)), "first_difference": differs[0]}
+            score = {"text": list(text), "offset": len(text) - cfg["T"], "ablate": [list(h) for h in heads],
+                     "logprobs": to_f32(logprobs), "entropy": to_f32(entropy)}
+            break
+    if chosen is None:
+        raise SystemExit(f"{name}: no ablation in ABLATIONS changes the greedy tokens without a near-tie")
+
+    golden = {
+        "model": model_rel,
+        "config": {k: ckpt["model_cfg"][k] for k in ("V", "T", "C", "L", "H", "d_ff", "rope_theta")},
+        "prompt": prompt,
+        "steps": GREEDY_STEPS,
+        "tokens": tokens,
+        "layer_rows": [[to_f32(layer) for layer in step] for step in rows],
+        "lens_steps": LENS_STEPS,
+        "lens": [to_f32(step) for step in lens],
+        "ablated": chosen,
+        "score": score,
+    }
+    path = os.path.join(REPO, "testdata", "golden", f"{name}_deep.json")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(dump_json(golden) + "\n")
+    with open(path, encoding="utf-8") as f:
+        json.load(f)
+    size = os.path.getsize(path)
+    print(f"wrote testdata/golden/{name}_deep.json ({size} bytes)")
+    if size > 3_000_000:
+        raise AssertionError(f"{path} is {size} bytes; keep goldens under 3 MB")
 
 
 def pick_seed(fixture):
@@ -381,10 +532,14 @@ def make_hop_golden(fixture):
 def main():
     torch.set_num_threads(1)  # deterministic reductions, and the CPUs are shared
     hop_only = "--hop-only" in sys.argv[1:]
+    deep_only = "--deep-only" in sys.argv[1:]
     for fixture in FIXTURES:
-        if not hop_only:
+        if not hop_only and not deep_only:
             make_fixture(fixture)
-        make_hop_golden(fixture)
+        if not deep_only:
+            make_hop_golden(fixture)
+        if not hop_only:
+            make_deep_golden(fixture)
 
 
 if __name__ == "__main__":

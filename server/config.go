@@ -28,6 +28,10 @@ type Config struct {
 	MaxBodyBytes   int64
 	MaxNewTokens   int
 	MaxConcurrent  int
+	// MaxAttentionFloats bounds one /inspect/attention answer: layers × H ×
+	// t × t probabilities, which the engine holds and the response carries
+	// (4 bytes each as .npz, about 11 as JSON).
+	MaxAttentionFloats int
 	// WindowHop is window_hop for requests that leave it out (docs/API.md):
 	// how far the window jumps once a conversation outgrows the context.
 	WindowHop       int
@@ -80,8 +84,9 @@ func Settings(c *Config) []settings.Row {
 		}},
 		{Env: "MAX_NEW_TOKENS", Flag: "max-new-tokens", Default: "1024", Usage: "largest max_new_tokens a request may ask for", Apply: settings.Int(&c.MaxNewTokens, 0, 1<<20)},
 		{Env: "MAX_CONCURRENT", Flag: "max-concurrent", Default: "64", Usage: "generations served at once; more get 503 busy", Apply: settings.Int(&c.MaxConcurrent, 1, 1<<16)},
+		{Env: "MAX_ATTENTION_FLOATS", Flag: "max-attention-floats", Default: "4194304", Usage: "most attention probabilities (layers × heads × t × t) one /inspect/attention answer may hold; larger requests get 422", Apply: settings.Int(&c.MaxAttentionFloats, 1, 1<<30)},
 		{Env: "WINDOW_HOP", Flag: "window-hop", Default: "1", Usage: "how many tokens the window jumps once a conversation outgrows the context (1: every token, as the original; larger is faster and keeps T-hop+1..T tokens); the default for window_hop, at most T-1", Apply: settings.Int(&c.WindowHop, 1, 1<<20)},
-		{Env: "STREAM_PACE_MS", Flag: "stream-pace-ms", Default: "0", Usage: "least milliseconds between two steps of one /chat/stream stream, and before done (0: none); set 30-50 for front ends that draw once per animation frame", Apply: func(v string) error {
+		{Env: "STREAM_PACE_MS", Flag: "stream-pace-ms", Default: "0", Usage: "least milliseconds between two steps of one /chat/stream stream, and before done (0: none); 50 for front ends that draw once per animation frame", Apply: func(v string) error {
 			ms, err := settings.ParseInt(v, 0, int(maxStreamPace/time.Millisecond))
 			c.StreamPace = time.Duration(ms) * time.Millisecond
 			return err

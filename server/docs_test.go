@@ -128,6 +128,9 @@ func checkOpenAPIRoutes(t *testing.T, doc *openapi3.T) {
 		{http.MethodGet, "/readyz", "application/json"},
 		{http.MethodPost, "/chat/stream", "text/event-stream"},
 		{http.MethodPost, "/inspect/full_attn", "application/json"},
+		{http.MethodPost, "/inspect/attention", "application/json"},
+		{http.MethodPost, "/inspect/attention", "application/zip"},
+		{http.MethodPost, "/inspect/score", "application/json"},
 		{http.MethodGet, "/metrics", "text/plain"},
 		{http.MethodGet, "/openapi.json", "application/json"},
 		{http.MethodGet, "/docs", "text/html"},
@@ -135,8 +138,8 @@ func checkOpenAPIRoutes(t *testing.T, doc *openapi3.T) {
 		{http.MethodPost, "/v1/chat/completions", "text/event-stream"},
 		{http.MethodPost, "/v1/completions", "application/json"},
 	}
-	if got := len(doc.Paths.Map()); got != len(routes) {
-		t.Errorf("document has %d paths, want %d", got, len(routes))
+	if got := len(doc.Paths.Map()); got != 13 {
+		t.Errorf("document has %d paths, want 13", got)
 	}
 	for _, route := range routes {
 		item := doc.Paths.Value(route.path)
@@ -156,10 +159,10 @@ func checkOpenAPIRoutes(t *testing.T, doc *openapi3.T) {
 	}
 }
 
-// Both POST endpoints answer the same errors, with Retry-After where a
-// retry helps.
+// The POST endpoints of the original's dialect answer the same errors, with
+// Retry-After where a retry helps.
 func checkOpenAPIErrors(t *testing.T, doc *openapi3.T) {
-	for _, path := range []string{"/chat/stream", "/inspect/full_attn"} {
+	for _, path := range []string{"/chat/stream", "/inspect/full_attn", "/inspect/attention", "/inspect/score"} {
 		op := doc.Paths.Value(path).Post
 		if op.RequestBody == nil || !op.RequestBody.Value.Required {
 			t.Errorf("POST %s: request body not required", path)
@@ -229,7 +232,44 @@ func checkOpenAPIRequests(t *testing.T, doc *openapi3.T) {
 	wantInteger(t, doc, "InspectRequest", "max_new_tokens", num(0), num(0), num(1024))
 	wantInteger(t, doc, "InspectRequest", "window_hop", nil, num(1), nil)
 
-	for _, request := range []string{"ChatRequest", "InspectRequest"} {
+	// The extensions.
+	for _, f := range []struct{ request, field, schema string }{
+		{"ChatRequest", "trace_layers", "LayerList"}, {"ChatRequest", "ablate", "Ablate"},
+		{"InspectRequest", "ablate", "Ablate"}, {"AttentionRequest", "ablate", "Ablate"}, {"ScoreRequest", "ablate", "Ablate"},
+	} {
+		if p := schemaNamed(t, doc, f.request).Properties[f.field]; p == nil || !strings.HasSuffix(p.Ref+refOfAllOf(p.Value), "/"+f.schema) {
+			t.Errorf("%s.%s is not a %s", f.request, f.field, f.schema)
+		}
+	}
+	if lens := property(t, doc, "ChatRequest", "logit_lens"); !lens.Type.Is("boolean") || lens.Default != false {
+		t.Errorf("ChatRequest.logit_lens: want a boolean, default false")
+	}
+	layerList := schemaNamed(t, doc, "LayerList")
+	for value, ok := range map[string]bool{`"all"`: true, `[0, 3]`: true, `"some"`: false, `[-1]`: false, `3`: false} {
+		var v any
+		_ = json.Unmarshal([]byte(value), &v)
+		if err := layerList.VisitJSON(v); (err == nil) != ok {
+			t.Errorf("LayerList accepts %s: %v, want %v", value, err == nil, ok)
+		}
+	}
+	wantRequired(t, doc, "HeadRef", "layer", "head")
+	wantRequired(t, doc, "AttentionRequest", "messages")
+	wantInteger(t, doc, "AttentionRequest", "max_new_tokens", num(0), num(0), num(1024))
+	wantInteger(t, doc, "AttentionRequest", "seed", num(42), nil, nil)
+	if d := property(t, doc, "AttentionRequest", "layers").Default; d != "all" {
+		t.Errorf("AttentionRequest.layers default %v, want \"all\"", d)
+	}
+	wantRequired(t, doc, "ScoreRequest")
+	wantInteger(t, doc, "ScoreRequest", "top_k", num(5), num(0), num(20))
+	for _, field := range []string{"text", "messages", "ablate"} {
+		property(t, doc, "ScoreRequest", field)
+	}
+	format := doc.Paths.Value("/inspect/attention").Post.Parameters.GetByInAndName("query", "format")
+	if format == nil || !reflect.DeepEqual(format.Schema.Value.Enum, []any{"json", "npz"}) {
+		t.Errorf("/inspect/attention: the format query parameter is not documented as json or npz")
+	}
+
+	for _, request := range []string{"ChatRequest", "InspectRequest", "AttentionRequest"} {
 		messages := property(t, doc, request, "messages")
 		if !messages.Type.Is("array") || messages.MinItems != 1 {
 			t.Errorf("%s.messages: want an array of at least 1", request)
@@ -240,6 +280,15 @@ func checkOpenAPIRequests(t *testing.T, doc *openapi3.T) {
 	if !reflect.DeepEqual(roles, []any{"system", "user", "assistant"}) {
 		t.Errorf("Message.role enum %v", roles)
 	}
+}
+
+// refOfAllOf is the $ref a property wraps in allOf (to carry its own
+// description beside the reference), or "".
+func refOfAllOf(s *openapi3.Schema) string {
+	if s == nil || len(s.AllOf) != 1 {
+		return ""
+	}
+	return s.AllOf[0].Ref
 }
 
 // Response bodies and event payloads.
@@ -255,6 +304,17 @@ func checkOpenAPIResponses(t *testing.T, doc *openapi3.T) {
 	wantRequired(t, doc, "TopKEntry", "token_id", "token_text", "token_display", "prob")
 	wantRequired(t, doc, "DoneEvent", "reply")
 	wantRequired(t, doc, "FullAttention", "layer", "head", "token_ids", "tokens", "tokens_display", "attn")
+	wantRequired(t, doc, "Attention", "layers", "token_ids", "tokens", "tokens_display", "attn")
+	wantRequired(t, doc, "Scores", "offset", "token_ids", "tokens", "tokens_display", "scores", "mean_logprob", "bits_per_byte")
+	wantRequired(t, doc, "PositionScore", "logprob", "entropy", "rank", "topk")
+	wantRequired(t, doc, "LayerAttention", "layer", "attn")
+	wantRequired(t, doc, "LensLayer", "layer", "entropy", "topk")
+	if topk := property(t, doc, "LensLayer", "topk"); topk.MaxItems == nil || *topk.MaxItems != 5 {
+		t.Errorf("LensLayer.topk maxItems %v, want 5", topk.MaxItems)
+	}
+	for _, optional := range []string{"layers", "lens"} {
+		property(t, doc, "TraceEvent", optional)
+	}
 	wantRequired(t, doc, "ErrorBody", "error", "code")
 	wantRequired(t, doc, "ValidationError", "detail")
 	if topk := property(t, doc, "TraceEvent", "topk"); topk.MaxItems == nil || *topk.MaxItems != 10 {

@@ -130,8 +130,32 @@ func appendTraceEvent(b []byte, step *engine.Step) []byte {
 	b = strconv.AppendInt(b, int64(step.Index), 10)
 	b = append(b, `,"entropy":`...)
 	b = appendFloat(b, step.Entropy)
-	b = append(b, `,"topk":[`...)
-	for i, cand := range step.Candidates {
+	b = append(b, `,"topk":`...)
+	b = appendCandidates(b, step.Candidates)
+	b = append(b, `,"attn":`...)
+	if step.Attn == nil {
+		b = append(b, "[]"...)
+	} else {
+		b = appendMatrix(b, step.Attn)
+	}
+	// Present only when the request asked for them; an empty trace_layers
+	// asks for nothing.
+	if len(step.Layers) > 0 {
+		b = append(b, `,"layers":`...)
+		b = appendLayers(b, step.Layers)
+	}
+	if step.Lens != nil {
+		b = append(b, `,"lens":`...)
+		b = appendLens(b, step.Lens)
+	}
+	return append(b, "}\n\n"...)
+}
+
+// appendCandidates writes a list of {"token_id", "token_text",
+// "token_display", "prob"}.
+func appendCandidates(b []byte, cands []engine.Candidate) []byte {
+	b = append(b, '[')
+	for i, cand := range cands {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -141,13 +165,41 @@ func appendTraceEvent(b []byte, step *engine.Step) []byte {
 		b = appendFloat(b, cand.Prob)
 		b = append(b, '}')
 	}
-	b = append(b, `],"attn":`...)
-	if step.Attn == nil {
-		b = append(b, "[]"...)
-	} else {
-		b = appendMatrix(b, step.Attn)
+	return append(b, ']')
+}
+
+// appendLayers writes [{"layer": l, "attn": [[t floats] × H]}, ...].
+func appendLayers(b []byte, layers []engine.LayerAttn) []byte {
+	b = append(b, '[')
+	for i, l := range layers {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"layer":`...)
+		b = strconv.AppendInt(b, int64(l.Layer), 10)
+		b = append(b, `,"attn":`...)
+		b = appendMatrix(b, l.Attn)
+		b = append(b, '}')
 	}
-	return append(b, "}\n\n"...)
+	return append(b, ']')
+}
+
+// appendLens writes [{"layer": l, "entropy": e, "topk": [...]}, ...].
+func appendLens(b []byte, lens []engine.LensLayer) []byte {
+	b = append(b, '[')
+	for i, l := range lens {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"layer":`...)
+		b = strconv.AppendInt(b, int64(l.Layer), 10)
+		b = append(b, `,"entropy":`...)
+		b = appendFloat(b, l.Entropy)
+		b = append(b, `,"topk":`...)
+		b = appendCandidates(b, l.Candidates)
+		b = append(b, '}')
+	}
+	return append(b, ']')
 }
 
 // appendJSONEvent writes an SSE event whose data is v in compact JSON; for
@@ -173,28 +225,9 @@ func appendFullAttn(b []byte, layer, head int, full *engine.FullAttn) []byte {
 	b = strconv.AppendInt(b, int64(layer), 10)
 	b = append(b, `,"head":`...)
 	b = strconv.AppendInt(b, int64(head), 10)
-	b = append(b, `,"token_ids":[`...)
-	for i, id := range full.TokenIDs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, int64(id), 10)
-	}
-	b = append(b, `],"tokens":[`...)
-	for i, id := range full.TokenIDs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendString(b, engine.TokenText(id))
-	}
-	b = append(b, `],"tokens_display":[`...)
-	for i, id := range full.TokenIDs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendString(b, engine.TokenDisplay(id))
-	}
-	b = append(b, `],"attn":`...)
+	b = append(b, ',')
+	b = appendTokenLists(b, full.TokenIDs)
+	b = append(b, `,"attn":`...)
 	b = appendMatrix(b, full.Attn[0][head])
 	return append(b, '}')
 }

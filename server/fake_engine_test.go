@@ -26,6 +26,9 @@ type fakeEngine struct {
 	delay  time.Duration // before each step
 	failAt int           // step index at which Generate fails; -1 for never
 	refuse error         // when set, what Generate and FullAttention return before any step
+	// splitPrompt makes FullAttention read each prompt byte as two tokens,
+	// as a tokenizer that makes more tokens than bytes would.
+	splitPrompt bool
 
 	steps   atomic.Int64 // steps run, over all requests
 	running atomic.Int64 // Generate/FullAttention calls in progress
@@ -33,9 +36,10 @@ type fakeEngine struct {
 	closed             atomic.Int32
 	closedWhileRunning atomic.Bool
 
-	mu       sync.Mutex
-	lastGen  engine.GenerateRequest
-	lastFull engine.FullAttnRequest
+	mu        sync.Mutex
+	lastGen   engine.GenerateRequest
+	lastFull  engine.FullAttnRequest
+	lastScore engine.ScoreRequest
 	// stepped receives each step index as it is produced (when non-nil).
 	stepped chan int
 }
@@ -50,6 +54,12 @@ func (f *fakeEngine) lastGenerate() engine.GenerateRequest {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.lastGen
+}
+
+func (f *fakeEngine) lastScoreRequest() engine.ScoreRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastScore
 }
 
 func (f *fakeEngine) lastFullAttn() engine.FullAttnRequest {
@@ -100,7 +110,10 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.GenerateRequest, o
 		}
 		tok := f.reply[i]
 		window := min(len(req.Prompt)+i, f.cfg.Context) // the newest query sees the prompt and the tokens so far
-		attn := make([][]float32, f.cfg.Heads)
+		var attn [][]float32                            // as the engine: none without a traced layer
+		if req.TraceLayer >= 0 {
+			attn = make([][]float32, f.cfg.Heads)
+		}
 		for h := range attn {
 			attn[h] = make([]float32, window)
 			for j := range attn[h] {
@@ -110,9 +123,11 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.GenerateRequest, o
 		step := &engine.Step{
 			Index:      i,
 			TokenID:    int(tok),
-			Entropy:    0.5623351446188083,
+			Entropy:    fakeEntropy(req.Ablate),
 			Candidates: []engine.Candidate{{TokenID: int(tok), Prob: 0.75}, {TokenID: 0xff, Prob: 0.25}},
 			Attn:       attn,
+			Layers:     f.layers(req.TraceLayers, window),
+			Lens:       f.lens(req.LogitLens, tok),
 		}
 		if req.Logprobs {
 			step.Logprob = math.Log(0.75)
@@ -128,6 +143,48 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.GenerateRequest, o
 		}
 	}
 	return f.result(req, generated, "max_new_tokens"), nil
+}
+
+// fakeEntropy is the fake's step entropy: each ablated head raises it by
+// 0.125, so a test sees that ablation reached the engine and changed what
+// it computes.
+func fakeEntropy(ablate []engine.Head) float64 {
+	return 0.5623351446188083 + 0.125*float64(len(ablate))
+}
+
+// layers is the fake's attention for each traced layer: head h of layer l
+// puts all its weight on position (l+h) mod window, so every layer and head
+// is told apart.
+func (f *fakeEngine) layers(trace []int, window int) []engine.LayerAttn {
+	if trace == nil {
+		return nil
+	}
+	out := make([]engine.LayerAttn, len(trace))
+	for i, l := range trace {
+		out[i] = engine.LayerAttn{Layer: l, Attn: make([][]float32, f.cfg.Heads)}
+		for h := range out[i].Attn {
+			row := make([]float32, window)
+			if window > 0 {
+				row[(l+h)%window] = 1
+			}
+			out[i].Attn[h] = row
+		}
+	}
+	return out
+}
+
+// lens is the fake's logit lens: layer l's entropy is l/8 and its top two
+// candidates are the step's token shifted by l (probability 0.5) and 0xff.
+func (f *fakeEngine) lens(on bool, tok byte) []engine.LensLayer {
+	if !on {
+		return nil
+	}
+	out := make([]engine.LensLayer, f.cfg.Layers)
+	for l := range out {
+		out[l] = engine.LensLayer{Layer: l, Entropy: float64(l) / 8,
+			Candidates: []engine.Candidate{{TokenID: (int(tok) + l) % 256, Prob: 0.5}, {TokenID: 0xff, Prob: 0.125}}}
+	}
+	return out
 }
 
 // fakeCut applies the stop sequences the real engine would: the request's,
@@ -158,15 +215,22 @@ func (f *fakeEngine) result(req engine.GenerateRequest, generated []byte, stoppe
 }
 
 // Score gives every position after the first a log-probability of
-// log(1/(i+1)) and rank i, so tests can tell positions apart.
+// log(1/(i+1)) and rank i, so tests can tell positions apart; each ablated
+// head lowers every log-probability by 0.125.
 func (f *fakeEngine) Score(ctx context.Context, req engine.ScoreRequest) (*engine.Scores, error) {
+	f.mu.Lock()
+	f.lastScore = req
+	f.mu.Unlock()
+	if f.refuse != nil {
+		return nil, f.refuse
+	}
 	offset := max(0, len(req.Tokens)-f.cfg.Context)
 	window := req.Tokens[offset:]
 	sc := &engine.Scores{Offset: offset, TokenIDs: make([]int, len(window)), Positions: make([]engine.PositionScore, len(window))}
 	for i, b := range window {
 		sc.TokenIDs[i] = int(b)
 		if i > 0 {
-			lp := math.Log(1 / float64(i+1))
+			lp := math.Log(1/float64(i+1)) - 0.125*float64(len(req.Ablate))
 			sc.Positions[i] = engine.PositionScore{Logprob: lp, Entropy: 1, Rank: i,
 				Top: []engine.TokenLogprob{{TokenID: int(b), Logprob: lp}}[:min(req.TopN, 1)]}
 		}
@@ -184,6 +248,9 @@ func (f *fakeEngine) FullAttention(ctx context.Context, req engine.FullAttnReque
 		return nil, f.refuse
 	}
 	tokens := append([]byte{}, req.Prompt...)
+	if f.splitPrompt {
+		tokens = append(tokens, req.Prompt...)
+	}
 	for i := 0; i < req.MaxNewTokens && i < len(f.reply); i++ {
 		if err := f.wait(ctx); err != nil {
 			return nil, err

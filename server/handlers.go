@@ -60,20 +60,7 @@ func (s *Server) fullAttn(c *gin.Context) {
 
 	full, err := eng.FullAttention(c.Request.Context(), req.FullAttnRequest)
 	if err != nil {
-		if errors.Is(err, engine.ErrKVFull) {
-			s.rejectBusy(c)
-			return
-		}
-		if s.baseCtx.Err() != nil {
-			// SHUTDOWN_TIMEOUT cut the work short; the client is still there.
-			writeError(c, s, http.StatusServiceUnavailable, "shutting_down", "Server is shutting down")
-			return
-		}
-		if c.Request.Context().Err() != nil {
-			return // the client is gone: nobody to answer
-		}
-		s.log.Error("full attention failed", "error", err)
-		writeError(c, s, http.StatusInternalServerError, "engine_error", "Attention inspection failed")
+		s.engineFailed(c, err, "Attention inspection failed")
 		return
 	}
 	// Generated tokens are not counted here: the engine may stop before
@@ -85,21 +72,61 @@ func (s *Server) fullAttn(c *gin.Context) {
 	c.Data(http.StatusOK, "application/json; charset=utf-8", out)
 }
 
-// admit is what both POST endpoints do before the engine: read and validate
-// the body, check the transcript's size, and take a generation slot. When ok
-// is false the answer has been written; otherwise release frees the slot.
+func (s *Server) score(c *gin.Context) {
+	req, eng, release, ok := admit(s, c, parseScoreRequest, func(r engine.ScoreRequest) []byte { return r.Tokens })
+	if !ok {
+		return
+	}
+	defer release()
+	scores, err := eng.Score(c.Request.Context(), req)
+	if err != nil {
+		s.engineFailed(c, err, "Scoring failed")
+		return
+	}
+	// Per position: the fields, up to 20 candidates of about 80 bytes.
+	out := appendScores(make([]byte, 0, 256+len(scores.Positions)*(120+req.TopN*80)), scores)
+	_ = http.NewResponseController(c.Writer).SetWriteDeadline(s.writeDeadline())
+	c.Data(http.StatusOK, "application/json; charset=utf-8", out)
+}
+
+// engineFailed answers an engine call that failed before anything was
+// written: 503 busy when the KV pool had no room, 503 shutting_down when
+// SHUTDOWN_TIMEOUT cut the work short, nothing when the client is gone, and
+// otherwise a 500 with message (the cause goes to the log, not the client).
+func (s *Server) engineFailed(c *gin.Context, err error, message string) {
+	switch {
+	case errors.Is(err, engine.ErrKVFull):
+		s.rejectBusy(c)
+	case s.baseCtx.Err() != nil:
+		writeError(c, s, http.StatusServiceUnavailable, "shutting_down", "Server is shutting down")
+	case c.Request.Context().Err() != nil:
+		// the client is gone: nobody to answer
+	default:
+		s.log.Error("engine call failed", "route", c.FullPath(), "error", err)
+		writeError(c, s, http.StatusInternalServerError, "engine_error", message)
+	}
+}
+
+// admit is what every POST endpoint does before the engine: read and
+// validate the body (naming the fields it ignored in the request's log
+// line), check the transcript's size, and take a generation slot. When ok is
+// false the answer has been written; otherwise release frees the slot.
 func admit[R any](s *Server, c *gin.Context,
-	parse func([]byte, limits) (R, error), prompt func(R) []byte,
+	parse func([]byte, limits) (R, []string, error), prompt func(R) []byte,
 ) (req R, eng Engine, release func(), ok bool) {
 	eng = s.currentEngine()
 	body, ok := s.readBody(c)
 	if !ok {
 		return req, nil, nil, false
 	}
-	req, err := parse(body, limits{model: eng.Config(), maxNewTokens: s.cfg.MaxNewTokens, windowHop: s.cfg.WindowHop})
+	req, ignored, err := parse(body, limits{model: eng.Config(), maxNewTokens: s.cfg.MaxNewTokens, windowHop: s.cfg.WindowHop,
+		maxAttentionFloats: s.cfg.MaxAttentionFloats})
 	if err != nil {
 		s.writeValidation(c, err)
 		return req, nil, nil, false
+	}
+	if len(ignored) > 0 {
+		c.Set(ctxIgnoredFields, ignored)
 	}
 	if !s.checkPromptSize(c, len(prompt(req))) {
 		return req, nil, nil, false

@@ -1,9 +1,9 @@
 package server
 
 // Middleware, in the order a request meets it: panic recovery, the access
-// log (which also settles the client's address), CORS; then, for the two
-// generation endpoints only, "is the model loaded?" and the per-client rate
-// limit, both before any of the request body is read.
+// log (which also settles the client's address), CORS; then, for the POST
+// endpoints that run the model only, the API key, "is the model loaded?" and
+// the per-client rate limit, all before any of the request body is read.
 
 import (
 	"fmt"
@@ -189,8 +189,8 @@ func (s *Server) requireModel(c *gin.Context) {
 	c.Next()
 }
 
-// rateLimit draws one token from the client's bucket. Both generation
-// endpoints share it, since both run the model.
+// rateLimit draws one token from the client's bucket. Every POST endpoint
+// shares it, since every one runs the model.
 func (s *Server) rateLimit(c *gin.Context) {
 	if !s.limiter.allow(c.Request.Context(), rateKey(clientIP(c))) {
 		// An empty bucket has one token again within 60/perMin seconds.

@@ -10,7 +10,6 @@ package server
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"net/http"
 	"time"
 
@@ -46,15 +45,12 @@ func (s *Server) completions(c *gin.Context) {
 	s.serveOpenAI(c, parseCompletion)
 }
 
-func (s *Server) serveOpenAI(c *gin.Context, parse func([]byte, limits) (oaiRequest, error)) {
+func (s *Server) serveOpenAI(c *gin.Context, parse func([]byte, limits) (oaiRequest, []string, error)) {
 	req, eng, release, ok := admit(s, c, parse, oaiRequest.prompt)
 	if !ok {
 		return
 	}
 	defer release()
-	if len(req.ignored) > 0 {
-		c.Set(ctxIgnoredFields, req.ignored)
-	}
 	call := &oaiCall{s: s, c: c, eng: eng, req: req, id: newCompletionID(req.chat), created: time.Now().Unix()}
 	if req.stream {
 		call.stream()
@@ -79,7 +75,7 @@ func (o *oaiCall) promptScores() (*engine.Scores, error) {
 	if o.req.chat || !o.req.echo || !o.req.logprobs {
 		return nil, nil
 	}
-	return o.eng.Score(o.c.Request.Context(), engine.ScoreRequest{Tokens: o.req.gen.Prompt, TopN: o.req.topLogprobs})
+	return o.eng.Score(o.c.Request.Context(), engine.ScoreRequest{Tokens: o.req.gen.Prompt, TopN: o.req.topLogprobs, Ablate: o.req.gen.Ablate})
 }
 
 // once answers with one JSON body after the whole generation.
@@ -90,8 +86,14 @@ func (o *oaiCall) once() {
 		return
 	}
 	var steps []*engine.Step
+	var exts []oaiStep
 	result, err := o.eng.Generate(o.c.Request.Context(), o.req.gen, func(step *engine.Step) error {
 		steps = append(steps, step.Clone()) // the engine reuses its Step values
+		if o.req.traced {
+			// Encoded now, while the step's attention and lens are still this
+			// step's: the engine reuses those slices too.
+			exts = append(exts, stepExtension(step))
+		}
 		return nil
 	})
 	if err != nil {
@@ -102,29 +104,24 @@ func (o *oaiCall) once() {
 	o.s.metrics.AddGeneratedTokens(len(steps))
 	o.c.Set(ctxTokens, len(steps))
 	kept := steps[:min(len(steps), len(result.Generated))] // tokens of a stop sequence are not returned
+	var ext any
+	if o.req.traced {
+		ext = map[string]any{"steps": exts[:len(kept)]}
+	}
 	var body any
 	if o.req.chat {
-		body = o.chatBody(result, kept)
+		body = o.chatBody(result, kept, ext)
 	} else {
-		body = o.completionBody(result, kept, scores)
+		body = o.completionBody(result, kept, scores, ext)
 	}
 	_ = http.NewResponseController(o.c.Writer).SetWriteDeadline(o.s.writeDeadline())
 	o.c.JSON(http.StatusOK, body)
 }
 
-// fail answers an engine failure before anything was written.
+// fail answers an engine failure before anything was written, in OpenAI's
+// error shape (writeError picks it on /v1).
 func (o *oaiCall) fail(err error) {
-	switch {
-	case errors.Is(err, engine.ErrKVFull):
-		o.s.rejectBusy(o.c) // as on /chat/stream (docs/API.md §10.4)
-	case o.s.baseCtx.Err() != nil:
-		writeError(o.c, o.s, http.StatusServiceUnavailable, "shutting_down", "Server is shutting down")
-	case o.c.Request.Context().Err() != nil:
-		// the client is gone: nobody to answer
-	default:
-		o.s.log.Error("completion failed", "error", err)
-		writeError(o.c, o.s, http.StatusInternalServerError, "engine_error", "Generation failed")
-	}
+	o.s.engineFailed(o.c, err, "Generation failed")
 }
 
 func (o *oaiCall) usage() oaiUsage {

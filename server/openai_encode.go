@@ -42,10 +42,13 @@ type oaiMessage struct {
 	Refusal *string `json:"refusal,omitempty"`
 }
 
-// oaiStep is the nielsgpt extension for one generated token.
+// oaiStep is the nielsgpt extension for one generated token: the fields the
+// request asked for, in /chat/stream's trace event shapes.
 type oaiStep struct {
 	Entropy float64         `json:"entropy"`
 	Attn    json.RawMessage `json:"attn,omitempty"`
+	Layers  json.RawMessage `json:"layers,omitempty"`
+	Lens    json.RawMessage `json:"lens,omitempty"`
 }
 
 type oaiChatChoice struct {
@@ -90,21 +93,23 @@ func (o *oaiCall) response(object string, choices ...any) *oaiResponse {
 	return &oaiResponse{ID: o.id, Object: object, Created: o.created, Model: modelID, Choices: choices}
 }
 
-func (o *oaiCall) chatBody(result *engine.Result, steps []*engine.Step) *oaiResponse {
+// chatBody is a whole chat completion; ext is the choice's nielsgpt object
+// (nil to leave it out).
+func (o *oaiCall) chatBody(result *engine.Result, steps []*engine.Step, ext any) *oaiResponse {
 	content := engine.DecodeBytes(result.Generated)
 	reason := finishReason(result)
 	choice := oaiChatChoice{Message: &oaiMessage{Role: "assistant", Content: &content}, FinishReason: &reason}
 	if o.req.logprobs {
 		choice.Logprobs = &oaiChatLogprobs{Content: chatLogprobs(steps)}
 	}
-	choice.Nielsgpt = o.extension(steps)
+	choice.Nielsgpt = ext
 	body := o.response("chat.completion", choice)
 	usage := o.usage()
 	body.Usage = &usage
 	return body
 }
 
-func (o *oaiCall) completionBody(result *engine.Result, steps []*engine.Step, scores *engine.Scores) *oaiResponse {
+func (o *oaiCall) completionBody(result *engine.Result, steps []*engine.Step, scores *engine.Scores, ext any) *oaiResponse {
 	text := engine.DecodeBytes(result.Generated)
 	reason := finishReason(result)
 	choice := oaiTextChoice{Text: text, FinishReason: &reason}
@@ -120,30 +125,25 @@ func (o *oaiCall) completionBody(result *engine.Result, steps []*engine.Step, sc
 		lp.addSteps(steps, offset)
 		choice.Logprobs = lp
 	}
-	choice.Nielsgpt = o.extension(steps)
+	choice.Nielsgpt = ext
 	body := o.response("text_completion", choice)
 	usage := o.usage()
 	body.Usage = &usage
 	return body
 }
 
-// extension is the nielsgpt object of a whole response: one entry per
-// generated token. Nil (left out) unless the request asked for a trace.
-func (o *oaiCall) extension(steps []*engine.Step) any {
-	if o.req.gen.TraceLayer < 0 {
-		return nil
-	}
-	out := make([]oaiStep, len(steps))
-	for i, st := range steps {
-		out[i] = stepExtension(st)
-	}
-	return map[string]any{"steps": out}
-}
-
+// stepExtension is the nielsgpt object of one generated token; a whole
+// response carries {"steps": [...]} of them, one per token it returns.
 func stepExtension(step *engine.Step) oaiStep {
 	ext := oaiStep{Entropy: step.Entropy}
 	if step.Attn != nil {
 		ext.Attn = appendMatrix(nil, step.Attn)
+	}
+	if len(step.Layers) > 0 {
+		ext.Layers = appendLayers(nil, step.Layers)
+	}
+	if step.Lens != nil {
+		ext.Lens = appendLens(nil, step.Lens)
 	}
 	return ext
 }

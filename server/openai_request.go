@@ -14,6 +14,7 @@ import (
 	"strconv"
 
 	"nielsgpt/engine"
+	"nielsgpt/gguf"
 )
 
 // OpenAI's defaults where they differ from the original's.
@@ -32,7 +33,7 @@ var (
 	oaiCompletionFields = []string{"model", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop",
 		"n", "stream", "stream_options", "logprobs", "echo", "nielsgpt"}
 	oaiMessageFields   = []string{"role", "content", "name"}
-	oaiExtensionFields = []string{"trace_layer"}
+	oaiExtensionFields = []string{"trace_layer", "trace_layers", "logit_lens", "ablate"}
 )
 
 // oaiRequest is a validated /v1 request, chat or legacy completion.
@@ -45,18 +46,26 @@ type oaiRequest struct {
 	topLogprobs  int
 	echo         bool     // completions: the prompt comes back first, scored
 	ignored      []string // unknown fields, for the request log
+	// traced: the request carried the nielsgpt extension, so every choice
+	// carries each step's internals.
+	traced bool
 }
 
 // prompt is what MAX_PROMPT_BYTES and the prompt-token count apply to.
 func (r oaiRequest) prompt() []byte { return r.gen.Prompt }
 
-func parseChatCompletion(body []byte, lim limits) (oaiRequest, error) {
+func parseChatCompletion(body []byte, lim limits) (oaiRequest, []string, error) {
+	req, err := parseChatCompletionFields(body, lim)
+	return req, req.ignored, err
+}
+
+func parseChatCompletionFields(body []byte, lim limits) (oaiRequest, error) {
 	fields, req, err := oaiCommon(body, lim, oaiChatFields)
 	if err != nil {
 		return req, err
 	}
 	req.chat = true
-	messages, err := oaiMessages(fields["messages"])
+	messages, err := oaiMessages(fields["messages"], &req.ignored)
 	if err != nil {
 		return req, err
 	}
@@ -85,7 +94,12 @@ func parseChatCompletion(body []byte, lim limits) (oaiRequest, error) {
 	return req, nil
 }
 
-func parseCompletion(body []byte, lim limits) (oaiRequest, error) {
+func parseCompletion(body []byte, lim limits) (oaiRequest, []string, error) {
+	req, err := parseCompletionFields(body, lim)
+	return req, req.ignored, err
+}
+
+func parseCompletionFields(body []byte, lim limits) (oaiRequest, error) {
 	fields, req, err := oaiCommon(body, lim, oaiCompletionFields)
 	if err != nil {
 		return req, err
@@ -151,7 +165,7 @@ func oaiCommon(body []byte, lim limits, known []string) (map[string]json.RawMess
 	if req.includeUsage, err = oaiStreamOptions(fields["stream_options"]); err != nil {
 		return nil, req, err
 	}
-	if req.gen.TraceLayer, err = oaiExtension(fields["nielsgpt"], lim.model.Layers); err != nil {
+	if err = oaiExtension(fields["nielsgpt"], lim.model, &req); err != nil {
 		return nil, req, err
 	}
 	// WINDOW_HOP applies here as on the original endpoints.
@@ -254,23 +268,32 @@ func oaiStops(raw json.RawMessage) ([][]byte, error) {
 	return stops, nil
 }
 
-// oaiExtension reads the nielsgpt object; its trace_layer asks every step
-// for that layer's attention row. -1 when absent.
-func oaiExtension(raw json.RawMessage, layers int) (int, error) {
+// oaiExtension reads the nielsgpt object: any of trace_layer (that layer's
+// attention row), trace_layers, logit_lens and ablate, as on /chat/stream.
+// Its presence asks every choice for each step's internals.
+func oaiExtension(raw json.RawMessage, model gguf.ModelConfig, req *oaiRequest) error {
+	req.gen.TraceLayer = -1
 	if raw == nil || string(raw) == "null" {
-		return -1, nil
+		return nil
 	}
-	fields, err := parseObject(raw, "nielsgpt", oaiExtensionFields)
+	fields, err := parseNested(raw, "nielsgpt", oaiExtensionFields, &req.ignored)
 	if err != nil {
-		return -1, withParam("nielsgpt", err)
+		return withParam("nielsgpt", err)
 	}
-	layer, err := rangeField(fields, "trace_layer", false, -1, 0, int64(layers-1))
-	return int(layer), withParam("nielsgpt.trace_layer", err)
+	req.traced = true
+	if _, ok := fields["trace_layer"]; ok {
+		layer, err := rangeField(fields, "trace_layer", true, 0, 0, int64(model.Layers-1))
+		if err != nil {
+			return withParam("nielsgpt.trace_layer", &validationError{msg: "nielsgpt." + err.Error()})
+		}
+		req.gen.TraceLayer = int(layer)
+	}
+	return parseTraceExtras(fields, "nielsgpt.", model, &req.gen, &req.ignored)
 }
 
 // oaiMessages reads OpenAI's messages: content is a string or a list of
 // text parts; "developer" is OpenAI's newer name for the system role.
-func oaiMessages(raw json.RawMessage) ([]engine.Message, error) {
+func oaiMessages(raw json.RawMessage, ignored *[]string) ([]engine.Message, error) {
 	var items []json.RawMessage
 	if err := json.Unmarshal(raw, &items); err != nil || len(items) == 0 {
 		return nil, &validationError{msg: "messages must be a non-empty list of {role, content} objects", param: "messages"}
@@ -278,7 +301,7 @@ func oaiMessages(raw json.RawMessage) ([]engine.Message, error) {
 	messages := make([]engine.Message, len(items))
 	for i, item := range items {
 		param := "messages[" + strconv.Itoa(i) + "]"
-		fields, _, err := parseObjectLenient(item, param, oaiMessageFields)
+		fields, err := parseNested(item, param, oaiMessageFields, ignored)
 		if err != nil {
 			return nil, withParam(param, err)
 		}

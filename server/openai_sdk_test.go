@@ -156,3 +156,78 @@ func TestSDKErrorsAndKeys(t *testing.T) {
 		t.Fatalf("with the key: %v %+v", err, resp)
 	}
 }
+
+// The nielsgpt extension through the SDK, which passes the unknown request
+// field through and keeps the unknown response field: the logit lens and
+// ablated tokens are the engine's own.
+func TestSDKExtensionMatchesTheEngine(t *testing.T) {
+	m := loadFixtureModel(t)
+	ts := startServer(t, testConfig(), m)
+	client := sdkClient(ts.URL)
+	ctx := context.Background()
+	ablate := []engine.Head{{Layer: 0, Head: 1}}
+	resp, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+		Model: "niels-gpt", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi there")},
+		MaxTokens: openai.Int(8), Temperature: openai.Float(0),
+	}, option.WithJSONSet("nielsgpt", map[string]any{"logit_lens": true, "trace_layers": []int{1}, "ablate": []map[string]int{{"layer": 0, "head": 1}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []*engine.Step
+	direct, err := m.Generate(ctx, engine.GenerateRequest{
+		Prompt: []byte("user: hi there\nassistant: "), MaxNewTokens: 8, TraceLayer: -1, TraceLayers: []int{1}, LogitLens: true, Ablate: ablate,
+	}, func(s *engine.Step) error { steps = append(steps, s.Clone()); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	choice := resp.Choices[0]
+	if choice.Message.Content != engine.DecodeBytes(direct.Generated) {
+		t.Fatalf("SDK content %q, engine %q", choice.Message.Content, direct.Generated)
+	}
+	var ext struct {
+		Steps []struct {
+			Entropy float64 `json:"entropy"`
+			Layers  []struct {
+				Layer int         `json:"layer"`
+				Attn  [][]float64 `json:"attn"`
+			} `json:"layers"`
+			Lens []struct {
+				Layer   int     `json:"layer"`
+				Entropy float64 `json:"entropy"`
+				TopK    []struct {
+					TokenID int     `json:"token_id"`
+					Prob    float64 `json:"prob"`
+				} `json:"topk"`
+			} `json:"lens"`
+		} `json:"steps"`
+	}
+	field, ok := choice.JSON.ExtraFields["nielsgpt"]
+	if !ok {
+		t.Fatal("the SDK's choice has no nielsgpt field")
+	}
+	if err := json.Unmarshal([]byte(field.Raw()), &ext); err != nil {
+		t.Fatal(err)
+	}
+	if len(ext.Steps) != len(direct.Generated) {
+		t.Fatalf("%d steps, engine %d", len(ext.Steps), len(direct.Generated))
+	}
+	for i, st := range ext.Steps {
+		want := steps[i]
+		if st.Entropy != want.Entropy || len(st.Layers) != 1 || st.Layers[0].Layer != 1 || len(st.Lens) != len(want.Lens) {
+			t.Fatalf("step %d: %+v, engine %+v", i, st, want)
+		}
+		for h, row := range want.Layers[0].Attn {
+			for k, p := range row {
+				if float32(st.Layers[0].Attn[h][k]) != p {
+					t.Fatalf("step %d head %d [%d]: %v, engine %v", i, h, k, st.Layers[0].Attn[h][k], p)
+				}
+			}
+		}
+		for l, lens := range want.Lens {
+			if float32(st.Lens[l].Entropy) != float32(lens.Entropy) || st.Lens[l].TopK[0].TokenID != lens.Candidates[0].TokenID ||
+				float32(st.Lens[l].TopK[0].Prob) != float32(lens.Candidates[0].Prob) {
+				t.Fatalf("step %d lens %d: %+v, engine %+v", i, l, st.Lens[l], lens)
+			}
+		}
+	}
+}

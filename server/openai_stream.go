@@ -17,12 +17,14 @@ import (
 
 // oaiStream writes one stream's chunks.
 type oaiStream struct {
-	o      *oaiCall
-	rc     *http.ResponseController
-	text   *textStream
-	buf    []byte
-	object string
-	failed bool
+	o       *oaiCall
+	rc      *http.ResponseController
+	text    *textStream
+	buf     []byte
+	object  string
+	scores  *engine.Scores // the echoed prompt's, when asked for
+	started bool           // the 200 and the first chunk have been sent
+	failed  bool
 }
 
 func (o *oaiCall) stream() {
@@ -31,24 +33,18 @@ func (o *oaiCall) stream() {
 		o.fail(err)
 		return
 	}
-	st := &oaiStream{o: o, rc: http.NewResponseController(unwrapWriter(o.c.Writer)), text: newTextStream(o.stops())}
+	st := &oaiStream{o: o, rc: http.NewResponseController(unwrapWriter(o.c.Writer)), text: newTextStream(o.stops()), scores: scores}
 	st.object = "text_completion"
 	if o.req.chat {
 		st.object = "chat.completion.chunk"
 	}
-	if !st.begin() {
-		return
-	}
 	start := time.Now()
 	o.s.metrics.StreamStarted()
 	defer o.s.metrics.StreamEnded()
-	if o.req.chat {
-		role := ""
-		st.send(o.response(st.object, oaiChatChoice{Delta: &oaiMessage{Role: "assistant", Content: &role}}))
-	} else if o.req.echo {
-		st.sendText(engine.DecodeBytes(o.req.gen.Prompt), o.echoLogprobs(scores), nil)
-	}
 	result, genErr := o.eng.Generate(o.c.Request.Context(), o.req.gen, func(step *engine.Step) error {
+		if !st.started {
+			st.begin()
+		}
 		if o.steps == 0 {
 			o.s.metrics.ObserveTimeToFirstToken(time.Since(start))
 		}
@@ -61,6 +57,16 @@ func (o *oaiCall) stream() {
 	})
 	o.s.metrics.AddGeneratedTokens(o.steps)
 	o.c.Set(ctxTokens, o.steps)
+	if !st.started && genErr != nil {
+		// Nothing is sent yet, so the failure can still be an HTTP status:
+		// above all a full KV pool, which is 503 busy with Retry-After like
+		// any other busy answer, not a 200 stream that holds an error.
+		o.fail(genErr)
+		return
+	}
+	if !st.started {
+		st.begin()
+	}
 	st.end(result, genErr)
 }
 
@@ -83,15 +89,26 @@ func (o *oaiCall) echoLogprobs(scores *engine.Scores) *oaiLegacyLogprobs {
 	return lp
 }
 
-func (st *oaiStream) begin() bool {
-	h := st.o.c.Writer.Header()
+// begin sends the 200 and the stream's first chunk: the assistant's role
+// for chat, the echoed prompt for a completion that asked for it.
+func (st *oaiStream) begin() {
+	st.started = true
+	o := st.o
+	h := o.c.Writer.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
-	st.o.c.Status(http.StatusOK)
-	_ = st.rc.SetWriteDeadline(st.o.s.writeDeadline())
-	st.o.c.Writer.WriteHeaderNow()
-	return st.rc.Flush() == nil
+	o.c.Status(http.StatusOK)
+	if o.req.chat {
+		role := ""
+		st.send(o.response(st.object, oaiChatChoice{Delta: &oaiMessage{Role: "assistant", Content: &role}}))
+	} else if o.req.echo {
+		st.sendText(engine.DecodeBytes(o.req.gen.Prompt), o.echoLogprobs(st.scores), nil)
+	} else {
+		_ = st.rc.SetWriteDeadline(o.s.writeDeadline())
+		o.c.Writer.WriteHeaderNow()
+		st.failed = st.rc.Flush() != nil
+	}
 }
 
 // step sends one generated token: its text (possibly empty while held back),
@@ -99,7 +116,7 @@ func (st *oaiStream) begin() bool {
 func (st *oaiStream) step(step *engine.Step) {
 	text := st.text.push(byte(step.TokenID))
 	var ext any
-	if st.o.req.gen.TraceLayer >= 0 {
+	if st.o.req.traced {
 		ext = stepExtension(step)
 	}
 	if st.o.req.chat {

@@ -8,11 +8,14 @@ package server
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
+	"nielsgpt/engine"
 	"nielsgpt/internal/testkit"
 )
 
@@ -237,5 +240,110 @@ func TestTextStreamHoldsBack(t *testing.T) {
 	}
 	if rest := ts.rest([]byte("é€\nus!")); rest != "" {
 		t.Fatalf("rest %q after everything was sent", rest)
+	}
+}
+
+// The nielsgpt extension: trace_layers, logit_lens and ablate as on
+// /chat/stream, with each step's layers and lens in every choice, streaming
+// and not.
+func TestOpenAIExtension(t *testing.T) {
+	fake := newFakeEngine()
+	ts := startServer(t, testConfig(), fake)
+	ext := `,"nielsgpt":{"trace_layers":[2],"logit_lens":true,"ablate":[{"layer":1,"head":0}]}`
+	check := func(what string, step map[string]any, tok byte) {
+		t.Helper()
+		layers, _ := step["layers"].([]any)
+		lens, _ := step["lens"].([]any)
+		if len(layers) != 1 || len(lens) != fakeConfig.Layers || step["attn"] != nil ||
+			math.Abs(step["entropy"].(float64)-fakeEntropy([]engine.Head{{}})) > 1e-6 {
+			t.Fatalf("%s: nielsgpt %v", what, step)
+		}
+		l := layers[0].(map[string]any)
+		if l["layer"] != 2.0 || len(l["attn"].([]any)) != fakeConfig.Heads {
+			t.Fatalf("%s: layers %v", what, layers)
+		}
+		top := lens[3].(map[string]any)["topk"].([]any)[0].(map[string]any)
+		if lens[3].(map[string]any)["layer"] != 3.0 || top["token_id"] != float64((int(tok)+3)%256) || top["prob"] != 0.5 {
+			t.Fatalf("%s: lens %v", what, lens)
+		}
+	}
+
+	v := decodeBody(t, postJSON(t, ts.URL+"/v1/chat/completions", chatHi+`,"max_tokens":3`+ext+`}`), http.StatusOK)
+	steps := v["choices"].([]any)[0].(map[string]any)["nielsgpt"].(map[string]any)["steps"].([]any)
+	if len(steps) != 3 {
+		t.Fatalf("%d steps", len(steps))
+	}
+	for i, st := range steps {
+		check(fmt.Sprintf("chat step %d", i), st.(map[string]any), fake.reply[i])
+	}
+	gen := fake.lastGenerate()
+	if gen.TraceLayer != -1 || !slices.Equal(gen.TraceLayers, []int{2}) || !gen.LogitLens || !slices.Equal(gen.Ablate, []engine.Head{{Layer: 1}}) {
+		t.Fatalf("engine asked %+v", gen)
+	}
+
+	chunks := readChunks(t, postJSON(t, ts.URL+"/v1/completions", `{"prompt":"x","max_tokens":2,"stream":true`+ext+`}`))
+	n := 0
+	for _, chunk := range chunks {
+		choices := chunk["choices"].([]any)
+		if len(choices) == 0 {
+			continue
+		}
+		if st, ok := choices[0].(map[string]any)["nielsgpt"].(map[string]any); ok {
+			check(fmt.Sprintf("streamed step %d", n), st, fake.reply[n])
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%d streamed steps carried nielsgpt, want 2", n)
+	}
+
+	// Echoed prompt scores are the ablated model's too.
+	decodeBody(t, postJSON(t, ts.URL+"/v1/completions", `{"prompt":"abc","max_tokens":0,"echo":true,"logprobs":0`+ext+`}`), http.StatusOK)
+	if got := fake.lastScoreRequest(); !slices.Equal(got.Ablate, []engine.Head{{Layer: 1}}) {
+		t.Fatalf("echo scored without the ablation: %+v", got)
+	}
+
+	for body, param := range map[string]string{
+		`,"nielsgpt":{"trace_layers":[9]}`:                                   "nielsgpt.trace_layers[0]",
+		`,"nielsgpt":{"logit_lens":"on"}`:                                    "nielsgpt.logit_lens",
+		`,"nielsgpt":{"ablate":[{"layer":0}]}`:                               "nielsgpt.ablate[0].head",
+		`,"nielsgpt":{"ablate":[{"layer":0,"head":0},{"layer":0,"head":0}]}`: "nielsgpt.ablate",
+		`,"nielsgpt":{"trace_layer":7}`:                                      "nielsgpt.trace_layer",
+		`,"nielsgpt":[]`:                                                     "nielsgpt",
+	} {
+		e := decodeBody(t, postJSON(t, ts.URL+"/v1/chat/completions", chatHi+body+`}`), http.StatusBadRequest)["error"].(map[string]any)
+		if e["param"] != param || !strings.HasPrefix(e["message"].(string), param) {
+			t.Errorf("%s: error %v, want param %s named in the message", body, e, param)
+		}
+	}
+}
+
+// A streaming request that the engine refuses for want of KV room gets a
+// 503 in OpenAI's shape with Retry-After, before any chunk: not a 200
+// stream holding an error.
+func TestOpenAIStreamKVFull(t *testing.T) {
+	fake := newFakeEngine()
+	fake.refuse = fmt.Errorf("generating: %w", engine.ErrKVFull)
+	ts := startServer(t, testConfig(), fake)
+	for path, body := range map[string]string{
+		"/v1/chat/completions": chatHi + `,"stream":true}`,
+		"/v1/completions":      `{"prompt":"abc","stream":true,"echo":true}`,
+	} {
+		resp := postJSON(t, ts.URL+path, body)
+		if ct := resp.Header.Get("Content-Type"); ct == "text/event-stream" || resp.Header.Get("Retry-After") != "1" {
+			t.Errorf("%s: Content-Type %q, Retry-After %q", path, ct, resp.Header.Get("Retry-After"))
+		}
+		e := decodeBody(t, resp, http.StatusServiceUnavailable)["error"].(map[string]any)
+		if e["code"] != "busy" || e["type"] != "server_error" {
+			t.Errorf("%s: error %v", path, e)
+		}
+	}
+	if got := ts.Metrics().Rejections("busy"); got != 2 {
+		t.Fatalf("busy rejections %v, want 2", got)
+	}
+	// Once the engine has room, the same request streams.
+	fake.refuse = nil
+	if chunks := readChunks(t, postJSON(t, ts.URL+"/v1/chat/completions", chatHi+`,"stream":true}`)); len(chunks) < 2 {
+		t.Fatalf("%d chunks", len(chunks))
 	}
 }

@@ -2,7 +2,7 @@ package server
 
 // The per-client token buckets (docs/API.md §10.5): capacity
 // RATE_LIMIT_BURST, refilled continuously at RATE_LIMIT_PER_MIN, one bucket
-// per client address shared by both generation endpoints. The middleware
+// per client address shared by every POST endpoint. The middleware
 // sees only the rateLimiter interface, so where the buckets live (in this
 // process, or in Redis for replicas that share them) is decided once, here.
 

@@ -6,7 +6,10 @@ package server
 // Bodies are parsed field by field from json.RawMessage rather than into a
 // tagged struct so that every message can name its field, absent can be told
 // apart from null (top_k: null means "no filtering", absent means 50), and an
-// unknown field is refused instead of silently ignored. Before any of that,
+// unknown field can be named in the request's log line. Unknown fields are
+// otherwise ignored, as the original's request models ignored extras:
+// clients that send a field this server does not know (a newer client, a
+// front end's bookkeeping) keep working. Before any of that,
 // the raw bytes are checked for what encoding/json would otherwise mangle
 // quietly: invalid UTF-8 and unpaired UTF-16 surrogate escapes, both of which
 // it replaces with U+FFFD.
@@ -56,47 +59,72 @@ type limits struct {
 	model        gguf.ModelConfig
 	maxNewTokens int
 	windowHop    int // WINDOW_HOP: window_hop when a request leaves it out
+	// maxAttentionFloats is MAX_ATTENTION_FLOATS: the most probabilities
+	// one /inspect/attention answer may hold.
+	maxAttentionFloats int
 }
 
 var (
-	chatFields     = []string{"messages", "max_new_tokens", "temperature", "top_k", "seed", "trace_layer", "window_hop"}
-	fullAttnFields = []string{"messages", "trace_layer", "head", "seed", "max_new_tokens", "window_hop"}
+	chatFields = []string{"messages", "max_new_tokens", "temperature", "top_k", "seed", "trace_layer", "window_hop",
+		"trace_layers", "logit_lens", "ablate"}
+	fullAttnFields = []string{"messages", "trace_layer", "head", "seed", "max_new_tokens", "window_hop", "ablate"}
 	messageFields  = []string{"role", "content"}
+	headFields     = []string{"layer", "head"}
 )
 
 // parseChatRequest validates a POST /chat/stream body.
-func parseChatRequest(body []byte, lim limits) (engine.GenerateRequest, error) {
-	fields, err := parseBody(body, chatFields)
+func parseChatRequest(body []byte, lim limits) (engine.GenerateRequest, []string, error) {
+	fields, ignored, err := parseBody(body, chatFields)
 	if err != nil {
-		return engine.GenerateRequest{}, err
+		return engine.GenerateRequest{}, nil, err
 	}
-	messages, err := parseMessages(fields["messages"])
+	messages, err := parseMessages(fields["messages"], &ignored)
 	if err != nil {
-		return engine.GenerateRequest{}, err
+		return engine.GenerateRequest{}, nil, err
 	}
 	traceLayer, err := rangeField(fields, "trace_layer", true, 0, 0, int64(lim.model.Layers-1))
 	if err != nil {
-		return engine.GenerateRequest{}, err
+		return engine.GenerateRequest{}, nil, err
 	}
 	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultMaxNewTokens, 0, int64(lim.maxNewTokens))
 	if err != nil {
-		return engine.GenerateRequest{}, err
+		return engine.GenerateRequest{}, nil, err
 	}
 	sampling, err := parseSampling(fields, lim.model.Vocab)
 	if err != nil {
-		return engine.GenerateRequest{}, err
+		return engine.GenerateRequest{}, nil, err
 	}
 	hop, err := windowHopField(fields, lim)
 	if err != nil {
-		return engine.GenerateRequest{}, err
+		return engine.GenerateRequest{}, nil, err
 	}
-	return engine.GenerateRequest{
+	req := engine.GenerateRequest{
 		Prompt:       engine.FormatTranscript(messages),
 		MaxNewTokens: int(maxNew),
 		Sampling:     sampling,
 		TraceLayer:   int(traceLayer),
 		WindowHop:    hop,
-	}, nil
+	}
+	if err := parseTraceExtras(fields, "", lim.model, &req, &ignored); err != nil {
+		return engine.GenerateRequest{}, nil, err
+	}
+	return req, ignored, nil
+}
+
+// parseTraceExtras reads trace_layers, logit_lens and ablate into req. prefix
+// is what the fields' names start with in messages ("nielsgpt." on /v1).
+func parseTraceExtras(fields map[string]json.RawMessage, prefix string, model gguf.ModelConfig, req *engine.GenerateRequest, ignored *[]string) error {
+	var err error
+	if raw, ok := fields["trace_layers"]; ok {
+		if req.TraceLayers, err = parseLayers(raw, prefix+"trace_layers", model.Layers); err != nil {
+			return err
+		}
+	}
+	if req.LogitLens, err = boolField(fields, "logit_lens", prefix+"logit_lens"); err != nil {
+		return err
+	}
+	req.Ablate, err = parseAblate(fields["ablate"], prefix+"ablate", model, ignored)
+	return err
 }
 
 // fullAttnRequest is a POST /inspect/full_attn body: the engine's request
@@ -109,42 +137,47 @@ type fullAttnRequest struct {
 // parseFullAttnRequest validates a POST /inspect/full_attn body. Tokens
 // generated before the matrix is taken use the default sampling settings with
 // the request's seed.
-func parseFullAttnRequest(body []byte, lim limits) (fullAttnRequest, error) {
-	fields, err := parseBody(body, fullAttnFields)
+func parseFullAttnRequest(body []byte, lim limits) (fullAttnRequest, []string, error) {
+	fields, ignored, err := parseBody(body, fullAttnFields)
 	if err != nil {
-		return fullAttnRequest{}, err
+		return fullAttnRequest{}, nil, err
 	}
-	messages, err := parseMessages(fields["messages"])
+	messages, err := parseMessages(fields["messages"], &ignored)
 	if err != nil {
-		return fullAttnRequest{}, err
+		return fullAttnRequest{}, nil, err
 	}
 	layer, err := rangeField(fields, "trace_layer", true, 0, 0, int64(lim.model.Layers-1))
 	if err != nil {
-		return fullAttnRequest{}, err
+		return fullAttnRequest{}, nil, err
 	}
 	head, err := rangeField(fields, "head", true, 0, 0, int64(lim.model.Heads-1))
 	if err != nil {
-		return fullAttnRequest{}, err
+		return fullAttnRequest{}, nil, err
 	}
 	seed, err := seedField(fields)
 	if err != nil {
-		return fullAttnRequest{}, err
+		return fullAttnRequest{}, nil, err
 	}
 	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultFullAttnNewToken, 0, int64(lim.maxNewTokens))
 	if err != nil {
-		return fullAttnRequest{}, err
+		return fullAttnRequest{}, nil, err
 	}
 	hop, err := windowHopField(fields, lim)
 	if err != nil {
-		return fullAttnRequest{}, err
+		return fullAttnRequest{}, nil, err
+	}
+	ablate, err := parseAblate(fields["ablate"], "ablate", lim.model, &ignored)
+	if err != nil {
+		return fullAttnRequest{}, nil, err
 	}
 	return fullAttnRequest{FullAttnRequest: engine.FullAttnRequest{
 		Prompt:       engine.FormatTranscript(messages),
 		MaxNewTokens: int(maxNew),
 		Sampling:     engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, lim.model.Vocab), Seed: seed},
 		Layers:       []int{int(layer)},
+		Ablate:       ablate,
 		WindowHop:    hop,
-	}, head: int(head)}, nil
+	}, head: int(head)}, ignored, nil
 }
 
 // windowHopField reads window_hop (an extension, docs/API.md): 1..T-1 for the
@@ -156,15 +189,15 @@ func windowHopField(fields map[string]json.RawMessage, lim limits) (int, error) 
 }
 
 // parseBody checks the raw bytes, then splits the top-level object into its
-// fields, refusing any field not in allowed.
-func parseBody(body []byte, allowed []string) (map[string]json.RawMessage, error) {
+// fields; ignored names, sorted, the members not in known.
+func parseBody(body []byte, known []string) (fields map[string]json.RawMessage, ignored []string, err error) {
 	if len(strings.TrimSpace(string(body))) == 0 {
-		return nil, invalidf("request body is empty; expected a JSON object")
+		return nil, nil, invalidf("request body is empty; expected a JSON object")
 	}
 	if err := checkRawJSON(body); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return parseObject(body, "request body", allowed)
+	return parseObjectLenient(body, "request body", known)
 }
 
 // checkRawJSON refuses what encoding/json would accept but alter or spend
@@ -241,15 +274,15 @@ func hex4(b []byte, at int) (rune, bool) {
 	return rune(v), true
 }
 
-// parseObject decodes raw as a JSON object whose keys must all be in allowed.
-// what names it in messages ("request body", "messages[2]").
-func parseObject(raw []byte, what string, allowed []string) (map[string]json.RawMessage, error) {
-	fields, unknown, err := parseObjectLenient(raw, what, allowed)
+// parseNested reads an object inside the body (a message, an ablated head);
+// its unknown members join ignored under their full name ("messages[2].name").
+func parseNested(raw []byte, what string, known []string, ignored *[]string) (map[string]json.RawMessage, error) {
+	fields, unknown, err := parseObjectLenient(raw, what, known)
 	if err != nil {
 		return nil, err
 	}
-	if len(unknown) > 0 {
-		return nil, invalidf("%s has an unknown field %q (allowed: %s)", what, unknown[0], strings.Join(allowed, ", "))
+	for _, name := range unknown {
+		*ignored = append(*ignored, what+"."+name)
 	}
 	return fields, nil
 }
@@ -279,7 +312,7 @@ func parseObjectLenient(raw []byte, what string, known []string) (fields map[str
 	return fields, unknown, nil
 }
 
-func parseMessages(raw json.RawMessage) ([]engine.Message, error) {
+func parseMessages(raw json.RawMessage, ignored *[]string) ([]engine.Message, error) {
 	if raw == nil {
 		return nil, invalidf("messages is required")
 	}
@@ -293,7 +326,7 @@ func parseMessages(raw json.RawMessage) ([]engine.Message, error) {
 	messages := make([]engine.Message, len(items))
 	for i, item := range items {
 		what := fmt.Sprintf("messages[%d]", i)
-		fields, err := parseObject(item, what, messageFields)
+		fields, err := parseNested(item, what, messageFields, ignored)
 		if err != nil {
 			return nil, err
 		}

@@ -26,7 +26,7 @@ var fuzzSeeds = []string{
 	`null`, ``, `[`, `{"a":1}`,
 }
 
-var fuzzLimits = limits{model: fakeConfig, maxNewTokens: 1024}
+var fuzzLimits = limits{model: fakeConfig, maxNewTokens: 1024, maxAttentionFloats: 1 << 22}
 
 // checkAccepted holds an accepted request's prompt against the messages as
 // encoding/json reads them from the same body: an independent decoder, so a
@@ -61,12 +61,12 @@ func checkRefused(t *testing.T, err error) {
 // fuzzParser feeds the seeds and the fuzzer's bodies to parse: a refusal must
 // be one clear validation message, an acceptance a request within bounds
 // (checkAccepted, then inBounds for the endpoint's own fields).
-func fuzzParser[R any](f *testing.F, parse func([]byte, limits) (R, error), prompt func(R) ([]byte, int), inBounds func(R) bool) {
+func fuzzParser[R any](f *testing.F, parse func([]byte, limits) (R, []string, error), prompt func(R) ([]byte, int), inBounds func(R) bool) {
 	for _, s := range fuzzSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := parse(body, fuzzLimits)
+		req, _, err := parse(body, fuzzLimits)
 		if err != nil {
 			checkRefused(t, err)
 			return
@@ -85,22 +85,88 @@ func FuzzParseChatRequest(f *testing.F) {
 		func(r engine.GenerateRequest) bool {
 			s := r.Sampling
 			return r.TraceLayer >= 0 && r.TraceLayer < fakeConfig.Layers && !math.IsNaN(s.Temperature) &&
-				s.Temperature >= 0 && s.Temperature <= maxTemperature && s.TopK >= 0 && s.TopK <= fakeConfig.Vocab
+				s.Temperature >= 0 && s.Temperature <= maxTemperature && s.TopK >= 0 && s.TopK <= fakeConfig.Vocab &&
+				layersInBounds(r.TraceLayers) && ablateInBounds(r.Ablate)
 		})
+}
+
+func FuzzParseAttentionRequest(f *testing.F) {
+	fuzzParser(f, parseAttentionRequest,
+		func(r engine.FullAttnRequest) ([]byte, int) { return r.Prompt, r.MaxNewTokens },
+		func(r engine.FullAttnRequest) bool {
+			return len(r.Layers) > 0 && layersInBounds(r.Layers) && ablateInBounds(r.Ablate)
+		})
+}
+
+// Scored text is checked on its own: it may come from text, not messages.
+func FuzzParseScoreRequest(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, _, err := parseScoreRequest(body, fuzzLimits)
+		if err != nil {
+			checkRefused(t, err)
+			return
+		}
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(body, &fields); err != nil {
+			t.Fatalf("accepted a body encoding/json refuses: %v", err)
+		}
+		var text string
+		var messages []engine.Message
+		want := []byte(nil)
+		if raw, ok := fields["text"]; ok {
+			_ = json.Unmarshal(raw, &text)
+			want = []byte(text)
+		} else {
+			_ = json.Unmarshal(fields["messages"], &messages)
+			want = scoreTranscript(messages)
+		}
+		if len(req.Tokens) == 0 || string(req.Tokens) != string(want) || !utf8.Valid(req.Tokens) {
+			t.Fatalf("scored %q, want %q", req.Tokens, want)
+		}
+		if req.TopN < 0 || req.TopN > engine.MaxTopLogprobs || !ablateInBounds(req.Ablate) {
+			t.Fatalf("accepted out-of-range request %+v", req)
+		}
+	})
+}
+
+func layersInBounds(layers []int) bool {
+	seen := map[int]bool{}
+	for _, l := range layers {
+		if l < 0 || l >= fakeConfig.Layers || seen[l] {
+			return false
+		}
+		seen[l] = true
+	}
+	return true
+}
+
+func ablateInBounds(heads []engine.Head) bool {
+	seen := map[engine.Head]bool{}
+	for _, h := range heads {
+		if h.Layer < 0 || h.Layer >= fakeConfig.Layers || h.Head < 0 || h.Head >= fakeConfig.Heads || seen[h] {
+			return false
+		}
+		seen[h] = true
+	}
+	return len(heads) <= fakeConfig.Layers*fakeConfig.Heads
 }
 
 func FuzzParseFullAttnRequest(f *testing.F) {
 	fuzzParser(f, parseFullAttnRequest,
 		func(r fullAttnRequest) ([]byte, int) { return r.Prompt, r.MaxNewTokens },
 		func(r fullAttnRequest) bool {
-			return len(r.Layers) == 1 && r.Layers[0] >= 0 && r.Layers[0] < fakeConfig.Layers && r.head >= 0 && r.head < fakeConfig.Heads
+			return len(r.Layers) == 1 && r.Layers[0] >= 0 && r.Layers[0] < fakeConfig.Layers && r.head >= 0 && r.head < fakeConfig.Heads &&
+				ablateInBounds(r.Ablate)
 		})
 }
 
 // A default above the operator's cap is held to the cap, not let through.
 func TestDefaultMaxNewTokensHeldToCap(t *testing.T) {
 	lim := limits{model: fakeConfig, maxNewTokens: 5}
-	req, err := parseChatRequest([]byte(helloChat), lim)
+	req, _, err := parseChatRequest([]byte(helloChat), lim)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -156,6 +156,8 @@ func (s *Server) routes() *gin.Engine {
 	generation := r.Group("", s.requireAPIKey, s.requireModel, s.rateLimit)
 	generation.POST("/chat/stream", s.chatStream)
 	generation.POST("/inspect/full_attn", s.fullAttn)
+	generation.POST("/inspect/attention", s.attention)
+	generation.POST("/inspect/score", s.score)
 	s.openAIRoutes(r)
 	RegisterDocs(r)
 	s.registerPage(r)
