@@ -221,6 +221,11 @@ func startBrowser(t *testing.T, origins ...string) *browser {
 	if _, err := chromedp.Call(ctx, log.Enable, cdp.Empty{}); err != nil {
 		t.Fatal(err)
 	}
+	// The window's size includes no browser chrome in headless mode, but
+	// the viewport is set outright so the screenshots are 1280 × 800.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
+		t.Fatal(err)
+	}
 	return b
 }
 
@@ -574,6 +579,8 @@ func TestPageInBrowser(t *testing.T) {
 		b.run(t, click(`#transcript .reply .tok[data-step="129"]`))
 		checkTokenPanel(t, b, deep, 129, true)
 		b.screenshot(t, "inspector-token.png")
+		b.run(t, chromedp.Evaluate[chromedp.Void](`document.querySelector('.inspector').scrollTop = 1e6, undefined`))
+		b.screenshot(t, "inspector-lens.png")
 	})
 
 	part("ablation marks the tokens that changed", func(t *testing.T) {
