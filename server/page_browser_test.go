@@ -496,7 +496,10 @@ func TestPageInBrowser(t *testing.T) {
 	fastCfg.MaxNewTokens = len(fast.reply)
 	fastTS := startServer(t, fastCfg, fast)
 
-	b := startBrowser(t, ts.URL, strictTS.URL, fastTS.URL)
+	// And one whose model never finishes loading.
+	loadingTS := startServer(t, testConfig(), nil)
+
+	b := startBrowser(t, ts.URL, strictTS.URL, fastTS.URL, loadingTS.URL)
 	t.Cleanup(func() { b.clean(t) })
 	// Each part answers for the errors the browser logged during it.
 	part := func(name string, f func(t *testing.T)) {
@@ -792,6 +795,23 @@ func TestPageInBrowser(t *testing.T) {
 		b.run(t, setField("#temperature", "0.9"), setField("#prompt", "hi"), click("#send"))
 		if got := errorShown(t); !strings.HasPrefix(got, "429: Rate limit exceeded (retry in 6") {
 			t.Fatalf("error %q, want the 429 with a countdown from Retry-After 60", got)
+		}
+	})
+
+	part("a model still loading", func(t *testing.T) {
+		b.allow("status of 503 (Service Unavailable)")
+		b.run(t, chromedp.Navigate(loadingTS.URL+"/"))
+		b.waitFor(t, "the page", `document.readyState === 'complete'`)
+		b.run(t, setChecked("#all-layers", false), setChecked("#logit-lens", false), setField("#prompt", "hi"), click("#send"))
+		b.waitFor(t, "an error", `!document.getElementById('error').hidden && !document.getElementById('send').disabled`)
+		var shown struct{ Error, Info, Prompt string }
+		b.eval(t, `({Error: document.getElementById('error').textContent, Info: document.getElementById('model-info').textContent,
+			Prompt: document.getElementById('prompt').value})`, &shown)
+		if !strings.HasPrefix(shown.Error, "503: Model not ready yet, please retry (retry in ") {
+			t.Fatalf("error %q, want the 503 with a countdown", shown.Error)
+		}
+		if shown.Info != "loading the model…" || shown.Prompt != "hi" {
+			t.Fatalf("while loading: model line %q, message box %q (the refused message goes back there)", shown.Info, shown.Prompt)
 		}
 	})
 
