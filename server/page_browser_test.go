@@ -123,20 +123,28 @@ func (rec *recorder) wrap(h http.Handler) http.Handler {
 	})
 }
 
-// posts are the finished POSTs to path, oldest first.
-func (rec *recorder) posts(path string) []*exchange {
+// seen is a copy of an exchange as it stood when it was read: the server
+// may still be writing the answer of one in progress.
+type seen struct {
+	query             string
+	request, response []byte
+	status            int
+}
+
+// posts are the POSTs to path so far, oldest first.
+func (rec *recorder) posts(path string) []seen {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	var out []*exchange
+	var out []seen
 	for _, ex := range rec.exchanges {
 		if ex.method == http.MethodPost && ex.path == path {
-			out = append(out, ex)
+			out = append(out, seen{ex.query, ex.request, bytes.Clone(ex.response.Bytes()), ex.status})
 		}
 	}
 	return out
 }
 
-func (rec *recorder) last(t *testing.T, path string) *exchange {
+func (rec *recorder) last(t *testing.T, path string) seen {
 	t.Helper()
 	all := rec.posts(path)
 	if len(all) == 0 {
@@ -535,7 +543,7 @@ func TestPageInBrowser(t *testing.T) {
 		chat(t, question, false)
 		took := time.Since(began)
 		var done bool
-		steps, done = parseStream(t, rec.last(t, "/chat/stream").response.Bytes())
+		steps, done = parseStream(t, rec.last(t, "/chat/stream").response)
 		if !done || len(steps) != 256 {
 			t.Fatalf("the stream had %d steps (done %v), want 256", len(steps), done)
 		}
@@ -571,7 +579,7 @@ func TestPageInBrowser(t *testing.T) {
 	part("every layer and the logit lens", func(t *testing.T) {
 		b.run(t, click("#new-chat"))
 		chat(t, question, true)
-		deep, _ := parseStream(t, rec.last(t, "/chat/stream").response.Bytes())
+		deep, _ := parseStream(t, rec.last(t, "/chat/stream").response)
 		if len(deep) < 130 {
 			t.Fatalf("the deep-trace stream had %d steps", len(deep))
 		}
@@ -613,8 +621,8 @@ func TestPageInBrowser(t *testing.T) {
 				t.Fatalf("re-run sent ablate %+v", body.Ablate)
 			}
 		}
-		original, _ := parseStream(t, all[len(all)-2].response.Bytes())
-		ablated, done := parseStream(t, all[len(all)-1].response.Bytes())
+		original, _ := parseStream(t, all[len(all)-2].response)
+		ablated, done := parseStream(t, all[len(all)-1].response)
 		if !done {
 			t.Fatal("the ablated stream did not finish")
 		}
@@ -649,8 +657,8 @@ func TestPageInBrowser(t *testing.T) {
 			Layers []int           `json:"layers"`
 			Attn   [][][][]float64 `json:"attn"`
 		}
-		if err := json.Unmarshal(ex.response.Bytes(), &got); err != nil || ex.status != http.StatusOK {
-			t.Fatalf("/inspect/attention answered %d: %.200s", ex.status, ex.response.Bytes())
+		if err := json.Unmarshal(ex.response, &got); err != nil || ex.status != http.StatusOK {
+			t.Fatalf("/inspect/attention answered %d: %.200s", ex.status, ex.response)
 		}
 		if len(got.Layers) != 1 || got.Layers[0] != 1 {
 			t.Fatalf("the page asked for layers %v, want [1]", got.Layers)
@@ -669,13 +677,13 @@ func TestPageInBrowser(t *testing.T) {
 		b.run(t, click("#matrix-npz"))
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			var npz *exchange
+			var npz *seen
 			for _, e := range rec.posts("/inspect/attention") {
 				if e.query == "format=npz" {
-					npz = e
+					npz = &e
 				}
 			}
-			if npz != nil && npz.status == http.StatusOK && bytes.HasPrefix(npz.response.Bytes(), []byte("PK")) {
+			if npz != nil && npz.status == http.StatusOK && bytes.HasPrefix(npz.response, []byte("PK")) {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -697,8 +705,8 @@ func TestPageInBrowser(t *testing.T) {
 			} `json:"scores"`
 			BitsPerByte float64 `json:"bits_per_byte"`
 		}
-		if err := json.Unmarshal(ex.response.Bytes(), &got); err != nil {
-			t.Fatalf("/inspect/score answered %d: %.200s", ex.status, ex.response.Bytes())
+		if err := json.Unmarshal(ex.response, &got); err != nil {
+			t.Fatalf("/inspect/score answered %d: %.200s", ex.status, ex.response)
 		}
 		var shown struct {
 			Summary string
@@ -766,7 +774,7 @@ func TestPageInBrowser(t *testing.T) {
 		}
 		b.eval(t, `({Boxes: document.querySelectorAll('#transcript .tok').length,
 			Text: (document.querySelector('.reply-text') || {}).textContent || ''})`, &stopped)
-		received, done := parseStream(t, strictRec.last(t, "/chat/stream").response.Bytes())
+		received, done := parseStream(t, strictRec.last(t, "/chat/stream").response)
 		if done || stopped.Boxes >= 200 || !strings.HasPrefix(stopped.Text, "stopped:") {
 			t.Fatalf("after Stop: %d boxes, %q, done %v", stopped.Boxes, stopped.Text, done)
 		}
@@ -789,7 +797,7 @@ func TestPageInBrowser(t *testing.T) {
 		b.run(t, setField("#temperature", "-1"), setField("#prompt", "hi"), click("#send"))
 		var detail struct{ Detail string }
 		got := errorShown(t)
-		if err := json.Unmarshal(strictRec.last(t, "/chat/stream").response.Bytes(), &detail); err != nil || got != "422: "+detail.Detail {
+		if err := json.Unmarshal(strictRec.last(t, "/chat/stream").response, &detail); err != nil || got != "422: "+detail.Detail {
 			t.Fatalf("error %q, want the server's detail %q", got, detail.Detail)
 		}
 		b.run(t, setField("#temperature", "0.9"), setField("#prompt", "hi"), click("#send"))
