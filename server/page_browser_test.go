@@ -506,8 +506,14 @@ func TestPageInBrowser(t *testing.T) {
 
 	// And one whose model never finishes loading.
 	loadingTS := startServer(t, testConfig(), nil)
+	// And one that paces its streams, for a front end that draws once a
+	// frame: twice the README's 50 ms, so a busy machine's late frame does
+	// not fail the test.
+	pacedCfg := testConfig()
+	pacedCfg.StreamPace = 100 * time.Millisecond
+	pacedTS := startServer(t, pacedCfg, eng)
 
-	b := startBrowser(t, ts.URL, strictTS.URL, fastTS.URL, loadingTS.URL)
+	b := startBrowser(t, ts.URL, strictTS.URL, fastTS.URL, loadingTS.URL, pacedTS.URL)
 	t.Cleanup(func() { b.clean(t) })
 	// Each part answers for the errors the browser logged during it.
 	part := func(name string, f func(t *testing.T)) {
@@ -820,6 +826,58 @@ func TestPageInBrowser(t *testing.T) {
 		}
 		if shown.Info != "loading the model…" || shown.Prompt != "hi" {
 			t.Fatalf("while loading: model line %q, message box %q (the refused message goes back there)", shown.Info, shown.Prompt)
+		}
+	})
+
+	part("a client that draws once a frame sees every step only when paced", func(t *testing.T) {
+		// Like the original React front end: the newest step is kept in a
+		// variable that each animation frame draws, and `done` ends the
+		// drawing at once.
+		frameClient := fmt.Sprintf(`(async () => {
+			const resp = await fetch('/chat/stream', {method: 'POST', headers: {'Content-Type': 'application/json'},
+				body: JSON.stringify({messages: [{role: 'user', content: %q}], max_new_tokens: 32,
+					temperature: 1.5, top_k: null, seed: %d, trace_layer: 0})});
+			const reader = resp.body.getReader(), dec = new TextDecoder();
+			let buf = '', latest = -1, streaming = true, steps = 0;
+			const drawn = new Set();
+			const frame = () => { if (!streaming) return; if (latest >= 0) drawn.add(latest); requestAnimationFrame(frame); };
+			requestAnimationFrame(frame);
+			for (;;) {
+				const {value, done} = await reader.read();
+				if (done) break;
+				buf += dec.decode(value, {stream: true});
+				let cut;
+				while ((cut = buf.indexOf('\n\n')) >= 0) {
+					const block = buf.slice(0, cut);
+					buf = buf.slice(cut + 2);
+					if (block.startsWith('event: token')) { latest = JSON.parse(block.split('\ndata: ')[1]).step; steps++; }
+					if (block.startsWith('event: done')) streaming = false;
+				}
+			}
+			return {Steps: steps, Drawn: drawn.size, Missed: [...Array(steps).keys()].filter(i => !drawn.has(i))};
+		})()`, question, seed)
+		run := func(t *testing.T, base string) (steps, drawn int) {
+			t.Helper()
+			open(t, base) // loaded and idle: its own start-up takes no frames
+			out, err := chromedp.Run(b.ctx, chromedp.Evaluate[struct {
+				Steps, Drawn int
+				Missed       []int
+			}](frameClient, chromedp.EvalAwaitPromise))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: steps not drawn %v", base, out.Missed)
+			return out.Steps, out.Drawn
+		}
+		steps, drawn := run(t, ts.URL)
+		t.Logf("unpaced: %d of %d steps drawn", drawn, steps)
+		if steps != 32 || drawn > steps/2 {
+			t.Fatalf("unpaced: %d of %d steps drawn; the demo model should be too fast for a once-a-frame client", drawn, steps)
+		}
+		steps, drawn = run(t, pacedTS.URL)
+		t.Logf("paced at %v: %d of %d steps drawn", pacedCfg.StreamPace, drawn, steps)
+		if steps != 32 || drawn != steps {
+			t.Fatalf("paced at %v: %d of %d steps drawn", pacedCfg.StreamPace, drawn, steps)
 		}
 	})
 
