@@ -1,10 +1,12 @@
 /*
- * nielsgpt.c — niels-gpt generation 1 on ggml: weights, a pool of KV blocks
- * that every sequence's cache comes from, and one batched forward graph per
- * step, kept and run again while the batch keeps its shape.
+ * nielsgpt.c — niels-gpt on ggml: weights, a pool of KV blocks that every
+ * sequence's cache comes from, and one batched forward graph per step, kept
+ * and run again while the batch keeps its shape. Both generations run the
+ * same graph: the model's norm and MLP kinds choose what build_norm and
+ * build_mlp put in it.
  *
- * The maths mirrors the PyTorch reference model (scripts/niels_gpt.py; see
- * docs/ARCHITECTURE.md) line by line: the PyTorch statement is in the comment
+ * The maths mirrors the PyTorch reference models (scripts/niels_gpt.py and
+ * scripts/niels_gpt2.py; see docs/ARCHITECTURE.md) line by line: the PyTorch statement is in the comment
  * beside each op. Shapes are written in ggml order: [ne0, ne1, ne2], ne0
  * fastest. C = width, D = head size, H = heads, F = d_ff, V = vocabulary,
  * N = tokens in this step (all sequences), n = one sequence's new tokens,
@@ -93,17 +95,21 @@ static struct step_graph * new_graphs(void);
 static bool init_kv_pool(struct ngpt_model * m, int64_t n_blocks, char * err, size_t err_len);
 static void free_graphs(struct ngpt_model * m);
 
+/* The MLP's weights are named by role: generation 1's fc1 and fc2 are up
+ * and down, generation 2's fc_a, fc_g and fc_out are up, gate and down. */
 typedef struct ngpt_layer {
     struct ggml_tensor * ln1_w;   /* [C]      blocks.i.ln1.weight */
-    struct ggml_tensor * ln1_b;   /* [C]      blocks.i.ln1.bias */
+    struct ggml_tensor * ln1_b;   /* [C]      blocks.i.ln1.bias (LayerNorm only) */
     struct ggml_tensor * qkv_w;   /* [C, 3C]  blocks.i.attn.qkv.weight */
     struct ggml_tensor * proj_w;  /* [C, C]   blocks.i.attn.proj.weight */
     struct ggml_tensor * ln2_w;   /* [C]      blocks.i.ln2.weight */
-    struct ggml_tensor * ln2_b;   /* [C]      blocks.i.ln2.bias */
-    struct ggml_tensor * fc1_w;   /* [C, F]   blocks.i.mlp.fc1.weight */
-    struct ggml_tensor * fc1_b;   /* [F]      blocks.i.mlp.fc1.bias */
-    struct ggml_tensor * fc2_w;   /* [F, C]   blocks.i.mlp.fc2.weight */
-    struct ggml_tensor * fc2_b;   /* [C]      blocks.i.mlp.fc2.bias */
+    struct ggml_tensor * ln2_b;   /* [C]      blocks.i.ln2.bias (LayerNorm only) */
+    struct ggml_tensor * up_w;    /* [C, F]   blocks.i.mlp.fc1.weight | mlp.fc_a.weight */
+    struct ggml_tensor * up_b;    /* [F]      blocks.i.mlp.fc1.bias   | mlp.fc_a.bias */
+    struct ggml_tensor * gate_w;  /* [C, F]   blocks.i.mlp.fc_g.weight (SwiGLU only) */
+    struct ggml_tensor * gate_b;  /* [F]      blocks.i.mlp.fc_g.bias   (SwiGLU only) */
+    struct ggml_tensor * down_w;  /* [F, C]   blocks.i.mlp.fc2.weight | mlp.fc_out.weight */
+    struct ggml_tensor * down_b;  /* [C]      blocks.i.mlp.fc2.bias   | mlp.fc_out.bias */
 } ngpt_layer;
 
 /* Handles start with these, and freeing clears them (nielsgpt.h: Handles). */
@@ -117,7 +123,7 @@ struct ngpt_model {
 
     struct ggml_tensor * tok_emb;  /* [C, V] tok_emb.weight, also lm_head.weight (tied) */
     struct ggml_tensor * lnf_w;    /* [C]    ln_f.weight */
-    struct ggml_tensor * lnf_b;    /* [C]    ln_f.bias */
+    struct ggml_tensor * lnf_b;    /* [C]    ln_f.bias (LayerNorm only) */
     ngpt_layer         * layers;   /* [L] */
 
     ggml_backend_t          backend;
@@ -205,8 +211,13 @@ typedef struct weight_spec {
     int64_t               ne0, ne1;
 } weight_spec;
 
+/* How many tensors the architecture has: the embedding, three norms per
+ * model (ln1, ln2 per block, ln_f) of one or two vectors, attention's two
+ * matrices and the MLP's two or three linears with biases. */
 static int n_weights(const ngpt_hparams * hp) {
-    return 3 + 10 * hp->n_layer;
+    const int norm = hp->norm_type == NGPT_NORM_RMS ? 1 : 2;
+    const int mlp  = hp->mlp_type == NGPT_MLP_SWIGLU ? 6 : 4;
+    return 1 + norm + hp->n_layer * (2 * norm + 2 + mlp);
 }
 
 static void set_spec(weight_spec * s, struct ggml_tensor ** dst, int n_dims, int64_t ne0, int64_t ne1,
@@ -221,26 +232,42 @@ static void set_spec(weight_spec * s, struct ggml_tensor ** dst, int n_dims, int
     s->ne1    = ne1;
 }
 
+/* One norm's specs: its weight, and its bias for LayerNorm (an RMSNorm's
+ * bias pointer stays NULL, which build_norm reads as none). */
+static weight_spec * norm_specs(const ngpt_model * m, weight_spec * s, struct ggml_tensor ** w,
+                                struct ggml_tensor ** b, const char * name) {
+    const int64_t C = m->hp.n_embd;
+    set_spec(s++, w, 1, C, 1, "%s.weight", name);
+    if (m->hp.norm_type == NGPT_NORM_LAYER) {
+        set_spec(s++, b, 1, C, 1, "%s.bias", name);
+    }
+    return s;
+}
+
 /* Every weight of the architecture, under its GGUF name; fills
  * n_weights(&m->hp) specs. */
 static void list_weights(ngpt_model * m, weight_spec * specs) {
     const int64_t C = m->hp.n_embd, V = m->hp.n_vocab, F = m->hp.n_ff;
+    char name[48];
     weight_spec * s = specs;
     set_spec(s++, &m->tok_emb, 2, C, V, "token_embd.weight");
-    set_spec(s++, &m->lnf_w,   1, C, 1, "output_norm.weight");
-    set_spec(s++, &m->lnf_b,   1, C, 1, "output_norm.bias");
+    s = norm_specs(m, s, &m->lnf_w, &m->lnf_b, "output_norm");
     for (int i = 0; i < m->hp.n_layer; i++) {
         ngpt_layer * l = &m->layers[i];
-        set_spec(s++, &l->ln1_w,  1, C, 1,     "blk.%d.attn_norm.weight", i);
-        set_spec(s++, &l->ln1_b,  1, C, 1,     "blk.%d.attn_norm.bias", i);
+        snprintf(name, sizeof(name), "blk.%d.attn_norm", i);
+        s = norm_specs(m, s, &l->ln1_w, &l->ln1_b, name);
         set_spec(s++, &l->qkv_w,  2, C, 3 * C, "blk.%d.attn_qkv.weight", i);
         set_spec(s++, &l->proj_w, 2, C, C,     "blk.%d.attn_output.weight", i);
-        set_spec(s++, &l->ln2_w,  1, C, 1,     "blk.%d.ffn_norm.weight", i);
-        set_spec(s++, &l->ln2_b,  1, C, 1,     "blk.%d.ffn_norm.bias", i);
-        set_spec(s++, &l->fc1_w,  2, C, F,     "blk.%d.ffn_up.weight", i);
-        set_spec(s++, &l->fc1_b,  1, F, 1,     "blk.%d.ffn_up.bias", i);
-        set_spec(s++, &l->fc2_w,  2, F, C,     "blk.%d.ffn_down.weight", i);
-        set_spec(s++, &l->fc2_b,  1, C, 1,     "blk.%d.ffn_down.bias", i);
+        snprintf(name, sizeof(name), "blk.%d.ffn_norm", i);
+        s = norm_specs(m, s, &l->ln2_w, &l->ln2_b, name);
+        if (m->hp.mlp_type == NGPT_MLP_SWIGLU) {
+            set_spec(s++, &l->gate_w, 2, C, F, "blk.%d.ffn_gate.weight", i);
+            set_spec(s++, &l->gate_b, 1, F, 1, "blk.%d.ffn_gate.bias", i);
+        }
+        set_spec(s++, &l->up_w,   2, C, F, "blk.%d.ffn_up.weight", i);
+        set_spec(s++, &l->up_b,   1, F, 1, "blk.%d.ffn_up.bias", i);
+        set_spec(s++, &l->down_w, 2, F, C, "blk.%d.ffn_down.weight", i);
+        set_spec(s++, &l->down_b, 1, C, 1, "blk.%d.ffn_down.bias", i);
     }
 }
 
@@ -346,6 +373,14 @@ static bool hparams_ok(const ngpt_hparams * hp, char * err, size_t err_len) {
     }
     if (!(hp->rope_theta > 0) || !(hp->norm_eps > 0) || !isfinite(hp->rope_theta) || !isfinite(hp->norm_eps)) {
         set_err(err, err_len, "rope_theta and norm_eps must be positive and finite");
+        return false;
+    }
+    if (hp->norm_type != NGPT_NORM_LAYER && hp->norm_type != NGPT_NORM_RMS) {
+        set_err(err, err_len, "norm_type %d is not NGPT_NORM_LAYER or NGPT_NORM_RMS", hp->norm_type);
+        return false;
+    }
+    if (hp->mlp_type != NGPT_MLP_GELU && hp->mlp_type != NGPT_MLP_SWIGLU) {
+        set_err(err, err_len, "mlp_type %d is not NGPT_MLP_GELU or NGPT_MLP_SWIGLU", hp->mlp_type);
         return false;
     }
     return true;
@@ -1156,12 +1191,22 @@ static struct ggml_tensor * rope(struct ggml_context * ctx, struct ggml_tensor *
                          ROPE_BETA_FAST, ROPE_BETA_SLOW);                        /* [D, H, N] */
 }
 
-/* nn.LayerNorm(C, eps=norm_eps) over ne0; x: [C, n] */
-static struct ggml_tensor * layer_norm(struct ggml_context * ctx, struct ggml_tensor * x,
-                                       struct ggml_tensor * w, struct ggml_tensor * b, float eps) {
-    x = ggml_norm(ctx, x, eps);   /* (x - mean) / sqrt(var + eps) */
-    x = ggml_mul(ctx, x, w);
-    return ggml_add(ctx, x, b);
+/* One of the model's norms (ln1, ln2 or ln_f: w and b are its weights, b
+ * NULL for RMSNorm) over ne0, of the model's kind. x: [C, n] -> [C, n]
+ *   LayerNorm: nn.LayerNorm(C, eps=norm_eps)
+ *   RMSNorm:   x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * self.weight */
+static struct ggml_tensor * build_norm(struct ggml_context * ctx, const ngpt_model * m, struct ggml_tensor * x,
+                                       struct ggml_tensor * w, struct ggml_tensor * b) {
+    const float eps = m->hp.norm_eps;
+    switch (m->hp.norm_type) {
+    case NGPT_NORM_RMS:
+        x = ggml_rms_norm(ctx, x, eps);   /* x / sqrt(mean(x²) + eps) */
+        return ggml_mul(ctx, x, w);
+    default:
+        x = ggml_norm(ctx, x, eps);       /* (x - mean) / sqrt(var + eps) */
+        x = ggml_mul(ctx, x, w);
+        return ggml_add(ctx, x, b);
+    }
 }
 
 /* Join per-item tensors [C, n_i] into [C, N] pairwise, so each byte is copied
@@ -1300,12 +1345,24 @@ static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, co
     return concat_rows(ctx, sg->parts, sg->n_items);                                  /* [C, N] */
 }
 
-/* MLP.forward: self.fc2(F.gelu(self.fc1(x), approximate="none")), GELU in its
- * exact erf form. x: [C, n] -> [C, n] */
-static struct ggml_tensor * build_mlp(struct ggml_context * ctx, const ngpt_layer * ly, struct ggml_tensor * x) {
-    struct ggml_tensor * up = ggml_add(ctx, ggml_mul_mat(ctx, ly->fc1_w, x), ly->fc1_b); /* [F, n] */
-    struct ggml_tensor * act = ggml_gelu_erf(ctx, up);                                  /* [F, n] */
-    return ggml_add(ctx, ggml_mul_mat(ctx, ly->fc2_w, act), ly->fc2_b);                 /* [C, n] */
+/* MLP.forward of the model's kind. x: [C, n] -> [C, n]
+ *   GELU:   self.fc2(F.gelu(self.fc1(x), approximate="none")), exact erf GELU
+ *   SwiGLU: self.fc_out(F.silu(self.fc_g(x)) * self.fc_a(x)) */
+static struct ggml_tensor * build_mlp(struct ggml_context * ctx, const ngpt_model * m, const ngpt_layer * ly,
+                                      struct ggml_tensor * x) {
+    struct ggml_tensor * up = ggml_add(ctx, ggml_mul_mat(ctx, ly->up_w, x), ly->up_b);         /* [F, n] */
+    struct ggml_tensor * act;
+    switch (m->hp.mlp_type) {
+    case NGPT_MLP_SWIGLU: {
+        struct ggml_tensor * gate = ggml_add(ctx, ggml_mul_mat(ctx, ly->gate_w, x), ly->gate_b); /* [F, n] */
+        act = ggml_swiglu_split(ctx, gate, up);                                                  /* silu(gate) * up */
+        break;
+    }
+    default:
+        act = ggml_gelu_erf(ctx, up);                                                            /* [F, n] */
+        break;
+    }
+    return ggml_add(ctx, ggml_mul_mat(ctx, ly->down_w, act), ly->down_b);                      /* [C, n] */
 }
 
 /* Block.forward of layer il; dropout is the identity at inference.
@@ -1315,10 +1372,9 @@ static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, c
                                         int il, struct ggml_tensor * h) {
     struct ggml_context * ctx = sg->ctx;
     const ngpt_layer * ly  = &m->layers[il];
-    const float        eps = m->hp.norm_eps;
 
     /* a, probs = self.attn(self.ln1(h), cos, sin) */
-    struct ggml_tensor * ln1 = layer_norm(ctx, h, ly->ln1_w, ly->ln1_b, eps);      /* [C, N] */
+    struct ggml_tensor * ln1 = build_norm(ctx, m, h, ly->ln1_w, ly->ln1_b);        /* [C, N] */
     struct ggml_tensor * att = build_attn(sg, m, items, il, ln1);                   /* [C, N] */
 
     if (il == m->hp.n_layer - 1 && sg->n_logits < sg->N) {
@@ -1337,8 +1393,8 @@ static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, c
     h = ggml_add(ctx, h, ggml_mul_mat(ctx, ly->proj_w, att));
 
     /* h = h + self.resid_drop(self.mlp(self.ln2(h))) */
-    struct ggml_tensor * ln2 = layer_norm(ctx, h, ly->ln2_w, ly->ln2_b, eps);
-    h = ggml_add(ctx, h, build_mlp(ctx, ly, ln2));
+    struct ggml_tensor * ln2 = build_norm(ctx, m, h, ly->ln2_w, ly->ln2_b);
+    h = ggml_add(ctx, h, build_mlp(ctx, m, ly, ln2));
     if (sg->n_lens > 0 && il < m->hp.n_layer - 1) {
         /* the residual stream after this block at each lens item's last
          * token, for the lens (the last block's is the logits' own) */
@@ -1352,7 +1408,7 @@ static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, c
  * h: [C, n] (only the rows wanted) -> [V, n] */
 static struct ggml_tensor * build_logits(struct ggml_context * ctx, const ngpt_model * m, struct ggml_tensor * h,
                                          const char * name) {
-    struct ggml_tensor * lnf = layer_norm(ctx, h, m->lnf_w, m->lnf_b, m->hp.norm_eps); /* [C, n] */
+    struct ggml_tensor * lnf = build_norm(ctx, m, h, m->lnf_w, m->lnf_b);              /* [C, n] */
     struct ggml_tensor * logits = ggml_mul_mat(ctx, m->tok_emb, lnf);                  /* [V, n] */
     ggml_set_name(logits, name);
     ggml_set_output(logits);

@@ -1,9 +1,12 @@
 /*
  * nielsgpt.h — the whole C API of the niels-gpt engine.
  *
- * The model is a small byte-level GPT (docs/ARCHITECTURE.md): pre-norm blocks
- * with LayerNorm, rotary attention and a GELU MLP, and an LM head tied to the
- * token embedding. This library keeps the weights in ggml backend buffers and
+ * The model is a small GPT (docs/ARCHITECTURE.md): pre-norm blocks with
+ * rotary attention and an MLP, and an LM head tied to the token embedding.
+ * Two generations share the graph and differ in their norm and MLP kinds
+ * (see ngpt_hparams): generation 1 is byte-level with LayerNorm and a GELU
+ * MLP, generation 2 has RMSNorm and a SwiGLU MLP over a SentencePiece
+ * vocabulary (the ids are the caller's business either way). This library keeps the weights in ggml backend buffers and
  * every sequence's KV cache in one pool of fixed-size blocks that the model
  * owns, and runs one ggml graph per step for a whole batch of sequences.
  * Results (logits, attention probabilities) are copied into buffers the
@@ -41,6 +44,20 @@ extern "C" {
 /* Positions per KV block: the pool's unit of allocation. */
 #define NGPT_KV_BLOCK 32
 
+/* Norm kinds (ngpt_hparams.norm_type), used by every norm of a model (ln1,
+ * ln2, ln_f). The zero value is generation 1's, so a caller that does not
+ * set the field gets the model it always got. */
+#define NGPT_NORM_LAYER 0  /* LayerNorm: (x - mean) / sqrt(var + eps) * weight + bias */
+#define NGPT_NORM_RMS   1  /* RMSNorm: x / sqrt(mean(x²) + eps) * weight; no bias */
+
+/* MLP kinds (ngpt_hparams.mlp_type); zero is generation 1's. Tensor names
+ * per block, in GGUF:
+ *   GELU:   ffn_up (fc1), ffn_down (fc2), each a weight and a bias;
+ *   SwiGLU: ffn_gate (fc_g), ffn_up (fc_a), ffn_down (fc_out), each a weight
+ *           and a bias: ffn_down(silu(ffn_gate(x)) * ffn_up(x)). */
+#define NGPT_MLP_GELU   0  /* fc2(GELU(fc1(x))), GELU in its exact erf form */
+#define NGPT_MLP_SWIGLU 1
+
 /* Hyper-parameters, as read from the GGUF metadata. */
 typedef struct ngpt_hparams {
     int32_t n_vocab;   /* V */
@@ -50,7 +67,9 @@ typedef struct ngpt_hparams {
     int32_t n_head;    /* H; head size D = C/H, even */
     int32_t n_ff;      /* d_ff */
     float   rope_theta;
-    float   norm_eps;  /* LayerNorm epsilon, 1e-5 */
+    float   norm_eps;  /* every norm's epsilon, 1e-5 */
+    int32_t norm_type; /* NGPT_NORM_LAYER or NGPT_NORM_RMS */
+    int32_t mlp_type;  /* NGPT_MLP_GELU or NGPT_MLP_SWIGLU */
 } ngpt_hparams;
 
 /* One weight inside the caller's GGUF bytes, as the caller's own (validated)
@@ -79,8 +98,9 @@ int ngpt_backends_load(const char * dir, char * err, size_t err_len);
 
 /* Load a model: hparams plus every tensor the architecture needs, copied from
  * blob into the device's buffers (the blob and refs may be freed afterwards).
- * refs must name exactly the architecture's tensors; vectors (norm weights,
- * biases) must be F32, matrices F32 or F16. Nothing in blob is trusted: every
+ * refs must name exactly the architecture's tensors, which the norm and MLP
+ * kinds decide (an RMSNorm has no .bias; a SwiGLU block has ffn_gate);
+ * vectors (norm weights, biases) must be F32, matrices F32 or F16. Nothing in blob is trusted: every
  * ref is checked against blob_len before ggml sees it.
  * device: "cpu", "cuda", "metal" (or "mps"), or "gpu" for the first GPU ggml
  * has; a device from a loaded module before a built-in one.

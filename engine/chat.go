@@ -1,14 +1,17 @@
 package engine
 
 // Chat transcript, stop tags and reply extraction (docs/API.md, Generation), plus the byte
-// tokenizer's text forms. Pure functions: the server and the terminal chat
-// share them so both render a conversation exactly as the model was trained.
+// tokenizer's text forms: pure functions for generation 1, which the server and the
+// terminal chat share so both render a conversation exactly as the model was trained. The
+// Model's methods at the end give the same for either generation, on token ids.
 
 import (
 	"bytes"
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"nielsgpt/gguf"
 )
 
 // Message is one chat turn. Role is "system", "user" or "assistant".
@@ -173,4 +176,153 @@ func PendingUTF8(b []byte) int {
 		return 0
 	}
 	return 0
+}
+
+// The chat of either generation, on token ids: the model's Generation decides how a
+// transcript is written, when a reply ends and where it is read from. Generation 1 writes
+// text (FormatTranscript) whose bytes are the ids; generation 2 is token-native: each
+// message is its role's special piece, the encoded content and end-of-turn, and the
+// generation prompt is the assistant's piece.
+
+// gen2RoleIDs are generation 2's role pieces, which the model may never generate: a
+// reply that wrote one would be speaking for another turn.
+var gen2RoleIDs = []int{gguf.ChatSystemID, gguf.ChatUserID, gguf.ChatAssistantID}
+
+func gen2RoleID(role string) (int32, error) {
+	switch role {
+	case "system":
+		return gguf.ChatSystemID, nil
+	case "user":
+		return gguf.ChatUserID, nil
+	case "assistant":
+		return gguf.ChatAssistantID, nil
+	}
+	return 0, fmt.Errorf("role %q is not system, user or assistant", role)
+}
+
+// FormatMessages is the conversation as it stands, for scoring: FormatChat without the
+// generation prompt it appends. A last assistant message with empty content is that
+// prompt, and a message of the conversation, so it stays.
+func (m *Model) FormatMessages(messages []Message) ([]int32, error) {
+	ids, err := m.FormatChat(messages)
+	if err != nil || len(messages) == 0 {
+		return ids, err
+	}
+	if last := messages[len(messages)-1]; last.Role == "assistant" && last.Content == "" {
+		return ids, nil
+	}
+	prompt := len(generationPrompt) // generation 1's "assistant: "
+	if m.cfg.Generation() != 1 {
+		prompt = 1 // the assistant piece
+	}
+	return ids[:len(ids)-prompt], nil
+}
+
+// FormatChat is the model's transcript of messages as token ids, ending with the
+// generation prompt. As in FormatTranscript, a trailing assistant message with empty
+// content is that prompt itself.
+func (m *Model) FormatChat(messages []Message) ([]int32, error) {
+	if m.cfg.Generation() == 1 {
+		return bytesToInt32s(FormatTranscript(messages)), nil
+	}
+	var ids []int32
+	for i, msg := range messages {
+		role, err := gen2RoleID(msg.Role)
+		if err != nil {
+			return nil, err
+		}
+		if i == len(messages)-1 && role == gguf.ChatAssistantID && msg.Content == "" {
+			return append(ids, gguf.ChatAssistantID), nil
+		}
+		ids = append(ids, role)
+		for _, id := range m.tok.Encode(msg.Content) {
+			ids = append(ids, int32(id))
+		}
+		ids = append(ids, gguf.ChatEndOfTurnID)
+	}
+	return append(ids, gguf.ChatAssistantID), nil
+}
+
+// Encode is text as the model's token ids (its bytes for generation 1).
+func (m *Model) Encode(text []byte) []int32 {
+	if m.cfg.Generation() == 1 {
+		return bytesToInt32s(text)
+	}
+	ids := m.tok.Encode(string(text))
+	out := make([]int32, len(ids))
+	for i, id := range ids {
+		out[i] = int32(id)
+	}
+	return out
+}
+
+// Decode is the text of ids: UTF-8 with replacement for generation 1's bytes,
+// SentencePiece's DecodeIds for generation 2.
+func (m *Model) Decode(ids []int32) string {
+	if m.cfg.Generation() == 1 {
+		return DecodeBytes(int32sToBytes(ids))
+	}
+	return m.tok.Decode(int32sToInts(ids))
+}
+
+// TokenText is what one token reads as: its byte decoded (generation 1, see the function
+// TokenText), or its piece decoded alone (generation 2).
+func (m *Model) TokenText(id int) string {
+	if m.cfg.Generation() == 1 {
+		return TokenText(id)
+	}
+	return m.tok.Decode([]int{id})
+}
+
+// TokenDisplay is a token shown to a person: generation 1's byte as TokenDisplay shows it,
+// generation 2's piece with U+2581 as a space and byte pieces as \xNN.
+func (m *Model) TokenDisplay(id int) string {
+	if m.cfg.Generation() == 1 {
+		return TokenDisplay(id)
+	}
+	return m.tok.Display(id)
+}
+
+// TokenBytes is the token's share of the text (tokenizer.Tokenizer's TokenBytes): its
+// byte (generation 1), or its piece's text with U+2581 as a space, a byte piece's byte
+// (generation 2). Joined over a generation, they are the text a stream shows, which for
+// generation 2 is DecodeIds' except that a leading space is kept. The slice is the
+// model's own: read it, do not change it. Nil for an id outside the vocabulary.
+func (m *Model) TokenBytes(id int) []byte {
+	if id < 0 || id >= len(m.tokenBytes) {
+		return nil
+	}
+	return m.tokenBytes[id]
+}
+
+// gen2Reply is the reply of a generation-2 transcript: the ids after the last
+// assistant piece up to the first end-of-turn after it, decoded.
+func (m *Model) gen2Reply(ids []int32) string {
+	start := 0
+	for i, id := range ids {
+		if id == gguf.ChatAssistantID {
+			start = i + 1
+		}
+	}
+	end := start
+	for end < len(ids) && ids[end] != gguf.ChatEndOfTurnID {
+		end++
+	}
+	return m.Decode(ids[start:end])
+}
+
+func bytesToInt32s(b []byte) []int32 {
+	ids := make([]int32, len(b))
+	for i, c := range b {
+		ids[i] = int32(c)
+	}
+	return ids
+}
+
+func int32sToInts(ids []int32) []int {
+	out := make([]int, len(ids))
+	for i, id := range ids {
+		out[i] = int(id)
+	}
+	return out
 }

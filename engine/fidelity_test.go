@@ -169,16 +169,6 @@ func countPastT(row *fidelityRow, prompt []int32, steps, T, hop int, at func(i i
 	}
 }
 
-func argmax64(xs []float64) int {
-	best := 0
-	for i, x := range xs {
-		if x > xs[best] {
-			best = i
-		}
-	}
-	return best
-}
-
 func TestWindowHopFidelity(t *testing.T) {
 	if os.Getenv("NIELSGPT_FIDELITY") != "1" {
 		t.Skip("a study, not a check: NIELSGPT_FIDELITY=1 runs it (minutes)")

@@ -4,6 +4,7 @@ package engine
 // relay its steps to the caller's callback until the end.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,7 +20,11 @@ var errClosed = errors.New("model closed")
 // onStep (on the caller's goroutine) for each one as soon as it exists. It
 // stops within one step when ctx is done or onStep returns an error.
 func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*Step) error) (*Result, error) {
-	if err := m.check(req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop); err != nil {
+	prompt, chat, err := m.promptIDs(req.Messages, req.Prompt, req.Raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.check(prompt, req.MaxNewTokens, req.Sampling, req.WindowHop); err != nil {
 		return nil, err
 	}
 	if req.TraceLayer < -1 || req.TraceLayer >= m.cfg.Layers {
@@ -36,13 +41,13 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 		return nil, err
 	}
 	if req.MaxNewTokens == 0 {
-		res := &Result{Generated: []byte{}, Stopped: "max_new_tokens"}
-		if !req.Raw {
-			res.Reply = ExtractReply(req.Prompt)
+		res := &Result{Generated: []byte{}, Stopped: "max_new_tokens", PromptTokens: len(prompt)}
+		if chat {
+			res.Reply = m.reply(prompt)
 		}
 		return res, nil
 	}
-	seq := m.newSequence(ctx, req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop)
+	seq := m.newSequence(ctx, prompt, chat, req.MaxNewTokens, req.Sampling, req.WindowHop)
 	seq.trace = req.TraceLayer
 	seq.traceLayers, seq.layerAt = traceList(req.TraceLayer, req.TraceLayers)
 	if len(seq.traceLayers) > 0 {
@@ -52,11 +57,7 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 		seq.lens = make([]float32, m.cfg.Layers*m.cfg.Vocab)
 	}
 	seq.headMask = mask
-	seq.raw = req.Raw
-	seq.stops = append(seq.stops[:0:0], req.Stop...)
-	if !req.Raw {
-		seq.stops = append(seq.stops, StopTags...)
-	}
+	seq.stops = append(seq.stops, req.Stop...)
 	if req.Logprobs {
 		seq.logprobs = req.TopLogprobs
 	}
@@ -70,7 +71,11 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 // FullAttention generates req.MaxNewTokens tokens (without tracing), then
 // returns every head's attention matrices of req.Layers over the final window.
 func (m *Model) FullAttention(ctx context.Context, req FullAttnRequest) (*FullAttn, error) {
-	if err := m.check(req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop); err != nil {
+	prompt, chat, err := m.promptIDs(req.Messages, req.Prompt, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.check(prompt, req.MaxNewTokens, req.Sampling, req.WindowHop); err != nil {
 		return nil, err
 	}
 	if len(req.Layers) == 0 {
@@ -83,7 +88,7 @@ func (m *Model) FullAttention(ctx context.Context, req FullAttnRequest) (*FullAt
 	if err != nil {
 		return nil, err
 	}
-	seq := m.newSequence(ctx, req.Prompt, req.MaxNewTokens, req.Sampling, req.WindowHop)
+	seq := m.newSequence(ctx, prompt, chat, req.MaxNewTokens, req.Sampling, req.WindowHop)
 	seq.full = &req
 	seq.fullLayers, _ = traceList(-1, req.Layers)
 	seq.headMask = mask
@@ -92,6 +97,29 @@ func (m *Model) FullAttention(ctx context.Context, req FullAttnRequest) (*FullAt
 		return nil, err
 	}
 	return ev.full, nil
+}
+
+// promptIDs is a request's prompt as token ids, and whether the chat's rules
+// apply to what follows it (GenerateRequest.Messages and Prompt).
+func (m *Model) promptIDs(messages []Message, prompt []byte, raw bool) (ids []int32, chat bool, err error) {
+	switch {
+	case len(messages) > 0 && (len(prompt) > 0 || raw):
+		return nil, false, errors.New("a request has messages or a prompt, not both")
+	case len(messages) > 0:
+		ids, err = m.FormatChat(messages)
+		return ids, true, err
+	case !raw && m.cfg.Generation() != 1:
+		return nil, false, errors.New("a generation-2 chat is given as messages, not as a transcript")
+	}
+	return m.Encode(prompt), !raw, nil
+}
+
+// reply is the assistant's answer in a chat transcript of ids.
+func (m *Model) reply(ids []int32) string {
+	if m.cfg.Generation() == 1 {
+		return ExtractReply(int32sToBytes(ids))
+	}
+	return m.gen2Reply(ids)
 }
 
 // checkLayers refuses a list of layers with one out of range or twice.
@@ -154,7 +182,7 @@ func traceList(trace int, layers []int) (list []int32, at []int) {
 	return list, at
 }
 
-func (m *Model) check(prompt []byte, maxNew int, s Sampling, hop int) error {
+func (m *Model) check(prompt []int32, maxNew int, s Sampling, hop int) error {
 	switch {
 	case hop < 0 || hop >= m.cfg.Context:
 		return fmt.Errorf("window hop %d out of range [1, %d]", hop, m.cfg.Context-1)
@@ -164,8 +192,8 @@ func (m *Model) check(prompt []byte, maxNew int, s Sampling, hop int) error {
 		return errors.New("max_new_tokens must not be negative")
 	case math.IsNaN(s.Temperature) || math.IsInf(s.Temperature, 0) || s.Temperature < 0:
 		return errors.New("temperature must be finite and >= 0")
-	case s.RepetitionPenalty != 0 && s.RepetitionPenalty != 1:
-		return errors.New("repetition_penalty is not supported by this engine yet")
+	case math.IsNaN(s.RepetitionPenalty) || math.IsInf(s.RepetitionPenalty, 0) || s.RepetitionPenalty < 0:
+		return errors.New("repetition_penalty must be finite and > 0 (0 means off)")
 	case s.TopK < 0:
 		return errors.New("top_k must not be negative")
 	case math.IsNaN(s.TopP) || s.TopP < 0 || s.TopP > 1:
@@ -174,19 +202,37 @@ func (m *Model) check(prompt []byte, maxNew int, s Sampling, hop int) error {
 	return nil
 }
 
-func (m *Model) newSequence(ctx context.Context, prompt []byte, maxNew int, s Sampling, hop int) *sequence {
+// newSequence makes the sequence that continues prompt. A chat follows its
+// generation's rules: generation 1 stops at a chat stop tag, generation 2 at
+// end-of-turn and never draws a role piece.
+func (m *Model) newSequence(ctx context.Context, prompt []int32, chat bool, maxNew int, s Sampling, hop int) *sequence {
 	tokens := make([]int32, len(prompt), len(prompt)+maxNew)
-	for i, b := range prompt {
-		tokens[i] = int32(b)
+	copy(tokens, prompt)
+	var banned []int
+	var stops [][]byte
+	eot := int32(-1)
+	switch {
+	case chat && m.cfg.Generation() == 1:
+		stops = slices.Clip(StopTags) // a request's stops are appended: never into StopTags itself
+	case chat:
+		banned, eot = gen2RoleIDs, gguf.ChatEndOfTurnID
+	}
+	smp := newSampler(s, m.cfg.Vocab, banned...)
+	for _, id := range prompt {
+		smp.observe(int(id))
 	}
 	return &sequence{
 		ctx:      ctx,
+		model:    m,
+		text:     make([]byte, 0, maxNew),
 		tokens:   tokens,
 		nPrompt:  len(prompt),
 		maxNew:   maxNew,
-		sampler:  newSampler(s, m.cfg.Vocab),
+		sampler:  smp,
 		trace:    -1,
-		stops:    StopTags,
+		raw:      !chat,
+		stops:    stops,
+		eot:      eot,
 		logprobs: -1,
 		cacheAt:  -1, // nothing cached yet
 		hop:      max(hop, 1),
@@ -307,8 +353,16 @@ func (seq *sequence) takeStep(it *stepItem, cfg *gguf.ModelConfig) *Step {
 		step.Logprob, step.TopLogprobs = d.logprob(token), d.top(seq.logprobs)
 	}
 	seq.tokens = append(seq.tokens, int32(token))
-	// A stop sequence not there before can only end at the byte just appended.
-	seq.stopped = endsWithStop(seq.tokens[seq.nPrompt:], seq.stops)
+	seq.sampler.observe(token)
+	before := len(seq.text)
+	if int32(token) == seq.eot {
+		seq.stopped = true // the reply's end, not a part of its text
+	} else {
+		seq.stopped = seq.appendText(token)
+	}
+	// Later appends never change these bytes, so the slice stays valid for
+	// the reader even when the text moves.
+	step.Text = seq.text[before:len(seq.text):len(seq.text)]
 	return step
 }
 
@@ -332,21 +386,15 @@ func (r *stepRing) traceRows(slot int, attnRows []float32, layers, heads int) []
 	return r.rows[slot]
 }
 
-// endsWithStop reports whether the generated ids end with one of stops.
-func endsWithStop(generated []int32, stops [][]byte) bool {
-	for _, tag := range stops {
-		if len(generated) < len(tag) {
-			continue
-		}
-		tail := generated[len(generated)-len(tag):]
-		match := true
-		for i, b := range tag {
-			if tail[i] != int32(b) {
-				match = false
-				break
-			}
-		}
-		if match {
+// appendText adds the token's bytes to the generated text and reports
+// whether the text now holds one of seq.stops. A stop not there before can
+// only end within the bytes just added.
+func (seq *sequence) appendText(token int) bool {
+	before := len(seq.text)
+	seq.text = append(seq.text, seq.model.TokenBytes(token)...)
+	for _, stop := range seq.stops {
+		from := max(0, before-len(stop)+1)
+		if bytes.Contains(seq.text[from:], stop) {
 			return true
 		}
 	}

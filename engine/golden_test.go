@@ -137,77 +137,81 @@ func runStep(t testing.TB, m *Model, it stepItem) {
 // One token at a time through the KV cache: every position's logits and
 // every layer's newest attention row against the golden prefill.
 func TestDecodeMatchesPyTorch(t *testing.T) {
-	forEachFixture(t, func(t *testing.T, m *Model, g *golden) {
-		c := m.Config()
-		tokens := g.Prefill.Tokens
-		cache := newCache(t, m, len(tokens))
-		worstLogit, worstAttn := 0.0, 0.0
-		layers := reversedLayers(c.Layers) // any order: the rows follow the list
-		for pos := range tokens {
-			tl := pos + 1
-			it := stepItem{
-				cache: cache, tokens: tokens[pos : pos+1], nPast: pos,
-				logits: make([]float32, c.Vocab), traceLayers: layers,
-				attnRows: make([]float32, len(layers)*c.Heads*tl),
-			}
-			runStep(t, m, it)
-			worstLogit = math.Max(worstLogit, maxAbsDiff(it.logits, g.Prefill.Logits[pos]))
-			for k, layer := range layers {
-				for h := 0; h < c.Heads; h++ {
-					want := g.Prefill.Attn[layer][h][pos][:tl]
-					at := (k*c.Heads + h) * tl
-					worstAttn = math.Max(worstAttn, maxAbsDiff(it.attnRows[at:at+tl], want))
-				}
+	forEachFixture(t, checkDecode)
+}
+
+func checkDecode(t *testing.T, m *Model, g *golden) {
+	c := m.Config()
+	tokens := g.Prefill.Tokens
+	cache := newCache(t, m, len(tokens))
+	worstLogit, worstAttn := 0.0, 0.0
+	layers := reversedLayers(c.Layers) // any order: the rows follow the list
+	for pos := range tokens {
+		tl := pos + 1
+		it := stepItem{
+			cache: cache, tokens: tokens[pos : pos+1], nPast: pos,
+			logits: make([]float32, c.Vocab), traceLayers: layers,
+			attnRows: make([]float32, len(layers)*c.Heads*tl),
+		}
+		runStep(t, m, it)
+		worstLogit = math.Max(worstLogit, maxAbsDiff(it.logits, g.Prefill.Logits[pos]))
+		for k, layer := range layers {
+			for h := 0; h < c.Heads; h++ {
+				want := g.Prefill.Attn[layer][h][pos][:tl]
+				at := (k*c.Heads + h) * tl
+				worstAttn = math.Max(worstAttn, maxAbsDiff(it.attnRows[at:at+tl], want))
 			}
 		}
-		t.Logf("max |Δlogit| %.2e, max |Δattn| %.2e over %d positions", worstLogit, worstAttn, len(tokens))
-		if worstLogit > logitTol || worstAttn > attnTol {
-			t.Fatalf("max |Δlogit| %.2e (tol %.0e), max |Δattn| %.2e (tol %.0e)", worstLogit, logitTol, worstAttn, attnTol)
-		}
-	})
+	}
+	t.Logf("max |Δlogit| %.2e, max |Δattn| %.2e over %d positions", worstLogit, worstAttn, len(tokens))
+	if worstLogit > logitTol || worstAttn > attnTol {
+		t.Fatalf("max |Δlogit| %.2e (tol %.0e), max |Δattn| %.2e (tol %.0e)", worstLogit, logitTol, worstAttn, attnTol)
+	}
 }
 
 // The whole window in one pass, and in uneven chunks: the full matrices of
 // every layer and head, and the last position's logits.
 func TestPrefillMatchesPyTorch(t *testing.T) {
-	forEachFixture(t, func(t *testing.T, m *Model, g *golden) {
-		c := m.Config()
-		tokens := g.Prefill.Tokens
-		n := len(tokens)
-		cache := newCache(t, m, n)
-		layers := reversedLayers(c.Layers)
-		it := stepItem{
-			cache: cache, tokens: tokens, logits: make([]float32, c.Vocab),
-			fullLayers: layers, fullAttn: make([]float32, len(layers)*c.Heads*n*n),
-		}
-		runStep(t, m, it)
-		if d := maxAbsDiff(it.logits, g.Prefill.Logits[n-1]); d > logitTol {
-			t.Fatalf("last logits differ by %.2e", d)
-		}
-		for k, layer := range layers {
-			for head := 0; head < c.Heads; head++ {
-				for r := 0; r < n; r++ {
-					at := ((k*c.Heads+head)*n + r) * n
-					if d := maxAbsDiff(it.fullAttn[at:at+n], g.Prefill.Attn[layer][head][r]); d > attnTol {
-						t.Fatalf("layer %d head %d row %d differs by %.2e", layer, head, r, d)
-					}
+	forEachFixture(t, checkPrefill)
+}
+
+func checkPrefill(t *testing.T, m *Model, g *golden) {
+	c := m.Config()
+	tokens := g.Prefill.Tokens
+	n := len(tokens)
+	cache := newCache(t, m, n)
+	layers := reversedLayers(c.Layers)
+	it := stepItem{
+		cache: cache, tokens: tokens, logits: make([]float32, c.Vocab),
+		fullLayers: layers, fullAttn: make([]float32, len(layers)*c.Heads*n*n),
+	}
+	runStep(t, m, it)
+	if d := maxAbsDiff(it.logits, g.Prefill.Logits[n-1]); d > logitTol {
+		t.Fatalf("last logits differ by %.2e", d)
+	}
+	for k, layer := range layers {
+		for head := 0; head < c.Heads; head++ {
+			for r := 0; r < n; r++ {
+				at := ((k*c.Heads+head)*n + r) * n
+				if d := maxAbsDiff(it.fullAttn[at:at+n], g.Prefill.Attn[layer][head][r]); d > attnTol {
+					t.Fatalf("layer %d head %d row %d differs by %.2e", layer, head, r, d)
 				}
 			}
 		}
-		// chunks of 7: each attends to the cache of the ones before
-		logits := make([]float32, c.Vocab)
-		for from := 0; from < n; from += 7 {
-			to := min(from+7, n)
-			it := stepItem{cache: cache, tokens: tokens[from:to], nPast: from}
-			if to == n {
-				it.logits = logits
-			}
-			runStep(t, m, it)
+	}
+	// chunks of 7: each attends to the cache of the ones before
+	logits := make([]float32, c.Vocab)
+	for from := 0; from < n; from += 7 {
+		to := min(from+7, n)
+		it := stepItem{cache: cache, tokens: tokens[from:to], nPast: from}
+		if to == n {
+			it.logits = logits
 		}
-		if d := maxAbsDiff(logits, g.Prefill.Logits[n-1]); d > logitTol {
-			t.Fatalf("chunked prefill: last logits differ by %.2e", d)
-		}
-	})
+		runStep(t, m, it)
+	}
+	if d := maxAbsDiff(logits, g.Prefill.Logits[n-1]); d > logitTol {
+		t.Fatalf("chunked prefill: last logits differ by %.2e", d)
+	}
 }
 
 // Greedy generation through the public API, across window slides: the same

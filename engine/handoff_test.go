@@ -8,6 +8,7 @@ package engine
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -45,20 +46,41 @@ func TestStepStaysStillDuringOnStep(t *testing.T) {
 	}
 }
 
-func TestEndsWithStopTag(t *testing.T) {
-	ids := func(s string) []int32 {
-		out := make([]int32, len(s))
-		for i := range s {
-			out[i] = int32(s[i])
-		}
-		return out
-	}
-	for text, want := range map[string]bool{
-		"": false, "hi": false, "hi\nuser: ": true, "\nsystem: ": true,
-		"\nuser:": false, "hi\nuser: x": false, "user: ": false,
+// A stop is found on the step whose token completes it, and not before:
+// byte by byte for generation 1, and across pieces of several bytes for
+// generation 2.
+func TestAppendTextFindsStops(t *testing.T) {
+	m1, _ := loadFixture(t, "tiny_a")
+	for text, want := range map[string]int{
+		"": -1, "hi": -1, "hi\nuser: ": 8, "\nsystem: ": 8,
+		"\nuser:": -1, "hi\nuser: x": 8, "user: ": -1,
 	} {
-		if got := endsWithStop(ids(text), StopTags); got != want {
-			t.Errorf("%q: %v, want %v", text, got, want)
+		seq := &sequence{model: m1, stops: StopTags}
+		found := -1
+		for i := range len(text) {
+			if seq.appendText(int(text[i])) && found < 0 {
+				found = i
+			}
+		}
+		if found != want {
+			t.Errorf("%q: stop found at byte %d, want %d", text, found, want)
+		}
+	}
+	m2, _ := loadGen2Fixture(t, "tiny_gen2_a", fixtureOptions)
+	ids := m2.Encode([]byte("hello there, how are you"))
+	var joined []byte
+	for _, id := range ids {
+		joined = append(joined, m2.TokenBytes(int(id))...)
+	}
+	for _, stop := range []string{"lo th", "you", "hello there, how are you", ", h"} {
+		seq := &sequence{model: m2, stops: [][]byte{[]byte(stop)}}
+		end := strings.Index(string(joined), stop) + len(stop)
+		for i, id := range ids {
+			before := len(seq.text)
+			hit := seq.appendText(int(id))
+			if completes := before < end && len(seq.text) >= end; hit != completes {
+				t.Fatalf("stop %q: after piece %d (text %q) found %v", stop, i, seq.text, hit)
+			}
 		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"unsafe"
 
 	"nielsgpt/gguf"
+	"nielsgpt/tokenizer"
 )
 
 // Options configure a loaded model.
@@ -66,12 +67,16 @@ const defaultKVWait = 5 * time.Second
 // Model is a loaded niels-gpt with its batching scheduler. It is safe for
 // concurrent use: every Generate joins the same stream of batched steps.
 type Model struct {
-	cfg     gguf.ModelConfig
-	opts    Options
-	c       *C.ngpt_model
-	backend string
-	sched   *scheduler
-	scratch stepScratch // only the goroutine running steps touches it
+	cfg gguf.ModelConfig
+	tok tokenizer.Tokenizer // the model's vocabulary: bytes, or its SentencePiece
+	// tokenBytes is each id's TokenBytes, made once so that a step's text
+	// grows without an allocation per token.
+	tokenBytes [][]byte
+	opts       Options
+	c          *C.ngpt_model
+	backend    string
+	sched      *scheduler
+	scratch    stepScratch // only the goroutine running steps touches it
 }
 
 const errLen = 512
@@ -104,9 +109,9 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Generation() != 1 {
-		// The C graph has no RMSNorm or SwiGLU yet, and the chat is byte-level.
-		return nil, fmt.Errorf("generation-%d models are not supported by this engine yet", cfg.Generation())
+	tok, err := g.Tokenizer()
+	if err != nil {
+		return nil, err
 	}
 	if opts.Threads <= 0 {
 		opts.Threads = defaultThreads()
@@ -129,6 +134,13 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 		n_vocab: C.int32_t(cfg.Vocab), n_ctx: C.int32_t(cfg.Context), n_embd: C.int32_t(cfg.Embd),
 		n_layer: C.int32_t(cfg.Layers), n_head: C.int32_t(cfg.Heads), n_ff: C.int32_t(cfg.FF),
 		rope_theta: C.float(cfg.RopeTheta), norm_eps: C.float(cfg.NormEps),
+		norm_type: C.NGPT_NORM_LAYER, mlp_type: C.NGPT_MLP_GELU,
+	}
+	if cfg.Norm == gguf.NormRMS {
+		hp.norm_type = C.NGPT_NORM_RMS
+	}
+	if cfg.MLP == gguf.MLPSwiGLU {
+		hp.mlp_type = C.NGPT_MLP_SWIGLU
 	}
 	refs := make([]C.ngpt_tensor_ref, len(g.Tensors))
 	for i, t := range g.Tensors {
@@ -168,7 +180,10 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	if c == nil {
 		return nil, fmt.Errorf("loading model: %s", C.GoString(&errBuf[0]))
 	}
-	m := &Model{cfg: cfg, opts: opts, c: c, backend: C.GoString(C.ngpt_model_backend(c))}
+	m := &Model{cfg: cfg, tok: tok, tokenBytes: make([][]byte, tok.VocabSize()), opts: opts, c: c, backend: C.GoString(C.ngpt_model_backend(c))}
+	for id := range m.tokenBytes {
+		m.tokenBytes[id] = tok.TokenBytes(id)
+	}
 	m.sched = newScheduler(m)
 	return m, nil
 }
@@ -220,6 +235,10 @@ func defaultThreads() int {
 
 // Config reports the model's hyper-parameters.
 func (m *Model) Config() gguf.ModelConfig { return m.cfg }
+
+// Tokenizer is the model's vocabulary: tokenizer.Bytes for generation 1, the
+// SentencePiece model its file stores for generation 2.
+func (m *Model) Tokenizer() tokenizer.Tokenizer { return m.tok }
 
 // Backend names the ggml backend doing the maths, and the module it was
 // loaded from when BackendDir supplied it: "CPU", "Metal",

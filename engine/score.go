@@ -13,7 +13,7 @@ import (
 
 // Score reads req.Tokens' window and scores every position after the first.
 func (m *Model) Score(ctx context.Context, req ScoreRequest) (*Scores, error) {
-	if len(req.Tokens) == 0 {
+	if len(req.Tokens) == 0 && len(req.Messages) == 0 {
 		return nil, errors.New("nothing to score")
 	}
 	if req.TopN < 0 || req.TopN > MaxTopLogprobs {
@@ -23,13 +23,27 @@ func (m *Model) Score(ctx context.Context, req ScoreRequest) (*Scores, error) {
 	if err != nil {
 		return nil, err
 	}
-	offset := max(0, len(req.Tokens)-m.cfg.Context)
-	window := req.Tokens[offset:]
+	var ids []int32
+	switch {
+	case len(req.Messages) > 0 && len(req.Tokens) > 0:
+		return nil, errors.New("score text or messages, not both")
+	case len(req.Messages) > 0:
+		if ids, err = m.FormatMessages(req.Messages); err != nil {
+			return nil, err
+		}
+	default:
+		ids = m.Encode(req.Tokens)
+	}
+	if len(ids) == 0 {
+		return nil, errors.New("nothing to score: the text encodes to no tokens")
+	}
+	offset := max(0, len(ids)-m.cfg.Context)
+	window := ids[offset:]
 	if len(window) == 1 {
 		// nothing precedes the only token
 		return &Scores{Offset: offset, TokenIDs: []int{int(window[0])}, Positions: make([]PositionScore, 1)}, nil
 	}
-	seq := m.newSequence(ctx, window, 0, Sampling{}, 1)
+	seq := m.newSequence(ctx, window, false, 0, Sampling{}, 1)
 	seq.scoring, seq.scoreTopN, seq.headMask = true, req.TopN, mask
 	seq.scores = &Scores{Offset: offset}
 	ev, err := m.relay(ctx, seq, nil)

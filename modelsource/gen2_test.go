@@ -145,15 +145,19 @@ func TestResolveTokenizerRefused(t *testing.T) {
 	}
 }
 
-// Until the engine supports generation 2, serve --model best.pt converts and then stops
-// with the engine's reason.
-func TestLoadGen2Refused(t *testing.T) {
+// serve --model best.pt converts a generation-2 checkpoint with the tokenizer named for it
+// and loads it: the engine serves it with that vocabulary.
+func TestLoadGen2(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
 	pt := copyFixture(t, gen2PT, dir, "best.pt")
-	_, _, err := Load(context.Background(), configWithTokenizer(pt, tinySPM), Options{})
-	if err == nil || !strings.Contains(err.Error(), "generation-2 models are not supported by this engine yet") {
-		t.Fatalf("%v", err)
+	m, _, err := Load(context.Background(), configWithTokenizer(pt, tinySPM), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if m.Config().Generation() != 2 || m.Tokenizer().VocabSize() != m.Config().Vocab {
+		t.Fatalf("loaded generation %d with a vocabulary of %d", m.Config().Generation(), m.Tokenizer().VocabSize())
 	}
 }
 

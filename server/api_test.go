@@ -174,7 +174,7 @@ func TestChatStream(t *testing.T) {
 
 	// The documented defaults reach the engine.
 	got := fake.lastGenerate()
-	if string(got.Prompt) != prompt || got.MaxNewTokens != 256 || got.TraceLayer != 3 || got.WindowHop != 1 ||
+	if string(engine.FormatTranscript(got.Messages)) != prompt || got.MaxNewTokens != 256 || got.TraceLayer != 3 || got.WindowHop != 1 ||
 		got.Sampling != (engine.Sampling{Temperature: 0.9, TopK: 50, Seed: 42}) {
 		t.Fatalf("engine request %+v", got)
 	}
@@ -193,7 +193,7 @@ func TestChatStreamFields(t *testing.T) {
 		t.Fatalf("events %+v", events)
 	}
 	got := fake.lastGenerate()
-	if string(got.Prompt) != "user: x\nassistant: " || got.MaxNewTokens != 3 || got.TraceLayer != 0 ||
+	if string(engine.FormatTranscript(got.Messages)) != "user: x\nassistant: " || got.MaxNewTokens != 3 || got.TraceLayer != 0 ||
 		got.Sampling != (engine.Sampling{Temperature: 0, TopK: 0, Seed: -7}) {
 		t.Fatalf("engine request %+v", got)
 	}

@@ -25,7 +25,7 @@ func (s *Server) attention(c *gin.Context) {
 		s.writeValidation(c, invalidParam("format", `format must be "json" or "npz", not %q`, clip(format, 20)))
 		return
 	}
-	req, eng, release, ok := admit(s, c, parseAttentionRequest, func(r engine.FullAttnRequest) []byte { return r.Prompt })
+	req, eng, release, ok := admit(s, c, parseAttentionRequest, func(r engine.FullAttnRequest) []byte { return engine.FormatTranscript(r.Messages) })
 	if !ok {
 		return
 	}
@@ -61,7 +61,7 @@ func (s *Server) attention(c *gin.Context) {
 	}
 	c.Header("Content-Type", "application/json; charset=utf-8")
 	c.Status(http.StatusOK)
-	_ = writeAttentionJSON(w, req.Layers, answer.TokenIDs, answer.Attn)
+	_ = s.currentTokens().writeAttentionJSON(w, req.Layers, answer.TokenIDs, answer.Attn)
 }
 
 // deadlineWriter gives every write of a long answer its own WRITE_TIMEOUT,

@@ -231,6 +231,13 @@ func checkOpenAPIRequests(t *testing.T, doc *openapi3.T) {
 	wantInteger(t, doc, "InspectRequest", "seed", num(42), nil, nil)
 	wantInteger(t, doc, "InspectRequest", "max_new_tokens", num(0), num(0), num(1024))
 	wantInteger(t, doc, "InspectRequest", "window_hop", nil, num(1), nil)
+	for _, request := range []string{"ChatRequest", "InspectRequest"} {
+		for _, field := range []string{"top_p", "repetition_penalty"} {
+			if p := property(t, doc, request, field); !p.Type.Is("number") || !p.Nullable || !p.ExclusiveMin.IsTrue() {
+				t.Errorf("%s.%s: want a nullable number > 0", request, field)
+			}
+		}
+	}
 
 	// The extensions.
 	for _, f := range []struct{ request, field, schema string }{

@@ -15,32 +15,62 @@ import (
 	"unicode/utf8"
 
 	"nielsgpt/engine"
+	"nielsgpt/tokenizer"
 )
 
-// tokenFields holds, for each byte token, the JSON members
-// `"token_id":N,"token_text":"…","token_display":"…"` ready to copy.
-var tokenFields = func() [256][]byte {
-	var table [256][]byte
-	for id := range table {
-		table[id] = formatTokenFields(nil, id)
-	}
-	return table
-}()
-
-func appendTokenFields(b []byte, id int) []byte {
-	if id >= 0 && id < len(tokenFields) {
-		return append(b, tokenFields[id]...)
-	}
-	return formatTokenFields(b, id) // a larger vocabulary (a later model generation)
+// tokenTable is the loaded model's tokens as responses show them, made once
+// per model: for each id its text (the token decoded alone: a byte as UTF-8
+// with replacement, a SentencePiece piece as DecodeIds gives it), its display
+// (printable as itself, bytes as \xNN, U+2581 as a space) and the JSON
+// members `"token_id":N,"token_text":"…","token_display":"…"` ready to copy.
+type tokenTable struct {
+	tok     tokenizer.Tokenizer
+	text    []string
+	display []string
+	fields  [][]byte
+	bytes   [][]byte // each token's share of the text (TokenBytes)
 }
 
-func formatTokenFields(b []byte, id int) []byte {
+func newTokenTable(tok tokenizer.Tokenizer) *tokenTable {
+	n := tok.VocabSize()
+	t := &tokenTable{tok: tok, text: make([]string, n), display: make([]string, n), fields: make([][]byte, n), bytes: make([][]byte, n)}
+	for id := range n {
+		t.text[id], t.display[id], t.bytes[id] = tok.Decode([]int{id}), tok.Display(id), tok.TokenBytes(id)
+		b := append([]byte(`"token_id":`), strconv.Itoa(id)...)
+		b = append(b, `,"token_text":`...)
+		b = appendString(b, t.text[id])
+		b = append(b, `,"token_display":`...)
+		t.fields[id] = appendString(b, t.display[id])
+	}
+	return t
+}
+
+// byteTokens is generation 1's table, the byte vocabulary.
+var byteTokens = newTokenTable(tokenizer.Bytes{})
+
+// The engine only reports ids of the model's vocabulary; an id outside it
+// would be an engine bug, shown as an empty text rather than a crash.
+func (t *tokenTable) textOf(id int) string {
+	if id < 0 || id >= len(t.text) {
+		return ""
+	}
+	return t.text[id]
+}
+
+func (t *tokenTable) displayOf(id int) string {
+	if id < 0 || id >= len(t.display) {
+		return ""
+	}
+	return t.display[id]
+}
+
+func (t *tokenTable) appendTokenFields(b []byte, id int) []byte {
+	if id >= 0 && id < len(t.fields) {
+		return append(b, t.fields[id]...)
+	}
 	b = append(b, `"token_id":`...)
 	b = strconv.AppendInt(b, int64(id), 10)
-	b = append(b, `,"token_text":`...)
-	b = appendString(b, engine.TokenText(id))
-	b = append(b, `,"token_display":`...)
-	return appendString(b, engine.TokenDisplay(id))
+	return append(b, `,"token_text":"","token_display":""`...)
 }
 
 // appendString writes s as a JSON string. s is valid UTF-8 here (token texts
@@ -116,22 +146,22 @@ func appendMatrix(b []byte, rows [][]float32) []byte {
 }
 
 // appendTokenEvent writes one SSE `token` event.
-func appendTokenEvent(b []byte, step *engine.Step) []byte {
+func (t *tokenTable) appendTokenEvent(b []byte, step *engine.Step) []byte {
 	b = append(b, "event: token\ndata: {\"step\":"...)
 	b = strconv.AppendInt(b, int64(step.Index), 10)
 	b = append(b, ',')
-	b = appendTokenFields(b, step.TokenID)
+	b = t.appendTokenFields(b, step.TokenID)
 	return append(b, "}\n\n"...)
 }
 
 // appendTraceEvent writes one SSE `trace` event.
-func appendTraceEvent(b []byte, step *engine.Step) []byte {
+func (t *tokenTable) appendTraceEvent(b []byte, step *engine.Step) []byte {
 	b = append(b, "event: trace\ndata: {\"step\":"...)
 	b = strconv.AppendInt(b, int64(step.Index), 10)
 	b = append(b, `,"entropy":`...)
 	b = appendFloat(b, step.Entropy)
 	b = append(b, `,"topk":`...)
-	b = appendCandidates(b, step.Candidates)
+	b = t.appendCandidates(b, step.Candidates)
 	b = append(b, `,"attn":`...)
 	if step.Attn == nil {
 		b = append(b, "[]"...)
@@ -146,21 +176,21 @@ func appendTraceEvent(b []byte, step *engine.Step) []byte {
 	}
 	if step.Lens != nil {
 		b = append(b, `,"lens":`...)
-		b = appendLens(b, step.Lens)
+		b = t.appendLens(b, step.Lens)
 	}
 	return append(b, "}\n\n"...)
 }
 
 // appendCandidates writes a list of {"token_id", "token_text",
 // "token_display", "prob"}.
-func appendCandidates(b []byte, cands []engine.Candidate) []byte {
+func (t *tokenTable) appendCandidates(b []byte, cands []engine.Candidate) []byte {
 	b = append(b, '[')
 	for i, cand := range cands {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = append(b, '{')
-		b = appendTokenFields(b, cand.TokenID)
+		b = t.appendTokenFields(b, cand.TokenID)
 		b = append(b, `,"prob":`...)
 		b = appendFloat(b, cand.Prob)
 		b = append(b, '}')
@@ -185,7 +215,7 @@ func appendLayers(b []byte, layers []engine.LayerAttn) []byte {
 }
 
 // appendLens writes [{"layer": l, "entropy": e, "topk": [...]}, ...].
-func appendLens(b []byte, lens []engine.LensLayer) []byte {
+func (t *tokenTable) appendLens(b []byte, lens []engine.LensLayer) []byte {
 	b = append(b, '[')
 	for i, l := range lens {
 		if i > 0 {
@@ -196,7 +226,7 @@ func appendLens(b []byte, lens []engine.LensLayer) []byte {
 		b = append(b, `,"entropy":`...)
 		b = appendFloat(b, l.Entropy)
 		b = append(b, `,"topk":`...)
-		b = appendCandidates(b, l.Candidates)
+		b = t.appendCandidates(b, l.Candidates)
 		b = append(b, '}')
 	}
 	return append(b, ']')
@@ -220,13 +250,13 @@ func appendJSONEvent(b []byte, name string, v any) []byte {
 
 // appendFullAttn writes the /inspect/full_attn response body: the matrix of
 // head of the one layer asked for.
-func appendFullAttn(b []byte, layer, head int, full *engine.FullAttn) []byte {
+func (t *tokenTable) appendFullAttn(b []byte, layer, head int, full *engine.FullAttn) []byte {
 	b = append(b, `{"layer":`...)
 	b = strconv.AppendInt(b, int64(layer), 10)
 	b = append(b, `,"head":`...)
 	b = strconv.AppendInt(b, int64(head), 10)
 	b = append(b, ',')
-	b = appendTokenLists(b, full.TokenIDs)
+	b = t.appendTokenLists(b, full.TokenIDs)
 	b = append(b, `,"attn":`...)
 	b = appendMatrix(b, full.Attn[0][head])
 	return append(b, '}')

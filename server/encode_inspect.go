@@ -16,7 +16,7 @@ import (
 )
 
 // appendTokenLists writes `"token_ids":[...],"tokens":[...],"tokens_display":[...]`.
-func appendTokenLists(b []byte, ids []int) []byte {
+func (t *tokenTable) appendTokenLists(b []byte, ids []int) []byte {
 	b = append(b, `"token_ids":[`...)
 	for i, id := range ids {
 		if i > 0 {
@@ -29,14 +29,14 @@ func appendTokenLists(b []byte, ids []int) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, engine.TokenText(id))
+		b = appendString(b, t.textOf(id))
 	}
 	b = append(b, `],"tokens_display":[`...)
 	for i, id := range ids {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, engine.TokenDisplay(id))
+		b = appendString(b, t.displayOf(id))
 	}
 	return append(b, ']')
 }
@@ -47,7 +47,7 @@ const attentionFlushBytes = 64 << 10
 
 // writeAttentionJSON writes the /inspect/attention body:
 // {"layers", "token_ids", "tokens", "tokens_display", "attn": [layer][head][t][t]}.
-func writeAttentionJSON(w io.Writer, layers, ids []int, attn [][][][]float32) error {
+func (t *tokenTable) writeAttentionJSON(w io.Writer, layers, ids []int, attn [][][][]float32) error {
 	b := make([]byte, 0, attentionFlushBytes+4096)
 	b = append(b, `{"layers":[`...)
 	for i, l := range layers {
@@ -57,7 +57,7 @@ func writeAttentionJSON(w io.Writer, layers, ids []int, attn [][][][]float32) er
 		b = strconv.AppendInt(b, int64(l), 10)
 	}
 	b = append(b, "],"...)
-	b = appendTokenLists(b, ids)
+	b = t.appendTokenLists(b, ids)
 	b = append(b, `,"attn":[`...)
 	for l, heads := range attn {
 		if l > 0 {
@@ -94,11 +94,11 @@ func writeAttentionJSON(w io.Writer, layers, ids []int, attn [][][][]float32) er
 // float64 precision (they are compared with PyTorch's to 1e-4 and summed
 // into mean_logprob); a non-finite one (a token the model gives probability
 // 0) is written as null, which JSON can carry.
-func appendScores(b []byte, sc *engine.Scores) []byte {
+func (tt *tokenTable) appendScores(b []byte, sc *engine.Scores) []byte {
 	b = append(b, `{"offset":`...)
 	b = strconv.AppendInt(b, int64(sc.Offset), 10)
 	b = append(b, ',')
-	b = appendTokenLists(b, sc.TokenIDs)
+	b = tt.appendTokenLists(b, sc.TokenIDs)
 	b = append(b, `,"scores":[`...)
 	sum, n := 0.0, 0
 	for i, p := range sc.Positions {
@@ -120,7 +120,7 @@ func appendScores(b []byte, sc *engine.Scores) []byte {
 				b = append(b, ',')
 			}
 			b = append(b, '{')
-			b = appendTokenFields(b, t.TokenID)
+			b = tt.appendTokenFields(b, t.TokenID)
 			b = append(b, `,"logprob":`...)
 			b = appendFloat64(b, t.Logprob)
 			b = append(b, '}')

@@ -36,7 +36,7 @@ func deepStep(rng *rand.Rand, layers, heads, window int) *engine.Step {
 func TestDeepTraceEventDecodesExactly(t *testing.T) {
 	step := deepStep(rand.New(rand.NewPCG(5, 6)), 4, 4, 37)
 	step.Lens[2].Entropy = math.NaN() // an engine fault stays valid JSON
-	data := strings.TrimPrefix(strings.TrimSuffix(string(appendTraceEvent(nil, step)), "\n\n"), "event: trace\ndata: ")
+	data := strings.TrimPrefix(strings.TrimSuffix(string(byteTokens.appendTraceEvent(nil, step)), "\n\n"), "event: trace\ndata: ")
 	var got deepTraceEvent
 	decodeStrict(t, data, &got)
 	if len(got.Layers) != len(step.Layers) || len(got.Lens) != len(step.Lens) {
@@ -71,7 +71,7 @@ func TestScoresEncoding(t *testing.T) {
 	sc := &engine.Scores{Offset: 2, TokenIDs: []int{'a', 0xff, '"'}, Positions: []engine.PositionScore{{},
 		{Logprob: -0.1, Entropy: 0.5, Rank: 1, Top: []engine.TokenLogprob{{TokenID: 0xff, Logprob: -0.1}, {TokenID: 'b', Logprob: -2.5}}},
 		{Logprob: math.Inf(-1), Entropy: 1.25, Rank: 256}}}
-	got := string(appendScores(nil, sc))
+	got := string(byteTokens.appendScores(nil, sc))
 	want := `{"offset":2,"token_ids":[97,255,34],"tokens":["a","` + "\ufffd" + `","\""],"tokens_display":["a","\\xff","\""],` +
 		`"scores":[null,{"logprob":-0.1,"entropy":0.5,"rank":1,"topk":[{"token_id":255,"token_text":"` + "\ufffd" +
 		`","token_display":"\\xff","logprob":-0.1},{"token_id":98,"token_text":"b","token_display":"b","logprob":-2.5}]},` +
@@ -116,7 +116,7 @@ func TestAttentionJSONDecodesExactly(t *testing.T) {
 		attn [][][][]float32
 	}{{ids, attn}, {make([]int, 120), big}} {
 		var buf bytes.Buffer
-		if err := writeAttentionJSON(&buf, layers, c.ids, c.attn); err != nil {
+		if err := byteTokens.writeAttentionJSON(&buf, layers, c.ids, c.attn); err != nil {
 			t.Fatal(err)
 		}
 		var got struct {
@@ -275,11 +275,11 @@ func TestNPYHeader(t *testing.T) {
 // event. Compare its ns per byte with BenchmarkEncodeTraceEvent's.
 func BenchmarkEncodeTraceEventAllLayers(b *testing.B) {
 	step := deepStep(rand.New(rand.NewPCG(3, 4)), 4, 4, 256)
-	buf := appendTraceEvent(nil, step)
+	buf := byteTokens.appendTraceEvent(nil, step)
 	b.SetBytes(int64(len(buf)))
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = appendTraceEvent(buf[:0], step)
+		buf = byteTokens.appendTraceEvent(buf[:0], step)
 	}
 }
 
@@ -289,11 +289,11 @@ func BenchmarkAttentionJSON(b *testing.B) {
 	attn := randomAttention(rand.New(rand.NewPCG(1, 1)), 4, 4, 256)
 	ids, layers := make([]int, 256), []int{0, 1, 2, 3}
 	var buf bytes.Buffer
-	_ = writeAttentionJSON(&buf, layers, ids, attn)
+	_ = byteTokens.writeAttentionJSON(&buf, layers, ids, attn)
 	b.SetBytes(int64(buf.Len()))
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = writeAttentionJSON(discard{}, layers, ids, attn)
+		_ = byteTokens.writeAttentionJSON(discard{}, layers, ids, attn)
 	}
 }
 

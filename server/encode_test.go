@@ -38,7 +38,7 @@ func TestTraceEventDecodesExactly(t *testing.T) {
 	step.Attn[2][5] = 1.4e-45 // the smallest float32 subnormal
 	step.Attn[3][0] = 3.4028235e38
 
-	data := strings.TrimPrefix(strings.TrimSuffix(string(appendTraceEvent(nil, step)), "\n\n"), "event: trace\ndata: ")
+	data := strings.TrimPrefix(strings.TrimSuffix(string(byteTokens.appendTraceEvent(nil, step)), "\n\n"), "event: trace\ndata: ")
 	var got traceEvent
 	decodeStrict(t, data, &got)
 	if *got.Step != step.Index || float32(*got.Entropy) != float32(step.Entropy) || len(got.TopK) != len(step.Candidates) {
@@ -58,7 +58,7 @@ func TestTraceEventDecodesExactly(t *testing.T) {
 		}
 	}
 
-	tok := string(appendTokenEvent(nil, &engine.Step{Index: 7, TokenID: 0x0a}))
+	tok := string(byteTokens.appendTokenEvent(nil, &engine.Step{Index: 7, TokenID: 0x0a}))
 	if tok != "event: token\ndata: {\"step\":7,\"token_id\":10,\"token_text\":\"\\n\",\"token_display\":\"\\\\x0a\"}\n\n" {
 		t.Fatalf("token event %q", tok)
 	}
@@ -68,11 +68,11 @@ func TestTraceEventDecodesExactly(t *testing.T) {
 func TestNonFiniteBecomesNull(t *testing.T) {
 	step := &engine.Step{Entropy: math.NaN(), Candidates: []engine.Candidate{{TokenID: 1, Prob: math.Inf(1)}},
 		Attn: [][]float32{{float32(math.NaN()), float32(math.Inf(-1)), 0.5}}}
-	data := strings.TrimPrefix(strings.TrimSpace(string(appendTraceEvent(nil, step))), "event: trace\ndata: ")
+	data := strings.TrimPrefix(strings.TrimSpace(string(byteTokens.appendTraceEvent(nil, step))), "event: trace\ndata: ")
 	if !json.Valid([]byte(data)) || !strings.Contains(data, `"entropy":null`) || !strings.Contains(data, `"attn":[[null,null,0.5]]`) {
 		t.Fatalf("trace %s", data)
 	}
-	if got := string(appendTraceEvent(nil, &engine.Step{})); !strings.Contains(got, `"topk":[],"attn":[]`) {
+	if got := string(byteTokens.appendTraceEvent(nil, &engine.Step{})); !strings.Contains(got, `"topk":[],"attn":[]`) {
 		t.Fatalf("empty step %s", got)
 	}
 }
@@ -80,7 +80,7 @@ func TestNonFiniteBecomesNull(t *testing.T) {
 func TestFullAttnEncoding(t *testing.T) {
 	matrix := [][]float32{{1, 0, 0}, {0.25, 0.75, 0}, {0.125, 0.375, 0.5}}
 	full := &engine.FullAttn{TokenIDs: []int{'a', 0xc3, '\n'}, Attn: [][][][]float32{{nil, nil, matrix}}}
-	got := string(appendFullAttn(nil, 1, 2, full))
+	got := string(byteTokens.appendFullAttn(nil, 1, 2, full))
 	want := `{"layer":1,"head":2,"token_ids":[97,195,10],"tokens":["a","` + "\ufffd" + `","\n"],"tokens_display":["a","\\xc3","\\x0a"],"attn":[[1,0,0],[0.25,0.75,0],[0.125,0.375,0.5]]}`
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
@@ -112,11 +112,11 @@ func randomStep(rng *rand.Rand, heads, window int) *engine.Step {
 // buffer as the stream does it.
 func BenchmarkEncodeTraceEvent(b *testing.B) {
 	step := randomStep(rand.New(rand.NewPCG(3, 4)), 4, 256)
-	buf := appendTraceEvent(nil, step)
+	buf := byteTokens.appendTraceEvent(nil, step)
 	b.SetBytes(int64(len(buf)))
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = appendTraceEvent(buf[:0], step)
+		buf = byteTokens.appendTraceEvent(buf[:0], step)
 	}
 }
 

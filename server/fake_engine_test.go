@@ -16,6 +16,7 @@ import (
 
 	"nielsgpt/engine"
 	"nielsgpt/gguf"
+	"nielsgpt/tokenizer"
 )
 
 var fakeConfig = gguf.ModelConfig{Vocab: 256, Context: 64, Embd: 16, Layers: 4, Heads: 2, FF: 64, RopeTheta: 10000}
@@ -49,6 +50,17 @@ func newFakeEngine() *fakeEngine {
 }
 
 func (f *fakeEngine) Config() gguf.ModelConfig { return f.cfg }
+
+func (f *fakeEngine) Tokenizer() tokenizer.Tokenizer { return tokenizer.Bytes{} }
+
+// transcript is the request's prompt as the byte engine reads it: its
+// messages formatted, or its text.
+func transcript(messages []engine.Message, prompt []byte) []byte {
+	if len(messages) > 0 {
+		return engine.FormatTranscript(messages)
+	}
+	return prompt
+}
 
 func (f *fakeEngine) lastGenerate() engine.GenerateRequest {
 	f.mu.Lock()
@@ -109,8 +121,8 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.GenerateRequest, o
 			}
 		}
 		tok := f.reply[i]
-		window := min(len(req.Prompt)+i, f.cfg.Context) // the newest query sees the prompt and the tokens so far
-		var attn [][]float32                            // as the engine: none without a traced layer
+		window := min(len(transcript(req.Messages, req.Prompt))+i, f.cfg.Context) // the newest query sees the prompt and the tokens so far
+		var attn [][]float32                                                      // as the engine: none without a traced layer
 		if req.TraceLayer >= 0 {
 			attn = make([][]float32, f.cfg.Heads)
 		}
@@ -123,6 +135,7 @@ func (f *fakeEngine) Generate(ctx context.Context, req engine.GenerateRequest, o
 		step := &engine.Step{
 			Index:      i,
 			TokenID:    int(tok),
+			Text:       []byte{tok},
 			Entropy:    fakeEntropy(req.Ablate),
 			Candidates: []engine.Candidate{{TokenID: int(tok), Prob: 0.75}, {TokenID: 0xff, Prob: 0.25}},
 			Attn:       attn,
@@ -207,9 +220,9 @@ func fakeCut(generated []byte, req engine.GenerateRequest) ([]byte, bool) {
 }
 
 func (f *fakeEngine) result(req engine.GenerateRequest, generated []byte, stopped string) *engine.Result {
-	res := &engine.Result{Generated: generated, Stopped: stopped}
+	res := &engine.Result{Generated: generated, Stopped: stopped, PromptTokens: len(transcript(req.Messages, req.Prompt))}
 	if !req.Raw {
-		res.Reply = engine.ExtractReply(append(append([]byte{}, req.Prompt...), generated...))
+		res.Reply = engine.ExtractReply(append(transcript(req.Messages, req.Prompt), generated...))
 	}
 	return res
 }
@@ -224,8 +237,12 @@ func (f *fakeEngine) Score(ctx context.Context, req engine.ScoreRequest) (*engin
 	if f.refuse != nil {
 		return nil, f.refuse
 	}
-	offset := max(0, len(req.Tokens)-f.cfg.Context)
-	window := req.Tokens[offset:]
+	text := req.Tokens
+	if len(req.Messages) > 0 {
+		text = scoreTranscript(req.Messages) // what the byte engine's FormatMessages gives
+	}
+	offset := max(0, len(text)-f.cfg.Context)
+	window := text[offset:]
 	sc := &engine.Scores{Offset: offset, TokenIDs: make([]int, len(window)), Positions: make([]engine.PositionScore, len(window))}
 	for i, b := range window {
 		sc.TokenIDs[i] = int(b)
@@ -247,9 +264,10 @@ func (f *fakeEngine) FullAttention(ctx context.Context, req engine.FullAttnReque
 	if f.refuse != nil {
 		return nil, f.refuse
 	}
-	tokens := append([]byte{}, req.Prompt...)
+	prompt := transcript(req.Messages, req.Prompt)
+	tokens := append([]byte{}, prompt...)
 	if f.splitPrompt {
-		tokens = append(tokens, req.Prompt...)
+		tokens = append(tokens, prompt...)
 	}
 	for i := 0; i < req.MaxNewTokens && i < len(f.reply); i++ {
 		if err := f.wait(ctx); err != nil {

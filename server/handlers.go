@@ -43,7 +43,7 @@ func (s *Server) readyz(c *gin.Context) {
 }
 
 func (s *Server) chatStream(c *gin.Context) {
-	req, eng, release, ok := admit(s, c, parseChatRequest, func(r engine.GenerateRequest) []byte { return r.Prompt })
+	req, eng, release, ok := admit(s, c, parseChatRequest, func(r engine.GenerateRequest) []byte { return engine.FormatTranscript(r.Messages) })
 	if !ok {
 		return
 	}
@@ -52,7 +52,7 @@ func (s *Server) chatStream(c *gin.Context) {
 }
 
 func (s *Server) fullAttn(c *gin.Context) {
-	req, eng, release, ok := admit(s, c, parseFullAttnRequest, func(r fullAttnRequest) []byte { return r.Prompt })
+	req, eng, release, ok := admit(s, c, parseFullAttnRequest, func(r fullAttnRequest) []byte { return engine.FormatTranscript(r.Messages) })
 	if !ok {
 		return
 	}
@@ -67,13 +67,18 @@ func (s *Server) fullAttn(c *gin.Context) {
 	// max_new_tokens at a stop tag and does not say where, and a guess
 	// would skew nielsgpt_generated_tokens_total.
 	t := len(full.TokenIDs)
-	out := appendFullAttn(make([]byte, 0, 64+t*t*8), req.Layers[0], req.head, full)
+	out := s.currentTokens().appendFullAttn(make([]byte, 0, 64+t*t*8), req.Layers[0], req.head, full)
 	_ = http.NewResponseController(c.Writer).SetWriteDeadline(s.writeDeadline())
 	c.Data(http.StatusOK, "application/json; charset=utf-8", out)
 }
 
 func (s *Server) score(c *gin.Context) {
-	req, eng, release, ok := admit(s, c, parseScoreRequest, func(r engine.ScoreRequest) []byte { return r.Tokens })
+	req, eng, release, ok := admit(s, c, parseScoreRequest, func(r engine.ScoreRequest) []byte {
+		if len(r.Messages) > 0 {
+			return scoreTranscript(r.Messages)
+		}
+		return r.Tokens
+	})
 	if !ok {
 		return
 	}
@@ -84,7 +89,7 @@ func (s *Server) score(c *gin.Context) {
 		return
 	}
 	// Per position: the fields, up to 20 candidates of about 80 bytes.
-	out := appendScores(make([]byte, 0, 256+len(scores.Positions)*(120+req.TopN*80)), scores)
+	out := s.currentTokens().appendScores(make([]byte, 0, 256+len(scores.Positions)*(120+req.TopN*80)), scores)
 	_ = http.NewResponseController(c.Writer).SetWriteDeadline(s.writeDeadline())
 	c.Data(http.StatusOK, "application/json; charset=utf-8", out)
 }

@@ -185,13 +185,13 @@ func TestScore(t *testing.T) {
 	// Messages are the transcript without the generation prompt; top_k and
 	// ablate reach the engine.
 	postScore(t, ts.URL, `{"messages":[{"role":"system","content":"s"},{"role":"user","content":"u"}],"top_k":0,"ablate":[{"layer":3,"head":1}]}`)
-	if got := fake.lastScoreRequest(); string(got.Tokens) != "system: s\nuser: u\n" || got.TopN != 0 ||
+	if got := fake.lastScoreRequest(); string(scoreTranscript(got.Messages)) != "system: s\nuser: u\n" || got.Tokens != nil || got.TopN != 0 ||
 		!slices.Equal(got.Ablate, []engine.Head{{Layer: 3, Head: 1}}) {
 		t.Fatalf("engine request %+v", got)
 	}
 	postScore(t, ts.URL, `{"messages":[{"role":"user","content":"u"},{"role":"assistant","content":""}]}`)
-	if got := fake.lastScoreRequest(); string(got.Tokens) != "user: u\nassistant: " {
-		t.Fatalf("an empty last assistant message: scored %q", got.Tokens)
+	if got := string(scoreTranscript(fake.lastScoreRequest().Messages)); got != "user: u\nassistant: " {
+		t.Fatalf("an empty last assistant message: scored %q", got)
 	}
 
 	// Longer than the window (T = 64): offset counts the bytes left out.
@@ -368,7 +368,7 @@ func TestAttention(t *testing.T) {
 			wantCausalRows(t, out.Attn[l][h], 1e-6)
 		}
 	}
-	if got := fake.lastFullAttn(); got.Sampling.Seed != 5 || got.MaxNewTokens != 0 || string(got.Prompt) != string(window) {
+	if got := fake.lastFullAttn(); got.Sampling.Seed != 5 || got.MaxNewTokens != 0 || string(engine.FormatTranscript(got.Messages)) != string(window) {
 		t.Fatalf("engine request %+v", got)
 	}
 

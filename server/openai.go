@@ -16,6 +16,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"nielsgpt/engine"
+	"nielsgpt/gguf"
 )
 
 // modelID is the one model this server serves, as /v1/models lists it.
@@ -51,7 +52,7 @@ func (s *Server) serveOpenAI(c *gin.Context, parse func([]byte, limits) (oaiRequ
 		return
 	}
 	defer release()
-	call := &oaiCall{s: s, c: c, eng: eng, req: req, id: newCompletionID(req.chat), created: time.Now().Unix()}
+	call := &oaiCall{s: s, c: c, eng: eng, tokens: s.currentTokens(), req: req, id: newCompletionID(req.chat), created: time.Now().Unix()}
 	if req.stream {
 		call.stream()
 	} else {
@@ -64,6 +65,7 @@ type oaiCall struct {
 	s       *Server
 	c       *gin.Context
 	eng     Engine
+	tokens  *tokenTable // the model's tokens
 	req     oaiRequest
 	id      string
 	created int64
@@ -92,7 +94,7 @@ func (o *oaiCall) once() {
 		if o.req.traced {
 			// Encoded now, while the step's attention and lens are still this
 			// step's: the engine reuses those slices too.
-			exts = append(exts, stepExtension(step))
+			exts = append(exts, o.tokens.stepExtension(step))
 		}
 		return nil
 	})
@@ -103,7 +105,7 @@ func (o *oaiCall) once() {
 	o.steps = len(steps)
 	o.s.metrics.AddGeneratedTokens(len(steps))
 	o.c.Set(ctxTokens, len(steps))
-	kept := steps[:min(len(steps), len(result.Generated))] // tokens of a stop sequence are not returned
+	kept := o.keptSteps(steps, result)
 	var ext any
 	if o.req.traced {
 		ext = map[string]any{"steps": exts[:len(kept)]}
@@ -124,8 +126,28 @@ func (o *oaiCall) fail(err error) {
 	o.s.engineFailed(o.c, err, "Generation failed")
 }
 
-func (o *oaiCall) usage() oaiUsage {
-	return oaiUsage{PromptTokens: len(o.req.gen.Prompt), CompletionTokens: o.steps, TotalTokens: len(o.req.gen.Prompt) + o.steps}
+// keptSteps are the steps whose tokens the answer returns: those whose text
+// lies within result.Generated (the tokens of a stop sequence are not
+// returned), and never the eot that ended a generation-2 reply.
+func (o *oaiCall) keptSteps(steps []*engine.Step, result *engine.Result) []*engine.Step {
+	n := 0
+	for i, st := range steps {
+		n += len(st.Text)
+		if n > len(result.Generated) || o.endsTurn(st) {
+			return steps[:i]
+		}
+	}
+	return steps
+}
+
+// endsTurn reports whether the step is the end-of-turn piece that ended a
+// generation-2 chat reply: it is no part of the answer.
+func (o *oaiCall) endsTurn(step *engine.Step) bool {
+	return o.req.chat && o.eng.Config().Generation() == 2 && step.TokenID == gguf.ChatEndOfTurnID
+}
+
+func (o *oaiCall) usage(result *engine.Result) oaiUsage {
+	return oaiUsage{PromptTokens: result.PromptTokens, CompletionTokens: o.steps, TotalTokens: result.PromptTokens + o.steps}
 }
 
 func finishReason(result *engine.Result) string {

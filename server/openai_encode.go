@@ -100,11 +100,11 @@ func (o *oaiCall) chatBody(result *engine.Result, steps []*engine.Step, ext any)
 	reason := finishReason(result)
 	choice := oaiChatChoice{Message: &oaiMessage{Role: "assistant", Content: &content}, FinishReason: &reason}
 	if o.req.logprobs {
-		choice.Logprobs = &oaiChatLogprobs{Content: chatLogprobs(steps)}
+		choice.Logprobs = &oaiChatLogprobs{Content: o.tokens.chatLogprobs(steps)}
 	}
 	choice.Nielsgpt = ext
 	body := o.response("chat.completion", choice)
-	usage := o.usage()
+	usage := o.usage(result)
 	body.Usage = &usage
 	return body
 }
@@ -120,21 +120,21 @@ func (o *oaiCall) completionBody(result *engine.Result, steps []*engine.Step, sc
 		lp := &oaiLegacyLogprobs{}
 		offset := 0
 		if o.req.echo {
-			offset = lp.addPrompt(o.req.gen.Prompt, scores)
+			offset = lp.addPrompt(o.tokens, o.req.gen.Prompt, scores)
 		}
-		lp.addSteps(steps, offset)
+		lp.addSteps(o.tokens, steps, offset)
 		choice.Logprobs = lp
 	}
 	choice.Nielsgpt = ext
 	body := o.response("text_completion", choice)
-	usage := o.usage()
+	usage := o.usage(result)
 	body.Usage = &usage
 	return body
 }
 
 // stepExtension is the nielsgpt object of one generated token; a whole
 // response carries {"steps": [...]} of them, one per token it returns.
-func stepExtension(step *engine.Step) oaiStep {
+func (t *tokenTable) stepExtension(step *engine.Step) oaiStep {
 	ext := oaiStep{Entropy: step.Entropy}
 	if step.Attn != nil {
 		ext.Attn = appendMatrix(nil, step.Attn)
@@ -143,32 +143,44 @@ func stepExtension(step *engine.Step) oaiStep {
 		ext.Layers = appendLayers(nil, step.Layers)
 	}
 	if step.Lens != nil {
-		ext.Lens = appendLens(nil, step.Lens)
+		ext.Lens = t.appendLens(nil, step.Lens)
 	}
 	return ext
 }
 
-func tokenBytes(id int) []int { return []int{id} }
-
-func chatLogprobs(steps []*engine.Step) []oaiTokenLogprob {
-	out := make([]oaiTokenLogprob, len(steps))
-	for i, st := range steps {
-		top := make([]oaiTopLogprob, len(st.TopLogprobs))
-		for j, t := range st.TopLogprobs {
-			top[j] = oaiTopLogprob{Token: tokenString(t.TokenID), Logprob: clampLogprob(t.Logprob), Bytes: tokenBytes(t.TokenID)}
-		}
-		out[i] = oaiTokenLogprob{Token: tokenString(st.TokenID), Logprob: clampLogprob(st.Logprob), Bytes: tokenBytes(st.TokenID), TopLogprobs: top}
+// jsonBytes is a token's bytes as OpenAI's logprobs carry them: a list of
+// integers.
+func (t *tokenTable) jsonBytes(id int) []int {
+	b := t.tokenBytes(id)
+	out := make([]int, len(b))
+	for i, c := range b {
+		out[i] = int(c)
 	}
 	return out
 }
 
-// addPrompt adds the echoed prompt's tokens: the first (and any the window
-// did not reach) has no log-probability, as in OpenAI's API. It returns the
-// byte offset where the generated text begins.
-func (lp *oaiLegacyLogprobs) addPrompt(prompt []byte, scores *engine.Scores) int {
-	for i, b := range prompt {
-		lp.Tokens = append(lp.Tokens, tokenString(int(b)))
-		lp.TextOffset = append(lp.TextOffset, i)
+func (t *tokenTable) chatLogprobs(steps []*engine.Step) []oaiTokenLogprob {
+	out := make([]oaiTokenLogprob, len(steps))
+	for i, st := range steps {
+		top := make([]oaiTopLogprob, len(st.TopLogprobs))
+		for j, c := range st.TopLogprobs {
+			top[j] = oaiTopLogprob{Token: t.tokenString(c.TokenID), Logprob: clampLogprob(c.Logprob), Bytes: t.jsonBytes(c.TokenID)}
+		}
+		out[i] = oaiTokenLogprob{Token: t.tokenString(st.TokenID), Logprob: clampLogprob(st.Logprob), Bytes: t.jsonBytes(st.TokenID), TopLogprobs: top}
+	}
+	return out
+}
+
+// addPrompt adds the echoed prompt's tokens (the prompt encoded as the model
+// reads it): the first (and any the window did not reach) has no
+// log-probability, as in OpenAI's API. It returns the byte offset where the
+// generated text begins.
+func (lp *oaiLegacyLogprobs) addPrompt(t *tokenTable, prompt []byte, scores *engine.Scores) int {
+	offset := 0
+	for i, id := range t.tok.Encode(string(prompt)) {
+		lp.Tokens = append(lp.Tokens, t.tokenString(id))
+		lp.TextOffset = append(lp.TextOffset, offset)
+		offset += len(t.tokenBytes(id))
 		w := i - scores.Offset // position in the scored window
 		if w < 1 || w >= len(scores.Positions) {
 			lp.TokenLogprobs = append(lp.TokenLogprobs, nil)
@@ -177,31 +189,33 @@ func (lp *oaiLegacyLogprobs) addPrompt(prompt []byte, scores *engine.Scores) int
 		}
 		p := scores.Positions[w]
 		lp.TokenLogprobs = append(lp.TokenLogprobs, finite(p.Logprob))
-		lp.TopLogprobs = append(lp.TopLogprobs, topObject(p.Top))
+		lp.TopLogprobs = append(lp.TopLogprobs, t.topObject(p.Top))
 	}
-	return len(prompt)
+	return offset
 }
 
-func (lp *oaiLegacyLogprobs) addSteps(steps []*engine.Step, offset int) {
-	for i, st := range steps {
-		lp.Tokens = append(lp.Tokens, tokenString(st.TokenID))
-		lp.TextOffset = append(lp.TextOffset, offset+i)
+// addSteps adds generated tokens whose text starts at byte offset.
+func (lp *oaiLegacyLogprobs) addSteps(t *tokenTable, steps []*engine.Step, offset int) {
+	for _, st := range steps {
+		lp.Tokens = append(lp.Tokens, t.tokenString(st.TokenID))
+		lp.TextOffset = append(lp.TextOffset, offset)
+		offset += len(st.Text)
 		lp.TokenLogprobs = append(lp.TokenLogprobs, finite(st.Logprob))
-		lp.TopLogprobs = append(lp.TopLogprobs, topObject(st.TopLogprobs))
+		lp.TopLogprobs = append(lp.TopLogprobs, t.topObject(st.TopLogprobs))
 	}
 }
 
 // topObject writes legacy top_logprobs: an object from token to
 // log-probability, most likely first (encoding/json would sort the keys).
-func topObject(top []engine.TokenLogprob) json.RawMessage {
+func (t *tokenTable) topObject(top []engine.TokenLogprob) json.RawMessage {
 	b := []byte{'{'}
-	for i, t := range top {
+	for i, c := range top {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, tokenString(t.TokenID))
+		b = appendString(b, t.tokenString(c.TokenID))
 		b = append(b, ':')
-		b = strconv.AppendFloat(b, clampLogprob(t.Logprob), 'g', -1, 64)
+		b = strconv.AppendFloat(b, clampLogprob(c.Logprob), 'g', -1, 64)
 	}
 	return append(b, '}')
 }

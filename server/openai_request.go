@@ -51,8 +51,14 @@ type oaiRequest struct {
 	traced bool
 }
 
-// prompt is what MAX_PROMPT_BYTES and the prompt-token count apply to.
-func (r oaiRequest) prompt() []byte { return r.gen.Prompt }
+// prompt is what MAX_PROMPT_BYTES applies to: the text, or the chat's
+// transcript as generation 1 writes it.
+func (r oaiRequest) prompt() []byte {
+	if r.chat {
+		return engine.FormatTranscript(r.gen.Messages)
+	}
+	return r.gen.Prompt
+}
 
 func parseChatCompletion(body []byte, lim limits) (oaiRequest, []string, error) {
 	req, err := parseChatCompletionFields(body, lim)
@@ -69,7 +75,7 @@ func parseChatCompletionFields(body []byte, lim limits) (oaiRequest, error) {
 	if err != nil {
 		return req, err
 	}
-	req.gen.Prompt = engine.FormatTranscript(messages)
+	req.gen.Messages = messages
 	maxField := "max_tokens"
 	if _, ok := fields["max_completion_tokens"]; ok {
 		maxField = "max_completion_tokens" // the newer name wins, as in OpenAI's API
@@ -105,7 +111,7 @@ func parseCompletionFields(body []byte, lim limits) (oaiRequest, error) {
 		return req, err
 	}
 	req.gen.Raw = true
-	if req.gen.Prompt, err = oaiPrompt(fields["prompt"]); err != nil {
+	if req.gen.Prompt, err = oaiPrompt(fields["prompt"], lim.model.Generation() == 1); err != nil {
 		return req, err
 	}
 	maxNew, err := rangeField(fields, "max_tokens", false, oaiDefaultLegacyTokens, 0, int64(lim.maxNewTokens))
@@ -345,7 +351,9 @@ func oaiContent(raw json.RawMessage, param string) (string, error) {
 
 // oaiPrompt reads the legacy prompt: a string, a list of one string, or
 // token ids (bytes, for this byte-level model) as a list or a list of one list.
-func oaiPrompt(raw json.RawMessage) ([]byte, error) {
+// oaiPrompt reads a completion's prompt as text. Token ids are bytes, so a
+// list of them is taken only for a byte-level model (byteIDs).
+func oaiPrompt(raw json.RawMessage, byteIDs bool) ([]byte, error) {
 	bad := &validationError{msg: "prompt must be a non-empty string, a list of one string, or a list of token ids in [0, 255]", param: "prompt"}
 	if s, ok := stringField(raw); ok {
 		if s == "" {
@@ -370,6 +378,9 @@ func oaiPrompt(raw json.RawMessage) ([]byte, error) {
 	}
 	if len(ids) == 0 {
 		return nil, bad
+	}
+	if !byteIDs {
+		return nil, &validationError{msg: "prompt as token ids is only taken by a byte-level (generation-1) model; send the text", param: "prompt"}
 	}
 	prompt := make([]byte, len(ids))
 	for i, id := range ids {

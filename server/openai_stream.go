@@ -71,10 +71,11 @@ func (o *oaiCall) stream() {
 }
 
 // stops are what the text stream holds back: the request's stop strings,
-// and for chat the transcript's stop tags too.
+// and for a generation-1 chat the transcript's stop tags too (generation 2
+// ends a reply with a token, not text).
 func (o *oaiCall) stops() [][]byte {
 	stops := o.req.gen.Stop
-	if o.req.chat {
+	if o.req.chat && o.eng.Config().Generation() == 1 {
 		stops = append(append([][]byte{}, stops...), engine.StopTags...)
 	}
 	return stops
@@ -85,7 +86,7 @@ func (o *oaiCall) echoLogprobs(scores *engine.Scores) *oaiLegacyLogprobs {
 		return nil
 	}
 	lp := &oaiLegacyLogprobs{}
-	lp.addPrompt(o.req.gen.Prompt, scores)
+	lp.addPrompt(o.tokens, o.req.gen.Prompt, scores)
 	return lp
 }
 
@@ -114,15 +115,18 @@ func (st *oaiStream) begin() {
 // step sends one generated token: its text (possibly empty while held back),
 // its log-probabilities and its trace.
 func (st *oaiStream) step(step *engine.Step) {
-	text := st.text.push(byte(step.TokenID))
+	if st.o.endsTurn(step) {
+		return // the reply's end: finish_reason says so
+	}
+	text := st.text.push(step.Text)
 	var ext any
 	if st.o.req.traced {
-		ext = stepExtension(step)
+		ext = st.o.tokens.stepExtension(step)
 	}
 	if st.o.req.chat {
 		choice := oaiChatChoice{Delta: &oaiMessage{Content: &text}, Nielsgpt: ext}
 		if st.o.req.logprobs {
-			choice.Logprobs = &oaiChatLogprobs{Content: chatLogprobs([]*engine.Step{step})}
+			choice.Logprobs = &oaiChatLogprobs{Content: st.o.tokens.chatLogprobs([]*engine.Step{step})}
 		}
 		st.send(st.o.response(st.object, choice))
 		return
@@ -130,11 +134,11 @@ func (st *oaiStream) step(step *engine.Step) {
 	var lp *oaiLegacyLogprobs
 	if st.o.req.logprobs {
 		lp = &oaiLegacyLogprobs{}
-		offset := st.text.emitted + len(st.text.pending) - 1
+		offset := st.text.emitted + len(st.text.pending) - len(step.Text)
 		if st.o.req.echo {
 			offset += len(st.o.req.gen.Prompt)
 		}
-		lp.addSteps([]*engine.Step{step}, offset)
+		lp.addSteps(st.o.tokens, []*engine.Step{step}, offset)
 	}
 	st.sendText(text, lp, ext)
 }
@@ -173,7 +177,7 @@ func (st *oaiStream) end(result *engine.Result, genErr error) {
 		st.send(o.response(st.object, oaiTextChoice{Text: rest, FinishReason: &reason}))
 	}
 	if o.req.includeUsage {
-		usage := o.usage()
+		usage := o.usage(result)
 		body := o.response(st.object)
 		body.Usage = &usage
 		st.send(body)

@@ -232,7 +232,7 @@ func TestTextStreamHoldsBack(t *testing.T) {
 	ts := newTextStream([][]byte{[]byte("\nuser: ")})
 	var got []string
 	for _, b := range []byte("é€\nus!") {
-		got = append(got, ts.push(b))
+		got = append(got, ts.push([]byte{b}))
 	}
 	want := []string{"", "é", "", "", "€", "", "", "", "\nus!"}
 	if strings.Join(got, "|") != strings.Join(want, "|") {

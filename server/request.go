@@ -66,10 +66,11 @@ type limits struct {
 
 var (
 	chatFields = []string{"messages", "max_new_tokens", "temperature", "top_k", "seed", "trace_layer", "window_hop",
-		"trace_layers", "logit_lens", "ablate"}
-	fullAttnFields = []string{"messages", "trace_layer", "head", "seed", "max_new_tokens", "window_hop", "ablate"}
-	messageFields  = []string{"role", "content"}
-	headFields     = []string{"layer", "head"}
+		"trace_layers", "logit_lens", "ablate", "top_p", "repetition_penalty"}
+	fullAttnFields = []string{"messages", "trace_layer", "head", "seed", "max_new_tokens", "window_hop", "ablate",
+		"top_p", "repetition_penalty"}
+	messageFields = []string{"role", "content"}
+	headFields    = []string{"layer", "head"}
 )
 
 // parseChatRequest validates a POST /chat/stream body.
@@ -99,7 +100,7 @@ func parseChatRequest(body []byte, lim limits) (engine.GenerateRequest, []string
 		return engine.GenerateRequest{}, nil, err
 	}
 	req := engine.GenerateRequest{
-		Prompt:       engine.FormatTranscript(messages),
+		Messages:     messages,
 		MaxNewTokens: int(maxNew),
 		Sampling:     sampling,
 		TraceLayer:   int(traceLayer),
@@ -158,6 +159,10 @@ func parseFullAttnRequest(body []byte, lim limits) (fullAttnRequest, []string, e
 	if err != nil {
 		return fullAttnRequest{}, nil, err
 	}
+	sampling := engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, lim.model.Vocab), Seed: seed}
+	if err := parseNucleusAndPenalty(fields, &sampling); err != nil {
+		return fullAttnRequest{}, nil, err
+	}
 	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultFullAttnNewToken, 0, int64(lim.maxNewTokens))
 	if err != nil {
 		return fullAttnRequest{}, nil, err
@@ -171,9 +176,9 @@ func parseFullAttnRequest(body []byte, lim limits) (fullAttnRequest, []string, e
 		return fullAttnRequest{}, nil, err
 	}
 	return fullAttnRequest{FullAttnRequest: engine.FullAttnRequest{
-		Prompt:       engine.FormatTranscript(messages),
+		Messages:     messages,
 		MaxNewTokens: int(maxNew),
-		Sampling:     engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, lim.model.Vocab), Seed: seed},
+		Sampling:     sampling,
 		Layers:       []int{int(layer)},
 		Ablate:       ablate,
 		WindowHop:    hop,
@@ -415,8 +420,9 @@ func seedField(fields map[string]json.RawMessage) (int64, error) {
 	return n, nil
 }
 
-// parseSampling reads temperature, top_k and seed. top_k above the vocabulary
-// keeps every token, so it is clamped to the vocabulary rather than refused.
+// parseSampling reads temperature, top_k, top_p, repetition_penalty and seed.
+// top_k above the vocabulary keeps every token, so it is clamped to the
+// vocabulary rather than refused.
 func parseSampling(fields map[string]json.RawMessage, vocab int) (engine.Sampling, error) {
 	s := engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, vocab), Seed: defaultSeed}
 	if raw, present := fields["temperature"]; present {
@@ -437,10 +443,33 @@ func parseSampling(fields map[string]json.RawMessage, vocab int) (engine.Samplin
 			s.TopK = int(min(k, int64(vocab)))
 		}
 	}
+	if err := parseNucleusAndPenalty(fields, &s); err != nil {
+		return s, err
+	}
 	seed, err := seedField(fields)
 	if err != nil {
 		return s, err
 	}
 	s.Seed = seed
 	return s, nil
+}
+
+// parseNucleusAndPenalty reads top_p (0 < p <= 1; absent or null: off) and
+// repetition_penalty (a finite number > 0; absent or null: off) into s.
+func parseNucleusAndPenalty(fields map[string]json.RawMessage, s *engine.Sampling) error {
+	if raw, present := fields["top_p"]; present && string(raw) != "null" {
+		p, err := strconv.ParseFloat(string(raw), 64)
+		if !isJSONNumber(raw) || err != nil || !(p > 0 && p <= 1) {
+			return invalidf("top_p must be a number in (0, 1]")
+		}
+		s.TopP = p
+	}
+	if raw, present := fields["repetition_penalty"]; present && string(raw) != "null" {
+		r, err := strconv.ParseFloat(string(raw), 64)
+		if !isJSONNumber(raw) || err != nil || !(r > 0) || math.IsInf(r, 0) {
+			return invalidf("repetition_penalty must be a finite number > 0 (1 is off)")
+		}
+		s.RepetitionPenalty = r
+	}
+	return nil
 }

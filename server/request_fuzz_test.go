@@ -81,7 +81,9 @@ func fuzzParser[R any](f *testing.F, parse func([]byte, limits) (R, []string, er
 
 func FuzzParseChatRequest(f *testing.F) {
 	fuzzParser(f, parseChatRequest,
-		func(r engine.GenerateRequest) ([]byte, int) { return r.Prompt, r.MaxNewTokens },
+		func(r engine.GenerateRequest) ([]byte, int) {
+			return engine.FormatTranscript(r.Messages), r.MaxNewTokens
+		},
 		func(r engine.GenerateRequest) bool {
 			s := r.Sampling
 			return r.TraceLayer >= 0 && r.TraceLayer < fakeConfig.Layers && !math.IsNaN(s.Temperature) &&
@@ -92,7 +94,9 @@ func FuzzParseChatRequest(f *testing.F) {
 
 func FuzzParseAttentionRequest(f *testing.F) {
 	fuzzParser(f, parseAttentionRequest,
-		func(r engine.FullAttnRequest) ([]byte, int) { return r.Prompt, r.MaxNewTokens },
+		func(r engine.FullAttnRequest) ([]byte, int) {
+			return engine.FormatTranscript(r.Messages), r.MaxNewTokens
+		},
 		func(r engine.FullAttnRequest) bool {
 			return len(r.Layers) > 0 && layersInBounds(r.Layers) && ablateInBounds(r.Ablate)
 		})
@@ -123,8 +127,15 @@ func FuzzParseScoreRequest(f *testing.F) {
 			_ = json.Unmarshal(fields["messages"], &messages)
 			want = scoreTranscript(messages)
 		}
-		if len(req.Tokens) == 0 || string(req.Tokens) != string(want) || !utf8.Valid(req.Tokens) {
-			t.Fatalf("scored %q, want %q", req.Tokens, want)
+		scored := req.Tokens
+		if len(req.Messages) > 0 {
+			if len(req.Tokens) > 0 {
+				t.Fatalf("both text and messages reach the engine: %+v", req)
+			}
+			scored = scoreTranscript(req.Messages)
+		}
+		if len(scored) == 0 || string(scored) != string(want) || !utf8.Valid(scored) {
+			t.Fatalf("scored %q, want %q", scored, want)
 		}
 		if req.TopN < 0 || req.TopN > engine.MaxTopLogprobs || !ablateInBounds(req.Ablate) {
 			t.Fatalf("accepted out-of-range request %+v", req)
@@ -156,7 +167,9 @@ func ablateInBounds(heads []engine.Head) bool {
 
 func FuzzParseFullAttnRequest(f *testing.F) {
 	fuzzParser(f, parseFullAttnRequest,
-		func(r fullAttnRequest) ([]byte, int) { return r.Prompt, r.MaxNewTokens },
+		func(r fullAttnRequest) ([]byte, int) {
+			return engine.FormatTranscript(r.Messages), r.MaxNewTokens
+		},
 		func(r fullAttnRequest) bool {
 			return len(r.Layers) == 1 && r.Layers[0] >= 0 && r.Layers[0] < fakeConfig.Layers && r.head >= 0 && r.head < fakeConfig.Heads &&
 				ablateInBounds(r.Ablate)

@@ -206,7 +206,7 @@ func parseAttentionRequest(body []byte, lim limits) (engine.FullAttnRequest, []s
 		return engine.FullAttnRequest{}, nil, err
 	}
 	return engine.FullAttnRequest{
-		Prompt:       prompt,
+		Messages:     messages,
 		MaxNewTokens: int(maxNew),
 		Sampling:     engine.Sampling{Temperature: defaultTemperature, TopK: min(defaultTopK, lim.model.Vocab), Seed: seed},
 		Layers:       layers,
@@ -226,7 +226,7 @@ func parseScoreRequest(body []byte, lim limits) (engine.ScoreRequest, []string, 
 	}
 	rawText, hasText := fields["text"]
 	_, hasMessages := fields["messages"]
-	var tokens []byte
+	var req engine.ScoreRequest
 	switch {
 	case hasText && hasMessages:
 		return engine.ScoreRequest{}, nil, invalidf("give exactly one of text and messages, not both")
@@ -238,13 +238,13 @@ func parseScoreRequest(body []byte, lim limits) (engine.ScoreRequest, []string, 
 		case text == "":
 			return engine.ScoreRequest{}, nil, invalidParam("text", "text must not be empty")
 		}
-		tokens = []byte(text)
+		req.Tokens = []byte(text)
 	case hasMessages:
 		messages, err := parseMessages(fields["messages"], &ignored)
 		if err != nil {
 			return engine.ScoreRequest{}, nil, err
 		}
-		tokens = scoreTranscript(messages)
+		req.Messages = messages
 	default:
 		return engine.ScoreRequest{}, nil, invalidf("text or messages is required (exactly one of them)")
 	}
@@ -256,12 +256,15 @@ func parseScoreRequest(body []byte, lim limits) (engine.ScoreRequest, []string, 
 	if err != nil {
 		return engine.ScoreRequest{}, nil, err
 	}
-	return engine.ScoreRequest{Tokens: tokens, TopN: int(topK), Ablate: ablate}, ignored, nil
+	req.TopN, req.Ablate = int(topK), ablate
+	return req, ignored, nil
 }
 
 // scoreTranscript is the chat transcript without the generation prompt that
-// FormatTranscript ends with. A last assistant message with empty content
-// is still rendered as that prompt: it is a message of the conversation.
+// FormatTranscript ends with (the text MAX_PROMPT_BYTES applies to; the
+// engine writes the model's own, Model.FormatMessages). A last assistant
+// message with empty content is still rendered as that prompt: it is a
+// message of the conversation.
 func scoreTranscript(messages []engine.Message) []byte {
 	transcript := engine.FormatTranscript(messages)
 	last := messages[len(messages)-1]

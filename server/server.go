@@ -21,6 +21,7 @@ import (
 	"nielsgpt/engine"
 	"nielsgpt/gguf"
 	"nielsgpt/metrics"
+	"nielsgpt/tokenizer"
 )
 
 // Engine is what the handlers need from a loaded model; *engine.Model
@@ -32,6 +33,9 @@ type Engine interface {
 	FullAttention(ctx context.Context, req engine.FullAttnRequest) (*engine.FullAttn, error)
 	// Score reads a text in one pass and says how likely each token was.
 	Score(ctx context.Context, req engine.ScoreRequest) (*engine.Scores, error)
+	// Tokenizer is the model's vocabulary, which token ids in responses are
+	// shown with.
+	Tokenizer() tokenizer.Tokenizer
 }
 
 // Server holds the routes, the limits and the (eventually) loaded engine.
@@ -61,8 +65,12 @@ type Server struct {
 	started time.Time // for /v1/models' created
 }
 
-// engineBox lets an interface value live in an atomic.Pointer.
-type engineBox struct{ Engine }
+// engineBox lets an interface value live in an atomic.Pointer, with the
+// table its token ids are shown with.
+type engineBox struct {
+	Engine
+	tokens *tokenTable
+}
 
 // New builds a server from a validated Config. m and log may be nil (fresh
 // metrics, and a logger that discards).
@@ -115,7 +123,20 @@ func (s *Server) closeRateLimiter() {
 // SetEngine makes the model available: from here on POSTs are served and
 // /health reports model_ready true.
 func (s *Server) SetEngine(e Engine) {
-	s.engine.Store(&engineBox{e})
+	tokens := byteTokens
+	if e.Config().Generation() != 1 {
+		tokens = newTokenTable(e.Tokenizer())
+	}
+	s.engine.Store(&engineBox{Engine: e, tokens: tokens})
+}
+
+// currentTokens is the loaded model's token table (the byte table before
+// a model is loaded).
+func (s *Server) currentTokens() *tokenTable {
+	if box := s.engine.Load(); box != nil {
+		return box.tokens
+	}
+	return byteTokens
 }
 
 func (s *Server) currentEngine() Engine {

@@ -54,6 +54,7 @@ func (s *Server) streamChat(c *gin.Context, eng Engine, req engine.GenerateReque
 	// deployed model is around 12 KiB, and each is written before the next
 	// is encoded.
 	buf := make([]byte, 0, 16<<10)
+	tokens := s.currentTokens()
 	written, failed := 0, false
 	var lastToken time.Time
 	pace := newPacer(s.cfg.StreamPace)
@@ -62,7 +63,7 @@ func (s *Server) streamChat(c *gin.Context, eng Engine, req engine.GenerateReque
 		if !started {
 			start200()
 		}
-		buf = appendTraceEvent(appendTokenEvent(buf[:0], step), step)
+		buf = tokens.appendTraceEvent(tokens.appendTokenEvent(buf[:0], step), step)
 		if err := pace.wait(c.Request.Context()); err != nil {
 			return err // the client left (or shutdown) during the pause
 		}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"nielsgpt/engine"
 )
 
 func TestBadInputTable(t *testing.T) {
@@ -126,8 +128,8 @@ func TestBadInputTable(t *testing.T) {
 			}
 		})
 	}
-	if n := fake.lastGenerate(); string(n.Prompt) != "user: hello\nassistant: " {
-		t.Fatalf("a refused request reached the engine: %q", n.Prompt)
+	if n := engine.FormatTranscript(fake.lastGenerate().Messages); string(n) != "user: hello\nassistant: " {
+		t.Fatalf("a refused request reached the engine: %q", n)
 	}
 	if got := ts.Metrics().Rejections("invalid"); got != float64(len(cases)) {
 		t.Fatalf("invalid rejections %v, want %d", got, len(cases))
@@ -142,7 +144,7 @@ func TestValidUnicodeIsKept(t *testing.T) {
 	body := `{"messages":[{"role":"user","content":"\ud83d\ude00 é \\ud800 \" \u0000"}],"trace_layer":0,"max_new_tokens":0}`
 	readEvents(t, postJSON(t, ts.URL+"/chat/stream", body))
 	want := "user: \U0001F600 é \\ud800 \" \x00\nassistant: "
-	if got := string(fake.lastGenerate().Prompt); got != want {
+	if got := string(engine.FormatTranscript(fake.lastGenerate().Messages)); got != want {
 		t.Fatalf("prompt %q, want %q", got, want)
 	}
 }

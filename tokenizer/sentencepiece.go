@@ -186,6 +186,26 @@ func (m *SentencePiece) Display(id int) string {
 	return strings.ReplaceAll(p.Text, spaceSymbol, " ")
 }
 
+// TokenBytes is the piece's share of the text: its byte for a byte piece, nothing for a
+// control piece, the unk surface for <unk>, and otherwise its text with U+2581 as a space.
+func (m *SentencePiece) TokenBytes(id int) []byte {
+	if id < 0 || id >= len(m.vocab.Pieces) {
+		return nil
+	}
+	p := m.vocab.Pieces[id]
+	switch p.Type {
+	case PieceByte:
+		if b, ok := pieceByte(p.Text); ok {
+			return []byte{b}
+		}
+	case PieceControl:
+		return []byte{}
+	case PieceUnknown:
+		return []byte(m.vocab.UnkSurface)
+	}
+	return []byte(strings.ReplaceAll(p.Text, spaceSymbol, " "))
+}
+
 // oneCharLen is the length of the UTF-8 sequence a lead byte announces, judged by its top
 // four bits only, as sentencepiece's unigram encoder steps through text.
 func oneCharLen(lead byte) int {

@@ -31,6 +31,10 @@ type Tokenizer interface {
 	Piece(id int) string
 	// Display is the id shown to a person: printable text as itself, bytes as \xNN.
 	Display(id int) string
+	// TokenBytes is the id's share of the text, before decoding: a byte for a byte token,
+	// the piece's text with spaces for U+2581 otherwise, nothing for a control piece (nil
+	// if out of range). What OpenAI's logprobs call a token's bytes.
+	TokenBytes(id int) []byte
 }
 
 // Bytes is generation 1's tokenizer: each UTF-8 byte of the text is one token, ids 0..255.
@@ -81,6 +85,13 @@ func maximalSubpart(b []byte) int {
 }
 
 func (Bytes) VocabSize() int { return 256 }
+
+func (Bytes) TokenBytes(id int) []byte {
+	if id < 0 || id >= 256 {
+		return nil
+	}
+	return []byte{byte(id)}
+}
 
 func (Bytes) Piece(id int) string {
 	if id < 0 || id >= 256 {

@@ -141,3 +141,35 @@ func ExampleSentencePiece_Encode() {
 	// 267:u 292:ser 266:: 411: hi 473: the 317:re 6:<|ngpt_eot_84a5023f67d74cf29cc4001becde983c|>
 	// "user: hi there<|ngpt_eot_84a5023f67d74cf29cc4001becde983c|>"
 }
+
+// TokenBytes: a byte token's byte, a piece's text with spaces, nothing for control pieces;
+// joined over the ids of a text that starts with no space, they are its decoding.
+func TestTokenBytes(t *testing.T) {
+	var b Bytes
+	if string(b.TokenBytes(0xe2)) != "\xe2" || b.TokenBytes(256) != nil || b.TokenBytes(-1) != nil {
+		t.Fatal("Bytes.TokenBytes")
+	}
+	sp, err := LoadModel("../testdata/spm/tiny.model")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sp.TokenBytes(7 + 0x0a); string(got) != "\n" {
+		t.Fatalf("byte piece <0x0A>: %q", got)
+	}
+	if got := sp.TokenBytes(1); got == nil || len(got) != 0 {
+		t.Fatalf("control piece <s>: %q", got)
+	}
+	if sp.TokenBytes(sp.VocabSize()) != nil {
+		t.Fatal("an id out of range has bytes")
+	}
+	for _, text := range []string{"hello there, how are you?", "why so terse? tell me about São Paulo", "ünïcödé 😀 ok", "a\tb\nc"} {
+		ids := sp.Encode(text)
+		var joined []byte
+		for _, id := range ids {
+			joined = append(joined, sp.TokenBytes(id)...)
+		}
+		if want := sp.Decode(ids); string(joined) != want {
+			t.Errorf("%q: joined token bytes %q, decoded %q", text, joined, want)
+		}
+	}
+}

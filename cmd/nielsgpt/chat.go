@@ -48,6 +48,11 @@ const (
 type chatModel interface {
 	Config() gguf.ModelConfig
 	Generate(ctx context.Context, req engine.GenerateRequest, onStep func(*engine.Step) error) (*engine.Result, error)
+	// FormatChat is the model's transcript of messages as token ids, the
+	// generation prompt included (engine.Model.FormatChat).
+	FormatChat(messages []engine.Message) ([]int32, error)
+	// TokenDisplay shows a token as the API's token_display does.
+	TokenDisplay(id int) string
 }
 
 // chatOptions are the settings of one chat session.
@@ -321,8 +326,8 @@ func chatLoop(ctx context.Context, in io.Reader, out io.Writer, model chatModel,
 			continue
 		}
 
-		history = fitHistory(append(history, engine.Message{Role: "user", Content: text}), cfg.Context)
-		reply, cancelled, err := chatReply(ctx, out, model, opts, engine.FormatTranscript(history))
+		history = fitHistory(append(history, engine.Message{Role: "user", Content: text}), cfg.Context, transcriptLength(model))
+		reply, cancelled, err := chatReply(ctx, out, model, opts, history)
 		switch {
 		case err != nil:
 			return err
@@ -339,18 +344,19 @@ func chatLoop(ctx context.Context, in io.Reader, out io.Writer, model chatModel,
 }
 
 // fitHistory keeps the system message and as many of the most recent turns as
-// fit in the model's window of T bytes (the newest user turn always stays).
-// The engine would only look at the last T bytes anyway; dropping whole old
-// turns instead of letting the window cut through them keeps the system line
-// in view, which is how the demo model saw every dialogue in training.
-func fitHistory(history []engine.Message, T int) []engine.Message {
+// fit in the model's window of T tokens (the newest user turn always stays);
+// length is how many tokens a conversation's transcript has. The engine
+// would only look at the last T tokens anyway; dropping whole old turns
+// instead of letting the window cut through them keeps the system line in
+// view, which is how the demo model saw every dialogue in training.
+func fitHistory(history []engine.Message, T int, length func([]engine.Message) int) []engine.Message {
 	var system []engine.Message
 	turns := history
 	if len(turns) > 0 && turns[0].Role == "system" {
 		system, turns = turns[:1], turns[1:]
 	}
 	size := func(ts []engine.Message) int {
-		return len(engine.FormatTranscript(append(append([]engine.Message{}, system...), ts...)))
+		return length(append(append([]engine.Message{}, system...), ts...))
 	}
 	for len(turns) > 1 && size(turns) > T {
 		turns = turns[1:]
@@ -362,6 +368,17 @@ func fitHistory(history []engine.Message, T int) []engine.Message {
 	}
 	kept := make([]engine.Message, 0, len(system)+len(turns))
 	return append(append(kept, system...), turns...)
+}
+
+// transcriptLength counts a conversation's tokens as the model writes it.
+func transcriptLength(model chatModel) func([]engine.Message) int {
+	return func(messages []engine.Message) int {
+		ids, err := model.FormatChat(messages)
+		if err != nil {
+			return math.MaxInt // a role the model has no piece for: never fits
+		}
+		return len(ids)
+	}
 }
 
 // inputLine is one line of input, or the error that ended reading.

@@ -51,7 +51,7 @@ func (r *utf8Recorder) Len() int {
 func feed(t *testing.T, stream []byte, chunk int) (after []string, final string) {
 	t.Helper()
 	rec := &utf8Recorder{t: t}
-	f := newReplyFilter(rec)
+	f := newReplyFilter(rec, engine.StopTags)
 	for i := 0; i < len(stream); i += chunk {
 		f.Write(stream[i:min(i+chunk, len(stream))])
 		after = append(after, rec.String())
@@ -79,7 +79,7 @@ func TestReplyFilterHoldsPartialCharacters(t *testing.T) {
 	}
 	// The first byte of a 4-byte character shows nothing until the rest comes.
 	rec := &utf8Recorder{t: t}
-	f := newReplyFilter(rec)
+	f := newReplyFilter(rec, engine.StopTags)
 	emoji := []byte("😀")
 	for i := 0; i < 3; i++ {
 		f.Write(emoji[i : i+1])
@@ -117,7 +117,7 @@ func TestReplyFilterStopTags(t *testing.T) {
 	}
 	// While "\nuser" could still become a tag, none of it is shown.
 	rec := &utf8Recorder{t: t}
-	f := newReplyFilter(rec)
+	f := newReplyFilter(rec, engine.StopTags)
 	f.Write([]byte("well\nuser"))
 	if rec.String() != "well" {
 		t.Fatalf("held prefix: output %q, want %q", rec.String(), "well")
@@ -179,7 +179,7 @@ func TestReplyFilterRandomStreams(t *testing.T) {
 // expectedReply is what the terminal should show for a whole reply, computed
 // in one go rather than incrementally.
 func expectedReply(stream []byte) string {
-	if i := stopTagIndex(stream); i >= 0 {
+	if i := stopTagIndex(stream, engine.StopTags); i >= 0 {
 		stream = stream[:i]
 	}
 	s := sanitize(strings.TrimLeftFunc(engine.DecodeBytes(stream), unicode.IsSpace))

@@ -33,27 +33,27 @@ func TestFitHistory(t *testing.T) {
 	history := []engine.Message{sys, u("one"), a("1111"), u("two"), a("2222"), u("three")}
 	size := func(h []engine.Message) int { return len(engine.FormatTranscript(h)) }
 
-	if got := fitHistory(history, 1000); len(got) != len(history) {
+	if got := fitHistory(history, 1000, size); len(got) != len(history) {
 		t.Fatalf("everything fits, yet kept %d of %d messages", len(got), len(history))
 	}
 	// Room for the system line and the last exchange plus the new question.
 	limit := size([]engine.Message{sys, u("two"), a("2222"), u("three")})
-	got := fitHistory(history, limit)
+	got := fitHistory(history, limit, size)
 	if fmt.Sprint(got) != fmt.Sprint([]engine.Message{sys, u("two"), a("2222"), u("three")}) {
 		t.Fatalf("limit %d: kept %v", limit, got)
 	}
 	// One byte less: the older exchange goes as a whole, never a reply without its question.
-	got = fitHistory(history, limit-1)
+	got = fitHistory(history, limit-1, size)
 	if fmt.Sprint(got) != fmt.Sprint([]engine.Message{sys, u("three")}) {
 		t.Fatalf("limit %d: kept %v", limit-1, got)
 	}
 	// The newest question stays even when it alone is too long for the window.
-	got = fitHistory(history, 3)
+	got = fitHistory(history, 3, size)
 	if fmt.Sprint(got) != fmt.Sprint([]engine.Message{sys, u("three")}) {
 		t.Fatalf("tiny window: kept %v", got)
 	}
 	// No system message.
-	got = fitHistory([]engine.Message{u("one"), a("1"), u("two")}, 5)
+	got = fitHistory([]engine.Message{u("one"), a("1"), u("two")}, 5, size)
 	if fmt.Sprint(got) != fmt.Sprint([]engine.Message{u("two")}) {
 		t.Fatalf("no system: kept %v", got)
 	}
@@ -77,12 +77,23 @@ type scriptedModel struct {
 
 func (m *scriptedModel) Config() gguf.ModelConfig { return m.cfg }
 
+func (m *scriptedModel) FormatChat(messages []engine.Message) ([]int32, error) {
+	var ids []int32
+	for _, b := range engine.FormatTranscript(messages) {
+		ids = append(ids, int32(b))
+	}
+	return ids, nil
+}
+
+func (m *scriptedModel) TokenDisplay(id int) string { return engine.TokenDisplay(id) }
+
 func (m *scriptedModel) Generate(ctx context.Context, req engine.GenerateRequest, onStep func(*engine.Step) error) (*engine.Result, error) {
+	prompt := engine.FormatTranscript(req.Messages)
 	m.mu.Lock()
 	reply := m.replies[len(m.prompts)%len(m.replies)]
-	m.prompts = append(m.prompts, string(req.Prompt))
+	m.prompts = append(m.prompts, string(prompt))
 	m.mu.Unlock()
-	all := append([]byte(nil), req.Prompt...)
+	all := append([]byte(nil), prompt...)
 	var generated []byte
 	for i := 0; i < len(reply) && i < req.MaxNewTokens; i++ {
 		if m.hangAfter > 0 && i == m.hangAfter {
@@ -90,7 +101,7 @@ func (m *scriptedModel) Generate(ctx context.Context, req engine.GenerateRequest
 			<-ctx.Done()
 			return nil, ctx.Err()
 		}
-		s := &engine.Step{Index: i, TokenID: int(reply[i]), Entropy: 0.5}
+		s := &engine.Step{Index: i, TokenID: int(reply[i]), Text: []byte{reply[i]}, Entropy: 0.5}
 		if req.TraceLayer >= 0 {
 			t := min(len(all), m.cfg.Context)
 			for h := 0; h < m.cfg.Heads; h++ {
@@ -104,12 +115,12 @@ func (m *scriptedModel) Generate(ctx context.Context, req engine.GenerateRequest
 		}
 		all = append(all, reply[i])
 		generated = append(generated, reply[i])
-		if cut := stopTagIndex(generated); cut >= 0 {
+		if cut := stopTagIndex(generated, engine.StopTags); cut >= 0 {
 			generated = generated[:cut]
 			break
 		}
 	}
-	return &engine.Result{Generated: generated, Reply: engine.ExtractReply(append(req.Prompt, generated...)), Stopped: "stop_tag"}, nil
+	return &engine.Result{Generated: generated, Reply: engine.ExtractReply(append(prompt, generated...)), Stopped: "stop_tag"}, nil
 }
 
 func (m *scriptedModel) prompt(i int) string {
@@ -317,7 +328,7 @@ func (w *watchedModel) Generate(ctx context.Context, req engine.GenerateRequest,
 	})
 	if res != nil {
 		w.results = append(w.results, res)
-		w.prompts = append(w.prompts, string(req.Prompt))
+		w.prompts = append(w.prompts, string(engine.FormatTranscript(req.Messages)))
 	}
 	return res, err
 }
@@ -344,7 +355,7 @@ func TestChatLoopTinyModelStreams(t *testing.T) {
 		{Role: "system", Content: demoSystemLine}, {Role: "user", Content: "tell me about niels"},
 		{Role: "assistant", Content: m.results[0].Reply}, {Role: "user", Content: "and more?"},
 	}
-	if want := string(engine.FormatTranscript(fitHistory(history, m.Config().Context))); m.prompts[1] != want {
+	if want := string(engine.FormatTranscript(fitHistory(history, m.Config().Context, transcriptLength(m)))); m.prompts[1] != want {
 		t.Fatalf("second prompt %q, want %q", m.prompts[1], want)
 	}
 	if m.prompts[2] != m.prompts[0] {

@@ -1,7 +1,7 @@
 package main
 
 // nielsgpt chat --trace: one line per generated token with the entropy it was
-// drawn with and the earlier bytes the traced layer attended to most.
+// drawn with and the earlier tokens the traced layer attended to most.
 
 import (
 	"errors"
@@ -19,23 +19,24 @@ import (
 // produced it.
 type traceWriter struct {
 	out    io.Writer
-	tokens []byte // prompt + generated so far: the window is its tail
+	model  chatModel // shows the tokens
+	tokens []int32   // prompt + generated so far: the window is its tail
 }
 
-func newTraceWriter(out io.Writer, prompt []byte) *traceWriter {
-	return &traceWriter{out: out, tokens: append([]byte(nil), prompt...)}
+func newTraceWriter(out io.Writer, model chatModel, prompt []int32) *traceWriter {
+	return &traceWriter{out: out, model: model, tokens: append([]int32(nil), prompt...)}
 }
 
 // attended is one window position and its attention weight.
 type attended struct {
-	distance int // 1 is the newest position, the byte just before the new token
-	token    byte
+	distance int // 1 is the newest position, the token just before the new one
+	token    int32
 	weight   float64
 }
 
 func (w *traceWriter) step(s *engine.Step) error {
 	top, err := topAttended(s.Attn, w.tokens, 3)
-	w.tokens = append(w.tokens, byte(s.TokenID))
+	w.tokens = append(w.tokens, int32(s.TokenID))
 	if err != nil {
 		return fmt.Errorf("step %d: %w", s.Index, err)
 	}
@@ -44,22 +45,22 @@ func (w *traceWriter) step(s *engine.Step) error {
 		if i > 0 {
 			sb.WriteByte(' ')
 		}
-		fmt.Fprintf(&sb, "%s@-%d(%.2f)", quoteToken(int(a.token)), a.distance, a.weight)
+		fmt.Fprintf(&sb, "%s@-%d(%.2f)", w.quote(int(a.token)), a.distance, a.weight)
 	}
-	_, err = fmt.Fprintf(w.out, "  %4d  %-8s  H=%.2f  ← %s\n", s.Index, quoteToken(s.TokenID), s.Entropy, sb.String())
+	_, err = fmt.Fprintf(w.out, "  %4d  %-8s  H=%.2f  ← %s\n", s.Index, w.quote(s.TokenID), s.Entropy, sb.String())
 	return err
 }
 
 // topAttended averages the per-head attention rows over heads and returns the
-// n heaviest window positions. The rows cover the last len(row) bytes of
+// n heaviest window positions. The rows cover the last len(row) tokens of
 // tokens (the window the model saw for this step).
-func topAttended(attn [][]float32, tokens []byte, n int) ([]attended, error) {
+func topAttended(attn [][]float32, tokens []int32, n int) ([]attended, error) {
 	if len(attn) == 0 {
 		return nil, errors.New("no attention rows (was a trace layer requested?)")
 	}
 	t := len(attn[0])
 	if t == 0 || t > len(tokens) {
-		return nil, fmt.Errorf("attention row of %d positions for a sequence of %d bytes", t, len(tokens))
+		return nil, fmt.Errorf("attention row of %d positions for a sequence of %d tokens", t, len(tokens))
 	}
 	mean := make([]float64, t)
 	for h, row := range attn {
@@ -94,9 +95,8 @@ func topAttended(attn [][]float32, tokens []byte, n int) ([]attended, error) {
 // as 0.00.
 const minShownWeight = 0.005
 
-// quoteToken shows a byte token as 'x', with \xNN (two lowercase hex digits)
-// for bytes that are not printable ASCII, as the API's token_display does
-// (docs/API.md).
-func quoteToken(id int) string {
-	return "'" + engine.TokenDisplay(id) + "'"
+// quote shows a token as the API's token_display does (docs/API.md), in
+// quotes: a byte as 'x' or '\xNN', a piece with its spaces.
+func (w *traceWriter) quote(id int) string {
+	return "'" + sanitize(w.model.TokenDisplay(id)) + "'"
 }

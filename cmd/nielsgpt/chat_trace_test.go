@@ -14,7 +14,7 @@ import (
 )
 
 func TestTopAttended(t *testing.T) {
-	tokens := []byte("xxhello") // window of the last 5: h e l l o
+	tokens := bytesToIDs("xxhello") // window of the last 5: h e l l o
 	attn := [][]float32{
 		{0.1, 0.2, 0.3, 0.0, 0.4},
 		{0.3, 0.2, 0.1, 0.0, 0.4},
@@ -34,7 +34,7 @@ func TestTopAttended(t *testing.T) {
 			t.Fatalf("top %d: got %+v, want %+v (all %+v)", i, top[i], want[i], top)
 		}
 	}
-	if top, _ := topAttended([][]float32{{1}}, []byte("a"), 3); len(top) != 1 || top[0].token != 'a' {
+	if top, _ := topAttended([][]float32{{1}}, bytesToIDs("a"), 3); len(top) != 1 || top[0].token != 'a' {
 		t.Fatalf("one-position window: %+v", top)
 	}
 	for _, bad := range [][][]float32{nil, {{}}, {{0.5, 0.5}, {1}}, {make([]float32, 9)}} {
@@ -121,4 +121,12 @@ func TestChatLoopTinyModelTrace(t *testing.T) {
 	if steps < 2 || strings.Count(out, "bot> ") != 2 {
 		t.Fatalf("want trace lines and 2 replies:\n%s", out)
 	}
+}
+
+func bytesToIDs(s string) []int32 {
+	ids := make([]int32, len(s))
+	for i := range len(s) {
+		ids[i] = int32(s[i])
+	}
+	return ids
 }

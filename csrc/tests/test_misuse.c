@@ -83,6 +83,43 @@ static void misuse_hparams(const fixture * f) {
     expect_load_fails("norm_eps 0", "norm_eps", f, &hp, f->blob_len, f->refs, f->n_refs, "cpu", 1);
 }
 
+/* Norm and MLP kinds: values that are no kind, and the other generation's
+ * kind, whose tensor list the fixture's references do not match (LayerNorm
+ * has biases RMSNorm lacks; SwiGLU has a gate GELU lacks). */
+static void misuse_kinds(const fixture * f) {
+    ngpt_hparams hp = f->hp;
+    hp.norm_type = 2;
+    expect_load_fails("norm_type 2", "norm_type", f, &hp, f->blob_len, f->refs, f->n_refs, "cpu", 1);
+    CHECK(ngpt_kv_block_bytes(&hp) == 0, "ngpt_kv_block_bytes sized a model with norm_type 2");
+    hp = f->hp;
+    hp.mlp_type = -1;
+    expect_load_fails("mlp_type -1", "mlp_type", f, &hp, f->blob_len, f->refs, f->n_refs, "cpu", 1);
+    CHECK(ngpt_kv_block_bytes(&hp) == 0, "ngpt_kv_block_bytes sized a model with mlp_type -1");
+
+    const bool rms = f->hp.norm_type == NGPT_NORM_RMS, swiglu = f->hp.mlp_type == NGPT_MLP_SWIGLU;
+    hp = f->hp;
+    hp.norm_type = rms ? NGPT_NORM_LAYER : NGPT_NORM_RMS;
+    /* LayerNorm wants biases an RMSNorm model has not; RMSNorm finds the
+     * LayerNorm model's biases left over */
+    expect_load_fails("the other norm kind", rms ? "missing tensor output_norm.bias" : "tensors given", f, &hp,
+                      f->blob_len, f->refs, f->n_refs, "cpu", 1);
+    hp = f->hp;
+    hp.mlp_type = swiglu ? NGPT_MLP_GELU : NGPT_MLP_SWIGLU;
+    expect_load_fails("the other MLP kind", swiglu ? "tensors given" : "missing tensor blk.0.ffn_gate.weight", f, &hp,
+                      f->blob_len, f->refs, f->n_refs, "cpu", 1);
+
+    /* a gate of the wrong shape in a SwiGLU model */
+    if (swiglu) {
+        ngpt_tensor_ref * bad = malloc(sizeof(*bad) * (size_t) f->n_refs);
+        memcpy(bad, f->refs, sizeof(*bad) * (size_t) f->n_refs);
+        const int gate = ref_index(f, "blk.0.ffn_gate.weight");
+        bad[gate].ne[1]--;
+        expect_load_fails("a gate of the wrong shape", "blk.0.ffn_gate.weight has the wrong shape", f, &f->hp,
+                          f->blob_len, bad, f->n_refs, "cpu", 1);
+        free(bad);
+    }
+}
+
 /* Tensor references that do not describe the architecture, or point
  * outside the blob. */
 static void misuse_refs(const fixture * f) {
@@ -137,6 +174,7 @@ static void misuse_load(const fixture * f) {
         expect_load_fails_pool(what, "KV pool", f, &f->hp, f->blob_len, f->refs, f->n_refs, "cpu", 1, bad_blocks[i]);
     }
     misuse_hparams(f);
+    misuse_kinds(f);
     misuse_refs(f);
 
     /* err may be NULL or short: the call still fails cleanly, and a short

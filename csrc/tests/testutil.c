@@ -75,7 +75,13 @@ fixture load_fixture(const char * gguf_path) {
     f.hp.n_head     = key_u32(g, "nielsgpt.attention.head_count");
     f.hp.n_ff       = key_u32(g, "nielsgpt.feed_forward_length");
     f.hp.rope_theta = key_f32(g, "nielsgpt.rope.freq_base");
-    f.hp.norm_eps   = key_f32(g, "nielsgpt.attention.layer_norm_epsilon");
+    if (key_u32(g, "nielsgpt.generation") == 2) {
+        f.hp.norm_type = NGPT_NORM_RMS;
+        f.hp.mlp_type  = NGPT_MLP_SWIGLU;
+        f.hp.norm_eps  = key_f32(g, "nielsgpt.attention.layer_norm_rms_epsilon");
+    } else {
+        f.hp.norm_eps  = key_f32(g, "nielsgpt.attention.layer_norm_epsilon");
+    }
 
     f.n_refs = (int) gguf_get_n_tensors(g);
     f.refs   = calloc((size_t) f.n_refs, sizeof(*f.refs));

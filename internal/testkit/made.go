@@ -94,16 +94,32 @@ func Main(m *testing.M) {
 // GGUF's path. The file is shared: read it, do not change it.
 func ConvertedFixture(t testing.TB, ptPath string) string {
 	t.Helper()
+	return convertedFixture(t, ptPath, convert.Options{})
+}
+
+// ConvertedGen2Fixture is ConvertedFixture for a generation-2 checkpoint,
+// with the SentencePiece model spmPath as its tokenizer.
+func ConvertedGen2Fixture(t testing.TB, ptPath, spmPath string) string {
+	t.Helper()
+	abs, err := filepath.Abs(spmPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return convertedFixture(t, ptPath, convert.Options{Tokenizer: abs})
+}
+
+func convertedFixture(t testing.TB, ptPath string, opts convert.Options) string {
+	t.Helper()
 	abs, err := filepath.Abs(ptPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	path, err := makeOnce("convert "+abs, func(dir string) (string, error) {
+	path, err := makeOnce(fmt.Sprintf("convert %s %+v", abs, opts), func(dir string) (string, error) {
 		if _, err := os.Stat(abs); errors.Is(err, os.ErrNotExist) {
 			return "", fmt.Errorf("fixture %s is missing (`make fixtures` writes it): %w", ptPath, err)
 		}
 		out := filepath.Join(dir, strings.TrimSuffix(filepath.Base(abs), filepath.Ext(abs))+".gguf")
-		if _, err := convert.ToGGUF(abs, out, convert.Options{}); err != nil {
+		if _, err := convert.ToGGUF(abs, out, opts); err != nil {
 			return "", fmt.Errorf("converting %s: %w", ptPath, err)
 		}
 		return out, nil
