@@ -395,3 +395,27 @@ func TestGen2InspectAttentionAndScore(t *testing.T) {
 		}
 	}
 }
+
+// bits_per_byte of a generation-2 score is over the bytes the scored pieces spell.
+func TestGen2ScoreBitsPerByte(t *testing.T) {
+	model := loadGen2Model(t)
+	ts := startServer(t, testConfig(), model)
+	resp := postJSON(t, ts.URL+"/inspect/score", `{"text":"hello there, how are you"}`)
+	var sc struct {
+		TokenIDs    []int   `json:"token_ids"`
+		MeanLogprob float64 `json:"mean_logprob"`
+		BitsPerByte float64 `json:"bits_per_byte"`
+	}
+	if err := json.Unmarshal(readAll(t, resp), &sc); err != nil {
+		t.Fatal(err)
+	}
+	bytes := 0
+	for _, id := range sc.TokenIDs[1:] {
+		bytes += len(model.TokenBytes(id))
+	}
+	scored := float64(len(sc.TokenIDs) - 1)
+	want := -sc.MeanLogprob * scored / float64(bytes) / math.Ln2
+	if bytes <= len(sc.TokenIDs)-1 || math.Abs(sc.BitsPerByte-want) > 1e-9*math.Abs(want) {
+		t.Fatalf("bits_per_byte %v, want %v over %d bytes of %d pieces", sc.BitsPerByte, want, bytes, len(sc.TokenIDs)-1)
+	}
+}
