@@ -25,6 +25,10 @@ type chatRequest struct {
 	Seed         int64     `json:"seed"`
 	TraceLayer   int       `json:"trace_layer"`
 	WindowHop    int       `json:"window_hop,omitempty"` // 0: the server's WINDOW_HOP
+	// Every layer's attention and the logit lens in each trace event: the
+	// deepest trace the server streams.
+	TraceLayers string `json:"trace_layers,omitempty"` // "all" or empty
+	LogitLens   bool   `json:"logit_lens,omitempty"`
 }
 
 // streamResult is what one stream delivered.
@@ -121,7 +125,11 @@ func (c *client) stream(ctx context.Context, req chatRequest) streamResult {
 		case "trace":
 			// Not decoded: at thousands of events a second, parsing ~12 KiB
 			// of attention rows would cost the server CPU it is being timed
-			// on. Counting them checks that tracing really ran.
+			// on. Counting them checks that tracing really ran; a deep
+			// stream's events must also carry what it asked for.
+			if req.LogitLens && !(bytes.Contains(ev.Data, []byte(`"layers":[`)) && bytes.Contains(ev.Data, []byte(`"lens":[`))) {
+				return c.ended(res, start, ctx, fmt.Errorf("trace event %d without the layers and lens asked for", res.Traces))
+			}
 			res.Traces++
 		case "done":
 			res.Done = true

@@ -77,6 +77,9 @@ func TestRunEndToEnd(t *testing.T) {
 		if s := m.SingleStream; s.Completed != 1 || s.Tokens < 1 || s.Tokens > m.Tokens || s.TokensPerS <= 0 {
 			t.Errorf("%s: single stream %+v", m.Mode, s)
 		}
+		if d := m.SingleStreamDeep; (d == nil) != (m.Mode == "baseline") || d != nil && (d.Completed < 1 || d.Tokens < 1 || d.Errors > 0) {
+			t.Errorf("%s: single stream with every layer and the lens %+v", m.Mode, d)
+		}
 		// --quick plans 3 TTFT requests per prompt for ours, 2 for the baseline.
 		wantTTFT := map[string]int{"ours": 3, "baseline": 2}[m.Mode]
 		if m.TTFTShort.Samples != wantTTFT || m.TTFTLong.Samples != wantTTFT {

@@ -86,7 +86,10 @@ type ModeReport struct {
 	// SingleStreamCost is what the single-stream phase cost the server per
 	// token received (nil where /proc is not readable).
 	SingleStreamCost *PerToken `json:"single_stream_cost,omitempty"`
-	PastT            []PastT   `json:"past_t,omitempty"`
+	// SingleStreamDeep is the single stream again with trace_layers "all"
+	// and logit_lens on (nil for the baseline mode, which has neither).
+	SingleStreamDeep *Throughput `json:"single_stream_deep,omitempty"`
+	PastT            []PastT     `json:"past_t,omitempty"`
 	// PeakRSSBytes is read after the concurrency levels; nil: not measurable.
 	PeakRSSBytes *int64 `json:"peak_rss_bytes,omitempty"`
 	// WallSeconds is the mode's whole run, server start to stop; the CPU
@@ -154,6 +157,10 @@ func (r *Report) rows() []row {
 		ours:   rate(&r.Ours.SingleStream), ref: rate(refSingle(ref)),
 		ratio: ratio(r.Ours.SingleStream.TokensPerS, refValue(ref, func(m *ModeReport) float64 { return m.SingleStream.TokensPerS })),
 	})
+	if d := r.Ours.SingleStreamDeep; d != nil {
+		rows = append(rows, row{metric: "single stream, every layer + logit lens, tokens/s (ratio: to the plain single stream)",
+			ours: rate(d), ref: "n/a", ratio: ratio(d.TokensPerS, r.Ours.SingleStream.TokensPerS)})
+	}
 	rows = append(rows, r.costRows()...)
 	for _, c := range []struct {
 		name string

@@ -312,6 +312,14 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 
 	mr.SingleStream, mr.SingleStreamCost = r.singleStream(ctx)
 	say("single stream: %s tokens/s (%s)", num(mr.SingleStream.TokensPerS), sample(mr.SingleStream))
+	if !p.baseline {
+		// The same single stream with every layer's attention and the lens:
+		// what the deepest traces cost end to end, the encoder's 4-16x more
+		// floats per event included. The baseline mode has no such traces.
+		deep := r.throughputWith(ctx, scenario{prompt: shortPrompt, deep: true}, 1, p.singleRuns, p.tokens)
+		mr.SingleStreamDeep = &deep
+		say("single stream, every layer and the lens: %s tokens/s (%s)", num(deep.TokensPerS), sample(deep))
+	}
 	mr.TTFTShort = r.ttft(ctx, shortPrompt)
 	say("time to first token, short prompt: p50 / p95 %s ms (%s)", latency(mr.TTFTShort), ttftSample(mr.TTFTShort))
 	mr.TTFTLong = r.ttft(ctx, longPrompt)
@@ -433,6 +441,7 @@ func (r *modeRunner) check(res streamResult) streamResult {
 type scenario struct {
 	prompt func(variant int) []message
 	hop    int
+	deep   bool // trace every layer and the logit lens
 }
 
 // throughput runs short-prompt streams: the chat widget's common case.
@@ -457,6 +466,9 @@ func (r *modeRunner) throughputWith(ctx context.Context, sc scenario, concurrenc
 				}
 				req := r.request(sc.prompt(w*perWorker+i), tokens)
 				req.WindowHop = sc.hop
+				if sc.deep {
+					req.TraceLayers, req.LogitLens = "all", true
+				}
 				res := r.check(r.client.stream(phase, req))
 				mu.Lock()
 				t.Streams++

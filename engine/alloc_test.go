@@ -29,7 +29,10 @@ func TestDecodeStepAllocatesNothing(t *testing.T) {
 	items[1].traceLayers = []int32{1, 0}
 	items[1].attnRows = make([]float32, 2*c.Heads*39)
 	items[1].lens = make([]float32, c.Layers*c.Vocab)
-	items[1].headMask = []float32{1, 0, 1, 1, 1, 1, 1, 1}
+	items[1].headMask = make([]float32, c.Layers*c.Heads)
+	for i := range items[1].headMask {
+		items[1].headMask[i] = float32(min(i, 1)) // head 0 of layer 0 ablated
+	}
 	if err := m.step(items); err != nil { // grows the scratch and builds the graph
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -501,4 +502,89 @@ func BenchmarkGenerateDeep(b *testing.B) {
 	b.ReportMetric(tokens/plainTime.Seconds(), "plain-tokens/s")
 	b.ReportMetric(tokens/deepTime.Seconds(), "deep-tokens/s")
 	b.ReportMetric(plainTime.Seconds()/deepTime.Seconds(), "rate_ratio")
+}
+
+// The lens's description of a distribution: ties go to the lower id, tokens
+// of probability 0 are never candidates, and the entropy is the sampler's.
+func TestDescribeLogits(t *testing.T) {
+	top := make([]Candidate, 0, LensTop)
+	entropy, got := describeLogits([]float32{2, 2, 2, 2, 2, 2, 2, 2}, top)
+	if math.Abs(entropy-math.Log(8)) > 1e-12 || len(got) != LensTop {
+		t.Fatalf("uniform: entropy %v, %d candidates", entropy, len(got))
+	}
+	for k, c := range got {
+		if c.TokenID != k || math.Abs(c.Prob-0.125) > 1e-15 {
+			t.Fatalf("uniform: candidate %d is %+v", k, c)
+		}
+	}
+	entropy, got = describeLogits([]float32{0, 1000, 0, 3, 1000}, top)
+	if math.Abs(entropy-math.Log(2)) > 1e-12 || len(got) != 2 || got[0].TokenID != 1 || got[1].TokenID != 4 {
+		t.Fatalf("two certain tokens: entropy %v, candidates %+v", entropy, got)
+	}
+	_, got = describeLogits([]float32{1, 5, 3, 4, 2, 6, 0}, top)
+	if ids := []int{got[0].TokenID, got[1].TokenID, got[2].TokenID, got[3].TokenID, got[4].TokenID}; !slices.Equal(ids, []int{5, 1, 3, 2, 4}) {
+		t.Fatalf("order %v", ids)
+	}
+}
+
+// Ablation reaches the prompt: a prompt fed in two chunks with a head
+// ablated leaves the model with the distribution one ablated pass over the
+// same bytes gives (Score), and not the plain one.
+func TestAblationCoversChunkedPrompt(t *testing.T) {
+	m := syntheticModel(t, harness.Deployed, Options{Threads: 1})
+	prompt := []byte(strings.Repeat("user: the prompt is long enough for two chunks.\n", 6))[:250]
+	ablate := []Head{{Layer: 0, Head: 1}, {Layer: 2, Head: 3}}
+	var first *Step
+	_, err := m.Generate(context.Background(), GenerateRequest{Prompt: prompt, MaxNewTokens: 1, TraceLayer: -1,
+		Ablate: ablate, Raw: true, Logprobs: true, Sampling: Sampling{Temperature: 0}}, func(s *Step) error {
+		first = s.Clone()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := append(slices.Clone(prompt), byte(first.TokenID))
+	for _, tc := range []struct {
+		ablate []Head
+		same   bool
+	}{{ablate, true}, {nil, false}} {
+		sc, err := m.Score(context.Background(), ScoreRequest{Tokens: text, Ablate: tc.ablate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := math.Abs(sc.Positions[len(text)-1].Logprob - first.Logprob)
+		if tc.same && d > 1e-5 || !tc.same && d < 1e-6 {
+			t.Fatalf("ablate %v: the one-pass log-probability differs from the chunked one by %.2e", tc.ablate, d)
+		}
+	}
+}
+
+// FullAttention honours Ablate: ablating a head of layer 0 leaves layer 0's
+// probabilities as they were (the traced softmax is the head's own) and
+// changes every later layer's, through the prompt's one pass.
+func TestFullAttentionAblated(t *testing.T) {
+	m, g := loadFixture(t, "tiny_b")
+	c := m.Config()
+	layers := allLayers(c.Layers)
+	req := FullAttnRequest{Prompt: int32sToBytes(g.Prefill.Tokens), Layers: layers}
+	plain, err := m.FullAttention(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Ablate = []Head{{Layer: 0, Head: 1}}
+	ablated, err := m.FullAttention(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, layer := range layers {
+		worst := 0.0
+		for h := range c.Heads {
+			for r := range plain.Attn[k][h] {
+				worst = math.Max(worst, maxAbsDiff(ablated.Attn[k][h][r], plain.Attn[k][h][r]))
+			}
+		}
+		if layer == 0 && worst != 0 || layer > 0 && worst < 1e-4 {
+			t.Fatalf("layer %d: ablating a head of layer 0 moved its probabilities by %.2e", layer, worst)
+		}
+	}
 }

@@ -11,19 +11,24 @@
  * the window in one pass and in chunks, and greedy decoding that recomputes
  * the window from position 0 once it moves, in one cache for the whole run,
  * or in a new cache at each move that lands on other blocks of a KV pool
- * every block of which holds what earlier sequences left there. With
+ * every block of which holds what earlier sequences left there. The deeper
+ * goldens beside GOLDEN.json (NAME_deep.json) check every layer's attention
+ * rows and the logit lens along a greedy run, a run with heads ablated, and
+ * a window scored in one pass with every row's logits. With
  * BACKEND_DIR the backend is a module from there, as
  * `nielsgpt serve` runs it with BACKEND_DIR set: the best CPU variant for
  * this machine, or the DEVICE named (cuda).
  */
 #include "testutil.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define LOGIT_TOL 1e-4
 #define ATTN_TOL  1e-5
+#define LENS_TOL  1e-4
 
 /* The KV pool of the model under test, in windows (plus a few blocks, so a
  * moving cache lands at every offset): small, so the moving greedy run goes
@@ -303,6 +308,206 @@ static void test_greedy(ngpt_model * m, const golden * g, bool moving) {
     free(ids);
 }
 
+/* ---------------------------------------------------------------- deeper traces */
+
+/* softmax of n logits into p, in double */
+static void softmax(const float * logits, int n, double * p) {
+    double maxv = logits[0], sum = 0;
+    for (int i = 1; i < n; i++) {
+        maxv = logits[i] > maxv ? logits[i] : maxv;
+    }
+    for (int i = 0; i < n; i++) {
+        p[i] = exp((double) logits[i] - maxv);
+        sum += p[i];
+    }
+    for (int i = 0; i < n; i++) {
+        p[i] /= sum;
+    }
+}
+
+/* The head mask for pairs (layer, head) flattened in heads[0..2n): 1
+ * everywhere else. */
+static float * head_mask(const ngpt_hparams * hp, const double * heads, size_t n_numbers) {
+    float * mask = malloc(sizeof(float) * (size_t) hp->n_layer * (size_t) hp->n_head);
+    for (int i = 0; i < hp->n_layer * hp->n_head; i++) {
+        mask[i] = 1.0f;
+    }
+    for (size_t i = 0; i + 1 < n_numbers; i += 2) {
+        mask[(int) heads[i] * hp->n_head + (int) heads[i + 1]] = 0.0f;
+    }
+    return mask;
+}
+
+/* Greedy from the golden prompt, the window recomputed once it moves (as
+ * test_greedy): returns how many steps chose the golden tokens before the
+ * first that did not. With deep, every layer's newest rows (in reverse
+ * order) and the lens are checked too. */
+static int deep_greedy(ngpt_model * m, const ngpt_hparams * hp, const char * text, const float * mask, bool deep,
+                       const double * want_tokens, int steps) {
+    const int T = hp->n_ctx, V = hp->n_vocab, H = hp->n_head, L = hp->n_layer;
+    size_t n_prompt, n_rows, n_lens;
+    double * prompt = golden_numbers(text, "model", "prompt", &n_prompt);
+    double * rows_want = deep ? golden_numbers(text, "model", "layer_rows", &n_rows) : NULL;
+    double * lens_want = deep ? golden_numbers(text, "model", "lens", &n_lens) : NULL;
+    const int lens_steps = deep ? golden_int(text, "model", "lens_steps") : 0;
+    int32_t * ids = malloc(sizeof(int32_t) * (n_prompt + (size_t) steps));
+    int32_t * layers = malloc(sizeof(int32_t) * (size_t) L);
+    float * logits = malloc(sizeof(float) * (size_t) V);
+    float * rows = malloc(sizeof(float) * (size_t) L * (size_t) H * (size_t) T);
+    float * lens = malloc(sizeof(float) * (size_t) L * (size_t) V);
+    double * p = malloc(sizeof(double) * (size_t) V);
+    for (size_t i = 0; i < n_prompt; i++) {
+        ids[i] = (int32_t) prompt[i];
+    }
+    for (int k = 0; k < L; k++) {
+        layers[k] = L - 1 - k;
+    }
+    ngpt_seq * s = new_seq(m, T);
+    int n = (int) n_prompt, window = 0, cached = 0, agreed = 0;
+    size_t row_at = 0;
+    double worst_attn = 0, worst_lens = 0;
+    for (int i = 0; i < steps; i++) {
+        const int start = n > T ? n - T : 0, t = n - start;
+        if (start != window) {
+            window = start;
+            cached = 0;
+        }
+        ngpt_item it = { .seq = s, .tokens = ids + start + cached, .n_tokens = t - cached, .n_past = cached,
+                         .logits = logits, .head_mask = mask };
+        if (deep) {
+            it.n_trace = L;
+            it.trace_layers = layers;
+            it.attn_rows = rows;
+            it.lens = lens;
+        }
+        step(m, &it);
+        for (int k = 0; deep && k < L; k++) {
+            /* the golden holds [layer][head][t] per step, layers in order */
+            const double * want = rows_want + row_at + (size_t) layers[k] * (size_t) H * (size_t) t;
+            double d = max_abs_diff(rows + (size_t) k * (size_t) H * (size_t) t, want, (size_t) H * (size_t) t);
+            worst_attn = d > worst_attn || d != d ? d : worst_attn;
+        }
+        row_at += (size_t) L * (size_t) H * (size_t) t;
+        for (int l = 0; i < lens_steps && l < L; l++) {
+            softmax(lens + (size_t) l * (size_t) V, V, p);
+            const double * want = lens_want + ((size_t) i * (size_t) L + (size_t) l) * (size_t) V;
+            for (int v = 0; v < V; v++) {
+                double d = fabs(p[v] - want[v]);
+                worst_lens = d > worst_lens || d != d ? d : worst_lens;
+            }
+        }
+        if (deep) {
+            CHECK(memcmp(lens + (size_t) (L - 1) * (size_t) V, logits, sizeof(float) * (size_t) V) == 0,
+                  "step %d: the last layer's lens is not the logits", i);
+        }
+        const int got = argmax(logits, V);
+        if (got != (int) want_tokens[i]) {
+            break;
+        }
+        agreed++;
+        ids[n++] = got;
+        cached = t;
+    }
+    if (deep) {
+        printf("deep greedy: %d steps, max |dattn| %.2e over %d layers, max |dlens| %.2e over %d steps\n", agreed,
+               worst_attn, L, worst_lens, lens_steps);
+        CHECK(row_at <= n_rows && (size_t) lens_steps * (size_t) L * (size_t) V == n_lens, "deep golden: wrong sizes");
+        CHECK(worst_attn <= ATTN_TOL, "deep greedy: attention differs by %.2e", worst_attn);
+        CHECK(worst_lens <= LENS_TOL, "deep greedy: lens differs by %.2e", worst_lens);
+    }
+    CHECK(ngpt_seq_free(s) == 0, "free the deep greedy cache");
+    free(p);
+    free(lens);
+    free(rows);
+    free(logits);
+    free(layers);
+    free(ids);
+    free(lens_want);
+    free(rows_want);
+    free(prompt);
+    return agreed;
+}
+
+/* The window of the golden text in one pass, heads ablated, every row's
+ * logits: each position's log-probability and entropy. */
+static void deep_score(ngpt_model * m, const ngpt_hparams * hp, const char * text) {
+    const int V = hp->n_vocab;
+    size_t n_text, n_ablate, n_logprobs, n_entropy;
+    double * bytes = golden_numbers(text, "score", "text", &n_text);
+    double * ablate = golden_numbers(text, "score", "ablate", &n_ablate);
+    double * logprobs = golden_numbers(text, "score", "logprobs", &n_logprobs);
+    double * entropy = golden_numbers(text, "score", "entropy", &n_entropy);
+    const int offset = golden_int(text, "score", "offset");
+    const int t = (int) n_text - offset;
+    CHECK(t == hp->n_ctx && n_logprobs == (size_t) t - 1 && n_entropy == n_logprobs, "deep golden: score sizes");
+    float * mask = head_mask(hp, ablate, n_ablate);
+    int32_t * ids = malloc(sizeof(int32_t) * (size_t) t);
+    float * all = malloc(sizeof(float) * (size_t) t * (size_t) V);
+    float * last = malloc(sizeof(float) * (size_t) V);
+    double * p = malloc(sizeof(double) * (size_t) V);
+    for (int i = 0; i < t; i++) {
+        ids[i] = (int32_t) bytes[offset + i];
+    }
+    ngpt_seq * s = new_seq(m, t);
+    ngpt_item it = { .seq = s, .tokens = ids, .n_tokens = t, .logits = last, .all_logits = all, .head_mask = mask };
+    step(m, &it);
+    CHECK(memcmp(last, all + (size_t) (t - 1) * (size_t) V, sizeof(float) * (size_t) V) == 0,
+          "score: the last logits are not the last of all rows");
+    double worst = 0;
+    for (int i = 1; i < t; i++) {
+        softmax(all + (size_t) (i - 1) * (size_t) V, V, p);
+        double h = 0;
+        for (int v = 0; v < V; v++) {
+            h -= p[v] * log(p[v] > 1e-12 ? p[v] : 1e-12);
+        }
+        double d = fabs(log(p[ids[i]]) - logprobs[i - 1]);
+        d = fabs(h - entropy[i - 1]) > d ? fabs(h - entropy[i - 1]) : d;
+        worst = d > worst || d != d ? d : worst;
+    }
+    printf("ablated one-pass score: max |d| %.2e over %d positions\n", worst, t - 1);
+    CHECK(worst <= LOGIT_TOL, "ablated score differs by %.2e", worst);
+    CHECK(ngpt_seq_free(s) == 0, "free the score cache");
+    free(p);
+    free(last);
+    free(all);
+    free(ids);
+    free(mask);
+    free(entropy);
+    free(logprobs);
+    free(ablate);
+    free(bytes);
+}
+
+static void test_deep(ngpt_model * m, const ngpt_hparams * hp, const char * golden_path) {
+    char path[4096];
+    const size_t len = strlen(golden_path);
+    if (len < 5 || len + 6 > sizeof(path) || strcmp(golden_path + len - 5, ".json") != 0) {
+        die("golden path %s does not end in .json", golden_path);
+    }
+    snprintf(path, sizeof(path), "%.*s_deep.json", (int) (len - 5), golden_path);
+    char * text = read_golden(path);
+    const int steps = golden_int(text, "model", "steps");
+    size_t n_tokens, n_ablated, n_heads;
+    double * tokens = golden_numbers(text, "model", "tokens", &n_tokens);
+    double * ablated = golden_numbers(text, "ablated", "tokens", &n_ablated);
+    double * heads = golden_numbers(text, "ablated", "heads", &n_heads);
+    CHECK(n_tokens == (size_t) steps && n_ablated == (size_t) steps, "deep golden: token counts");
+    int agreed = deep_greedy(m, hp, text, NULL, true, tokens, steps);
+    CHECK(agreed == steps, "deep greedy: token %d differs from PyTorch's", agreed);
+    float * mask = head_mask(hp, heads, n_heads);
+    agreed = deep_greedy(m, hp, text, mask, false, ablated, steps);
+    printf("ablated greedy: %d of %d tokens as PyTorch\n", agreed, steps);
+    CHECK(agreed == steps, "ablated greedy: token %d differs from PyTorch's", agreed);
+    /* the ablated run must differ from the plain one, or this test could not fail */
+    CHECK(memcmp(tokens, ablated, sizeof(double) * (size_t) steps) != 0, "deep golden: ablation changed nothing");
+    deep_score(m, hp, text);
+    free(mask);
+    free(heads);
+    free(ablated);
+    free(tokens);
+    free(text);
+}
+
 int main(int argc, char ** argv) {
     if (argc < 3 || argc > 5) {
         die("usage: test_golden FIXTURE.gguf GOLDEN.json [BACKEND_DIR [DEVICE]]");
@@ -331,6 +536,7 @@ int main(int argc, char ** argv) {
     test_decode(m, &g);
     test_greedy(m, &g, false);
     test_greedy(m, &g, true);
+    test_deep(m, &f.hp, argv[2]);
     CHECK(ngpt_model_free(m) == 0, "the model would not free: a sequence was left alive");
     free_fixture(&f);
     free(g.prefill_tokens);

@@ -431,6 +431,7 @@ static void misuse_free(ngpt_model * m) {
     CHECK(ngpt_model_free(m) == 0, "free the model once its sequences are gone");
     CHECK(ngpt_model_free(m) != 0, "a second free of a model was not reported");
     CHECK(strcmp(ngpt_model_backend(m), "") == 0, "a freed model still names a backend");
+    CHECK(ngpt_graphs_built(m) == 0 && ngpt_graphs_built(NULL) == 0, "graphs counted for a freed or NULL model");
     expect_seq_fails(m, 4, NGPT_ERROR, "a sequence of a freed model", "not a live model");
     ngpt_kv_stats st = { -1, -1 };
     ngpt_kv_stats_get(m, &st);
