@@ -10,6 +10,11 @@ import "errors"
 // been generated; retrying later can succeed.
 var ErrKVFull = errors.New("engine busy: no room in the KV cache")
 
+// ErrEmptyPrompt: the prompt (or the text to score) is no tokens at all, as
+// the model's tokenizer reads it; generation 2's normaliser drops a text of
+// nothing but whitespace entirely. The caller's input is at fault.
+var ErrEmptyPrompt = errors.New("the prompt is empty once the model's tokenizer has read it")
+
 // Sampling selects how each next token is drawn (docs/API.md, Generation).
 type Sampling struct {
 	Temperature float64 // 0 means greedy

@@ -419,3 +419,15 @@ func TestGen2ScoreBitsPerByte(t *testing.T) {
 		t.Fatalf("bits_per_byte %v, want %v over %d bytes of %d pieces", sc.BitsPerByte, want, bytes, len(sc.TokenIDs)-1)
 	}
 }
+
+// A text that a generation-2 tokenizer reads as no tokens at all is bad input, not a
+// failure: 422 on /inspect/score, OpenAI's 400 on /v1/completions.
+func TestGen2WhitespaceTextRefused(t *testing.T) {
+	model := loadGen2Model(t)
+	ts := startServer(t, testConfig(), model)
+	wantDetail(t, postJSON(t, ts.URL+"/inspect/score", `{"text":"  \n\t "}`), "empty once the model's tokenizer has read it")
+	resp := postJSON(t, ts.URL+"/v1/completions", `{"prompt":"   ","max_tokens":3}`)
+	if body := readAll(t, resp); resp.StatusCode != 400 || !strings.Contains(string(body), "only whitespace") {
+		t.Fatalf("completions of whitespace: %d %s", resp.StatusCode, body)
+	}
+}
