@@ -430,4 +430,9 @@ func TestGen2WhitespaceTextRefused(t *testing.T) {
 	if body := readAll(t, resp); resp.StatusCode != 400 || !strings.Contains(string(body), "only whitespace") {
 		t.Fatalf("completions of whitespace: %d %s", resp.StatusCode, body)
 	}
+	// Streamed too: no header goes out before the engine has read the prompt.
+	resp = postJSON(t, ts.URL+"/v1/completions", `{"prompt":"   ","max_tokens":3,"stream":true}`)
+	if body := readAll(t, resp); resp.StatusCode != 400 || !strings.Contains(string(body), "only whitespace") {
+		t.Fatalf("streamed completions of whitespace: %d %s", resp.StatusCode, body)
+	}
 }
