@@ -428,7 +428,7 @@ func TestModelTokenForms(t *testing.T) {
 	}
 }
 
-// gen2Typical is the size SPEC gives as typical for generation 2.
+// gen2Typical is the size niels-gpt trains generation-2 models at.
 var gen2Typical = gguf.ModelConfig{Vocab: 16000, Context: 512, Embd: 384, Layers: 8, Heads: 6, FF: 1152, RopeTheta: 10000,
 	NormEps: 1e-5, Norm: gguf.NormRMS, MLP: gguf.MLPSwiGLU}
 

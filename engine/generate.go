@@ -187,7 +187,7 @@ func (m *Model) check(prompt []int32, maxNew int, s Sampling, hop int) error {
 	case hop < 0 || hop >= m.cfg.Context:
 		return fmt.Errorf("window hop %d out of range [1, %d]", hop, m.cfg.Context-1)
 	case len(prompt) == 0:
-		return errors.New("empty prompt")
+		return ErrEmptyPrompt
 	case maxNew < 0:
 		return errors.New("max_new_tokens must not be negative")
 	case math.IsNaN(s.Temperature) || math.IsInf(s.Temperature, 0) || s.Temperature < 0:

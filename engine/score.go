@@ -35,7 +35,7 @@ func (m *Model) Score(ctx context.Context, req ScoreRequest) (*Scores, error) {
 		ids = m.Encode(req.Tokens)
 	}
 	if len(ids) == 0 {
-		return nil, errors.New("nothing to score: the text encodes to no tokens")
+		return nil, ErrEmptyPrompt
 	}
 	offset := max(0, len(ids)-m.cfg.Context)
 	window := ids[offset:]

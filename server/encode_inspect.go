@@ -100,7 +100,7 @@ func (tt *tokenTable) appendScores(b []byte, sc *engine.Scores) []byte {
 	b = append(b, ',')
 	b = tt.appendTokenLists(b, sc.TokenIDs)
 	b = append(b, `,"scores":[`...)
-	sum, n := 0.0, 0
+	sum, n, nBytes := 0.0, 0, 0
 	for i, p := range sc.Positions {
 		if i == 0 {
 			b = append(b, "null"...) // nothing in the window precedes the first token
@@ -108,6 +108,7 @@ func (tt *tokenTable) appendScores(b []byte, sc *engine.Scores) []byte {
 		}
 		sum += p.Logprob
 		n++
+		nBytes += len(tt.tokenBytes(sc.TokenIDs[i]))
 		b = append(b, `,{"logprob":`...)
 		b = appendFloat64(b, p.Logprob)
 		b = append(b, `,"entropy":`...)
@@ -134,8 +135,14 @@ func (tt *tokenTable) appendScores(b []byte, sc *engine.Scores) []byte {
 		mean = sum / float64(n)
 	}
 	b = appendFloat64(b, mean)
+	// Bits per byte of the scored tokens' text: per token for a byte-level
+	// model, and for a generation-2 model over the bytes its pieces spell.
+	perByte := math.NaN()
+	if nBytes > 0 {
+		perByte = -(sum / float64(nBytes)) / math.Ln2 // as −mean/ln 2 when each token is a byte
+	}
 	b = append(b, `,"bits_per_byte":`...)
-	b = appendFloat64(b, -mean/math.Ln2)
+	b = appendFloat64(b, perByte)
 	return append(b, '}')
 }
 

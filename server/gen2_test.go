@@ -395,3 +395,44 @@ func TestGen2InspectAttentionAndScore(t *testing.T) {
 		}
 	}
 }
+
+// bits_per_byte of a generation-2 score is over the bytes the scored pieces spell.
+func TestGen2ScoreBitsPerByte(t *testing.T) {
+	model := loadGen2Model(t)
+	ts := startServer(t, testConfig(), model)
+	resp := postJSON(t, ts.URL+"/inspect/score", `{"text":"hello there, how are you"}`)
+	var sc struct {
+		TokenIDs    []int   `json:"token_ids"`
+		MeanLogprob float64 `json:"mean_logprob"`
+		BitsPerByte float64 `json:"bits_per_byte"`
+	}
+	if err := json.Unmarshal(readAll(t, resp), &sc); err != nil {
+		t.Fatal(err)
+	}
+	bytes := 0
+	for _, id := range sc.TokenIDs[1:] {
+		bytes += len(model.TokenBytes(id))
+	}
+	scored := float64(len(sc.TokenIDs) - 1)
+	want := -sc.MeanLogprob * scored / float64(bytes) / math.Ln2
+	if bytes <= len(sc.TokenIDs)-1 || math.Abs(sc.BitsPerByte-want) > 1e-9*math.Abs(want) {
+		t.Fatalf("bits_per_byte %v, want %v over %d bytes of %d pieces", sc.BitsPerByte, want, bytes, len(sc.TokenIDs)-1)
+	}
+}
+
+// A text that a generation-2 tokenizer reads as no tokens at all is bad input, not a
+// failure: 422 on /inspect/score, OpenAI's 400 on /v1/completions.
+func TestGen2WhitespaceTextRefused(t *testing.T) {
+	model := loadGen2Model(t)
+	ts := startServer(t, testConfig(), model)
+	wantDetail(t, postJSON(t, ts.URL+"/inspect/score", `{"text":"  \n\t "}`), "empty once the model's tokenizer has read it")
+	resp := postJSON(t, ts.URL+"/v1/completions", `{"prompt":"   ","max_tokens":3}`)
+	if body := readAll(t, resp); resp.StatusCode != 400 || !strings.Contains(string(body), "only whitespace") {
+		t.Fatalf("completions of whitespace: %d %s", resp.StatusCode, body)
+	}
+	// Streamed too: no header goes out before the engine has read the prompt.
+	resp = postJSON(t, ts.URL+"/v1/completions", `{"prompt":"   ","max_tokens":3,"stream":true}`)
+	if body := readAll(t, resp); resp.StatusCode != 400 || !strings.Contains(string(body), "only whitespace") {
+		t.Fatalf("streamed completions of whitespace: %d %s", resp.StatusCode, body)
+	}
+}

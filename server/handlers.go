@@ -102,6 +102,10 @@ func (s *Server) engineFailed(c *gin.Context, err error, message string) {
 	switch {
 	case errors.Is(err, engine.ErrKVFull):
 		s.rejectBusy(c)
+	case errors.Is(err, engine.ErrEmptyPrompt):
+		// Only the model's tokenizer can tell (a text of nothing but
+		// whitespace, for generation 2): bad input, not a failure.
+		s.writeValidation(c, invalidf("%s (a text of only whitespace has no tokens)", err))
 	case s.baseCtx.Err() != nil:
 		writeError(c, s, http.StatusServiceUnavailable, "shutting_down", "Server is shutting down")
 	case c.Request.Context().Err() != nil:

@@ -2,7 +2,7 @@ package main
 
 // nielsgpt chat: talk to the model in a terminal, on the same engine the
 // server uses. Replies stream as the tokens come; with --trace every token
-// also shows the entropy it was drawn with and the earlier bytes the traced
+// also shows the entropy it was drawn with and the earlier tokens the traced
 // layer looked at most. Piped stdin works too (one user turn per line), which
 // is what the tests drive.
 //
@@ -142,7 +142,7 @@ func parseChatFlags(args []string) (*chatFlags, error) {
 	fs.IntVar(&f.maxNew, "max-new-tokens", 256, "longest reply, in tokens (bytes)")
 	fs.IntVar(&f.threads, "threads", 0, "CPU threads for the engine; 0 means one per core (default $THREADS or 0)")
 	fs.StringVar(&f.device, "device", "", `compute device: cpu, or metal/mps/gpu where built (default $DEVICE, else as serve picks)`)
-	fs.BoolVar(&f.trace, "trace", false, "show each token's entropy and most-attended earlier bytes")
+	fs.BoolVar(&f.trace, "trace", false, "show each token's entropy and most-attended earlier tokens")
 	fs.Var(&f.traceLayer, "trace-layer", "`layer` whose attention --trace shows, 0-based; default the last (implies --trace)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
