@@ -1300,9 +1300,8 @@ static bool panel_fits(const ngpt_model * m, const struct ggml_tensor * w, const
            w->nb[0] == sizeof(float) && x->nb[0] == sizeof(float);
 }
 
-/* ggml_mul_mat(w, x) = x @ w.T per batch, for one item's rows: which
- * product runs depends on that item alone, so its results are the same
- * bits whatever else shares the step. */
+/* ggml_mul_mat(w, x) = x @ w.T per batch, for one item's rows (or an
+ * item's attention): which kernel runs depends on that item alone. */
 static struct ggml_tensor * mul_mat(struct ggml_context * ctx, const ngpt_model * m, struct ggml_tensor * w,
                                     struct ggml_tensor * x) {
     if (!panel_fits(m, w, x, x->ne[1])) {
@@ -1452,10 +1451,11 @@ static int item_rows(const step_graph * sg, int i, bool selected) {
 }
 
 /* A weight product over the step's rows, x: [K, rows of all items] ->
- * [M, rows]. An item's product must not depend on its neighbours in the
- * step (a stream's tokens are the same alone and in a batch), so the choice
- * between panel_mul_mat and ggml's is made per item: consecutive items with
- * the same choice share one product, and the parts are joined. */
+ * [M, rows]. The choice between panel_mul_mat and ggml's is made per item,
+ * so that which kernel computes an item's rows never depends on what else
+ * is in the step: consecutive items with the same choice share one
+ * product, and the parts are joined. (ggml's own products can still differ
+ * in the last bit between one row and several.) */
 static struct ggml_tensor * linear(step_graph * sg, const ngpt_model * m, struct ggml_tensor * w,
                                    struct ggml_tensor * x, bool selected) {
     struct ggml_context * ctx = sg->ctx;
