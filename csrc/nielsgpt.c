@@ -167,9 +167,9 @@ struct ngpt_model {
     void * stage;      /* one step's inputs on their way to the device */
     size_t stage_size;
 
-    /* CPU only: each thread's packed panel of activations for panel_mul_mat
-     * ([n_threads] of [panel_k · PANEL_COLS] floats); NULL where ggml's
-     * product is used for everything. */
+    /* CPU with AVX-512 only: each thread's packed panel of activations for
+     * panel_mul_mat ([n_threads] of [panel_k · PANEL_COLS] floats); NULL
+     * where ggml's kernels are used for everything (products and GELU). */
     float * panels;
     int     panel_k;   /* the longest reduction a panel holds */
 };
@@ -1185,12 +1185,16 @@ typedef struct step_graph {
  * and each weight is broadcast against it. Every output is then one plain
  * chain of fused multiply-adds in the order of the reduction, with no
  * horizontal sums (measured 2-3× ggml's speed on the window's shapes).
- * Built only where the compiler targets 512-bit vectors, where it was
- * measured: elsewhere 16-float vectors would be emulated and spill. */
-#if defined(__AVX512F__)
+ * It runs only on CPUs with AVX-512, where it was measured (elsewhere
+ * 16-float vectors would be emulated and spill), and is compiled for them
+ * whatever the build targets: a portable binary (the Docker image's) gets
+ * it on such a CPU too, checked when the model loads. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define PANEL_PRODUCT 1
+#define PANEL_TARGET __attribute__((target("avx512f,fma")))
 #else
 #define PANEL_PRODUCT 0
+#define PANEL_TARGET
 #endif
 
 typedef float vec16 __attribute__((vector_size(64)));
@@ -1204,7 +1208,13 @@ enum {
 
 /* Room for every thread's panel; also where the CPU path is switched on. */
 static bool init_panels(ngpt_model * m, char * err, size_t err_len) {
-    if (!PANEL_PRODUCT || m->tp_one == NULL) {
+#if PANEL_PRODUCT
+    __builtin_cpu_init();
+    const bool avx512 = __builtin_cpu_supports("avx512f");
+#else
+    const bool avx512 = false;
+#endif
+    if (!avx512 || m->tp_one == NULL) {
         return true;
     }
     const ngpt_hparams * hp = &m->hp;
@@ -1222,7 +1232,7 @@ static bool init_panels(ngpt_model * m, char * err, size_t err_len) {
 /* rows outputs of tokens in the panel: out[r · PANEL_COLS + j] =
  * Σ_k w[r · w_row + k] · panel[k · PANEL_COLS + j]. Inlined with a constant
  * rows, the accumulators stay in registers. */
-static inline __attribute__((always_inline)) void panel_tile(const float * w, size_t w_row, const float * panel,
+static inline __attribute__((always_inline)) PANEL_TARGET void panel_tile(const float * w, size_t w_row, const float * panel,
                                                               int K, int rows, float * out) {
     vec16 lo[PANEL_ROWS], hi[PANEL_ROWS];
     for (int r = 0; r < PANEL_ROWS; r++) {
@@ -1249,7 +1259,7 @@ static inline __attribute__((always_inline)) void panel_tile(const float * w, si
 /* dst = ggml_mul_mat(w, x) for F32 w: [K, M, B], x: [K, N, B] with
  * contiguous rows; dst: [M, N, B] contiguous. Thread ith of nth takes every
  * nth tile of PANEL_ROWS weight rows, packing each panel it needs itself. */
-static void panel_mul_mat(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+static PANEL_TARGET void panel_mul_mat(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ngpt_model * m = userdata;
     const struct ggml_tensor * w = dst->src[0];
     const struct ggml_tensor * x = dst->src[1];
@@ -1318,7 +1328,7 @@ static struct ggml_tensor * mul_mat(struct ggml_context * ctx, const ngpt_model 
  * |r| ≤ ln 2 / 2 (ln 2 split in two so that k·ln 2 is exact), e^r by its
  * Taylor series to r⁷ (error below 6e-9), 2^k by building the exponent.
  * Below −87 it returns e^−87 rather than a subnormal. */
-static inline float exp_nonpositive(float x) {
+static inline PANEL_TARGET float exp_nonpositive(float x) {
     x = x > -87.0f ? x : -87.0f;
     const float k = rintf(x * 1.44269504088896341f);                              /* x / ln 2 */
     const float r = fmaf(k, -1.42860676533018690e-06f, fmaf(k, -0.693145751953125f, x));
@@ -1344,7 +1354,7 @@ static inline float exp_nonpositive(float x) {
  * close to the exact value as float evaluation of erff's formula (3.3e-7
  * against 2.7-4.5e-7 over [−4, 4], measured against double erf). For
  * x ≥ 0, x/2 · (2 − erfc); for x < 0, x/2 · erfc, so neither tail cancels. */
-static void gelu_floats(int64_t n, float * restrict y, const float * restrict x) {
+static PANEL_TARGET void gelu_floats(int64_t n, float * restrict y, const float * restrict x) {
     for (int64_t i = 0; i < n; i++) {
         const float v = x[i];
         const float z = fabsf(v) * 0.70710678118654752f;
@@ -1362,7 +1372,7 @@ static void gelu_floats(int64_t n, float * restrict y, const float * restrict x)
 
 /* dst = gelu(src[0]), contiguous [F, n]: thread ith of nth takes a share of
  * the rows. */
-static void gelu_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+static PANEL_TARGET void gelu_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
     (void) userdata;
     const struct ggml_tensor * x = dst->src[0];
     const int64_t F = x->ne[0], rows = ggml_nrows(x);
@@ -1372,11 +1382,12 @@ static void gelu_op(struct ggml_tensor * dst, int ith, int nth, void * userdata)
     }
 }
 
-/* The exact (erf) GELU of x, [F, n]: our vectorised loop on the CPU, ggml's
- * elsewhere. The same loop for every step size, so a stream's activations
- * do not depend on what it is batched with. */
+/* The exact (erf) GELU of x, [F, n]: our vectorised loop where our
+ * products run (compiled for the same CPUs: without hardware FMA, fmaf is a
+ * slow library call), ggml's elsewhere. The same loop for every step size,
+ * so a stream's activations do not depend on what it is batched with. */
 static struct ggml_tensor * gelu(struct ggml_context * ctx, const ngpt_model * m, struct ggml_tensor * x) {
-    if (m->tp_one == NULL || x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x)) {
+    if (m->panels == NULL || x->type != GGML_TYPE_F32 || !ggml_is_contiguous(x)) {
         return ggml_gelu_erf(ctx, x);
     }
     return ggml_custom_4d(ctx, GGML_TYPE_F32, x->ne[0], x->ne[1], x->ne[2], x->ne[3], &x, 1, gelu_op,
