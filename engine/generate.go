@@ -238,8 +238,9 @@ func (m *Model) newSequence(ctx context.Context, prompt []int32, chat bool, maxN
 		hop:      max(hop, 1),
 		winStart: -1, // the first window is cut when the sequence is first planned
 		logits:   make([]float32, m.cfg.Vocab),
-		// Room for every step the scheduler may run ahead, and the final event.
-		events: make(chan event, stepsAhead+1),
+		// Room for every step the scheduler may run ahead (readerReady),
+		// the one the reader has not yet taken, and the final event.
+		events: make(chan event, stepsAhead+2),
 	}
 }
 
@@ -257,12 +258,6 @@ func (m *Model) relay(ctx context.Context, seq *sequence, onStep func(*Step) err
 	for {
 		select {
 		case ev := <-seq.events:
-			if len(seq.events) == stepsAhead-1 {
-				// The channel was full, so the scheduler may be waiting for
-				// this reader; otherwise it is not, and a poke would only
-				// cost it a spurious wake-up.
-				m.sched.poke()
-			}
 			switch {
 			case ev.err != nil:
 				return event{}, ev.err
@@ -272,6 +267,13 @@ func (m *Model) relay(ctx context.Context, seq *sequence, onStep func(*Step) err
 						cancel(err)
 						return event{}, err
 					}
+				}
+				if seq.sent.Load()-seq.done.Add(1) == stepsAhead {
+					// The reader was one step more than stepsAhead behind,
+					// so the scheduler may be waiting for it; otherwise it
+					// is not, and a poke would only cost it a spurious
+					// wake-up.
+					m.sched.poke()
 				}
 			default:
 				return ev, nil
@@ -292,8 +294,10 @@ func (m *Model) relay(ctx context.Context, seq *sequence, onStep func(*Step) err
 const stepsAhead = 2
 
 // readerReady reports whether the scheduler may compute the sequence's next
-// step: fewer than stepsAhead steps are waiting for its reader.
-func (seq *sequence) readerReady() bool { return len(seq.events) < stepsAhead }
+// step: at most stepsAhead of its steps are sent and not yet done (onStep
+// returned), so of the ring's stepsAhead+1 slots the one the next step takes
+// is one the reader has finished with.
+func (seq *sequence) readerReady() bool { return seq.sent.Load()-seq.done.Load() <= stepsAhead }
 
 // stepRing holds the Step values a sequence hands its reader, reused in
 // turn so that a token costs no allocation. A reader owns a Step until its
