@@ -357,9 +357,19 @@ func TestLoadGeneration2(t *testing.T) {
 	if steps == 0 {
 		t.Fatal("no steps")
 	}
-	// A generation-2 chat comes as messages: a byte transcript is refused.
-	if _, err := m.Generate(context.Background(), GenerateRequest{Prompt: []byte("user: hi\n"), MaxNewTokens: 1}, nil); err == nil {
-		t.Fatal("a generation-2 model took a byte transcript")
+	// Plain text is no chat: no role piece is banned and there is no reply.
+	res, err = m.Generate(context.Background(), GenerateRequest{Prompt: []byte("hello there"), MaxNewTokens: 1, TraceLayer: -1,
+		Sampling: Sampling{Temperature: 1, Seed: 7}}, func(s *Step) error {
+		if math.Abs(s.Entropy-math.Log(float64(cfg.Vocab))) > 1e-9 {
+			return fmt.Errorf("plain text: entropy %v, want ln(%d)", s.Entropy, cfg.Vocab)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reply != "" {
+		t.Fatalf("plain text: reply %q", res.Reply)
 	}
 }
 

@@ -49,6 +49,7 @@ type golden struct {
 		Logits     [][]float32   `json:"logits"`
 		TraceLayer int           `json:"trace_layer"`
 		AttnRows   [][][]float32 `json:"attn_rows"` // [step][H][t]
+		chat       []Message     // Prompt is a chat's transcript: the chat
 	} `json:"greedy"`
 }
 
@@ -62,6 +63,7 @@ func readGolden(t testing.TB, name string) *golden {
 	if err := json.Unmarshal(raw, &g); err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
+	g.Greedy.chat = chatOf(t, int32sToBytes(g.Greedy.Prompt))
 	return &g
 }
 
@@ -255,7 +257,7 @@ func checkGreedy(t *testing.T, m *Model, g *golden) {
 	var got []int
 	worstAttn := 0.0
 	_, err := m.Generate(context.Background(), GenerateRequest{
-		Prompt: int32sToBytes(gr.Prompt), MaxNewTokens: gr.Steps,
+		Messages: gr.chat, MaxNewTokens: gr.Steps,
 		Sampling: Sampling{Temperature: 0}, TraceLayer: gr.TraceLayer,
 	}, func(s *Step) error {
 		i := len(got)
@@ -326,7 +328,7 @@ func TestWindowHopMatchesPyTorch(t *testing.T) {
 				var got []int
 				worst := 0.0
 				_, err := m.Generate(context.Background(), GenerateRequest{
-					Prompt: int32sToBytes(hg.Prompt), MaxNewTokens: hg.Steps, Sampling: Sampling{Temperature: 0},
+					Messages: chatOf(t, int32sToBytes(hg.Prompt)), MaxNewTokens: hg.Steps, Sampling: Sampling{Temperature: 0},
 					TraceLayer: hg.TraceLayer, WindowHop: run.WindowHop,
 				}, func(s *Step) error {
 					i := len(got)
@@ -397,7 +399,7 @@ func TestFullAttentionFollowsWindowHop(t *testing.T) {
 	for _, hop := range []int{1, 8, 63} {
 		const maxNew = 70 // past tiny_a's T of 64
 		full, err := m.FullAttention(context.Background(), FullAttnRequest{
-			Prompt: prompt, MaxNewTokens: maxNew, Layers: []int{0}, WindowHop: hop,
+			Messages: g.Greedy.chat, MaxNewTokens: maxNew, Layers: []int{0}, WindowHop: hop,
 			Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: 42},
 		})
 		if err != nil {
@@ -413,7 +415,7 @@ func TestFullAttentionFollowsWindowHop(t *testing.T) {
 			t.Fatalf("hop %d: a window of %d tokens, want %d", hop, len(full.TokenIDs), want)
 		}
 	}
-	if _, err := m.FullAttention(context.Background(), FullAttnRequest{Prompt: prompt, Layers: []int{0}, WindowHop: c.Context}); err == nil {
+	if _, err := m.FullAttention(context.Background(), FullAttnRequest{Messages: g.Greedy.chat, Layers: []int{0}, WindowHop: c.Context}); err == nil {
 		t.Fatal("a hop of T was accepted")
 	}
 }

@@ -110,7 +110,6 @@ func parseCompletionFields(body []byte, lim limits) (oaiRequest, error) {
 	if err != nil {
 		return req, err
 	}
-	req.gen.Raw = true
 	if req.gen.Prompt, err = oaiPrompt(fields["prompt"], lim.model.Generation() == 1); err != nil {
 		return req, err
 	}
