@@ -192,23 +192,7 @@ func nucleusEnd(xs []float64, topP float64) (last float64, ties int) {
 	lo, hi, above := 0, len(xs)-1, 0.0
 	for lo <= hi {
 		pivot := median3(xs[lo], xs[lo+(hi-lo)/2], xs[hi])
-		// Afterwards: xs[lo:gt] > pivot, xs[gt:lt+1] == pivot, xs[lt+1:hi+1] < pivot.
-		gt, i, lt := lo, lo, hi
-		sumGT := 0.0
-		for i <= lt {
-			switch v := xs[i]; {
-			case v > pivot:
-				sumGT += v
-				xs[gt], xs[i] = v, xs[gt]
-				gt++
-				i++
-			case v < pivot:
-				xs[lt], xs[i] = v, xs[lt]
-				lt--
-			default:
-				i++
-			}
-		}
+		gt, lt, sumGT := partition3(xs, lo, hi, pivot)
 		equal := lt + 1 - gt
 		switch {
 		case above+sumGT >= topP && gt > lo:
@@ -309,21 +293,7 @@ func kthLargest(xs []float64, k int) float64 {
 	lo, hi, want := 0, len(xs)-1, k-1
 	for lo < hi {
 		pivot := median3(xs[lo], xs[lo+(hi-lo)/2], xs[hi])
-		// Afterwards: xs[lo:gt] > pivot, xs[gt:lt+1] == pivot, xs[lt+1:hi+1] < pivot.
-		gt, i, lt := lo, lo, hi
-		for i <= lt {
-			switch v := xs[i]; {
-			case v > pivot:
-				xs[gt], xs[i] = v, xs[gt]
-				gt++
-				i++
-			case v < pivot:
-				xs[lt], xs[i] = v, xs[lt]
-				lt--
-			default:
-				i++
-			}
-		}
+		gt, lt, _ := partition3(xs, lo, hi, pivot)
 		switch {
 		case want < gt:
 			hi = gt - 1
@@ -334,6 +304,29 @@ func kthLargest(xs []float64, k int) float64 {
 		}
 	}
 	return xs[lo]
+}
+
+// partition3 reorders xs[lo:hi+1] around pivot so that xs[lo:gt] > pivot,
+// xs[gt:lt+1] == pivot and xs[lt+1:hi+1] < pivot (a NaN, neither larger nor
+// smaller, stays in the middle), and returns the sum of the values above the
+// pivot, added in the order the walk meets them.
+func partition3(xs []float64, lo, hi int, pivot float64) (gt, lt int, sumGT float64) {
+	gt, lt = lo, hi
+	for i := lo; i <= lt; {
+		switch v := xs[i]; {
+		case v > pivot:
+			sumGT += v
+			xs[gt], xs[i] = v, xs[gt]
+			gt++
+			i++
+		case v < pivot:
+			xs[lt], xs[i] = v, xs[lt]
+			lt--
+		default:
+			i++
+		}
+	}
+	return gt, lt, sumGT
 }
 
 func median3(a, b, c float64) float64 {
