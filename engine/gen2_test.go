@@ -197,34 +197,16 @@ func checkGen2Greedy(t *testing.T, m *Model, g *gen2Golden, gr gen2Greedy) {
 		t.Errorf("golden bans %v and has eot in %v: not the chat this engine runs", gr.Banned, gr.Tokens)
 		return
 	}
-	var got []int
-	worstAttn := 0.0
-	res, err := m.Generate(context.Background(), GenerateRequest{
+	got, res, worstAttn, err := greedyRun(m, GenerateRequest{
 		Messages: gen2GreedyMessages, MaxNewTokens: gr.Steps, TraceLayer: gr.TraceLayer,
 		Sampling: Sampling{Temperature: 0, RepetitionPenalty: gr.RepetitionPenalty},
-	}, func(s *Step) error {
-		i := len(got)
-		got = append(got, s.TokenID)
-		if len(s.Attn) != len(gr.AttnRows[i]) {
-			return fmt.Errorf("step %d: %d heads traced, want %d", i, len(s.Attn), len(gr.AttnRows[i]))
-		}
-		for h := range s.Attn {
-			worstAttn = math.Max(worstAttn, maxAbsDiff(s.Attn[h], gr.AttnRows[i][h]))
-		}
-		if s.Entropy != 0 || len(s.Candidates) != 1 || s.Candidates[0].TokenID != s.TokenID || s.Candidates[0].Prob != 1 {
-			return fmt.Errorf("step %d: greedy distribution must be one-hot, got entropy %v top %v", i, s.Entropy, s.Candidates)
-		}
-		return nil
-	})
+	}, gr.AttnRows)
 	if err != nil {
 		t.Error(err)
 		return
 	}
-	for i := range min(len(got), len(gr.Tokens)) {
-		if got[i] != gr.Tokens[i] {
-			t.Errorf("step %d: token %d, PyTorch chose %d (so far %v)", i, got[i], gr.Tokens[i], got[:i+1])
-			return
-		}
+	if !sameTokens(t, got, gr.Tokens) {
+		return
 	}
 	if len(got) != gr.Steps || res.Stopped != "max_new_tokens" {
 		t.Errorf("generated %d tokens (%s), want %d", len(got), res.Stopped, gr.Steps)
