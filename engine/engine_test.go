@@ -273,24 +273,29 @@ func benchThreads() int {
 // graph for one new token attending to 127 cached ones, the trace row and
 // logits copied out, and the token sampled.
 func BenchmarkDecodeStepTraced(b *testing.B) {
-	b.ReportAllocs()
 	m := syntheticModel(b, harness.Deployed, Options{Threads: benchThreads()})
-	c := m.Config()
-	const ctxLen = 128
-	cache := newCache(b, m, ctxLen)
-	prompt := make([]int32, ctxLen)
+	prompt := make([]int32, 128)
 	for i := range prompt {
 		prompt[i] = int32("user: tell me about niels\nassistant: "[i%37])
 	}
+	benchDecodeStep(b, m, prompt, newSampler(Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, m.Config().Vocab))
+}
+
+// benchDecodeStep times the decode step at prompt's last token, its 127 (or
+// however many) predecessors cached: the graph, layer 2's trace row and the
+// logits copied out, and the token sampled by s.
+func benchDecodeStep(b *testing.B, m *Model, prompt []int32, s *sampler) {
+	b.ReportAllocs()
+	c := m.Config()
+	ctxLen := len(prompt)
+	cache := newCache(b, m, ctxLen)
 	if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1]}}); err != nil {
 		b.Fatal(err)
 	}
-	s := newSampler(Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, c.Vocab)
 	it := stepItem{cache: cache, tokens: prompt[ctxLen-1:], nPast: ctxLen - 1,
-		logits: make([]float32, c.Vocab), traceLayers: []int32{int32(2)}, attnRows: make([]float32, c.Heads*ctxLen)}
-	b.ResetTimer()
+		logits: make([]float32, c.Vocab), traceLayers: []int32{2}, attnRows: make([]float32, c.Heads*ctxLen)}
 	for b.Loop() {
-		// the same position each time: the context stays at 128
+		// the same position each time: the context stays at len(prompt)
 		if err := m.step([]stepItem{it}); err != nil {
 			b.Fatal(err)
 		}

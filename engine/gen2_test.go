@@ -469,31 +469,17 @@ func syntheticGen2Model(tb testing.TB, cfg gguf.ModelConfig, opts Options) *Mode
 // One traced decode step of a typical generation-2 model at context 128, the token sampled
 // with repetition_penalty and top_p: BenchmarkDecodeStepTraced's measure for generation 2.
 func BenchmarkGen2DecodeStepTraced(b *testing.B) {
-	b.ReportAllocs()
 	m := syntheticGen2Model(b, gen2Typical, Options{Threads: benchThreads()})
 	c := m.Config()
-	const ctxLen = 128
-	cache := newCache(b, m, ctxLen)
-	prompt := make([]int32, ctxLen)
+	prompt := make([]int32, 128)
 	for i := range prompt {
 		prompt[i] = int32(7 + (i*131)%(c.Vocab-7))
-	}
-	if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1]}}); err != nil {
-		b.Fatal(err)
 	}
 	s := newSampler(Sampling{Temperature: 0.8, TopK: 50, TopP: 0.9, RepetitionPenalty: 1.2, Seed: 42}, c.Vocab, gen2RoleIDs...)
 	for _, id := range prompt {
 		s.observe(int(id))
 	}
-	it := stepItem{cache: cache, tokens: prompt[ctxLen-1:], nPast: ctxLen - 1,
-		logits: make([]float32, c.Vocab), traceLayers: []int32{2}, attnRows: make([]float32, c.Heads*ctxLen)}
-	for b.Loop() {
-		if err := m.step([]stepItem{it}); err != nil {
-			b.Fatal(err)
-		}
-		s.sample(it.logits)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "steps/s")
+	benchDecodeStep(b, m, prompt, s)
 }
 
 // The deeper traces on a generation-2 model: extra layers' rows are the traced layer's
