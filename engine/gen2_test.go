@@ -7,9 +7,7 @@ package engine
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -65,19 +63,8 @@ type gen2Golden struct {
 
 func readGen2Golden(t testing.TB, name string) *gen2Golden {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "testdata", "golden", name+".json.gz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var g gen2Golden
-	if err := json.NewDecoder(zr).Decode(&g); err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
+	testkit.ReadGzipJSON(t, filepath.Join("..", "testdata", "golden", name+".json.gz"), &g)
 	return &g
 }
 
