@@ -213,7 +213,7 @@ func TestScoreAblatedMatchesPyTorch(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			m, _ := loadFixture(t, name)
 			g := readDeepGolden(t, name).Score
-			sc, err := m.Score(context.Background(), ScoreRequest{Tokens: g.Text, TopN: 3, Ablate: heads(g.Ablate)})
+			sc, err := m.Score(context.Background(), ScoreRequest{Text: g.Text, TopN: 3, Ablate: heads(g.Ablate)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -228,7 +228,7 @@ func TestScoreAblatedMatchesPyTorch(t *testing.T) {
 			if worst > logprobTol {
 				t.Fatalf("scores differ by %.2e", worst)
 			}
-			plain, err := m.Score(context.Background(), ScoreRequest{Tokens: g.Text})
+			plain, err := m.Score(context.Background(), ScoreRequest{Text: g.Text})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -548,7 +548,7 @@ func TestAblationCoversChunkedPrompt(t *testing.T) {
 		ablate []Head
 		same   bool
 	}{{ablate, true}, {nil, false}} {
-		sc, err := m.Score(context.Background(), ScoreRequest{Tokens: text, Ablate: tc.ablate})
+		sc, err := m.Score(context.Background(), ScoreRequest{Text: text, Ablate: tc.ablate})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -228,7 +228,7 @@ func (m *Model) newSequence(ctx context.Context, prompt []int32, chat bool, maxN
 		maxNew:   maxNew,
 		sampler:  smp,
 		trace:    -1,
-		raw:      !chat,
+		chat:     chat,
 		stops:    stops,
 		eot:      eot,
 		logprobs: -1,

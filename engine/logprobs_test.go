@@ -14,7 +14,7 @@ const logprobTol = 1e-4
 func TestScoreMatchesPyTorch(t *testing.T) {
 	forEachFixture(t, func(t *testing.T, m *Model, g *golden) {
 		tokens := g.Prefill.Tokens
-		scores, err := m.Score(context.Background(), ScoreRequest{Tokens: int32sToBytes(tokens), TopN: 5})
+		scores, err := m.Score(context.Background(), ScoreRequest{Text: int32sToBytes(tokens), TopN: 5})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -199,11 +199,12 @@ type FullAttn struct {
 	Attn     [][][][]float32
 }
 
-// ScoreRequest asks how the model reads Tokens: the distribution after each
-// prefix, in one pass over the window (the last T tokens).
+// ScoreRequest asks how the model reads Text or Messages (exactly one of
+// them): the distribution after each prefix, in one pass over the window
+// (the last T tokens).
 type ScoreRequest struct {
-	Tokens []byte // the text to score, as the model's tokenizer encodes it (bytes for generation 1)
-	// Messages, instead of Tokens, scores a conversation as it stands
+	Text []byte // the text to score, as the model's tokenizer encodes it (bytes for generation 1)
+	// Messages, instead of Text, scores a conversation as it stands
 	// (Model.FormatMessages: its transcript without the generation prompt).
 	Messages []Message
 	TopN     int    // candidates per position, 0..MaxTopLogprobs

@@ -237,7 +237,7 @@ func (f *fakeEngine) Score(ctx context.Context, req engine.ScoreRequest) (*engin
 	if f.refuse != nil {
 		return nil, f.refuse
 	}
-	text := req.Tokens
+	text := req.Text
 	if len(req.Messages) > 0 {
 		text = scoreTranscript(req.Messages) // what the byte engine's FormatMessages gives
 	}

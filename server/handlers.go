@@ -77,7 +77,7 @@ func (s *Server) score(c *gin.Context) {
 		if len(r.Messages) > 0 {
 			return scoreTranscript(r.Messages)
 		}
-		return r.Tokens
+		return r.Text
 	})
 	if !ok {
 		return

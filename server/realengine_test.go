@@ -157,7 +157,7 @@ func TestRealEngineScore(t *testing.T) {
 	ts := startServer(t, testConfig(), eng)
 	text := "user: hello there, how are you?\n"
 	out := postScore(t, ts.URL, `{"messages":[{"role":"user","content":"hello there, how are you?"}],"top_k":3}`)
-	direct, err := eng.Score(context.Background(), engine.ScoreRequest{Tokens: []byte(text), TopN: 3})
+	direct, err := eng.Score(context.Background(), engine.ScoreRequest{Text: []byte(text), TopN: 3})
 	if err != nil {
 		t.Fatal(err)
 	}

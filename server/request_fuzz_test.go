@@ -127,9 +127,9 @@ func FuzzParseScoreRequest(f *testing.F) {
 			_ = json.Unmarshal(fields["messages"], &messages)
 			want = scoreTranscript(messages)
 		}
-		scored := req.Tokens
+		scored := req.Text
 		if len(req.Messages) > 0 {
-			if len(req.Tokens) > 0 {
+			if len(req.Text) > 0 {
 				t.Fatalf("both text and messages reach the engine: %+v", req)
 			}
 			scored = scoreTranscript(req.Messages)

@@ -238,7 +238,7 @@ func parseScoreRequest(body []byte, lim limits) (engine.ScoreRequest, []string, 
 		case text == "":
 			return engine.ScoreRequest{}, nil, invalidParam("text", "text must not be empty")
 		}
-		req.Tokens = []byte(text)
+		req.Text = []byte(text)
 	case hasMessages:
 		messages, err := parseMessages(fields["messages"], &ignored)
 		if err != nil {
