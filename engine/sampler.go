@@ -243,28 +243,10 @@ func (s *sampler) describe(sum float64) (entropy float64, n int) {
 		}
 		entropy -= pi * math.Log(max(pi, 1e-12))
 		if pi > 0 && (n < traceTopK || pi > s.top[n-1].Prob) {
-			n = s.insertCandidate(n, i, pi)
+			n = len(insertTop(s.top[:n], Candidate{TokenID: i, Prob: pi}))
 		}
 	}
 	return entropy, n
-}
-
-// insertCandidate puts (id, prob) into the sorted top list of length n and
-// returns its new length. Ids arrive in increasing order and only a strictly
-// higher probability moves ahead, so ties stay ordered by id.
-func (s *sampler) insertCandidate(n, id int, prob float64) int {
-	j := n
-	if n < traceTopK {
-		n++
-	} else {
-		j = traceTopK - 1 // the last entry falls off
-	}
-	for j > 0 && prob > s.top[j-1].Prob {
-		s.top[j] = s.top[j-1]
-		j--
-	}
-	s.top[j] = Candidate{TokenID: id, Prob: prob}
-	return n
 }
 
 // draw picks a token from s.probs by walking the cumulative sum in token

@@ -11,7 +11,8 @@ import (
 	"fmt"
 )
 
-// Score reads the window of req's text or messages and scores every position after the first.
+// Score reads the window of req's text or messages and scores every
+// position after the first.
 func (m *Model) Score(ctx context.Context, req ScoreRequest) (*Scores, error) {
 	if len(req.Text) == 0 && len(req.Messages) == 0 {
 		return nil, errors.New("nothing to score")
