@@ -239,7 +239,7 @@ func (f *fakeEngine) Score(ctx context.Context, req engine.ScoreRequest) (*engin
 	}
 	text := req.Text
 	if len(req.Messages) > 0 {
-		text = scoreTranscript(req.Messages) // what the byte engine's FormatMessages gives
+		text = engine.FormatConversation(req.Messages) // what the byte engine's FormatMessages gives
 	}
 	offset := max(0, len(text)-f.cfg.Context)
 	window := text[offset:]

@@ -260,20 +260,6 @@ func parseScoreRequest(body []byte, lim limits) (engine.ScoreRequest, []string, 
 	return req, ignored, nil
 }
 
-// scoreTranscript is the chat transcript without the generation prompt that
-// FormatTranscript ends with (the text MAX_PROMPT_BYTES applies to; the
-// engine writes the model's own, Model.FormatMessages). A last assistant
-// message with empty content is still rendered as that prompt: it is a
-// message of the conversation.
-func scoreTranscript(messages []engine.Message) []byte {
-	transcript := engine.FormatTranscript(messages)
-	last := messages[len(messages)-1]
-	if last.Role == "assistant" && last.Content == "" {
-		return transcript
-	}
-	return bytes.TrimSuffix(transcript, []byte("assistant: "))
-}
-
 // checkAttentionSize refuses an /inspect/attention answer of more than
 // most probabilities (MAX_ATTENTION_FLOATS), naming what makes it that big.
 func checkAttentionSize(layers, heads, window, most int) error {
