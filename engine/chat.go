@@ -267,12 +267,7 @@ func (m *Model) Encode(text []byte) []int32 {
 	if m.cfg.Generation() == 1 {
 		return bytesToInt32s(text)
 	}
-	ids := m.tok.Encode(string(text))
-	out := make([]int32, len(ids))
-	for i, id := range ids {
-		out[i] = int32(id)
-	}
-	return out
+	return intsToInt32s(m.tok.Encode(string(text)))
 }
 
 // Decode is the text of ids: UTF-8 with replacement for generation 1's bytes,
@@ -336,6 +331,14 @@ func bytesToInt32s(b []byte) []int32 {
 		ids[i] = int32(c)
 	}
 	return ids
+}
+
+func intsToInt32s(ids []int) []int32 {
+	out := make([]int32, len(ids))
+	for i, id := range ids {
+		out[i] = int32(id)
+	}
+	return out
 }
 
 func int32sToInts(ids []int32) []int {

@@ -201,7 +201,7 @@ func checkGen2Greedy(t *testing.T, m *Model, g *gen2Golden, gr gen2Greedy) {
 	}
 	// No eot came, so the reply is everything generated, decoded, and the text is the
 	// tokens' bytes.
-	if want, text := m.Decode(int32sOf(gr.Tokens)), joinTokenBytes(m, int32sOf(gr.Tokens)); res.Reply != want || !bytes.Equal(res.Generated, text) {
+	if want, text := m.Decode(intsToInt32s(gr.Tokens)), joinTokenBytes(m, intsToInt32s(gr.Tokens)); res.Reply != want || !bytes.Equal(res.Generated, text) {
 		t.Errorf("reply %q, generated %q; want %q and %q", res.Reply, res.Generated, want, text)
 	}
 	t.Logf("%d identical tokens, max |Δattn| %.2e", len(got), worstAttn)
@@ -216,14 +216,6 @@ func joinTokenBytes(m *Model, ids []int32) []byte {
 		b = append(b, m.TokenBytes(int(id))...)
 	}
 	return b
-}
-
-func int32sOf(ids []int) []int32 {
-	out := make([]int32, len(ids))
-	for i, id := range ids {
-		out[i] = int32(id)
-	}
-	return out
 }
 
 // The whole sampling pipeline (bans, penalty over the history, temperature, top-k, top-p,
