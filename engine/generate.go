@@ -265,6 +265,11 @@ func (m *Model) relay(ctx context.Context, seq *sequence, onStep func(*Step) err
 			case ev.err != nil:
 				return event{}, ev.err
 			case ev.step != nil:
+				if ctx.Err() != nil {
+					// select picks at random among ready cases: a step
+					// already waiting must not outrun the caller's cancel.
+					return event{}, context.Cause(ctx)
+				}
 				if onStep != nil {
 					if err := onStep(ev.step); err != nil {
 						cancel(err)
