@@ -99,7 +99,7 @@ func (s *sampler) sample(logits []float32) (token int, entropy float64, top []Ca
 				s.probs[i] = float64(l)
 			}
 			s.adjust(logits, 1)
-			token = argmax64(s.probs)
+			token = argmax(s.probs)
 		} else {
 			token = argmax(logits)
 		}
@@ -321,22 +321,11 @@ func median3(a, b, c float64) float64 {
 	return max(a, b)
 }
 
-// argmax64 returns the first index of the largest value.
-func argmax64(xs []float64) int {
+// argmax returns the first index of the largest value.
+func argmax[F float32 | float64](xs []F) int {
 	best := 0
 	for i, v := range xs {
 		if v > xs[best] {
-			best = i
-		}
-	}
-	return best
-}
-
-// argmax returns the first index of the largest logit.
-func argmax(logits []float32) int {
-	best := 0
-	for i, l := range logits {
-		if l > logits[best] {
 			best = i
 		}
 	}
