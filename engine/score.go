@@ -1,7 +1,7 @@
 package engine
 
-// Scoring a text: how likely the model found each token, given the ones
-// before it in the window. The window (the last T tokens) is read from
+// Scoring a text or a conversation as it stands: how likely the model found
+// each token, given the ones before it in the window. The window (the last T tokens) is read from
 // position 0 in one pass that returns every position's logits, sharing the
 // scheduler's batched steps with every running stream.
 
