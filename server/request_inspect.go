@@ -184,7 +184,7 @@ func parseAttentionRequest(body []byte, lim limits) (engine.FullAttnRequest, []s
 	if err != nil {
 		return engine.FullAttnRequest{}, nil, err
 	}
-	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultFullAttnNewToken, 0, int64(lim.maxNewTokens))
+	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultInspectNewTokens, 0, int64(lim.maxNewTokens))
 	if err != nil {
 		return engine.FullAttnRequest{}, nil, err
 	}
