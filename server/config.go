@@ -39,6 +39,10 @@ type Config struct {
 	RateLimitBurst  int
 	AllowedOrigins  []string
 	TrustedProxies  []netip.Prefix
+	// StreamPace is the least time between two steps' events on one
+	// /chat/stream stream, and before its `done`: for front ends that keep
+	// only the last update of each animation frame. 0 sends at once.
+	StreamPace time.Duration
 	// RedisURL, when set, puts the rate-limit buckets in Redis so that
 	// replicas share them. It may hold a password: never log it.
 	RedisURL string
@@ -82,6 +86,11 @@ func Settings(c *Config) []settings.Row {
 		{Env: "MAX_CONCURRENT", Flag: "max-concurrent", Default: "64", Usage: "generations served at once; more get 503 busy", Apply: settings.Int(&c.MaxConcurrent, 1, 1<<16)},
 		{Env: "MAX_ATTENTION_FLOATS", Flag: "max-attention-floats", Default: "4194304", Usage: "most attention probabilities (layers × heads × t × t) one /inspect/attention answer may hold; larger requests get 422", Apply: settings.Int(&c.MaxAttentionFloats, 1, 1<<30)},
 		{Env: "WINDOW_HOP", Flag: "window-hop", Default: "1", Usage: "how many tokens the window jumps once a conversation outgrows the context (1: every token, as the original; larger is faster and keeps T-hop+1..T tokens); the default for window_hop, at most T-1", Apply: settings.Int(&c.WindowHop, 1, 1<<20)},
+		{Env: "STREAM_PACE_MS", Flag: "stream-pace-ms", Default: "0", Usage: "least milliseconds between two steps of one /chat/stream stream, and before done (0: none); 50 for front ends that draw once per animation frame", Apply: func(v string) error {
+			ms, err := settings.ParseInt(v, 0, int(maxStreamPace/time.Millisecond))
+			c.StreamPace = time.Duration(ms) * time.Millisecond
+			return err
+		}},
 		{Env: "RATE_LIMIT_PER_MIN", Flag: "rate-limit-per-min", Default: "10", Usage: "per-client token bucket refill, requests per minute", Apply: func(v string) error {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f <= 0 || f > 1e9 {

@@ -181,6 +181,7 @@ func (s *Server) routes() *gin.Engine {
 	generation.POST("/inspect/score", s.score)
 	s.openAIRoutes(r)
 	RegisterDocs(r)
+	s.registerPage(r)
 	return r
 }
 

@@ -57,15 +57,21 @@ func (s *Server) streamChat(c *gin.Context, eng Engine, req engine.GenerateReque
 	tokens := s.currentTokens()
 	written, failed := 0, false
 	var lastToken time.Time
+	pace := newPacer(s.cfg.StreamPace)
+	defer pace.stop()
 	result, genErr := eng.Generate(c.Request.Context(), req, func(step *engine.Step) error {
 		if !started {
 			start200()
 		}
 		buf = tokens.appendTraceEvent(tokens.appendTokenEvent(buf[:0], step), step)
+		if err := pace.wait(c.Request.Context()); err != nil {
+			return err // the client left (or shutdown) during the pause
+		}
 		if err := s.writeEvent(c, rc, buf); err != nil {
 			failed = true
 			return err // the engine stops this sequence at its next step
 		}
+		pace.sent()
 		now := time.Now()
 		if written == 0 {
 			s.metrics.ObserveTimeToFirstToken(now.Sub(start))
@@ -102,6 +108,9 @@ func (s *Server) streamChat(c *gin.Context, eng Engine, req engine.GenerateReque
 	}
 	if !started {
 		start200()
+	}
+	if genErr == nil && pace.wait(c.Request.Context()) != nil {
+		return // the client left before `done`
 	}
 	_ = s.writeEvent(c, rc, final)
 }
