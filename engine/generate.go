@@ -16,11 +16,11 @@ import (
 
 var errClosed = errors.New("model closed")
 
-// Generate produces up to req.MaxNewTokens tokens after req.Prompt, calling
-// onStep (on the caller's goroutine) for each one as soon as it exists. It
-// stops within one step when ctx is done or onStep returns an error.
+// Generate produces up to req.MaxNewTokens tokens after the request's chat or
+// text, calling onStep (on the caller's goroutine) for each one as soon as it
+// exists. It stops within one step when ctx is done or onStep returns an error.
 func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*Step) error) (*Result, error) {
-	prompt, chat, err := m.promptIDs(req.Messages, req.Prompt, req.Raw)
+	prompt, chat, err := m.promptIDs(req.Messages, req.Prompt)
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +71,7 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 // FullAttention generates req.MaxNewTokens tokens (without tracing), then
 // returns every head's attention matrices of req.Layers over the final window.
 func (m *Model) FullAttention(ctx context.Context, req FullAttnRequest) (*FullAttn, error) {
-	prompt, chat, err := m.promptIDs(req.Messages, req.Prompt, false)
+	prompt, chat, err := m.promptIDs(req.Messages, req.Prompt)
 	if err != nil {
 		return nil, err
 	}
@@ -99,19 +99,17 @@ func (m *Model) FullAttention(ctx context.Context, req FullAttnRequest) (*FullAt
 	return ev.full, nil
 }
 
-// promptIDs is a request's prompt as token ids, and whether the chat's rules
-// apply to what follows it (GenerateRequest.Messages and Prompt).
-func (m *Model) promptIDs(messages []Message, prompt []byte, raw bool) (ids []int32, chat bool, err error) {
-	switch {
-	case len(messages) > 0 && (len(prompt) > 0 || raw):
-		return nil, false, errors.New("a request has messages or a prompt, not both")
-	case len(messages) > 0:
-		ids, err = m.FormatChat(messages)
-		return ids, true, err
-	case !raw && m.cfg.Generation() != 1:
-		return nil, false, errors.New("a generation-2 chat is given as messages, not as a transcript")
+// promptIDs is a request's prompt as token ids, and whether it is a chat,
+// whose rules apply to what follows it (GenerateRequest.Messages and Prompt).
+func (m *Model) promptIDs(messages []Message, prompt []byte) (ids []int32, chat bool, err error) {
+	if len(messages) == 0 {
+		return m.Encode(prompt), false, nil
 	}
-	return m.Encode(prompt), !raw, nil
+	if len(prompt) > 0 {
+		return nil, false, errors.New("a request has messages or a prompt, not both")
+	}
+	ids, err = m.FormatChat(messages)
+	return ids, true, err
 }
 
 // reply is the assistant's answer in a chat transcript of ids.
@@ -230,7 +228,7 @@ func (m *Model) newSequence(ctx context.Context, prompt []int32, chat bool, maxN
 		maxNew:   maxNew,
 		sampler:  smp,
 		trace:    -1,
-		raw:      !chat,
+		chat:     chat,
 		stops:    stops,
 		eot:      eot,
 		logprobs: -1,
@@ -262,6 +260,11 @@ func (m *Model) relay(ctx context.Context, seq *sequence, onStep func(*Step) err
 			case ev.err != nil:
 				return event{}, ev.err
 			case ev.step != nil:
+				if ctx.Err() != nil {
+					// select picks at random among ready cases: a step
+					// already waiting must not outrun the caller's cancel.
+					return event{}, context.Cause(ctx)
+				}
 				if onStep != nil {
 					if err := onStep(ev.step); err != nil {
 						cancel(err)

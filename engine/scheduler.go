@@ -63,7 +63,7 @@ type sequence struct {
 	text        []byte // the generated tokens' bytes (Model.TokenBytes), eot left out
 	stops       [][]byte
 	eot         int32 // the id that ends a chat's reply (generation 2), or -1
-	raw         bool  // the prompt is plain text: no reply to extract
+	chat        bool  // the prompt is a chat's transcript: a reply to extract
 	// logprobs is how many top log-probabilities each step reports, or -1
 	// when the request asked for none.
 	logprobs int
@@ -518,7 +518,7 @@ func (seq *sequence) result() *Result {
 	ids := seq.tokens
 	atEOT := seq.eot >= 0 && len(ids) > seq.nPrompt && ids[len(ids)-1] == seq.eot
 	res := &Result{Generated: generated, Stopped: stopReason(cut || atEOT), PromptTokens: seq.nPrompt}
-	if seq.raw {
+	if !seq.chat {
 		return res
 	}
 	if seq.model.cfg.Generation() == 1 {
