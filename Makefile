@@ -44,8 +44,11 @@ env:
 build: check-go
 	$(GO) build -o bin/nielsgpt ./cmd/nielsgpt
 
+# A session of one's own on this machine: the inspector page spends one POST per
+# view, so the deployed defaults (a burst of 3, 10 a minute) would stop it within
+# a minute. Either can still be set in the environment.
 run: build
-	./bin/nielsgpt serve --model demo
+	RATE_LIMIT_BURST=$${RATE_LIMIT_BURST:-100} RATE_LIMIT_PER_MIN=$${RATE_LIMIT_PER_MIN:-600} ./bin/nielsgpt serve --model demo
 
 test: check-go
 	$(GO) vet ./...

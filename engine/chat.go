@@ -28,7 +28,7 @@ const generationPrompt = "assistant: "
 func FormatTranscript(messages []Message) []byte {
 	var b bytes.Buffer
 	for i, m := range messages {
-		if i == len(messages)-1 && m.Role == "assistant" && m.Content == "" {
+		if i == len(messages)-1 && endsOpen(messages) {
 			b.WriteString(generationPrompt)
 			return b.Bytes()
 		}
@@ -39,6 +39,28 @@ func FormatTranscript(messages []Message) []byte {
 	}
 	b.WriteString(generationPrompt)
 	return b.Bytes()
+}
+
+// FormatConversation is the conversation as it stands, in generation 1's
+// text: FormatTranscript without the generation prompt it ends with. A last
+// assistant message with empty content is that prompt, and a message of the
+// conversation, so it stays.
+func FormatConversation(messages []Message) []byte {
+	transcript := FormatTranscript(messages)
+	if endsOpen(messages) {
+		return transcript
+	}
+	return transcript[:len(transcript)-len(generationPrompt)]
+}
+
+// endsOpen reports whether the last message is an assistant's with empty
+// content: the generation prompt itself, not a finished turn.
+func endsOpen(messages []Message) bool {
+	if len(messages) == 0 {
+		return false
+	}
+	last := messages[len(messages)-1]
+	return last.Role == "assistant" && last.Content == ""
 }
 
 // StopTags end a generation: the model has started writing the other side's
@@ -201,21 +223,18 @@ func gen2RoleID(role string) (int32, error) {
 }
 
 // FormatMessages is the conversation as it stands, for scoring: FormatChat without the
-// generation prompt it appends. A last assistant message with empty content is that
-// prompt, and a message of the conversation, so it stays.
+// generation prompt it appends (FormatConversation for generation 1). A last assistant
+// message with empty content is that prompt, and a message of the conversation, so it
+// stays.
 func (m *Model) FormatMessages(messages []Message) ([]int32, error) {
+	if m.cfg.Generation() == 1 {
+		return bytesToInt32s(FormatConversation(messages)), nil
+	}
 	ids, err := m.FormatChat(messages)
-	if err != nil || len(messages) == 0 {
+	if err != nil || endsOpen(messages) {
 		return ids, err
 	}
-	if last := messages[len(messages)-1]; last.Role == "assistant" && last.Content == "" {
-		return ids, nil
-	}
-	prompt := len(generationPrompt) // generation 1's "assistant: "
-	if m.cfg.Generation() != 1 {
-		prompt = 1 // the assistant piece
-	}
-	return ids[:len(ids)-prompt], nil
+	return ids[:len(ids)-1], nil // the assistant piece
 }
 
 // FormatChat is the model's transcript of messages as token ids, ending with the
@@ -231,7 +250,7 @@ func (m *Model) FormatChat(messages []Message) ([]int32, error) {
 		if err != nil {
 			return nil, err
 		}
-		if i == len(messages)-1 && role == gguf.ChatAssistantID && msg.Content == "" {
+		if i == len(messages)-1 && endsOpen(messages) {
 			return append(ids, gguf.ChatAssistantID), nil
 		}
 		ids = append(ids, role)
@@ -248,12 +267,7 @@ func (m *Model) Encode(text []byte) []int32 {
 	if m.cfg.Generation() == 1 {
 		return bytesToInt32s(text)
 	}
-	ids := m.tok.Encode(string(text))
-	out := make([]int32, len(ids))
-	for i, id := range ids {
-		out[i] = int32(id)
-	}
-	return out
+	return intsToInt32s(m.tok.Encode(string(text)))
 }
 
 // Decode is the text of ids: UTF-8 with replacement for generation 1's bytes,
@@ -317,6 +331,14 @@ func bytesToInt32s(b []byte) []int32 {
 		ids[i] = int32(c)
 	}
 	return ids
+}
+
+func intsToInt32s(ids []int) []int32 {
+	out := make([]int32, len(ids))
+	for i, id := range ids {
+		out[i] = int32(id)
+	}
+	return out
 }
 
 func int32sToInts(ids []int32) []int {

@@ -10,19 +10,25 @@ func TestFormatTranscript(t *testing.T) {
 	cases := []struct {
 		msgs []Message
 		want string
+		conv string // FormatConversation: the conversation as it stands
 	}{
-		{[]Message{{"user", "hi"}}, "user: hi\nassistant: "},
+		{[]Message{{"user", "hi"}}, "user: hi\nassistant: ", "user: hi\n"},
 		{[]Message{{"system", "be terse"}, {"user", "hi"}, {"assistant", "no."}, {"user", "why"}},
-			"system: be terse\nuser: hi\nassistant: no.\nuser: why\nassistant: "},
-		// a trailing empty assistant turn is the generation prompt itself
-		{[]Message{{"user", "hi"}, {"assistant", ""}}, "user: hi\nassistant: "},
+			"system: be terse\nuser: hi\nassistant: no.\nuser: why\nassistant: ",
+			"system: be terse\nuser: hi\nassistant: no.\nuser: why\n"},
+		// a trailing empty assistant turn is the generation prompt itself,
+		// and a message of the conversation
+		{[]Message{{"user", "hi"}, {"assistant", ""}}, "user: hi\nassistant: ", "user: hi\nassistant: "},
 		// an empty assistant turn elsewhere is an ordinary line
-		{[]Message{{"assistant", ""}, {"user", "x"}}, "assistant: \nuser: x\nassistant: "},
-		{nil, "assistant: "},
+		{[]Message{{"assistant", ""}, {"user", "x"}}, "assistant: \nuser: x\nassistant: ", "assistant: \nuser: x\n"},
+		{nil, "assistant: ", ""},
 	}
 	for _, c := range cases {
 		if got := string(FormatTranscript(c.msgs)); got != c.want {
 			t.Errorf("FormatTranscript(%v) = %q, want %q", c.msgs, got, c.want)
+		}
+		if got := string(FormatConversation(c.msgs)); got != c.conv {
+			t.Errorf("FormatConversation(%v) = %q, want %q", c.msgs, got, c.conv)
 		}
 	}
 }

@@ -93,7 +93,7 @@ func TestDeepTraceMatchesPyTorch(t *testing.T) {
 			layers := allLayers(c.Layers)
 			r := generate(t, m, GenerateRequest{
 				Prompt: int32sToBytes(g.Prompt), MaxNewTokens: g.Steps, TraceLayer: 1,
-				TraceLayers: layers, LogitLens: true, Raw: true,
+				TraceLayers: layers, LogitLens: true,
 			})
 			if !slices.Equal(r.tokens, g.Tokens) {
 				t.Fatalf("tokens %v, PyTorch %v", r.tokens, g.Tokens)
@@ -175,7 +175,7 @@ func TestAblationMatchesPyTorch(t *testing.T) {
 			for _, hop := range []int{1, 5} {
 				r := generate(t, m, GenerateRequest{
 					Prompt: int32sToBytes(g.Prompt), MaxNewTokens: g.Steps, TraceLayer: -1,
-					Ablate: heads(g.Ablated.Heads), Raw: true, WindowHop: hop,
+					Ablate: heads(g.Ablated.Heads), WindowHop: hop,
 				})
 				if hop == 1 && !slices.Equal(r.tokens, g.Ablated.Tokens) {
 					t.Fatalf("ablating %v: tokens %v, PyTorch %v", g.Ablated.Heads, r.tokens, g.Ablated.Tokens)
@@ -197,7 +197,7 @@ func TestAblatedHeadStillTracesItsSoftmax(t *testing.T) {
 	g := readDeepGolden(t, "tiny_a")
 	ablate := heads(g.Ablated.Heads)
 	r := generate(t, m, GenerateRequest{
-		Prompt: int32sToBytes(g.Prompt), MaxNewTokens: 1, TraceLayer: ablate[0].Layer, Ablate: ablate, Raw: true,
+		Prompt: int32sToBytes(g.Prompt), MaxNewTokens: 1, TraceLayer: ablate[0].Layer, Ablate: ablate,
 	})
 	for h, row := range r.attn[0] {
 		if d := maxAbsDiff(row, g.LayerRows[0][ablate[0].Layer][h]); d > attnTol {
@@ -213,7 +213,7 @@ func TestScoreAblatedMatchesPyTorch(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			m, _ := loadFixture(t, name)
 			g := readDeepGolden(t, name).Score
-			sc, err := m.Score(context.Background(), ScoreRequest{Tokens: g.Text, TopN: 3, Ablate: heads(g.Ablate)})
+			sc, err := m.Score(context.Background(), ScoreRequest{Text: g.Text, TopN: 3, Ablate: heads(g.Ablate)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -228,7 +228,7 @@ func TestScoreAblatedMatchesPyTorch(t *testing.T) {
 			if worst > logprobTol {
 				t.Fatalf("scores differ by %.2e", worst)
 			}
-			plain, err := m.Score(context.Background(), ScoreRequest{Tokens: g.Text})
+			plain, err := m.Score(context.Background(), ScoreRequest{Text: g.Text})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -249,8 +249,8 @@ func TestDeepBatchedEqualsAlone(t *testing.T) {
 	c := m.Config()
 	var reqs []GenerateRequest
 	for i := range 8 {
-		prompt := fmt.Appendf(nil, "user: deep %d %s\nassistant: ", i, string(make([]byte, i*5)))
-		req := GenerateRequest{Prompt: prompt, MaxNewTokens: 25 + 5*i, TraceLayer: -1,
+		chat := []Message{{Role: "user", Content: fmt.Sprintf("deep %d %s", i, string(make([]byte, i*5)))}}
+		req := GenerateRequest{Messages: chat, MaxNewTokens: 25 + 5*i, TraceLayer: -1,
 			Sampling: Sampling{Temperature: 0.8, TopK: 40, Seed: int64(i)}}
 		if i%2 == 0 {
 			req.TraceLayer = i % c.Layers
@@ -478,9 +478,9 @@ func BenchmarkDescribeLens(b *testing.B) {
 func BenchmarkGenerateDeep(b *testing.B) {
 	m := syntheticModel(b, harness.Deployed, Options{Threads: benchThreads()})
 	c := m.Config()
-	prompt := []byte("user: tell me about niels\nassistant: ")
+	chat := []Message{{Role: "user", Content: "tell me about niels"}}
 	run := func(req GenerateRequest) time.Duration {
-		req.Prompt, req.MaxNewTokens, req.TraceLayer = prompt, 128, 3
+		req.Messages, req.MaxNewTokens, req.TraceLayer = chat, 128, 3
 		req.Sampling = Sampling{Temperature: 0.9, TopK: 50, Seed: 42}
 		began := time.Now()
 		if _, err := m.Generate(context.Background(), req, func(*Step) error { return nil }); err != nil {
@@ -536,7 +536,7 @@ func TestAblationCoversChunkedPrompt(t *testing.T) {
 	ablate := []Head{{Layer: 0, Head: 1}, {Layer: 2, Head: 3}}
 	var first *Step
 	_, err := m.Generate(context.Background(), GenerateRequest{Prompt: prompt, MaxNewTokens: 1, TraceLayer: -1,
-		Ablate: ablate, Raw: true, Logprobs: true, Sampling: Sampling{Temperature: 0}}, func(s *Step) error {
+		Ablate: ablate, Logprobs: true, Sampling: Sampling{Temperature: 0}}, func(s *Step) error {
 		first = s.Clone()
 		return nil
 	})
@@ -548,7 +548,7 @@ func TestAblationCoversChunkedPrompt(t *testing.T) {
 		ablate []Head
 		same   bool
 	}{{ablate, true}, {nil, false}} {
-		sc, err := m.Score(context.Background(), ScoreRequest{Tokens: text, Ablate: tc.ablate})
+		sc, err := m.Score(context.Background(), ScoreRequest{Text: text, Ablate: tc.ablate})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -51,6 +51,23 @@ func generate(t *testing.T, m *Model, req GenerateRequest) run {
 	return r
 }
 
+// chatOf is the messages whose generation-1 transcript (FormatTranscript) is
+// exactly transcript, so that a golden's prompt, written as a transcript,
+// reaches the engine as the chat it is.
+func chatOf(tb testing.TB, transcript []byte) []Message {
+	tb.Helper()
+	var chat []Message
+	body, _ := bytes.CutSuffix(transcript, []byte(generationPrompt))
+	for line := range strings.Lines(string(body)) {
+		role, content, _ := strings.Cut(strings.TrimSuffix(line, "\n"), ": ")
+		chat = append(chat, Message{Role: role, Content: content})
+	}
+	if !bytes.Equal(FormatTranscript(chat), transcript) {
+		tb.Fatalf("%q is not a generation-1 chat transcript", transcript)
+	}
+	return chat
+}
+
 // Sequences batched together get exactly what each gets alone: same tokens,
 // same traces, whatever else shares the step (decodes, prompt chunks, window
 // slides, different trace layers).
@@ -59,9 +76,12 @@ func TestBatchedEqualsAlone(t *testing.T) {
 	c := m.Config()
 	reqs := make([]GenerateRequest, 6)
 	for i := range reqs {
-		prompt := bytes.Repeat([]byte(fmt.Sprintf("user: hello %d\n", i)), 1+i*3) // some longer than T
+		chat := make([]Message, 1+i*3) // some longer than T
+		for j := range chat {
+			chat[j] = Message{Role: "user", Content: fmt.Sprintf("hello %d", i)}
+		}
 		reqs[i] = GenerateRequest{
-			Prompt:       append(prompt, "assistant: "...),
+			Messages:     chat,
 			MaxNewTokens: 30 + 7*i,
 			Sampling:     Sampling{Temperature: 0.9, TopK: 50, Seed: int64(i)},
 			TraceLayer:   i % c.Layers,
@@ -92,7 +112,7 @@ func TestFullAttentionIsCausal(t *testing.T) {
 	prompt := int32sToBytes(g.Greedy.Prompt)
 	for _, maxNew := range []int{0, 5, 70} { // 70 slides tiny_a's window of 64
 		full, err := m.FullAttention(context.Background(), FullAttnRequest{
-			Prompt: prompt, MaxNewTokens: maxNew, Layers: []int{c.Layers - 1, 0},
+			Messages: g.Greedy.chat, MaxNewTokens: maxNew, Layers: []int{c.Layers - 1, 0},
 			Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: 42},
 		})
 		if err != nil {
@@ -145,7 +165,7 @@ func TestCancelStopsGeneration(t *testing.T) {
 	m, _ := loadFixture(t, "tiny_a")
 	ctx, cancel := context.WithCancel(context.Background())
 	steps := 0
-	_, err := m.Generate(ctx, GenerateRequest{Prompt: []byte("user: hi\nassistant: "), MaxNewTokens: 1000,
+	_, err := m.Generate(ctx, GenerateRequest{Messages: []Message{{Role: "user", Content: "hi"}}, MaxNewTokens: 1000,
 		Sampling: Sampling{Temperature: 1, Seed: 1}, TraceLayer: -1}, func(s *Step) error {
 		steps++
 		if steps == 3 {
@@ -153,12 +173,12 @@ func TestCancelStopsGeneration(t *testing.T) {
 		}
 		return nil
 	})
-	if !errors.Is(err, context.Canceled) || steps > 4 {
+	if !errors.Is(err, context.Canceled) || steps != 3 {
 		t.Fatalf("after cancel: err %v, %d steps", err, steps)
 	}
 	stop := errors.New("enough")
 	steps = 0
-	_, err = m.Generate(context.Background(), GenerateRequest{Prompt: []byte("user: hi\nassistant: "), MaxNewTokens: 1000,
+	_, err = m.Generate(context.Background(), GenerateRequest{Messages: []Message{{Role: "user", Content: "hi"}}, MaxNewTokens: 1000,
 		Sampling: Sampling{Temperature: 1, Seed: 1}, TraceLayer: 0}, func(s *Step) error {
 		steps++
 		if steps == 2 {
@@ -170,7 +190,7 @@ func TestCancelStopsGeneration(t *testing.T) {
 		t.Fatalf("after onStep error: err %v, %d steps", err, steps)
 	}
 	testkit.Eventually(t, 5*time.Second, "the scheduler to be free again", func() bool {
-		r := generate(t, m, GenerateRequest{Prompt: []byte("user: x\nassistant: "), MaxNewTokens: 3, TraceLayer: -1})
+		r := generate(t, m, GenerateRequest{Messages: []Message{{Role: "user", Content: "x"}}, MaxNewTokens: 3, TraceLayer: -1})
 		return len(r.tokens) == 3
 	})
 }
@@ -183,6 +203,7 @@ func TestRejectsBadRequests(t *testing.T) {
 		{Prompt: []byte("x"), MaxNewTokens: 1, TraceLayer: 99},
 		{Prompt: []byte("x"), MaxNewTokens: 1, TraceLayer: -1, Sampling: Sampling{Temperature: math.NaN()}},
 		{Prompt: []byte("x"), MaxNewTokens: 1, TraceLayer: -1, Sampling: Sampling{Temperature: math.Inf(1)}},
+		{Messages: []Message{{Role: "user", Content: "x"}}, Prompt: []byte("x"), MaxNewTokens: 1, TraceLayer: -1},
 	}
 	for _, req := range bad {
 		if _, err := m.Generate(context.Background(), req, nil); err == nil {
@@ -210,7 +231,7 @@ func TestSharedFixturesLoad(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer m.Close()
-			r := generate(t, m, GenerateRequest{Prompt: []byte("user: hi\nassistant: "), MaxNewTokens: 20,
+			r := generate(t, m, GenerateRequest{Messages: []Message{{Role: "user", Content: "hi"}}, MaxNewTokens: 20,
 				Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, TraceLayer: m.Config().Layers - 1})
 			if len(r.tokens) == 0 {
 				t.Fatal("no tokens")
@@ -252,24 +273,29 @@ func benchThreads() int {
 // graph for one new token attending to 127 cached ones, the trace row and
 // logits copied out, and the token sampled.
 func BenchmarkDecodeStepTraced(b *testing.B) {
-	b.ReportAllocs()
 	m := syntheticModel(b, harness.Deployed, Options{Threads: benchThreads()})
-	c := m.Config()
-	const ctxLen = 128
-	cache := newCache(b, m, ctxLen)
-	prompt := make([]int32, ctxLen)
+	prompt := make([]int32, 128)
 	for i := range prompt {
 		prompt[i] = int32("user: tell me about niels\nassistant: "[i%37])
 	}
+	benchDecodeStep(b, m, prompt, newSampler(Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, m.Config().Vocab))
+}
+
+// benchDecodeStep times the decode step at prompt's last token, its 127 (or
+// however many) predecessors cached: the graph, layer 2's trace row and the
+// logits copied out, and the token sampled by s.
+func benchDecodeStep(b *testing.B, m *Model, prompt []int32, s *sampler) {
+	b.ReportAllocs()
+	c := m.Config()
+	ctxLen := len(prompt)
+	cache := newCache(b, m, ctxLen)
 	if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1]}}); err != nil {
 		b.Fatal(err)
 	}
-	s := newSampler(Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, c.Vocab)
 	it := stepItem{cache: cache, tokens: prompt[ctxLen-1:], nPast: ctxLen - 1,
-		logits: make([]float32, c.Vocab), traceLayers: []int32{int32(2)}, attnRows: make([]float32, c.Heads*ctxLen)}
-	b.ResetTimer()
+		logits: make([]float32, c.Vocab), traceLayers: []int32{2}, attnRows: make([]float32, c.Heads*ctxLen)}
 	for b.Loop() {
-		// the same position each time: the context stays at 128
+		// the same position each time: the context stays at len(prompt)
 		if err := m.step([]stepItem{it}); err != nil {
 			b.Fatal(err)
 		}
@@ -282,11 +308,11 @@ func BenchmarkDecodeStepTraced(b *testing.B) {
 func BenchmarkGenerateTraced(b *testing.B) {
 	b.ReportAllocs()
 	m := syntheticModel(b, harness.Deployed, Options{Threads: benchThreads()})
-	prompt := []byte("user: tell me about niels\nassistant: ")
+	chat := []Message{{Role: "user", Content: "tell me about niels"}}
 	tokens := 0
 	b.ResetTimer()
 	for b.Loop() {
-		_, err := m.Generate(context.Background(), GenerateRequest{Prompt: prompt, MaxNewTokens: 128,
+		_, err := m.Generate(context.Background(), GenerateRequest{Messages: chat, MaxNewTokens: 128,
 			Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, TraceLayer: 3}, func(*Step) error {
 			tokens++
 			return nil

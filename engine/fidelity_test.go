@@ -135,7 +135,7 @@ func fidelity(t *testing.T, m *Model, hops []int, conversations, steps int) []fi
 			agree, kl := make([]bool, steps), make([]float64, steps)
 			rows[h].stepTime += forcedWalk(t, m, ids, steps, hops[h], func(i int, logits []float32) int32 {
 				lp = logSoftmax(logits, lp)
-				agree[i] = argmax64(lp) == argmax64(ref[i])
+				agree[i] = argmax(lp) == argmax(ref[i])
 				for v, l := range ref[i] {
 					kl[i] += math.Exp(l) * (l - lp[v])
 				}

@@ -75,7 +75,7 @@ func FuzzLoadBytes(f *testing.F) {
 	for _, name := range []string{"tiny_f32", "tiny_f16"} {
 		f.Add(loadSeeds(f)[name])
 	}
-	prompt := FormatTranscript([]Message{{Role: "user", Content: "hi"}})
+	chat := []Message{{Role: "user", Content: "hi"}}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// A hang is as bad as a crash for a server starting up; the fuzzer
 		// does not report hangs, so the watchdog turns one into a crasher.
@@ -97,7 +97,7 @@ func FuzzLoadBytes(f *testing.F) {
 			t.Fatalf("loaded a model with config %+v", c)
 		}
 		res, err := m.Generate(context.Background(), GenerateRequest{
-			Prompt: prompt, MaxNewTokens: 2, TraceLayer: c.Layers - 1,
+			Messages: chat, MaxNewTokens: 2, TraceLayer: c.Layers - 1,
 			Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: 1},
 		}, func(s *Step) error {
 			if s.TokenID < 0 || s.TokenID >= c.Vocab || len(s.Attn) != c.Heads {
@@ -109,7 +109,7 @@ func FuzzLoadBytes(f *testing.F) {
 			t.Fatalf("a model that loads failed to generate: %v", err)
 		}
 		full, err := m.FullAttention(context.Background(), FullAttnRequest{
-			Prompt: prompt, Layers: []int{0}, Sampling: Sampling{Temperature: 0},
+			Messages: chat, Layers: []int{0}, Sampling: Sampling{Temperature: 0},
 		})
 		if err != nil || len(full.Attn[0][c.Heads-1]) != len(full.TokenIDs) {
 			t.Fatalf("a model that loads failed the full attention: %v", err)

@@ -7,9 +7,7 @@ package engine
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -65,19 +63,8 @@ type gen2Golden struct {
 
 func readGen2Golden(t testing.TB, name string) *gen2Golden {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "testdata", "golden", name+".json.gz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var g gen2Golden
-	if err := json.NewDecoder(zr).Decode(&g); err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
+	testkit.ReadGzipJSON(t, filepath.Join("..", "testdata", "golden", name+".json.gz"), &g)
 	return &g
 }
 
@@ -197,34 +184,16 @@ func checkGen2Greedy(t *testing.T, m *Model, g *gen2Golden, gr gen2Greedy) {
 		t.Errorf("golden bans %v and has eot in %v: not the chat this engine runs", gr.Banned, gr.Tokens)
 		return
 	}
-	var got []int
-	worstAttn := 0.0
-	res, err := m.Generate(context.Background(), GenerateRequest{
+	got, res, worstAttn, err := greedyRun(m, GenerateRequest{
 		Messages: gen2GreedyMessages, MaxNewTokens: gr.Steps, TraceLayer: gr.TraceLayer,
 		Sampling: Sampling{Temperature: 0, RepetitionPenalty: gr.RepetitionPenalty},
-	}, func(s *Step) error {
-		i := len(got)
-		got = append(got, s.TokenID)
-		if len(s.Attn) != len(gr.AttnRows[i]) {
-			return fmt.Errorf("step %d: %d heads traced, want %d", i, len(s.Attn), len(gr.AttnRows[i]))
-		}
-		for h := range s.Attn {
-			worstAttn = math.Max(worstAttn, maxAbsDiff(s.Attn[h], gr.AttnRows[i][h]))
-		}
-		if s.Entropy != 0 || len(s.Candidates) != 1 || s.Candidates[0].TokenID != s.TokenID || s.Candidates[0].Prob != 1 {
-			return fmt.Errorf("step %d: greedy distribution must be one-hot, got entropy %v top %v", i, s.Entropy, s.Candidates)
-		}
-		return nil
-	})
+	}, gr.AttnRows)
 	if err != nil {
 		t.Error(err)
 		return
 	}
-	for i := range min(len(got), len(gr.Tokens)) {
-		if got[i] != gr.Tokens[i] {
-			t.Errorf("step %d: token %d, PyTorch chose %d (so far %v)", i, got[i], gr.Tokens[i], got[:i+1])
-			return
-		}
+	if !sameTokens(t, got, gr.Tokens) {
+		return
 	}
 	if len(got) != gr.Steps || res.Stopped != "max_new_tokens" {
 		t.Errorf("generated %d tokens (%s), want %d", len(got), res.Stopped, gr.Steps)
@@ -232,7 +201,7 @@ func checkGen2Greedy(t *testing.T, m *Model, g *gen2Golden, gr gen2Greedy) {
 	}
 	// No eot came, so the reply is everything generated, decoded, and the text is the
 	// tokens' bytes.
-	if want, text := m.Decode(int32sOf(gr.Tokens)), joinTokenBytes(m, int32sOf(gr.Tokens)); res.Reply != want || !bytes.Equal(res.Generated, text) {
+	if want, text := m.Decode(intsToInt32s(gr.Tokens)), joinTokenBytes(m, intsToInt32s(gr.Tokens)); res.Reply != want || !bytes.Equal(res.Generated, text) {
 		t.Errorf("reply %q, generated %q; want %q and %q", res.Reply, res.Generated, want, text)
 	}
 	t.Logf("%d identical tokens, max |Δattn| %.2e", len(got), worstAttn)
@@ -247,14 +216,6 @@ func joinTokenBytes(m *Model, ids []int32) []byte {
 		b = append(b, m.TokenBytes(int(id))...)
 	}
 	return b
-}
-
-func int32sOf(ids []int) []int32 {
-	out := make([]int32, len(ids))
-	for i, id := range ids {
-		out[i] = int32(id)
-	}
-	return out
 }
 
 // The whole sampling pipeline (bans, penalty over the history, temperature, top-k, top-p,
@@ -357,9 +318,19 @@ func TestLoadGeneration2(t *testing.T) {
 	if steps == 0 {
 		t.Fatal("no steps")
 	}
-	// A generation-2 chat comes as messages: a byte transcript is refused.
-	if _, err := m.Generate(context.Background(), GenerateRequest{Prompt: []byte("user: hi\n"), MaxNewTokens: 1}, nil); err == nil {
-		t.Fatal("a generation-2 model took a byte transcript")
+	// Plain text is no chat: no role piece is banned and there is no reply.
+	res, err = m.Generate(context.Background(), GenerateRequest{Prompt: []byte("hello there"), MaxNewTokens: 1, TraceLayer: -1,
+		Sampling: Sampling{Temperature: 1, Seed: 7}}, func(s *Step) error {
+		if math.Abs(s.Entropy-math.Log(float64(cfg.Vocab))) > 1e-9 {
+			return fmt.Errorf("plain text: entropy %v, want ln(%d)", s.Entropy, cfg.Vocab)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reply != "" {
+		t.Fatalf("plain text: reply %q", res.Reply)
 	}
 }
 
@@ -477,31 +448,17 @@ func syntheticGen2Model(tb testing.TB, cfg gguf.ModelConfig, opts Options) *Mode
 // One traced decode step of a typical generation-2 model at context 128, the token sampled
 // with repetition_penalty and top_p: BenchmarkDecodeStepTraced's measure for generation 2.
 func BenchmarkGen2DecodeStepTraced(b *testing.B) {
-	b.ReportAllocs()
 	m := syntheticGen2Model(b, gen2Typical, Options{Threads: benchThreads()})
 	c := m.Config()
-	const ctxLen = 128
-	cache := newCache(b, m, ctxLen)
-	prompt := make([]int32, ctxLen)
+	prompt := make([]int32, 128)
 	for i := range prompt {
 		prompt[i] = int32(7 + (i*131)%(c.Vocab-7))
-	}
-	if err := m.step([]stepItem{{cache: cache, tokens: prompt[:ctxLen-1]}}); err != nil {
-		b.Fatal(err)
 	}
 	s := newSampler(Sampling{Temperature: 0.8, TopK: 50, TopP: 0.9, RepetitionPenalty: 1.2, Seed: 42}, c.Vocab, gen2RoleIDs...)
 	for _, id := range prompt {
 		s.observe(int(id))
 	}
-	it := stepItem{cache: cache, tokens: prompt[ctxLen-1:], nPast: ctxLen - 1,
-		logits: make([]float32, c.Vocab), traceLayers: []int32{2}, attnRows: make([]float32, c.Heads*ctxLen)}
-	for b.Loop() {
-		if err := m.step([]stepItem{it}); err != nil {
-			b.Fatal(err)
-		}
-		s.sample(it.logits)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "steps/s")
+	benchDecodeStep(b, m, prompt, s)
 }
 
 // The deeper traces on a generation-2 model: extra layers' rows are the traced layer's

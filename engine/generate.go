@@ -16,11 +16,11 @@ import (
 
 var errClosed = errors.New("model closed")
 
-// Generate produces up to req.MaxNewTokens tokens after req.Prompt, calling
-// onStep (on the caller's goroutine) for each one as soon as it exists. It
-// stops within one step when ctx is done or onStep returns an error.
+// Generate produces up to req.MaxNewTokens tokens after the request's chat or
+// text, calling onStep (on the caller's goroutine) for each one as soon as it
+// exists. It stops within one step when ctx is done or onStep returns an error.
 func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*Step) error) (*Result, error) {
-	prompt, chat, err := m.promptIDs(req.Messages, req.Prompt, req.Raw)
+	prompt, chat, err := m.promptIDs(req.Messages, req.Prompt)
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +71,7 @@ func (m *Model) Generate(ctx context.Context, req GenerateRequest, onStep func(*
 // FullAttention generates req.MaxNewTokens tokens (without tracing), then
 // returns every head's attention matrices of req.Layers over the final window.
 func (m *Model) FullAttention(ctx context.Context, req FullAttnRequest) (*FullAttn, error) {
-	prompt, chat, err := m.promptIDs(req.Messages, req.Prompt, false)
+	prompt, chat, err := m.promptIDs(req.Messages, req.Prompt)
 	if err != nil {
 		return nil, err
 	}
@@ -99,19 +99,17 @@ func (m *Model) FullAttention(ctx context.Context, req FullAttnRequest) (*FullAt
 	return ev.full, nil
 }
 
-// promptIDs is a request's prompt as token ids, and whether the chat's rules
-// apply to what follows it (GenerateRequest.Messages and Prompt).
-func (m *Model) promptIDs(messages []Message, prompt []byte, raw bool) (ids []int32, chat bool, err error) {
-	switch {
-	case len(messages) > 0 && (len(prompt) > 0 || raw):
-		return nil, false, errors.New("a request has messages or a prompt, not both")
-	case len(messages) > 0:
-		ids, err = m.FormatChat(messages)
-		return ids, true, err
-	case !raw && m.cfg.Generation() != 1:
-		return nil, false, errors.New("a generation-2 chat is given as messages, not as a transcript")
+// promptIDs is a request's prompt as token ids, and whether it is a chat,
+// whose rules apply to what follows it (GenerateRequest.Messages and Prompt).
+func (m *Model) promptIDs(messages []Message, prompt []byte) (ids []int32, chat bool, err error) {
+	if len(messages) == 0 {
+		return m.Encode(prompt), false, nil
 	}
-	return m.Encode(prompt), !raw, nil
+	if len(prompt) > 0 {
+		return nil, false, errors.New("a request has messages or a prompt, not both")
+	}
+	ids, err = m.FormatChat(messages)
+	return ids, true, err
 }
 
 // reply is the assistant's answer in a chat transcript of ids.
@@ -230,7 +228,7 @@ func (m *Model) newSequence(ctx context.Context, prompt []int32, chat bool, maxN
 		maxNew:   maxNew,
 		sampler:  smp,
 		trace:    -1,
-		raw:      !chat,
+		chat:     chat,
 		stops:    stops,
 		eot:      eot,
 		logprobs: -1,
@@ -238,8 +236,9 @@ func (m *Model) newSequence(ctx context.Context, prompt []int32, chat bool, maxN
 		hop:      max(hop, 1),
 		winStart: -1, // the first window is cut when the sequence is first planned
 		logits:   make([]float32, m.cfg.Vocab),
-		// Room for every step the scheduler may run ahead, and the final event.
-		events: make(chan event, stepsAhead+1),
+		// Room for every step the scheduler may run ahead (readerReady),
+		// the one the reader has not yet taken, and the final event.
+		events: make(chan event, stepsAhead+2),
 	}
 }
 
@@ -257,21 +256,27 @@ func (m *Model) relay(ctx context.Context, seq *sequence, onStep func(*Step) err
 	for {
 		select {
 		case ev := <-seq.events:
-			if len(seq.events) == stepsAhead-1 {
-				// The channel was full, so the scheduler may be waiting for
-				// this reader; otherwise it is not, and a poke would only
-				// cost it a spurious wake-up.
-				m.sched.poke()
-			}
 			switch {
 			case ev.err != nil:
 				return event{}, ev.err
 			case ev.step != nil:
+				if ctx.Err() != nil {
+					// select picks at random among ready cases: a step
+					// already waiting must not outrun the caller's cancel.
+					return event{}, context.Cause(ctx)
+				}
 				if onStep != nil {
 					if err := onStep(ev.step); err != nil {
 						cancel(err)
 						return event{}, err
 					}
+				}
+				if seq.sent.Load()-seq.done.Add(1) == stepsAhead {
+					// The reader was one step more than stepsAhead behind,
+					// so the scheduler may be waiting for it; otherwise it
+					// is not, and a poke would only cost it a spurious
+					// wake-up.
+					m.sched.poke()
 				}
 			default:
 				return ev, nil
@@ -292,8 +297,10 @@ func (m *Model) relay(ctx context.Context, seq *sequence, onStep func(*Step) err
 const stepsAhead = 2
 
 // readerReady reports whether the scheduler may compute the sequence's next
-// step: fewer than stepsAhead steps are waiting for its reader.
-func (seq *sequence) readerReady() bool { return len(seq.events) < stepsAhead }
+// step: at most stepsAhead of its steps are sent and not yet done (onStep
+// returned), so of the ring's stepsAhead+1 slots the one the next step takes
+// is one the reader has finished with.
+func (seq *sequence) readerReady() bool { return seq.sent.Load()-seq.done.Load() <= stepsAhead }
 
 // stepRing holds the Step values a sequence hands its reader, reused in
 // turn so that a token costs no allocation. A reader owns a Step until its

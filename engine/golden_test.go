@@ -49,6 +49,7 @@ type golden struct {
 		Logits     [][]float32   `json:"logits"`
 		TraceLayer int           `json:"trace_layer"`
 		AttnRows   [][][]float32 `json:"attn_rows"` // [step][H][t]
+		chat       []Message     // Prompt is a chat's transcript: the chat
 	} `json:"greedy"`
 }
 
@@ -62,6 +63,7 @@ func readGolden(t testing.TB, name string) *golden {
 	if err := json.Unmarshal(raw, &g); err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
+	g.Greedy.chat = chatOf(t, int32sToBytes(g.Greedy.Prompt))
 	return &g
 }
 
@@ -252,25 +254,10 @@ func checkGreedy(t *testing.T, m *Model, g *golden) {
 		t.Errorf("golden too short to cross the window: %d steps, T=%d", gr.Steps, g.Config.T)
 		return
 	}
-	var got []int
-	worstAttn := 0.0
-	_, err := m.Generate(context.Background(), GenerateRequest{
-		Prompt: int32sToBytes(gr.Prompt), MaxNewTokens: gr.Steps,
+	got, _, worstAttn, err := greedyRun(m, GenerateRequest{
+		Messages: gr.chat, MaxNewTokens: gr.Steps,
 		Sampling: Sampling{Temperature: 0}, TraceLayer: gr.TraceLayer,
-	}, func(s *Step) error {
-		i := len(got)
-		got = append(got, s.TokenID)
-		if len(s.Attn) != len(gr.AttnRows[i]) {
-			return fmt.Errorf("step %d: %d heads traced, want %d", i, len(s.Attn), len(gr.AttnRows[i]))
-		}
-		for h := range s.Attn {
-			worstAttn = math.Max(worstAttn, maxAbsDiff(s.Attn[h], gr.AttnRows[i][h]))
-		}
-		if s.Entropy != 0 || len(s.Candidates) != 1 || s.Candidates[0].TokenID != s.TokenID || s.Candidates[0].Prob != 1 {
-			return fmt.Errorf("step %d: greedy distribution must be one-hot, got entropy %v top %v", i, s.Entropy, s.Candidates)
-		}
-		return nil
-	})
+	}, gr.AttnRows)
 	if err != nil {
 		t.Error(err)
 		return
@@ -279,16 +266,48 @@ func checkGreedy(t *testing.T, m *Model, g *golden) {
 		t.Errorf("generated %d tokens, want %d", len(got), gr.Steps)
 		return
 	}
-	for i := range got {
-		if got[i] != gr.Tokens[i] {
-			t.Errorf("step %d: token %d, PyTorch chose %d (so far %v)", i, got[i], gr.Tokens[i], got[:i+1])
-			return
-		}
+	if !sameTokens(t, got, gr.Tokens) {
+		return
 	}
 	t.Logf("%d identical tokens, max |Δattn| %.2e", len(got), worstAttn)
 	if worstAttn > attnTol {
 		t.Errorf("attention rows differ by %.2e", worstAttn)
 	}
+}
+
+// greedyRun generates req, which must be greedy, and checks that every
+// step's distribution is one-hot and that it traces as many heads as
+// wantRows ([step][H][t]) holds. It returns the tokens, the result and the
+// largest difference of the traced rows from wantRows'. It reports by its
+// error only, so it may run on any goroutine.
+func greedyRun(m *Model, req GenerateRequest, wantRows [][][]float32) (tokens []int, res *Result, worstAttn float64, err error) {
+	res, err = m.Generate(context.Background(), req, func(s *Step) error {
+		i := len(tokens)
+		tokens = append(tokens, s.TokenID)
+		if i >= len(wantRows) || len(s.Attn) != len(wantRows[i]) {
+			return fmt.Errorf("step %d: %d heads traced, and the golden has %d steps", i, len(s.Attn), len(wantRows))
+		}
+		for h := range s.Attn {
+			worstAttn = math.Max(worstAttn, maxAbsDiff(s.Attn[h], wantRows[i][h]))
+		}
+		if s.Entropy != 0 || len(s.Candidates) != 1 || s.Candidates[0].TokenID != s.TokenID || s.Candidates[0].Prob != 1 {
+			return fmt.Errorf("step %d: greedy distribution must be one-hot, got entropy %v top %v", i, s.Entropy, s.Candidates)
+		}
+		return nil
+	})
+	return tokens, res, worstAttn, err
+}
+
+// sameTokens reports (with Errorf) the first step where got leaves want,
+// PyTorch's tokens, and says whether there was none.
+func sameTokens(t *testing.T, got, want []int) bool {
+	for i := range min(len(got), len(want)) {
+		if got[i] != want[i] {
+			t.Errorf("step %d: token %d, PyTorch chose %d (so far %v)", i, got[i], want[i], got[:i+1])
+			return false
+		}
+	}
+	return true
 }
 
 // hopGolden is testdata/golden/{name}_hop.json: greedy runs under window_hop
@@ -326,7 +345,7 @@ func TestWindowHopMatchesPyTorch(t *testing.T) {
 				var got []int
 				worst := 0.0
 				_, err := m.Generate(context.Background(), GenerateRequest{
-					Prompt: int32sToBytes(hg.Prompt), MaxNewTokens: hg.Steps, Sampling: Sampling{Temperature: 0},
+					Messages: chatOf(t, int32sToBytes(hg.Prompt)), MaxNewTokens: hg.Steps, Sampling: Sampling{Temperature: 0},
 					TraceLayer: hg.TraceLayer, WindowHop: run.WindowHop,
 				}, func(s *Step) error {
 					i := len(got)
@@ -397,7 +416,7 @@ func TestFullAttentionFollowsWindowHop(t *testing.T) {
 	for _, hop := range []int{1, 8, 63} {
 		const maxNew = 70 // past tiny_a's T of 64
 		full, err := m.FullAttention(context.Background(), FullAttnRequest{
-			Prompt: prompt, MaxNewTokens: maxNew, Layers: []int{0}, WindowHop: hop,
+			Messages: g.Greedy.chat, MaxNewTokens: maxNew, Layers: []int{0}, WindowHop: hop,
 			Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: 42},
 		})
 		if err != nil {
@@ -413,7 +432,7 @@ func TestFullAttentionFollowsWindowHop(t *testing.T) {
 			t.Fatalf("hop %d: a window of %d tokens, want %d", hop, len(full.TokenIDs), want)
 		}
 	}
-	if _, err := m.FullAttention(context.Background(), FullAttnRequest{Prompt: prompt, Layers: []int{0}, WindowHop: c.Context}); err == nil {
+	if _, err := m.FullAttention(context.Background(), FullAttnRequest{Messages: g.Greedy.chat, Layers: []int{0}, WindowHop: c.Context}); err == nil {
 		t.Fatal("a hop of T was accepted")
 	}
 }

@@ -28,7 +28,7 @@ func TestOneLayerLens(t *testing.T) {
 	oneLayer := gguf.ModelConfig{Vocab: 256, Context: 64, Embd: 16, Layers: 1, Heads: 2, FF: 32, RopeTheta: 10000,
 		NormEps: convert.LayerNormEps}
 	m := syntheticModel(t, oneLayer, Options{Threads: 1})
-	r := generate(t, m, GenerateRequest{Prompt: []byte("user: hi\nassistant: "), MaxNewTokens: 3, TraceLayer: 0,
+	r := generate(t, m, GenerateRequest{Messages: []Message{{Role: "user", Content: "hi"}}, MaxNewTokens: 3, TraceLayer: 0,
 		TraceLayers: []int{0}, LogitLens: true, Logprobs: true, TopLogprobs: 1})
 	for i, s := range r.steps {
 		if len(s.Lens) != 1 || len(s.Layers) != 1 || len(s.Lens[0].Candidates) == 0 {

@@ -15,7 +15,7 @@ import (
 
 func TestStepStaysStillDuringOnStep(t *testing.T) {
 	m, _ := loadFixture(t, "tiny_b")
-	req := GenerateRequest{Prompt: []byte("user: hello\nassistant: "), MaxNewTokens: 40,
+	req := GenerateRequest{Messages: []Message{{Role: "user", Content: "hello"}}, MaxNewTokens: 40,
 		Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: 3}, TraceLayer: 1}
 	want := generate(t, m, req)
 	i := 0

@@ -18,7 +18,7 @@ import (
 // it ends its blocks serve the next request.
 func TestKVFullAfterWait(t *testing.T) {
 	m, _ := loadFixtureWith(t, "tiny_a", Options{Threads: 1, KVWindows: 1, KVWait: 100 * time.Millisecond})
-	req := GenerateRequest{Prompt: []byte("user: hi\nassistant: "), MaxNewTokens: 60,
+	req := GenerateRequest{Messages: []Message{{Role: "user", Content: "hi"}}, MaxNewTokens: 60,
 		Sampling: Sampling{Temperature: 1, Seed: 3}, TraceLayer: -1}
 
 	holding, release := make(chan struct{}), make(chan struct{})
@@ -63,7 +63,7 @@ func TestKVFullAfterWait(t *testing.T) {
 // A caller that leaves while waiting for room is dropped from the queue.
 func TestKVWaitEndsWithCaller(t *testing.T) {
 	m, _ := loadFixtureWith(t, "tiny_a", Options{Threads: 1, KVWindows: 1, KVWait: time.Minute})
-	req := GenerateRequest{Prompt: []byte("user: hi\nassistant: "), MaxNewTokens: 60, TraceLayer: -1}
+	req := GenerateRequest{Messages: []Message{{Role: "user", Content: "hi"}}, MaxNewTokens: 60, TraceLayer: -1}
 	holding, release := make(chan struct{}), make(chan struct{})
 	done := make(chan error, 1)
 	go func() {

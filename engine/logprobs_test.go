@@ -14,7 +14,7 @@ const logprobTol = 1e-4
 func TestScoreMatchesPyTorch(t *testing.T) {
 	forEachFixture(t, func(t *testing.T, m *Model, g *golden) {
 		tokens := g.Prefill.Tokens
-		scores, err := m.Score(context.Background(), ScoreRequest{Tokens: int32sToBytes(tokens), TopN: 5})
+		scores, err := m.Score(context.Background(), ScoreRequest{Text: int32sToBytes(tokens), TopN: 5})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,7 +54,7 @@ func TestGenerateLogprobsMatchPyTorch(t *testing.T) {
 		worst, i := 0.0, 0
 		_, err := m.Generate(context.Background(), GenerateRequest{
 			Prompt: int32sToBytes(gr.Prompt), MaxNewTokens: gr.Steps, Sampling: Sampling{Temperature: 0},
-			TraceLayer: -1, Raw: true, Logprobs: true, TopLogprobs: 3,
+			TraceLayer: -1, Logprobs: true, TopLogprobs: 3,
 		}, func(s *Step) error {
 			want := logSoftmax(gr.Logits[i], nil)
 			worst = math.Max(worst, math.Abs(s.Logprob-want[s.TokenID]))
@@ -73,9 +73,10 @@ func TestGenerateLogprobsMatchPyTorch(t *testing.T) {
 	})
 }
 
-// Raw prompts ignore the chat stop tags; Stop strings end either kind,
-// cut before the string.
-func TestStopStringsAndRaw(t *testing.T) {
+// A plain-text prompt, even one that reads like a transcript, is no chat:
+// no chat stop tags, no reply. Stop strings end either kind, cut before the
+// string.
+func TestStopStringsAndPlainText(t *testing.T) {
 	m, _ := loadFixture(t, fixtureNames[0])
 	run := func(req GenerateRequest) *Result {
 		res, err := m.Generate(context.Background(), req, nil)
@@ -84,10 +85,10 @@ func TestStopStringsAndRaw(t *testing.T) {
 		}
 		return res
 	}
-	base := GenerateRequest{Prompt: []byte("user: hi\nassistant: "), MaxNewTokens: 40, Sampling: Sampling{Temperature: 0}, TraceLayer: -1, Raw: true}
+	base := GenerateRequest{Prompt: []byte("user: hi\nassistant: "), MaxNewTokens: 40, Sampling: Sampling{Temperature: 0}, TraceLayer: -1}
 	full := run(base)
 	if len(full.Generated) < 4 || full.Reply != "" {
-		t.Fatalf("raw generation %q (reply %q)", full.Generated, full.Reply)
+		t.Fatalf("plain-text generation %q (reply %q)", full.Generated, full.Reply)
 	}
 	stop := full.Generated[2:4]
 	base.Stop = [][]byte{stop}

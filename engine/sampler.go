@@ -99,7 +99,7 @@ func (s *sampler) sample(logits []float32) (token int, entropy float64, top []Ca
 				s.probs[i] = float64(l)
 			}
 			s.adjust(logits, 1)
-			token = argmax64(s.probs)
+			token = argmax(s.probs)
 		} else {
 			token = argmax(logits)
 		}
@@ -192,23 +192,7 @@ func nucleusEnd(xs []float64, topP float64) (last float64, ties int) {
 	lo, hi, above := 0, len(xs)-1, 0.0
 	for lo <= hi {
 		pivot := median3(xs[lo], xs[lo+(hi-lo)/2], xs[hi])
-		// Afterwards: xs[lo:gt] > pivot, xs[gt:lt+1] == pivot, xs[lt+1:hi+1] < pivot.
-		gt, i, lt := lo, lo, hi
-		sumGT := 0.0
-		for i <= lt {
-			switch v := xs[i]; {
-			case v > pivot:
-				sumGT += v
-				xs[gt], xs[i] = v, xs[gt]
-				gt++
-				i++
-			case v < pivot:
-				xs[lt], xs[i] = v, xs[lt]
-				lt--
-			default:
-				i++
-			}
-		}
+		gt, lt, sumGT := partition3(xs, lo, hi, pivot)
 		equal := lt + 1 - gt
 		switch {
 		case above+sumGT >= topP && gt > lo:
@@ -259,28 +243,10 @@ func (s *sampler) describe(sum float64) (entropy float64, n int) {
 		}
 		entropy -= pi * math.Log(max(pi, 1e-12))
 		if pi > 0 && (n < traceTopK || pi > s.top[n-1].Prob) {
-			n = s.insertCandidate(n, i, pi)
+			n = len(insertTop(s.top[:n], Candidate{TokenID: i, Prob: pi}))
 		}
 	}
 	return entropy, n
-}
-
-// insertCandidate puts (id, prob) into the sorted top list of length n and
-// returns its new length. Ids arrive in increasing order and only a strictly
-// higher probability moves ahead, so ties stay ordered by id.
-func (s *sampler) insertCandidate(n, id int, prob float64) int {
-	j := n
-	if n < traceTopK {
-		n++
-	} else {
-		j = traceTopK - 1 // the last entry falls off
-	}
-	for j > 0 && prob > s.top[j-1].Prob {
-		s.top[j] = s.top[j-1]
-		j--
-	}
-	s.top[j] = Candidate{TokenID: id, Prob: prob}
-	return n
 }
 
 // draw picks a token from s.probs by walking the cumulative sum in token
@@ -309,21 +275,7 @@ func kthLargest(xs []float64, k int) float64 {
 	lo, hi, want := 0, len(xs)-1, k-1
 	for lo < hi {
 		pivot := median3(xs[lo], xs[lo+(hi-lo)/2], xs[hi])
-		// Afterwards: xs[lo:gt] > pivot, xs[gt:lt+1] == pivot, xs[lt+1:hi+1] < pivot.
-		gt, i, lt := lo, lo, hi
-		for i <= lt {
-			switch v := xs[i]; {
-			case v > pivot:
-				xs[gt], xs[i] = v, xs[gt]
-				gt++
-				i++
-			case v < pivot:
-				xs[lt], xs[i] = v, xs[lt]
-				lt--
-			default:
-				i++
-			}
-		}
+		gt, lt, _ := partition3(xs, lo, hi, pivot)
 		switch {
 		case want < gt:
 			hi = gt - 1
@@ -336,6 +288,29 @@ func kthLargest(xs []float64, k int) float64 {
 	return xs[lo]
 }
 
+// partition3 reorders xs[lo:hi+1] around pivot so that xs[lo:gt] > pivot,
+// xs[gt:lt+1] == pivot and xs[lt+1:hi+1] < pivot (a NaN, neither larger nor
+// smaller, stays in the middle), and returns the sum of the values above the
+// pivot, added in the order the walk meets them.
+func partition3(xs []float64, lo, hi int, pivot float64) (gt, lt int, sumGT float64) {
+	gt, lt = lo, hi
+	for i := lo; i <= lt; {
+		switch v := xs[i]; {
+		case v > pivot:
+			sumGT += v
+			xs[gt], xs[i] = v, xs[gt]
+			gt++
+			i++
+		case v < pivot:
+			xs[lt], xs[i] = v, xs[lt]
+			lt--
+		default:
+			i++
+		}
+	}
+	return gt, lt, sumGT
+}
+
 func median3(a, b, c float64) float64 {
 	if a > b {
 		a, b = b, a
@@ -346,22 +321,11 @@ func median3(a, b, c float64) float64 {
 	return max(a, b)
 }
 
-// argmax64 returns the first index of the largest value.
-func argmax64(xs []float64) int {
+// argmax returns the first index of the largest value.
+func argmax[F float32 | float64](xs []F) int {
 	best := 0
 	for i, v := range xs {
 		if v > xs[best] {
-			best = i
-		}
-	}
-	return best
-}
-
-// argmax returns the first index of the largest logit.
-func argmax(logits []float32) int {
-	best := 0
-	for i, l := range logits {
-		if l > logits[best] {
 			best = i
 		}
 	}

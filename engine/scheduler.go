@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -62,7 +63,7 @@ type sequence struct {
 	text        []byte // the generated tokens' bytes (Model.TokenBytes), eot left out
 	stops       [][]byte
 	eot         int32 // the id that ends a chat's reply (generation 2), or -1
-	raw         bool  // the prompt is plain text: no reply to extract
+	chat        bool  // the prompt is a chat's transcript: a reply to extract
 	// logprobs is how many top log-probabilities each step reports, or -1
 	// when the request asked for none.
 	logprobs int
@@ -72,11 +73,19 @@ type sequence struct {
 	scores    *Scores
 	scoreTopN int
 	logits    []float32
-	// events has room for stepsAhead steps and the final event, and the
-	// scheduler only feeds a sequence with fewer steps waiting (readerReady):
-	// sending never blocks, and a slow reader only slows itself.
+	// events has room for every step the scheduler may be ahead and the
+	// final event, and the scheduler only feeds a sequence whose reader is
+	// at most stepsAhead steps behind (readerReady): sending never blocks,
+	// and a slow reader only slows itself.
 	events chan event
-	ring   stepRing // the Step values handed to the reader, reused
+	// sent counts the steps the scheduler has sent, done those whose onStep
+	// has returned. They are atomics, not the channel's length, because the
+	// scheduler reuses a step's ring slot once done says the reader is past
+	// it: the atomic store and load order the reader's last use of a slot
+	// before the scheduler's next write to it (len of a channel orders
+	// nothing).
+	sent, done atomic.Int64
+	ring       stepRing // the Step values handed to the reader, reused
 	// The window rule's state (windowStart): the hop, and where the window
 	// now starts (-1 before the first).
 	hop      int
@@ -470,6 +479,7 @@ func (s *scheduler) advance(seq *sequence, it *stepItem) {
 		return // a prompt chunk; the next one follows in a later step
 	}
 	seq.events <- event{step: seq.takeStep(it, &cfg)}
+	seq.sent.Add(1)
 	if !seq.isDone() {
 		return
 	}
@@ -508,7 +518,7 @@ func (seq *sequence) result() *Result {
 	ids := seq.tokens
 	atEOT := seq.eot >= 0 && len(ids) > seq.nPrompt && ids[len(ids)-1] == seq.eot
 	res := &Result{Generated: generated, Stopped: stopReason(cut || atEOT), PromptTokens: seq.nPrompt}
-	if seq.raw {
+	if !seq.chat {
 		return res
 	}
 	if seq.model.cfg.Generation() == 1 {

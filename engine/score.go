@@ -1,7 +1,7 @@
 package engine
 
-// Scoring a text: how likely the model found each token, given the ones
-// before it in the window. The window (the last T tokens) is read from
+// Scoring a text or a conversation as it stands: how likely the model found
+// each token, given the ones before it in the window. The window (the last T tokens) is read from
 // position 0 in one pass that returns every position's logits, sharing the
 // scheduler's batched steps with every running stream.
 
@@ -11,9 +11,10 @@ import (
 	"fmt"
 )
 
-// Score reads req.Tokens' window and scores every position after the first.
+// Score reads the window of req's text or messages and scores every
+// position after the first.
 func (m *Model) Score(ctx context.Context, req ScoreRequest) (*Scores, error) {
-	if len(req.Tokens) == 0 && len(req.Messages) == 0 {
+	if len(req.Text) == 0 && len(req.Messages) == 0 {
 		return nil, errors.New("nothing to score")
 	}
 	if req.TopN < 0 || req.TopN > MaxTopLogprobs {
@@ -25,14 +26,14 @@ func (m *Model) Score(ctx context.Context, req ScoreRequest) (*Scores, error) {
 	}
 	var ids []int32
 	switch {
-	case len(req.Messages) > 0 && len(req.Tokens) > 0:
+	case len(req.Messages) > 0 && len(req.Text) > 0:
 		return nil, errors.New("score text or messages, not both")
 	case len(req.Messages) > 0:
 		if ids, err = m.FormatMessages(req.Messages); err != nil {
 			return nil, err
 		}
 	default:
-		ids = m.Encode(req.Tokens)
+		ids = m.Encode(req.Text)
 	}
 	if len(ids) == 0 {
 		return nil, ErrEmptyPrompt

@@ -11,8 +11,12 @@ import (
 	"nielsgpt/internal/harness"
 )
 
-// shortChat is the bench's short prompt as the server formats it: 56 bytes.
-var shortChat = []byte("user: hi niels, what are you working on? (3)\nassistant: ")
+// shortMessages is the bench's short prompt, and shortChat its transcript as
+// the model reads it: 56 bytes.
+var (
+	shortMessages = []Message{{Role: "user", Content: "hi niels, what are you working on? (3)"}}
+	shortChat     = FormatTranscript(shortMessages)
+)
 
 // The prefill of a short chat with the trace row and logits the first token
 // needs, in a fresh cache each time (as a new request has).
@@ -39,7 +43,7 @@ func BenchmarkPrefillShortTraced(b *testing.B) {
 // The same request through Generate: submit, cache, prefill, sample, relay.
 func BenchmarkFirstTokenShortTraced(b *testing.B) {
 	m := syntheticModel(b, harness.Deployed, Options{Threads: benchThreads()})
-	req := GenerateRequest{Prompt: shortChat, MaxNewTokens: 1,
+	req := GenerateRequest{Messages: shortMessages, MaxNewTokens: 1,
 		Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: 42}, TraceLayer: m.Config().Layers - 1}
 	for b.Loop() {
 		if _, err := m.Generate(context.Background(), req, func(*Step) error { return nil }); err != nil {

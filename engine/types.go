@@ -35,16 +35,17 @@ type Head struct{ Layer, Head int }
 // LensTop is how many candidates each layer of the logit lens reports.
 const LensTop = 5
 
-// GenerateRequest asks for up to MaxNewTokens tokens after Messages or Prompt.
+// GenerateRequest asks for up to MaxNewTokens tokens after Messages or
+// Prompt: exactly one of the two is given.
 type GenerateRequest struct {
 	// Messages is a chat to continue: the engine writes its transcript as the
 	// model's generation was trained (Model.FormatChat) and applies that
 	// chat's rules (its stop, its reply, for generation 2 the role pieces
-	// banned). When set, Prompt must be empty and Raw false.
+	// banned).
 	Messages []Message
-	// Prompt is text, read as the model's tokenizer encodes it. With Raw
-	// false it is a generation-1 transcript (FormatTranscript) and the chat's
-	// rules apply; generation 2 takes chats only as Messages.
+	// Prompt is plain text to continue, read as the model's tokenizer encodes
+	// it: no chat rules apply (only Stop ends it early) and no reply is
+	// extracted. A chat is given as Messages, never as a transcript here.
 	Prompt       []byte
 	MaxNewTokens int
 	Sampling     Sampling
@@ -63,9 +64,6 @@ type GenerateRequest struct {
 	// as the original did; k > 1 jumps k tokens at a time, so the cache is
 	// rebuilt once per k tokens. At most T-1.
 	WindowHop int
-	// Raw marks Prompt as plain text, not a chat transcript: the chat stop
-	// tags do not apply and no reply is extracted.
-	Raw bool
 	// Stop ends the generation once the generated text (the tokens' bytes)
 	// contains one of these (besides generation 1's chat stop tags);
 	// Result.Generated is cut before it.
@@ -174,10 +172,10 @@ type Result struct {
 	// before any stop (a chat stop tag, a Stop string, generation 2's eot):
 	// raw bytes, which may end inside a character.
 	Generated []byte
-	Reply     string // the reply extracted (docs/API.md) over prompt + generated
+	Reply     string // a chat's reply (docs/API.md) over prompt + generated; empty after a Prompt
 	Stopped   string // "stop_tag" (a chat stop tag, a Stop string or eot) or "max_new_tokens"
-	// PromptTokens is how many token ids the prompt (the transcript, or the
-	// encoded text) has.
+	// PromptTokens is how many token ids the prompt (the chat's transcript,
+	// or the encoded text) has.
 	PromptTokens int
 }
 
@@ -185,8 +183,8 @@ type Result struct {
 // (distinct, any order) over the window after generating MaxNewTokens tokens
 // with Sampling (and Ablate, as in GenerateRequest).
 type FullAttnRequest struct {
-	Messages     []Message // as in GenerateRequest; or a generation-1 transcript in Prompt
-	Prompt       []byte
+	Messages     []Message // as in GenerateRequest: a chat, or
+	Prompt       []byte    // plain text, as in GenerateRequest
 	MaxNewTokens int
 	Sampling     Sampling
 	Layers       []int
@@ -201,11 +199,12 @@ type FullAttn struct {
 	Attn     [][][][]float32
 }
 
-// ScoreRequest asks how the model reads Tokens: the distribution after each
-// prefix, in one pass over the window (the last T tokens).
+// ScoreRequest asks how the model reads Text or Messages (exactly one of
+// them): the distribution after each prefix, in one pass over the window
+// (the last T tokens).
 type ScoreRequest struct {
-	Tokens []byte // the text to score, as the model's tokenizer encodes it (bytes for generation 1)
-	// Messages, instead of Tokens, scores a conversation as it stands
+	Text []byte // the text to score, as the model's tokenizer encodes it (bytes for generation 1)
+	// Messages, instead of Text, scores a conversation as it stands
 	// (Model.FormatMessages: its transcript without the generation prompt).
 	Messages []Message
 	TopN     int    // candidates per position, 0..MaxTopLogprobs

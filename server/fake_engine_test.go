@@ -201,10 +201,10 @@ func (f *fakeEngine) lens(on bool, tok byte) []engine.LensLayer {
 }
 
 // fakeCut applies the stop sequences the real engine would: the request's,
-// and the chat tags unless the prompt is raw text.
+// and a chat's stop tags.
 func fakeCut(generated []byte, req engine.GenerateRequest) ([]byte, bool) {
 	stops := req.Stop
-	if !req.Raw {
+	if len(req.Messages) > 0 {
 		stops = append(append([][]byte{}, stops...), engine.StopTags...)
 	}
 	cut := -1
@@ -221,7 +221,7 @@ func fakeCut(generated []byte, req engine.GenerateRequest) ([]byte, bool) {
 
 func (f *fakeEngine) result(req engine.GenerateRequest, generated []byte, stopped string) *engine.Result {
 	res := &engine.Result{Generated: generated, Stopped: stopped, PromptTokens: len(transcript(req.Messages, req.Prompt))}
-	if !req.Raw {
+	if len(req.Messages) > 0 {
 		res.Reply = engine.ExtractReply(append(transcript(req.Messages, req.Prompt), generated...))
 	}
 	return res
@@ -237,9 +237,9 @@ func (f *fakeEngine) Score(ctx context.Context, req engine.ScoreRequest) (*engin
 	if f.refuse != nil {
 		return nil, f.refuse
 	}
-	text := req.Tokens
+	text := req.Text
 	if len(req.Messages) > 0 {
-		text = scoreTranscript(req.Messages) // what the byte engine's FormatMessages gives
+		text = engine.FormatConversation(req.Messages) // what the byte engine's FormatMessages gives
 	}
 	offset := max(0, len(text)-f.cfg.Context)
 	window := text[offset:]

@@ -6,7 +6,6 @@ package server
 // (testdata/golden/tiny_gen2_a.json.gz), with generation 2's token fields.
 
 import (
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"testing"
 
 	"nielsgpt/engine"
+	"nielsgpt/internal/testkit"
 	"nielsgpt/modelsource"
 )
 
@@ -31,22 +31,11 @@ type gen2GreedyGolden struct {
 
 func readGen2Greedy(t *testing.T) (plain, penalty gen2GreedyGolden) {
 	t.Helper()
-	f, err := os.Open("../testdata/golden/tiny_gen2_a.json.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var g struct {
 		Greedy        gen2GreedyGolden `json:"greedy"`
 		GreedyPenalty gen2GreedyGolden `json:"greedy_penalty"`
 	}
-	if err := json.NewDecoder(zr).Decode(&g); err != nil {
-		t.Fatal(err)
-	}
+	testkit.ReadGzipJSON(t, "../testdata/golden/tiny_gen2_a.json.gz", &g)
 	return g.Greedy, g.GreedyPenalty
 }
 

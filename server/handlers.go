@@ -75,9 +75,9 @@ func (s *Server) fullAttn(c *gin.Context) {
 func (s *Server) score(c *gin.Context) {
 	req, eng, release, ok := admit(s, c, parseScoreRequest, func(r engine.ScoreRequest) []byte {
 		if len(r.Messages) > 0 {
-			return scoreTranscript(r.Messages)
+			return engine.FormatConversation(r.Messages)
 		}
-		return r.Tokens
+		return r.Text
 	})
 	if !ok {
 		return

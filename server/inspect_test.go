@@ -178,19 +178,19 @@ func TestScore(t *testing.T) {
 	if math.Abs(*out.MeanLogprob-mean) > 1e-12 || math.Abs(*out.BitsPerByte+mean/math.Ln2) > 1e-12 {
 		t.Fatalf("mean_logprob %v bits_per_byte %v, want %v and %v", *out.MeanLogprob, *out.BitsPerByte, mean, -mean/math.Ln2)
 	}
-	if got := fake.lastScoreRequest(); string(got.Tokens) != text || got.TopN != 5 || got.Ablate != nil {
+	if got := fake.lastScoreRequest(); string(got.Text) != text || got.TopN != 5 || got.Ablate != nil {
 		t.Fatalf("engine request %+v", got)
 	}
 
 	// Messages are the transcript without the generation prompt; top_k and
 	// ablate reach the engine.
 	postScore(t, ts.URL, `{"messages":[{"role":"system","content":"s"},{"role":"user","content":"u"}],"top_k":0,"ablate":[{"layer":3,"head":1}]}`)
-	if got := fake.lastScoreRequest(); string(scoreTranscript(got.Messages)) != "system: s\nuser: u\n" || got.Tokens != nil || got.TopN != 0 ||
+	if got := fake.lastScoreRequest(); string(engine.FormatConversation(got.Messages)) != "system: s\nuser: u\n" || got.Text != nil || got.TopN != 0 ||
 		!slices.Equal(got.Ablate, []engine.Head{{Layer: 3, Head: 1}}) {
 		t.Fatalf("engine request %+v", got)
 	}
 	postScore(t, ts.URL, `{"messages":[{"role":"user","content":"u"},{"role":"assistant","content":""}]}`)
-	if got := string(scoreTranscript(fake.lastScoreRequest().Messages)); got != "user: u\nassistant: " {
+	if got := string(engine.FormatConversation(fake.lastScoreRequest().Messages)); got != "user: u\nassistant: " {
 		t.Fatalf("an empty last assistant message: scored %q", got)
 	}
 

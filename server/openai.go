@@ -77,7 +77,7 @@ func (o *oaiCall) promptScores() (*engine.Scores, error) {
 	if o.req.chat || !o.req.echo || !o.req.logprobs {
 		return nil, nil
 	}
-	return o.eng.Score(o.c.Request.Context(), engine.ScoreRequest{Tokens: o.req.gen.Prompt, TopN: o.req.topLogprobs, Ablate: o.req.gen.Ablate})
+	return o.eng.Score(o.c.Request.Context(), engine.ScoreRequest{Text: o.req.gen.Prompt, TopN: o.req.topLogprobs, Ablate: o.req.gen.Ablate})
 }
 
 // once answers with one JSON body after the whole generation.

@@ -110,7 +110,6 @@ func parseCompletionFields(body []byte, lim limits) (oaiRequest, error) {
 	if err != nil {
 		return req, err
 	}
-	req.gen.Raw = true
 	if req.gen.Prompt, err = oaiPrompt(fields["prompt"], lim.model.Generation() == 1); err != nil {
 		return req, err
 	}
@@ -159,7 +158,7 @@ func oaiCommon(body []byte, lim limits, known []string) (map[string]json.RawMess
 			return nil, req, &validationError{msg: "n must be 1: this server returns one choice per request", param: "n"}
 		}
 	}
-	if req.gen.Sampling, err = oaiSampling(fields, lim.model.Vocab); err != nil {
+	if req.gen.Sampling, err = oaiSampling(fields); err != nil {
 		return nil, req, err
 	}
 	if req.gen.Stop, err = oaiStops(fields["stop"]); err != nil {
@@ -181,7 +180,9 @@ func oaiCommon(body []byte, lim limits, known []string) (map[string]json.RawMess
 	return fields, req, nil
 }
 
-func oaiSampling(fields map[string]json.RawMessage, vocab int) (engine.Sampling, error) {
+// oaiSampling reads OpenAI's sampling fields: temperature, top_p and seed
+// (its API has no top_k, so none filters by rank).
+func oaiSampling(fields map[string]json.RawMessage) (engine.Sampling, error) {
 	s := engine.Sampling{Temperature: oaiDefaultTemperature}
 	var err error
 	if s.Temperature, err = oaiNumber(fields, "temperature", oaiDefaultTemperature, 0, oaiMaxTemperature); err != nil {

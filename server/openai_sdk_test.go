@@ -54,7 +54,7 @@ func TestSDKChatMatchesTheEngine(t *testing.T) {
 
 	var steps []*engine.Step
 	direct, err := m.Generate(ctx, engine.GenerateRequest{
-		Prompt: []byte("user: hi there\nassistant: "), MaxNewTokens: 24, TraceLayer: -1,
+		Messages: []engine.Message{{Role: "user", Content: "hi there"}}, MaxNewTokens: 24, TraceLayer: -1,
 		Sampling: engine.Sampling{Temperature: 0}, Logprobs: true, TopLogprobs: 3,
 	}, func(s *engine.Step) error { steps = append(steps, s.Clone()); return nil })
 	if err != nil {
@@ -175,7 +175,7 @@ func TestSDKExtensionMatchesTheEngine(t *testing.T) {
 	}
 	var steps []*engine.Step
 	direct, err := m.Generate(ctx, engine.GenerateRequest{
-		Prompt: []byte("user: hi there\nassistant: "), MaxNewTokens: 8, TraceLayer: -1, TraceLayers: []int{1}, LogitLens: true, Ablate: ablate,
+		Messages: []engine.Message{{Role: "user", Content: "hi there"}}, MaxNewTokens: 8, TraceLayer: -1, TraceLayers: []int{1}, LogitLens: true, Ablate: ablate,
 	}, func(s *engine.Step) error { steps = append(steps, s.Clone()); return nil })
 	if err != nil {
 		t.Fatal(err)

@@ -107,7 +107,7 @@ func TestOpenAIChatCompletion(t *testing.T) {
 		t.Fatalf("usage %v", usage)
 	}
 	gen := fake.lastGenerate()
-	if gen.Raw || gen.Sampling.Temperature != 0 || gen.Sampling.Seed != 3 || gen.TopLogprobs != 2 || !gen.Logprobs {
+	if len(gen.Messages) == 0 || len(gen.Prompt) > 0 || gen.Sampling.Temperature != 0 || gen.Sampling.Seed != 3 || gen.TopLogprobs != 2 || !gen.Logprobs {
 		t.Fatalf("engine asked %+v", gen)
 	}
 }
@@ -159,7 +159,7 @@ func TestOpenAICompletionEcho(t *testing.T) {
 		lp["top_logprobs"].([]any)[0] != nil || v["object"] != "text_completion" || choice["finish_reason"] != "length" {
 		t.Fatalf("echo %v", v)
 	}
-	if gen := fake.lastGenerate(); !gen.Raw || gen.MaxNewTokens != 0 {
+	if gen := fake.lastGenerate(); len(gen.Messages) > 0 || string(gen.Prompt) != "abc" || gen.MaxNewTokens != 0 {
 		t.Fatalf("engine asked %+v", gen)
 	}
 

@@ -413,12 +413,12 @@ func parseStream(t *testing.T, raw []byte) (steps []sseStep, done bool) {
 
 // seedFor256 finds a seed with which the demo model writes max_new_tokens
 // tokens without reaching a stop tag, so the stream is as long as asked.
-func seedFor256(t *testing.T, eng Engine, prompt []byte) int {
+func seedFor256(t *testing.T, eng Engine, chat []engine.Message) int {
 	t.Helper()
 	for seed := 1; seed <= 40; seed++ {
 		n := 0
 		_, err := eng.Generate(context.Background(), engine.GenerateRequest{
-			Prompt: prompt, MaxNewTokens: 256, TraceLayer: -1,
+			Messages: chat, MaxNewTokens: 256, TraceLayer: -1,
 			Sampling: engine.Sampling{Temperature: 1.5, Seed: int64(seed)},
 		}, func(*engine.Step) error { n++; return nil })
 		if err != nil {
@@ -530,8 +530,7 @@ func TestPageInBrowser(t *testing.T) {
 	open(t, ts.URL)
 
 	const question = "tell me about niels"
-	prompt := engine.FormatTranscript([]engine.Message{{Role: "user", Content: question}})
-	seed := seedFor256(t, eng, prompt)
+	seed := seedFor256(t, eng, []engine.Message{{Role: "user", Content: question}})
 
 	// chat sends one message with the settings given and waits for the end.
 	chat := func(t *testing.T, text string, deep bool) {

@@ -54,10 +54,11 @@ func TestRealEngineChatStream(t *testing.T) {
 	steps := (len(events) - 1) / 2
 
 	// The same request straight to the engine.
-	prompt := []byte("user: hi\nassistant: ")
+	chat := []engine.Message{{Role: "user", Content: "hi"}}
+	prompt := engine.FormatTranscript(chat)
 	var direct []int
 	result, err := eng.Generate(context.Background(), engine.GenerateRequest{
-		Prompt: prompt, MaxNewTokens: 12, TraceLayer: 1,
+		Messages: chat, MaxNewTokens: 12, TraceLayer: 1,
 		Sampling: engine.Sampling{Temperature: 0.8, TopK: 20, Seed: 7},
 	}, func(s *engine.Step) error {
 		direct = append(direct, s.TokenID)
@@ -124,10 +125,11 @@ func TestRealEngineFullAttn(t *testing.T) {
 	}
 	// The window is the last T tokens of the prompt and the 3 tokens that
 	// default sampling with seed 5 produces.
-	prompt := []byte("user: hello there\nassistant: ")
+	chat := []engine.Message{{Role: "user", Content: "hello there"}}
+	prompt := engine.FormatTranscript(chat)
 	var generated []byte
 	if _, err := eng.Generate(context.Background(), engine.GenerateRequest{
-		Prompt: prompt, MaxNewTokens: 3, TraceLayer: -1,
+		Messages: chat, MaxNewTokens: 3, TraceLayer: -1,
 		Sampling: engine.Sampling{Temperature: 0.9, TopK: 50, Seed: 5},
 	}, func(s *engine.Step) error {
 		generated = append(generated, byte(s.TokenID))
@@ -155,7 +157,7 @@ func TestRealEngineScore(t *testing.T) {
 	ts := startServer(t, testConfig(), eng)
 	text := "user: hello there, how are you?\n"
 	out := postScore(t, ts.URL, `{"messages":[{"role":"user","content":"hello there, how are you?"}],"top_k":3}`)
-	direct, err := eng.Score(context.Background(), engine.ScoreRequest{Tokens: []byte(text), TopN: 3})
+	direct, err := eng.Score(context.Background(), engine.ScoreRequest{Text: []byte(text), TopN: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,11 +240,11 @@ func TestRealEngineDeeperTraces(t *testing.T) {
 	eng := loadTinyModel(t)
 	ts := startServer(t, testConfig(), eng)
 	mc := eng.Config()
-	prompt := []byte("user: hi\nassistant: ")
+	chat := []engine.Message{{Role: "user", Content: "hi"}}
 	greedy := func(ablate []engine.Head) ([]*engine.Step, error) {
 		var steps []*engine.Step
 		_, err := eng.Generate(context.Background(), engine.GenerateRequest{
-			Prompt: prompt, MaxNewTokens: 12, TraceLayer: 0, TraceLayers: []int{1, 0}, LogitLens: true, Ablate: ablate,
+			Messages: chat, MaxNewTokens: 12, TraceLayer: 0, TraceLayers: []int{1, 0}, LogitLens: true, Ablate: ablate,
 		}, func(s *engine.Step) error {
 			steps = append(steps, s.Clone())
 			return nil

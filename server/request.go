@@ -34,7 +34,7 @@ const (
 	defaultTemperature      = 0.9
 	defaultTopK             = 50
 	defaultSeed             = 42
-	defaultFullAttnNewToken = 0
+	defaultInspectNewTokens = 0
 	// maxNesting bounds how deep a body's arrays and objects may go. Our
 	// deepest valid body is three levels (object, messages, message).
 	maxNesting = 16
@@ -163,7 +163,7 @@ func parseFullAttnRequest(body []byte, lim limits) (fullAttnRequest, []string, e
 	if err := parseNucleusAndPenalty(fields, &sampling); err != nil {
 		return fullAttnRequest{}, nil, err
 	}
-	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultFullAttnNewToken, 0, int64(lim.maxNewTokens))
+	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultInspectNewTokens, 0, int64(lim.maxNewTokens))
 	if err != nil {
 		return fullAttnRequest{}, nil, err
 	}

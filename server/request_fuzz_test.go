@@ -125,14 +125,14 @@ func FuzzParseScoreRequest(f *testing.F) {
 			want = []byte(text)
 		} else {
 			_ = json.Unmarshal(fields["messages"], &messages)
-			want = scoreTranscript(messages)
+			want = engine.FormatConversation(messages)
 		}
-		scored := req.Tokens
+		scored := req.Text
 		if len(req.Messages) > 0 {
-			if len(req.Tokens) > 0 {
+			if len(req.Text) > 0 {
 				t.Fatalf("both text and messages reach the engine: %+v", req)
 			}
-			scored = scoreTranscript(req.Messages)
+			scored = engine.FormatConversation(req.Messages)
 		}
 		if len(scored) == 0 || string(scored) != string(want) || !utf8.Valid(scored) {
 			t.Fatalf("scored %q, want %q", scored, want)

@@ -184,7 +184,7 @@ func parseAttentionRequest(body []byte, lim limits) (engine.FullAttnRequest, []s
 	if err != nil {
 		return engine.FullAttnRequest{}, nil, err
 	}
-	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultFullAttnNewToken, 0, int64(lim.maxNewTokens))
+	maxNew, err := rangeField(fields, "max_new_tokens", false, defaultInspectNewTokens, 0, int64(lim.maxNewTokens))
 	if err != nil {
 		return engine.FullAttnRequest{}, nil, err
 	}
@@ -238,7 +238,7 @@ func parseScoreRequest(body []byte, lim limits) (engine.ScoreRequest, []string, 
 		case text == "":
 			return engine.ScoreRequest{}, nil, invalidParam("text", "text must not be empty")
 		}
-		req.Tokens = []byte(text)
+		req.Text = []byte(text)
 	case hasMessages:
 		messages, err := parseMessages(fields["messages"], &ignored)
 		if err != nil {
@@ -258,20 +258,6 @@ func parseScoreRequest(body []byte, lim limits) (engine.ScoreRequest, []string, 
 	}
 	req.TopN, req.Ablate = int(topK), ablate
 	return req, ignored, nil
-}
-
-// scoreTranscript is the chat transcript without the generation prompt that
-// FormatTranscript ends with (the text MAX_PROMPT_BYTES applies to; the
-// engine writes the model's own, Model.FormatMessages). A last assistant
-// message with empty content is still rendered as that prompt: it is a
-// message of the conversation.
-func scoreTranscript(messages []engine.Message) []byte {
-	transcript := engine.FormatTranscript(messages)
-	last := messages[len(messages)-1]
-	if last.Role == "assistant" && last.Content == "" {
-		return transcript
-	}
-	return bytes.TrimSuffix(transcript, []byte("assistant: "))
 }
 
 // checkAttentionSize refuses an /inspect/attention answer of more than

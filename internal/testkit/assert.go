@@ -3,6 +3,9 @@ package testkit
 // Checks and stand-ins that many tests need the same way.
 
 import (
+	"compress/gzip"
+	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 )
@@ -30,5 +33,23 @@ func EnvLookup(vars map[string]string) func(string) (string, bool) {
 	return func(key string) (string, bool) {
 		v, ok := vars[key]
 		return v, ok
+	}
+}
+
+// ReadGzipJSON decodes the gzipped JSON file at path (a golden too large to
+// keep uncompressed) into v.
+func ReadGzipJSON(t testing.TB, path string, v any) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if err := json.NewDecoder(zr).Decode(v); err != nil {
+		t.Fatalf("%s: %v", path, err)
 	}
 }
