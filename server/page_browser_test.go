@@ -1170,6 +1170,40 @@ func TestPageInBrowserGen2(t *testing.T) {
 		}
 	})
 
+	part("ablation compares pieces", func(t *testing.T) {
+		b.run(t, click("#tab-ablate"), click(`#head-grid button[data-key="0.0"]`), click(`#head-grid button[data-key="0.1"]`))
+		b.run(t, click("#rerun"))
+		b.waitFor(t, "the ablated reply", `document.getElementById('ablate-summary').textContent !== ''`)
+		ablated, done := parseStream(t, rec.last(t, "/chat/stream").response)
+		if !done {
+			t.Fatal("the ablated stream did not finish")
+		}
+		var shown struct {
+			A, B   []string
+			Marked []bool
+		}
+		b.eval(t, `({A: [...document.querySelectorAll('#reply-a .tok')].map(b => b.textContent),
+			B: [...document.querySelectorAll('#reply-b .tok')].map(b => b.textContent),
+			Marked: [...document.querySelectorAll('#reply-b .tok')].map(b => b.classList.contains('changed'))})`, &shown)
+		if len(shown.A) != len(steps) || len(shown.B) != len(ablated) {
+			t.Fatalf("%d and %d boxes for %d and %d steps", len(shown.A), len(shown.B), len(steps), len(ablated))
+		}
+		changed := 0
+		for i, st := range ablated {
+			want := i >= len(steps) || steps[i].Token.TokenID != st.Token.TokenID
+			if shown.B[i] != st.Token.TokenDisplay || shown.Marked[i] != want {
+				t.Fatalf("ablated box %d: %q marked %v, the event's %q, changed %v", i, shown.B[i], shown.Marked[i], st.Token.TokenDisplay, want)
+			}
+			if want {
+				changed++
+			}
+		}
+		if changed == 0 {
+			t.Fatal("switching off layer 0 changed no piece: the test proves nothing")
+		}
+		b.run(t, click("#clear-ablate"))
+	})
+
 	part("the matrix of the conversation's pieces", func(t *testing.T) {
 		b.run(t, click("#tab-matrix"), setField("#matrix-layer", "1"), setField("#matrix-head", "1"),
 			setField("#matrix-zoom", "12"), click("#matrix-load"))
@@ -1262,6 +1296,20 @@ func TestPageInBrowserGen2(t *testing.T) {
 			setField("#score-text", text), click("#score-run"))
 		b.waitFor(t, "the text's scores", `document.getElementById('score-summary').textContent !== ''`)
 		check(t, tok.Encode(text))
+	})
+
+	part("phone width, with a special piece's box", func(t *testing.T) {
+		b.run(t, chromedp.EmulateViewport(390, 844))
+		defer b.run(t, chromedp.EmulateViewport(1280, 800))
+		open(t, ts.URL)
+		send(t, 48)
+		b.waitFor(t, "the reply", `!document.getElementById('send').disabled && document.querySelectorAll('.reply-text').length > 0`)
+		var last string
+		b.eval(t, `[...document.querySelectorAll('#transcript .reply .tok')].pop().textContent`, &last)
+		if last != tok.Display(6) {
+			t.Fatalf("the last box is %q, want the end-of-turn piece", last)
+		}
+		b.fitsWidth(t)
 	})
 
 	part("a stopped reply is its pieces' text", func(t *testing.T) {
