@@ -360,8 +360,9 @@ type sseStep struct {
 		Step    int     `json:"step"`
 		Entropy float64 `json:"entropy"`
 		TopK    []struct {
-			TokenID int     `json:"token_id"`
-			Prob    float64 `json:"prob"`
+			TokenID      int     `json:"token_id"`
+			TokenDisplay string  `json:"token_display"`
+			Prob         float64 `json:"prob"`
 		} `json:"topk"`
 		Attn   [][]float64 `json:"attn"`
 		Layers []struct {
@@ -699,10 +700,13 @@ func TestPageInBrowser(t *testing.T) {
 	})
 
 	part("how the model reads a text", func(t *testing.T) {
-		b.run(t, click("#tab-score"), click("#score-from-chat"),
-			click("#score-run"))
+		b.run(t, click("#tab-score"), click("#score-from-chat"))
 		b.waitFor(t, "the scores", `document.getElementById('score-summary').textContent !== ''`)
 		ex := rec.last(t, "/inspect/score")
+		var asked struct{ Messages []engine.Message }
+		if err := json.Unmarshal(ex.request, &asked); err != nil || len(asked.Messages) != 2 || asked.Messages[0].Content != question {
+			t.Fatalf("the page asked to score %s, want the conversation's messages", ex.request)
+		}
 		var got struct {
 			TokensDisplay []string `json:"tokens_display"`
 			Scores        []*struct {
@@ -966,7 +970,7 @@ func checkTokenPanel(t *testing.T, b *browser, steps []sseStep, pick int, deep b
 		t.Fatalf("step %d: %d candidates shown, the trace has %d", pick, len(shown.Rows), len(st.TopK))
 	}
 	for i, c := range st.TopK {
-		if shown.Rows[i][1] != fmt.Sprint(c.TokenID) || shown.Rows[i][2] != fmt.Sprintf("%.4f", c.Prob) {
+		if shown.Rows[i][0] != c.TokenDisplay || shown.Rows[i][1] != fmt.Sprint(c.TokenID) || shown.Rows[i][2] != fmt.Sprintf("%.4f", c.Prob) {
 			t.Fatalf("step %d candidate %d: shown %v, the trace has id %d p %v", pick, i, shown.Rows[i], c.TokenID, c.Prob)
 		}
 	}
@@ -1012,4 +1016,343 @@ func checkTokenPanel(t *testing.T, b *browser, steps []sseStep, pick int, deep b
 	} else if shown.Lens != nil {
 		t.Fatalf("step %d: a lens is shown for a stream without one", pick)
 	}
+}
+
+// The page on a generation-2 model (the tiny fixture best.pt with its
+// spm.model): token boxes show pieces, the token, matrix and score views
+// follow the server's pieces, and a stopped reply is the pieces' text.
+func TestPageInBrowserGen2(t *testing.T) {
+	model := loadGen2Model(t)
+	tok := model.Tokenizer()
+	cfg := model.Config()
+	s, err := New(testConfig(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetEngine(model)
+	rec := &recorder{}
+	ts := httptest.NewServer(rec.wrap(s.Handler()))
+	t.Cleanup(ts.Close)
+	// Paced, to press Stop in the middle of a reply.
+	pacedCfg := testConfig()
+	pacedCfg.StreamPace = 60 * time.Millisecond
+	paced, err := New(pacedCfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paced.SetEngine(model)
+	pacedRec := &recorder{}
+	pacedTS := httptest.NewServer(pacedRec.wrap(paced.Handler()))
+	t.Cleanup(pacedTS.Close)
+
+	// A seed whose reply ends at end-of-turn after byte pieces and pieces
+	// that begin with a space, so the boxes show every kind of display.
+	const question = "hello there"
+	chatMsgs := []engine.Message{{Role: "user", Content: question}}
+	seed, eotSteps := 0, 0
+	for sd := 1; sd <= 60 && seed == 0; sd++ {
+		var ids []int
+		res, err := model.Generate(context.Background(), engine.GenerateRequest{
+			Messages: chatMsgs, MaxNewTokens: 48, TraceLayer: -1,
+			Sampling: engine.Sampling{Temperature: 1.5, Seed: int64(sd)},
+		}, func(st *engine.Step) error { ids = append(ids, st.TokenID); return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		bytePiece, spaced := false, false
+		for _, id := range ids {
+			d := tok.Display(id)
+			bytePiece = bytePiece || strings.HasPrefix(tok.Piece(id), "<0x")
+			spaced = spaced || strings.HasPrefix(d, " ") && len(d) > 1
+		}
+		if res.Stopped == "stop_tag" && len(ids) >= 20 && bytePiece && spaced {
+			seed, eotSteps = sd, len(ids)
+		}
+	}
+	if seed == 0 {
+		t.Fatal("no seed in 1..60 gives a reply that ends at end-of-turn with byte pieces and spaced pieces")
+	}
+
+	b := startBrowser(t, ts.URL, pacedTS.URL)
+	t.Cleanup(func() { b.clean(t) })
+	part := func(name string, f func(t *testing.T)) {
+		t.Run(name, func(t *testing.T) {
+			defer b.clean(t)
+			f(t)
+		})
+	}
+	open := func(t *testing.T, base string) {
+		t.Helper()
+		b.run(t, chromedp.Navigate(base+"/"))
+		b.waitFor(t, "the model's shape", `document.getElementById('head-grid').children.length > 0`)
+	}
+	send := func(t *testing.T, maxTokens int) {
+		t.Helper()
+		b.run(t,
+			setField("#temperature", "1.5"), setField("#top-k", ""), setField("#seed", fmt.Sprint(seed)),
+			setField("#max-tokens", fmt.Sprint(maxTokens)), setChecked("#all-layers", true), setChecked("#logit-lens", true),
+			setField("#prompt", question), click("#send"))
+	}
+
+	part("the header says generation 2", func(t *testing.T) {
+		open(t, ts.URL)
+		var info string
+		b.eval(t, `document.getElementById('model-info').textContent`, &info)
+		want := fmt.Sprintf("generation 2 · %d layers × %d heads · context %d · vocabulary %d", cfg.Layers, cfg.Heads, cfg.Context, cfg.Vocab)
+		if info != want {
+			t.Fatalf("model line %q, want %q", info, want)
+		}
+	})
+
+	var steps []sseStep
+	var reply string
+	part("every piece becomes a box", func(t *testing.T) {
+		send(t, 48)
+		b.waitFor(t, "the reply", `!document.getElementById('send').disabled && document.querySelectorAll('.reply-text').length > 0`)
+		ex := rec.last(t, "/chat/stream")
+		var done bool
+		steps, done = parseStream(t, ex.response)
+		if !done || len(steps) != eotSteps {
+			t.Fatalf("the stream had %d steps (done %v), the engine wrote %d", len(steps), done, eotSteps)
+		}
+		var shown struct {
+			Boxes []string
+			Reply string
+		}
+		b.eval(t, `({Boxes: [...document.querySelectorAll('#transcript .reply .tok')].map(b => b.textContent),
+			Reply: document.querySelector('.reply-text').textContent})`, &shown)
+		if len(shown.Boxes) != len(steps) {
+			t.Fatalf("%d token boxes for %d token events", len(shown.Boxes), len(steps))
+		}
+		ids := make([]int, len(steps))
+		for i, st := range steps {
+			ids[i] = st.Token.TokenID
+			if shown.Boxes[i] != st.Token.TokenDisplay || st.Token.TokenDisplay != tok.Display(st.Token.TokenID) {
+				t.Fatalf("box %d shows %q, the event's token_display is %q (piece %q)", i, shown.Boxes[i], st.Token.TokenDisplay, tok.Piece(st.Token.TokenID))
+			}
+		}
+		reply = tok.Decode(ids[:len(ids)-1]) // the end-of-turn piece ends it
+		if got := shownString(t, shown.Reply, "reply: "); got != reply {
+			t.Fatalf("the page says %q, want the reply %q", shown.Reply, reply)
+		}
+	})
+
+	part("a selected piece shows its trace", func(t *testing.T) {
+		pick := len(steps) - 2
+		b.run(t, click(fmt.Sprintf(`#transcript .reply .tok[data-step="%d"]`, pick)))
+		checkTokenPanel(t, b, steps, pick, true)
+		var title string
+		b.eval(t, `document.getElementById('token-title').textContent`, &title)
+		if got := shownString(t, strings.TrimSuffix(title, fmt.Sprintf(" (id %d)", steps[pick].Token.TokenID)),
+			fmt.Sprintf("step %d: ", pick)); got != steps[pick].Token.TokenDisplay {
+			t.Fatalf("title %q, want step %d's piece %q", title, pick, steps[pick].Token.TokenDisplay)
+		}
+		// Hovering a key names it: a step before by its piece, the prompt's
+		// keys as the prompt.
+		hover := func(layer, key int) string {
+			var out string
+			b.eval(t, fmt.Sprintf(`(() => {
+				const c = document.querySelector('#attn-grid canvas[data-layer="%d"][data-head="0"]');
+				const r = c.getBoundingClientRect(), z = +c.dataset.cell;
+				c.dispatchEvent(new MouseEvent('mousemove', {clientX: r.left + 1 + %d * z + z / 2, clientY: r.top + 5}));
+				return document.getElementById('attn-readout').textContent;
+			})()`, layer, key), &out)
+			return out
+		}
+		window := len(steps[pick].Trace.Attn[0])
+		last := hover(1, window-1)
+		prefix := fmt.Sprintf("layer 1 head 0 · key %d ", window-1)
+		if i := strings.LastIndex(last, " · "); i < 0 || shownString(t, last[:i], prefix) != steps[pick-1].Token.TokenDisplay {
+			t.Fatalf("hover over the newest key: %q, want step %d's piece %q", last, pick-1, steps[pick-1].Token.TokenDisplay)
+		}
+		if first := hover(1, 0); !strings.Contains(first, "key 0 (prompt) · ") {
+			t.Fatalf("hover over the first key: %q, want the prompt", first)
+		}
+	})
+
+	part("ablation compares pieces", func(t *testing.T) {
+		b.run(t, click("#tab-ablate"), click(`#head-grid button[data-key="0.0"]`), click(`#head-grid button[data-key="0.1"]`))
+		b.run(t, click("#rerun"))
+		b.waitFor(t, "the ablated reply", `document.getElementById('ablate-summary').textContent !== ''`)
+		ablated, done := parseStream(t, rec.last(t, "/chat/stream").response)
+		if !done {
+			t.Fatal("the ablated stream did not finish")
+		}
+		var shown struct {
+			A, B   []string
+			Marked []bool
+		}
+		b.eval(t, `({A: [...document.querySelectorAll('#reply-a .tok')].map(b => b.textContent),
+			B: [...document.querySelectorAll('#reply-b .tok')].map(b => b.textContent),
+			Marked: [...document.querySelectorAll('#reply-b .tok')].map(b => b.classList.contains('changed'))})`, &shown)
+		if len(shown.A) != len(steps) || len(shown.B) != len(ablated) {
+			t.Fatalf("%d and %d boxes for %d and %d steps", len(shown.A), len(shown.B), len(steps), len(ablated))
+		}
+		changed := 0
+		for i, st := range ablated {
+			want := i >= len(steps) || steps[i].Token.TokenID != st.Token.TokenID
+			if shown.B[i] != st.Token.TokenDisplay || shown.Marked[i] != want {
+				t.Fatalf("ablated box %d: %q marked %v, the event's %q, changed %v", i, shown.B[i], shown.Marked[i], st.Token.TokenDisplay, want)
+			}
+			if want {
+				changed++
+			}
+		}
+		if changed == 0 {
+			t.Fatal("switching off layer 0 changed no piece: the test proves nothing")
+		}
+		b.run(t, click("#clear-ablate"))
+	})
+
+	part("the matrix of the conversation's pieces", func(t *testing.T) {
+		b.run(t, click("#tab-matrix"), setField("#matrix-layer", "1"), setField("#matrix-head", "1"),
+			setField("#matrix-zoom", "12"), click("#matrix-load"))
+		b.waitFor(t, "the matrix", `document.getElementById('matrix').dataset.head === '1' && document.getElementById('matrix').width > 0`)
+		ex := rec.last(t, "/inspect/attention")
+		var asked struct{ Messages []engine.Message }
+		var got struct {
+			TokenIDs []int           `json:"token_ids"`
+			Attn     [][][][]float64 `json:"attn"`
+		}
+		if err := json.Unmarshal(ex.request, &asked); err != nil || !slices.Equal(asked.Messages, []engine.Message{{Role: "user", Content: question}, {Role: "assistant", Content: reply}}) {
+			t.Fatalf("the page asked for %s, want the conversation", ex.request)
+		}
+		if err := json.Unmarshal(ex.response, &got); err != nil || ex.status != http.StatusOK {
+			t.Fatalf("/inspect/attention answered %d: %.200s", ex.status, ex.response)
+		}
+		want, err := model.FormatChat(asked.Messages)
+		if err != nil || !slices.Equal(got.TokenIDs, int32sToInts(want)) {
+			t.Fatalf("the window is %v, want the token-native transcript %v", got.TokenIDs, want)
+		}
+		var reds [][]int
+		b.eval(t, fmt.Sprintf(canvasCellsJS, "#matrix", 0), &reds)
+		wantHeat(t, "matrix", reds, got.Attn[0][1])
+		// The labels' margin holds a piece, not only a byte's \xNN.
+		var left int
+		b.eval(t, `+document.getElementById('matrix').dataset.left`, &left)
+		if left <= 36 {
+			t.Fatalf("the labels have %d px for pieces such as %q", left, tok.Display(int(want[0])))
+		}
+	})
+
+	part("how the model reads the conversation and a text", func(t *testing.T) {
+		type scored struct {
+			TokenIDs      []int    `json:"token_ids"`
+			TokensDisplay []string `json:"tokens_display"`
+			Scores        []*struct {
+				Logprob *float64 `json:"logprob"`
+			} `json:"scores"`
+			BitsPerByte float64 `json:"bits_per_byte"`
+		}
+		check := func(t *testing.T, wantIDs []int) {
+			t.Helper()
+			ex := rec.last(t, "/inspect/score")
+			var got scored
+			if err := json.Unmarshal(ex.response, &got); err != nil || ex.status != http.StatusOK {
+				t.Fatalf("/inspect/score answered %d: %.200s", ex.status, ex.response)
+			}
+			if !slices.Equal(got.TokenIDs, wantIDs) {
+				t.Fatalf("scored %v, want %v", got.TokenIDs, wantIDs)
+			}
+			var shown struct {
+				Summary     string
+				Texts, Bits []string
+			}
+			b.eval(t, `({Summary: document.getElementById('score-summary').textContent,
+				Texts: [...document.querySelectorAll('#score-bytes span')].map(s => s.textContent),
+				Bits: [...document.querySelectorAll('#score-bytes span')].map(s => s.dataset.bits || '')})`, &shown)
+			wantSummary := fmt.Sprintf("%.3f bits per byte (mean log-probability ", got.BitsPerByte)
+			if !strings.HasPrefix(shown.Summary, wantSummary) || !strings.Contains(shown.Summary, fmt.Sprintf(" over %d pieces)", len(wantIDs)-1)) {
+				t.Fatalf("summary %q, the server said %v bits per byte over %d pieces", shown.Summary, got.BitsPerByte, len(wantIDs)-1)
+			}
+			if !slices.Equal(shown.Texts, got.TokensDisplay) {
+				t.Fatalf("pieces shown %q, the server's %q", shown.Texts, got.TokensDisplay)
+			}
+			for i, sc := range got.Scores {
+				want := ""
+				if sc != nil {
+					want = "Infinity"
+					if sc.Logprob != nil {
+						want = fmt.Sprintf("%.4f", -*sc.Logprob/math.Ln2)
+					}
+				}
+				if shown.Bits[i] != want {
+					t.Fatalf("piece %d: %q bits shown, want %q", i, shown.Bits[i], want)
+				}
+			}
+		}
+		b.run(t, click("#tab-score"),
+			chromedp.Evaluate[chromedp.Void](`document.getElementById('score-summary').textContent = '', undefined`),
+			click("#score-from-chat"))
+		b.waitFor(t, "the conversation's scores", `document.getElementById('score-summary').textContent !== ''`)
+		conv, err := model.FormatMessages([]engine.Message{{Role: "user", Content: question}, {Role: "assistant", Content: reply}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, int32sToInts(conv))
+
+		const text = "hello there, how are you"
+		b.run(t, chromedp.Evaluate[chromedp.Void](`document.getElementById('score-summary').textContent = '', undefined`),
+			setField("#score-text", text), click("#score-run"))
+		b.waitFor(t, "the text's scores", `document.getElementById('score-summary').textContent !== ''`)
+		check(t, tok.Encode(text))
+	})
+
+	part("phone width, with a special piece's box", func(t *testing.T) {
+		b.run(t, chromedp.EmulateViewport(390, 844))
+		defer b.run(t, chromedp.EmulateViewport(1280, 800))
+		open(t, ts.URL)
+		send(t, 48)
+		b.waitFor(t, "the reply", `!document.getElementById('send').disabled && document.querySelectorAll('.reply-text').length > 0`)
+		var last string
+		b.eval(t, `[...document.querySelectorAll('#transcript .reply .tok')].pop().textContent`, &last)
+		if last != tok.Display(6) {
+			t.Fatalf("the last box is %q, want the end-of-turn piece", last)
+		}
+		b.fitsWidth(t)
+	})
+
+	part("a stopped reply is its pieces' text", func(t *testing.T) {
+		open(t, pacedTS.URL)
+		send(t, 48)
+		b.waitFor(t, "a few paced pieces", `document.querySelectorAll('#transcript .tok').length >= 8`)
+		b.run(t, click("#stop"))
+		b.waitFor(t, "the stop", `!document.getElementById('send').disabled`)
+		var stopped struct {
+			Boxes []string
+			Text  string
+		}
+		b.eval(t, `({Boxes: [...document.querySelectorAll('#transcript .tok')].map(b => b.textContent),
+			Text: (document.querySelector('.reply-text') || {}).textContent || ''})`, &stopped)
+		received, done := parseStream(t, pacedRec.last(t, "/chat/stream").response)
+		// The server may write a step or two more before it sees the
+		// connection closed; the page shows what it read.
+		n := len(stopped.Boxes)
+		if done || n < 8 || n > len(received) {
+			t.Fatalf("after Stop: %d boxes for %d steps sent (done %v)", n, len(received), done)
+		}
+		var ids []int
+		for i, st := range received[:n] {
+			if stopped.Boxes[i] != st.Token.TokenDisplay {
+				t.Fatalf("box %d shows %q, the event's token_display is %q", i, stopped.Boxes[i], st.Token.TokenDisplay)
+			}
+			if st.Token.TokenID != 6 { // end-of-turn is not text
+				ids = append(ids, st.Token.TokenID)
+			}
+		}
+		if want := strings.TrimSpace(tok.Decode(ids)); shownString(t, stopped.Text, "stopped: ") != want {
+			t.Fatalf("the page says %q, want %q", stopped.Text, want)
+		}
+	})
+}
+
+// shownString reads a string the page wrote with JSON.stringify after
+// prefix.
+func shownString(t *testing.T, shown, prefix string) string {
+	t.Helper()
+	var s string
+	if !strings.HasPrefix(shown, prefix) || json.Unmarshal([]byte(shown[len(prefix):]), &s) != nil {
+		t.Fatalf("the page shows %q, want %q and a JSON string", shown, prefix)
+	}
+	return s
 }

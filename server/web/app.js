@@ -26,6 +26,75 @@
     return b >= 32 && b <= 126 ? String.fromCharCode(b) : '\\x' + b.toString(16).padStart(2, '0');
   }
 
+  // A generation-2 model's end-of-turn piece: its reply ends there (docs/API.md §18).
+  const END_OF_TURN = 6;
+
+  function gen2() {
+    return !!state.model && state.model.generation === 2;
+  }
+
+  // byteOf is the byte a token_display of the form \xNN stands for (a byte,
+  // or a generation-2 byte piece), or -1.
+  function byteOf(display) {
+    return /^\\x[0-9a-f]{2}$/.test(display) ? parseInt(display.slice(2), 16) : -1;
+  }
+
+  // stepsText is the text of streamed tokens, for a reply stopped before
+  // `done` brought the server's own. Generation 1's ids are bytes. A
+  // generation-2 piece spells its display (U+2581 shown as a space) unless
+  // it is a byte piece, or decodes to something else alone (a control piece
+  // to nothing, <unk> to its surface); the reply ends at end-of-turn.
+  function stepsText(steps) {
+    const bytes = [];
+    for (const {token} of steps) {
+      if (!gen2()) {
+        bytes.push(token.token_id);
+        continue;
+      }
+      if (token.token_id === END_OF_TURN) break;
+      const d = token.token_display;
+      const t = token.token_text;
+      const b = byteOf(d);
+      if (b >= 0) bytes.push(b);
+      else bytes.push(...enc.encode(d === t || d === ' ' + t ? d : t));
+    }
+    const b = new Uint8Array(bytes);
+    return (gen2() ? decodePieceBytes(b) : new TextDecoder().decode(b)).trim();
+  }
+
+  // decodePieceBytes decodes UTF-8 as SentencePiece decodes byte pieces:
+  // each byte that starts no valid sequence becomes one U+FFFD (a
+  // TextDecoder would make one of a cut sequence's bytes together).
+  function decodePieceBytes(b) {
+    const dec = new TextDecoder();
+    let out = '';
+    let from = 0; // start of the valid run not yet decoded
+    const cont = (k, lo = 0x80, hi = 0xbf) => k < b.length && b[k] >= lo && b[k] <= hi;
+    let i = 0;
+    while (i < b.length) {
+      const c = b[i];
+      let n = 0;
+      if (c < 0x80) n = 1;
+      else if (c >= 0xc2 && c <= 0xdf) n = cont(i + 1) ? 2 : 0;
+      else if (c >= 0xe0 && c <= 0xef) {
+        const lo = c === 0xe0 ? 0xa0 : 0x80;
+        const hi = c === 0xed ? 0x9f : 0xbf;
+        n = cont(i + 1, lo, hi) && cont(i + 2) ? 3 : 0;
+      } else if (c >= 0xf0 && c <= 0xf4) {
+        const lo = c === 0xf0 ? 0x90 : 0x80;
+        const hi = c === 0xf4 ? 0x8f : 0xbf;
+        n = cont(i + 1, lo, hi) && cont(i + 2) && cont(i + 3) ? 4 : 0;
+      }
+      if (n) {
+        i += n;
+        continue;
+      }
+      out += dec.decode(b.subarray(from, i)) + '\ufffd';
+      from = ++i;
+    }
+    return out + dec.decode(b.subarray(from));
+  }
+
   // transcript formats messages as the server does before generating (the
   // chat transcript of docs/API.md); withPrompt appends "assistant: ".
   function transcript(messages, withPrompt) {
@@ -178,7 +247,7 @@
   function tokenBox(step) {
     const box = document.createElement('span');
     const d = step.token.token_display;
-    box.className = d.length === 4 && d.startsWith('\\x') ? 'tok np' : 'tok';
+    box.className = byteOf(d) >= 0 ? 'tok np' : 'tok';
     box.textContent = d;
     box.dataset.step = String(step.token.step);
     box.title = `step ${step.token.step}, id ${step.token.token_id}`;
@@ -286,8 +355,7 @@
     });
     const ok = await runTurn(turn, view);
     if (ok || turn.stopped) {
-      const content = ok ? turn.reply : new TextDecoder().decode(
-        new Uint8Array(turn.steps.map((s) => s.token.token_id))).trim();
+      const content = ok ? turn.reply : stepsText(turn.steps);
       state.history.push({role: 'assistant', content});
       const t = document.createElement('div');
       t.className = 'reply-text';
@@ -323,13 +391,21 @@
     renderToken(turn, i);
   }
 
-  // windowBytes is what the model read when it produced step i: the prompt
-  // and the steps before, of which the window is the last t.
-  function windowBytes(turn, i, t) {
-    const all = new Uint8Array(turn.promptBytes.length + i);
-    all.set(turn.promptBytes);
-    for (let k = 0; k < i; k++) all[turn.promptBytes.length + k] = turn.steps[k].token.token_id;
-    return all.subarray(Math.max(0, all.length - t));
+  // keyLabels names the t keys the model read when it produced step i: the
+  // last t tokens of the prompt and the steps before. The steps name
+  // themselves; a generation-1 prompt is its transcript's bytes, while a
+  // generation-2 prompt's pieces are the server's to know, so they go
+  // unnamed.
+  function keyLabels(turn, i, t) {
+    const labels = [];
+    const fromPrompt = t - Math.min(i, t); // keys before the first step in the window
+    const bytes = turn.promptBytes;
+    for (let j = 0; j < t; j++) {
+      if (j >= fromPrompt) labels.push(turn.steps[i - t + j].token.token_display);
+      else if (gen2()) labels.push(null);
+      else labels.push(tokenDisplay(bytes[bytes.length - fromPrompt + j]));
+    }
+    return labels;
   }
 
   function renderToken(turn, i) {
@@ -355,7 +431,7 @@
 
     const layers = trace.layers || [{layer: turn.body.trace_layer, attn: trace.attn}];
     const t = trace.attn[0].length;
-    const labels = state.model && state.model.generation === 1 ? windowBytes(turn, i, t) : null;
+    const labels = keyLabels(turn, i, t);
     const grid = $('attn-grid');
     grid.replaceChildren();
     const cw = Math.max(1, Math.min(8, Math.floor(560 / t)));
@@ -379,7 +455,7 @@
         });
         c.addEventListener('mousemove', (e) => {
           const j = Math.min(row.length - 1, Math.floor(e.offsetX / cw));
-          const what = labels ? JSON.stringify(tokenDisplay(labels[j])) : '';
+          const what = labels[j] === null ? '(prompt)' : JSON.stringify(labels[j]);
           $('attn-readout').textContent = `layer ${layer} head ${head} · key ${j} ${what} · ${row[j].toFixed(4)}`;
         });
         grid.append(lbl, c);
@@ -523,12 +599,19 @@
     const rows = m.data.attn[0][head];
     const t = rows.length;
     const names = m.data.tokens_display;
-    const margin = z >= 8 ? 36 : 0; // room for labels when they can be read
     const c = $('matrix');
+    const g = c.getContext('2d');
+    const font = `${Math.min(z, 12)}px ui-monospace, monospace`;
+    // Room for labels when they can be read: as wide as the longest (a
+    // piece may be a word or a special piece), within bounds.
+    let margin = 0;
+    if (z >= 8) {
+      g.font = font;
+      margin = Math.ceil(Math.min(96, Math.max(30, ...names.map((n) => g.measureText(n).width)))) + 6;
+    }
     c.width = margin + t * z;
     c.height = margin + t * z;
     Object.assign(c.dataset, {cell: String(z), left: String(margin), top: String(margin), t: String(t), layer: String(m.layer), head: String(head)});
-    const g = c.getContext('2d');
     g.fillStyle = '#fff';
     g.fillRect(0, 0, c.width, c.height);
     for (let i = 0; i < t; i++) {
@@ -540,10 +623,10 @@
     }
     if (margin) {
       g.fillStyle = '#1b1f24';
-      g.font = `${Math.min(z, 12)}px ui-monospace, monospace`;
+      g.font = font; // resizing the canvas reset it
       g.textBaseline = 'middle';
       for (let i = 0; i < t; i++) {
-        const label = names[i].length > 3 ? names[i].slice(1) : names[i];
+        const label = fitText(g, names[i], margin - 6);
         g.textAlign = 'right';
         g.fillText(label, margin - 3, margin + i * z + z / 2);
         g.save();
@@ -555,6 +638,14 @@
       }
     }
     $('matrix-readout').textContent = `layer ${m.layer} head ${head}: ${t} × ${t}; hover for values`;
+  }
+
+  // fitText shortens a label to width pixels, ending it with … when cut.
+  function fitText(g, text, width) {
+    if (g.measureText(text).width <= width) return text;
+    const chars = [...text];
+    while (chars.length > 1 && g.measureText(chars.join('') + '…').width > width) chars.pop();
+    return chars.join('') + '…';
   }
 
   function matrixHover(e) {
@@ -596,38 +687,46 @@
 
   // ---- how the model reads a text -----------------------------------------
 
-  async function scoreText() {
+  // score reads a text, or the conversation as the model reads it: for a
+  // generation-2 model its role and end-of-turn pieces, which no text spells.
+  async function score(body) {
     clearError();
-    const resp = await postJSON('/inspect/score', {text: $('score-text').value, top_k: 5});
+    const resp = await postJSON('/inspect/score', Object.assign({top_k: 5}, body));
     if (!resp.ok) {
       await apiError(resp);
       return;
     }
     const r = await resp.json();
+    // Generation 1 scores bytes; generation 2 pieces, whose bits_per_byte the
+    // server divides by the bytes they spell.
+    const unit = gen2() ? 'piece' : 'byte';
+    // Full red is the surprise of a uniform guess over the vocabulary.
+    const fullRed = Math.log2(state.model ? state.model.vocab : 256);
     const nodes = [];
     r.tokens_display.forEach((d, i) => {
       const s = r.scores[i];
       const span = document.createElement('span');
       span.textContent = d;
       if (s) {
-        // A null log-probability is a byte the model gave probability 0.
+        // A null log-probability is a token the model gave probability 0.
         const bits = s.logprob === null ? Infinity : -s.logprob / Math.LN2;
         span.dataset.bits = bits.toFixed(4);
-        span.style.backgroundColor = `rgba(214, 48, 49, ${Math.min(1, bits / 8).toFixed(3)})`;
+        span.style.backgroundColor = `rgba(214, 48, 49, ${Math.min(1, bits / fullRed).toFixed(3)})`;
         const top = s.topk.map((c) => `${c.token_display} ${Math.exp(c.logprob).toFixed(3)}`).join('  ');
         span.title = `${JSON.stringify(d)}: ${bits.toFixed(2)} bits, rank ${s.rank}, entropy ${s.entropy.toFixed(2)} nats; expected ${top}`;
       } else {
-        span.title = `${JSON.stringify(d)}: the first byte of the window, not scored`;
+        span.title = `${JSON.stringify(d)}: the first ${unit} of the window, not scored`;
       }
       nodes.push(span);
       if (d === '\\x0a') nodes.push(document.createElement('br'));
     });
     $('score-bytes').replaceChildren(...nodes);
-    const outside = r.offset ? `; the first ${r.offset} bytes fell outside the window` : '';
+    $('score-bytes').classList.toggle('pieces', unit === 'piece');
+    const outside = r.offset ? `; the first ${r.offset} ${unit}s fell outside the window` : '';
     $('score-summary').textContent = r.bits_per_byte === null
-      ? `nothing to score: the model needs a byte before the one it predicts${outside}.`
+      ? `nothing to score: the model needs a ${unit} before the one it predicts${outside}.`
       : `${r.bits_per_byte.toFixed(3)} bits per byte (mean log-probability ${r.mean_logprob.toFixed(3)} over ` +
-        `${r.scores.length - 1} bytes${outside}). Redder bytes surprised the model more.`;
+        `${r.scores.length - 1} ${unit}s${outside}). Redder ${unit}s surprised the model more.`;
   }
 
   // ---- wiring ---------------------------------------------------------------
@@ -733,9 +832,13 @@
     for (const id of ['matrix-head', 'matrix-zoom']) $(id).addEventListener('change', drawMatrix);
     $('matrix-layer').addEventListener('change', () => { if (state.matrix) loadMatrix(); });
     $('matrix').addEventListener('mousemove', matrixHover);
-    $('score-run').addEventListener('click', scoreText);
+    $('score-run').addEventListener('click', () => score({text: $('score-text').value}));
     $('score-from-chat').addEventListener('click', () => {
-      $('score-text').value = transcript(conversation(), false);
+      if (!state.history.length) {
+        showError('chat first: there is no conversation to read', 0);
+        return;
+      }
+      score({messages: conversation()});
     });
   }
 
