@@ -67,7 +67,10 @@ func TestRunEndToEnd(t *testing.T) {
 	if a := rep.Ours.Alternated; a == nil || a.Rounds != 2 || a.EngineStepsPerS <= 0 || a.StreamTokensPerS <= 0 || a.MedianRatio <= 0 {
 		t.Errorf("alternated rounds: %+v", a)
 	}
-	if c := rep.Ours.SingleStreamCost; c == nil || c.DriverCPUms == nil || *c.DriverCPUms <= 0 || c.DriverCtxSwitches == nil {
+	if a := rep.Ours.Alternated; a != nil && (a.EngineCPUms == nil || *a.EngineCPUms <= 0 || a.EngineRunQueueWaitMs == nil) {
+		t.Errorf("the engine slices' CPU and run-queue wait: %+v", a)
+	}
+	if c := rep.Ours.SingleStreamCost; c == nil || c.DriverCPUms == nil || *c.DriverCPUms <= 0 || c.DriverCtxSwitches == nil || c.RunQueueWaitMs == nil {
 		t.Errorf("the driver's cost per token: %+v", c)
 	}
 	for _, m := range []*ModeReport{rep.Ours, rep.Baseline} {

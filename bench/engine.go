@@ -39,6 +39,13 @@ type Alternated struct {
 	// MedianRatio is the median over rounds of the stream's rate over the
 	// engine slice's just before it: robust to one round caught by a burst.
 	MedianRatio float64 `json:"median_ratio"`
+	// EngineRunQueueWaitMs is how long, per engine step, the driver's
+	// threads waited for a CPU during the engine slices: the same measure
+	// as the server's run-queue wait per token (nil: not measurable).
+	EngineRunQueueWaitMs *float64 `json:"engine_run_queue_wait_ms,omitempty"`
+	// EngineCPUms is the driver's CPU time per engine step during the
+	// slices, to set against the server's and the driver's CPU per token.
+	EngineCPUms *float64 `json:"engine_cpu_ms,omitempty"`
 }
 
 // measureEngine times traced decode steps at the single-stream phase's mean
@@ -89,14 +96,22 @@ func (r *modeRunner) alternate(ctx context.Context, m *engine.Model, context, ro
 	var steps, tokens int
 	var engSecs, streamSecs float64
 	ratios := make([]float64, 0, rounds)
+	var wait, cpu time.Duration
+	waitOK, cpuOK := true, true
 	for range rounds {
 		if ctx.Err() != nil {
 			break
 		}
+		w0, ok := runQueueWait(0)
+		c0, cok := selfCPU()
 		e, err := m.TracedDecodeRate(context, r.traceLayer, slice)
 		if err != nil {
 			return nil, err
 		}
+		c1, cok2 := selfCPU()
+		w1, ok2 := runQueueWait(0)
+		wait, waitOK = wait+w1-w0, waitOK && ok && ok2
+		cpu, cpuOK = cpu+c1-c0, cpuOK && cok && cok2
 		t := r.throughput(ctx, 1, 1, r.plan.tokens)
 		if t.Errors > 0 || t.Tokens == 0 {
 			return nil, fmt.Errorf("alternated round %d: the stream failed", a.Rounds+1)
@@ -112,5 +127,15 @@ func (r *modeRunner) alternate(ctx context.Context, m *engine.Model, context, ro
 	a.EngineStepsPerS = float64(steps) / engSecs
 	a.StreamTokensPerS = float64(tokens) / streamSecs
 	a.MedianRatio = harness.Percentile(ratios, 50)
+	if waitOK {
+		ms := float64(wait) / 1e6 / float64(steps)
+		a.EngineRunQueueWaitMs = &ms
+	}
+	if cpuOK {
+		// The slice's set-up (a prefill of context-1 positions per round)
+		// is included: a few percent at the default slice.
+		ms := float64(cpu) / 1e6 / float64(steps)
+		a.EngineCPUms = &ms
+	}
 	return a, nil
 }

@@ -114,6 +114,9 @@ type PerToken struct {
 	// not measurable.
 	DriverCPUms       *float64 `json:"driver_cpu_ms,omitempty"`
 	DriverCtxSwitches *float64 `json:"driver_ctx_switches,omitempty"`
+	// RunQueueWaitMs is the time the server's threads were runnable but
+	// waiting for a CPU, summed over its threads (/proc schedstat).
+	RunQueueWaitMs *float64 `json:"run_queue_wait_ms,omitempty"`
 }
 
 // PastT is one past-T scenario: streams generated with the window full.
@@ -235,6 +238,14 @@ func (r *Report) engineRows() []row {
 				ours: num(a.EngineStepsPerS) + ", " + num(a.StreamTokensPerS), ref: "n/a", ratio: "n/a"},
 			row{metric: "alternated: single stream / engine alone, median of rounds",
 				ours: fmt.Sprintf("%.0f %%", 100*a.MedianRatio), ref: "n/a", ratio: "n/a"})
+		if a.EngineCPUms != nil {
+			rows = append(rows, row{metric: "alternated: engine alone, the driver's CPU per step, ms",
+				ours: num(*a.EngineCPUms), ref: "n/a", ratio: "n/a"})
+		}
+		if a.EngineRunQueueWaitMs != nil {
+			rows = append(rows, row{metric: "alternated: engine alone, the driver's run-queue wait per step, ms",
+				ours: num(*a.EngineRunQueueWaitMs), ref: "n/a", ratio: "n/a"})
+		}
 	}
 	if e.PrefillTokens > 0 {
 		rows = append(rows, row{metric: fmt.Sprintf("engine alone, short-prompt prefill (%d tokens), median ms", e.PrefillTokens),
@@ -253,6 +264,7 @@ func (r *Report) costRows() []row {
 		{"server CPU per token, single stream, ms", func(p *PerToken) float64 { return p.CPUms }},
 		{"server read/write syscalls per token, single stream", func(p *PerToken) float64 { return p.RWSyscalls }},
 		{"server context switches per token, single stream", func(p *PerToken) float64 { return p.CtxSwitches }},
+		{"server threads' run-queue wait per token, single stream, ms", func(p *PerToken) float64 { return orNaN(p.RunQueueWaitMs) }},
 		{"bench driver CPU per token, single stream, ms", func(p *PerToken) float64 { return orNaN(p.DriverCPUms) }},
 		{"bench driver context switches per token, single stream", func(p *PerToken) float64 { return orNaN(p.DriverCtxSwitches) }},
 	} {

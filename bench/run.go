@@ -373,7 +373,9 @@ func (r *modeRunner) singleStream(ctx context.Context) (Throughput, *PerToken) {
 	before, ok := harness.ReadCounters(r.pid)
 	cpu0, cpuOK := selfCPU()
 	sw0, swOK := selfSwitches()
+	wait0, waitOK := runQueueWait(r.pid)
 	t := r.throughput(ctx, 1, r.plan.singleRuns, r.plan.tokens)
+	wait1, waitOK2 := runQueueWait(r.pid)
 	cpu1, cpuOK2 := selfCPU()
 	sw1, swOK2 := selfSwitches()
 	after, ok2 := harness.ReadCounters(r.pid)
@@ -389,6 +391,10 @@ func (r *modeRunner) singleStream(ctx context.Context) (Throughput, *PerToken) {
 	if cpuOK && cpuOK2 {
 		ms := float64(cpu1-cpu0) / 1e6 / n
 		cost.DriverCPUms = &ms
+	}
+	if waitOK && waitOK2 {
+		ms := float64(wait1-wait0) / 1e6 / n
+		cost.RunQueueWaitMs = &ms
 	}
 	if swOK && swOK2 {
 		sw := float64(sw1-sw0) / n
