@@ -242,6 +242,14 @@ func (r *Report) engineRows() []row {
 			rows = append(rows, row{metric: "alternated: engine alone, the driver's CPU per step, ms",
 				ours: num(*a.EngineCPUms), ref: "n/a", ratio: "n/a"})
 		}
+		// With no core to spare, a stream's rate is set by all the CPU a
+		// token takes, the server's and the client's; the engine alone's by
+		// its step's. Their ratio is what the measured ratio should read
+		// then: when it does, the gap is the machine's cores, not a wait.
+		if c := r.Ours.SingleStreamCost; a.EngineCPUms != nil && c != nil && c.DriverCPUms != nil && c.CPUms+*c.DriverCPUms > 0 {
+			rows = append(rows, row{metric: "engine CPU per step / (server + driver CPU per token): the ratio when no core is spare",
+				ours: fmt.Sprintf("%.0f %%", 100**a.EngineCPUms/(c.CPUms+*c.DriverCPUms)), ref: "n/a", ratio: "n/a"})
+		}
 		if a.EngineRunQueueWaitMs != nil {
 			rows = append(rows, row{metric: "alternated: engine alone, the driver's run-queue wait per step, ms",
 				ours: num(*a.EngineRunQueueWaitMs), ref: "n/a", ratio: "n/a"})

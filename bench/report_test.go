@@ -176,6 +176,7 @@ func TestReportEngineCostsAndPastT(t *testing.T) {
 		"| alternated: single stream / engine alone, median of rounds | 74 % | n/a | n/a |",
 		"| alternated: engine alone, the driver's CPU per step, ms | 0.4 | n/a | n/a |",
 		"| alternated: engine alone, the driver's run-queue wait per step, ms | 0.05 | n/a | n/a |",
+		"| engine CPU per step / (server + driver CPU per token): the ratio when no core is spare | 62 % | n/a | n/a |",
 		"| server threads' run-queue wait per token, single stream, ms | 0.3 | n/a | n/a |",
 		"| past T, window_hop 1, 1 stream, tokens/s | 32.0 | 25.6 | 1.25× |",
 		"| past T, window_hop 32, 1 stream, tokens/s | 640 | n/a | n/a |",
