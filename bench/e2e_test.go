@@ -64,6 +64,15 @@ func TestRunEndToEnd(t *testing.T) {
 		e.PrefillShortMs <= 0 || e.PrefillTokens < 40 {
 		t.Errorf("engine alone: %+v", e)
 	}
+	if a := rep.Ours.Alternated; a == nil || a.Rounds != 2 || a.EngineStepsPerS <= 0 || a.StreamTokensPerS <= 0 || a.MedianRatio <= 0 {
+		t.Errorf("alternated rounds: %+v", a)
+	}
+	if a := rep.Ours.Alternated; a != nil && (a.EngineCPUms == nil || *a.EngineCPUms <= 0 || a.EngineRunQueueWaitMs == nil) {
+		t.Errorf("the engine slices' CPU and run-queue wait: %+v", a)
+	}
+	if c := rep.Ours.SingleStreamCost; c == nil || c.DriverCPUms == nil || *c.DriverCPUms <= 0 || c.DriverCtxSwitches == nil || c.RunQueueWaitMs == nil {
+		t.Errorf("the driver's cost per token: %+v", c)
+	}
 	for _, m := range []*ModeReport{rep.Ours, rep.Baseline} {
 		if m == nil {
 			t.Error("a mode is missing from the report")

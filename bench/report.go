@@ -90,6 +90,9 @@ type ModeReport struct {
 	// and logit_lens on (nil for the baseline mode, which has neither).
 	SingleStreamDeep *Throughput `json:"single_stream_deep,omitempty"`
 	PastT            []PastT     `json:"past_t,omitempty"`
+	// Alternated is the single stream and the engine alone timed in turns
+	// (nil when the engine alone was skipped, and for the baseline).
+	Alternated *Alternated `json:"alternated,omitempty"`
 	// PeakRSSBytes is read after the concurrency levels; nil: not measurable.
 	PeakRSSBytes *int64 `json:"peak_rss_bytes,omitempty"`
 	// WallSeconds is the mode's whole run, server start to stop; the CPU
@@ -105,6 +108,15 @@ type PerToken struct {
 	RWSyscalls  float64 `json:"rw_syscalls"`  // read- and write-family system calls (/proc/PID/io syscr + syscw)
 	CtxSwitches float64 `json:"ctx_switches"` // voluntary and involuntary, every thread
 	CPUms       float64 `json:"cpu_ms"`       // user + system CPU time, milliseconds
+	// The bench driver's own CPU and context switches over the same streams:
+	// on a machine with few cores the client shares them with the server, so
+	// these say how much of a token's time the measuring costs. Nil where
+	// not measurable.
+	DriverCPUms       *float64 `json:"driver_cpu_ms,omitempty"`
+	DriverCtxSwitches *float64 `json:"driver_ctx_switches,omitempty"`
+	// RunQueueWaitMs is the time the server's threads were runnable but
+	// waiting for a CPU, summed over its threads (/proc schedstat).
+	RunQueueWaitMs *float64 `json:"run_queue_wait_ms,omitempty"`
 }
 
 // PastT is one past-T scenario: streams generated with the window full.
@@ -220,6 +232,29 @@ func (r *Report) engineRows() []row {
 		{metric: name, ours: num(e.StepsPerS), ref: "n/a", ratio: "n/a"},
 		{metric: "single stream over HTTP / engine alone", ours: share, ref: "n/a", ratio: "n/a"},
 	}
+	if a := r.Ours.Alternated; a != nil {
+		rows = append(rows,
+			row{metric: fmt.Sprintf("alternated (%d rounds): engine alone steps/s, single stream tokens/s", a.Rounds),
+				ours: num(a.EngineStepsPerS) + ", " + num(a.StreamTokensPerS), ref: "n/a", ratio: "n/a"},
+			row{metric: "alternated: single stream / engine alone, median of rounds",
+				ours: fmt.Sprintf("%.0f %%", 100*a.MedianRatio), ref: "n/a", ratio: "n/a"})
+		if a.EngineCPUms != nil {
+			rows = append(rows, row{metric: "alternated: engine alone, the driver's CPU per step, ms",
+				ours: num(*a.EngineCPUms), ref: "n/a", ratio: "n/a"})
+		}
+		// With no core to spare, a stream's rate is set by all the CPU a
+		// token takes, the server's and the client's; the engine alone's by
+		// its step's. Their ratio is what the measured ratio should read
+		// then: when it does, the gap is the machine's cores, not a wait.
+		if c := r.Ours.SingleStreamCost; a.EngineCPUms != nil && c != nil && c.DriverCPUms != nil && c.CPUms+*c.DriverCPUms > 0 {
+			rows = append(rows, row{metric: "engine CPU per step / (server + driver CPU per token): the ratio when no core is spare",
+				ours: fmt.Sprintf("%.0f %%", 100**a.EngineCPUms/(c.CPUms+*c.DriverCPUms)), ref: "n/a", ratio: "n/a"})
+		}
+		if a.EngineRunQueueWaitMs != nil {
+			rows = append(rows, row{metric: "alternated: engine alone, the driver's run-queue wait per step, ms",
+				ours: num(*a.EngineRunQueueWaitMs), ref: "n/a", ratio: "n/a"})
+		}
+	}
 	if e.PrefillTokens > 0 {
 		rows = append(rows, row{metric: fmt.Sprintf("engine alone, short-prompt prefill (%d tokens), median ms", e.PrefillTokens),
 			ours: num(e.PrefillShortMs), ref: "n/a", ratio: "n/a"})
@@ -237,14 +272,17 @@ func (r *Report) costRows() []row {
 		{"server CPU per token, single stream, ms", func(p *PerToken) float64 { return p.CPUms }},
 		{"server read/write syscalls per token, single stream", func(p *PerToken) float64 { return p.RWSyscalls }},
 		{"server context switches per token, single stream", func(p *PerToken) float64 { return p.CtxSwitches }},
+		{"server threads' run-queue wait per token, single stream, ms", func(p *PerToken) float64 { return orNaN(p.RunQueueWaitMs) }},
+		{"bench driver CPU per token, single stream, ms", func(p *PerToken) float64 { return orNaN(p.DriverCPUms) }},
+		{"bench driver context switches per token, single stream", func(p *PerToken) float64 { return orNaN(p.DriverCtxSwitches) }},
 	} {
 		if r.Ours.SingleStreamCost == nil {
 			return nil
 		}
-		rw := row{metric: c.name, ours: num(c.get(r.Ours.SingleStreamCost)), ref: "n/a", ratio: "n/a"}
+		rw := row{metric: c.name, ours: numOrNA(c.get(r.Ours.SingleStreamCost)), ref: "n/a", ratio: "n/a"}
 		if r.Baseline != nil && r.Baseline.SingleStreamCost != nil {
 			b := c.get(r.Baseline.SingleStreamCost)
-			rw.ref, rw.ratio = num(b), ratio(c.get(r.Ours.SingleStreamCost), b)
+			rw.ref, rw.ratio = numOrNA(b), ratio(c.get(r.Ours.SingleStreamCost), b)
 		}
 		rows = append(rows, rw)
 	}
@@ -314,6 +352,22 @@ func ratio(a, b float64) string {
 		return "n/a"
 	}
 	return num(a/b) + "×"
+}
+
+// orNaN reads an optional figure, NaN standing for "not measured".
+func orNaN(x *float64) float64 {
+	if x == nil {
+		return math.NaN()
+	}
+	return *x
+}
+
+// numOrNA is num, with n/a for a figure not measured.
+func numOrNA(x float64) string {
+	if math.IsNaN(x) {
+		return "n/a"
+	}
+	return num(x)
 }
 
 // num prints with about three significant digits, so 0.0421, 1.93 and 1523

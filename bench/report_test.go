@@ -150,8 +150,13 @@ func TestReportEngineCostsAndPastT(t *testing.T) {
 	r := cannedReport()
 	r.Engine = &EngineReport{Context: 156, Steps: 5000, Seconds: 2, StepsPerS: 2500, PrefillShortMs: 3.25, PrefillTokens: 56}
 	r.Settings.PastTHops, r.Settings.PastTLevels, r.Settings.PastTTokens = []int{1, 32}, []int{1}, 128
-	r.Ours.SingleStreamCost = &PerToken{RWSyscalls: 1.5, CtxSwitches: 2, CPUms: 0.5}
+	driverMs, driverSw := 0.15, 2.5
+	r.Ours.SingleStreamCost = &PerToken{RWSyscalls: 1.5, CtxSwitches: 2, CPUms: 0.5, DriverCPUms: &driverMs, DriverCtxSwitches: &driverSw}
 	r.Baseline.SingleStreamCost = &PerToken{RWSyscalls: 3, CtxSwitches: 4, CPUms: 40}
+	engCPU, engWait, srvWait := 0.4, 0.05, 0.3
+	r.Ours.SingleStreamCost.RunQueueWaitMs = &srvWait
+	r.Ours.Alternated = &Alternated{Rounds: 5, EngineStepsPerS: 2400, StreamTokensPerS: 1800, MedianRatio: 0.74,
+		EngineCPUms: &engCPU, EngineRunQueueWaitMs: &engWait}
 	r.Ours.PastT = []PastT{
 		{WindowHop: 1, Throughput: Throughput{Concurrency: 1, Streams: 1, Completed: 1, Tokens: 128, Seconds: 4, TokensPerS: 32}},
 		{WindowHop: 32, Throughput: Throughput{Concurrency: 1, Streams: 1, Completed: 1, Tokens: 128, Seconds: 0.2, TokensPerS: 640}},
@@ -165,6 +170,14 @@ func TestReportEngineCostsAndPastT(t *testing.T) {
 		"| server CPU per token, single stream, ms | 0.5 | 40.0 | 0.013× |",
 		"| server read/write syscalls per token, single stream | 1.50 | 3.00 | 0.5× |",
 		"| server context switches per token, single stream | 2.00 | 4.00 | 0.5× |",
+		"| bench driver CPU per token, single stream, ms | 0.15 | n/a | n/a |",
+		"| bench driver context switches per token, single stream | 2.50 | n/a | n/a |",
+		"| alternated (5 rounds): engine alone steps/s, single stream tokens/s | 2400, 1800 | n/a | n/a |",
+		"| alternated: single stream / engine alone, median of rounds | 74 % | n/a | n/a |",
+		"| alternated: engine alone, the driver's CPU per step, ms | 0.4 | n/a | n/a |",
+		"| alternated: engine alone, the driver's run-queue wait per step, ms | 0.05 | n/a | n/a |",
+		"| engine CPU per step / (server + driver CPU per token): the ratio when no core is spare | 62 % | n/a | n/a |",
+		"| server threads' run-queue wait per token, single stream, ms | 0.3 | n/a | n/a |",
 		"| past T, window_hop 1, 1 stream, tokens/s | 32.0 | 25.6 | 1.25× |",
 		"| past T, window_hop 32, 1 stream, tokens/s | 640 | n/a | n/a |",
 		"past T hop 32 @1 1 stream, 128 tokens in 0.2 s",

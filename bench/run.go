@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"nielsgpt/engine"
 	"nielsgpt/gguf"
 	"nielsgpt/internal/harness"
 )
@@ -222,9 +223,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	// The engine alone first, with the machine otherwise as quiet as the
 	// measured phases find it: the figure the single stream is held to.
+	var eng *engine.Model // kept loaded for the alternated rounds
 	if o.EngineTime > 0 {
 		fmt.Fprintf(o.Progress, "engine alone: timing traced decode steps\n")
-		rep.Engine = measureEngine(modelPath, o, cfg)
+		var m *engine.Model
+		rep.Engine, m = measureEngine(modelPath, o, cfg)
+		if m != nil {
+			defer m.Close()
+			eng = m
+		}
 		if rep.Engine.Error == "" {
 			fmt.Fprintf(o.Progress, "engine alone: %s traced steps/s at context %d\n", num(rep.Engine.StepsPerS), rep.Engine.Context)
 		}
@@ -232,7 +239,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	for _, p := range plans(o) {
 		fmt.Fprintf(o.Progress, "%s: starting the server%s\n", p.mode, map[bool]string{true: " (serve --baseline)"}[p.baseline])
-		mr, err := runMode(ctx, o, p, modelPath, cfg, rep.Settings.PastTHops)
+		mr, err := runMode(ctx, o, p, modelPath, cfg, rep.Settings.PastTHops, eng)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -287,7 +294,7 @@ func serverSpec(o Options, p plan, modelPath string) harness.Spec {
 // runMode starts one server and runs every phase against it. Once the
 // measured phases have begun the result is non-nil even with an error, so
 // figures measured before a failure are kept.
-func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.ModelConfig, hops []int) (*ModeReport, error) {
+func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.ModelConfig, hops []int, eng *engine.Model) (*ModeReport, error) {
 	maxLevel := slices.Max(append(slices.Clone(o.Levels), o.PastTLevels...))
 	wall0 := time.Now()
 	driverCPU0, _ := selfCPU()
@@ -305,7 +312,7 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 
 	// Warm-up, not measured: the first request pays for lazy set-up (graph
 	// allocation, the thread pool, connection set-up) that users pay once.
-	warm := r.client.stream(ctx, r.request(shortPrompt(0), min(8, p.tokens)))
+	warm := r.client.stream(ctx, r.request(shortPrompt(0), warmTokens(p)))
 	if warm.Err != nil || warm.Tokens == 0 {
 		return nil, fmt.Errorf("warm-up stream failed (%d tokens): %v; server output:\n%s", warm.Tokens, warm.Err, srv.OutputTail(serverOutputShown))
 	}
@@ -319,6 +326,20 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 		deep := r.throughputWith(ctx, scenario{prompt: shortPrompt, deep: true}, 1, p.singleRuns, p.tokens)
 		mr.SingleStreamDeep = &deep
 		say("single stream, every layer and the lens: %s tokens/s (%s)", num(deep.TokensPerS), sample(deep))
+	}
+	if eng != nil && !p.baseline {
+		rounds, slice := 5, 300*time.Millisecond
+		if o.Quick {
+			rounds, slice = 2, 50*time.Millisecond
+		}
+		a, err := r.alternate(ctx, eng, engineContext(o, cfg), rounds, slice)
+		if err != nil {
+			r.noteError(err)
+		} else {
+			mr.Alternated = a
+			say("alternated, %d rounds: engine alone %s steps/s, single stream %s tokens/s, median ratio %.0f %%",
+				a.Rounds, num(a.EngineStepsPerS), num(a.StreamTokensPerS), 100*a.MedianRatio)
+		}
 	}
 	mr.TTFTShort = r.ttft(ctx, shortPrompt)
 	say("time to first token, short prompt: p50 / p95 %s ms (%s)", latency(mr.TTFTShort), ttftSample(mr.TTFTShort))
@@ -350,17 +371,36 @@ func runMode(ctx context.Context, o Options, p plan, modelPath string, cfg gguf.
 // server in system calls, context switches and CPU per token.
 func (r *modeRunner) singleStream(ctx context.Context) (Throughput, *PerToken) {
 	before, ok := harness.ReadCounters(r.pid)
+	cpu0, cpuOK := selfCPU()
+	sw0, swOK := selfSwitches()
+	wait0, waitOK := runQueueWait(r.pid)
 	t := r.throughput(ctx, 1, r.plan.singleRuns, r.plan.tokens)
+	wait1, waitOK2 := runQueueWait(r.pid)
+	cpu1, cpuOK2 := selfCPU()
+	sw1, swOK2 := selfSwitches()
 	after, ok2 := harness.ReadCounters(r.pid)
 	if !ok || !ok2 || t.Tokens == 0 {
 		return t, nil
 	}
 	n := float64(t.Tokens)
-	return t, &PerToken{
+	cost := &PerToken{
 		RWSyscalls:  float64(after.RWSyscalls-before.RWSyscalls) / n,
 		CtxSwitches: float64(after.CtxSwitches-before.CtxSwitches) / n,
 		CPUms:       float64(after.CPUTicks-before.CPUTicks) * 1000 / harness.ClockTicksPerSecond / n,
 	}
+	if cpuOK && cpuOK2 {
+		ms := float64(cpu1-cpu0) / 1e6 / n
+		cost.DriverCPUms = &ms
+	}
+	if waitOK && waitOK2 {
+		ms := float64(wait1-wait0) / 1e6 / n
+		cost.RunQueueWaitMs = &ms
+	}
+	if swOK && swOK2 {
+		sw := float64(sw1-sw0) / n
+		cost.DriverCtxSwitches = &sw
+	}
+	return t, cost
 }
 
 // pastT runs the past-T scenarios: every token generated with the window
@@ -522,4 +562,16 @@ func hostInfo(threads int) HostInfo {
 		h.LoadAvgStart = &l
 	}
 	return h
+}
+
+// warmTokens is the warm-up stream's length: as long as a measured stream,
+// so the first measured one does not pay for what only a server's first long
+// stream pays (the KV pool's pages and the graphs of every context length a
+// stream passes through). The baseline recomputes its whole window per token,
+// so a full-length warm-up would cost it seconds; a few tokens do there.
+func warmTokens(p plan) int {
+	if p.baseline {
+		return min(8, p.tokens)
+	}
+	return p.tokens
 }

@@ -16,3 +16,13 @@ func selfCPU() (time.Duration, bool) {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
 }
+
+// selfSwitches is how often this process's threads have given up or lost
+// the CPU so far (voluntary and involuntary context switches).
+func selfSwitches() (int64, bool) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, false
+	}
+	return ru.Nvcsw + ru.Nivcsw, true
+}

@@ -8,3 +8,7 @@ package bench
 import "time"
 
 func selfCPU() (time.Duration, bool) { return 0, false }
+
+func selfSwitches() (int64, bool) { return 0, false }
+
+func runQueueWait(pid int) (time.Duration, bool) { return 0, false }

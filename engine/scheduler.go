@@ -149,15 +149,16 @@ func (s *scheduler) join(ctx context.Context, seq *sequence) error {
 
 func (s *scheduler) loop() {
 	defer s.done.Done()
-	locked := s.m.backend != "CPU"
-	if locked {
-		// ggml's Metal backend keeps per-thread state; one OS thread keeps it
-		// simple. Not on the CPU: a locked goroutine cannot wait on a channel
-		// without handing its thread's P to another thread and back, which
-		// cost several futex calls for every token.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-	}
+	// One OS thread runs every step, so steps stay on one core with its
+	// caches warm and nothing has to pick the loop up after each one. When
+	// the loop yielded its P after each step instead (so the readers it woke
+	// ran at once on this core), every step waited ~0.07 ms for another
+	// thread to take the loop over, and steps ran on alternating cores: a
+	// single stream lost about a quarter of its rate to that, which the few
+	// context switches per token that locking costs do not come near.
+	// ggml's Metal backend keeps per-thread state and needs the one thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	defer func() {
 		for _, seq := range append(s.active, s.waiting...) {
 			s.finish(seq, event{err: errClosed})
@@ -199,17 +200,6 @@ func (s *scheduler) loop() {
 			continue
 		}
 		s.run(items, owners)
-		if !locked {
-			// Let the readers this step woke run at once, on this P, while
-			// the loop carries on from the run queue on the other core.
-			// Otherwise a woken reader waits in this P's run-next slot
-			// while the next step's cgo call holds the P: another thread
-			// must steal it (after a 3 µs back-off) or sysmon must take the
-			// P, and a goroutine that never passes through the Go scheduler
-			// gets a preemption signal every 10 ms and keeps sysmon polling
-			// every 20 µs.
-			runtime.Gosched()
-		}
 	}
 }
 

@@ -23,8 +23,9 @@ func runBench(args []string) error {
 
 Times the engine alone (traced decode steps, in this process), then starts
 "nielsgpt serve" on a loopback port, drives real /chat/stream SSE streams at
-it, and prints single-stream tokens/s beside the engine's rate, the
-server's CPU, system calls and context switches per token, time to first
+it, and prints single-stream tokens/s beside the engine's rate (also timed
+in turns with single streams), the server's CPU, system calls, context
+switches and run-queue wait per token and the driver's CPU, time to first
 token for a short and a 16 KB prompt, aggregate tokens/s per concurrency
 level, streams past the context at each --hops window_hop, and the server's
 peak RSS, next to the same figures for "serve --baseline" (the original
