@@ -30,7 +30,7 @@ func (s *Server) streamChat(c *gin.Context, eng Engine, req engine.GenerateReque
 	// and a failed flush is how a vanished client shows itself.
 	rc := http.NewResponseController(unwrapWriter(c.Writer))
 	// The stream's headers go out with its first event: until then the
-	// engine may still turn the request away (engine.ErrKVFull, §10.4),
+	// engine may still turn the request away (engine.ErrKVFull; docs/API.md §10.4),
 	// and that is a 503, not a stream.
 	started := false
 	start200 := func() {
