@@ -83,7 +83,7 @@ fuzz: check-go
 	@for dir in $(FUZZ_TARGETS); do \
 		for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | sed 's/^func //'); do \
 			echo "fuzz $$dir $$target ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$dir || exit 1; \
+			scripts/fuzz-one.sh "$(GO)" $$dir $$target $(FUZZTIME) || exit 1; \
 		done; \
 	done
 
