@@ -41,6 +41,13 @@ type testServer struct {
 // nil to leave the model "loading".
 func startServer(t *testing.T, cfg Config, eng Engine) *testServer {
 	t.Helper()
+	s := newServer(t, cfg, eng)
+	return &testServer{Server: s, URL: startWith(t, s)}
+}
+
+// newServer builds a server from cfg over eng (nil: still loading).
+func newServer(t testing.TB, cfg Config, eng Engine) *Server {
+	t.Helper()
 	s, err := New(cfg, metrics.New(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +55,17 @@ func startServer(t *testing.T, cfg Config, eng Engine) *testServer {
 	if eng != nil {
 		s.SetEngine(eng)
 	}
-	return &testServer{Server: s, URL: startWith(t, s)}
+	return s
+}
+
+// startRecorded serves a server from cfg over eng like startServer, with a
+// recorder of every exchange between the client and it.
+func startRecorded(t *testing.T, cfg Config, eng Engine) (*httptest.Server, *recorder) {
+	t.Helper()
+	rec := &recorder{}
+	ts := httptest.NewServer(rec.wrap(newServer(t, cfg, eng).Handler()))
+	t.Cleanup(ts.Close)
+	return ts, rec
 }
 
 // startWith serves s over httptest and returns its base URL.

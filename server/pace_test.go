@@ -69,11 +69,7 @@ func TestStreamPaceSpacesSteps(t *testing.T) {
 	const pace = 25 * time.Millisecond
 	cfg := testConfig()
 	cfg.StreamPace = pace
-	s, err := New(cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.SetEngine(eng)
+	s := newServer(t, cfg, eng)
 	var logged *writeLog
 	var mu sync.Mutex
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -225,12 +221,7 @@ func TestStreamPaceDisconnectStopsGeneration(t *testing.T) {
 func BenchmarkStreamBesidePacedStream(b *testing.B) {
 	eng := loadDemoModel(b)
 	serve := func(cfg Config) string {
-		s, err := New(cfg, nil, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		s.SetEngine(eng)
-		ts := httptest.NewServer(s.Handler())
+		ts := httptest.NewServer(newServer(b, cfg, eng).Handler())
 		b.Cleanup(ts.Close)
 		return ts.URL
 	}

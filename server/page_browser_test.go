@@ -20,7 +20,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -472,14 +471,7 @@ func wantHeat(t *testing.T, what string, reds [][]int, probs [][]float64) {
 func TestPageInBrowser(t *testing.T) {
 	eng := loadDemoModel(t)
 	cfg := testConfig()
-	s, err := New(cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.SetEngine(eng)
-	rec := &recorder{}
-	ts := httptest.NewServer(rec.wrap(s.Handler()))
-	t.Cleanup(ts.Close)
+	ts, rec := startRecorded(t, cfg, eng)
 
 	// A second server for the refusals: tiny prompt limit, a bucket of
 	// three, and a pace slow enough to press Stop in the middle of a reply.
@@ -488,14 +480,7 @@ func TestPageInBrowser(t *testing.T) {
 	strictCfg.RateLimitBurst = 3
 	strictCfg.RateLimitPerMin = 1
 	strictCfg.StreamPace = 40 * time.Millisecond
-	strict, err := New(strictCfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	strict.SetEngine(eng)
-	strictRec := &recorder{}
-	strictTS := httptest.NewServer(strictRec.wrap(strict.Handler()))
-	t.Cleanup(strictTS.Close)
+	strictTS, strictRec := startRecorded(t, strictCfg, eng)
 
 	// A third over the fake engine, which writes steps as fast as the
 	// server can send them: the page must draw all of them, at speed.
@@ -1025,25 +1010,11 @@ func TestPageInBrowserGen2(t *testing.T) {
 	model := loadGen2Model(t)
 	tok := model.Tokenizer()
 	cfg := model.Config()
-	s, err := New(testConfig(), nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.SetEngine(model)
-	rec := &recorder{}
-	ts := httptest.NewServer(rec.wrap(s.Handler()))
-	t.Cleanup(ts.Close)
+	ts, rec := startRecorded(t, testConfig(), model)
 	// Paced, to press Stop in the middle of a reply.
 	pacedCfg := testConfig()
 	pacedCfg.StreamPace = 60 * time.Millisecond
-	paced, err := New(pacedCfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	paced.SetEngine(model)
-	pacedRec := &recorder{}
-	pacedTS := httptest.NewServer(pacedRec.wrap(paced.Handler()))
-	t.Cleanup(pacedTS.Close)
+	pacedTS, pacedRec := startRecorded(t, pacedCfg, model)
 
 	// A seed whose reply ends at end-of-turn after byte pieces and pieces
 	// that begin with a space, so the boxes show every kind of display.
