@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -26,26 +27,14 @@ func ReadCounters(pid int) (Counters, bool) {
 	if err != nil {
 		return c, false
 	}
-	for _, line := range strings.Split(string(io), "\n") {
-		key, value, _ := strings.Cut(line, ":")
-		if key == "syscr" || key == "syscw" {
-			n, _ := strconv.ParseInt(strings.TrimSpace(value), 10, 64)
-			c.RWSyscalls += n
-		}
-	}
+	c.RWSyscalls = sumFields(string(io), "syscr", "syscw")
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
 	for _, path := range tasks {
 		status, err := os.ReadFile(path)
 		if err != nil {
 			continue // a thread that just exited
 		}
-		for _, line := range strings.Split(string(status), "\n") {
-			key, value, _ := strings.Cut(line, ":")
-			if key == "voluntary_ctxt_switches" || key == "nonvoluntary_ctxt_switches" {
-				n, _ := strconv.ParseInt(strings.TrimSpace(value), 10, 64)
-				c.CtxSwitches += n
-			}
-		}
+		c.CtxSwitches += sumFields(string(status), "voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -63,3 +52,17 @@ func ReadCounters(pid int) (Counters, bool) {
 
 // ClockTicksPerSecond is USER_HZ, 100 on every Linux this runs on.
 const ClockTicksPerSecond = 100
+
+// sumFields adds up the integer values of the "key: value" lines of a /proc
+// file whose key is one of keys.
+func sumFields(text string, keys ...string) int64 {
+	var sum int64
+	for _, line := range strings.Split(text, "\n") {
+		key, value, _ := strings.Cut(line, ":")
+		if slices.Contains(keys, key) {
+			n, _ := strconv.ParseInt(strings.TrimSpace(value), 10, 64)
+			sum += n
+		}
+	}
+	return sum
+}
