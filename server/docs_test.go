@@ -123,6 +123,8 @@ func TestOpenAPIDocumentDescribesTheAPI(t *testing.T) {
 // type of its success response.
 func checkOpenAPIRoutes(t *testing.T, doc *openapi3.T) {
 	routes := []struct{ method, path, mediaType string }{
+		{http.MethodGet, "/", "text/html"},
+		{http.MethodGet, "/ui/model", "application/json"},
 		{http.MethodGet, "/health", "application/json"},
 		{http.MethodGet, "/livez", "application/json"},
 		{http.MethodGet, "/readyz", "application/json"},
@@ -138,8 +140,8 @@ func checkOpenAPIRoutes(t *testing.T, doc *openapi3.T) {
 		{http.MethodPost, "/v1/chat/completions", "text/event-stream"},
 		{http.MethodPost, "/v1/completions", "application/json"},
 	}
-	if got := len(doc.Paths.Map()); got != 13 {
-		t.Errorf("document has %d paths, want 13", got)
+	if got := len(doc.Paths.Map()); got != 15 {
+		t.Errorf("document has %d paths, want 15", got)
 	}
 	for _, route := range routes {
 		item := doc.Paths.Value(route.path)
