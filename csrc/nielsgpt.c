@@ -1134,8 +1134,18 @@ typedef struct item_slot {
     int                   logit_row;  /* its first column of the logits (1 or n of them), or -1 */
     int                   lens_col;   /* its column in each layer's block of lens, or -1 */
     int                   heads_off;  /* its [H, L] head mask's first float in inp_heads, or -1 */
+    int                   dec_col;    /* a decode (one token): its column among the step's decodes, else -1 */
+    int                   probs_at;   /* a decode with key.probs: where its probabilities start, in floats
+                                       * after the decodes' outputs in decode_attn's result; else -1 */
     struct ggml_tensor ** probs;      /* [L] of [t_pad, n, H] probabilities when key.probs, else NULL */
 } item_slot;
+
+/* What decode_attn_op reads for one layer: the graph's items, and which. */
+typedef struct decode_attn {
+    const struct step_graph * sg;
+    const struct ngpt_model * m;
+    int                       il;
+} decode_attn;
 
 /* One step's graph with the tensors around it: inputs to upload, outputs to
  * read after compute. Its structure depends only on the items' keys, so it
@@ -1153,6 +1163,10 @@ typedef struct step_graph {
     struct ggml_tensor ** parts;       /* [n_items] scratch: one layer's per-item attention */
     struct ggml_tensor ** probs;       /* [n_items · L] where slots' probs point */
     struct ggml_tensor ** lens_parts;  /* [L] scratch: each layer's lens rows */
+    decode_attn         * attn_ops;    /* [L] each layer's decode_attn_op arguments */
+    int                 * dec_items;   /* [n_dec] the decodes' item indices */
+    int                   n_dec;       /* items of one token (decodes) */
+    int                   n_dec_probs; /* floats of the decodes' probabilities (key.probs) */
     struct ggml_context * ctx;         /* tensor headers, in meta */
     struct ggml_cgraph  * gf;
     int                   N;           /* tokens in the step, all items */
@@ -1394,6 +1408,203 @@ static struct ggml_tensor * gelu(struct ggml_context * ctx, const ngpt_model * m
                           GGML_N_TASKS_MAX, NULL);
 }
 
+/* ---------------------------------------------------------------- step: decode attention */
+
+/* A decode (an item of one token) attends with one query per head. Through
+ * ggml that is a product, a softmax and another product per item and layer,
+ * and a join of the items' outputs: at 16 streams some 60 operations a
+ * layer, each ending at the workers' barrier, so two threads barely beat
+ * one. decode_attn_op does every decode of a layer in one operation, its
+ * threads taking (item, head) pairs in turn. Each pair is computed by one
+ * thread in a fixed order, so an item's result does not depend on what
+ * else is in the step or on the threads. Same maths as build_attn_item:
+ * probs = softmax(q · kᵀ / √D + mask), out = probs · v (× keep when the
+ * item has a head mask). It reads keys only up to the last one the mask
+ * shows, not the padding. Where our products run (AVX-512), with heads a
+ * multiple of 16 wide. */
+#if PANEL_PRODUCT
+#include <immintrin.h>
+
+/* Lane i of the result is the sum of a[i]'s 16 lanes, by a fixed tree of
+ * adds: 16 dot products reduced at the cost of about two of the usual
+ * horizontal sums. */
+static inline __attribute__((always_inline)) PANEL_TARGET __m512 sum_lanes16(const __m512 a[16]) {
+    __m512 b[8], c[4];
+    for (int k = 0; k < 8; k++) {   /* per 128-bit lane: a[2k] and a[2k+1], pairs of floats summed */
+        b[k] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * k], a[2 * k + 1]), _mm512_unpackhi_ps(a[2 * k], a[2 * k + 1]));
+    }
+    for (int k = 0; k < 4; k++) {   /* per 128-bit lane: a[4k .. 4k+3], that lane's sums */
+        c[k] = _mm512_add_ps(_mm512_shuffle_ps(b[2 * k], b[2 * k + 1], 0x44), _mm512_shuffle_ps(b[2 * k], b[2 * k + 1], 0xEE));
+    }
+    const __m512 d0 = _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], 0x88), _mm512_shuffle_f32x4(c[0], c[1], 0xDD));
+    const __m512 d1 = _mm512_add_ps(_mm512_shuffle_f32x4(c[2], c[3], 0x88), _mm512_shuffle_f32x4(c[2], c[3], 0xDD));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(d0, d1, 0x88), _mm512_shuffle_f32x4(d0, d1, 0xDD));
+}
+
+/* exp_nonpositive, 16 at a time. */
+static inline __attribute__((always_inline)) PANEL_TARGET __m512 exp_nonpositive16(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_fmadd_ps(k, _mm512_set1_ps(-1.42860676533018690e-06f),
+                                     _mm512_fmadd_ps(k, _mm512_set1_ps(-0.693145751953125f), x));
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+}
+
+/* The lanes of a block of 16 from j that lie below n. */
+static inline __mmask16 lanes_below(int j, int n) {
+    return n - j >= 16 ? (__mmask16) 0xFFFF : (__mmask16) ((1u << (n - j)) - 1);
+}
+
+static PANEL_TARGET void decode_attn_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const decode_attn * da = userdata;
+    const step_graph  * sg = da->sg;
+    const ngpt_model  * m  = da->m;
+    const struct ggml_tensor * q = dst->src[0], * kp = dst->src[1], * vp = dst->src[2], * mask = dst->src[3];
+    const struct ggml_tensor * heads = dst->src[4];   /* NULL when no item has a head mask */
+    const int C = m->hp.n_embd, H = m->hp.n_head, D = C / H;
+    const __m512 scale = _mm512_set1_ps(1.0f / sqrtf((float) D));
+    const __m512 minus_inf = _mm512_set1_ps(-INFINITY);
+    float * out     = (float *) dst->data;
+    float * scratch = m->panels + (size_t) ith * PANEL_COLS * (size_t) m->panel_k;  /* n_ctx ≤ panel_k floats */
+    __m512 acc[16];
+
+    for (int u = ith; u < sg->n_dec * H; u += nth) {
+        const int i = sg->dec_items[u / H], h = u % H;
+        const item_key  * key = &sg->keys[i];
+        const item_slot * s   = &sg->slots[i];
+        const float * qh = (const float *) ((const char *) q->data + (size_t) s->first * q->nb[2] + (size_t) h * q->nb[1]);
+        const float * mk = (const float *) mask->data + s->mask_off;
+        const char  * k0 = (const char *) kp->data + (size_t) key->first * kp->nb[1] + (size_t) h * D * sizeof(float);
+        /* V of the run is [cap, C]: channel c's positions are a row cap long */
+        const float * v0 = (const float *) vp->data + (size_t) key->first * C + (size_t) h * D * key->cap;
+        float * p = key->probs ? out + (size_t) C * sg->n_dec + s->probs_at + (size_t) h * key->t_pad : scratch;
+
+        int n = 0;   /* keys up to the last one the mask shows */
+        for (int j = 0; j < key->t_pad; j++) {
+            n = mk[j] == -INFINITY ? n : j + 1;
+        }
+
+        /* scores = q · kᵀ / √D + mask, 16 keys at a time (the last block
+         * short: its missing keys score 0 and are not stored); their max.
+         * The 16 sums are independent chains, kept in registers. */
+        __m512 mx = minus_inf;
+        for (int j = 0; j < n; j += 16) {
+            const __mmask16 live = lanes_below(j, n);
+            const int rows = n - j < 16 ? n - j : 16;
+#pragma GCC unroll 16
+            for (int r = 0; r < 16; r++) {
+                acc[r] = _mm512_setzero_ps();
+            }
+            for (int d = 0; d < D; d += 16) {
+                const __m512 qd = _mm512_loadu_ps(qh + d);
+#pragma GCC unroll 16
+                for (int r = 0; r < 16; r++) {
+                    if (r < rows) {
+                        const float * kj = (const float *) (k0 + (size_t) (j + r) * kp->nb[1]);
+                        acc[r] = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kj + d), acc[r]);
+                    }
+                }
+            }
+            const __m512 sc = _mm512_add_ps(_mm512_mul_ps(sum_lanes16(acc), scale), _mm512_maskz_loadu_ps(live, mk + j));
+            _mm512_mask_storeu_ps(p + j, live, sc);
+            mx = _mm512_mask_max_ps(mx, live, mx, sc);
+        }
+        /* probs = softmax: e^(s − max) (masked keys exactly 0), over their sum */
+        const __m512 top = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        __m512 sum = _mm512_setzero_ps();
+        for (int j = 0; j < n; j += 16) {
+            const __mmask16 live = lanes_below(j, n);
+            const __m512 sc = _mm512_maskz_loadu_ps(live, p + j);
+            const __mmask16 shown = _mm512_mask_cmp_ps_mask(live, sc, minus_inf, _CMP_NEQ_OQ);
+            const __m512 e = _mm512_maskz_mov_ps(shown, exp_nonpositive16(_mm512_sub_ps(sc, top)));
+            _mm512_mask_storeu_ps(p + j, live, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+        for (int j = 0; j < n; j += 16) {
+            const __mmask16 live = lanes_below(j, n);
+            _mm512_mask_storeu_ps(p + j, live, _mm512_mul_ps(_mm512_maskz_loadu_ps(live, p + j), inv));
+        }
+        for (int j = n; j < key->t_pad && key->probs; j++) {
+            p[j] = 0.0f;   /* masked keys: exactly 0, as ggml's softmax gives them */
+        }
+
+        /* out = probs · v, 16 channels at a time (× keep under a head mask) */
+        const __m512 keep = _mm512_set1_ps(key->masked ? ((const float *) heads->data)[s->heads_off + da->il * H + h] : 1.0f);
+        float * o = out + (size_t) s->dec_col * C + (size_t) h * D;
+        for (int d0 = 0; d0 < D; d0 += 16) {
+            const float * vd = v0 + (size_t) d0 * key->cap;
+#pragma GCC unroll 16
+            for (int r = 0; r < 16; r++) {
+                acc[r] = _mm512_setzero_ps();
+            }
+            for (int j = 0; j < n; j += 16) {
+                const __mmask16 live = lanes_below(j, n);
+                const __m512 pj = _mm512_maskz_loadu_ps(live, p + j);
+#pragma GCC unroll 16
+                for (int r = 0; r < 16; r++) {
+                    acc[r] = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(live, vd + (size_t) r * key->cap + j), acc[r]);
+                }
+            }
+            _mm512_storeu_ps(o + d0, _mm512_mul_ps(sum_lanes16(acc), keep));
+        }
+    }
+}
+#endif
+
+/* Whether this step's decodes go through decode_attn_op. */
+static bool decode_attn_fits(const step_graph * sg, const ngpt_model * m) {
+    const int D = m->hp.n_embd / m->hp.n_head;
+    return PANEL_PRODUCT && m->panels != NULL && sg->n_dec > 0 && D % 16 == 0 && m->panel_k >= m->hp.n_ctx;
+}
+
+/* Every decode's attention in layer il: [C · n_dec + n_dec_probs], the
+ * decodes' outputs ([C, n_dec], heads side by side) and then the
+ * probabilities of those with key.probs ([t_pad, 1, H] each), which the
+ * slots' probs view. q: [D, H, N] after rotary; kp, vp: the pool as
+ * written this step. */
+static struct ggml_tensor * build_decode_attn(step_graph * sg, const ngpt_model * m, int il, struct ggml_tensor * q,
+                                              struct ggml_tensor * kp, struct ggml_tensor * vp) {
+#if PANEL_PRODUCT
+    struct ggml_context * ctx = sg->ctx;
+    const int C = m->hp.n_embd, H = m->hp.n_head;
+    decode_attn * da = &sg->attn_ops[il];
+    da->sg = sg;
+    da->m  = m;
+    da->il = il;
+    struct ggml_tensor * args[5] = { q, kp, vp, sg->inp_mask, sg->inp_heads };
+    struct ggml_tensor * dec = ggml_custom_4d(ctx, GGML_TYPE_F32, (int64_t) C * sg->n_dec + sg->n_dec_probs, 1, 1, 1,
+                                              args, sg->inp_heads ? 5 : 4, decode_attn_op, GGML_N_TASKS_MAX, da);
+    if (sg->n_dec_probs > 0) {
+        ggml_set_output(dec);   /* the views below are read after compute: never scratch */
+    }
+    for (int d = 0; d < sg->n_dec; d++) {
+        const item_key * key = &sg->keys[sg->dec_items[d]];
+        item_slot      * s   = &sg->slots[sg->dec_items[d]];
+        if (key->probs) {
+            const size_t row = (size_t) key->t_pad * sizeof(float);
+            s->probs[il] = ggml_view_3d(ctx, dec, key->t_pad, 1, H, row, row,
+                                        ((size_t) C * sg->n_dec + s->probs_at) * sizeof(float));  /* [t_pad, 1, H] */
+            ggml_set_output(s->probs[il]);
+        }
+    }
+    return dec;
+#else
+    (void) sg; (void) m; (void) il; (void) q; (void) kp; (void) vp;
+    return NULL;
+#endif
+}
+
 /* ---------------------------------------------------------------- step: graph */
 
 /* ggml_rope_ext also carries position interpolation and YaRN context
@@ -1607,10 +1818,24 @@ static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, co
 
     struct ggml_tensor * kp, * vp;
     write_kv(sg, m, il, k, v, &kp, &vp);
-    for (int i = 0; i < sg->n_items; i++) {
-        sg->parts[i] = build_attn_item(sg, m, il, i, q, kp, vp);                      /* [C, n_i] */
+    struct ggml_tensor * dec = decode_attn_fits(sg, m) ? build_decode_attn(sg, m, il, q, kp, vp) : NULL;
+    int n_parts = 0;
+    for (int i = 0; i < sg->n_items;) {
+        if (dec == NULL || sg->keys[i].n_tokens > 1) {
+            sg->parts[n_parts++] = build_attn_item(sg, m, il, i, q, kp, vp);          /* [C, n_i] */
+            i++;
+            continue;
+        }
+        /* a run of decodes: adjacent columns of dec */
+        int j = i;
+        while (j < sg->n_items && sg->keys[j].n_tokens == 1) {
+            j++;
+        }
+        sg->parts[n_parts++] = ggml_view_2d(ctx, dec, C, j - i, (size_t) C * sizeof(float),
+                                            (size_t) sg->slots[i].dec_col * C * sizeof(float)); /* [C, j − i] */
+        i = j;
     }
-    return concat_rows(ctx, sg->parts, sg->n_items);                                  /* [C, N] */
+    return concat_rows(ctx, sg->parts, n_parts);                                      /* [C, N] */
 }
 
 /* MLP.forward of the model's kind. x: [C, n] -> [C, n]
@@ -1687,9 +1912,12 @@ static struct ggml_tensor * build_logits(struct ggml_context * ctx, const ngpt_m
 
 /* Make room in g for a graph of n_items items; what it held is gone. */
 static bool graph_room(step_graph * g, const ngpt_hparams * hp, int n_items, char * err, size_t err_len) {
-    if (g->lens_parts == NULL) {
+    if (g->lens_parts == NULL || g->attn_ops == NULL) {
+        free(g->lens_parts);
+        free(g->attn_ops);
         g->lens_parts = calloc((size_t) hp->n_layer, sizeof(*g->lens_parts));
-        if (g->lens_parts == NULL) {
+        g->attn_ops   = calloc((size_t) hp->n_layer, sizeof(*g->attn_ops));
+        if (g->lens_parts == NULL || g->attn_ops == NULL) {
             set_oom(err, err_len);
             return false;
         }
@@ -1699,11 +1927,13 @@ static bool graph_room(step_graph * g, const ngpt_hparams * hp, int n_items, cha
         free(g->slots);
         free(g->parts);
         free(g->probs);
+        free(g->dec_items);
+        g->dec_items = calloc((size_t) n_items, sizeof(*g->dec_items));
         g->keys      = calloc((size_t) n_items, sizeof(*g->keys));
         g->slots     = calloc((size_t) n_items, sizeof(*g->slots));
         g->parts     = calloc((size_t) n_items, sizeof(*g->parts));
         g->probs     = calloc((size_t) n_items * (size_t) hp->n_layer, sizeof(*g->probs));
-        g->cap_items = (g->keys && g->slots && g->parts && g->probs) ? n_items : 0;
+        g->cap_items = (g->keys && g->slots && g->parts && g->probs && g->dec_items) ? n_items : 0;
         if (g->cap_items == 0) {
             set_oom(err, err_len);
             return false;
@@ -1733,6 +1963,7 @@ static void reset_step_graph(step_graph * g) {
     g->gf = NULL;
     g->plan = 0;
     g->n_items = g->N = g->n_logits = g->n_mask = g->n_lens = g->n_heads = g->threads = 0;
+    g->n_dec = g->n_dec_probs = 0;
     g->inp_tokens = g->inp_pos = g->inp_rows = g->inp_vrows = g->inp_last = g->inp_mask = g->logits = NULL;
     g->inp_lens = g->inp_heads = g->lens = NULL;
 }
@@ -1750,6 +1981,8 @@ static void free_graphs(ngpt_model * m) {
         free(g->parts);
         free(g->probs);
         free(g->lens_parts);
+        free(g->attn_ops);
+        free(g->dec_items);
         free(g->meta);
     }
     free(m->graphs);
@@ -1772,6 +2005,7 @@ static void layout_items(step_graph * sg, const ngpt_hparams * hp, const item_ke
     memset(sg->slots, 0, sizeof(*sg->slots) * (size_t) n_items);
     memset(sg->probs, 0, sizeof(*sg->probs) * (size_t) n_items * (size_t) L);
     memset(sg->lens_parts, 0, sizeof(*sg->lens_parts) * (size_t) L);
+    sg->n_dec = sg->n_dec_probs = 0;
     int chunk_tokens = 0;
     for (int i = 0; i < n_items; i++) {
         const item_key * k = &keys[i];
@@ -1783,6 +2017,12 @@ static void layout_items(step_graph * sg, const ngpt_hparams * hp, const item_ke
         s->lens_col  = k->lens ? sg->n_lens++ : -1;
         s->heads_off = k->masked ? sg->n_heads : -1;
         s->probs     = k->probs ? sg->probs + (size_t) i * (size_t) L : NULL;
+        s->dec_col   = k->n_tokens == 1 ? sg->n_dec : -1;
+        s->probs_at  = k->n_tokens == 1 && k->probs ? sg->n_dec_probs : -1;
+        if (k->n_tokens == 1) {
+            sg->dec_items[sg->n_dec++] = i;
+            sg->n_dec_probs += k->probs ? H * k->t_pad : 0;
+        }
         sg->n_logits += k->logits == LOGITS_ALL ? k->n_tokens : k->logits == LOGITS_LAST ? 1 : 0;
         sg->n_heads  += k->masked ? L * H : 0;
         sg->N        += k->n_tokens;
