@@ -168,8 +168,10 @@ struct ngpt_model {
     size_t stage_size;
 
     /* CPU with AVX-512 only: each thread's packed panel of activations for
-     * panel_mul_mat ([n_threads] of [panel_k · PANEL_COLS] floats); NULL
-     * where ggml's kernels are used for everything (products and GELU). */
+     * panel_mul_mat ([n_threads] of [panel_k · PANEL_COLS] floats), also
+     * decode_attn_op's scratch. NULL where ggml's kernels are used for
+     * everything (products, GELU, attention) and the linear layers are
+     * stored as the file has them. */
     float * panels;
     int     panel_k;   /* the longest reduction a panel holds */
 };
@@ -216,6 +218,8 @@ typedef struct weight_spec {
     struct ggml_tensor ** dst;
     int                   n_dims;
     int64_t               ne0, ne1;
+    int                   segments; /* a block's linear layer: how many products it holds side by side
+                                     * (3 for q, k, v), stored packed where our products run; else 0 */
 } weight_spec;
 
 /* How many tensors the architecture has: the embedding, three norms per
@@ -237,6 +241,15 @@ static void set_spec(weight_spec * s, struct ggml_tensor ** dst, int n_dims, int
     s->n_dims = n_dims;
     s->ne0    = ne0;
     s->ne1    = ne1;
+    s->segments = 0;
+}
+
+/* A block's linear layer: [in, out], in PyTorch's [out, in] order, of
+ * segments products side by side. */
+static void set_linear(weight_spec * s, struct ggml_tensor ** dst, int64_t in, int64_t out, int segments,
+                       const char * fmt, int layer) {
+    set_spec(s, dst, 2, in, out, fmt, layer);
+    s->segments = segments;
 }
 
 /* One norm's specs: its weight, and its bias for LayerNorm (an RMSNorm's
@@ -263,17 +276,17 @@ static void list_weights(ngpt_model * m, weight_spec * specs) {
         ngpt_layer * l = &m->layers[i];
         snprintf(name, sizeof(name), "blk.%d.attn_norm", i);
         s = norm_specs(m, s, &l->ln1_w, &l->ln1_b, name);
-        set_spec(s++, &l->qkv_w,  2, C, 3 * C, "blk.%d.attn_qkv.weight", i);
-        set_spec(s++, &l->proj_w, 2, C, C,     "blk.%d.attn_output.weight", i);
+        set_linear(s++, &l->qkv_w,  C, 3 * C, 3, "blk.%d.attn_qkv.weight", i);
+        set_linear(s++, &l->proj_w, C, C,     1, "blk.%d.attn_output.weight", i);
         snprintf(name, sizeof(name), "blk.%d.ffn_norm", i);
         s = norm_specs(m, s, &l->ln2_w, &l->ln2_b, name);
         if (m->hp.mlp_type == NGPT_MLP_SWIGLU) {
-            set_spec(s++, &l->gate_w, 2, C, F, "blk.%d.ffn_gate.weight", i);
+            set_linear(s++, &l->gate_w, C, F, 1, "blk.%d.ffn_gate.weight", i);
             set_spec(s++, &l->gate_b, 1, F, 1, "blk.%d.ffn_gate.bias", i);
         }
-        set_spec(s++, &l->up_w,   2, C, F, "blk.%d.ffn_up.weight", i);
+        set_linear(s++, &l->up_w,   C, F, 1, "blk.%d.ffn_up.weight", i);
         set_spec(s++, &l->up_b,   1, F, 1, "blk.%d.ffn_up.bias", i);
-        set_spec(s++, &l->down_w, 2, F, C, "blk.%d.ffn_down.weight", i);
+        set_linear(s++, &l->down_w, F, C, 1, "blk.%d.ffn_down.weight", i);
         set_spec(s++, &l->down_b, 1, C, 1, "blk.%d.ffn_down.bias", i);
     }
 }
@@ -328,8 +341,45 @@ static bool match_refs(const weight_spec * specs, int n_specs, const ngpt_tensor
     return true;
 }
 
+/* Whether w, a block's linear layer (or a view of one), is stored packed
+ * for wt_mul_mat: F32 where our products run. */
+static bool packed(const ngpt_model * m, const struct ggml_tensor * w) {
+    return m->panels != NULL && w->type == GGML_TYPE_F32;
+}
+
+/* A linear layer's outputs go in tiles of WT_TILE, each tile's weights
+ * stored as [in, WT_TILE] (input feature k's weights for the tile's
+ * outputs, then k + 1's), so that wt_mul_mat reads a tile's weights as
+ * one stream; a segment's last tile padded with zeros. */
+#define WT_TILE 64
+
+static int64_t wt_tiles(int64_t out) {
+    return (out + WT_TILE - 1) / WT_TILE;
+}
+
+/* Copy a linear layer's [out, in] rows from the blob into t, packed: t is
+ * [WT_TILE · in, tiles], a row per tile, segment after segment. */
+static bool set_packed(struct ggml_tensor * t, const char * src, int64_t in, int64_t out, int segments) {
+    const int64_t seg_out = out / segments, tiles = wt_tiles(seg_out);
+    float * tmp = calloc((size_t) (segments * tiles * WT_TILE * in), sizeof(float));
+    if (tmp == NULL) {
+        return false;
+    }
+    for (int64_t r = 0; r < out; r++) {
+        const int64_t sg = r / seg_out, o = r % seg_out;
+        float * tile = tmp + (size_t) ((sg * tiles + o / WT_TILE) * WT_TILE * in);
+        for (int64_t k = 0; k < in; k++) {
+            memcpy(&tile[k * WT_TILE + o % WT_TILE], src + sizeof(float) * (size_t) (r * in + k), sizeof(float));
+        }
+    }
+    ggml_backend_tensor_set(t, tmp, 0, ggml_nbytes(t));
+    free(tmp);
+    return true;
+}
+
 /* Create the weights, in the file's types, in one buffer on the device and
- * copy them there from the blob. */
+ * copy them there from the blob; the linears packed where our products run
+ * (see wt_mul_mat). */
 static bool load_weights(ngpt_model * m, const weight_spec * specs, int n_specs,
                          const ngpt_tensor_ref ** found, const void * blob, char * err, size_t err_len) {
     struct ggml_init_params ip = {
@@ -345,9 +395,11 @@ static bool load_weights(ngpt_model * m, const weight_spec * specs, int n_specs,
     for (int i = 0; i < n_specs; i++) {
         const weight_spec * s = &specs[i];
         enum ggml_type type = (enum ggml_type) found[i]->type;
-        struct ggml_tensor * t = s->n_dims == 1
-            ? ggml_new_tensor_1d(m->weights_ctx, type, s->ne0)
-            : ggml_new_tensor_2d(m->weights_ctx, type, s->ne0, s->ne1);
+        const bool pack = s->segments > 0 && m->panels != NULL && type == GGML_TYPE_F32;
+        struct ggml_tensor * t =
+            s->n_dims == 1 ? ggml_new_tensor_1d(m->weights_ctx, type, s->ne0)
+            : pack         ? ggml_new_tensor_2d(m->weights_ctx, type, WT_TILE * s->ne0, s->segments * wt_tiles(s->ne1 / s->segments))
+                           : ggml_new_tensor_2d(m->weights_ctx, type, s->ne0, s->ne1);
         ggml_set_name(t, s->name);
         *s->dst = t;
     }
@@ -358,7 +410,13 @@ static bool load_weights(ngpt_model * m, const weight_spec * specs, int n_specs,
     }
     for (int i = 0; i < n_specs; i++) {
         const char * src = (const char *) blob + found[i]->offset;
-        ggml_backend_tensor_set(*specs[i].dst, src, 0, found[i]->nbytes);
+        struct ggml_tensor * t = *specs[i].dst;
+        if (specs[i].segments == 0 || !packed(m, t)) {
+            ggml_backend_tensor_set(t, src, 0, found[i]->nbytes);
+        } else if (!set_packed(t, src, specs[i].ne0, specs[i].ne1, specs[i].segments)) {
+            set_oom(err, err_len);
+            return false;
+        }
     }
     return true;
 }
@@ -802,8 +860,9 @@ ngpt_model * ngpt_model_load(const ngpt_hparams * hp, const void * blob, size_t 
     if (!init_backend(m, device, n_threads, err, err_len)) {
         goto fail;
     }
-    if (!load_weights(m, specs, n_specs, found, blob, err, err_len) ||
-        !init_kv_pool(m, kv_blocks, err, err_len) || !init_panels(m, err, err_len)) {
+    /* panels first: whether our products run decides how the linears are stored */
+    if (!init_panels(m, err, err_len) || !load_weights(m, specs, n_specs, found, blob, err, err_len) ||
+        !init_kv_pool(m, kv_blocks, err, err_len)) {
         goto fail;
     }
     m->galloc = ggml_gallocr_new(ggml_backend_get_default_buffer_type(m->backend));
@@ -1199,7 +1258,10 @@ typedef struct step_graph {
  * and each weight is broadcast against it. Every output is then one plain
  * chain of fused multiply-adds in the order of the reduction, with no
  * horizontal sums (measured 2-3× ggml's speed on the window's shapes).
- * It runs only on CPUs with AVX-512, where it was measured (elsewhere
+ * It serves the attention of prompt chunks and windows (scores and
+ * probs · v, products of activations); the linear layers, whose weights
+ * are known at load, go through wt_mul_mat, and decodes' attention through
+ * decode_attn_op. These run only on CPUs with AVX-512, where it was measured (elsewhere
  * 16-float vectors would be emulated and spill), and is compiled for them
  * whatever the build targets: a portable binary (the Docker image's) gets
  * it on such a CPU too, checked when the model loads. */
@@ -1324,8 +1386,8 @@ static bool panel_fits(const ngpt_model * m, const struct ggml_tensor * w, const
            w->nb[0] == sizeof(float) && x->nb[0] == sizeof(float);
 }
 
-/* ggml_mul_mat(w, x) = x @ w.T per batch, for one item's rows (or an
- * item's attention): which kernel runs depends on that item alone. */
+/* ggml_mul_mat(w, x) = x @ w.T per batch, for one item's attention:
+ * which kernel runs depends on that item alone. */
 static struct ggml_tensor * mul_mat(struct ggml_context * ctx, const ngpt_model * m, struct ggml_tensor * w,
                                     struct ggml_tensor * x) {
     if (!panel_fits(m, w, x, x->ne[1])) {
@@ -1662,43 +1724,100 @@ static struct ggml_tensor * concat_rows(struct ggml_context * ctx, struct ggml_t
     return parts[0];
 }
 
-/* How many of x's rows item i owns: its tokens, or after the last layer's
- * selection (selected) the rows that give its logits. */
-static int item_rows(const step_graph * sg, int i, bool selected) {
-    const item_key * k = &sg->keys[i];
-    if (!selected) {
-        return k->n_tokens;
+/* A block's linear layer, x @ w.T, where our products run. Its weights are
+ * packed at load (see set_packed): per tile of 64 outputs, one vector holds
+ * one input feature's weights for 16 outputs, and each token's feature is
+ * broadcast against it. Every output is one chain of fused multiply-adds
+ * from 0 in the order of the reduction, whatever the number of tokens: the
+ * same bits for a token alone, batched with 63 others or in a prompt
+ * chunk. One token streams the weights once, as ggml's product of one row
+ * does; many use the FMA units, as panel_mul_mat does. A tile of four
+ * vectors of outputs by WT_COLS tokens keeps 24 sums in registers, and
+ * four independent chains even for one token. Thread ith of nth takes
+ * every nth tile of outputs. */
+#define WT_COLS 6   /* tokens per tile */
+
+#if PANEL_PRODUCT
+/* One tile: its outputs (lanes past M off) for cols ≤ WT_COLS tokens from x0. */
+static inline __attribute__((always_inline)) PANEL_TARGET void wt_tile(const float * w, int K, const float * x0,
+        size_t x_row, int cols, const __mmask16 live[4], float * d0, size_t d_row) {
+    __m512 acc[4][WT_COLS];
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; v++) {
+#pragma GCC unroll 6
+        for (int c = 0; c < WT_COLS; c++) {
+            acc[v][c] = _mm512_setzero_ps();
+        }
     }
-    return k->logits == LOGITS_ALL ? k->n_tokens : k->logits == LOGITS_LAST ? 1 : 0;
+    for (int k = 0; k < K; k++) {
+        __m512 wk[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) {
+            wk[v] = _mm512_loadu_ps(w + (size_t) k * WT_TILE + 16 * v);
+        }
+#pragma GCC unroll 6
+        for (int c = 0; c < WT_COLS; c++) {
+            if (c < cols) {
+                const __m512 xk = _mm512_set1_ps(x0[(size_t) c * x_row + k]);
+#pragma GCC unroll 4
+                for (int v = 0; v < 4; v++) {
+                    acc[v][c] = _mm512_fmadd_ps(wk[v], xk, acc[v][c]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 6
+    for (int c = 0; c < WT_COLS; c++) {
+        if (c < cols) {
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                _mm512_mask_storeu_ps(d0 + (size_t) c * d_row + 16 * v, live[v], acc[v][c]);
+            }
+        }
+    }
 }
 
-/* A weight product over the step's rows, x: [K, rows of all items] ->
- * [M, rows]. The choice between panel_mul_mat and ggml's is made per item,
- * so that which kernel computes an item's rows never depends on what else
- * is in the step: consecutive items with the same choice share one
- * product, and the parts are joined. (ggml's own products can still differ
- * in the last bit between one row and several.) */
-static struct ggml_tensor * linear(step_graph * sg, const ngpt_model * m, struct ggml_tensor * w,
-                                   struct ggml_tensor * x, bool selected) {
-    struct ggml_context * ctx = sg->ctx;
-    int n_parts = 0, first = 0;
-    for (int i = 0; i < sg->n_items;) {
-        const bool panel = panel_fits(m, w, x, item_rows(sg, i, selected));
-        int rows = 0;
-        for (; i < sg->n_items && panel_fits(m, w, x, item_rows(sg, i, selected)) == panel; i++) {
-            rows += item_rows(sg, i, selected);
+/* dst [M, N] = x @ w.T for w packed ([WT_TILE · K, tiles], a row per tile)
+ * and x: [K, N] with contiguous rows. */
+static PANEL_TARGET void wt_mul_mat(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    (void) userdata;
+    const struct ggml_tensor * w = dst->src[0];
+    const struct ggml_tensor * x = dst->src[1];
+    const int M = (int) dst->ne[0], K = (int) (w->ne[0] / WT_TILE), tiles = (int) w->ne[1], N = (int) x->ne[1];
+    const size_t x_row = x->nb[1] / sizeof(float), d_row = dst->nb[1] / sizeof(float);
+    for (int t = ith; t < tiles; t += nth) {
+        const int m0 = t * WT_TILE;
+        __mmask16 live[4];
+        for (int v = 0; v < 4; v++) {
+            const int left = M - m0 - 16 * v;
+            live[v] = left >= 16 ? (__mmask16) 0xFFFF : left <= 0 ? (__mmask16) 0 : (__mmask16) ((1u << left) - 1);
         }
-        if (rows == 0) {
-            continue;
+        const float * wt = (const float *) ((const char *) w->data + (size_t) t * w->nb[1]);
+        for (int n0 = 0; n0 < N; n0 += WT_COLS) {
+            const int cols = N - n0 < WT_COLS ? N - n0 : WT_COLS;
+            wt_tile(wt, K, (const float *) x->data + (size_t) n0 * x_row, x_row, cols, live,
+                    (float *) dst->data + (size_t) n0 * d_row + m0, d_row);
         }
-        struct ggml_tensor * part = x;   /* one kind of item: the whole product at once */
-        if (first > 0 || rows < x->ne[1]) {
-            part = ggml_view_2d(ctx, x, x->ne[0], rows, x->nb[1], (size_t) first * x->nb[1]);
-        }
-        sg->parts[n_parts++] = panel ? mul_mat(ctx, m, w, part) : ggml_mul_mat(ctx, w, part);   /* [M, rows] */
-        first += rows;
     }
-    return concat_rows(ctx, sg->parts, n_parts);
+}
+#endif
+
+/* y = x @ w.T for a block's linear layer w of M outputs (or a segment of
+ * one), stored as load_weights left it; x: [K, n] -> [M, n], every row at
+ * once. */
+static struct ggml_tensor * linear(step_graph * sg, const ngpt_model * m, struct ggml_tensor * w, int64_t M,
+                                   struct ggml_tensor * x) {
+    struct ggml_context * ctx = sg->ctx;
+#if PANEL_PRODUCT
+    if (packed(m, w)) {
+        if (x->nb[0] != sizeof(float) || x->type != GGML_TYPE_F32) {
+            x = ggml_cont(ctx, x);
+        }
+        struct ggml_tensor * args[2] = { w, x };
+        return ggml_custom_4d(ctx, GGML_TYPE_F32, M, x->ne[1], 1, 1, args, 2, wt_mul_mat, GGML_N_TASKS_MAX, NULL);
+    }
+#endif
+    return ggml_mul_mat(ctx, w, x);
 }
 
 /* Room for the graph of one step; generous, since it only holds headers. */
@@ -1805,12 +1924,15 @@ static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, co
      * are contiguous, so each is a plain view and three matmuls give
      * contiguous results without slicing the fused output. */
     const size_t wrow = ly->qkv_w->nb[1];
-    struct ggml_tensor * wq = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 0 * C * wrow); /* [C, C] */
-    struct ggml_tensor * wk = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 1 * C * wrow); /* [C, C] */
-    struct ggml_tensor * wv = ggml_view_2d(ctx, ly->qkv_w, C, C, wrow, 2 * C * wrow); /* [C, C] */
-    struct ggml_tensor * q = ggml_reshape_3d(ctx, linear(sg, m, wq, a, false), D, H, N); /* [D, H, N] */
-    struct ggml_tensor * k = ggml_reshape_3d(ctx, linear(sg, m, wk, a, false), D, H, N); /* [D, H, N] */
-    struct ggml_tensor * v = linear(sg, m, wv, a, false);                                /* [C, N] */
+    /* packed, each block is a third of the tiles */
+    const int64_t rows = packed(m, ly->qkv_w) ? ly->qkv_w->ne[1] / 3 : C;
+    const int64_t cols = ly->qkv_w->ne[0];
+    struct ggml_tensor * wq = ggml_view_2d(ctx, ly->qkv_w, cols, rows, wrow, 0 * rows * wrow); /* [C, C] */
+    struct ggml_tensor * wk = ggml_view_2d(ctx, ly->qkv_w, cols, rows, wrow, 1 * rows * wrow); /* [C, C] */
+    struct ggml_tensor * wv = ggml_view_2d(ctx, ly->qkv_w, cols, rows, wrow, 2 * rows * wrow); /* [C, C] */
+    struct ggml_tensor * q = ggml_reshape_3d(ctx, linear(sg, m, wq, C, a), D, H, N);         /* [D, H, N] */
+    struct ggml_tensor * k = ggml_reshape_3d(ctx, linear(sg, m, wk, C, a), D, H, N);         /* [D, H, N] */
+    struct ggml_tensor * v = linear(sg, m, wv, C, a);                                        /* [C, N] */
 
     /* q = apply_rotary(q, cos, sin); k = apply_rotary(k, cos, sin) */
     q = rope(ctx, q, sg->inp_pos, &m->hp);                                            /* [D, H, N] */
@@ -1842,13 +1964,13 @@ static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, co
  *   GELU:   self.fc2(F.gelu(self.fc1(x), approximate="none")), exact erf GELU
  *   SwiGLU: self.fc_out(F.silu(self.fc_g(x)) * self.fc_a(x)) */
 static struct ggml_tensor * build_mlp(step_graph * sg, const ngpt_model * m, const ngpt_layer * ly,
-                                      struct ggml_tensor * x, bool selected) {
+                                      struct ggml_tensor * x) {
     struct ggml_context * ctx = sg->ctx;
-    struct ggml_tensor * up = ggml_add(ctx, linear(sg, m, ly->up_w, x, selected), ly->up_b);         /* [F, n] */
+    struct ggml_tensor * up = ggml_add(ctx, linear(sg, m, ly->up_w, m->hp.n_ff, x), ly->up_b);         /* [F, n] */
     struct ggml_tensor * act;
     switch (m->hp.mlp_type) {
     case NGPT_MLP_SWIGLU: {
-        struct ggml_tensor * gate = ggml_add(ctx, linear(sg, m, ly->gate_w, x, selected), ly->gate_b); /* [F, n] */
+        struct ggml_tensor * gate = ggml_add(ctx, linear(sg, m, ly->gate_w, m->hp.n_ff, x), ly->gate_b); /* [F, n] */
         act = ggml_swiglu_split(ctx, gate, up);                                                  /* silu(gate) * up */
         break;
     }
@@ -1856,7 +1978,7 @@ static struct ggml_tensor * build_mlp(step_graph * sg, const ngpt_model * m, con
         act = gelu(ctx, m, up);                                                                  /* [F, n] */
         break;
     }
-    return ggml_add(ctx, linear(sg, m, ly->down_w, act, selected), ly->down_b);                      /* [C, n] */
+    return ggml_add(ctx, linear(sg, m, ly->down_w, m->hp.n_embd, act), ly->down_b);                      /* [C, n] */
 }
 
 /* Block.forward of layer il; dropout is the identity at inference.
@@ -1885,11 +2007,11 @@ static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, c
     }
 
     /* h = h + self.resid_drop(a), a = self.proj(out) */
-    h = ggml_add(ctx, h, linear(sg, m, ly->proj_w, att, selected));
+    h = ggml_add(ctx, h, linear(sg, m, ly->proj_w, m->hp.n_embd, att));
 
     /* h = h + self.resid_drop(self.mlp(self.ln2(h))) */
     struct ggml_tensor * ln2 = build_norm(ctx, m, h, ly->ln2_w, ly->ln2_b);
-    h = ggml_add(ctx, h, build_mlp(sg, m, ly, ln2, selected));
+    h = ggml_add(ctx, h, build_mlp(sg, m, ly, ln2));
     if (sg->n_lens > 0 && il < m->hp.n_layer - 1) {
         /* the residual stream after this block at each lens item's last
          * token, for the lens (the last block's is the logits' own) */
