@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -322,6 +323,33 @@ func BenchmarkGenerateTraced(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tokens/s")
+}
+
+// Whole generations through the scheduler, traced, 16 streams at once (the
+// bench's short chat, 200 tokens each): the engine's side of the bench's
+// "16 concurrent" row, without HTTP.
+func BenchmarkGenerate16Traced(b *testing.B) {
+	m := syntheticModel(b, harness.Deployed, Options{Threads: benchThreads()})
+	var tokens atomic.Int64
+	b.ResetTimer()
+	for b.Loop() {
+		var wg sync.WaitGroup
+		for i := range 16 {
+			wg.Go(func() {
+				chat := []Message{{Role: "user", Content: fmt.Sprintf("hi niels, what are you working on? (%d)", i)}}
+				_, err := m.Generate(context.Background(), GenerateRequest{Messages: chat, MaxNewTokens: 200,
+					Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: int64(i)}, TraceLayer: 3}, func(*Step) error {
+					tokens.Add(1)
+					return nil
+				})
+				if err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	b.ReportMetric(float64(tokens.Load())/b.Elapsed().Seconds(), "tokens/s")
 }
 
 // A full window of prompt (what a 16 KB transcript becomes) in one step, with
