@@ -448,6 +448,10 @@ static bool hparams_ok(const ngpt_hparams * hp, char * err, size_t err_len) {
         set_err(err, err_len, "mlp_type %d is not NGPT_MLP_GELU or NGPT_MLP_SWIGLU", hp->mlp_type);
         return false;
     }
+    if (hp->kv_type != NGPT_KV_F32 && hp->kv_type != NGPT_KV_F16) {
+        set_err(err, err_len, "kv_type %d is not NGPT_KV_F32 or NGPT_KV_F16", hp->kv_type);
+        return false;
+    }
     return true;
 }
 
@@ -938,12 +942,17 @@ const char * ngpt_model_backend(const ngpt_model * m) {
  * pool's resident size follows the most blocks ever in use at once, and a
  * freed block is reused rather than returned to the OS and faulted in again. */
 
+/* Bytes of one cached key or value. */
+static size_t kv_size(const ngpt_hparams * hp) {
+    return hp->kv_type == NGPT_KV_F16 ? sizeof(ggml_fp16_t) : sizeof(float);
+}
+
 size_t ngpt_kv_block_bytes(const ngpt_hparams * hp) {
     if (hp == NULL || !hparams_ok(hp, NULL, 0)) {
         return 0;
     }
-    /* K and V, every layer, F32 */
-    return (size_t) NGPT_KV_BLOCK * 2 * (size_t) hp->n_layer * (size_t) hp->n_embd * sizeof(float);
+    /* K and V, every layer */
+    return (size_t) NGPT_KV_BLOCK * 2 * (size_t) hp->n_layer * (size_t) hp->n_embd * kv_size(hp);
 }
 
 static bool init_kv_pool(ngpt_model * m, int64_t n_blocks, char * err, size_t err_len) {
@@ -970,9 +979,10 @@ static bool init_kv_pool(ngpt_model * m, int64_t n_blocks, char * err, size_t er
         set_oom(err, err_len);
         return false;
     }
+    const enum ggml_type type = m->hp.kv_type == NGPT_KV_F16 ? GGML_TYPE_F16 : GGML_TYPE_F32;
     for (int l = 0; l < L; l++) {
-        m->kv_k[l] = ggml_new_tensor_2d(m->kv_ctx, GGML_TYPE_F32, C, P);
-        m->kv_v[l] = ggml_new_tensor_1d(m->kv_ctx, GGML_TYPE_F32, P * C);
+        m->kv_k[l] = ggml_new_tensor_2d(m->kv_ctx, type, C, P);
+        m->kv_v[l] = ggml_new_tensor_1d(m->kv_ctx, type, P * C);
     }
     m->kv_buf = ggml_backend_alloc_ctx_tensors(m->kv_ctx, m->backend);
     if (m->kv_buf == NULL) {
@@ -1522,6 +1532,11 @@ static inline __attribute__((always_inline)) PANEL_TARGET __m512 exp_nonpositive
     return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
 }
 
+/* 16 cached keys or values from p, F16 or F32. */
+static inline __attribute__((always_inline)) PANEL_TARGET __m512 load16(const char * p, bool half) {
+    return half ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) p)) : _mm512_loadu_ps((const float *) p);
+}
+
 /* The lanes of a block of 16 from j that lie below n. */
 static inline __mmask16 lanes_below(int j, int n) {
     return n - j >= 16 ? (__mmask16) 0xFFFF : (__mmask16) ((1u << (n - j)) - 1);
@@ -1534,6 +1549,8 @@ static PANEL_TARGET void decode_attn_op(struct ggml_tensor * dst, int ith, int n
     const struct ggml_tensor * q = dst->src[0], * kp = dst->src[1], * vp = dst->src[2], * mask = dst->src[3];
     const struct ggml_tensor * heads = dst->src[4];   /* NULL when no item has a head mask */
     const int C = m->hp.n_embd, H = m->hp.n_head, D = C / H;
+    const bool half = kp->type == GGML_TYPE_F16;
+    const size_t es = ggml_element_size(kp);
     const __m512 scale = _mm512_set1_ps(1.0f / sqrtf((float) D));
     const __m512 minus_inf = _mm512_set1_ps(-INFINITY);
     float * out     = (float *) dst->data;
@@ -1546,9 +1563,9 @@ static PANEL_TARGET void decode_attn_op(struct ggml_tensor * dst, int ith, int n
         const item_slot * s   = &sg->slots[i];
         const float * qh = (const float *) ((const char *) q->data + (size_t) s->first * q->nb[2] + (size_t) h * q->nb[1]);
         const float * mk = (const float *) mask->data + s->mask_off;
-        const char  * k0 = (const char *) kp->data + (size_t) key->first * kp->nb[1] + (size_t) h * D * sizeof(float);
+        const char  * k0 = (const char *) kp->data + (size_t) key->first * kp->nb[1] + (size_t) h * D * es;
         /* V of the run is [cap, C]: channel c's positions are a row cap long */
-        const float * v0 = (const float *) vp->data + (size_t) key->first * C + (size_t) h * D * key->cap;
+        const char  * v0 = (const char *) vp->data + ((size_t) key->first * C + (size_t) h * D * key->cap) * es;
         float * p = key->probs ? out + (size_t) C * sg->n_dec + s->probs_at + (size_t) h * key->t_pad : scratch;
 
         int n = 0;   /* keys up to the last one the mask shows */
@@ -1572,8 +1589,8 @@ static PANEL_TARGET void decode_attn_op(struct ggml_tensor * dst, int ith, int n
 #pragma GCC unroll 16
                 for (int r = 0; r < 16; r++) {
                     if (r < rows) {
-                        const float * kj = (const float *) (k0 + (size_t) (j + r) * kp->nb[1]);
-                        acc[r] = _mm512_fmadd_ps(qd, _mm512_loadu_ps(kj + d), acc[r]);
+                        const char * kj = k0 + (size_t) (j + r) * kp->nb[1] + (size_t) d * es;
+                        acc[r] = _mm512_fmadd_ps(qd, load16(kj, half), acc[r]);
                     }
                 }
             }
@@ -1605,7 +1622,7 @@ static PANEL_TARGET void decode_attn_op(struct ggml_tensor * dst, int ith, int n
         const __m512 keep = _mm512_set1_ps(key->masked ? ((const float *) heads->data)[s->heads_off + da->il * H + h] : 1.0f);
         float * o = out + (size_t) s->dec_col * C + (size_t) h * D;
         for (int d0 = 0; d0 < D; d0 += 16) {
-            const float * vd = v0 + (size_t) d0 * key->cap;
+            const char * vd = v0 + (size_t) d0 * key->cap * es;
 #pragma GCC unroll 16
             for (int r = 0; r < 16; r++) {
                 acc[r] = _mm512_setzero_ps();
@@ -1615,7 +1632,10 @@ static PANEL_TARGET void decode_attn_op(struct ggml_tensor * dst, int ith, int n
                 const __m512 pj = _mm512_maskz_loadu_ps(live, p + j);
 #pragma GCC unroll 16
                 for (int r = 0; r < 16; r++) {
-                    acc[r] = _mm512_fmadd_ps(pj, _mm512_maskz_loadu_ps(live, vd + (size_t) r * key->cap + j), acc[r]);
+                    /* the 16 values from j lie in the run (cap is a multiple of
+                     * 16 at least n); lanes from n are zeroed */
+                    const __m512 vj = _mm512_maskz_mov_ps(live, load16(vd + ((size_t) r * key->cap + j) * es, half));
+                    acc[r] = _mm512_fmadd_ps(pj, vj, acc[r]);
                 }
             }
             _mm512_storeu_ps(o + d0, _mm512_mul_ps(sum_lanes16(acc), keep));
@@ -1868,7 +1888,8 @@ static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * 
     const item_key * key = &sg->keys[i];
     item_slot      * s   = &sg->slots[i];
     const int C = m->hp.n_embd, H = m->hp.n_head, D = C / H, n = key->n_tokens, t_pad = key->t_pad;
-    const size_t krow = m->kv_k[il]->nb[1], vrow = (size_t) key->cap * sizeof(float);
+    const size_t es = ggml_element_size(kp);   /* F32 or F16, see NGPT_KV_F32 */
+    const size_t krow = m->kv_k[il]->nb[1], vrow = (size_t) key->cap * es;
 
     /* q.view(B, t, H, D).transpose(1, 2), and k likewise from the cache: views
      * with the heads' and tokens' strides swapped, one tensor each (a
@@ -1879,7 +1900,7 @@ static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * 
     if (n > 1) {
         q_i = ggml_cont(ctx, q_i);
     }
-    struct ggml_tensor * k_i = ggml_view_3d(ctx, kp, D, t_pad, H, krow, (size_t) D * sizeof(float),
+    struct ggml_tensor * k_i = ggml_view_3d(ctx, kp, D, t_pad, H, krow, (size_t) D * es,
                                             (size_t) key->first * krow);              /* [D, t_pad, H] */
 
     /* scores = q @ k.transpose(-2, -1) / sqrt(D); masked_fill(triu(1), -inf);
@@ -2408,7 +2429,7 @@ static void clean_caches(const ngpt_model * m, const step_graph * sg, const ngpt
             continue;
         }
         const size_t C = (size_t) m->hp.n_embd, cap = (size_t) seq->capacity, np = (size_t) (to - from);
-        const size_t f = sizeof(float);
+        const size_t f = kv_size(&m->hp);
         for (int l = 0; l < m->hp.n_layer; l++) {
             struct ggml_tensor * kc = m->kv_k[l];  /* [C, P] */
             struct ggml_tensor * vc = m->kv_v[l];  /* [P·C], the run's span [cap, C] */

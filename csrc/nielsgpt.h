@@ -58,7 +58,14 @@ extern "C" {
 #define NGPT_MLP_GELU   0  /* fc2(GELU(fc1(x))), GELU in its exact erf form */
 #define NGPT_MLP_SWIGLU 1
 
-/* Hyper-parameters, as read from the GGUF metadata. */
+/* How the KV pool stores keys and values. F32 is exact: the model computes
+ * as PyTorch does. F16 halves the pool (memory, and what attention reads)
+ * and rounds every cached key and value to half precision: an opt-in trade,
+ * measured in docs/BENCHMARKS.md. */
+#define NGPT_KV_F32 0
+#define NGPT_KV_F16 1
+
+/* Hyper-parameters, as read from the GGUF metadata, and how to keep the cache. */
 typedef struct ngpt_hparams {
     int32_t n_vocab;   /* V */
     int32_t n_ctx;     /* T: the window the model sees */
@@ -70,6 +77,7 @@ typedef struct ngpt_hparams {
     float   norm_eps;  /* every norm's epsilon, 1e-5 */
     int32_t norm_type; /* NGPT_NORM_LAYER or NGPT_NORM_RMS */
     int32_t mlp_type;  /* NGPT_MLP_GELU or NGPT_MLP_SWIGLU */
+    int32_t kv_type;   /* NGPT_KV_F32 or NGPT_KV_F16: not from the file, the caller's choice */
 } ngpt_hparams;
 
 /* One weight inside the caller's GGUF bytes, as the caller's own (validated)

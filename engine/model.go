@@ -53,6 +53,11 @@ type Options struct {
 	// KVWait bounds how long a new sequence waits for room in a full pool
 	// before Generate fails with ErrKVFull; 0 means defaultKVWait.
 	KVWait time.Duration
+	// KVHalf stores the cached keys and values in half precision: half the
+	// pool's memory, and every cached key and value rounded (not what
+	// PyTorch computes; docs/BENCHMARKS.md measures how far it moves). The
+	// default, false, is exact.
+	KVHalf bool
 }
 
 // defaultKVWindows sizes a default pool: the server's default concurrency
@@ -141,6 +146,9 @@ func LoadBytes(data []byte, opts Options) (*Model, error) {
 	}
 	if cfg.MLP == gguf.MLPSwiGLU {
 		hp.mlp_type = C.NGPT_MLP_SWIGLU
+	}
+	if opts.KVHalf {
+		hp.kv_type = C.NGPT_KV_F16
 	}
 	refs := make([]C.ngpt_tensor_ref, len(g.Tensors))
 	for i, t := range g.Tensors {

@@ -8,6 +8,7 @@ package modelsource
 
 import (
 	"errors"
+	"fmt"
 	"net/url"
 	"os"
 	"runtime"
@@ -37,6 +38,9 @@ type Config struct {
 	// KVCacheMB bounds the engine's KV pool; 0 sizes it for KVWindows full
 	// windows of the model.
 	KVCacheMB int
+	// KVHalf is KV_CACHE_TYPE=f16: half-precision keys and values, half the
+	// pool's memory, not exact (f32, the default, is).
+	KVHalf bool
 	// KVWindows is not a setting: serve fills it with MAX_CONCURRENT, so a
 	// default pool never holds back a request the concurrency cap admitted.
 	// 0 leaves the engine's default.
@@ -74,6 +78,14 @@ func Settings(c *Config) []settings.Row {
 		}},
 		{Env: "THREADS", Flag: "threads", Default: "0", Usage: "the most CPU threads an engine step uses (0: one per core; decode steps use one)", Apply: settings.Int(&c.Threads, 0, 1024)},
 		{Env: "KV_CACHE_MB", Flag: "kv-cache-mb", Default: "0", Usage: "memory for the KV caches of all streams, in MiB (0: enough for MAX_CONCURRENT full windows)", Apply: settings.Int(&c.KVCacheMB, 0, 1<<24)},
+		{Env: "KV_CACHE_TYPE", Flag: "kv-cache-type", Default: "f32", Usage: "how the KV caches store keys and values: f32 (exact) or f16 (half the memory, rounded; docs/BENCHMARKS.md)", Apply: func(v string) error {
+			switch v {
+			case "f32", "f16":
+				c.KVHalf = v == "f16"
+				return nil
+			}
+			return fmt.Errorf("%q is not f32 or f16", v)
+		}},
 		{Env: "BASELINE", Flag: "baseline", Default: "0", Switch: true, Usage: "run the original algorithm: whole window per token, one request at a time (for benchmarks)", Apply: settings.Bool(&c.Baseline)},
 		{Env: "CKPT_REPO_ID", Flag: "ckpt-repo-id", Default: hub.DefaultRepoID, Usage: "Hugging Face Hub model repository", Apply: settings.NonEmpty(&c.Hub.RepoID)},
 		{Env: "CKPT_FILENAME", Flag: "ckpt-filename", Default: hub.DefaultFilename, Usage: "checkpoint file name in the repository and in CKPT_DIR", Apply: func(v string) error {

@@ -56,13 +56,13 @@ func TestConfigEnvAndFlags(t *testing.T) {
 	env := map[string]string{
 		"MODEL": "env.gguf", "HF_TOKEN": " hf_abc\n", "HF_HUB_OFFLINE": "1", "CKPT_DIR": "/tmp/ck",
 		"CKPT_REPO_ID": "me/model", "CKPT_FILENAME": "m.pt", "THREADS": "2", "DEVICE": "gpu",
-		"HF_ENDPOINT": "http://hub.local:8080/", "KV_CACHE_MB": "48",
+		"HF_ENDPOINT": "http://hub.local:8080/", "KV_CACHE_MB": "48", "KV_CACHE_TYPE": "f16",
 	}
 	c, err := parseFlags([]string{"--model", "demo", "--baseline", "--device=cpu", "--kv-cache-mb", "96"}, env, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Model != "demo" || c.Device != "cpu" || c.Threads != 2 || !c.Baseline || c.KVCacheMB != 96 ||
+	if c.Model != "demo" || c.Device != "cpu" || c.Threads != 2 || !c.Baseline || c.KVCacheMB != 96 || !c.KVHalf ||
 		c.Hub.Token != "hf_abc" || !c.Hub.Offline || c.Hub.Dir != "/tmp/ck" || c.Hub.RepoID != "me/model" ||
 		c.Hub.Filename != "m.pt" || c.Hub.Endpoint != "http://hub.local:8080" {
 		t.Fatalf("config %+v", c)
@@ -98,6 +98,8 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{nil, []string{"--ckpt-dir="}, "--ckpt-dir"},
 		{map[string]string{"BACKEND_DIR": "/no/such/folder"}, nil, `BACKEND_DIR: invalid value "/no/such/folder": no such file`},
 		{nil, []string{"--backend-dir", "config_test.go"}, "--backend-dir: invalid value \"config_test.go\": not a folder"},
+		{map[string]string{"KV_CACHE_TYPE": "q8"}, nil, `KV_CACHE_TYPE: invalid value "q8": "q8" is not f32 or f16`},
+		{nil, []string{"--kv-cache-type", "F16"}, `--kv-cache-type: invalid value "F16"`},
 	}
 	for _, tc := range cases {
 		_, err := parseFlags(tc.args, tc.env, io.Discard)

@@ -258,7 +258,7 @@ func Load(ctx context.Context, cfg Config, opts Options) (model *engine.Model, s
 		return nil, "", err
 	}
 	engineOpts := engine.Options{Device: cfg.Device, BackendDir: cfg.BackendDir, Threads: cfg.Threads,
-		Baseline: cfg.Baseline, OnStep: opts.OnStep, KVCacheMB: cfg.KVCacheMB, KVWindows: cfg.KVWindows}
+		Baseline: cfg.Baseline, OnStep: opts.OnStep, KVCacheMB: cfg.KVCacheMB, KVWindows: cfg.KVWindows, KVHalf: cfg.KVHalf}
 	if spec.Data != nil {
 		model, err = engine.LoadBytes(spec.Data, engineOpts)
 	} else {

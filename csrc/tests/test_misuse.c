@@ -95,6 +95,13 @@ static void misuse_kinds(const fixture * f) {
     hp.mlp_type = -1;
     expect_load_fails("mlp_type -1", "mlp_type", f, &hp, f->blob_len, f->refs, f->n_refs, "cpu", 1);
     CHECK(ngpt_kv_block_bytes(&hp) == 0, "ngpt_kv_block_bytes sized a model with mlp_type -1");
+    hp = f->hp;
+    hp.kv_type = 2;
+    expect_load_fails("kv_type 2", "kv_type", f, &hp, f->blob_len, f->refs, f->n_refs, "cpu", 1);
+    CHECK(ngpt_kv_block_bytes(&hp) == 0, "ngpt_kv_block_bytes sized a cache of kv_type 2");
+    hp = f->hp;
+    hp.kv_type = NGPT_KV_F16;
+    CHECK(ngpt_kv_block_bytes(&hp) * 2 == ngpt_kv_block_bytes(&f->hp), "an F16 block is not half an F32 one");
 
     const bool rms = f->hp.norm_type == NGPT_NORM_RMS, swiglu = f->hp.mlp_type == NGPT_MLP_SWIGLU;
     hp = f->hp;
