@@ -271,13 +271,7 @@ func (m *Model) relay(ctx context.Context, seq *sequence, onStep func(*Step) err
 						return event{}, err
 					}
 				}
-				if seq.sent.Load()-seq.done.Add(1) == stepsAhead {
-					// The reader was one step more than stepsAhead behind,
-					// so the scheduler may be waiting for it; otherwise it
-					// is not, and a poke would only cost it a spurious
-					// wake-up.
-					m.sched.poke()
-				}
+				seq.stepDone(m.sched)
 			default:
 				return ev, nil
 			}
@@ -286,6 +280,28 @@ func (m *Model) relay(ctx context.Context, seq *sequence, onStep func(*Step) err
 		}
 	}
 }
+
+// stepDone counts a step its reader has finished, and wakes the scheduler if
+// it may be waiting for this reader: if the reader was one step more than
+// stepsAhead behind. Otherwise it is not, and a poke would only cost it a
+// spurious wake-up. done is counted before sent is read: read the other way
+// round, a step the scheduler sent in between went unseen, and when it then
+// skipped this reader (one too many behind) and had nothing else to run,
+// scheduler and reader waited for each other for good (a bench stream
+// stalled until its 30 s cap).
+func (seq *sequence) stepDone(s *scheduler) {
+	done := seq.done.Add(1)
+	if handoffGap != nil {
+		handoffGap()
+	}
+	if seq.sent.Load()-done == stepsAhead {
+		s.poke()
+	}
+}
+
+// handoffGap, when a test sets it, runs between counting a step done and
+// reading sent in stepDone, widening the gap a stale read once fell into.
+var handoffGap func()
 
 // stepsAhead is how many computed steps may wait for a sequence's reader.
 // Two, not one: with one, the scheduler finishing step n+1 found the reader

@@ -7,6 +7,7 @@ package engine
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -81,6 +82,32 @@ func TestAppendTextFindsStops(t *testing.T) {
 			if completes := before < end && len(seq.text) >= end; hit != completes {
 				t.Fatalf("stop %q: after piece %d (text %q) found %v", stop, i, seq.text, hit)
 			}
+		}
+	}
+}
+
+// A reader about stepsAhead steps behind is never left waiting: the step
+// that brings it back within reach wakes the scheduler, however the
+// scheduler's sends interleave with the reader's count (stepDone). The gap
+// inside stepDone is widened to a goroutine switch, so that a send lands in
+// it: with sent read before done was counted this stalls within a few
+// generations; each generation here must finish well inside the watchdog.
+func TestReaderNeverLeftWaiting(t *testing.T) {
+	m, _ := loadFixture(t, "tiny_b")
+	handoffGap = runtime.Gosched
+	t.Cleanup(func() { handoffGap = nil })
+	for run := range 40 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		req := GenerateRequest{Messages: []Message{{Role: "user", Content: "hi"}}, MaxNewTokens: 200,
+			Sampling: Sampling{Temperature: 0.9, TopK: 50, Seed: int64(run)}, TraceLayer: 1}
+		got := 0
+		_, err := m.Generate(ctx, req, func(*Step) error {
+			got++
+			return nil
+		})
+		cancel()
+		if err != nil {
+			t.Fatalf("run %d stalled after %d of %d tokens: %v", run, got, req.MaxNewTokens, err)
 		}
 	}
 }
