@@ -50,9 +50,12 @@ build: check-go
 run: build
 	RATE_LIMIT_BURST=$${RATE_LIMIT_BURST:-100} RATE_LIMIT_PER_MIN=$${RATE_LIMIT_PER_MIN:-600} ./bin/nielsgpt serve --model demo
 
+# The engine's suite runs twice: with our kernels (on CPUs with AVX-512) and
+# with ggml's ops alone, the path of every other CPU (csrc, init_panels).
 test: check-go
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+	NIELSGPT_GGML_KERNELS=1 $(GO) test -count=1 ./engine
 
 # The C side on its own through CMake (docs/ARCHITECTURE.md §7), one preset
 # after the other: default (Release; the C tests, the backend modules, and the
