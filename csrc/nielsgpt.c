@@ -1271,10 +1271,11 @@ typedef struct step_graph {
  * It serves the attention of prompt chunks and windows (scores and
  * probs · v, products of activations); the linear layers, whose weights
  * are known at load, go through wt_mul_mat, and decodes' attention through
- * decode_attn_op. These run only on CPUs with AVX-512, where it was measured (elsewhere
- * 16-float vectors would be emulated and spill), and is compiled for them
- * whatever the build targets: a portable binary (the Docker image's) gets
- * it on such a CPU too, checked when the model loads. */
+ * decode_attn_op. All of these run only on CPUs with AVX-512, where they
+ * were measured (elsewhere 16-float vectors would be emulated and spill),
+ * and are compiled for them whatever the build targets: a portable binary
+ * (the Docker image's) gets them on such a CPU too, checked when the model
+ * loads. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define PANEL_PRODUCT 1
 #define PANEL_TARGET __attribute__((target("avx512f,fma")))
@@ -1952,9 +1953,9 @@ static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, co
     /* packed, each block is a third of the tiles */
     const int64_t rows = packed(m, ly->qkv_w) ? ly->qkv_w->ne[1] / 3 : C;
     const int64_t cols = ly->qkv_w->ne[0];
-    struct ggml_tensor * wq = ggml_view_2d(ctx, ly->qkv_w, cols, rows, wrow, 0 * rows * wrow); /* [C, C] */
-    struct ggml_tensor * wk = ggml_view_2d(ctx, ly->qkv_w, cols, rows, wrow, 1 * rows * wrow); /* [C, C] */
-    struct ggml_tensor * wv = ggml_view_2d(ctx, ly->qkv_w, cols, rows, wrow, 2 * rows * wrow); /* [C, C] */
+    struct ggml_tensor * wq = ggml_view_2d(ctx, ly->qkv_w, cols, rows, wrow, 0 * rows * wrow); /* [C, C] or its tiles */
+    struct ggml_tensor * wk = ggml_view_2d(ctx, ly->qkv_w, cols, rows, wrow, 1 * rows * wrow);
+    struct ggml_tensor * wv = ggml_view_2d(ctx, ly->qkv_w, cols, rows, wrow, 2 * rows * wrow);
     struct ggml_tensor * q = ggml_reshape_3d(ctx, linear(sg, m, wq, C, a), D, H, N);         /* [D, H, N] */
     struct ggml_tensor * k = ggml_reshape_3d(ctx, linear(sg, m, wk, C, a), D, H, N);         /* [D, H, N] */
     struct ggml_tensor * v = linear(sg, m, wv, C, a);                                        /* [C, N] */

@@ -113,14 +113,8 @@ func fidelity(t *testing.T, m *Model, hops []int, conversations, steps int) []fi
 		rows[i] = fidelityRow{hop: hop, minWin: c.Context}
 	}
 	for conv := range conversations {
-		prompt := FormatTranscript([]Message{{Role: "system", Content: fidelitySystem},
-			{Role: "user", Content: fidelityQuestions[conv%len(fidelityQuestions)]}})
-		ids := make([]int32, len(prompt))
-		for i, b := range prompt {
-			ids[i] = int32(b)
-		}
 		// hop 1 writes the conversation and keeps its distributions.
-		s := newSampler(Sampling{Temperature: defaultTemperatureForStudy, TopK: 50, Seed: int64(conv)}, c.Vocab)
+		ids, s := studyConversation(conv, c.Vocab)
 		ref := make([][]float64, steps)
 		var trajectory []int32
 		rows[0].stepTime += forcedWalk(t, m, ids, steps, 1, func(i int, logits []float32) int32 {
@@ -148,6 +142,19 @@ func fidelity(t *testing.T, m *Model, hops []int, conversations, steps int) []fi
 }
 
 const defaultTemperatureForStudy = 0.9 // the API's default sampling
+
+// studyConversation is conversation conv of a study: its prompt (the
+// system prompt and one of fidelityQuestions, as generation-1 bytes) and the
+// sampler, the API's defaults seeded by conv, that writes its reply.
+func studyConversation(conv, vocab int) ([]int32, *sampler) {
+	prompt := FormatTranscript([]Message{{Role: "system", Content: fidelitySystem},
+		{Role: "user", Content: fidelityQuestions[conv%len(fidelityQuestions)]}})
+	ids := make([]int32, len(prompt))
+	for i, b := range prompt {
+		ids[i] = int32(b)
+	}
+	return ids, newSampler(Sampling{Temperature: defaultTemperatureForStudy, TopK: 50, Seed: int64(conv)}, vocab)
+}
 
 // countPastT adds the steps generated past T to row: the agreement and KL of
 // each, and the shortest window the hop left.

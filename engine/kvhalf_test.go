@@ -26,13 +26,7 @@ func kvHalfCompare(t *testing.T, exact, half *Model, conversations, steps int) k
 	c := exact.cfg
 	var row kvHalfRow
 	for conv := range conversations {
-		prompt := FormatTranscript([]Message{{Role: "system", Content: fidelitySystem},
-			{Role: "user", Content: fidelityQuestions[conv%len(fidelityQuestions)]}})
-		ids := make([]int32, len(prompt))
-		for i, b := range prompt {
-			ids[i] = int32(b)
-		}
-		s := newSampler(Sampling{Temperature: defaultTemperatureForStudy, TopK: 50, Seed: int64(conv)}, c.Vocab)
+		ids, s := studyConversation(conv, c.Vocab)
 		ref := make([][]float32, steps)
 		var trajectory []int32
 		forcedWalk(t, exact, ids, steps, 1, func(i int, logits []float32) int32 {
