@@ -73,7 +73,13 @@ type Settings struct {
 	PastTTokens        int     `json:"past_t_max_new_tokens"`
 	PastTHops          []int   `json:"past_t_window_hops"`
 	PastTLevels        []int   `json:"past_t_levels"`
+	// ServerEnv is what of the user's environment, which the servers
+	// inherit, changes what they measure: the KV cache's settings.
+	ServerEnv []string `json:"server_env,omitempty"`
 }
+
+// serverEnvKeys are the settings ServerEnv records when they are set.
+var serverEnvKeys = []string{"KV_CACHE_TYPE", "KV_CACHE_MB", "STREAM_PACE_MS"}
 
 // ModeReport is what one server (batched or baseline) measured.
 type ModeReport struct {
@@ -409,6 +415,9 @@ func (r *Report) header() []string {
 	s := r.Settings
 	lines = append(lines, fmt.Sprintf("requests: tracing on (trace_layer=%d), temperature %g, top_k %d, seeds varied per stream; max_new_tokens %d (baseline %d); phase caps %gs (baseline %gs)%s",
 		s.TraceLayer, s.Temperature, s.TopK, s.Tokens, s.BaselineTokens, s.CapSeconds, s.BaselineCapSeconds, map[bool]string{true: "; --quick"}[s.Quick]))
+	if len(s.ServerEnv) > 0 {
+		lines = append(lines, "server settings from the environment: "+strings.Join(s.ServerEnv, " "))
+	}
 	if len(s.PastTHops) > 0 {
 		lines = append(lines, fmt.Sprintf("past T: a prompt longer than T by half a window, so every token is generated past T; max_new_tokens %d; window_hop %v", s.PastTTokens, s.PastTHops))
 	}

@@ -22,7 +22,7 @@ func cannedReport() *Report {
 		Model: ModelInfo{Source: "synthetic", V: 256, T: 256, C: 256, L: 4, H: 4, DFF: 1024, RopeTheta: 10000},
 		Host:  HostInfo{OS: "linux", Arch: "amd64", CPUs: 2, LoadAvgStart: &load},
 		Settings: Settings{Tokens: 200, BaselineTokens: 200, TraceLayer: 3, Temperature: 0.9, TopK: 50,
-			Levels: []int{1, 64}, CapSeconds: 30, BaselineCapSeconds: 10},
+			Levels: []int{1, 64}, CapSeconds: 30, BaselineCapSeconds: 10, ServerEnv: []string{"KV_CACHE_TYPE=f16"}},
 		Ours: &ModeReport{
 			Mode: "ours", Tokens: 200,
 			SingleStream: Throughput{Concurrency: 1, Streams: 3, Completed: 3, Tokens: 600, Seconds: 0.4, TokensPerS: 1500},
@@ -64,6 +64,7 @@ func TestWriteText(t *testing.T) {
 	testkit.ContainsAll(t, "text report", out,
 		"V=256 T=256 C=256 L=4 H=4 d_ff=1024",
 		"2 CPUs", "load average 1.50 at start", "trace_layer=3",
+		"server settings from the environment: KV_CACHE_TYPE=f16",
 		"single stream, tokens/s", "1500", "150×",
 		"16 KB prompt, p50 / p95 ms", "10.0 / 12.0", "400 / 480", "0.025× / 0.025×",
 		"aggregate tokens/s, 64 concurrent", "6400", "6.40", "1000×",

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -196,6 +197,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Tokens: o.Tokens, BaselineTokens: o.BaselineTokens, Temperature: benchTemperature, TopK: benchTopK,
 		Levels: o.Levels, Quick: o.Quick,
 		CapSeconds: o.Duration.Seconds(), BaselineCapSeconds: o.BaselineDuration.Seconds(),
+	}
+	for _, key := range serverEnvKeys {
+		if v, ok := os.LookupEnv(key); ok {
+			rep.Settings.ServerEnv = append(rep.Settings.ServerEnv, key+"="+v)
+		}
 	}
 
 	modelPath, remove, err := harness.ModelToServe(o.Model)
