@@ -1940,8 +1940,7 @@ static struct ggml_tensor * build_attn_item(step_graph * sg, const ngpt_model * 
 
 /* Attention.forward of layer il, up to (not including) proj. a = ln1(h): [C, N].
  * Returns [C, N]. */
-static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, const ngpt_item * items,
-                                       int il, struct ggml_tensor * a) {
+static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, int il, struct ggml_tensor * a) {
     struct ggml_context * ctx = sg->ctx;
     const ngpt_layer * ly = &m->layers[il];
     const int C = m->hp.n_embd, H = m->hp.n_head, D = C / H, N = sg->N;
@@ -2010,14 +2009,13 @@ static struct ggml_tensor * build_mlp(step_graph * sg, const ngpt_model * m, con
 /* Block.forward of layer il; dropout is the identity at inference.
  * h: [C, N] -> [C, N], or [C, n_logits] after the last layer. Returns NULL
  * when nothing past the last attention is wanted. */
-static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, const ngpt_item * items,
-                                        int il, struct ggml_tensor * h) {
+static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, int il, struct ggml_tensor * h) {
     struct ggml_context * ctx = sg->ctx;
     const ngpt_layer * ly  = &m->layers[il];
 
     /* a, probs = self.attn(self.ln1(h), cos, sin) */
     struct ggml_tensor * ln1 = build_norm(ctx, m, h, ly->ln1_w, ly->ln1_b);        /* [C, N] */
-    struct ggml_tensor * att = build_attn(sg, m, items, il, ln1);                   /* [C, N] */
+    struct ggml_tensor * att = build_attn(sg, m, il, ln1);                   /* [C, N] */
 
     const bool selected = il == m->hp.n_layer - 1 && sg->n_logits < sg->N;
     if (selected) {
@@ -2181,7 +2179,7 @@ static void layout_items(step_graph * sg, const ngpt_hparams * hp, const item_ke
 
 /* NielsGPT.forward for every item at once, into the reset graph sg, for the
  * keys in m->keys. */
-static bool build_step_graph(ngpt_model * m, const ngpt_item * items, int n_items, step_graph * sg,
+static bool build_step_graph(ngpt_model * m, int n_items, step_graph * sg,
                              char * err, size_t err_len) {
     const size_t gsize = graph_size(&m->hp, n_items);
     if (!graph_room(sg, &m->hp, n_items, err, err_len)) {
@@ -2214,7 +2212,7 @@ static bool build_step_graph(ngpt_model * m, const ngpt_item * items, int n_item
     /* h = self.tok_emb(idx) */
     struct ggml_tensor * h = ggml_get_rows(sg->ctx, m->tok_emb, sg->inp_tokens);   /* [C, N] */
     for (int il = 0; il < m->hp.n_layer && h != NULL; il++) {
-        h = build_block(sg, m, items, il, h);
+        h = build_block(sg, m, il, h);
     }
     if (sg->n_logits > 0) {
         sg->logits = build_logits(sg->ctx, m, h, "logits");                         /* [V, n_logits] */
@@ -2528,7 +2526,7 @@ int ngpt_step(ngpt_model * m, const ngpt_item * items, int n_items, char * err, 
     step_graph * g = find_graph(m, n_items);
     if (g == NULL) {
         g = evict_graph(m, n_items);
-        if (!build_step_graph(m, items, n_items, g, err, err_len) || !plan_step_graph(m, g, err, err_len)) {
+        if (!build_step_graph(m, n_items, g, err, err_len) || !plan_step_graph(m, g, err, err_len)) {
             reset_step_graph(g);
             return 1;
         }
