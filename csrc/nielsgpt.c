@@ -245,7 +245,8 @@ static void set_spec(weight_spec * s, struct ggml_tensor ** dst, int n_dims, int
 }
 
 /* A block's linear layer: [in, out], in PyTorch's [out, in] order, of
- * segments products side by side. */
+ * segments products side by side. (The embedding, lm_head's weight, is
+ * one too.) */
 static void set_linear(weight_spec * s, struct ggml_tensor ** dst, int64_t in, int64_t out, int segments,
                        const char * fmt, int layer) {
     set_spec(s, dst, 2, in, out, fmt, layer);
@@ -270,7 +271,9 @@ static void list_weights(ngpt_model * m, weight_spec * specs) {
     const int64_t C = m->hp.n_embd, V = m->hp.n_vocab, F = m->hp.n_ff;
     char name[48];
     weight_spec * s = specs;
-    set_spec(s++, &m->tok_emb, 2, C, V, "token_embd.weight");
+    set_spec(s, &m->tok_emb, 2, C, V, "token_embd.weight");
+    s->segments = 1;   /* also lm_head, a linear layer: packed too (see embed) */
+    s++;
     s = norm_specs(m, s, &m->lnf_w, &m->lnf_b, "output_norm");
     for (int i = 0; i < m->hp.n_layer; i++) {
         ngpt_layer * l = &m->layers[i];
@@ -1827,12 +1830,11 @@ static PANEL_TARGET void wt_mul_mat(struct ggml_tensor * dst, int ith, int nth, 
 }
 #endif
 
-/* y = x @ w.T for a block's linear layer w of M outputs (or a segment of
- * one), stored as load_weights left it; x: [K, n] -> [M, n], every row at
- * once. */
-static struct ggml_tensor * linear(step_graph * sg, const ngpt_model * m, struct ggml_tensor * w, int64_t M,
+/* y = x @ w.T for a linear layer w of M outputs (a block's, a segment of
+ * one, or lm_head), stored as load_weights left it; x: [K, n] -> [M, n],
+ * every row at once. */
+static struct ggml_tensor * linear(struct ggml_context * ctx, const ngpt_model * m, struct ggml_tensor * w, int64_t M,
                                    struct ggml_tensor * x) {
-    struct ggml_context * ctx = sg->ctx;
 #if PANEL_PRODUCT
     if (packed(m, w)) {
         if (x->nb[0] != sizeof(float) || x->type != GGML_TYPE_F32) {
@@ -1843,6 +1845,45 @@ static struct ggml_tensor * linear(step_graph * sg, const ngpt_model * m, struct
     }
 #endif
     return ggml_mul_mat(ctx, w, x);
+}
+
+#if PANEL_PRODUCT
+/* dst [C, N] = the rows of the packed embedding (src[0], see set_packed)
+ * for the ids in src[1]: id v's feature k is word v % WT_TILE of tile
+ * v / WT_TILE's row k. An id outside the vocabulary, which the engine
+ * never sends, gets zeros rather than a read out of bounds. */
+static void packed_rows_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
+    const ngpt_model * m = userdata;
+    const struct ggml_tensor * w   = dst->src[0];
+    const struct ggml_tensor * ids = dst->src[1];
+    const int C = (int) dst->ne[0], N = (int) dst->ne[1], V = m->hp.n_vocab;
+    for (int n = ith; n < N; n += nth) {
+        const int32_t v = ((const int32_t *) ids->data)[n];
+        float * out = (float *) ((char *) dst->data + (size_t) n * dst->nb[1]);
+        if (v < 0 || v >= V) {
+            memset(out, 0, sizeof(float) * (size_t) C);
+            continue;
+        }
+        const float * tile = (const float *) ((const char *) w->data + (size_t) (v / WT_TILE) * w->nb[1]);
+        for (int k = 0; k < C; k++) {
+            out[k] = tile[(size_t) k * WT_TILE + v % WT_TILE];
+        }
+    }
+}
+#endif
+
+/* h = self.tok_emb(idx): [C, N] for ids [N]. The embedding is lm_head's
+ * weight (tied), so where our products run it is stored packed, and its
+ * rows are gathered from the tiles. */
+static struct ggml_tensor * embed(struct ggml_context * ctx, const ngpt_model * m, struct ggml_tensor * ids) {
+#if PANEL_PRODUCT
+    if (packed(m, m->tok_emb)) {
+        struct ggml_tensor * args[2] = { m->tok_emb, ids };
+        return ggml_custom_4d(ctx, GGML_TYPE_F32, m->hp.n_embd, ids->ne[0], 1, 1, args, 2, packed_rows_op,
+                              GGML_N_TASKS_MAX, (void *) m);
+    }
+#endif
+    return ggml_get_rows(ctx, m->tok_emb, ids);
 }
 
 /* Room for the graph of one step; generous, since it only holds headers. */
@@ -1955,9 +1996,9 @@ static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, in
     struct ggml_tensor * wq = ggml_view_2d(ctx, ly->qkv_w, cols, rows, wrow, 0 * rows * wrow); /* [C, C] or its tiles */
     struct ggml_tensor * wk = ggml_view_2d(ctx, ly->qkv_w, cols, rows, wrow, 1 * rows * wrow);
     struct ggml_tensor * wv = ggml_view_2d(ctx, ly->qkv_w, cols, rows, wrow, 2 * rows * wrow);
-    struct ggml_tensor * q = ggml_reshape_3d(ctx, linear(sg, m, wq, C, a), D, H, N);         /* [D, H, N] */
-    struct ggml_tensor * k = ggml_reshape_3d(ctx, linear(sg, m, wk, C, a), D, H, N);         /* [D, H, N] */
-    struct ggml_tensor * v = linear(sg, m, wv, C, a);                                        /* [C, N] */
+    struct ggml_tensor * q = ggml_reshape_3d(ctx, linear(ctx, m, wq, C, a), D, H, N);         /* [D, H, N] */
+    struct ggml_tensor * k = ggml_reshape_3d(ctx, linear(ctx, m, wk, C, a), D, H, N);         /* [D, H, N] */
+    struct ggml_tensor * v = linear(ctx, m, wv, C, a);                                        /* [C, N] */
 
     /* q = apply_rotary(q, cos, sin); k = apply_rotary(k, cos, sin) */
     q = rope(ctx, q, sg->inp_pos, &m->hp);                                            /* [D, H, N] */
@@ -1991,11 +2032,11 @@ static struct ggml_tensor * build_attn(step_graph * sg, const ngpt_model * m, in
 static struct ggml_tensor * build_mlp(step_graph * sg, const ngpt_model * m, const ngpt_layer * ly,
                                       struct ggml_tensor * x) {
     struct ggml_context * ctx = sg->ctx;
-    struct ggml_tensor * up = ggml_add(ctx, linear(sg, m, ly->up_w, m->hp.n_ff, x), ly->up_b);         /* [F, n] */
+    struct ggml_tensor * up = ggml_add(ctx, linear(ctx, m, ly->up_w, m->hp.n_ff, x), ly->up_b);         /* [F, n] */
     struct ggml_tensor * act;
     switch (m->hp.mlp_type) {
     case NGPT_MLP_SWIGLU: {
-        struct ggml_tensor * gate = ggml_add(ctx, linear(sg, m, ly->gate_w, m->hp.n_ff, x), ly->gate_b); /* [F, n] */
+        struct ggml_tensor * gate = ggml_add(ctx, linear(ctx, m, ly->gate_w, m->hp.n_ff, x), ly->gate_b); /* [F, n] */
         act = ggml_swiglu_split(ctx, gate, up);                                                  /* silu(gate) * up */
         break;
     }
@@ -2003,7 +2044,7 @@ static struct ggml_tensor * build_mlp(step_graph * sg, const ngpt_model * m, con
         act = gelu(ctx, m, up);                                                                  /* [F, n] */
         break;
     }
-    return ggml_add(ctx, linear(sg, m, ly->down_w, m->hp.n_embd, act), ly->down_b);                      /* [C, n] */
+    return ggml_add(ctx, linear(ctx, m, ly->down_w, m->hp.n_embd, act), ly->down_b);                      /* [C, n] */
 }
 
 /* Block.forward of layer il; dropout is the identity at inference.
@@ -2031,7 +2072,7 @@ static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, i
     }
 
     /* h = h + self.resid_drop(a), a = self.proj(out) */
-    h = ggml_add(ctx, h, linear(sg, m, ly->proj_w, m->hp.n_embd, att));
+    h = ggml_add(ctx, h, linear(ctx, m, ly->proj_w, m->hp.n_embd, att));
 
     /* h = h + self.resid_drop(self.mlp(self.ln2(h))) */
     struct ggml_tensor * ln2 = build_norm(ctx, m, h, ly->ln2_w, ly->ln2_b);
@@ -2050,7 +2091,7 @@ static struct ggml_tensor * build_block(step_graph * sg, const ngpt_model * m, i
 static struct ggml_tensor * build_logits(struct ggml_context * ctx, const ngpt_model * m, struct ggml_tensor * h,
                                          const char * name) {
     struct ggml_tensor * lnf = build_norm(ctx, m, h, m->lnf_w, m->lnf_b);              /* [C, n] */
-    struct ggml_tensor * logits = ggml_mul_mat(ctx, m->tok_emb, lnf);                  /* [V, n] */
+    struct ggml_tensor * logits = linear(ctx, m, m->tok_emb, m->hp.n_vocab, lnf);      /* [V, n] */
     ggml_set_name(logits, name);
     ggml_set_output(logits);
     return logits;
@@ -2210,7 +2251,7 @@ static bool build_step_graph(ngpt_model * m, int n_items, step_graph * sg,
     }
 
     /* h = self.tok_emb(idx) */
-    struct ggml_tensor * h = ggml_get_rows(sg->ctx, m->tok_emb, sg->inp_tokens);   /* [C, N] */
+    struct ggml_tensor * h = embed(sg->ctx, m, sg->inp_tokens);                    /* [C, N] */
     for (int il = 0; il < m->hp.n_layer && h != NULL; il++) {
         h = build_block(sg, m, il, h);
     }
