@@ -1850,8 +1850,8 @@ static struct ggml_tensor * linear(struct ggml_context * ctx, const ngpt_model *
 #if PANEL_PRODUCT
 /* dst [C, N] = the rows of the packed embedding (src[0], see set_packed)
  * for the ids in src[1]: id v's feature k is word v % WT_TILE of tile
- * v / WT_TILE's row k. An id outside the vocabulary, which the engine
- * never sends, gets zeros rather than a read out of bounds. */
+ * v / WT_TILE's row k. An id outside the vocabulary (ngpt_step refuses
+ * one before computing) would get zeros, never a read out of bounds. */
 static void packed_rows_op(struct ggml_tensor * dst, int ith, int nth, void * userdata) {
     const ngpt_model * m = userdata;
     const struct ggml_tensor * w   = dst->src[0];
