@@ -272,9 +272,14 @@ func Load(ctx context.Context, cfg Config, opts Options) (model *engine.Model, s
 	}
 	if opts.Log != nil {
 		c := model.Config()
-		// The backend says which CPU variant won when BACKEND_DIR offered several.
+		// The backend says which CPU variant won when BACKEND_DIR offered
+		// several; kv_cache, whether the cache is exact (KV_CACHE_TYPE).
+		kvCache := "f32"
+		if cfg.KVHalf {
+			kvCache = "f16"
+		}
 		opts.Log.Info("model loaded", "source", spec.Source, "device", cfg.Device, "backend", model.Backend(),
-			"layers", c.Layers, "heads", c.Heads, "embd", c.Embd, "context", c.Context)
+			"layers", c.Layers, "heads", c.Heads, "embd", c.Embd, "context", c.Context, "kv_cache", kvCache)
 	}
 	return model, spec.Source, nil
 }
