@@ -269,6 +269,22 @@ func (b *browser) clean(t *testing.T) {
 // never appears fails here, not at the test binary's deadline.
 const actionTimeout = 30 * time.Second
 
+// part runs one part of a page test as a subtest, which answers for the
+// errors the browser logged during it.
+func (b *browser) part(t *testing.T, name string, f func(t *testing.T)) {
+	t.Run(name, func(t *testing.T) {
+		defer b.clean(t)
+		f(t)
+	})
+}
+
+// open loads the page from base and waits until it knows the model's shape.
+func (b *browser) open(t *testing.T, base string) {
+	t.Helper()
+	b.run(t, chromedp.Navigate(base+"/"))
+	b.waitFor(t, "the model's shape", `document.getElementById('head-grid').children.length > 0`)
+}
+
 // eval runs a JavaScript expression in the page and decodes its value.
 func (b *browser) eval(t *testing.T, js string, out any) {
 	t.Helper()
@@ -501,19 +517,7 @@ func TestPageInBrowser(t *testing.T) {
 
 	b := startBrowser(t, ts.URL, strictTS.URL, fastTS.URL, loadingTS.URL, pacedTS.URL)
 	t.Cleanup(func() { b.clean(t) })
-	// Each part answers for the errors the browser logged during it.
-	part := func(name string, f func(t *testing.T)) {
-		t.Run(name, func(t *testing.T) {
-			defer b.clean(t)
-			f(t)
-		})
-	}
-	open := func(t *testing.T, base string) {
-		t.Helper()
-		b.run(t, chromedp.Navigate(base+"/"))
-		b.waitFor(t, "the model's shape", `document.getElementById('head-grid').children.length > 0`)
-	}
-	open(t, ts.URL)
+	b.open(t, ts.URL)
 
 	const question = "tell me about niels"
 	seed := seedFor256(t, eng, []engine.Message{{Role: "user", Content: question}})
@@ -529,7 +533,7 @@ func TestPageInBrowser(t *testing.T) {
 	}
 
 	var steps []sseStep
-	part("every token becomes a box", func(t *testing.T) {
+	b.part(t, "every token becomes a box", func(t *testing.T) {
 		began := time.Now()
 		chat(t, question, false)
 		took := time.Since(began)
@@ -556,7 +560,7 @@ func TestPageInBrowser(t *testing.T) {
 		}
 	})
 
-	part("a selected token shows its trace", func(t *testing.T) {
+	b.part(t, "a selected token shows its trace", func(t *testing.T) {
 		const pick = 200 // its window is longer than 128
 		b.run(t, click(fmt.Sprintf(`#transcript .reply .tok[data-step="%d"]`, pick)))
 		checkTokenPanel(t, b, steps, pick, false)
@@ -567,7 +571,7 @@ func TestPageInBrowser(t *testing.T) {
 		b.screenshot(t, "inspector-token.png")
 	})
 
-	part("every layer and the logit lens", func(t *testing.T) {
+	b.part(t, "every layer and the logit lens", func(t *testing.T) {
 		b.run(t, click("#new-chat"))
 		chat(t, question, true)
 		deep, _ := parseStream(t, rec.last(t, "/chat/stream").response)
@@ -585,7 +589,7 @@ func TestPageInBrowser(t *testing.T) {
 		b.screenshot(t, "inspector-lens.png")
 	})
 
-	part("ablation marks the tokens that changed", func(t *testing.T) {
+	b.part(t, "ablation marks the tokens that changed", func(t *testing.T) {
 		b.run(t, click("#tab-ablate"))
 		for _, h := range []string{"0.0", "0.1", "0.2", "0.3"} {
 			b.run(t, click(fmt.Sprintf(`#head-grid button[data-key="%s"]`, h)))
@@ -638,7 +642,7 @@ func TestPageInBrowser(t *testing.T) {
 		b.screenshot(t, "inspector-ablation.png")
 	})
 
-	part("the matrix equals /inspect/attention", func(t *testing.T) {
+	b.part(t, "the matrix equals /inspect/attention", func(t *testing.T) {
 		b.run(t, click("#clear-ablate"), click("#tab-matrix"),
 			setField("#matrix-layer", "1"), setField("#matrix-head", "2"),
 			setField("#matrix-zoom", "4"), click("#matrix-load"))
@@ -684,7 +688,7 @@ func TestPageInBrowser(t *testing.T) {
 		}
 	})
 
-	part("how the model reads a text", func(t *testing.T) {
+	b.part(t, "how the model reads a text", func(t *testing.T) {
 		b.run(t, click("#tab-score"), click("#score-from-chat"))
 		b.waitFor(t, "the scores", `document.getElementById('score-summary').textContent !== ''`)
 		ex := rec.last(t, "/inspect/score")
@@ -729,8 +733,8 @@ func TestPageInBrowser(t *testing.T) {
 		b.screenshot(t, "inspector-score.png")
 	})
 
-	part("thousands of tokens a second, none dropped", func(t *testing.T) {
-		open(t, fastTS.URL)
+	b.part(t, "thousands of tokens a second, none dropped", func(t *testing.T) {
+		b.open(t, fastTS.URL)
 		b.run(t, setField("#max-tokens", "4000"), setChecked("#all-layers", false), setChecked("#logit-lens", false),
 			setField("#prompt", "go"))
 		began := time.Now()
@@ -754,8 +758,8 @@ func TestPageInBrowser(t *testing.T) {
 		}
 	})
 
-	part("stop and the server's refusals", func(t *testing.T) {
-		open(t, strictTS.URL)
+	b.part(t, "stop and the server's refusals", func(t *testing.T) {
+		b.open(t, strictTS.URL)
 		b.run(t, setField("#temperature", "1.5"), setField("#top-k", ""), setField("#seed", fmt.Sprint(seed)),
 			setField("#max-tokens", "200"), setChecked("#all-layers", false), setChecked("#logit-lens", false),
 			setField("#prompt", question), click("#send"))
@@ -800,7 +804,7 @@ func TestPageInBrowser(t *testing.T) {
 		}
 	})
 
-	part("a model still loading", func(t *testing.T) {
+	b.part(t, "a model still loading", func(t *testing.T) {
 		b.allow("status of 503 (Service Unavailable)")
 		b.run(t, chromedp.Navigate(loadingTS.URL+"/"))
 		b.waitFor(t, "the page", `document.readyState === 'complete'`)
@@ -817,7 +821,7 @@ func TestPageInBrowser(t *testing.T) {
 		}
 	})
 
-	part("a client that draws once a frame sees every step only when paced", func(t *testing.T) {
+	b.part(t, "a client that draws once a frame sees every step only when paced", func(t *testing.T) {
 		// Like the original React front end: the newest step is kept in a
 		// variable that each animation frame draws, and `done` ends the
 		// drawing at once.
@@ -846,7 +850,7 @@ func TestPageInBrowser(t *testing.T) {
 		})()`, question, seed)
 		run := func(t *testing.T, base string) (steps, drawn int) {
 			t.Helper()
-			open(t, base) // loaded and idle: its own start-up takes no frames
+			b.open(t, base) // loaded and idle: its own start-up takes no frames
 			out, err := chromedp.Run(b.ctx, chromedp.Evaluate[struct {
 				Steps, Drawn int
 				Missed       []int
@@ -869,8 +873,8 @@ func TestPageInBrowser(t *testing.T) {
 		}
 	})
 
-	part("the page cannot reach another origin", func(t *testing.T) {
-		open(t, ts.URL)
+	b.part(t, "the page cannot reach another origin", func(t *testing.T) {
+		b.open(t, ts.URL)
 		b.allow("Refused to connect", "Content Security Policy")
 		outcome, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](
 			`fetch('http://127.0.0.1:9/x', {mode: 'no-cors'}).then(() => 'sent', () => 'blocked')`, chromedp.EvalAwaitPromise))
@@ -888,8 +892,8 @@ func TestPageInBrowser(t *testing.T) {
 		b.foreign = nil // refused by the policy: it never left
 	})
 
-	part("every control is labelled and reachable by keyboard", func(t *testing.T) {
-		open(t, ts.URL)
+	b.part(t, "every control is labelled and reachable by keyboard", func(t *testing.T) {
+		b.open(t, ts.URL)
 		var unlabelled []string
 		b.eval(t, `[...document.querySelectorAll('input, select, textarea, button, [role=tab]')].filter(el => {
 			const name = (el.getAttribute('aria-label') || (el.labels && [...el.labels].map(l => l.textContent).join('')) || el.textContent || '').trim();
@@ -913,9 +917,9 @@ func TestPageInBrowser(t *testing.T) {
 		}
 	})
 
-	part("phone width", func(t *testing.T) {
+	b.part(t, "phone width", func(t *testing.T) {
 		b.run(t, chromedp.EmulateViewport(390, 844))
-		open(t, ts.URL)
+		b.open(t, ts.URL)
 		chat(t, question, false)
 		b.fitsWidth(t)
 		b.screenshot(t, "inspector-phone.png")
@@ -1046,17 +1050,6 @@ func TestPageInBrowserGen2(t *testing.T) {
 
 	b := startBrowser(t, ts.URL, pacedTS.URL)
 	t.Cleanup(func() { b.clean(t) })
-	part := func(name string, f func(t *testing.T)) {
-		t.Run(name, func(t *testing.T) {
-			defer b.clean(t)
-			f(t)
-		})
-	}
-	open := func(t *testing.T, base string) {
-		t.Helper()
-		b.run(t, chromedp.Navigate(base+"/"))
-		b.waitFor(t, "the model's shape", `document.getElementById('head-grid').children.length > 0`)
-	}
 	send := func(t *testing.T, maxTokens int) {
 		t.Helper()
 		b.run(t,
@@ -1065,8 +1058,8 @@ func TestPageInBrowserGen2(t *testing.T) {
 			setField("#prompt", question), click("#send"))
 	}
 
-	part("the header says generation 2", func(t *testing.T) {
-		open(t, ts.URL)
+	b.part(t, "the header says generation 2", func(t *testing.T) {
+		b.open(t, ts.URL)
 		var info string
 		b.eval(t, `document.getElementById('model-info').textContent`, &info)
 		want := fmt.Sprintf("generation 2 · %d layers × %d heads · context %d · vocabulary %d", cfg.Layers, cfg.Heads, cfg.Context, cfg.Vocab)
@@ -1077,7 +1070,7 @@ func TestPageInBrowserGen2(t *testing.T) {
 
 	var steps []sseStep
 	var reply string
-	part("every piece becomes a box", func(t *testing.T) {
+	b.part(t, "every piece becomes a box", func(t *testing.T) {
 		send(t, 48)
 		b.waitFor(t, "the reply", `!document.getElementById('send').disabled && document.querySelectorAll('.reply-text').length > 0`)
 		ex := rec.last(t, "/chat/stream")
@@ -1108,7 +1101,7 @@ func TestPageInBrowserGen2(t *testing.T) {
 		}
 	})
 
-	part("a selected piece shows its trace", func(t *testing.T) {
+	b.part(t, "a selected piece shows its trace", func(t *testing.T) {
 		pick := len(steps) - 2
 		b.run(t, click(fmt.Sprintf(`#transcript .reply .tok[data-step="%d"]`, pick)))
 		checkTokenPanel(t, b, steps, pick, true)
@@ -1141,7 +1134,7 @@ func TestPageInBrowserGen2(t *testing.T) {
 		}
 	})
 
-	part("ablation compares pieces", func(t *testing.T) {
+	b.part(t, "ablation compares pieces", func(t *testing.T) {
 		b.run(t, click("#tab-ablate"), click(`#head-grid button[data-key="0.0"]`), click(`#head-grid button[data-key="0.1"]`))
 		b.run(t, click("#rerun"))
 		b.waitFor(t, "the ablated reply", `document.getElementById('ablate-summary').textContent !== ''`)
@@ -1175,7 +1168,7 @@ func TestPageInBrowserGen2(t *testing.T) {
 		b.run(t, click("#clear-ablate"))
 	})
 
-	part("the matrix of the conversation's pieces", func(t *testing.T) {
+	b.part(t, "the matrix of the conversation's pieces", func(t *testing.T) {
 		b.run(t, click("#tab-matrix"), setField("#matrix-layer", "1"), setField("#matrix-head", "1"),
 			setField("#matrix-zoom", "12"), click("#matrix-load"))
 		b.waitFor(t, "the matrix", `document.getElementById('matrix').dataset.head === '1' && document.getElementById('matrix').width > 0`)
@@ -1206,7 +1199,7 @@ func TestPageInBrowserGen2(t *testing.T) {
 		}
 	})
 
-	part("how the model reads the conversation and a text", func(t *testing.T) {
+	b.part(t, "how the model reads the conversation and a text", func(t *testing.T) {
 		type scored struct {
 			TokenIDs      []int    `json:"token_ids"`
 			TokensDisplay []string `json:"tokens_display"`
@@ -1269,10 +1262,10 @@ func TestPageInBrowserGen2(t *testing.T) {
 		check(t, tok.Encode(text))
 	})
 
-	part("phone width, with a special piece's box", func(t *testing.T) {
+	b.part(t, "phone width, with a special piece's box", func(t *testing.T) {
 		b.run(t, chromedp.EmulateViewport(390, 844))
 		defer b.run(t, chromedp.EmulateViewport(1280, 800))
-		open(t, ts.URL)
+		b.open(t, ts.URL)
 		send(t, 48)
 		b.waitFor(t, "the reply", `!document.getElementById('send').disabled && document.querySelectorAll('.reply-text').length > 0`)
 		var last string
@@ -1283,8 +1276,8 @@ func TestPageInBrowserGen2(t *testing.T) {
 		b.fitsWidth(t)
 	})
 
-	part("a stopped reply is its pieces' text", func(t *testing.T) {
-		open(t, pacedTS.URL)
+	b.part(t, "a stopped reply is its pieces' text", func(t *testing.T) {
+		b.open(t, pacedTS.URL)
 		send(t, 48)
 		b.waitFor(t, "a few paced pieces", `document.querySelectorAll('#transcript .tok').length >= 8`)
 		b.run(t, click("#stop"))
