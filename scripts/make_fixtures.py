@@ -354,15 +354,7 @@ def make_deep_golden(fixture):
         "ablated": chosen,
         "score": score,
     }
-    path = os.path.join(REPO, "testdata", "golden", f"{name}_deep.json")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(dump_json(golden) + "\n")
-    with open(path, encoding="utf-8") as f:
-        json.load(f)
-    size = os.path.getsize(path)
-    print(f"wrote testdata/golden/{name}_deep.json ({size} bytes)")
-    if size > 3_000_000:
-        raise AssertionError(f"{path} is {size} bytes; keep goldens under 3 MB")
+    write_golden(f"{name}_deep.json", golden)
 
 
 def pick_seed(fixture):
@@ -387,6 +379,21 @@ def pick_seed(fixture):
 def to_f32(x):
     """float64 numbers -> nested lists of float32-rounded Python floats."""
     return np.asarray(x, dtype=np.float64).astype(np.float32).astype(np.float64).tolist()
+
+
+def write_golden(filename, golden):
+    """Write testdata/golden/{filename} with dump_json, read it back (the hand-rolled
+    writer must produce valid JSON), and keep it under 3 MB."""
+    path = os.path.join(REPO, "testdata", "golden", filename)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(dump_json(golden) + "\n")
+    with open(path, encoding="utf-8") as f:
+        json.load(f)
+    size = os.path.getsize(path)
+    print(f"wrote testdata/golden/{filename} ({size} bytes)")
+    if size > 3_000_000:
+        raise AssertionError(f"{path} is {size} bytes; keep goldens under 3 MB")
 
 
 def dump_json(value, indent=0):
@@ -472,18 +479,9 @@ def make_fixture(fixture):
             "attn_rows": [to_f32(rows) for rows in attn_rows],
         },
     }
-    golden_path = os.path.join(REPO, "testdata", "golden", f"{name}.json")
-    os.makedirs(os.path.dirname(golden_path), exist_ok=True)
-    with open(golden_path, "w", encoding="utf-8") as f:
-        f.write(dump_json(golden) + "\n")
-    with open(golden_path, encoding="utf-8") as f:
-        json.load(f)  # the hand-rolled writer must produce valid JSON
-    size = os.path.getsize(golden_path)
-    print(f"wrote {model_rel} ({os.path.getsize(model_path)} bytes) and "
-          f"testdata/golden/{name}.json ({size} bytes); greedy text: "
+    print(f"wrote {model_rel} ({os.path.getsize(model_path)} bytes); greedy text: "
           f"{bytes(tokens).decode('utf-8', errors='replace')!r}")
-    if size > 3_000_000:
-        raise AssertionError(f"{golden_path} is {size} bytes; keep goldens under 3 MB")
+    write_golden(f"{name}.json", golden)
 
 
 def make_hop_golden(fixture):
@@ -518,15 +516,7 @@ def make_hop_golden(fixture):
         "trace_layer": fixture["trace_layer"],
         "runs": runs,
     }
-    path = os.path.join(REPO, "testdata", "golden", f"{name}_hop.json")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(dump_json(golden) + "\n")
-    with open(path, encoding="utf-8") as f:
-        json.load(f)
-    size = os.path.getsize(path)
-    print(f"wrote testdata/golden/{name}_hop.json ({size} bytes)")
-    if size > 3_000_000:
-        raise AssertionError(f"{path} is {size} bytes; keep goldens under 3 MB")
+    write_golden(f"{name}_hop.json", golden)
 
 
 def main():
