@@ -67,9 +67,10 @@ func endsOpen(messages []Message) bool {
 // turn, and the reply is cut before the tag.
 var StopTags = [][]byte{[]byte("\nuser: "), []byte("\nsystem: ")}
 
-// cutAtStop returns generated cut before the earliest of stops, and whether
-// one was found.
-func cutAtStop(generated []byte, stops [][]byte) ([]byte, bool) {
+// CutAtStop returns generated cut before the earliest of stops, and whether
+// one was found: the engine's stop rule (exported for the server's fake
+// engine, so its replies end where a real one's would).
+func CutAtStop(generated []byte, stops [][]byte) ([]byte, bool) {
 	cut := -1
 	for _, stop := range stops {
 		if i := bytes.Index(generated, stop); i >= 0 && (cut < 0 || i < cut) {

@@ -45,9 +45,9 @@ func TestStopTags(t *testing.T) {
 		{"\nuser: ", "", true},
 	}
 	for _, c := range cases {
-		got, stop := cutAtStop([]byte(c.gen), StopTags)
+		got, stop := CutAtStop([]byte(c.gen), StopTags)
 		if string(got) != c.want || stop != c.stop {
-			t.Errorf("cutAtStop(%q) = %q, %v; want %q, %v", c.gen, got, stop, c.want, c.stop)
+			t.Errorf("CutAtStop(%q) = %q, %v; want %q, %v", c.gen, got, stop, c.want, c.stop)
 		}
 	}
 }

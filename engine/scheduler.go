@@ -504,7 +504,7 @@ func fullAttn(it *stepItem, heads int) *FullAttn {
 // stop tag or a request's stop string), or before eot; the reply read from
 // the chat's transcript of ids.
 func (seq *sequence) result() *Result {
-	generated, cut := cutAtStop(seq.text, seq.stops)
+	generated, cut := CutAtStop(seq.text, seq.stops)
 	ids := seq.tokens
 	atEOT := seq.eot >= 0 && len(ids) > seq.nPrompt && ids[len(ids)-1] == seq.eot
 	res := &Result{Generated: generated, Stopped: stopReason(cut || atEOT), PromptTokens: seq.nPrompt}

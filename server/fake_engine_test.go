@@ -6,7 +6,6 @@ package server
 // steps it ran, which is how the tests see that a departed client stopped it.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"math"
@@ -207,16 +206,7 @@ func fakeCut(generated []byte, req engine.GenerateRequest) ([]byte, bool) {
 	if len(req.Messages) > 0 {
 		stops = append(append([][]byte{}, stops...), engine.StopTags...)
 	}
-	cut := -1
-	for _, stop := range stops {
-		if i := bytes.Index(generated, stop); i >= 0 && (cut < 0 || i < cut) {
-			cut = i
-		}
-	}
-	if cut < 0 {
-		return generated, false
-	}
-	return generated[:cut], true
+	return engine.CutAtStop(generated, stops)
 }
 
 func (f *fakeEngine) result(req engine.GenerateRequest, generated []byte, stopped string) *engine.Result {
