@@ -189,19 +189,11 @@ def _plain(value):
     return value
 
 
-def save_checkpoint(path, model, cfg, train_cfg=None, step=0, best_val_loss=None,
-                    optimizer_state=None):
-    """Writes the `best.pt` dict: model_cfg, model_state, train_cfg, step and,
-    when given, best_val_loss and optimizer_state. Real training checkpoints carry the
-    optimizer state (which a reader must skip); the demo leaves it out, as it would
-    triple the file for nothing the server uses, and one fixture puts it in.
-
-    The state dict is stored as CPU float32 whatever the model's device or dtype; a
-    conversion cache keyed by storage keeps lm_head.weight and tok_emb.weight sharing
-    one storage in the file (converting each tensor separately would duplicate it).
-    """
-    converted = {}
-    state = {}
+def shared_cpu_state(model):
+    """The state dict as CPU float32, with lm_head.weight and tok_emb.weight still one
+    storage: a conversion cache keyed by storage (converting each tensor separately would
+    store the embedding twice)."""
+    converted, state = {}, {}
     for key, tensor in model.state_dict().items():
         ident = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
         if ident not in converted:
@@ -209,7 +201,20 @@ def save_checkpoint(path, model, cfg, train_cfg=None, step=0, best_val_loss=None
         state[key] = converted[ident]
     if state["lm_head.weight"].data_ptr() != state["tok_emb.weight"].data_ptr():
         raise AssertionError("lm_head.weight must share storage with tok_emb.weight")
+    return state
 
+
+def save_checkpoint(path, model, cfg, train_cfg=None, step=0, best_val_loss=None,
+                    optimizer_state=None):
+    """Writes the `best.pt` dict: model_cfg, model_state, train_cfg, step and,
+    when given, best_val_loss and optimizer_state. Real training checkpoints carry the
+    optimizer state (which a reader must skip); the demo leaves it out, as it would
+    triple the file for nothing the server uses, and one fixture puts it in.
+
+    The state dict is stored as CPU float32 whatever the model's device or dtype
+    (shared_cpu_state).
+    """
+    state = shared_cpu_state(model)
     ckpt = {
         "model_cfg": make_config(**{k: cfg[k] for k in CONFIG_KEYS}),
         "model_state": state,

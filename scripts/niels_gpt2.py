@@ -104,7 +104,7 @@ def save_checkpoint(path, model, tokenizer_sha256, train_cfg=None, step=None,
     checkpoint saved from a GPU does, without needing one: the converter must ignore it.
     """
     cfg = niels_gpt.make_config(**{k: model.cfg[k] for k in niels_gpt.CONFIG_KEYS})
-    state = shared_cpu_state(model)
+    state = niels_gpt.shared_cpu_state(model)
     train = dict(niels_gpt._plain(train_cfg or {}))
     train["_raw"] = {"lr": 3e-4, "batch_size": 8, "amp": False, "tokenizer_path": "spm.model"}
     train["_settings_meta"] = {"tokenizer_sha256": tokenizer_sha256, "schema": 2, "note": None}
@@ -125,20 +125,6 @@ def save_checkpoint(path, model, tokenizer_sha256, train_cfg=None, step=None,
         torch.save(ckpt, path)
     finally:
         torch.serialization._package_registry.remove(entry)
-
-
-def shared_cpu_state(model):
-    """The state dict as CPU float32, with lm_head.weight and tok_emb.weight still one
-    storage (converting each tensor separately would store the embedding twice)."""
-    converted, state = {}, {}
-    for key, tensor in model.state_dict().items():
-        ident = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
-        if ident not in converted:
-            converted[ident] = tensor.detach().to("cpu", torch.float32).contiguous().clone()
-        state[key] = converted[ident]
-    if state["lm_head.weight"].data_ptr() != state["tok_emb.weight"].data_ptr():
-        raise AssertionError("lm_head.weight must share storage with tok_emb.weight")
-    return state
 
 
 def load_checkpoint(path, dtype=torch.float32):
